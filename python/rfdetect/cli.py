@@ -1,0 +1,181 @@
+"""``rfdetect`` command line: synth, detect, listen, plot."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from . import __version__
+from .spectrogram import SpectrogramParams
+
+EXIT_ERROR = 2
+
+
+def _add_spectrogram_args(p):
+    d = SpectrogramParams()
+    g = p.add_argument_group("spectrogram (must match the models' cards)")
+    g.add_argument("--fft-size", type=int, default=d.fft_size)
+    g.add_argument("--hop", type=int, default=d.hop)
+    g.add_argument("--window", default=d.window)
+    g.add_argument("--width", type=int, default=d.width, help="output bins per row (default %(default)s)")
+    g.add_argument("--pooling", default=d.pooling, choices=["mean", "max"])
+
+
+def _params(a) -> SpectrogramParams:
+    return SpectrogramParams(a.fft_size, a.hop, a.window, a.width, a.pooling)
+
+
+def cmd_synth(a):
+    from .synth import CLASSES, synth_dataset
+    classes = tuple(a.classes.split(",")) if a.classes else CLASSES
+    bad = [c for c in classes if c not in CLASSES]
+    if bad:
+        raise ValueError(f"unknown classes {bad}; choose from {','.join(CLASSES)}")
+
+    def progress(i, n):
+        print(f"\r  recording {i}/{n}", end="" if i < n else "\n", file=sys.stderr, flush=True)
+
+    paths = synth_dataset(a.out_dir, a.n, a.seed, a.sample_rate, a.duration, (a.snr_min, a.snr_max),
+                          a.signals, classes, a.center_freq, a.datatype, progress)
+    for p in paths:
+        print(p)
+
+
+def cmd_detect(a):
+    from .detect_flowgraph import DetectOptions, run_detect
+    from .records import read_jsonl
+    opt = DetectOptions(models=a.model or ["energy"], params=_params(a), tile_height=a.tile_height,
+                        overlap=a.overlap, nms_iou=a.nms_iou, track_max_gap_s=a.max_gap,
+                        score_threshold=a.score_threshold, out=a.out, zmq=a.zmq, sigmf_out=a.sigmf_out,
+                        echo=not a.quiet)
+    t0 = time.perf_counter()
+    res = run_detect(a.recording, opt)
+    dt = time.perf_counter() - t0
+    recs = read_jsonl(a.out)
+    dets = [r for r in recs if r["event"] in ("new", "update")]
+    tracks = {r["track_id"] for r in recs if r["event"] == "end"}
+    st = res["stats"]
+    print(f"{len(dets)} detections in {len(tracks)} tracks; {st['tiles_done']} tiles; "
+          f"{res['n_samples'] / res['sample_rate']:.2f} s of signal in {dt:.2f} s "
+          f"({res['n_samples'] / dt / 1e6:.1f} MS/s); wrote {a.out}"
+          + (f", {a.sigmf_out}.sigmf-meta" if a.sigmf_out else ""), file=sys.stderr)
+    if res["interrupted"]:
+        print("interrupted: outputs hold what was detected so far", file=sys.stderr)
+    if a.plot:
+        from .plot import plot_detections
+        plot_detections(a.recording, dets, a.plot, opt.params)
+        print(f"wrote {a.plot}", file=sys.stderr)
+
+
+def cmd_plot(a):
+    from .plot import plot_detections
+    from .records import read_jsonl
+    recs = read_jsonl(a.detections) if a.detections else []
+    plot_detections(a.recording, [r for r in recs if r.get("event") != "end"], a.out, _params(a))
+    print(a.out)
+
+
+def cmd_listen(a):
+    import zmq
+    from .records import format_record
+    ctx = zmq.Context.instance()
+    s = ctx.socket(zmq.SUB)
+    s.connect(a.address)
+    for t in a.topic or [""]:
+        s.setsockopt_string(zmq.SUBSCRIBE, t)
+    print(f"listening on {a.address} (Ctrl-C to stop)", file=sys.stderr)
+    print(f"{'event':<9s} {'track':5s} {'label':<12s} {'time':^27s}  {'frequency':^30s}", flush=True)
+    n = 0
+    deadline = time.monotonic() + a.seconds if a.seconds else None
+    try:
+        while a.count == 0 or n < a.count:
+            timeout = 200 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            if deadline is not None and timeout == 0:
+                break
+            if not s.poll(timeout):
+                continue
+            topic, payload = s.recv_multipart()
+            obj = json.loads(payload)
+            if topic == b"stats":
+                print(f"stats     tiles={obj.get('tiles_done')} dropped={obj.get('tiles_dropped')}", flush=True)
+            else:
+                print(format_record(obj), flush=True)
+            n += 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        s.close(linger=0)
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="rfdetect", description="Real-time RF signal detection (gr-rfdetect).")
+    p.add_argument("--version", action="version", version=f"rfdetect {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("synth", help="write labelled synthetic SigMF recordings")
+    s.add_argument("out_dir")
+    s.add_argument("--n", type=int, default=4, help="recordings (default %(default)s)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--sample-rate", type=float, default=10e6)
+    s.add_argument("--duration", type=float, default=1.0, help="seconds per recording")
+    s.add_argument("--snr-min", type=float, default=5.0)
+    s.add_argument("--snr-max", type=float, default=25.0)
+    s.add_argument("--signals", type=int, default=12, help="emissions per recording")
+    s.add_argument("--classes", default="", help="comma-separated subset of ofdm,fhss,rb,chirp,tone")
+    s.add_argument("--center-freq", type=float, default=915e6)
+    s.add_argument("--datatype", default="cf32_le", choices=["cf32_le", "ci16_le", "ci8"])
+    s.set_defaults(func=cmd_synth)
+
+    d = sub.add_parser("detect", help="run the detection flowgraph on a recording (file mode)")
+    d.add_argument("recording")
+    d.add_argument("--model", action="append", help="'energy' or a model path; repeat for several")
+    d.add_argument("--out", default="detections.jsonl", help="JSONL output (default %(default)s)")
+    d.add_argument("--zmq", help="also publish on this ZeroMQ endpoint, e.g. tcp://127.0.0.1:5555")
+    d.add_argument("--sigmf-out", help="write the recording with detections as annotations to this base name")
+    d.add_argument("--plot", help="PNG of the spectrogram with detections and ground truth")
+    d.add_argument("--tile-height", type=int, default=1024)
+    d.add_argument("--overlap", type=int, default=128)
+    d.add_argument("--nms-iou", type=float, default=0.5)
+    d.add_argument("--max-gap", type=float, default=0.02, help="track gating: seconds (default %(default)s)")
+    d.add_argument("--score-threshold", type=float, default=0.0)
+    d.add_argument("--quiet", action="store_true", help="do not print each record")
+    _add_spectrogram_args(d)
+    d.set_defaults(func=cmd_detect)
+
+    lp = sub.add_parser("listen", help="subscribe to a ZMQ PUB sink and print a live table")
+    lp.add_argument("address", help="e.g. tcp://127.0.0.1:5555")
+    lp.add_argument("--topic", action="append", help="topic prefix (default: all); repeatable")
+    lp.add_argument("--count", type=int, default=0, help="stop after this many messages")
+    lp.add_argument("--seconds", type=float, default=0, help="stop after this many seconds")
+    lp.set_defaults(func=cmd_listen)
+
+    pp = sub.add_parser("plot", help="spectrogram PNG with detections and ground truth")
+    pp.add_argument("recording")
+    pp.add_argument("--detections", help="JSONL from rfdetect detect")
+    pp.add_argument("--out", default="detections.png")
+    _add_spectrogram_args(pp)
+    pp.set_defaults(func=cmd_plot)
+    return p
+
+
+def main(argv=None):
+    from .model_runtime import ModelError
+    from .sigmf_io import RecordingError
+    from .spectrogram import SpectrogramConfigError
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (RecordingError, ModelError, SpectrogramConfigError, ValueError, OSError) as e:
+        print(f"rfdetect {args.cmd}: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except RuntimeError as e:  # DetectError and GNU Radio runtime problems
+        print(f"rfdetect {args.cmd}: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""The file-mode detection flowgraph behind ``rfdetect detect`` and ``make demo``.
+
+SigMF Source -> STFT Tile -> Detector -> NMS Merge -> Track Assigner -> sinks
+(JSONL, ZMQ PUB, SigMF annotations), all real GNU Radio blocks.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from gnuradio import gr
+
+from .detector import detector
+from .jsonl_sink import jsonl_sink
+from .nms_merge_block import nms_merge
+from .record_outputs import RecordPublisher
+from .sigmf_annotation_sink import sigmf_annotation_sink
+from .sigmf_io import RecordingError
+from .sigmf_source import sigmf_source
+from .spectrogram import SpectrogramParams
+from .stft_tile import stft_tile
+from .track_assigner_block import track_assigner
+
+
+class DetectError(RuntimeError):
+    pass
+
+
+@dataclass
+class DetectOptions:
+    models: list = field(default_factory=lambda: ["energy"])
+    params: SpectrogramParams = field(default_factory=SpectrogramParams)
+    tile_height: int = 1024
+    overlap: int = 128
+    nms_iou: float = 0.5
+    class_aware: bool = True
+    track_iou_gate: float = 0.5
+    track_max_gap_s: float = 0.02
+    score_threshold: float = 0.0
+    out: Optional[str] = None
+    zmq: Optional[str] = None
+    sigmf_out: Optional[str] = None
+    echo: bool = False
+
+
+class DetectFlowgraph(gr.top_block):
+    def __init__(self, recording: str, opt: DetectOptions):
+        gr.top_block.__init__(self, "rfdetect detect")
+        p = opt.params
+        self.source = sigmf_source(str(recording))
+        rec = self.source.recording
+        if rec.n_samples < p.hop:
+            raise RecordingError(f"{rec.data_path}: the recording has {rec.n_samples} samples, fewer than "
+                                 f"one hop ({p.hop}) of the spectrogram: nothing to detect")
+        self.stft = stft_tile(p.fft_size, p.hop, p.window, p.width, p.pooling, p.normalisation,
+                              p.db_low, p.db_high, rec.sample_rate)
+        self.detector = detector(opt.models, opt.tile_height, min(opt.overlap, opt.tile_height - 1), "file",
+                                 score_threshold=opt.score_threshold, samp_rate=rec.sample_rate,
+                                 center_freq=rec.center_frequency, width=p.width)
+        self.detector.configure(p)  # load and check every model before any sample flows
+        self.nms = nms_merge(opt.nms_iou, opt.class_aware)
+        self.tracker = track_assigner(opt.track_iou_gate, opt.track_max_gap_s, opt.class_aware)
+        self.connect(self.source, self.stft, self.detector)
+        self.msg_connect(self.detector, "detections", self.nms, "in")
+        self.msg_connect(self.nms, "out", self.tracker, "in")
+        self.sinks = []
+        if opt.out:
+            self.jsonl = jsonl_sink(opt.out, echo=opt.echo)
+            self.msg_connect(self.tracker, "out", self.jsonl, "in")
+            self.sinks.append(self.jsonl)
+        if opt.zmq:
+            from .zmq_pub_sink import zmq_pub_sink
+            self.zmq = zmq_pub_sink(opt.zmq)
+            self.msg_connect(self.tracker, "out", self.zmq, "in")
+            self.msg_connect(self.detector, "stats", self.zmq, "stats")
+        if opt.sigmf_out:
+            self.annotations = sigmf_annotation_sink(opt.sigmf_out, str(recording))
+            self.msg_connect(self.tracker, "out", self.annotations, "in")
+
+
+def _outputs(opt: DetectOptions) -> list[Path]:
+    paths = []
+    if opt.out:
+        paths += [Path(opt.out), Path(str(opt.out) + ".partial")]
+    if opt.sigmf_out:
+        base = str(opt.sigmf_out).removesuffix(".sigmf-meta")
+        paths += [Path(base + ".sigmf-meta"), Path(base + ".sigmf-data")]
+    return paths
+
+
+def run_detect(recording: str, opt: DetectOptions, handle_signals: bool = True) -> dict:
+    """Run the flowgraph to the end of the recording. On any error the outputs this
+    run created are removed and :class:`DetectError`/RecordingError/ModelError raised."""
+    existed = {p for p in _outputs(opt) if p.exists()}
+    tb = None
+    interrupted = threading.Event()
+    try:
+        tb = DetectFlowgraph(recording, opt)
+        old = None
+        if handle_signals and threading.current_thread() is threading.main_thread():
+            def on_signal(signum, frame):
+                interrupted.set()
+                tb.stop()
+            old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            tb.start()
+            tb.wait()
+        finally:
+            if old:
+                for s, h in old.items():
+                    signal.signal(s, h)
+        for blk in (tb.source, tb.detector):
+            if blk.error:
+                raise DetectError(blk.error)
+        stats = tb.detector.stats()
+        return {"stats": stats, "interrupted": interrupted.is_set(),
+                "zmq": {"sent": tb.zmq.sent, "dropped": tb.zmq.dropped} if opt.zmq else None,
+                "n_samples": tb.source.recording.n_samples, "sample_rate": tb.source.recording.sample_rate}
+    except BaseException:
+        if tb is not None and getattr(tb, "jsonl", None) is not None:
+            tb.jsonl.writer.abort()
+        for p in _outputs(opt):
+            if p not in existed and p.exists():
+                p.unlink()
+        raise
+
+
+__all__ = ["DetectFlowgraph", "DetectOptions", "DetectError", "run_detect", "RecordPublisher"]

@@ -1,0 +1,142 @@
+"""Detector block: spectrogram rows in, detections of each tile out as messages."""
+import numpy as np
+import pmt
+from gnuradio import gr
+
+from .messages import from_pmt, tile_message, to_pmt
+from .model_runtime import BUILTIN_MODELS, load_model, resolve_model_path
+from .sigmf_source import LENGTH_TAG
+from .spectrogram import SpectrogramParams
+from .stft_tile import STFT_TAG
+from .tile_detector import MODES, TileDetector
+
+
+def parse_models(models) -> list:
+    if isinstance(models, str):
+        models = [m.strip() for m in models.split(",")]
+    models = [str(m).strip() for m in models if str(m).strip()]
+    if not models:
+        raise ValueError("the Detector needs at least one model ('energy' or a path to a model)")
+    return models
+
+
+class detector(gr.sync_block):
+    """Gathers spectrogram rows from an STFT Tile block into tiles, runs one or more
+    models on each tile off the scheduler thread, and posts each tile's detections
+    on the ``detections`` message port (``{"tile": ..., "records": [...]}``, records
+    in the rfdetect.detection/1 schema, in seconds and absolute Hz).
+
+    The spectrogram parameters come from the STFT Tile block's ``rfdetect_stft``
+    tag; a model whose card was made for other parameters is refused with a
+    message naming each difference.
+
+    Args:
+        models: list (or comma-separated string) of "energy" or model paths
+            (a .onnx with its .card.json beside it, or a folder holding one).
+        tile_height: rows per tile (the models' input height).
+        overlap: rows shared by consecutive tiles (catches signals cut by tile edges).
+        mode: "file" (every tile processed; the flowgraph waits for the detector)
+            or "realtime" (never stalls the source; tiles that find the queue full or
+            miss the deadline are dropped and counted).
+        queue_size: tiles waiting for inference at most.
+        deadline_s: realtime mode: drop a tile that waited longer than this (0: no
+            deadline).
+        score_threshold: drop detections scoring below this (models also apply the
+            thresholds in their cards).
+        samp_rate, center_freq: used until rx_rate / rx_freq tags arrive.
+        stats_interval_s: how often statistics are posted on the ``stats`` port.
+    """
+
+    def __init__(self, models=("energy",), tile_height=1024, overlap=128, mode="file", queue_size=4,
+                 deadline_s=0.0, score_threshold=0.0, samp_rate=1.0, center_freq=0.0,
+                 stats_interval_s=1.0, width=1024):
+        gr.sync_block.__init__(self, name="rfdetect Detector", in_sig=[(np.float32, int(width))], out_sig=None)
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r} must be one of {MODES}")
+        self.model_specs = parse_models(models)
+        for spec in self.model_specs:  # fail at construction when a file is missing
+            if spec not in BUILTIN_MODELS:
+                resolve_model_path(spec)
+        if int(tile_height) < 8:
+            raise ValueError(f"tile_height={tile_height} is too small")
+        if not 0 <= int(overlap) < int(tile_height):
+            raise ValueError(f"overlap={overlap} must be >= 0 and < tile_height={tile_height}")
+        self.width = int(width)
+        self.kw = dict(tile_height=int(tile_height), overlap=int(overlap), mode=mode,
+                       queue_size=int(queue_size), deadline_s=float(deadline_s),
+                       score_threshold=float(score_threshold), sample_rate=float(samp_rate),
+                       center_freq=float(center_freq), stats_interval_s=float(stats_interval_s))
+        self.engine = None
+        self.error = None
+        self.expected_rows = None
+        self.finished = False
+        self.message_port_register_out(pmt.intern("detections"))
+        self.message_port_register_out(pmt.intern("stats"))
+        self.set_tag_propagation_policy(gr.TPP_DONT)
+
+    def configure(self, params: SpectrogramParams):
+        """Load the models for these spectrogram parameters (done on the first row)."""
+        if params.width != self.width:
+            raise ValueError(f"the STFT Tile makes rows of {params.width} bins but the Detector's width "
+                             f"is {self.width}")
+        models = [load_model(spec, params, self.kw["tile_height"]) for spec in self.model_specs]
+        self.engine = TileDetector(models, params, on_tile=self._post_tile, on_stats=self._post_stats, **self.kw)
+
+    def _post_tile(self, tile, records):
+        self.message_port_pub(pmt.intern("detections"), tile_message(tile, records))
+
+    def _post_stats(self, stats):
+        self.message_port_pub(pmt.intern("stats"), to_pmt(stats))
+
+    def work(self, input_items, output_items):
+        try:
+            return self._work(input_items[0])
+        except Exception as e:
+            self.error = str(e)
+            gr.log.error(f"rfdetect Detector: {e}")
+            return -1
+
+    def _work(self, rows):
+        n = len(rows)
+        start = self.nitems_read(0)
+        tags = sorted(((t.offset, pmt.symbol_to_string(t.key), t) for t in self.get_tags_in_range(0, start, start + n)),
+                      key=lambda k: (k[0], k[1] != STFT_TAG))
+        for _, key, tag in tags:
+            if key == STFT_TAG:
+                params = SpectrogramParams.from_dict(from_pmt(tag.value))
+                if self.engine is None:
+                    self.configure(params)
+                elif params != self.engine.params:
+                    raise ValueError("the STFT Tile's spectrogram differs from the one the Detector was "
+                                     "configured for: " + "; ".join(params.differences(self.engine.params)))
+            elif key == "rx_rate" and self.engine:
+                self.engine.set_reference(tag.offset, sample_rate=pmt.to_double(tag.value))
+            elif key == "rx_freq" and self.engine:
+                self.engine.set_reference(tag.offset, center_freq=pmt.to_double(tag.value))
+            elif key == "rx_time" and self.engine:
+                t = pmt.to_uint64(pmt.tuple_ref(tag.value, 0)) + pmt.to_double(pmt.tuple_ref(tag.value, 1))
+                self.engine.set_reference(tag.offset, rx_time=t if t > 0 else None)
+            elif key == LENGTH_TAG and self.engine:
+                self.expected_rows = pmt.to_uint64(tag.value) // self.engine.params.hop
+        if self.engine is None:
+            raise RuntimeError("rows arrived without the rfdetect_stft tag: connect the Detector "
+                               "directly to an rfdetect STFT Tile block")
+        self.engine.push_rows(rows)
+        if self.expected_rows is not None and self.nitems_read(0) + n >= self.expected_rows:
+            self._finish()
+        return n
+
+    def _finish(self):
+        if not self.finished and self.engine is not None:
+            self.engine.finish()
+            self.finished = True
+
+    def stats(self) -> dict:
+        return self.engine.stats() if self.engine else {}
+
+    def stop(self):
+        if self.engine is not None:
+            if self.kw["mode"] == "file" and self.error is None:
+                self._finish()  # sources without a length tag: best effort
+            self.engine.stop()
+        return True

@@ -1,0 +1,38 @@
+"""JSONL Sink block: one record per line."""
+import pmt
+from gnuradio import gr
+
+from .messages import parse_tile_message
+from .record_outputs import JsonlWriter
+
+
+class jsonl_sink(gr.basic_block):
+    """Writes every record it receives as one JSON line (schema rfdetect.detection/1)
+    to ``path.partial``, renamed to ``path`` when the stream ends or the flowgraph
+    stops, so ``path`` always holds a complete run.
+
+    Args:
+        path: output file.
+        echo: also print each record (compact) on stdout.
+    """
+
+    def __init__(self, path="detections.jsonl", echo=False):
+        gr.basic_block.__init__(self, name="rfdetect JSONL Sink", in_sig=None, out_sig=None)
+        self.writer = JsonlWriter(path)
+        self.echo = bool(echo)
+        self.message_port_register_in(pmt.intern("in"))
+        self.set_msg_handler(pmt.intern("in"), self._handle)
+
+    def _handle(self, msg):
+        tile, records = parse_tile_message(msg)
+        self.writer.add(records)
+        if self.echo:
+            from .records import format_record
+            for r in records:
+                print(format_record(r), flush=True)
+        if tile.get("final"):
+            self.writer.commit()
+
+    def stop(self):
+        self.writer.commit()
+        return True

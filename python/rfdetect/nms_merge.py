@@ -1,0 +1,137 @@
+"""Merging detections across models and across overlapping tiles.
+
+Consecutive tiles share ``overlap`` rows, so a signal in the overlap is seen twice
+and a signal crossing a tile edge is seen as two truncated pieces. For each tile the
+merger takes the new records plus those it held back from the previous tile and:
+
+1. **stitches** pieces cut by a tile edge (the Detector marks them ``tile_edge``):
+   two records from different tiles whose time spans meet and whose frequency
+   ranges overlap with IoU >= ``iou_threshold`` become their union;
+2. **suppresses** duplicates greedily, complete records before ones cut by an edge,
+   then by score: a record whose (time x frequency) IoU with a kept record is >=
+   ``iou_threshold`` is dropped, and so is a record cut by a tile edge that lies
+   mostly (>= ``containment``) inside a kept record from another tile -- the part
+   of a long or slanted signal that a neighbouring tile saw whole (same label only
+   when ``class_aware``);
+3. emits records that end before the next tile starts (no later tile can see them
+   again) and holds back the rest for one tile. A record already held once is
+   emitted anyway, so latency stays bounded and a long signal leaves as a series of
+   pieces that the Track Assigner joins under one track ID.
+"""
+from __future__ import annotations
+
+from .records import box_iou, interval_iou
+
+
+def _join(a: dict, b: dict) -> dict:
+    first, last = (a, b) if a["t_start"] <= b["t_start"] else (b, a)
+    out = dict(max(a, b, key=lambda r: r["score"]))
+    out["t_start"], out["sample_start"] = first["t_start"], first["sample_start"]
+    out["t_stop"] = max(a["t_stop"], b["t_stop"])
+    end = max(a["sample_start"] + a["sample_count"], b["sample_start"] + b["sample_count"])
+    out["sample_count"] = end - out["sample_start"]
+    out["f_low"] = min(a["f_low"], b["f_low"])
+    out["f_high"] = max(a["f_high"], b["f_high"])
+    out["utc_start"] = first.get("utc_start")
+    stop_src = a if a["t_stop"] >= b["t_stop"] else b
+    out["utc_stop"] = stop_src.get("utc_stop")
+    edge = []
+    if "start" in first.get("tile_edge", []):
+        edge.append("start")
+    if "stop" in stop_src.get("tile_edge", []):
+        edge.append("stop")
+    out["tile_edge"] = edge
+    out["models"] = sorted(set(a.get("models", [a["model"]])) | set(b.get("models", [b["model"]])))
+    out["_held"] = max(a.get("_held", 0), b.get("_held", 0))
+    return out
+
+
+def _inside_fraction(r: dict, other: dict) -> float:
+    """Fraction of ``r``'s (time x frequency) area inside ``other``."""
+    dt = min(r["t_stop"], other["t_stop"]) - max(r["t_start"], other["t_start"])
+    df = min(r["f_high"], other["f_high"]) - max(r["f_low"], other["f_low"])
+    area = (r["t_stop"] - r["t_start"]) * (r["f_high"] - r["f_low"])
+    return dt * df / area if dt > 0 and df > 0 and area > 0 else 0.0
+
+
+class NmsMerger:
+    def __init__(self, iou_threshold: float = 0.5, class_aware: bool = True, stitch: bool = True,
+                 containment: float = 0.7):
+        if not 0.0 < iou_threshold <= 1.0:
+            raise ValueError(f"iou_threshold={iou_threshold} must be in (0, 1]")
+        self.iou_threshold = float(iou_threshold)
+        self.class_aware = bool(class_aware)
+        self.stitch = bool(stitch)
+        self.containment = float(containment)
+        self._held: list[dict] = []
+        self.records_in = 0
+        self.records_out = 0
+        self.suppressed = 0
+        self.stitched = 0
+
+    def _same_class(self, a, b) -> bool:
+        return not self.class_aware or a["label"] == b["label"]
+
+    def _stitchable(self, a, b) -> bool:
+        if a.get("tile") == b.get("tile") or not self._same_class(a, b):
+            return False
+        first, second = (a, b) if a["t_start"] <= b["t_start"] else (b, a)
+        if "stop" not in first.get("tile_edge", []) and "start" not in second.get("tile_edge", []):
+            return False
+        if second["t_start"] > first["t_stop"]:
+            return False
+        return interval_iou(a["f_low"], a["f_high"], b["f_low"], b["f_high"]) >= self.iou_threshold
+
+    def _duplicate(self, kept: dict, r: dict) -> bool:
+        if box_iou(kept, r) >= self.iou_threshold:
+            return True
+        if r.get("tile_edge") and kept.get("tile") != r.get("tile"):
+            return _inside_fraction(r, kept) >= self.containment
+        return False
+
+    def merge(self, records: list[dict]) -> list[dict]:
+        """Stitch then suppress; pure function of ``records``."""
+        recs = [dict(r) for r in records]
+        if self.stitch:
+            changed = True
+            while changed:
+                changed = False
+                for i in range(len(recs)):
+                    for j in range(i + 1, len(recs)):
+                        if self._stitchable(recs[i], recs[j]):
+                            recs[i] = _join(recs[i], recs[j])
+                            del recs[j]
+                            self.stitched += 1
+                            changed = True
+                            break
+                    if changed:
+                        break
+        kept: list[dict] = []
+        for r in sorted(recs, key=lambda r: (bool(r.get("tile_edge")), -r["score"])):
+            dup = next((k for k in kept if self._same_class(k, r) and self._duplicate(k, r)), None)
+            if dup is None:
+                kept.append(r)
+            else:
+                self.suppressed += 1
+                dup["models"] = sorted(set(dup.get("models", [dup["model"]])) | set(r.get("models", [r["model"]])))
+        return kept
+
+    def push(self, tile: dict, records: list[dict]) -> list[dict]:
+        """Records of one tile in, records that are final out (sorted by time)."""
+        self.records_in += len(records)
+        merged = self.merge(self._held + [dict(r, _held=0) for r in records])
+        horizon = tile.get("next_t_start", float("inf"))
+        final = tile.get("final", False)
+        out, self._held = [], []
+        for r in merged:
+            if final or r["t_stop"] <= horizon or r.get("_held", 0) >= 1:
+                out.append(r)
+            else:
+                r["_held"] = r.get("_held", 0) + 1
+                self._held.append(r)
+        for r in out:
+            r.pop("_held", None)
+            r.setdefault("models", [r["model"]])
+        out.sort(key=lambda r: (r["t_start"], r["f_low"]))
+        self.records_out += len(out)
+        return out

@@ -1,0 +1,138 @@
+"""SigMF Source block: plays a SigMF recording as a complex64 stream."""
+import time
+
+import numpy as np
+import pmt
+from gnuradio import gr
+
+from .sigmf_io import RecordingError, SigMFRecording
+
+NAN_POLICIES = ("error", "zero")
+LENGTH_TAG = "rfdetect_length"
+
+
+class sigmf_source(gr.sync_block):
+    """Plays a SigMF recording (``.sigmf-meta``/``.sigmf-data`` pair or ``.sigmf``
+    archive) as complex64 samples.
+
+    Any complex datatype (cf32_le, ci16_le, ci8, cu8, ...) is converted to complex64
+    with full scale = 1.0. Tags at the first sample and at every capture boundary:
+    ``rx_time`` (uint64 seconds, double fraction) from the capture's core:datetime,
+    else (0, 0.0); ``rx_freq`` (core:frequency, 0 when absent); ``rx_rate``
+    (core:sample_rate). Without repeat, a ``rfdetect_length`` tag at sample 0 tells
+    downstream blocks how many samples will come, so the Detector can finish the last
+    tile.
+
+    Args:
+        path: recording (base name, .sigmf-meta, .sigmf-data or .sigmf archive).
+        repeat: start again at the end (tags are sent again).
+        realtime: pace the output at the recording's sample rate, standing in for
+            an SDR.
+        nan_policy: "error" stops the flowgraph with a message naming the sample;
+            "zero" replaces NaN/Inf samples by 0 and counts them.
+    """
+
+    def __init__(self, path="", repeat=False, realtime=False, nan_policy="error"):
+        gr.sync_block.__init__(self, name="rfdetect SigMF Source", in_sig=None, out_sig=[np.complex64])
+        if nan_policy not in NAN_POLICIES:
+            raise ValueError(f"nan_policy={nan_policy!r} must be one of {NAN_POLICIES}")
+        self.recording = SigMFRecording.open(path)
+        if self.recording.n_samples == 0:
+            raise RecordingError(f"{self.recording.data_path}: the recording holds no samples")
+        self.repeat = bool(repeat)
+        self.realtime = bool(realtime)
+        self.nan_policy = nan_policy
+        self.nonfinite_replaced = 0
+        self.error = None
+        self._pos = 0
+        self._pass_start_item = 0
+        self._t0 = None
+        self._file = None
+        self._boundaries = {c.sample_start: c for c in self.recording.captures}
+        self._boundaries.setdefault(0, self.recording.captures[0])
+
+    def start(self):
+        self._file = open(self.recording.data_path, "rb")
+        self._seek(0)
+        self._t0 = None
+        return True
+
+    def stop(self):
+        if self._file:
+            self._file.close()
+            self._file = None
+        return True
+
+    def _seek(self, pos):
+        self._pos = pos
+        self._file.seek(self.recording.data_offset + pos * self.recording.bytes_per_sample)
+
+    def _tag(self, offset, key, value):
+        self.add_item_tag(0, offset, pmt.intern(key), value)
+
+    def _emit_capture_tags(self, offset, sample):
+        c = self.recording.capture_at(sample)
+        t = c.unix_time
+        if t is not None:
+            t += (sample - c.sample_start) / self.recording.sample_rate
+            whole = int(t)
+            rx_time = pmt.make_tuple(pmt.from_uint64(whole), pmt.from_double(t - whole))
+        else:
+            rx_time = pmt.make_tuple(pmt.from_uint64(0), pmt.from_double(0.0))
+        self._tag(offset, "rx_time", rx_time)
+        self._tag(offset, "rx_freq", pmt.from_double(c.frequency))
+        self._tag(offset, "rx_rate", pmt.from_double(self.recording.sample_rate))
+
+    def work(self, input_items, output_items):
+        try:
+            return self._work(output_items[0])
+        except Exception as e:  # surface one clear message instead of a traceback
+            self.error = str(e)
+            gr.log.error(f"rfdetect SigMF Source: {e}")
+            return -1
+
+    def _work(self, out):
+        rec = self.recording
+        if self._pos >= rec.n_samples:
+            if not self.repeat:
+                return -1
+            self._seek(0)
+            self._pass_start_item = self.nitems_written(0)
+        n = min(len(out), rec.n_samples - self._pos)
+        if self.realtime:
+            n = self._pace(n)
+        raw = self._file.read(n * rec.bytes_per_sample)
+        if len(raw) < n * rec.bytes_per_sample:
+            raise RecordingError(f"{rec.data_path}: truncated data: the file ended at sample "
+                                 f"{self._pos + len(raw) // rec.bytes_per_sample} of {rec.n_samples}")
+        samples = rec._convert(raw)
+        bad = ~np.isfinite(samples.view(np.float32)).reshape(-1, 2).all(axis=1)
+        if bad.any():
+            first = self._pos + int(np.argmax(bad))
+            if self.nan_policy == "error":
+                raise RecordingError(f"{rec.data_path}: sample {first} is NaN or Inf "
+                                     f"(set nan_policy='zero' to replace such samples)")
+            self.nonfinite_replaced += int(bad.sum())
+            samples[bad] = 0
+        out[:n] = samples
+        base = self.nitems_written(0)
+        if self._pos == 0 and base == 0 and not self.repeat:
+            self._tag(0, LENGTH_TAG, pmt.from_uint64(rec.n_samples))
+        for start in sorted(self._boundaries):
+            if self._pos <= start < self._pos + n:
+                self._emit_capture_tags(base + start - self._pos, start)
+        self._pos += n
+        return n
+
+    def _pace(self, n):
+        """Real-time pacing: never run ahead of the wall clock by more than ~10 ms."""
+        rate = self.recording.sample_rate
+        now = time.monotonic()
+        if self._t0 is None:
+            self._t0 = now
+        due = self._t0 + self.nitems_written(0) / rate
+        if due > now + 0.01:
+            time.sleep(min(due - now - 0.005, 0.05))
+            now = time.monotonic()
+        allowed = int((now - self._t0 + 0.01) * rate) - self.nitems_written(0)
+        return max(1, min(n, allowed))

@@ -1,0 +1,307 @@
+"""The one spectrogram function.
+
+Every spectrogram row in gr-rfdetect -- in the STFT Tile block, in the offline
+``rfdetect detect`` path and in training data preparation -- is computed here, by
+:meth:`SpectrogramEngine.compute`. Models silently degrade when training tiles and
+live tiles differ, so nothing else may re-implement this math.
+
+Row convention (documented in docs/architecture.md):
+
+* The stream is preceded by ``fft_size - hop`` zeros; row ``r`` is the FFT of the
+  windowed frame ``padded[r*hop : r*hop + fft_size]``, i.e. the frame that ends at
+  sample ``(r+1)*hop``. A stream of ``n`` samples gives exactly ``n // hop`` rows, and
+  every ``hop`` new samples give one row, which is what a GNU Radio decimating block
+  with history needs.
+* The continuous row coordinate ``y`` (row ``r`` spans ``[r, r+1)``) maps to sample
+  ``y*hop + (hop - fft_size)/2`` -- the centre of frame ``r`` is the centre of row ``r``.
+* Columns run from -fs/2 to +fs/2 (FFT-shifted); ``fft_size // width`` adjacent bins
+  are pooled into one column (mean or max of power).
+* Normalisation ``"floor"``: the row's noise floor is the 25th percentile of the
+  mean power of 32 equal column groups (robust while signals cover under 3/4 of the
+  band, and independent of receiver gain); values are dB above that floor mapped
+  linearly from [db_low, db_high] to [0, 1] and clipped. Each row is normalised on
+  its own, so rows never depend on how the stream was chunked.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
+
+import numpy as np
+import scipy.fft
+import scipy.signal
+
+try:  # FFTW is about 2.4x faster than pocketfft here (docs/performance.md)
+    import pyfftw
+except ImportError:  # pragma: no cover - pyfftw is a declared dependency
+    pyfftw = None
+
+WINDOWS = ("hann", "hamming", "blackman", "blackmanharris", "boxcar")
+POOLING = ("mean", "max")
+NORMALISATIONS = ("floor", "none")
+FLOOR_GROUPS = 32
+FLOOR_PERCENTILE = 25
+# Rows per FFT batch: bounds the scratch memory (rows*fft_size*8 bytes) per thread.
+_BATCH_ROWS = 128
+# Below this many rows a second thread costs more than it saves.
+_PARALLEL_MIN_ROWS = 16
+
+
+class SpectrogramConfigError(ValueError):
+    """Spectrogram parameters that cannot work together."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SpectrogramParams:
+    """Everything that determines a spectrogram row; stored in every model card."""
+
+    fft_size: int = 4096
+    hop: int = 2048
+    window: str = "hann"
+    width: int = 1024
+    pooling: str = "mean"
+    normalisation: str = "floor"
+    db_low: float = -10.0
+    db_high: float = 50.0
+
+    def __post_init__(self):
+        problems = []
+        if self.fft_size < 16 or self.fft_size & (self.fft_size - 1):
+            problems.append(f"fft_size={self.fft_size} must be a power of two >= 16")
+        if not 1 <= self.hop <= self.fft_size:
+            problems.append(f"hop={self.hop} must be between 1 and fft_size={self.fft_size}")
+        if self.window not in WINDOWS:
+            problems.append(f"window={self.window!r} is not one of {WINDOWS}")
+        if self.width < FLOOR_GROUPS or self.width > self.fft_size or self.fft_size % self.width:
+            problems.append(
+                f"width={self.width} must divide fft_size={self.fft_size} and be >= {FLOOR_GROUPS}")
+        elif self.width % FLOOR_GROUPS:
+            problems.append(f"width={self.width} must be a multiple of {FLOOR_GROUPS}")
+        if self.pooling not in POOLING:
+            problems.append(f"pooling={self.pooling!r} is not one of {POOLING}")
+        if self.normalisation not in NORMALISATIONS:
+            problems.append(f"normalisation={self.normalisation!r} is not one of {NORMALISATIONS}")
+        if not self.db_high > self.db_low:
+            problems.append(f"db_high={self.db_high} must exceed db_low={self.db_low}")
+        if problems:
+            raise SpectrogramConfigError("invalid spectrogram parameters: " + "; ".join(problems))
+
+    @property
+    def pool(self) -> int:
+        return self.fft_size // self.width
+
+    @property
+    def history(self) -> int:
+        """Samples of the previous stream a row needs besides its own ``hop``."""
+        return self.fft_size - self.hop
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SpectrogramParams":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise SpectrogramConfigError(f"unknown spectrogram parameters: {sorted(unknown)}")
+        return cls(**d)
+
+    def differences(self, other: "SpectrogramParams") -> list[str]:
+        """Human-readable list of fields that differ (empty when equal)."""
+        a, b = self.to_dict(), other.to_dict()
+        return [f"{k}: {a[k]!r} != {b[k]!r}" for k in a if a[k] != b[k]]
+
+    def level(self, db_above_floor: float) -> float:
+        """Normalised pixel value of a power ``db_above_floor`` dB over the noise floor."""
+        return float(np.clip((db_above_floor - self.db_low) / (self.db_high - self.db_low), 0, 1))
+
+    def db_above_floor(self, value):
+        """Inverse of :meth:`level` (for unclipped values)."""
+        return np.asarray(value) * (self.db_high - self.db_low) + self.db_low
+
+    # --- geometry: pixel coordinates <-> samples and Hz -------------------------
+    def row_to_sample(self, y):
+        """Continuous row coordinate -> sample index (may be fractional or negative)."""
+        return np.asarray(y, dtype=np.float64) * self.hop + (self.hop - self.fft_size) / 2.0
+
+    def sample_to_row(self, s):
+        return (np.asarray(s, dtype=np.float64) - (self.hop - self.fft_size) / 2.0) / self.hop
+
+    def column_to_offset_hz(self, x, sample_rate: float):
+        """Continuous column coordinate -> frequency offset from the centre (Hz)."""
+        x = np.asarray(x, dtype=np.float64)
+        return (x / self.width - 0.5) * sample_rate - 0.5 * sample_rate / self.fft_size
+
+    def offset_hz_to_column(self, f, sample_rate: float):
+        f = np.asarray(f, dtype=np.float64)
+        return ((f + 0.5 * sample_rate / self.fft_size) / sample_rate + 0.5) * self.width
+
+
+def _window(params: SpectrogramParams) -> np.ndarray:
+    return scipy.signal.get_window(params.window, params.fft_size, fftbins=True).astype(np.float32)
+
+
+class _FftBatch:
+    """One thread's FFT: a planned FFTW transform of ``_BATCH_ROWS`` frames (or
+    SciPy's pocketfft when pyfftw is missing). The windowed copy of the frames goes
+    straight into the plan's aligned input buffer."""
+
+    def __init__(self, fft_size: int):
+        self.fft_size = fft_size
+        if pyfftw is not None:
+            self.inp = pyfftw.empty_aligned((_BATCH_ROWS, fft_size), dtype="complex64")
+            self.outp = pyfftw.empty_aligned((_BATCH_ROWS, fft_size), dtype="complex64")
+            self.plan = pyfftw.FFTW(self.inp, self.outp, axes=(-1,), threads=1,
+                                    flags=("FFTW_MEASURE", "FFTW_DESTROY_INPUT"))
+        else:
+            self.inp = np.empty((_BATCH_ROWS, fft_size), dtype=np.complex64)
+            self.plan = None
+
+    def __call__(self, frames: np.ndarray, window: np.ndarray) -> np.ndarray:
+        n = len(frames)
+        np.multiply(frames, window, out=self.inp[:n])
+        if self.plan is None:
+            return scipy.fft.fft(self.inp[:n], axis=-1, workers=1)
+        self.plan.execute()  # releases the GIL; unused tail rows are transformed too
+        return self.outp[:n]
+
+
+class SpectrogramEngine:
+    """Computes normalised spectrogram rows on the CPU (NumPy + FFTW via pyfftw).
+
+    ``compute(x, n_rows, out)``: ``x`` holds ``n_rows*hop + history`` complex64
+    samples (the ``history`` samples that precede the first new sample, then the new
+    ones); ``out`` receives ``n_rows`` rows of ``width`` float32 values. Work is split
+    over ``threads`` threads: NumPy and pocketfft release the GIL, so on two cores
+    this runs about twice as fast as one thread.
+    """
+
+    def __init__(self, params: SpectrogramParams, threads: Optional[int] = None):
+        self.params = params
+        self.window = _window(params)
+        # Multiplying by (-1)^n moves DC to the middle bin: the FFT shift for free.
+        self._shifted_window = self.window * np.where(np.arange(params.fft_size) % 2, -1, 1).astype(np.float32)
+        p = params
+        # Pooling as a matrix-vector product over interleaved (re, im) pairs:
+        # squaring then summing 2*pool floats gives the pooled |X|^2 in one BLAS call.
+        self._pool_vec = np.full(2 * p.pool, 1.0 / (p.pool * float(np.sum(self.window ** 2))),
+                                 dtype=np.float32)
+        self._floor_k = (FLOOR_GROUPS * FLOOR_PERCENTILE) // 100
+        self._scale = 10.0 / (p.db_high - p.db_low)
+        if threads is None:
+            threads = min(2, os.cpu_count() or 1)
+        self.threads = max(1, int(threads))
+        self._pool = ThreadPoolExecutor(self.threads - 1) if self.threads > 1 else None
+        self._ffts = [_FftBatch(p.fft_size) for _ in range(self.threads)]
+
+    def close(self):
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+
+    # An engine serves one caller at a time; each part of a call owns one _FftBatch.
+    def frames_needed(self, n_rows: int) -> int:
+        return n_rows * self.params.hop + self.params.history
+
+    def compute(self, x: np.ndarray, n_rows: int, out: Optional[np.ndarray] = None) -> np.ndarray:
+        p = self.params
+        if out is None:
+            out = np.empty((n_rows, p.width), dtype=np.float32)
+        if n_rows == 0:
+            return out
+        if len(x) < self.frames_needed(n_rows):
+            raise ValueError(f"need {self.frames_needed(n_rows)} samples for {n_rows} rows, got {len(x)}")
+        x = np.asarray(x, dtype=np.complex64)
+        frames = np.lib.stride_tricks.sliding_window_view(x, p.fft_size)[::p.hop][:n_rows]
+        if self._pool is None or n_rows < _PARALLEL_MIN_ROWS:
+            self._compute_range(0, frames, out, 0, n_rows)
+            return out
+        bounds = np.linspace(0, n_rows, self.threads + 1).astype(int)
+        futures = [self._pool.submit(self._compute_range, part, frames, out, a, b)
+                   for part, (a, b) in enumerate(zip(bounds[1:-1], bounds[2:]), start=1)]
+        self._compute_range(0, frames, out, 0, bounds[1])
+        for f in futures:
+            f.result()
+        return out
+
+    def _compute_range(self, part, frames, out, start, stop):
+        for a in range(start, stop, _BATCH_ROWS):
+            b = min(stop, a + _BATCH_ROWS)
+            self._compute_batch(self._ffts[part], frames[a:b], out[a:b])
+
+    def _compute_batch(self, fft, frames, out):
+        p = self.params
+        n = len(frames)
+        spec = fft(frames, self._shifted_window)
+        if spec.dtype != np.complex64:  # pocketfft on old SciPy promotes; stay in float32
+            spec = spec.astype(np.complex64)
+        ri = spec.view(np.float32)
+        np.square(ri, out=ri)
+        if p.pooling == "mean":
+            power = (ri.reshape(n * p.width, 2 * p.pool) @ self._pool_vec).reshape(n, p.width)
+        else:
+            bins = ri.reshape(n, p.width, p.pool, 2).sum(axis=-1)
+            power = bins.max(axis=-1) * (self._pool_vec[0] * p.pool)
+        np.maximum(power, np.float32(1e-30), out=power)
+        np.log10(power, out=out)
+        if p.normalisation == "floor":
+            groups = power.reshape(n, FLOOR_GROUPS, p.width // FLOOR_GROUPS).mean(axis=-1)
+            floor = np.partition(groups, self._floor_k, axis=1)[:, self._floor_k]
+            offset = (10.0 * np.log10(floor) + p.db_low) / (p.db_high - p.db_low)
+            out *= np.float32(self._scale)
+            out -= offset.astype(np.float32)[:, None]
+            np.maximum(out, np.float32(0.0), out=out)  # np.clip is 5x slower here
+            np.minimum(out, np.float32(1.0), out=out)
+        else:
+            out *= np.float32(10.0)  # plain dB of the pooled power
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def spectrogram(iq: np.ndarray, params: SpectrogramParams, engine: Optional[SpectrogramEngine] = None,
+                chunk_rows: int = 4096) -> np.ndarray:
+    """Offline spectrogram of a whole array: ``len(iq) // hop`` rows, same as the block."""
+    engine = engine or SpectrogramEngine(params)
+    iq = np.asarray(iq, dtype=np.complex64)
+    n_rows = len(iq) // params.hop
+    out = np.empty((n_rows, params.width), dtype=np.float32)
+    stream = StreamingSpectrogram(params, engine)
+    done = 0
+    step = chunk_rows * params.hop
+    for a in range(0, len(iq), step):
+        rows = stream.push(iq[a:a + step])
+        out[done:done + len(rows)] = rows
+        done += len(rows)
+    assert done == n_rows
+    return out
+
+
+class StreamingSpectrogram:
+    """Feeds arbitrary chunks of samples and returns the rows they complete."""
+
+    def __init__(self, params: SpectrogramParams, engine: Optional[SpectrogramEngine] = None):
+        self.params = params
+        self.engine = engine or SpectrogramEngine(params)
+        self._carry = np.zeros(params.history, dtype=np.complex64)
+        self.rows_out = 0
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        p = self.params
+        buf = np.concatenate([self._carry, np.asarray(samples, dtype=np.complex64)])
+        n_rows = (len(buf) - p.history) // p.hop
+        rows = self.engine.compute(buf, n_rows)
+        used = n_rows * p.hop
+        self._carry = buf[used:].copy()
+        self.rows_out += n_rows
+        return rows
+
+
+def params_json(params: SpectrogramParams) -> str:
+    return json.dumps(params.to_dict(), sort_keys=True)

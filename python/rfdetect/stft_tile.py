@@ -1,0 +1,88 @@
+"""STFT Tile block: complex64 samples in, normalised spectrogram rows out."""
+import numpy as np
+import pmt
+from gnuradio import gr
+
+from .messages import to_pmt
+from .spectrogram import SpectrogramEngine, SpectrogramParams
+
+STFT_TAG = "rfdetect_stft"
+# Rows per call the block asks room for: enough to amortise the Python call.
+_ROWS_PER_CALL = 64
+_FORWARDED = ("rx_time", "rx_freq", "rx_rate", "rfdetect_length")
+
+
+class stft_tile(gr.decim_block):
+    """Computes spectrogram rows: one row of ``width`` float32 values per ``hop``
+    input samples (see rfdetect.spectrogram for the exact math; the offline
+    ``rfdetect detect`` path and training use the very same function).
+
+    Output: a vector stream of ``width`` float32 in [0, 1] (with the default
+    normalisation), lowest frequency first, so any GNU Radio raster or waterfall sink
+    can show it.
+
+    Tags out: ``rfdetect_stft`` on row 0 (a dict of the spectrogram parameters, which
+    the Detector checks against its models' cards); ``rx_time``, ``rx_freq``,
+    ``rx_rate`` and ``rfdetect_length`` moved to the row holding their sample, with
+    ``rx_time`` corrected to that row's first new sample so that time stays exact.
+
+    Args:
+        fft_size: FFT length (power of two).
+        hop: samples between rows (fft_size/2 = 50% overlap).
+        window: hann, hamming, blackman, blackmanharris or boxcar.
+        width: output bins; fft_size/width adjacent bins are pooled.
+        pooling: "mean" or "max" of the pooled bins' power.
+        normalisation: "floor" (dB above the row's noise floor, [db_low, db_high]
+            mapped to [0, 1]) or "none" (plain dB).
+        db_low, db_high: the dB range mapped to [0, 1].
+        samp_rate: used to correct rx_time until an rx_rate tag arrives.
+        threads: CPU threads for the FFTs (default: up to 2).
+    """
+
+    def __init__(self, fft_size=4096, hop=2048, window="hann", width=1024, pooling="mean",
+                 normalisation="floor", db_low=-10.0, db_high=50.0, samp_rate=0.0, threads=0):
+        self.params = SpectrogramParams(int(fft_size), int(hop), window, int(width), pooling, normalisation,
+                                        float(db_low), float(db_high))
+        p = self.params
+        gr.decim_block.__init__(self, name="rfdetect STFT Tile", in_sig=[np.complex64],
+                                out_sig=[(np.float32, p.width)], decim=p.hop)
+        # A long history does not delay anything (frames start after it); it makes
+        # GNU Radio give the upstream buffer room for _ROWS_PER_CALL rows per call.
+        self._skip = _ROWS_PER_CALL * p.hop
+        self.set_history(self._skip + p.history + 1)
+        self.set_min_output_buffer(max(2 * _ROWS_PER_CALL, 128))
+        self.set_tag_propagation_policy(gr.TPP_DONT)
+        self.engine = SpectrogramEngine(p, threads=int(threads) or None)
+        self.samp_rate = float(samp_rate)
+
+    def work(self, input_items, output_items):
+        out = output_items[0]
+        n = len(out)
+        x = input_items[0][self._skip:]
+        self.engine.compute(x, n, out)
+        self._forward_tags(n)
+        return n
+
+    def _forward_tags(self, n):
+        hop = self.params.hop
+        row0 = self.nitems_written(0)
+        if row0 == 0:
+            self.add_item_tag(0, 0, pmt.intern(STFT_TAG), to_pmt(self.params.to_dict()))
+        start = self.nitems_read(0)
+        tags = sorted(self.get_tags_in_range(0, start, start + n * hop),
+                      key=lambda t: (t.offset, pmt.symbol_to_string(t.key) != "rx_rate"))
+        for tag in tags:
+            key = pmt.symbol_to_string(tag.key)
+            if key not in _FORWARDED:
+                continue
+            row = tag.offset // hop
+            value = tag.value
+            if key == "rx_rate":
+                self.samp_rate = pmt.to_double(value)
+            elif key == "rx_time" and self.samp_rate > 0:
+                secs = pmt.to_uint64(pmt.tuple_ref(value, 0)) + pmt.to_double(pmt.tuple_ref(value, 1))
+                if secs > 0:
+                    t = secs + (row * hop - tag.offset) / self.samp_rate
+                    whole = int(t)
+                    value = pmt.make_tuple(pmt.from_uint64(whole), pmt.from_double(t - whole))
+            self.add_item_tag(0, row, tag.key, value)

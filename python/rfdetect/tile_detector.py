@@ -1,0 +1,315 @@
+"""Rows -> tiles -> models -> detection records, off the caller's thread.
+
+:class:`TileDetector` is the whole Detector block without GNU Radio: the block's
+``work()`` only hands it rows and tags. Inference runs on a worker thread behind a
+bounded queue, because a Python block holds the GIL for all of ``work()``, and
+ONNX Runtime and NumPy release it while they compute.
+
+Modes:
+
+* ``file``: ``push_rows`` waits while the queue is full, so the flowgraph is slowed
+  to the detector's pace and every tile is processed (backpressure);
+* ``realtime``: ``push_rows`` never waits; a tile that finds the queue full, or that
+  waited longer than ``deadline_s`` before a worker took it, is dropped and counted.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+from .records import SCHEMA, STATS_SCHEMA
+from .sigmf_io import unix_to_iso
+from .spectrogram import SpectrogramParams
+
+log = logging.getLogger("rfdetect.detector")
+
+MODES = ("file", "realtime")
+# A box this close to a tile's first/last row may be cut by the edge: models blur
+# edges by a pixel or so.
+_EDGE_TOLERANCE_ROWS = 1.0
+
+
+@dataclass
+class StreamReference:
+    """Where absolute time and frequency come from (stream tags or block parameters)."""
+
+    sample_rate: float
+    center_freq: float
+    rx_time: Optional[float] = None  # unix seconds at ``sample``; None when unknown
+    sample: int = 0
+
+
+class TileAssembler:
+    """Gathers rows into tiles of ``height`` rows; consecutive tiles share ``overlap`` rows."""
+
+    def __init__(self, height: int, width: int, overlap: int):
+        if not 0 <= overlap < height:
+            raise ValueError(f"overlap={overlap} must be >= 0 and smaller than the tile height {height}")
+        self.height, self.width, self.overlap = height, width, overlap
+        self.step = height - overlap
+        self._buf = np.zeros((height, width), dtype=np.float32)
+        self._fill = 0
+        self.row_start = 0  # global index of the buffer's first row
+        self.rows_seen = 0
+
+    def push(self, rows: np.ndarray) -> list[tuple[np.ndarray, int]]:
+        out = []
+        i = 0
+        n = len(rows)
+        while i < n:
+            take = min(self.height - self._fill, n - i)
+            self._buf[self._fill:self._fill + take] = rows[i:i + take]
+            self._fill += take
+            i += take
+            if self._fill == self.height:
+                out.append((self._buf.copy(), self.row_start))
+                self._buf[:self.overlap] = self._buf[self.step:]
+                self._fill = self.overlap
+                self.row_start += self.step
+        self.rows_seen += n
+        return out
+
+    def flush(self) -> Optional[tuple[np.ndarray, int, int]]:
+        """The last, partial tile zero-padded, if it holds rows no tile has covered yet."""
+        new_rows = self._fill - (self.overlap if self.row_start > 0 else 0)
+        if new_rows <= 0:
+            return None
+        tile = np.zeros((self.height, self.width), dtype=np.float32)
+        tile[:self._fill] = self._buf[:self._fill]
+        return tile, self.row_start, self._fill
+
+
+class _ModelStats:
+    def __init__(self):
+        self.latency_ms = deque(maxlen=2000)
+        self.tiles = 0
+        self.errors = 0
+        self.last_error = ""
+
+    def summary(self) -> dict:
+        lat = np.array(self.latency_ms) if self.latency_ms else np.zeros(1)
+        return {"tiles": self.tiles, "errors": self.errors, "last_error": self.last_error,
+                "latency_ms_p50": round(float(np.percentile(lat, 50)), 3),
+                "latency_ms_p99": round(float(np.percentile(lat, 99)), 3)}
+
+
+class TileDetector:
+    def __init__(self, models: list, params: SpectrogramParams, tile_height: int = 1024,
+                 overlap: int = 128, mode: str = "file", queue_size: int = 4,
+                 deadline_s: float = 0.0, sample_rate: float = 1.0, center_freq: float = 0.0,
+                 score_threshold: float = 0.0,
+                 on_tile: Optional[Callable[[dict, list], None]] = None,
+                 on_stats: Optional[Callable[[dict], None]] = None, stats_interval_s: float = 1.0):
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r} must be one of {MODES}")
+        if not models:
+            raise ValueError("the Detector needs at least one model")
+        self.models = list(models)
+        self.params = params
+        self.mode = mode
+        self.tiles = TileAssembler(tile_height, params.width, overlap)
+        self.tile_height = tile_height
+        self.deadline_s = float(deadline_s)
+        self.score_threshold = float(score_threshold)
+        self.ref = StreamReference(float(sample_rate), float(center_freq))
+        self._refs: list[tuple[int, StreamReference]] = []  # (row, reference) not yet in effect
+        self.on_tile = on_tile or (lambda info, recs: None)
+        self.on_stats = on_stats
+        self.stats_interval_s = stats_interval_s
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
+        self._stop = threading.Event()
+        self._finished = threading.Event()
+        self._tile_index = 0
+        self.tiles_queued = 0
+        self.tiles_done = 0
+        self.tiles_dropped_full = 0
+        self.tiles_dropped_late = 0
+        self.model_stats = {self._model_name(m): _ModelStats() for m in self.models}
+        self._last_stats = time.monotonic()
+        self._worker = threading.Thread(target=self._run, name="rfdetect-detector", daemon=True)
+        self._worker.start()
+
+    @staticmethod
+    def _model_name(m) -> str:
+        return getattr(m, "name", type(m).__name__)
+
+    # ------------------------------------------------------------ input side
+    def set_reference(self, row: int, **changes) -> None:
+        """A tag changed rate/frequency/time from global row ``row`` on."""
+        base = self._refs[-1][1] if self._refs else self.ref
+        new = StreamReference(base.sample_rate, base.center_freq, base.rx_time, base.sample)
+        for k, v in changes.items():
+            setattr(new, k, v)
+        if "rx_time" in changes:
+            new.sample = row * self.params.hop
+        self._refs.append((row, new))
+
+    def _reference_for(self, row_start: int) -> StreamReference:
+        while self._refs and self._refs[0][0] <= row_start:
+            self.ref = self._refs.pop(0)[1]
+        return self.ref
+
+    def push_rows(self, rows: np.ndarray) -> None:
+        for tile, row_start in self.tiles.push(rows):
+            self._submit(tile, row_start, self.tile_height, final=False)
+
+    def finish(self, timeout: Optional[float] = None) -> bool:
+        """End of stream: run the partial last tile, wait until every queued tile is
+        done and the final message is posted. Returns False on timeout."""
+        if self._finished.is_set():
+            return True
+        last = self.tiles.flush()
+        if last is not None:
+            self._submit(last[0], last[1], last[2], final=True, force=True)
+        else:
+            self._put(("final", self._tile_index, self.tiles.row_start + self.tiles._fill), force=True)
+        return self._finished.wait(timeout)
+
+    def stop(self) -> None:
+        self._stop.set()
+        try:
+            self._queue.put_nowait(None)
+        except queue.Full:
+            pass
+        self._worker.join(timeout=5)
+
+    def _submit(self, tile, row_start, valid_rows, final, force=False):
+        ref = self._reference_for(row_start)
+        item = ("tile", self._tile_index, tile, row_start, valid_rows, final, ref, time.monotonic())
+        self._tile_index += 1
+        if self._put(item, force):
+            self.tiles_queued += 1
+
+    def _put(self, item, force=False) -> bool:
+        if self.mode == "realtime" and not force:
+            try:
+                self._queue.put_nowait(item)
+                return True
+            except queue.Full:
+                self.tiles_dropped_full += 1
+                self._post_dropped(item)
+                return False
+        while not self._stop.is_set():  # file mode: backpressure, but stay stoppable
+            try:
+                self._queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    # ------------------------------------------------------------ worker side
+    def _run(self):
+        while not self._stop.is_set():
+            item = self._queue.get()
+            if item is None:
+                break
+            if item[0] == "final":
+                self.on_tile(self._final_info(item[1], item[2]), [])
+                self._finished.set()
+                continue
+            _, index, tile, row_start, valid_rows, final, ref, queued_at = item
+            if (self.mode == "realtime" and self.deadline_s > 0 and not final
+                    and time.monotonic() - queued_at > self.deadline_s):
+                self.tiles_dropped_late += 1
+                self._post_dropped(item)
+                continue
+            records = []
+            for m in self.models:
+                name = self._model_name(m)
+                st = self.model_stats[name]
+                t0 = time.perf_counter()
+                try:
+                    boxes = m.detect(tile)
+                except Exception as e:  # one failing model must not stop the others
+                    st.errors += 1
+                    st.last_error = f"{type(e).__name__}: {e}"
+                    log.error("model %s failed on tile %d: %s", name, index, st.last_error)
+                    continue
+                st.latency_ms.append((time.perf_counter() - t0) * 1e3)
+                st.tiles += 1
+                records.extend(self.to_records(boxes, name, index, row_start, valid_rows, final, ref))
+            self.tiles_done += 1
+            self.on_tile(self.tile_info(index, row_start, valid_rows, final, ref), records)
+            if final:
+                self._finished.set()
+            self._maybe_post_stats()
+
+    def _post_dropped(self, item):
+        _, index, tile, row_start, valid_rows, final, ref, _ = item
+        info = self.tile_info(index, row_start, valid_rows, final, ref)
+        info["dropped"] = True
+        self.on_tile(info, [])
+
+    def _final_info(self, index, rows_total):
+        ref = self.ref
+        s = rows_total * self.params.hop
+        t = s / ref.sample_rate
+        return {"index": index, "row_start": rows_total, "rows": 0, "t_start": t, "t_stop": t,
+                "next_t_start": float("inf"), "final": True, "dropped": False}
+
+    def _maybe_post_stats(self):
+        if self.on_stats is None:
+            return
+        now = time.monotonic()
+        if now - self._last_stats >= self.stats_interval_s:
+            self._last_stats = now
+            self.on_stats(self.stats())
+
+    def stats(self) -> dict:
+        return {"schema": STATS_SCHEMA, "mode": self.mode, "tiles_queued": self.tiles_queued,
+                "tiles_done": self.tiles_done, "tiles_dropped": self.tiles_dropped_full + self.tiles_dropped_late,
+                "tiles_dropped_queue_full": self.tiles_dropped_full,
+                "tiles_dropped_deadline": self.tiles_dropped_late, "queue_depth": self._queue.qsize(),
+                "models": {k: v.summary() for k, v in self.model_stats.items()}}
+
+    # ------------------------------------------------------------ geometry
+    def _sample_of_row(self, y):
+        return self.params.row_to_sample(y)
+
+    def tile_info(self, index, row_start, valid_rows, final, ref) -> dict:
+        fs = ref.sample_rate
+        s0 = max(0.0, float(self._sample_of_row(row_start)))
+        s1 = float(self._sample_of_row(row_start + valid_rows))
+        nxt = float("inf") if final else float(self._sample_of_row(row_start + self.tiles.step)) / fs
+        return {"index": index, "row_start": row_start, "rows": valid_rows, "t_start": s0 / fs,
+                "t_stop": s1 / fs, "next_t_start": nxt, "final": bool(final), "dropped": False}
+
+    def to_records(self, boxes, model_name, index, row_start, valid_rows, final, ref) -> list[dict]:
+        p = self.params
+        fs = ref.sample_rate
+        out = []
+        for b in boxes:
+            if b.score < self.score_threshold:
+                continue
+            y0, y1 = max(0.0, b.y0), min(float(valid_rows), b.y1)
+            if y1 <= y0:
+                continue  # entirely in the zero padding of the last tile
+            s0 = max(0.0, float(self._sample_of_row(row_start + y0)))
+            s1 = max(s0, float(self._sample_of_row(row_start + y1)))
+            f0 = ref.center_freq + float(p.column_to_offset_hz(max(0.0, b.x0), fs))
+            f1 = ref.center_freq + float(p.column_to_offset_hz(min(float(p.width), b.x1), fs))
+            edge = []
+            if y0 <= _EDGE_TOLERANCE_ROWS and row_start > 0:
+                edge.append("start")
+            if y1 >= valid_rows - _EDGE_TOLERANCE_ROWS and not final:
+                edge.append("stop")
+            sample_start = int(round(s0))
+            rec = {"schema": SCHEMA, "event": "detection", "t_start": s0 / fs, "t_stop": s1 / fs,
+                   "f_low": f0, "f_high": f1, "label": b.label, "score": round(float(b.score), 4),
+                   "model": model_name, "track_id": None, "sample_start": sample_start,
+                   "sample_count": int(round(s1)) - sample_start, "utc_start": None, "utc_stop": None,
+                   "tile": index, "tile_edge": edge}
+            if b.snr_db is not None:
+                rec["snr_db"] = b.snr_db
+            if ref.rx_time:  # 0 means the source did not know the time
+                rec["utc_start"] = unix_to_iso(ref.rx_time + (s0 - ref.sample) / fs)
+                rec["utc_stop"] = unix_to_iso(ref.rx_time + (s1 - ref.sample) / fs)
+            out.append(rec)
+        return out

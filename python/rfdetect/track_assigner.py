@@ -1,0 +1,129 @@
+"""Persistent track IDs for detections, across tiles.
+
+Gating (all must hold for a detection to continue a track):
+
+* same label (when ``class_aware``);
+* time: the detection starts no later than ``max_gap_s`` after the track's last
+  detection ended (overlapping pieces always qualify);
+* frequency: the IoU of the detection's [f_low, f_high] with the track's last
+  detection's range is >= ``freq_iou_gate``.
+
+Among the tracks that pass, the one with the highest frequency IoU wins. Events:
+``new`` (first detection of a track), ``update`` (each further detection) and
+``end`` (once no detection can arrive within ``max_gap_s`` of the track's end, or at
+the end of the stream; the end record spans the whole track). Track IDs increase
+from 1 and are never reused.
+"""
+from __future__ import annotations
+
+from .records import SCHEMA, interval_iou
+
+
+class _Track:
+    __slots__ = ("id", "label", "t_start", "t_stop", "f_low", "f_high", "last_f", "score", "model",
+                 "models", "n", "sample_start", "sample_end", "utc_start", "utc_stop")
+
+    def __init__(self, tid, r):
+        self.id = tid
+        self.label = r["label"]
+        self.t_start, self.t_stop = r["t_start"], r["t_stop"]
+        self.f_low, self.f_high = r["f_low"], r["f_high"]
+        self.last_f = (r["f_low"], r["f_high"])
+        self.score = r["score"]
+        self.model = r["model"]
+        self.models = set(r.get("models") or [r["model"]])
+        self.n = 1
+        self.sample_start = r["sample_start"]
+        self.sample_end = r["sample_start"] + r["sample_count"]
+        self.utc_start, self.utc_stop = r.get("utc_start"), r.get("utc_stop")
+
+    def add(self, r):
+        self.t_start = min(self.t_start, r["t_start"])
+        if r["t_stop"] >= self.t_stop:
+            self.t_stop, self.utc_stop = r["t_stop"], r.get("utc_stop")
+        self.f_low, self.f_high = min(self.f_low, r["f_low"]), max(self.f_high, r["f_high"])
+        self.last_f = (r["f_low"], r["f_high"])
+        self.score = max(self.score, r["score"])
+        self.models |= set(r.get("models") or [r["model"]])
+        self.n += 1
+        self.sample_start = min(self.sample_start, r["sample_start"])
+        self.sample_end = max(self.sample_end, r["sample_start"] + r["sample_count"])
+
+    def end_record(self) -> dict:
+        return {"schema": SCHEMA, "event": "end", "track_id": self.id, "label": self.label,
+                "t_start": self.t_start, "t_stop": self.t_stop, "f_low": self.f_low, "f_high": self.f_high,
+                "score": self.score, "model": self.model, "models": sorted(self.models),
+                "sample_start": self.sample_start, "sample_count": self.sample_end - self.sample_start,
+                "utc_start": self.utc_start, "utc_stop": self.utc_stop, "n_detections": self.n}
+
+
+class TrackAssigner:
+    def __init__(self, freq_iou_gate: float = 0.5, max_gap_s: float = 0.02, class_aware: bool = True):
+        if not 0.0 < freq_iou_gate <= 1.0:
+            raise ValueError(f"freq_iou_gate={freq_iou_gate} must be in (0, 1]")
+        if max_gap_s < 0:
+            raise ValueError(f"max_gap_s={max_gap_s} must be >= 0")
+        self.freq_iou_gate = float(freq_iou_gate)
+        self.max_gap_s = float(max_gap_s)
+        self.class_aware = bool(class_aware)
+        self._next_id = 1
+        self.active: dict[int, _Track] = {}
+        self.tracks_started = 0
+        self.tracks_ended = 0
+
+    def _best_track(self, r):
+        best, best_iou = None, 0.0
+        for tr in self.active.values():
+            if self.class_aware and tr.label != r["label"]:
+                continue
+            if r["t_start"] - tr.t_stop > self.max_gap_s:
+                continue
+            iou = interval_iou(tr.last_f[0], tr.last_f[1], r["f_low"], r["f_high"])
+            if iou >= self.freq_iou_gate and iou > best_iou:
+                best, best_iou = tr, iou
+        return best
+
+    def assign(self, records: list[dict]) -> list[dict]:
+        events = []
+        for r in sorted(records, key=lambda r: r["t_start"]):
+            tr = self._best_track(r)
+            if tr is None:
+                tr = _Track(self._next_id, r)
+                self._next_id += 1
+                self.active[tr.id] = tr
+                self.tracks_started += 1
+                ev = "new"
+            else:
+                tr.add(r)
+                ev = "update"
+            events.append(dict(r, event=ev, track_id=tr.id))
+        return events
+
+    def expire(self, horizon_s: float) -> list[dict]:
+        """End tracks that no detection starting at or after ``horizon_s`` can extend."""
+        done = [tr for tr in self.active.values() if tr.t_stop + self.max_gap_s < horizon_s]
+        return self._end(done)
+
+    def end_all(self) -> list[dict]:
+        return self._end(list(self.active.values()))
+
+    def _end(self, tracks) -> list[dict]:
+        out = []
+        for tr in sorted(tracks, key=lambda t: t.id):
+            del self.active[tr.id]
+            self.tracks_ended += 1
+            out.append(tr.end_record())
+        return out
+
+    def push(self, tile: dict, records: list[dict]) -> list[dict]:
+        """Merged records of one tile in; new/update/end events out.
+
+        Records emitted after this tile start no earlier than this tile does (the
+        NMS Merge holds records back for at most one tile), so tracks that ended
+        ``max_gap_s`` before it are over."""
+        events = self.assign(records)
+        if tile.get("final"):
+            events += self.end_all()
+        else:
+            events += self.expire(tile.get("t_start", float("-inf")))
+        return events
