@@ -5,11 +5,15 @@ classifier labels) and a detector of its own (label ``"signal"``).
 
 Steps, on a tile of normalised rows (see :mod:`rfdetect.spectrogram`):
 
-1. smooth with a ``smooth`` x ``smooth`` box filter (noise pixels vary by ~2.2 dB;
-   after a 3x3 mean by ~0.75 dB, so a few dB separate signal from noise);
-2. threshold at Otsu's level, clamped to [min_snr_db, max_snr_db] dB above the noise
-   floor: the lower clamp keeps pure noise from producing regions (Otsu always finds
-   *some* split), the upper clamp keeps one strong signal from hiding weak ones;
+1. smooth with a ``smooth`` x ``smooth`` box filter (pooled-by-4 noise pixels vary by
+   ~2.2 dB, after a 3x3 mean by ~0.75 dB; unpooled ones by ~5.6 dB, so ``smooth=0``
+   picks 3 when at least 4 bins are pooled per column and 5 otherwise);
+2. threshold at Otsu's level, clamped to [low, max_snr_db] where ``low`` is the higher
+   of ``min_snr_db`` above the noise floor and ``noise_sigmas`` robust standard
+   deviations (1.4826 MAD) above the tile's median: the lower clamp keeps pure noise
+   from producing regions (Otsu always finds *some* split, and unpooled bins are
+   noisier than pooled ones), the upper clamp keeps one strong signal from hiding
+   weak ones;
 3. close small gaps, label 8-connected regions, drop regions smaller than
    ``min_rows`` x ``min_cols`` pixels;
 4. score each region by its mean SNR: ``snr_db`` is the mean power of the region's
@@ -61,7 +65,8 @@ class EnergyDetector:
     params: SpectrogramParams
     min_snr_db: float = 4.0
     max_snr_db: float = 8.0
-    smooth: int = 3
+    noise_sigmas: float = 5.0
+    smooth: int = 0
     min_rows: int = 2
     min_cols: int = 2
     label: str = "signal"
@@ -75,9 +80,13 @@ class EnergyDetector:
     def regions(self, tile: np.ndarray) -> tuple[np.ndarray, list, np.ndarray]:
         """-> (label image, list of slices, smoothed tile)."""
         tile = np.asarray(tile, dtype=np.float32)
-        sm = ndi.uniform_filter(tile, size=self.smooth, mode="nearest") if self.smooth > 1 else tile
-        lo = self.params.level(self.min_snr_db)
-        hi = self.params.level(self.max_snr_db)
+        size = self.smooth or (3 if self.params.pool >= 4 else 5)
+        sm = ndi.uniform_filter(tile, size=size, mode="nearest") if size > 1 else tile
+        sample = sm.ravel()[::7]  # a subsample estimates the noise spread well enough
+        med = float(np.median(sample))
+        spread = 1.4826 * float(np.median(np.abs(sample - med)))
+        lo = max(self.params.level(self.min_snr_db), med + self.noise_sigmas * spread)
+        hi = max(self.params.level(self.max_snr_db), lo)
         level = min(max(otsu_level(sm), lo), hi)
         mask = sm > level
         # pad so that closing does not erode regions touching the tile edge: the

@@ -12,7 +12,7 @@ Classes (bandwidths and durations scale with the sample rate and recording
 length, so small test recordings get the same mix at lower resolution):
 
 * ``ofdm``: OFDM bursts, QPSK on 16-96 subcarriers (spacing fs/256), with cyclic prefix;
-* ``fhss``: frequency-hopping GFSK (BT 0.5, h 0.5), each hop annotated on its own;
+* ``fhss``: frequency-hopping GFSK (fs/100 baud, BT 0.5, h 0.5), each hop annotated on its own;
 * ``rb``: uplink-like allocations of 2-12 resource blocks (fs/56 wide) on a slot grid;
 * ``chirp``: linear FM sweeps over 5-25 % of the band;
 * ``tone``: a carrier with slow FSK, 2-4 % of fs wide (narrow enough to be tone-like
@@ -95,7 +95,7 @@ def _make(rng, label, fs, dur_s):
         x, lo, hi = _ofdm(rng, fs, n)
         return [(0, x, lo, hi)]
     if label == "fhss":
-        rs = fs / 200
+        rs = fs / 100
         hop = int(dur_s * rng.uniform(0.01, 0.02) * fs)
         pieces, t = [], 0
         chans = rng.permutation(np.arange(-6, 7))[:int(rng.integers(3, 6))]
