@@ -47,7 +47,7 @@ def cmd_detect(a):
     from .records import read_jsonl
     opt = DetectOptions(models=a.model or ["energy"], params=_params(a), tile_height=a.tile_height,
                         overlap=a.overlap, nms_iou=a.nms_iou, track_max_gap_s=a.max_gap,
-                        score_threshold=a.score_threshold, out=a.out, zmq=a.zmq, sigmf_out=a.sigmf_out,
+                        score_threshold=a.score_threshold, out=a.out, zmq=a.zmq, zmq_wait_s=a.zmq_wait, sigmf_out=a.sigmf_out,
                         echo=not a.quiet)
     t0 = time.perf_counter()
     res = run_detect(a.recording, opt)
@@ -132,6 +132,8 @@ def build_parser():
     d.add_argument("--model", action="append", help="'energy' or a model path; repeat for several")
     d.add_argument("--out", default="detections.jsonl", help="JSONL output (default %(default)s)")
     d.add_argument("--zmq", help="also publish on this ZeroMQ endpoint, e.g. tcp://127.0.0.1:5555")
+    d.add_argument("--zmq-wait", type=float, default=0.0,
+                   help="seconds to wait for a ZeroMQ subscriber before playing the file (default %(default)s)")
     d.add_argument("--sigmf-out", help="write the recording with detections as annotations to this base name")
     d.add_argument("--plot", help="PNG of the spectrogram with detections and ground truth")
     d.add_argument("--tile-height", type=int, default=1024)

@@ -42,6 +42,7 @@ class DetectOptions:
     score_threshold: float = 0.0
     out: Optional[str] = None
     zmq: Optional[str] = None
+    zmq_wait_s: float = 0.0
     sigmf_out: Optional[str] = None
     echo: bool = False
 
@@ -105,6 +106,8 @@ def run_detect(recording: str, opt: DetectOptions, handle_signals: bool = True) 
                 interrupted.set()
                 tb.stop()
             old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        if opt.zmq and opt.zmq_wait_s > 0 and not tb.zmq.publisher.wait_for_subscriber(opt.zmq_wait_s):
+            print(f"rfdetect: no ZeroMQ subscriber joined within {opt.zmq_wait_s} s; publishing anyway")
         try:
             tb.start()
             tb.wait()

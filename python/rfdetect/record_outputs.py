@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -51,6 +52,19 @@ class RecordPublisher:
                 self.subscriptions += 1
             elif msg[:1] == b"\x00":
                 self.subscriptions = max(0, self.subscriptions - 1)
+
+    def wait_for_subscriber(self, timeout_s: float) -> bool:
+        """Block until at least one subscriber has joined (or ``timeout_s`` passes).
+        For file playback: ZeroMQ drops what is published before a subscriber's
+        connection is complete."""
+        deadline = time.monotonic() + timeout_s
+        while self.subscriptions == 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if self.sock.poll(int(min(left, 0.1) * 1000)):
+                self._drain_subscriptions()
+        return True
 
     def send(self, topic_name: str, payload: str) -> bool:
         zmq = self._zmq

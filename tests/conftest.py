@@ -1,0 +1,62 @@
+"""Shared fixtures: small spectrogram settings and small synthetic recordings.
+
+Tests use fft 1024 / hop 512 / width 512 / tiles of 128 rows at 2 MS/s so that a
+0.3 s recording spans about ten tiles and runs in a second; the full-size path
+(4096/2048/1024, 1024-row tiles) runs in `make demo` and bench/.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gnuradio.rfdetect.spectrogram import SpectrogramParams
+from gnuradio.rfdetect.synth import synth_dataset
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SMALL = SpectrogramParams(fft_size=1024, hop=512, width=512)
+TILE = dict(tile_height=128, overlap=16)
+SMALL_ARGS = ["--fft-size", "1024", "--hop", "512", "--width", "512", "--tile-height", "128", "--overlap", "16"]
+RATE = 2e6
+
+
+def run_cli(*args, check=True, timeout=120, **kw):
+    """Run the installed ``rfdetect`` console command."""
+    proc = subprocess.run([str(BIN / "rfdetect"), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"rfdetect {args} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("synth")
+    synth_dataset(d, n=2, seed=11, sample_rate=RATE, duration=0.3, snr_db=(10.0, 25.0), n_signals=8)
+    return d
+
+
+@pytest.fixture(scope="session")
+def recording(synth_dir):
+    return sorted(synth_dir.glob("*.sigmf-meta"))[0]
+
+
+@pytest.fixture(scope="session")
+def noise_recording(tmp_path_factory):
+    d = tmp_path_factory.mktemp("noise")
+    synth_dataset(d, n=1, seed=5, sample_rate=RATE, duration=0.6, n_signals=0)
+    return sorted(d.glob("*.sigmf-meta"))[0]
+
+
+@pytest.fixture
+def grc_env():
+    env = dict(os.environ)
+    env["GRC_BLOCKS_PATH"] = str(ROOT / "grc")
+    return env
+
+
+def rng():
+    return np.random.default_rng(1234)
