@@ -1,0 +1,110 @@
+"""Models: ONNX Runtime with a model card, card checks, the energy detector, and the
+Detector's file / realtime modes with several models, one of them failing."""
+import json
+import time
+
+import numpy as np
+import pytest
+
+from gnuradio.rfdetect.energy_detector import EnergyDetector, PixelBox
+from gnuradio.rfdetect.model_runtime import ModelError, load_model
+from gnuradio.rfdetect.records import read_jsonl, validate_record
+from gnuradio.rfdetect.spectrogram import SpectrogramParams
+from gnuradio.rfdetect.tile_detector import TileDetector
+
+from conftest import SMALL, SMALL_ARGS, TILE, run_cli
+from onnx_grid_model import make_grid_model
+
+
+def test_onnx_model_runs_in_the_flowgraph_next_to_energy(recording, tmp_path):
+    model = make_grid_model(tmp_path / "grid.onnx", SMALL, TILE["tile_height"])
+    out = tmp_path / "o.jsonl"
+    run_cli("detect", recording, "--model", model, "--model", "energy", "--out", out, "--quiet", *SMALL_ARGS)
+    recs = [r for r in read_jsonl(out) if r["event"] != "end"]
+    for r in recs:
+        validate_record(r)
+    by_model = {m for r in recs for m in r["models"]}
+    assert {"grid16", "energy"} <= by_model
+    assert {r["label"] for r in recs if r["model"] == "grid16"} == {"burst"}
+
+
+def test_card_for_other_spectrogram_is_refused(recording, tmp_path):
+    other = SpectrogramParams(fft_size=2048, hop=1024, width=512)
+    model = make_grid_model(tmp_path / "m.onnx", other, TILE["tile_height"])
+    out = tmp_path / "x.jsonl"
+    proc = run_cli("detect", recording, "--model", model, "--out", out, *SMALL_ARGS, check=False)
+    assert proc.returncode == 2
+    assert "other spectrogram settings" in proc.stderr and "fft_size: 2048 != 1024" in proc.stderr
+    assert not out.exists() and not (tmp_path / "x.jsonl.partial").exists()
+    with pytest.raises(ModelError, match="tiles of shape"):
+        load_model(str(make_grid_model(tmp_path / "h.onnx", SMALL, 64)), SMALL, 128)
+
+
+def test_energy_detector_on_a_synthetic_tile():
+    rng = np.random.default_rng(0)
+    tile = np.full((128, 512), SMALL.level(0.0), np.float32) + rng.normal(0, 0.03, (128, 512)).astype(np.float32)
+    tile[40:80, 100:160] = SMALL.level(15.0)
+    boxes = EnergyDetector(SMALL).detect(tile)
+    assert len(boxes) == 1
+    b = boxes[0]
+    assert (b.x0, b.y0, b.x1, b.y1) == (100, 40, 160, 80)
+    assert b.score > 0.9 and 13 < b.snr_db < 16
+
+
+class Slow:
+    name = "slow"
+    labels = ["x"]
+
+    def __init__(self, delay):
+        self.delay = delay
+
+    def detect(self, tile):
+        time.sleep(self.delay)
+        return [PixelBox(0, 0, 10, 10, 0.9, "x")]
+
+
+class Failing:
+    name = "failing"
+    labels = ["y"]
+
+    def __init__(self):
+        self.calls = 0
+
+    def detect(self, tile):
+        self.calls += 1
+        if self.calls % 2:
+            raise RuntimeError("boom")
+        return [PixelBox(20, 2, 30, 8, 0.8, "y")]
+
+
+def _run(mode, models, n_tiles, **kw):
+    got = []
+    det = TileDetector(models, SMALL, tile_height=16, overlap=0, mode=mode, sample_rate=1e6,
+                       on_tile=lambda info, recs: got.append((info, recs)), **kw)
+    rows = np.zeros((16, SMALL.width), np.float32)
+    for _ in range(n_tiles):
+        det.push_rows(rows)
+    det.finish(timeout=30)
+    det.stop()
+    return det, got
+
+
+def test_file_mode_processes_every_tile_and_a_failing_model_does_not_stop_others():
+    failing = Failing()
+    det, got = _run("file", [Slow(0.01), failing], 6)
+    st = det.stats()
+    assert st["tiles_done"] == 6 and st["tiles_dropped"] == 0
+    assert st["models"]["failing"]["errors"] == 3 and st["models"]["slow"]["tiles"] == 6
+    assert sum(r["model"] == "slow" for _, recs in got for r in recs) == 6
+    assert sum(r["model"] == "failing" for _, recs in got for r in recs) == 3
+
+
+def test_realtime_mode_never_waits_and_counts_drops():
+    t0 = time.perf_counter()
+    det, got = _run("realtime", [Slow(0.05)], 40, queue_size=1)
+    st = det.stats()
+    assert st["tiles_dropped"] > 0
+    assert st["tiles_done"] + st["tiles_dropped"] == 40
+    assert sum(1 for info, _ in got if info.get("dropped")) == st["tiles_dropped"]
+    # 40 tiles at 50 ms would take 2 s if pushing waited
+    assert time.perf_counter() - t0 < 1.5
