@@ -1,0 +1,110 @@
+"""Bad inputs: one clear error naming the problem, exit code 2, no partial output."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from gnuradio.rfdetect.sigmf_io import RecordingError, SigMFRecording, new_meta, write_archive, write_recording
+
+from conftest import RATE, SMALL_ARGS, run_cli
+
+
+def _copy(recording, tmp_path, name="r"):
+    base = str(recording).removesuffix(".sigmf-meta")
+    shutil.copy(base + ".sigmf-meta", tmp_path / f"{name}.sigmf-meta")
+    shutil.copy(base + ".sigmf-data", tmp_path / f"{name}.sigmf-data")
+    return tmp_path / f"{name}.sigmf-meta"
+
+
+def _edit_meta(path, fn):
+    meta = json.loads(path.read_text())
+    fn(meta)
+    path.write_text(json.dumps(meta))
+
+
+def _nan(meta_path):
+    data = meta_path.with_suffix(".sigmf-data")
+    x = np.fromfile(data, np.complex64)
+    x[12345] = np.nan
+    x.tofile(data)
+
+
+CASES = {
+    "missing data": (lambda p: p.with_suffix(".sigmf-data").unlink(), "data file not found"),
+    "malformed meta": (lambda p: p.write_text('{"global": {'), "malformed SigMF metadata JSON"),
+    "JSON but not SigMF": (lambda p: p.write_text('[1, 2, 3]'), "not SigMF metadata"),
+    "unsupported datatype": (lambda p: _edit_meta(p, lambda m: m["global"].update({"core:datatype": "cf16_le"})),
+                             "unsupported datatype 'cf16_le'"),
+    "real datatype": (lambda p: _edit_meta(p, lambda m: m["global"].update({"core:datatype": "rf32_le"})),
+                      "real-valued"),
+    "zero sample rate": (lambda p: _edit_meta(p, lambda m: m["global"].update({"core:sample_rate": 0})),
+                         "core:sample_rate must be a positive number"),
+    "truncated data": (lambda p: open(p.with_suffix(".sigmf-data"), "r+b").truncate(1000003), "truncated data"),
+    "NaN samples": (_nan, "sample 12345 is NaN or Inf"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_recording(case, recording, tmp_path):
+    meta = _copy(recording, tmp_path)
+    damage, message = CASES[case]
+    damage(meta)
+    out = tmp_path / "out.jsonl"
+    proc = run_cli("detect", meta, "--out", out, "--sigmf-out", tmp_path / "ann", *SMALL_ARGS, check=False)
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and message in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert not [n for n in left if n.startswith(("out.", "ann.", ".ann", ".out"))], left
+
+
+@pytest.mark.parametrize("model,message", [("nope.onnx", "model not found"), ("corrupt", "corrupt or not ONNX"),
+                                           ("nocard", "model card not found")])
+def test_bad_model(model, message, recording, tmp_path):
+    if model == "corrupt":
+        (tmp_path / "m.onnx").write_bytes(b"this is not a protobuf" * 10)
+        (tmp_path / "m.card.json").write_text(json.dumps({
+            "schema": "rfdetect.model_card/1", "name": "m", "labels": ["a"],
+            "input": {"shape": [1, 1, 128, 512]}, "output": {"format": "boxes_scores_labels/1"},
+            "spectrogram": {"fft_size": 1024, "hop": 512, "width": 512}}))
+        model = tmp_path / "m.onnx"
+    elif model == "nocard":
+        (tmp_path / "n.onnx").write_bytes(b"x")
+        model = tmp_path / "n.onnx"
+    out = tmp_path / "o.jsonl"
+    proc = run_cli("detect", recording, "--model", model, "--out", out, *SMALL_ARGS, check=False)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert not out.exists()
+
+
+def test_recording_shorter_than_one_hop(tmp_path):
+    write_recording(tmp_path / "s", np.zeros(100, np.complex64), new_meta(RATE, "cf32_le"))
+    proc = run_cli("detect", tmp_path / "s.sigmf-meta", "--out", tmp_path / "o.jsonl", *SMALL_ARGS, check=False)
+    assert proc.returncode == 2 and "fewer than one hop" in proc.stderr
+
+
+@pytest.mark.parametrize("datatype", ["ci16_le", "ci8", "cu8", "cf32_be"])
+def test_integer_datatypes_and_archives_read_back(datatype, tmp_path):
+    rng = np.random.default_rng(2)
+    x = (0.3 * (rng.standard_normal(5000) + 1j * rng.standard_normal(5000))).astype(np.complex64)
+    x = np.clip(x.real, -0.99, 0.99) + 1j * np.clip(x.imag, -0.99, 0.99)
+    meta = new_meta(RATE, datatype, 1e9, datetime="2026-01-01T00:00:00.5Z")
+    write_recording(tmp_path / "d", x, meta)
+    rec = SigMFRecording.open(tmp_path / "d.sigmf-meta")
+    y = rec.read(0, rec.n_samples)
+    tol = {"ci16_le": 1e-4, "ci8": 1e-2, "cu8": 1e-2, "cf32_be": 0}[datatype]
+    assert np.max(np.abs(y - x)) <= tol
+    assert rec.captures[0].unix_time == pytest.approx(1767225600.5)
+    arc = write_archive(tmp_path / "d", tmp_path / "d.sigmf")
+    ra = SigMFRecording.open(arc)
+    assert np.array_equal(ra.read(100, 50), y[100:150])
+
+
+def test_capture_beyond_the_data_is_reported_as_truncation(tmp_path):
+    meta = new_meta(RATE, "cf32_le")
+    meta["captures"].append({"core:sample_start": 10_000, "core:frequency": 1.0})
+    write_recording(tmp_path / "c", np.zeros(100, np.complex64), meta)
+    with pytest.raises(RecordingError, match="capture 1 starts at sample 10000"):
+        SigMFRecording.open(tmp_path / "c.sigmf-meta")
