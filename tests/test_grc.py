@@ -78,3 +78,15 @@ def test_headless_example_runs_and_detects(recording, tmp_path, grc_env):
     for r in recs:
         validate_record(r)
     assert (tmp_path / "fd.sigmf-meta").exists()
+
+
+def test_cmake_installs_package_blocks_and_examples(tmp_path):
+    build = tmp_path / "build"
+    build.mkdir()
+    prefix = tmp_path / "prefix"
+    for cmd in (["cmake", str(ROOT), f"-DCMAKE_INSTALL_PREFIX={prefix}"], ["make", "install"]):
+        proc = subprocess.run(cmd, cwd=build, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert list(prefix.rglob("gnuradio/rfdetect/stft_tile.py"))
+    assert len(list(prefix.rglob("grc/blocks/rfdetect_*.block.yml"))) == len(BLOCK_FILES)
+    assert (prefix / "share/gr-rfdetect/examples/file_detect.grc").exists()

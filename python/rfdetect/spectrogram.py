@@ -44,10 +44,11 @@ POOLING = ("mean", "max")
 NORMALISATIONS = ("floor", "none")
 FLOOR_GROUPS = 32
 FLOOR_PERCENTILE = 25
-# Rows per FFT batch: bounds the scratch memory (rows*fft_size*8 bytes) per thread.
-_BATCH_ROWS = 128
+# Rows per FFT batch (one FFTW plan per thread; a partial batch still transforms all
+# of them, so the STFT Tile block asks for multiples of 2*_BATCH_ROWS rows per call).
+_BATCH_ROWS = 32
 # Below this many rows a second thread costs more than it saves.
-_PARALLEL_MIN_ROWS = 16
+_PARALLEL_MIN_ROWS = 2 * 32
 
 
 class SpectrogramConfigError(ValueError):
@@ -145,27 +146,36 @@ def _window(params: SpectrogramParams) -> np.ndarray:
 
 
 class _FftBatch:
-    """One thread's FFT: a planned FFTW transform of ``_BATCH_ROWS`` frames (or
-    SciPy's pocketfft when pyfftw is missing). The windowed copy of the frames goes
-    straight into the plan's aligned input buffer."""
+    """One thread's FFTs: FFTW plans (one per batch size, made on first use; FFTW's
+    in-process wisdom makes repeats instant) over one aligned buffer pair, or SciPy's
+    pocketfft when pyfftw is missing. The windowed copy of the frames goes straight
+    into the aligned input buffer."""
 
     def __init__(self, fft_size: int):
         self.fft_size = fft_size
+        self._plans = {}
         if pyfftw is not None:
             self.inp = pyfftw.empty_aligned((_BATCH_ROWS, fft_size), dtype="complex64")
             self.outp = pyfftw.empty_aligned((_BATCH_ROWS, fft_size), dtype="complex64")
-            self.plan = pyfftw.FFTW(self.inp, self.outp, axes=(-1,), threads=1,
-                                    flags=("FFTW_MEASURE", "FFTW_DESTROY_INPUT"))
         else:
             self.inp = np.empty((_BATCH_ROWS, fft_size), dtype=np.complex64)
-            self.plan = None
+
+    def _plan(self, n):
+        plan = self._plans.get(n)
+        if plan is None:
+            plan = pyfftw.FFTW(self.inp[:n], self.outp[:n], axes=(-1,), threads=1,
+                               flags=("FFTW_MEASURE", "FFTW_DESTROY_INPUT"))
+            self._plans[n] = plan
+        return plan
 
     def __call__(self, frames: np.ndarray, window: np.ndarray) -> np.ndarray:
         n = len(frames)
-        np.multiply(frames, window, out=self.inp[:n])
-        if self.plan is None:
+        if pyfftw is None:
+            np.multiply(frames, window, out=self.inp[:n])
             return scipy.fft.fft(self.inp[:n], axis=-1, workers=1)
-        self.plan.execute()  # releases the GIL; unused tail rows are transformed too
+        plan = self._plan(n)  # planning with MEASURE overwrites the buffers: plan first
+        np.multiply(frames, window, out=self.inp[:n])
+        plan.execute()  # releases the GIL
         return self.outp[:n]
 
 
@@ -219,7 +229,9 @@ class SpectrogramEngine:
         if self._pool is None or n_rows < _PARALLEL_MIN_ROWS:
             self._compute_range(0, frames, out, 0, n_rows)
             return out
-        bounds = np.linspace(0, n_rows, self.threads + 1).astype(int)
+        # split on batch boundaries so that every thread runs full-size FFT plans
+        batches = -(-n_rows // _BATCH_ROWS)
+        bounds = np.minimum(np.linspace(0, batches, self.threads + 1).astype(int) * _BATCH_ROWS, n_rows)
         futures = [self._pool.submit(self._compute_range, part, frames, out, a, b)
                    for part, (a, b) in enumerate(zip(bounds[1:-1], bounds[2:]), start=1)]
         self._compute_range(0, frames, out, 0, bounds[1])
@@ -239,10 +251,14 @@ class SpectrogramEngine:
         if spec.dtype != np.complex64:  # pocketfft on old SciPy promotes; stay in float32
             spec = spec.astype(np.complex64)
         ri = spec.view(np.float32)
-        np.square(ri, out=ri)
         if p.pooling == "mean":
-            power = (ri.reshape(n * p.width, 2 * p.pool) @ self._pool_vec).reshape(n, p.width)
+            # sum of squares over each column's (re, im) pairs; einsum, not BLAS: OpenBLAS
+            # serialises calls from several threads
+            pairs = ri.reshape(n * p.width, 2 * p.pool)
+            power = np.einsum("ij,ij->i", pairs, pairs).reshape(n, p.width)
+            power *= self._pool_vec[0]
         else:
+            np.square(ri, out=ri)
             bins = ri.reshape(n, p.width, p.pool, 2).sum(axis=-1)
             power = bins.max(axis=-1) * (self._pool_vec[0] * p.pool)
         np.maximum(power, np.float32(1e-30), out=power)

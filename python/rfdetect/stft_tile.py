@@ -8,7 +8,7 @@ from .spectrogram import SpectrogramEngine, SpectrogramParams
 
 STFT_TAG = "rfdetect_stft"
 # Rows per call the block asks room for: enough to amortise the Python call.
-_ROWS_PER_CALL = 64
+_ROWS_PER_CALL = 128
 _FORWARDED = ("rx_time", "rx_freq", "rx_rate", "rfdetect_length")
 
 

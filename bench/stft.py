@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""STFT Tile block vs GNU Radio's own fft chain, same machine, same run.
+
+    .venv/bin/python bench/stft.py [--samples 100e6] [--repeats 5]
+
+Flowgraph A: vector_source_c (noise, repeating) -> head -> rfdetect.stft_tile(4096, hop) -> null_sink
+Flowgraph B: vector_source_c -> head -> stream_to_vector(4096) -> fft_vcc(4096, Hann, shift)
+             -> complex_to_mag_squared(4096) -> nlog10_ff(4096) -> null_sink   (no overlap)
+Runs alternate A/B so machine noise hits both; prints the median MS/s, the spread
+(min-max) and the ratio of medians, and rewrites the table in docs/performance.md.
+"""
+import argparse
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from gnuradio import blocks, fft, gr
+from gnuradio.fft import window
+
+from gnuradio import rfdetect
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def noise(n=1 << 20):
+    rng = np.random.default_rng(0)
+    return (rng.standard_normal(n) + 1j * rng.standard_normal(n)).astype(np.complex64)
+
+
+def run_ours(x, n, fft_size, hop):
+    tb = gr.top_block()
+    src = blocks.vector_source_c(x, True)
+    head = blocks.head(gr.sizeof_gr_complex, n)
+    stft = rfdetect.stft_tile(fft_size=fft_size, hop=hop)
+    snk = blocks.null_sink(gr.sizeof_float * stft.params.width)
+    tb.connect(src, head, stft, snk)
+    t = time.perf_counter()
+    tb.run()
+    return n / (time.perf_counter() - t) / 1e6
+
+
+def run_native(x, n, fft_size):
+    tb = gr.top_block()
+    src = blocks.vector_source_c(x, True)
+    head = blocks.head(gr.sizeof_gr_complex, n)
+    s2v = blocks.stream_to_vector(gr.sizeof_gr_complex, fft_size)
+    f = fft.fft_vcc(fft_size, True, window.hann(fft_size), True, 1)
+    mag = blocks.complex_to_mag_squared(fft_size)
+    log = blocks.nlog10_ff(10, fft_size, 0)
+    snk = blocks.null_sink(gr.sizeof_float * fft_size)
+    tb.connect(src, head, s2v, f, mag, log, snk)
+    t = time.perf_counter()
+    tb.run()
+    return n / (time.perf_counter() - t) / 1e6
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--samples", type=float, default=100e6)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--fft-size", type=int, default=4096)
+    ap.add_argument("--no-write", action="store_true", help="do not update docs/performance.md")
+    a = ap.parse_args()
+    n = int(a.samples)
+    x = noise()
+    cases = {f"STFT Tile, hop {a.fft_size // 2} (50 % overlap)": lambda: run_ours(x, n, a.fft_size, a.fft_size // 2),
+             f"STFT Tile, hop {a.fft_size} (no overlap)": lambda: run_ours(x, n, a.fft_size, a.fft_size),
+             "GNU Radio fft_vcc chain (no overlap)": lambda: run_native(x, n, a.fft_size)}
+    results = {k: [] for k in cases}
+    for _ in range(a.repeats):
+        for k, fn in cases.items():
+            results[k].append(fn())
+    base = statistics.median(results["GNU Radio fft_vcc chain (no overlap)"])
+    rows = ["| flowgraph | median MS/s | spread (min-max) | ratio to native |", "|---|---|---|---|"]
+    for k, v in results.items():
+        med = statistics.median(v)
+        rows.append(f"| {k} | {med:.1f} | {min(v):.1f}-{max(v):.1f} | {med / base:.2f}x |")
+    table = "\n".join(rows)
+    header = (f"fft {a.fft_size}, {n / 1e6:.0f} M samples per run, {a.repeats} runs each, "
+              f"{time.strftime('%Y-%m-%d')}, `{' '.join([Path(sys.executable).name] + sys.argv)}`")
+    print(header)
+    print(table)
+    if not a.no_write:
+        doc = ROOT / "docs" / "performance.md"
+        text = doc.read_text()
+        block = f"<!-- bench/stft.py -->\n{header}\n\n{table}\n<!-- /bench/stft.py -->"
+        text = re.sub(r"<!-- bench/stft.py -->.*<!-- /bench/stft.py -->", lambda m: block, text, flags=re.S)
+        doc.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
