@@ -121,7 +121,8 @@ def test_zmq_subscriber_receives_schema_valid_json_and_sigmf_reads_back(recordin
     lines = read_jsonl(out)
     records = [p for t, p in received if t != "stats"]
     assert res["zmq"]["dropped"] == 0
-    assert len(records) == len(lines) > 0
+    missing = [l for l in lines if l not in records]
+    assert len(records) == len(lines) > 0, ("missing", missing[:2], "sent", res["zmq"])
     for (t, p) in received:
         if t == "stats":
             continue

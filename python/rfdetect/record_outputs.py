@@ -85,8 +85,10 @@ class RecordPublisher:
         stats = dict(stats, publisher={"sent": self.sent, "dropped": self.dropped})
         self.send("stats", json.dumps(stats, sort_keys=True))
 
-    def close(self):
-        self.sock.close(linger=0)
+    def close(self, linger_ms: int = 1000):
+        # linger, so that the last records of a stream still reach connected
+        # subscribers; bounded, so a stuck subscriber cannot hold up shutdown
+        self.sock.close(linger=linger_ms)
 
 
 class AnnotationWriter:

@@ -48,7 +48,7 @@ FLOOR_PERCENTILE = 25
 # of them, so the STFT Tile block asks for multiples of 2*_BATCH_ROWS rows per call).
 _BATCH_ROWS = 32
 # Below this many rows a second thread costs more than it saves.
-_PARALLEL_MIN_ROWS = 2 * 32
+_PARALLEL_MIN_ROWS = 2 * _BATCH_ROWS
 
 
 class SpectrogramConfigError(ValueError):
@@ -195,10 +195,8 @@ class SpectrogramEngine:
         # Multiplying by (-1)^n moves DC to the middle bin: the FFT shift for free.
         self._shifted_window = self.window * np.where(np.arange(params.fft_size) % 2, -1, 1).astype(np.float32)
         p = params
-        # Pooling as a matrix-vector product over interleaved (re, im) pairs:
-        # squaring then summing 2*pool floats gives the pooled |X|^2 in one BLAS call.
-        self._pool_vec = np.full(2 * p.pool, 1.0 / (p.pool * float(np.sum(self.window ** 2))),
-                                 dtype=np.float32)
+        # |X|^2 / sum(w^2): white noise of variance s^2 reads s^2 in every bin
+        self._bin_scale = np.float32(1.0 / float(np.sum(self.window ** 2)))
         self._floor_k = (FLOOR_GROUPS * FLOOR_PERCENTILE) // 100
         self._scale = 10.0 / (p.db_high - p.db_low)
         if threads is None:
@@ -256,11 +254,11 @@ class SpectrogramEngine:
             # serialises calls from several threads
             pairs = ri.reshape(n * p.width, 2 * p.pool)
             power = np.einsum("ij,ij->i", pairs, pairs).reshape(n, p.width)
-            power *= self._pool_vec[0]
+            power *= self._bin_scale / p.pool
         else:
             np.square(ri, out=ri)
             bins = ri.reshape(n, p.width, p.pool, 2).sum(axis=-1)
-            power = bins.max(axis=-1) * (self._pool_vec[0] * p.pool)
+            power = bins.max(axis=-1) * self._bin_scale
         np.maximum(power, np.float32(1e-30), out=power)
         np.log10(power, out=out)
         if p.normalisation == "floor":
