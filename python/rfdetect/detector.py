@@ -7,8 +7,13 @@ from .messages import from_pmt, tile_message, to_pmt
 from .model_runtime import BUILTIN_MODELS, load_model, resolve_model_path
 from .sigmf_source import LENGTH_TAG
 from .spectrogram import SpectrogramParams
+from . import stream_end
 from .stft_tile import STFT_TAG
 from .tile_detector import MODES, TileDetector
+
+
+# how long the end of a stream waits for the blocks downstream to handle the final tile
+_END_TIMEOUT_S = 30.0
 
 
 def parse_models(models) -> list:
@@ -70,6 +75,7 @@ class detector(gr.sync_block):
         self.error = None
         self.expected_rows = None
         self.finished = False
+        self._run = stream_end.new_run_token()
         self.message_port_register_out(pmt.intern("detections"))
         self.message_port_register_out(pmt.intern("stats"))
         self.set_tag_propagation_policy(gr.TPP_DONT)
@@ -83,6 +89,9 @@ class detector(gr.sync_block):
         self.engine = TileDetector(models, params, on_tile=self._post_tile, on_stats=self._post_stats, **self.kw)
 
     def _post_tile(self, tile, records):
+        if tile.get("final"):
+            tile["run"] = self._run
+            stream_end.announce(self, tile, ["detections"])
         self.message_port_pub(pmt.intern("detections"), tile_message(tile, records))
 
     def _post_stats(self, stats):
@@ -126,10 +135,13 @@ class detector(gr.sync_block):
             self._finish()
         return n
 
-    def _finish(self):
+    def _finish(self, end_timeout_s=_END_TIMEOUT_S):
         if not self.finished and self.engine is not None:
             self.engine.finish()
             self.finished = True
+            if not stream_end.wait_handled(self._run, timeout=end_timeout_s):
+                gr.log.warn("rfdetect Detector: a downstream rfdetect block did not handle the final "
+                            f"tile message within {end_timeout_s} s; its output may miss the last records")
 
     def stats(self) -> dict:
         return self.engine.stats() if self.engine else {}
@@ -137,6 +149,7 @@ class detector(gr.sync_block):
     def stop(self):
         if self.engine is not None:
             if self.kw["mode"] == "file" and self.error is None:
-                self._finish()  # sources without a length tag: best effort
+                # sources without a length tag: best effort, the blocks downstream may be stopping too
+                self._finish(end_timeout_s=1.0)
             self.engine.stop()
         return True

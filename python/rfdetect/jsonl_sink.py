@@ -2,6 +2,7 @@
 import pmt
 from gnuradio import gr
 
+from . import stream_end
 from .messages import parse_tile_message
 from .record_outputs import JsonlWriter
 
@@ -32,6 +33,7 @@ class jsonl_sink(gr.basic_block):
                 print(format_record(r), flush=True)
         if tile.get("final"):
             self.writer.commit()
+        stream_end.acknowledge(tile)
 
     def stop(self):
         self.writer.commit()

@@ -2,6 +2,7 @@
 import pmt
 from gnuradio import gr
 
+from . import stream_end
 from .messages import parse_tile_message, tile_message
 from .nms_merge import NmsMerger
 
@@ -30,4 +31,6 @@ class nms_merge(gr.basic_block):
     def _handle(self, msg):
         tile, records = parse_tile_message(msg)
         out = self.merger.push(tile, records)
+        stream_end.announce(self, tile, ["out"])
         self.message_port_pub(pmt.intern("out"), tile_message(tile, out))
+        stream_end.acknowledge(tile)

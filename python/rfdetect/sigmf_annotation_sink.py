@@ -4,6 +4,7 @@ import time
 import pmt
 from gnuradio import gr
 
+from . import stream_end
 from .messages import parse_tile_message
 from .record_outputs import AnnotationWriter
 
@@ -42,6 +43,7 @@ class sigmf_annotation_sink(gr.basic_block):
         if tile.get("final") or (self.writer.dirty and now - self._last >= self.flush_interval_s):
             self.writer.flush()
             self._last = now
+        stream_end.acknowledge(tile)
 
     def flush(self):
         self.writer.flush()

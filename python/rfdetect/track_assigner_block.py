@@ -2,6 +2,7 @@
 import pmt
 from gnuradio import gr
 
+from . import stream_end
 from .messages import parse_tile_message, tile_message
 from .track_assigner import TrackAssigner
 
@@ -30,4 +31,6 @@ class track_assigner(gr.basic_block):
     def _handle(self, msg):
         tile, records = parse_tile_message(msg)
         events = self.tracker.push(tile, records)
+        stream_end.announce(self, tile, ["out"])
         self.message_port_pub(pmt.intern("out"), tile_message(tile, events))
+        stream_end.acknowledge(tile)

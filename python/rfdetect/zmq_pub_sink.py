@@ -2,6 +2,7 @@
 import pmt
 from gnuradio import gr
 
+from . import stream_end
 from .messages import from_pmt
 from .record_outputs import RecordPublisher, is_stats
 
@@ -44,6 +45,7 @@ class zmq_pub_sink(gr.basic_block):
             self.publisher.publish_stats(obj)
         else:
             self.publisher.publish(obj.get("records") or [])
+            stream_end.acknowledge(obj.get("tile") or {})
 
     def _handle_stats(self, msg):
         self.publisher.publish_stats(from_pmt(msg))
