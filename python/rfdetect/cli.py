@@ -48,7 +48,7 @@ def cmd_detect(a):
     opt = DetectOptions(models=a.model or ["energy"], params=_params(a), tile_height=a.tile_height,
                         overlap=a.overlap, nms_iou=a.nms_iou, track_max_gap_s=a.max_gap,
                         score_threshold=a.score_threshold, out=a.out, zmq=a.zmq, zmq_wait_s=a.zmq_wait, sigmf_out=a.sigmf_out,
-                        echo=not a.quiet)
+                        echo=not a.quiet, save_tiles=a.save_tiles)
     t0 = time.perf_counter()
     res = run_detect(a.recording, opt)
     dt = time.perf_counter() - t0
@@ -135,6 +135,7 @@ def build_parser():
     d.add_argument("--zmq-wait", type=float, default=0.0,
                    help="seconds to wait for a ZeroMQ subscriber before playing the file (default %(default)s)")
     d.add_argument("--sigmf-out", help="write the recording with detections as annotations to this base name")
+    d.add_argument("--save-tiles", metavar="DIR", help="also write every tile the models see as a 16-bit PNG")
     d.add_argument("--plot", help="PNG of the spectrogram with detections and ground truth")
     d.add_argument("--tile-height", type=int, default=1024)
     d.add_argument("--overlap", type=int, default=128)

@@ -45,6 +45,7 @@ class DetectOptions:
     zmq_wait_s: float = 0.0
     sigmf_out: Optional[str] = None
     echo: bool = False
+    save_tiles: Optional[str] = None
 
 
 class DetectFlowgraph(gr.top_block):
@@ -60,7 +61,7 @@ class DetectFlowgraph(gr.top_block):
                               p.db_low, p.db_high, rec.sample_rate)
         self.detector = detector(opt.models, opt.tile_height, min(opt.overlap, opt.tile_height - 1), "file",
                                  score_threshold=opt.score_threshold, samp_rate=rec.sample_rate,
-                                 center_freq=rec.center_frequency, width=p.width)
+                                 center_freq=rec.center_frequency, width=p.width, tile_dir=opt.save_tiles or "")
         self.detector.configure(p)  # load and check every model before any sample flows
         self.nms = nms_merge(opt.nms_iou, opt.class_aware)
         self.tracker = track_assigner(opt.track_iou_gate, opt.track_max_gap_s, opt.class_aware)

@@ -50,11 +50,13 @@ class detector(gr.sync_block):
             thresholds in their cards).
         samp_rate, center_freq: used until rx_rate / rx_freq tags arrive.
         stats_interval_s: how often statistics are posted on the ``stats`` port.
+        tile_dir: if set, every tile is also written there as a 16-bit PNG
+            (``tile_NNNNNN.png``), the format ``rfdetect-train prepare`` writes.
     """
 
     def __init__(self, models=("energy",), tile_height=1024, overlap=128, mode="file", queue_size=4,
                  deadline_s=0.0, score_threshold=0.0, samp_rate=1.0, center_freq=0.0,
-                 stats_interval_s=1.0, width=1024):
+                 stats_interval_s=1.0, width=1024, tile_dir=""):
         gr.sync_block.__init__(self, name="rfdetect Detector", in_sig=[(np.float32, int(width))], out_sig=None)
         if mode not in MODES:
             raise ValueError(f"mode={mode!r} must be one of {MODES}")
@@ -70,7 +72,8 @@ class detector(gr.sync_block):
         self.kw = dict(tile_height=int(tile_height), overlap=int(overlap), mode=mode,
                        queue_size=int(queue_size), deadline_s=float(deadline_s),
                        score_threshold=float(score_threshold), sample_rate=float(samp_rate),
-                       center_freq=float(center_freq), stats_interval_s=float(stats_interval_s))
+                       center_freq=float(center_freq), stats_interval_s=float(stats_interval_s),
+                       tile_dir=str(tile_dir) or None)
         self.engine = None
         self.error = None
         self.expected_rows = None

@@ -16,11 +16,12 @@ from typing import Optional
 
 import numpy as np
 
+from . import postprocess
 from .energy_detector import EnergyDetector, PixelBox
 from .spectrogram import SpectrogramConfigError, SpectrogramParams
 
 CARD_SCHEMA = "rfdetect.model_card/1"
-OUTPUT_FORMATS = ("boxes_scores_labels/1",)
+OUTPUT_FORMATS = postprocess.FORMATS
 BUILTIN_MODELS = ("energy",)
 
 
@@ -114,22 +115,21 @@ class ModelCard:
                              f"STFT Tile block uses ({'; '.join(diffs)}): retrain it or change the "
                              f"STFT Tile parameters")
         want = [1, 1, tile_height, params.width]
+        if self.output_format == "crop_classifier/1":
+            want[2] = self.input_shape[2]  # it classifies crops of proposals: any tile height works
         if list(self.input_shape) != want:
             raise ModelError(f"model {where} takes tiles of shape {self.input_shape}, but the Detector "
                              f"makes {want} (tile height {tile_height}, width {params.width})")
 
 
-class OnnxModel:
-    """An ONNX detector run by ONNX Runtime (CPU provider; GPU providers when present)."""
+class OnnxBackend:
+    """Runs a network with ONNX Runtime (CPU provider; GPU providers when present)."""
 
-    def __init__(self, path, card: ModelCard, score_threshold: Optional[float] = None,
-                 providers: Optional[list] = None, intra_threads: int = 1):
+    kind = "onnxruntime"
+
+    def __init__(self, path, providers: Optional[list] = None, intra_threads: int = 1):
         import onnxruntime as ort
         self.path = Path(path)
-        self.card = card
-        self.name = card.name
-        self.labels = list(card.labels)
-        self.score_threshold = card.score_threshold if score_threshold is None else float(score_threshold)
         so = ort.SessionOptions()
         so.intra_op_num_threads = intra_threads  # models run side by side: one thread each
         so.log_severity_level = 3
@@ -140,21 +140,69 @@ class OnnxModel:
         except Exception as e:  # onnxruntime raises several unrelated types
             raise ModelError(f"cannot load ONNX model {self.path}: the file is corrupt or not ONNX "
                              f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-        names = [o.name for o in self.session.get_outputs()]
-        for need in ("boxes", "scores", "labels"):
-            if need not in names:
-                raise ModelError(f"ONNX model {self.path} lacks output {need!r} required by "
-                                 f"{card.output_format} (it has {names})")
-        self.input_name = self.session.get_inputs()[0].name
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, feed: dict, outputs: list) -> list:
+        return self.session.run(outputs, feed)
+
+
+# network inputs and outputs each output format needs (rfdetect.postprocess)
+_FORMAT_IO = {
+    "boxes_scores_labels/1": (None, ["boxes", "scores", "labels"]),
+    "dense_ltrb/1": (None, ["scores", "ltrb"]),
+    "crop_classifier/1": (["crops", "geometry"], ["probs"]),
+}
+
+
+class CardModel:
+    """A trained detector: a backend that runs the network, the card that says what it
+    is, and the format's pre/post-processing from :mod:`rfdetect.postprocess`."""
+
+    def __init__(self, backend, card: ModelCard, score_threshold: Optional[float] = None):
+        self.backend = backend
+        self.card = card
+        self.name = card.name
+        self.labels = list(card.labels)
+        self.format = card.output_format
+        self.score_threshold = card.score_threshold if score_threshold is None else float(score_threshold)
+        inputs, outputs = _FORMAT_IO[self.format]
+        missing = [n for n in outputs if n not in backend.output_names]
+        missing += [n for n in (inputs or []) if n not in backend.input_names]
+        if missing:
+            raise ModelError(f"model {backend.path} lacks {missing} required by its card's output "
+                             f"format {self.format} (inputs {backend.input_names}, outputs "
+                             f"{backend.output_names})")
+        self.outputs = outputs
+        if self.format == "crop_classifier/1":
+            opts = dict(card.extra.get("proposals") or {})
+            self.proposer = EnergyDetector(card.spectrogram, **opts)
+            self.crop_size = int(card.extra.get("crop_size", postprocess.CROP_SIZE))
+
+    def raw(self, tile: np.ndarray):
+        """-> (boxes [N,4], scores [N], labels [N]) in tile pixels, before thresholds."""
+        x = np.ascontiguousarray(tile, dtype=np.float32)
+        if self.format == "crop_classifier/1":
+            props = self.proposer.detect(x)
+            if not props:
+                return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+            boxes = np.array([[b.x0, b.y0, b.x1, b.y1] for b in props], np.float32)
+            crops, geom = postprocess.letterbox_crops(x, boxes, self.crop_size)
+            (probs,) = self.backend.run({"crops": crops, "geometry": geom}, self.outputs)
+            return postprocess.classify_proposals(probs, boxes, 0.0)
+        feed = {self.backend.input_names[0]: x[None, None]}
+        out = self.backend.run(feed, self.outputs)
+        if self.format == "dense_ltrb/1":
+            return postprocess.decode_dense(out[0], out[1], int(self.card.extra["dense"]["stride"]),
+                                            self.score_threshold, self.card.nms_iou)
+        boxes, scores, labels = out
+        return boxes.reshape(-1, 4), scores.reshape(-1), labels.reshape(-1)
 
     def detect(self, tile: np.ndarray) -> list[PixelBox]:
-        x = np.ascontiguousarray(tile, dtype=np.float32)[None, None]
-        boxes, scores, labels = self.session.run(["boxes", "scores", "labels"], {self.input_name: x})
-        boxes, scores, labels = boxes.reshape(-1, 4), scores.reshape(-1), labels.reshape(-1)
-        keep = scores >= self.score_threshold
+        boxes, scores, labels = self.raw(tile)
         out = []
-        for (x0, y0, x1, y1), s, lab in zip(boxes[keep], scores[keep], labels[keep]):
-            if not (x1 > x0 and y1 > y0):
+        for (x0, y0, x1, y1), s, lab in zip(boxes, scores, labels):
+            if s < self.score_threshold or not (x1 > x0 and y1 > y0):
                 continue
             li = int(lab)
             name = self.labels[li] if 0 <= li < len(self.labels) else f"class_{li}"
@@ -199,4 +247,4 @@ def load_model(spec: str, params: SpectrogramParams, tile_height: int,
         raise ModelError(f"ONNX model {path} is empty")
     card = ModelCard.load(card_path_for(path))
     card.check_compatible(params, tile_height, str(path))
-    return OnnxModel(path, card, score_threshold)
+    return CardModel(OnnxBackend(path), card, score_threshold)

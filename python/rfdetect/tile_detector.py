@@ -19,6 +19,7 @@ import queue
 import threading
 import time
 from collections import deque
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -106,12 +107,18 @@ class TileDetector:
                  deadline_s: float = 0.0, sample_rate: float = 1.0, center_freq: float = 0.0,
                  score_threshold: float = 0.0,
                  on_tile: Optional[Callable[[dict, list], None]] = None,
-                 on_stats: Optional[Callable[[dict], None]] = None, stats_interval_s: float = 1.0):
+                 on_stats: Optional[Callable[[dict], None]] = None, stats_interval_s: float = 1.0,
+                 tile_dir: Optional[str] = None):
         if mode not in MODES:
             raise ValueError(f"mode={mode!r} must be one of {MODES}")
         if not models:
             raise ValueError("the Detector needs at least one model")
         self.models = list(models)
+        # every tile the models see is also written here (tile_NNNNNN.png, rfdetect.tile_io):
+        # training data from a live receiver, and proof that training tiles match
+        self.tile_dir = Path(tile_dir) if tile_dir else None
+        if self.tile_dir:
+            self.tile_dir.mkdir(parents=True, exist_ok=True)
         self.params = params
         self.mode = mode
         self.tiles = TileAssembler(tile_height, params.width, overlap)
@@ -220,6 +227,9 @@ class TileDetector:
                 self.tiles_dropped_late += 1
                 self._post_dropped(item)
                 continue
+            if self.tile_dir:
+                from .tile_io import write_tile_png
+                write_tile_png(self.tile_dir / f"tile_{index:06d}.png", tile)
             records = []
             for m in self.models:
                 name = self._model_name(m)

@@ -1,0 +1,137 @@
+"""What happens around a network, in NumPy, shared by training and the runtime.
+
+A model's card names its output format; the code that turns network outputs into
+boxes (and, for the two-stage detector, the crops that go in) lives here once, so the
+numbers measured at training time are the numbers the Detector block gets.
+
+Formats:
+
+* ``boxes_scores_labels/1``: the network gives ``boxes`` [N,4] (x0,y0,x1,y1 pixels),
+  ``scores`` [N] and ``labels`` [N] (index into the card's labels). Faster R-CNN.
+* ``dense_ltrb/1``: static shapes, no NMS inside. ``scores`` [1,K,h,w] (sigmoid
+  applied) and ``ltrb`` [1,4,h,w]: for the cell at (i, j), whose centre is pixel
+  ((j+0.5)*stride, (i+0.5)*stride), the distances to the box's left, top, right and
+  bottom edges in pixels. Decoded and NMS'd here.
+* ``crop_classifier/1``: the energy detector proposes boxes; each becomes a
+  ``crop_size`` x ``crop_size`` letterboxed crop (``crops`` [N,1,S,S]) plus its
+  geometry (``geometry`` [N,2]: log2 of width and height in pixels / 10); the
+  network gives ``probs`` [N,K+1], column 0 being "background".
+"""
+from __future__ import annotations
+
+import numpy as np
+
+FORMATS = ("boxes_scores_labels/1", "dense_ltrb/1", "crop_classifier/1")
+CROP_SIZE = 64
+# context kept around a proposal in a crop: this fraction of its size on each side, at least CROP_MIN_PAD pixels
+CROP_PAD = 0.25
+CROP_MIN_PAD = 2.0
+
+
+def box_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box in ``a`` [N,4] with every box in ``b`` [M,4] (x0,y0,x1,y1)."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = ix * iy
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou: float, max_out: int = 300) -> np.ndarray:
+    """Per-class greedy NMS; returns indices kept, best score first."""
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    labels = np.asarray(labels)
+    keep: list[int] = []
+    suppressed = np.zeros(len(order), dtype=bool)
+    for pos, i in enumerate(order):
+        if suppressed[pos]:
+            continue
+        keep.append(int(i))
+        if len(keep) >= max_out:
+            break
+        rest = order[pos + 1:]
+        same = labels[rest] == labels[i]
+        ious = box_iou_matrix(boxes[i:i + 1], boxes[rest])[0]
+        suppressed[pos + 1:] |= same & (ious >= iou)
+    return np.array(keep, dtype=np.int64)
+
+
+def decode_dense(scores: np.ndarray, ltrb: np.ndarray, stride: int, score_threshold: float, nms_iou: float,
+                 max_out: int = 300):
+    """``dense_ltrb/1`` outputs of one tile -> (boxes [N,4], scores [N], labels [N])."""
+    scores = np.asarray(scores, dtype=np.float32)[0]
+    ltrb = np.asarray(ltrb, dtype=np.float32)[0]
+    k, h, w = scores.shape
+    best = scores.max(axis=0)
+    label = scores.argmax(axis=0)
+    ii, jj = np.nonzero(best >= score_threshold)
+    if len(ii) == 0:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+    cx = (jj + 0.5) * stride
+    cy = (ii + 0.5) * stride
+    d = ltrb[:, ii, jj]
+    boxes = np.stack([cx - d[0], cy - d[1], cx + d[2], cy + d[3]], axis=1).astype(np.float32)
+    s = best[ii, jj]
+    lab = label[ii, jj].astype(np.int64)
+    keep = nms(boxes, s, lab, nms_iou, max_out)
+    return boxes[keep], s[keep], lab[keep]
+
+
+def _area_weights(start: float, stop: float, n_out: int, n_in: int) -> np.ndarray:
+    """[n_out, n_in] weights averaging the source interval [start, stop) into n_out cells
+    (pixels outside the source count as zero)."""
+    edges = start + (stop - start) * np.arange(n_out + 1) / n_out
+    lo = np.arange(n_in)[None, :]
+    overlap = np.clip(np.minimum(edges[1:, None], lo + 1) - np.maximum(edges[:-1, None], lo), 0, None)
+    return (overlap / np.maximum(edges[1:, None] - edges[:-1, None], 1e-9)).astype(np.float32)
+
+
+def letterbox_crops(tile: np.ndarray, boxes: np.ndarray, size: int = CROP_SIZE, pad: float = CROP_PAD,
+                    min_pad: float = CROP_MIN_PAD) -> tuple[np.ndarray, np.ndarray]:
+    """Crops of ``tile`` around ``boxes`` -> (crops [N,1,size,size], geometry [N,2]).
+
+    Each box grows by ``pad`` of its size on each side (at least ``min_pad`` pixels)
+    for context, is area-resampled so its longer side fills ``size`` with the aspect
+    ratio kept, and is centred on a zero background (letterboxing). The geometry
+    gives the network the box's true size, which the letterbox hides.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    crops = np.zeros((len(boxes), 1, size, size), dtype=np.float32)
+    geom = np.zeros((len(boxes), 2), dtype=np.float32)
+    h, w = tile.shape
+    for n, (x0, y0, x1, y1) in enumerate(boxes):
+        bw, bh = max(x1 - x0, 1e-3), max(y1 - y0, 1e-3)
+        px, py = max(pad * bw, min_pad), max(pad * bh, min_pad)
+        cx0, cx1, cy0, cy1 = x0 - px, x1 + px, y0 - py, y1 + py
+        scale = size / max(cx1 - cx0, cy1 - cy0)
+        ow = max(1, int(round((cx1 - cx0) * scale)))
+        oh = max(1, int(round((cy1 - cy0) * scale)))
+        r0, r1 = max(0, int(np.floor(cy0))), min(h, int(np.ceil(cy1)))
+        c0, c1 = max(0, int(np.floor(cx0))), min(w, int(np.ceil(cx1)))
+        if r1 > r0 and c1 > c0:
+            wy = _area_weights(cy0 - r0, cy1 - r0, oh, r1 - r0)
+            wx = _area_weights(cx0 - c0, cx1 - c0, ow, c1 - c0)
+            oy, ox = (size - oh) // 2, (size - ow) // 2
+            crops[n, 0, oy:oy + oh, ox:ox + ow] = wy @ tile[r0:r1, c0:c1] @ wx.T
+        geom[n] = np.log2([bw, bh]) / 10.0
+    return crops, geom
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    x = x - x.max(axis=axis, keepdims=True)
+    e = np.exp(x)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def classify_proposals(probs: np.ndarray, boxes: np.ndarray, score_threshold: float):
+    """``crop_classifier/1`` output -> (boxes, scores, labels) without background."""
+    probs = np.asarray(probs, dtype=np.float32).reshape(len(boxes), -1)
+    cls = probs[:, 1:].argmax(axis=1)
+    score = probs[np.arange(len(boxes)), cls + 1]
+    keep = (score >= score_threshold) & (score > probs[:, 0])
+    return np.asarray(boxes, np.float32).reshape(-1, 4)[keep], score[keep], cls[keep].astype(np.int64)

@@ -1,0 +1,239 @@
+"""``rfdetect-train``: prepare -> auto-tune -> train -> evaluate -> export.
+
+    rfdetect-train run --data DIR --out MODEL_DIR [--arch ARCH] [--epochs N]
+                       [--max-minutes M] [--device cpu|cuda]
+
+leaves MODEL_DIR/model.onnx and MODEL_DIR/model.card.json, ready for
+``rfdetect detect REC --model MODEL_DIR/model.onnx``. Each stage is its own
+subcommand; ``run`` keeps its work under MODEL_DIR/work/ (tiles, runs, report).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+EXIT_ERROR = 2
+
+
+def _spectrogram_args(p):
+    from gnuradio.rfdetect.spectrogram import SpectrogramParams
+    d = SpectrogramParams()
+    g = p.add_argument_group("spectrogram and tiles (the Detector must use the same)")
+    g.add_argument("--fft-size", type=int, default=d.fft_size)
+    g.add_argument("--hop", type=int, default=d.hop)
+    g.add_argument("--window", default=d.window)
+    g.add_argument("--width", type=int, default=d.width)
+    g.add_argument("--pooling", default=d.pooling, choices=["mean", "max"])
+    g.add_argument("--tile-height", type=int, default=1024)
+    g.add_argument("--overlap", type=int, default=128)
+
+
+def _train_args(p):
+    from .archs import ARCHS
+    from .nets import BACKBONES
+    g = p.add_argument_group("training (unset values come from the auto-tune table)")
+    g.add_argument("--arch", default="two_stage", choices=ARCHS)
+    g.add_argument("--backbone", choices=BACKBONES, help="default: tiny (resnet18 for faster_rcnn)")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--k-folds", type=int)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--lr", type=float)
+    g.add_argument("--early-stop", type=int)
+    g.add_argument("--accum", type=int, default=1, help="gradient accumulation steps")
+    g.add_argument("--clip", type=float, default=10.0, help="gradient norm clip")
+    g.add_argument("--warmup-steps", type=int, default=50)
+    g.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--overfit", type=int, default=0, metavar="N", help="debug: train and validate on N tiles")
+    g.add_argument("--max-minutes", type=float, default=0.0, help="stop training after this long")
+    g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    g.add_argument("--workers", type=int, default=0, help="data loader processes")
+    g.add_argument("--resume", action="store_true", help="continue from last.pt where training stopped")
+    g.add_argument("--score-threshold", type=float, default=0.5, help="written into the card")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _params(a):
+    from gnuradio.rfdetect.spectrogram import SpectrogramParams
+    return SpectrogramParams(a.fft_size, a.hop, a.window, a.width, a.pooling)
+
+
+def cmd_prepare(a):
+    from .prepare import PrepareOptions, prepare
+    s = prepare(a.data, a.out, PrepareOptions(_params(a), a.tile_height, a.overlap), progress=not a.quiet)
+    print(f"prepare: {s['tiles']} tiles ({s['tiles_with_boxes']} with boxes, {s['boxes']} boxes) from "
+          f"{s['recordings']} recordings; labels {s['labels']}; {len(s['skipped'])} skipped -> {a.out}")
+    return s
+
+
+def _tune(a, ds, show=True):
+    from .autotune import auto_tune, format_table
+    r = auto_tune(ds["tiles_with_boxes"], a.arch, a.device,
+                  {"epochs": a.epochs, "k_folds": a.k_folds, "batch_size": a.batch_size, "lr": a.lr,
+                   "early_stop": a.early_stop})
+    if show:
+        print(format_table(r))
+    return r
+
+
+def cmd_autotune(a):
+    from .prepare import load_dataset
+    _tune(a, load_dataset(a.tiles))
+
+
+def _config(a, tune):
+    from .train import TrainConfig
+    return TrainConfig(arch=a.arch, backbone=a.backbone, epochs=tune.epochs, k_folds=tune.k_folds,
+                       batch_size=tune.batch_size, lr=tune.lr, early_stop=tune.early_stop,
+                       warmup_steps=a.warmup_steps, accum=a.accum, clip=a.clip, amp=not a.no_amp, seed=a.seed,
+                       overfit=a.overfit, max_minutes=a.max_minutes, device=a.device, workers=a.workers,
+                       progress=not a.quiet)
+
+
+def cmd_train(a):
+    from .archs import make_arch
+    from .prepare import load_dataset
+    from .train import distributed, train
+    ds = load_dataset(a.tiles)
+    rank, _ = distributed()
+    tune = _tune(a, ds, show=rank == 0)
+    arch = make_arch(a.arch, ds["labels"], a.backbone, ds["params"], ds["tile_height"])
+    return train(arch, ds, _config(a, tune), a.out, resume=a.resume)
+
+
+def _evaluate(ds, checkpoint, val_images, out_dir, device, score_threshold, progress):
+    from .evaluate import evaluate_recordings, evaluate_tiles, validation_recordings, write_report
+    from .export import load_checkpoint
+    from .train import resolve_device
+    dev = resolve_device(device)
+    arch, model = load_checkpoint(checkpoint, ds, dev)
+    report = {"arch": arch.name, "backbone": arch.backbone, "labels": arch.labels,
+              "score_threshold": score_threshold, "checkpoint": str(checkpoint)}
+    report["pixel"] = evaluate_tiles(arch, model, dev, ds, val_images, score_threshold, progress)
+    recs = validation_recordings(ds, val_images)
+    if recs:
+        report["physical"] = evaluate_recordings(arch, model, dev, ds, recs, score_threshold, progress)
+    else:
+        report["physical_note"] = "no recording is wholly in the validation tiles"
+    path = write_report(out_dir, report)
+    p = report["pixel"]
+    print(f"evaluate: pixel mAP {p['mAP']:.3f} AP50 {p['AP50']:.3f} macro-F1 {p['macro_f1']:.3f}"
+          + (f"; physical macro-F1 {report['physical']['macro_f1']:.3f}" if "physical" in report else "")
+          + f" -> {path}")
+    return report
+
+
+def cmd_evaluate(a):
+    from .prepare import load_dataset
+    ds = load_dataset(a.tiles)
+    images = ds["images"]
+    if a.train_run:
+        images = json.loads((Path(a.train_run) / "train.json").read_text())["val_tiles"]
+    _evaluate(ds, a.checkpoint, images, a.out, a.device, a.score_threshold, not a.quiet)
+
+
+def cmd_export(a):
+    from .export import export_engine, export_onnx, load_checkpoint
+    from .prepare import load_dataset
+    ds = load_dataset(a.tiles)
+    arch, model = load_checkpoint(a.checkpoint, ds, "cpu")
+    metrics = {}
+    if a.report and Path(a.report).is_file():
+        r = json.loads(Path(a.report).read_text())
+        metrics = {k: r[k] for k in ("pixel", "physical") if k in r}
+    path = export_onnx(arch, model, ds, a.out, metrics, a.score_threshold, extra={"training": {"command": a.command}})
+    if not a.no_engine:
+        export_engine(path, fp16=True, int8_calibration_dir=a.int8_calibration)
+    return path
+
+
+def cmd_run(a):
+    from .prepare import load_dataset
+    out = Path(a.out)
+    work = out / "work"
+    t0 = time.monotonic()
+    a.tiles = str(work / "tiles")
+    if a.resume and (work / "tiles" / "dataset.json").is_file():
+        print(f"run: reusing prepared tiles in {a.tiles}")
+    else:
+        cmd_prepare(argparse.Namespace(**{**vars(a), "out": a.tiles}))
+    ds = load_dataset(a.tiles)
+    summary = cmd_train(argparse.Namespace(**{**vars(a), "out": str(work / "runs")}))
+    ck = Path(summary["final"]["checkpoint"])
+    report = _evaluate(ds, ck, summary["val_tiles"], work / "report", a.device, a.score_threshold, not a.quiet)
+    cmd_export(argparse.Namespace(**{**vars(a), "checkpoint": str(ck), "out": str(out),
+                                     "report": str(work / "report" / "report.json")}))
+    print(f"run: done in {(time.monotonic() - t0) / 60:.1f} min -> {out / 'model.onnx'} "
+          f"(try: rfdetect detect REC --model {out / 'model.onnx'})")
+    return report
+
+
+def build_parser():
+    ap = argparse.ArgumentParser(prog="rfdetect-train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("prepare", help="SigMF recordings -> tile PNGs + bbox JSON + COCO")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--quiet", action="store_true")
+    _spectrogram_args(p)
+    p.set_defaults(func=cmd_prepare)
+    p = sub.add_parser("autotune", help="print the training settings for a prepared folder")
+    p.add_argument("--tiles", required=True)
+    _train_args(p)
+    p.set_defaults(func=cmd_autotune)
+    p = sub.add_parser("train", help="train (k-fold when the table says so) -> RUN_DIR/final/best.pt")
+    p.add_argument("--tiles", required=True)
+    p.add_argument("--out", required=True)
+    _train_args(p)
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("evaluate", help="COCO mAP, P/R/F1, confusion (pixel and physical) -> report")
+    p.add_argument("--tiles", required=True)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--train-run", help="a train output folder: evaluate on its validation tiles")
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--score-threshold", type=float, default=0.5)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("export", help="checkpoint -> model.onnx + card (+ TensorRT engine)")
+    p.add_argument("--tiles", required=True)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--report", help="report.json whose metrics go into the card")
+    p.add_argument("--score-threshold", type=float, default=0.5)
+    p.add_argument("--no-engine", action="store_true")
+    p.add_argument("--int8-calibration", help="folder of tiles for INT8 calibration (TensorRT)")
+    p.set_defaults(func=cmd_export)
+    p = sub.add_parser("run", help="prepare -> auto-tune -> train -> evaluate -> export")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--no-engine", action="store_true")
+    p.add_argument("--int8-calibration")
+    _spectrogram_args(p)
+    _train_args(p)
+    p.set_defaults(func=cmd_run)
+    return ap
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    a = build_parser().parse_args(argv)
+    a.command = "rfdetect-train " + shlex.join(argv)
+    try:
+        a.func(a)
+    except KeyboardInterrupt:
+        print("rfdetect-train: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, RuntimeError, OSError) as e:
+        print(f"rfdetect-train: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

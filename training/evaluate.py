@@ -1,0 +1,186 @@
+"""evaluate: COCO mAP/AP50, per-class precision/recall/F1 and a confusion matrix,
+in pixel IoU on validation tiles and in physical IoU on validation recordings.
+
+Within one tile, pixels map to (seconds, Hz) by a scale and an offset per axis, so
+pixel IoU and physical IoU are the same number there. The physical evaluation is
+therefore done the way a user sees detections: each held-out recording runs through
+the Detector's own tile path (rfdetect.tile_detector, overlap and all) and NMS Merge
+(stitching across tiles), and the resulting records are matched, in seconds x Hz,
+against the recording's annotations.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from gnuradio.rfdetect.energy_detector import PixelBox
+from gnuradio.rfdetect.nms_merge import NmsMerger
+from gnuradio.rfdetect.records import match_boxes
+from gnuradio.rfdetect.sigmf_io import SigMFRecording
+from gnuradio.rfdetect.spectrogram import StreamingSpectrogram
+from gnuradio.rfdetect.tile_detector import TileDetector
+
+from .archs import load_tile
+from .detection_metrics import confusion_and_prf
+from .progress import progress_bar
+
+MATCH_IOU = 0.5
+
+
+class TorchTileModel:
+    """A PyTorch model in the Detector's model interface (name, labels, detect)."""
+
+    def __init__(self, arch, model, device, score_threshold: float):
+        self.arch, self.model, self.device = arch, model.eval(), device
+        self.name, self.labels, self.score_threshold = arch.name, arch.labels, score_threshold
+
+    def detect(self, tile):
+        boxes, scores, labels = self.arch.predict(self.model, tile, self.device)
+        return [PixelBox(float(b[0]), float(b[1]), float(b[2]), float(b[3]), float(s), self.labels[int(lab)])
+                for b, s, lab in zip(boxes, scores, labels) if s >= self.score_threshold]
+
+
+def coco_metrics(gt: dict, dets: list[dict]) -> dict:
+    """mAP@[.5:.95] and AP50 with pycocotools (quietly)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    if not dets or not gt["annotations"]:
+        return {"mAP": 0.0, "AP50": 0.0}
+    with contextlib.redirect_stdout(io.StringIO()):
+        c = COCO()
+        c.dataset = gt
+        c.createIndex()
+        d = c.loadRes(dets)
+        e = COCOeval(c, d, "bbox")
+        e.evaluate()
+        e.accumulate()
+        e.summarize()
+    return {"mAP": round(float(max(e.stats[0], 0)), 4), "AP50": round(float(max(e.stats[1], 0)), 4)}
+
+
+def evaluate_tiles(arch, model, device, ds, images, score_threshold: float, progress=True) -> dict:
+    labels = arch.labels
+    gt = {"images": [], "annotations": [], "categories": [{"id": i + 1, "name": n} for i, n in enumerate(labels)]}
+    dets, truth_all, found_all = [], [], []
+    for img_id, im in enumerate(progress_bar(images, enable=progress, desc="evaluate tiles"), start=1):
+        tile, boxes, labs = load_tile(ds, im)
+        gt["images"].append({"id": img_id, "width": tile.shape[1], "height": tile.shape[0], "file_name": im})
+        for b, lab in zip(boxes, labs):
+            w, h = float(b[2] - b[0]), float(b[3] - b[1])
+            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": img_id, "iscrowd": 0,
+                                      "category_id": int(lab) + 1, "bbox": [float(b[0]), float(b[1]), w, h],
+                                      "area": w * h})
+        pb, ps, pl = arch.predict(model, tile, device)
+        for b, s, lab in zip(pb, ps, pl):
+            dets.append({"image_id": img_id, "category_id": int(lab) + 1, "score": float(s),
+                         "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]})
+        truth_all.append([_pix_rec(b, labels[int(lab)]) for b, lab in zip(boxes, labs)])
+        found_all.append([_pix_rec(b, labels[int(lab)]) for b, s, lab in zip(pb, ps, pl) if s >= score_threshold])
+    out = coco_metrics(gt, dets)
+    out.update(confusion_and_prf(truth_all, found_all, labels, MATCH_IOU))
+    out["tiles"] = len(images)
+    return out
+
+
+def _pix_rec(b, label) -> dict:
+    # pixel boxes in the record shape, so one matcher serves pixels and physical units
+    return {"t_start": float(b[1]), "t_stop": float(b[3]), "f_low": float(b[0]), "f_high": float(b[2]),
+            "label": label}
+
+
+def detect_recording(path, models, ds) -> list[dict]:
+    """A recording through the Detector's tile path and NMS Merge, without GNU Radio."""
+    rec = SigMFRecording.open(path)
+    p = ds["params"]
+    tiles = []
+    det = TileDetector(models, p, tile_height=ds["tile_height"], overlap=ds["overlap"], mode="file",
+                       sample_rate=rec.sample_rate, center_freq=rec.center_frequency,
+                       on_tile=lambda info, recs: tiles.append((info, recs)))
+    stream = StreamingSpectrogram(p)
+    try:
+        for _, x in rec.chunks(1 << 20):
+            det.push_rows(stream.push(x))
+        det.finish(timeout=600)
+    finally:
+        det.stop()
+        stream.engine.close()
+    merger = NmsMerger(0.5, class_aware=True, stitch=True)
+    out = []
+    for info, recs in sorted(tiles, key=lambda t: t[0]["index"]):
+        out += merger.push(info, recs)
+    return out
+
+
+def evaluate_recordings(arch, model, device, ds, recordings, score_threshold, progress=True) -> dict:
+    labels = arch.labels
+    adapter = TorchTileModel(arch, model, device, score_threshold)
+    truth_all, found_all = [], []
+    for path in progress_bar(recordings, enable=progress, desc="evaluate recordings"):
+        rec = SigMFRecording.open(path)
+        fs = rec.sample_rate
+        truth = [{"t_start": a["core:sample_start"] / fs,
+                  "t_stop": (a["core:sample_start"] + a["core:sample_count"]) / fs,
+                  "f_low": a["core:freq_lower_edge"], "f_high": a["core:freq_upper_edge"], "label": a["core:label"]}
+                 for a in rec.annotations if a.get("core:label") in labels]
+        truth_all.append(truth)
+        found_all.append(detect_recording(path, [adapter], ds))
+    out = confusion_and_prf(truth_all, found_all, labels, MATCH_IOU)
+    out["recordings"] = len(recordings)
+    return out
+
+
+def validation_recordings(ds, val_images) -> list[str]:
+    """Recordings all of whose tiles are in the validation set."""
+    from .prepare import load_entry
+    by_rec: dict[str, list] = {}
+    for im in ds["images"]:
+        by_rec.setdefault(load_entry(ds, im)["source"]["recording"], []).append(im)
+    val = set(val_images)
+    return sorted(r for r, ims in by_rec.items() if all(i in val for i in ims) and Path(r).exists())
+
+
+def write_report(out_dir, report: dict) -> Path:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=1))
+    lines = [f"# Evaluation: {report['arch']} ({report['backbone']})", ""]
+    for part in ("pixel", "physical"):
+        r = report.get(part)
+        if not r:
+            lines += [f"## {part}: not run ({report.get(part + '_note', 'no held-out data')})", ""]
+            continue
+        lines += [f"## {part} IoU >= {MATCH_IOU}", ""]
+        if "mAP" in r:
+            lines += [f"COCO mAP@[.5:.95] {r['mAP']:.3f}, AP50 {r['AP50']:.3f} on {r['tiles']} tiles", ""]
+        lines += ["| class | precision | recall | F1 | truth | found |", "|---|---|---|---|---|---|"]
+        for lab, m in r["per_class"].items():
+            lines.append(f"| {lab} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['truth']} | {m['found']} |")
+        lines.append("")
+        _plot_confusion(r["confusion"], r["confusion_labels"], out_dir / f"confusion_{part}.png", part)
+        lines += [f"![confusion]({f'confusion_{part}.png'})", ""]
+    (out_dir / "report.md").write_text("\n".join(lines))
+    return out_dir / "report.md"
+
+
+def _plot_confusion(matrix, names, path, title):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    m = np.array(matrix)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * len(names), 0.8 + 0.6 * len(names)))
+    ax.imshow(m, cmap="Blues")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("truth")
+    ax.set_title(f"confusion ({title})")
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -1,0 +1,237 @@
+"""prepare (the "ChunkWorker"): labelled SigMF recordings -> tile PNGs + bbox JSON + COCO.
+
+Tiles come from the same code as the Detector block's: rfdetect.spectrogram
+(StreamingSpectrogram over the recording in chunks, so memory stays bounded) and
+rfdetect.tile_detector.TileAssembler (the same tile height, overlap, and zero-padded
+last tile). Tile ``i`` of a recording is therefore the tile the Detector sees as its
+tile ``i`` for the same samples (tests/test_training.py checks it file for file).
+
+Per tile: ``<stem>_<iiii>.png`` (16-bit grayscale, rfdetect.tile_io) and
+``<stem>_<iiii>.json``::
+
+    {"image": "<stem>_0000.png", "width": 1024, "height": 1024,
+     "bboxes": [{"label": "ofdm", "x_min": .., "y_min": .., "x_max": .., "y_max": ..}],
+     "source": {"recording": ..., "row_start": .., "rows": .., "sample_rate": ..,
+                "center_freq": ..}}
+
+Boxes are in pixels (x: columns, y: rows, continuous edges). A box crossing a tile
+edge is clipped to the tile (to the valid rows of the last, padded tile); what is left
+is dropped when it is narrower or shorter than MIN_BOX_PIXELS (a sliver carries no
+shape to learn from). Tiles without boxes are kept: they teach "nothing here".
+
+Documented skips (listed in dataset.json under "skipped", and printed): annotations
+without ``core:label`` or without a sample range, recordings without any labelled
+annotation, recordings that cannot be read (corrupt, truncated, NaN samples).
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gnuradio.rfdetect.sigmf_io import RecordingError, SigMFRecording, atomic_write_json
+from gnuradio.rfdetect.spectrogram import SpectrogramEngine, SpectrogramParams, StreamingSpectrogram
+from gnuradio.rfdetect.tile_detector import TileAssembler
+from gnuradio.rfdetect.tile_io import write_tile_png
+
+from .progress import progress_bar
+
+MIN_BOX_PIXELS = 2.0
+DATASET_SCHEMA = "rfdetect.tiles/1"
+
+
+class DataError(ValueError):
+    """Training data that cannot be used, with the reason."""
+
+
+@dataclass
+class PrepareOptions:
+    params: SpectrogramParams = field(default_factory=SpectrogramParams)
+    tile_height: int = 1024
+    overlap: int = 128
+    chunk_samples: int = 1 << 20
+
+
+def find_recordings(data_dir) -> list[Path]:
+    d = Path(data_dir)
+    if not d.is_dir():
+        raise DataError(f"--data {d}: not a folder")
+    recs = sorted(set(d.rglob("*.sigmf-meta")) | set(d.rglob("*.sigmf")))
+    if not recs:
+        raise DataError(f"--data {d}: no SigMF recordings (*.sigmf-meta or *.sigmf) in it")
+    return recs
+
+
+def labelled_boxes(rec: SigMFRecording) -> tuple[list[dict], list[str]]:
+    """-> (boxes in samples and absolute Hz, reasons for annotations skipped)."""
+    boxes, skipped = [], []
+    fs = rec.sample_rate
+    for i, a in enumerate(rec.annotations):
+        label = a.get("core:label")
+        s0, n = a.get("core:sample_start"), a.get("core:sample_count")
+        if not isinstance(label, str) or not label.strip():
+            skipped.append(f"annotation {i}: no core:label")
+            continue
+        if not isinstance(s0, int) or not isinstance(n, int) or n <= 0:
+            skipped.append(f"annotation {i} ({label}): no core:sample_start/core:sample_count")
+            continue
+        fc = rec.capture_at(s0).frequency
+        lo = a.get("core:freq_lower_edge", fc - fs / 2)
+        hi = a.get("core:freq_upper_edge", fc + fs / 2)
+        if not (isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and hi > lo):
+            skipped.append(f"annotation {i} ({label}): bad frequency edges")
+            continue
+        boxes.append({"label": label.strip(), "s0": s0, "s1": s0 + n, "f0": float(lo), "f1": float(hi)})
+    return boxes, skipped
+
+
+def pixel_boxes(boxes: list[dict], params: SpectrogramParams, row_start: int, valid_rows: int,
+                sample_rate: float, center_freq: float) -> list[dict]:
+    """Physical boxes -> clipped pixel boxes of one tile (slivers dropped)."""
+    out = []
+    for b in boxes:
+        y0 = float(params.sample_to_row(b["s0"])) - row_start
+        y1 = float(params.sample_to_row(b["s1"])) - row_start
+        x0 = float(params.offset_hz_to_column(b["f0"] - center_freq, sample_rate))
+        x1 = float(params.offset_hz_to_column(b["f1"] - center_freq, sample_rate))
+        y0, y1 = max(y0, 0.0), min(y1, float(valid_rows))
+        x0, x1 = max(x0, 0.0), min(x1, float(params.width))
+        if y1 - y0 < MIN_BOX_PIXELS or x1 - x0 < MIN_BOX_PIXELS:
+            continue
+        out.append({"label": b["label"], "x_min": round(x0, 3), "y_min": round(y0, 3),
+                    "x_max": round(x1, 3), "y_max": round(y1, 3)})
+    return out
+
+
+def recording_tiles(rec: SigMFRecording, opt: PrepareOptions, engine: SpectrogramEngine):
+    """Yields (tile, row_start, valid_rows) exactly as the Detector assembles them."""
+    p = opt.params
+    stream = StreamingSpectrogram(p, engine)
+    tiles = TileAssembler(opt.tile_height, p.width, opt.overlap)
+    for pos, x in rec.chunks(opt.chunk_samples):
+        if not np.all(np.isfinite(x.view(np.float32))):
+            bad = int(np.flatnonzero(~np.isfinite(x))[0])
+            raise RecordingError(f"{rec.meta_path}: sample {pos + bad} is NaN or infinite")
+        for tile, row_start in tiles.push(stream.push(x)):
+            yield tile, row_start, opt.tile_height
+    last = tiles.flush()
+    if last is not None:
+        yield last
+
+
+def prepare(data_dir, out_dir, opt: PrepareOptions, progress: bool = True) -> dict:
+    """Writes OUT/tiles/*.png|json, OUT/coco.json and OUT/dataset.json; returns the summary.
+
+    Writes into OUT.partial and renames it at the end, so OUT is complete or absent.
+    """
+    out_dir = Path(out_dir)
+    recs = find_recordings(data_dir)
+    work = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "tiles").mkdir(parents=True)
+    engine = SpectrogramEngine(opt.params)
+    entries, skipped, labels = [], [], set()
+    n_boxes = 0
+    try:
+        bar = progress_bar(recs, desc="prepare", unit="rec", enable=progress)
+        for path in bar:
+            try:
+                rec = SigMFRecording.open(path)
+                boxes, ann_skips = labelled_boxes(rec)
+                skipped += [f"{path.name}: {s}" for s in ann_skips]
+                if not boxes:
+                    skipped.append(f"{path.name}: no labelled annotations (recording skipped)")
+                    continue
+                stem = path.name.removesuffix(".sigmf-meta").removesuffix(".sigmf")
+                new = []
+                for i, (tile, row_start, valid) in enumerate(recording_tiles(rec, opt, engine)):
+                    first_sample = max(0, int(opt.params.row_to_sample(row_start)))
+                    cap = rec.capture_at(first_sample)
+                    bb = pixel_boxes(boxes, opt.params, row_start, valid, rec.sample_rate, cap.frequency)
+                    name = f"{stem}_{i:04d}"
+                    write_tile_png(work / "tiles" / f"{name}.png", tile)
+                    new.append({"image": f"{name}.png", "width": opt.params.width, "height": opt.tile_height,
+                                "bboxes": bb,
+                                "source": {"recording": str(path), "tile": i, "row_start": int(row_start),
+                                           "rows": int(valid), "sample_rate": rec.sample_rate,
+                                           "center_freq": cap.frequency}})
+            except RecordingError as e:  # corrupt/truncated/NaN: skip the whole recording, say so
+                skipped.append(f"{path.name}: unreadable ({e}) (recording skipped)")
+                continue
+            for e in new:
+                atomic_write_json(work / "tiles" / e["image"].replace(".png", ".json"), e)
+                labels.update(b["label"] for b in e["bboxes"])
+                n_boxes += len(e["bboxes"])
+            entries += new
+        if not entries:
+            raise DataError(f"--data {data_dir}: no recording gave labelled tiles; skipped: "
+                            + "; ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""))
+        if not labels:
+            raise DataError(f"--data {data_dir}: every labelled box was smaller than {MIN_BOX_PIXELS} pixels "
+                            f"after tiling; nothing to learn")
+        labels = sorted(labels)
+        atomic_write_json(work / "coco.json", to_coco(entries, labels))
+        summary = {"schema": DATASET_SCHEMA, "labels": labels, "spectrogram": opt.params.to_dict(),
+                   "tile_height": opt.tile_height, "overlap": opt.overlap, "tiles": len(entries),
+                   "tiles_with_boxes": sum(1 for e in entries if e["bboxes"]), "boxes": n_boxes,
+                   "recordings": len({e["source"]["recording"] for e in entries}), "skipped": skipped,
+                   "images": [e["image"] for e in entries]}
+        atomic_write_json(work / "dataset.json", summary)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        work.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    finally:
+        engine.close()
+    for s in skipped:
+        print(f"prepare: skipped {s}")
+    return summary
+
+
+def to_coco(entries: list[dict], labels: list[str]) -> dict:
+    cat = {lab: i + 1 for i, lab in enumerate(labels)}
+    images, anns = [], []
+    for img_id, e in enumerate(entries, start=1):
+        images.append({"id": img_id, "file_name": e["image"], "width": e["width"], "height": e["height"]})
+        for b in e["bboxes"]:
+            w, h = b["x_max"] - b["x_min"], b["y_max"] - b["y_min"]
+            anns.append({"id": len(anns) + 1, "image_id": img_id, "category_id": cat[b["label"]],
+                         "bbox": [b["x_min"], b["y_min"], w, h], "area": w * h, "iscrowd": 0})
+    return {"images": images, "annotations": anns,
+            "categories": [{"id": i, "name": lab} for lab, i in cat.items()]}
+
+
+def load_dataset(tiles_dir) -> dict:
+    """dataset.json of a prepared folder, checked."""
+    d = Path(tiles_dir)
+    path = d / "dataset.json"
+    if not path.is_file():
+        raise DataError(f"{d}: no dataset.json (run `rfdetect-train prepare` first)")
+    try:
+        ds = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+    if ds.get("schema") != DATASET_SCHEMA:
+        raise DataError(f"{path}: schema must be {DATASET_SCHEMA!r}")
+    ds["root"] = str(d)
+    ds["params"] = SpectrogramParams.from_dict(ds["spectrogram"])
+    return ds
+
+
+def load_entry(ds: dict, image: str) -> dict:
+    path = Path(ds["root"]) / "tiles" / image.replace(".png", ".json")
+    try:
+        e = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: bbox JSON unreadable ({err})") from None
+    for b in e.get("bboxes", []):
+        if not all(isinstance(b.get(k), (int, float)) and math.isfinite(b[k])
+                   for k in ("x_min", "y_min", "x_max", "y_max")):
+            raise DataError(f"{path}: a box has missing or non-numeric coordinates: {b}")
+    return e

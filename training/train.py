@@ -1,0 +1,335 @@
+"""train: the training loop, k-fold cross-validation, checkpoints, DDP.
+
+Short and flat on purpose (after torchvision's references/detection). One ``fit``
+trains one model on a list of tiles and validates on another, with: AdamW, linear
+warm-up then cosine decay, gradient accumulation, gradient clipping, mixed precision
+on CUDA, early stopping on the validation loss, ``last.pt`` every epoch and
+``best.pt`` at each improvement (``--resume`` continues from ``last.pt``: same epoch,
+optimiser, scheduler, scaler and RNG states), a metrics CSV, curve PNGs, TensorBoard
+when installed. Under ``torchrun`` each process trains on its share of the tiles
+(DistributedDataParallel: NCCL on GPUs, gloo on CPUs); rank 0 writes the files.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler
+
+from .progress import progress_bar
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "two_stage"
+    backbone: Optional[str] = None
+    epochs: int = 100
+    k_folds: int = 0
+    batch_size: int = 4
+    lr: float = 1e-4
+    early_stop: int = 5
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    accum: int = 1
+    clip: float = 10.0
+    amp: bool = True  # used on CUDA only
+    seed: int = 0
+    overfit: int = 0
+    max_minutes: float = 0.0
+    device: str = "cpu"
+    workers: int = 0
+    progress: bool = True
+
+
+def seed_everything(seed: int):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def distributed() -> tuple[int, int]:
+    """(rank, world size); initialises the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() and os.environ.get("RFDETECT_DDP_BACKEND") != "gloo"
+                                else "gloo")
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda: no CUDA GPU is visible to PyTorch here; use --device cpu")
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        return torch.device(name if ":" in name else f"cuda:{local}")
+    return torch.device("cpu")
+
+
+def split_folds(images: list[str], ds: dict, k: int, seed: int) -> list[tuple[list, list]]:
+    """k folds, grouped by recording when there are at least k recordings (overlapping
+    tiles of one recording in both train and validation would flatter the scores)."""
+    rec_of = {im: im.rsplit("_", 1)[0] for im in images}
+    groups = sorted(set(rec_of.values()))
+    by_recording = len(groups) >= k
+    units = groups if by_recording else sorted(images)
+    random.Random(seed).shuffle(units)
+    key = (lambda im: rec_of[im]) if by_recording else (lambda im: im)
+    folds = []
+    for f in range(k):
+        val_units = set(units[f::k])
+        val = [im for im in images if key(im) in val_units]
+        folds.append(([im for im in images if key(im) not in val_units], val))
+    return folds
+
+
+def holdout(images: list[str], ds: dict, seed: int, frac: float = 0.15) -> tuple[list, list]:
+    """Validation split: whole recordings when there are at least 3 (then the physical
+    evaluation can run on them), else tiles."""
+    rec_of = {im: im.rsplit("_", 1)[0] for im in images}
+    groups = sorted(set(rec_of.values()))
+    rng = random.Random(seed)
+    if len(groups) >= 3:
+        val_groups = set(rng.sample(groups, max(1, int(round(frac * len(groups))))))
+        val = [im for im in images if rec_of[im] in val_groups]
+    else:
+        val = set(rng.sample(images, max(1, int(round(frac * len(images))))))
+        val = [im for im in images if im in val]
+    train = [im for im in images if im not in set(val)]
+    return (train, val) if train and val else (images, images)
+
+
+def _lr_lambda(warmup: int, total: int):
+    def f(step):
+        if step < warmup:
+            return (step + 1) / warmup
+        p = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p))
+    return f
+
+
+def _loader(arch, dataset, cfg, shuffle, rank, world):
+    sampler = DistributedSampler(dataset, world, rank, shuffle=shuffle, seed=cfg.seed) if world > 1 else None
+    g = torch.Generator()
+    g.manual_seed(cfg.seed)
+    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                      collate_fn=arch.collate, num_workers=cfg.workers, generator=g, drop_last=False)
+
+
+def _val_loss(arch, model, loader, device):
+    was = model.training
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for batch in loader:
+            if arch.name == "faster_rcnn":  # torchvision returns losses only in train mode
+                model.train()
+            else:
+                model.eval()
+            total += arch.loss(model, batch, device).item()
+            n += 1
+    model.train(was)
+    return total / max(n, 1)
+
+
+def fit(arch, ds, train_images, val_images, cfg: TrainConfig, run_dir: Path, resume: bool = False,
+        epochs: Optional[int] = None, early_stop: bool = True) -> dict:
+    """Train one model; -> {"best_epoch", "best_val_loss", "epochs_run", "checkpoint"}."""
+    rank, world = distributed()
+    device = resolve_device(cfg.device)
+    epochs = epochs or cfg.epochs
+    run_dir = Path(run_dir)
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+    train_set = arch.dataset(ds, train_images)
+    val_set = arch.dataset(ds, val_images)
+    train_loader = _loader(arch, train_set, cfg, True, rank, world)
+    val_loader = _loader(arch, val_set, cfg, False, 0, 1)
+    model = arch.build().to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, math.ceil(len(train_loader) / cfg.accum))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(min(cfg.warmup_steps, steps_per_epoch * 2),
+                                                              steps_per_epoch * epochs))
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    start_epoch, best, best_epoch, stale, history = 1, float("inf"), 0, 0, []
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    if resume and last_path.exists():
+        ck = torch.load(last_path, map_location=device, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        scaler.load_state_dict(ck["scaler"])
+        start_epoch, best, best_epoch, stale, history = (ck["epoch"] + 1, ck["best"], ck["best_epoch"],
+                                                         ck["stale"], ck["history"])
+        torch.set_rng_state(ck["rng"])
+        if rank == 0:
+            print(f"train: resumed from {last_path} at epoch {start_epoch}")
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    tb = _tensorboard(run_dir) if rank == 0 else None
+    t_start = time.monotonic()
+    for epoch in range(start_epoch, epochs + 1):
+        if world > 1:
+            train_loader.sampler.set_epoch(epoch)
+        ddp.train()
+        t0, total, n = time.monotonic(), 0.0, 0
+        bar = progress_bar(train_loader, enable=cfg.progress and rank == 0, desc=f"epoch {epoch}/{epochs}")
+        opt.zero_grad(set_to_none=True)
+        for i, batch in enumerate(bar):
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                loss = arch.loss(ddp, batch, device)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"epoch {epoch}: the loss became {float(loss)}; lower --lr or check the data")
+            scaler.scale(loss / cfg.accum).backward()
+            if (i + 1) % cfg.accum == 0 or i + 1 == len(train_loader):
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+                scaler.step(opt)
+                scaler.update()
+                opt.zero_grad(set_to_none=True)
+                sched.step()
+            total += loss.item()
+            n += 1
+            bar.set_postfix(loss=f"{total / n:.4f}")
+        train_loss = total / max(n, 1)
+        if world > 1:
+            t = torch.tensor([train_loss], device=device)
+            dist.all_reduce(t)
+            train_loss = float(t) / world
+        val_loss = _val_loss(arch, model, val_loader, device)
+        row = {"epoch": epoch, "train_loss": round(train_loss, 6), "val_loss": round(val_loss, 6),
+               "lr": opt.param_groups[0]["lr"], "seconds": round(time.monotonic() - t0, 2)}
+        history.append(row)
+        improved = val_loss < best - 1e-6
+        if improved:
+            best, best_epoch, stale = val_loss, epoch, 0
+        else:
+            stale += 1
+        if rank == 0:
+            ck = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                  "scaler": scaler.state_dict(), "epoch": epoch, "best": best, "best_epoch": best_epoch,
+                  "stale": stale, "history": history, "rng": torch.get_rng_state(), "config": asdict(cfg),
+                  "arch": arch.name, "backbone": arch.backbone, "labels": arch.labels}
+            _save(ck, last_path)
+            if improved or not early_stop:
+                _save(ck, best_path)
+            _write_metrics(run_dir, history)
+            if tb:
+                for k in ("train_loss", "val_loss", "lr"):
+                    tb.add_scalar(k, row[k], epoch)
+            print(f"epoch {epoch}: train {train_loss:.4f}  val {val_loss:.4f}  {row['seconds']} s"
+                  + ("  *best" if improved else ""), flush=True)
+        if early_stop and stale >= cfg.early_stop:
+            if rank == 0:
+                print(f"train: early stop after {stale} epochs without improvement (best epoch {best_epoch})")
+            break
+        if cfg.max_minutes and time.monotonic() - t_start > cfg.max_minutes * 60:
+            if rank == 0:
+                print(f"train: --max-minutes {cfg.max_minutes} reached after epoch {epoch}")
+            break
+    if rank == 0:
+        _plot_curves(run_dir, history)
+    if tb:
+        tb.close()
+    return {"best_epoch": best_epoch, "best_val_loss": best, "epochs_run": len(history),
+            "checkpoint": str(best_path)}
+
+
+def _save(obj, path: Path):
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _write_metrics(run_dir: Path, history: list):
+    tmp = run_dir / "metrics.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(history[0]))
+        w.writeheader()
+        w.writerows(history)
+    os.replace(tmp, run_dir / "metrics.csv")
+
+
+def _plot_curves(run_dir: Path, history: list):
+    if not history:
+        return
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    ep = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(ep, [h["train_loss"] for h in history], label="train")
+    ax.plot(ep, [h["val_loss"] for h in history], label="validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(run_dir / "loss.png", dpi=100)
+    plt.close(fig)
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def train(arch, ds, cfg: TrainConfig, out_dir, resume: bool = False) -> dict:
+    """k-fold (when cfg.k_folds > 1) then the final model -> summary (train.json)."""
+    rank, _ = distributed()
+    out_dir = Path(out_dir)
+    images = list(ds["images"])
+    if cfg.overfit:
+        images = images[:cfg.overfit]
+        folds, final_train, final_val, final_epochs = [], images, images, cfg.epochs
+        if rank == 0:
+            print(f"train: --overfit {cfg.overfit}: training and validating on the same {len(images)} tiles")
+    else:
+        folds = split_folds(images, ds, cfg.k_folds, cfg.seed) if cfg.k_folds > 1 else []
+        final_train, final_val = holdout(images, ds, cfg.seed)
+        final_epochs = cfg.epochs
+    _check_labels(arch, ds, final_train)
+    fold_results = []
+    for f, (tr, va) in enumerate(folds):
+        if rank == 0:
+            print(f"train: fold {f + 1}/{len(folds)}: {len(tr)} train / {len(va)} validation tiles")
+        fold_results.append(fit(arch, ds, tr, va, cfg, out_dir / f"fold{f + 1}", resume))
+    if fold_results:
+        # the final model trains as long as the folds found useful, on all but the
+        # held-out tiles, which stay unseen so that evaluate's numbers are honest
+        final_epochs = max(1, int(np.median([r["best_epoch"] for r in fold_results])))
+        if rank == 0:
+            print(f"train: final model on {len(final_train)} tiles for {final_epochs} epochs "
+                  f"(median best epoch of {len(folds)} folds); {len(final_val)} tiles held out")
+    final = fit(arch, ds, final_train, final_val, cfg, out_dir / "final", resume, epochs=final_epochs,
+                early_stop=not fold_results)
+    summary = {"arch": arch.name, "backbone": arch.backbone, "labels": arch.labels, "config": asdict(cfg),
+               "folds": fold_results, "final": final, "train_tiles": final_train, "val_tiles": final_val,
+               "cv_val_loss": float(np.mean([r["best_val_loss"] for r in fold_results])) if fold_results else None}
+    if rank == 0:
+        (out_dir / "train.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _check_labels(arch, ds, train_images):
+    """A label with no box in the training tiles cannot be learnt: say which."""
+    from .prepare import load_entry
+    seen = set()
+    for im in train_images:
+        seen.update(b["label"] for b in load_entry(ds, im)["bboxes"])
+    missing = [lab for lab in arch.labels if lab not in seen]
+    if missing:
+        print(f"train: WARNING: labels {missing} have no box in the training tiles; the model cannot learn "
+              f"them (add recordings with them or remove them)")
