@@ -9,7 +9,7 @@ STAMPS := .stamps
 APT_PACKAGES := gnuradio gnuradio-dev python3-venv python3-pip python3-setuptools python3-scipy \
                 python3-matplotlib python3-zmq cmake g++ make
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-PY_SOURCES := $(shell find python training -name "*.py") pyproject.toml
+PY_SOURCES := $(shell find python training -name "*.py" -o -name "*.onnx" -o -name "*.card.json") pyproject.toml
 PYTEST_ARGS ?=
 
 .PHONY: demo test deps bench clean distclean

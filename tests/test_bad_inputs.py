@@ -51,7 +51,7 @@ def test_bad_recording(case, recording, tmp_path):
     damage, message = CASES[case]
     damage(meta)
     out = tmp_path / "out.jsonl"
-    proc = run_cli("detect", meta, "--out", out, "--sigmf-out", tmp_path / "ann", *SMALL_ARGS, check=False)
+    proc = run_cli("detect", meta, "--model", "energy", "--out", out, "--sigmf-out", tmp_path / "ann", *SMALL_ARGS, check=False)
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and message in errors[0], proc.stderr
@@ -81,7 +81,7 @@ def test_bad_model(model, message, recording, tmp_path):
 
 def test_recording_shorter_than_one_hop(tmp_path):
     write_recording(tmp_path / "s", np.zeros(100, np.complex64), new_meta(RATE, "cf32_le"))
-    proc = run_cli("detect", tmp_path / "s.sigmf-meta", "--out", tmp_path / "o.jsonl", *SMALL_ARGS, check=False)
+    proc = run_cli("detect", tmp_path / "s.sigmf-meta", "--model", "energy", "--out", tmp_path / "o.jsonl", *SMALL_ARGS, check=False)
     assert proc.returncode == 2 and "fewer than one hop" in proc.stderr
 
 

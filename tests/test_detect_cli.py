@@ -48,7 +48,7 @@ def test_energy_finds_every_signal_above_10db(synth_dir, tmp_path):
 
 def test_few_false_alarms_on_noise(noise_recording, tmp_path):
     out = tmp_path / "n.jsonl"
-    run_cli("detect", noise_recording, "--out", out, "--quiet", *SMALL_ARGS)
+    run_cli("detect", noise_recording, "--model", "energy", "--out", out, "--quiet", *SMALL_ARGS)
     assert len(detections(out)) <= NOISE_FALSE_ALARM_BOUND
 
 
@@ -76,7 +76,7 @@ def _write_boundary_recording(path, seed=3):
 def test_signal_crossing_a_tile_boundary_keeps_one_track(tmp_path):
     _write_boundary_recording(tmp_path / "b")
     out = tmp_path / "b.jsonl"
-    run_cli("detect", tmp_path / "b.sigmf-meta", "--out", out, "--quiet", *SMALL_ARGS)
+    run_cli("detect", tmp_path / "b.sigmf-meta", "--model", "energy", "--out", out, "--quiet", *SMALL_ARGS)
     recs = read_jsonl(out)
     dets = [r for r in recs if r["event"] in ("new", "update")]
     assert dets, "the burst was not detected"
@@ -110,7 +110,7 @@ def test_zmq_subscriber_receives_schema_valid_json_and_sigmf_reads_back(recordin
     try:
         from gnuradio.rfdetect.detect_flowgraph import DetectOptions, run_detect
         out = tmp_path / "z.jsonl"
-        opt = DetectOptions(params=SMALL, out=str(out), zmq=addr, zmq_wait_s=10, sigmf_out=str(tmp_path / "ann"),
+        opt = DetectOptions(models=["energy"], params=SMALL, out=str(out), zmq=addr, zmq_wait_s=10, sigmf_out=str(tmp_path / "ann"),
                             **TILE)
         res = run_detect(str(recording), opt, handle_signals=False)
         time.sleep(0.5)

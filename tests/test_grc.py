@@ -70,7 +70,7 @@ def test_headless_example_runs_and_detects(recording, tmp_path, grc_env):
     proc = subprocess.run([sys.executable, str(tmp_path / "file_detect.py"), "--recording", str(recording),
                            "--out", str(out), "--sigmf-out", str(tmp_path / "fd"), "--zmq-address",
                            "tcp://127.0.0.1:0", "--fft-size", "1024", "--hop", "512", "--width", "512",
-                           "--tile-height", "128", "--overlap", "16"],
+                           "--tile-height", "128", "--overlap", "16", "--models", "energy"],
                           capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
     recs = read_jsonl(out)

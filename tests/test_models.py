@@ -108,3 +108,25 @@ def test_realtime_mode_never_waits_and_counts_drops():
     assert sum(1 for info, _ in got if info.get("dropped")) == st["tiles_dropped"]
     # 40 tiles at 50 ms would take 2 s if pushing waited
     assert time.perf_counter() - t0 < 1.5
+
+
+def test_default_model_gives_labelled_detections_at_full_size(tmp_path):
+    """The embedded default (two_stage) at the STFT Tile's default settings, via the CLI's
+    default --model."""
+    import json as _json
+    from gnuradio.rfdetect.model_runtime import DEFAULT_MODEL
+    from gnuradio.rfdetect.records import from_annotation, match_boxes, read_jsonl
+    from gnuradio.rfdetect.sigmf_io import SigMFRecording
+    from gnuradio.rfdetect.synth import synth_dataset
+    card = _json.loads(DEFAULT_MODEL.with_name("model.card.json").read_text())
+    assert DEFAULT_MODEL.stat().st_size < 20e6 and card["output"]["format"] == "crop_classifier/1"
+    [meta] = synth_dataset(tmp_path, n=1, seed=4242, sample_rate=10e6, duration=0.5, snr_db=(12.0, 25.0),
+                           n_signals=8)
+    out = tmp_path / "d.jsonl"
+    run_cli("detect", meta, "--out", out, "--quiet")
+    found = [r for r in read_jsonl(out) if r["event"] == "new"]
+    rec = SigMFRecording.open(meta)
+    truth = [from_annotation(a, rec.sample_rate) for a in rec.annotations if a["core:label"] != "fhss"]
+    right, _ = match_boxes(truth, found, iou=0.3, class_aware=True)
+    assert {r["label"] for r in found} <= set(card["labels"]) and "signal" not in {r["label"] for r in found}
+    assert sum(j is not None for j in right) >= 0.5 * len(truth), [(t["label"], j) for t, j in zip(truth, right)]

@@ -45,7 +45,7 @@ def cmd_synth(a):
 def cmd_detect(a):
     from .detect_flowgraph import DetectOptions, run_detect
     from .records import read_jsonl
-    opt = DetectOptions(models=a.model or ["energy"], params=_params(a), tile_height=a.tile_height,
+    opt = DetectOptions(models=a.model or ["default"], params=_params(a), tile_height=a.tile_height,
                         overlap=a.overlap, nms_iou=a.nms_iou, track_max_gap_s=a.max_gap,
                         score_threshold=a.score_threshold, out=a.out, zmq=a.zmq, zmq_wait_s=a.zmq_wait, sigmf_out=a.sigmf_out,
                         echo=not a.quiet, save_tiles=a.save_tiles)
@@ -129,7 +129,8 @@ def build_parser():
 
     d = sub.add_parser("detect", help="run the detection flowgraph on a recording (file mode)")
     d.add_argument("recording")
-    d.add_argument("--model", action="append", help="'energy' or a model path; repeat for several")
+    d.add_argument("--model", action="append", help="'default' (the embedded two-stage model, labelled detections), 'energy' (model-free, "
+                        "label 'signal') or a model path; repeat for several (default: default)")
     d.add_argument("--out", default="detections.jsonl", help="JSONL output (default %(default)s)")
     d.add_argument("--zmq", help="also publish on this ZeroMQ endpoint, e.g. tcp://127.0.0.1:5555")
     d.add_argument("--zmq-wait", type=float, default=0.0,

@@ -18,9 +18,9 @@ def main(argv=None):
                        "--signals", "20"])
         if rc:
             return rc
-    print(f"== rfdetect detect {rec} --model energy (GNU Radio flowgraph, file mode)", flush=True)
+    print(f"== rfdetect detect {rec} --model default (GNU Radio flowgraph, file mode)", flush=True)
     t0 = time.perf_counter()
-    rc = cli_main(["detect", str(rec), "--model", "energy", "--out", str(DEMO_DIR / "detections.jsonl"),
+    rc = cli_main(["detect", str(rec), "--model", "default", "--out", str(DEMO_DIR / "detections.jsonl"),
                    "--sigmf-out", str(DEMO_DIR / "annotated"), "--plot", str(DEMO_DIR / "detections.png")])
     if rc == 0:
         print(f"== done in {time.perf_counter() - t0:.1f} s: {DEMO_DIR}/detections.jsonl, "

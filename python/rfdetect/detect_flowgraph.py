@@ -31,7 +31,7 @@ class DetectError(RuntimeError):
 
 @dataclass
 class DetectOptions:
-    models: list = field(default_factory=lambda: ["energy"])
+    models: list = field(default_factory=lambda: ["default"])
     params: SpectrogramParams = field(default_factory=SpectrogramParams)
     tile_height: int = 1024
     overlap: int = 128

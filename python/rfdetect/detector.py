@@ -36,7 +36,8 @@ class detector(gr.sync_block):
     message naming each difference.
 
     Args:
-        models: list (or comma-separated string) of "energy" or model paths
+        models: list (or comma-separated string) of "default" (the embedded two-stage
+            model), "energy" (model-free) or model paths
             (a .onnx with its .card.json beside it, or a folder holding one).
         tile_height: rows per tile (the models' input height).
         overlap: rows shared by consecutive tiles (catches signals cut by tile edges).
@@ -54,7 +55,7 @@ class detector(gr.sync_block):
             (``tile_NNNNNN.png``), the format ``rfdetect-train prepare`` writes.
     """
 
-    def __init__(self, models=("energy",), tile_height=1024, overlap=128, mode="file", queue_size=4,
+    def __init__(self, models=("default",), tile_height=1024, overlap=128, mode="file", queue_size=4,
                  deadline_s=0.0, score_threshold=0.0, samp_rate=1.0, center_freq=0.0,
                  stats_interval_s=1.0, width=1024, tile_dir=""):
         gr.sync_block.__init__(self, name="rfdetect Detector", in_sig=[(np.float32, int(width))], out_sig=None)

@@ -23,6 +23,9 @@ from .spectrogram import SpectrogramConfigError, SpectrogramParams
 CARD_SCHEMA = "rfdetect.model_card/1"
 OUTPUT_FORMATS = postprocess.FORMATS
 BUILTIN_MODELS = ("energy",)
+# the embedded default: two_stage, trained by rfdetect-train on `rfdetect synth` data
+# (python/rfdetect/models/default/README.md has the command that reproduces it)
+DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default" / "model.onnx"
 
 
 class ModelError(ValueError):
@@ -218,13 +221,18 @@ class EnergyModel(EnergyDetector):
 
 def resolve_model_path(spec: str) -> Path:
     """``name``/folder/file -> a model file; format priority .engine > .onnx > .pt."""
+    if spec == "default":
+        if not DEFAULT_MODEL.is_file():
+            raise ModelError(f"the default model is missing from this installation ({DEFAULT_MODEL}); "
+                             f"reinstall gr-rfdetect or give --model energy")
+        return DEFAULT_MODEL
     p = Path(spec)
     if not p.exists():
         base = os.environ.get("RFDETECT_MODEL_DIR")
         if base and (Path(base) / spec).exists():
             p = Path(base) / spec
         else:
-            raise ModelError(f"model not found: {spec!r} (give 'energy', a model file, or a folder "
+            raise ModelError(f"model not found: {spec!r} (give 'default', 'energy', a model file, or a folder "
                              f"holding model.onnx and model.card.json)")
     if p.is_dir():
         for ext in (".onnx",):  # .engine and .pt backends arrive with the inference runtime
