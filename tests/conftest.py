@@ -23,12 +23,12 @@ SMALL_ARGS = ["--fft-size", "1024", "--hop", "512", "--width", "512", "--tile-he
 RATE = 2e6
 
 
-def run_cli(*args, check=True, timeout=120, **kw):
-    """Run the installed ``rfdetect`` console command."""
-    proc = subprocess.run([str(BIN / "rfdetect"), *map(str, args)], capture_output=True, text=True,
+def run_cli(*args, check=True, timeout=120, prog="rfdetect", **kw):
+    """Run an installed console command (``rfdetect`` unless ``prog`` says otherwise)."""
+    proc = subprocess.run([str(BIN / prog), *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, **kw)
     if check and proc.returncode != 0:
-        raise AssertionError(f"rfdetect {args} failed ({proc.returncode}):\n{proc.stderr}")
+        raise AssertionError(f"{prog} {args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
 
 

@@ -3,7 +3,6 @@ the Detector. Small tiles (128 x 512), tiny networks, a few seconds of CPU each.
 import json
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -22,12 +21,8 @@ from rfdetect_training.prepare import DataError, PrepareOptions, prepare  # noqa
 SMALL_TILES = ["--fft-size", "1024", "--hop", "512", "--width", "512", "--tile-height", "128", "--overlap", "16"]
 
 
-def train_cli(*args, check=True, timeout=600, env=None):
-    proc = subprocess.run([str(BIN / "rfdetect-train"), *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"rfdetect-train {args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
+def train_cli(*args, check=True, timeout=600):
+    return run_cli(*args, check=check, timeout=timeout, prog="rfdetect-train")
 
 
 @pytest.fixture(scope="module")

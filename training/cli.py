@@ -20,14 +20,9 @@ EXIT_ERROR = 2
 
 
 def _spectrogram_args(p):
-    from gnuradio.rfdetect.spectrogram import SpectrogramParams
-    d = SpectrogramParams()
-    g = p.add_argument_group("spectrogram and tiles (the Detector must use the same)")
-    g.add_argument("--fft-size", type=int, default=d.fft_size)
-    g.add_argument("--hop", type=int, default=d.hop)
-    g.add_argument("--window", default=d.window)
-    g.add_argument("--width", type=int, default=d.width)
-    g.add_argument("--pooling", default=d.pooling, choices=["mean", "max"])
+    from gnuradio.rfdetect.cli import _add_spectrogram_args
+    _add_spectrogram_args(p)
+    g = p.add_argument_group("tiles (the Detector must use the same)")
     g.add_argument("--tile-height", type=int, default=1024)
     g.add_argument("--overlap", type=int, default=128)
 
@@ -58,8 +53,8 @@ def _train_args(p):
 
 
 def _params(a):
-    from gnuradio.rfdetect.spectrogram import SpectrogramParams
-    return SpectrogramParams(a.fft_size, a.hop, a.window, a.width, a.pooling)
+    from gnuradio.rfdetect.cli import _params as params_from_args
+    return params_from_args(a)
 
 
 def cmd_prepare(a):
