@@ -231,16 +231,3 @@ def test_ddp_two_gloo_processes_on_cpu(tiles, tmp_path):
     assert ck["epoch"] == 2 and ck["config"]["overfit"] == 4
     assert proc.stdout.count("epoch 2:") == 1  # rank 0 reports, rank 1 stays quiet
 
-
-def test_faster_rcnn_trains_and_exports_boxes_scores_labels(tiles, tmp_path):
-    from gnuradio.rfdetect.model_runtime import load_model
-    runs = tmp_path / "frcnn"
-    train_cli("train", "--tiles", tiles, "--out", runs, "--arch", "faster_rcnn", "--backbone", "resnet18",
-              "--epochs", "1", "--k-folds", "0", "--overfit", "2", "--batch-size", "2", "--quiet")
-    train_cli("export", "--tiles", tiles, "--checkpoint", runs / "final" / "best.pt", "--out", tmp_path / "m",
-              "--no-engine")
-    card = json.loads((tmp_path / "m" / "model.card.json").read_text())
-    assert card["output"]["format"] == "boxes_scores_labels/1" and card["backbone"] == "resnet18"
-    m = load_model(str(tmp_path / "m" / "model.onnx"), SMALL, 128, score_threshold=0.0)
-    boxes = m.detect(read_tile_png(sorted((tiles / "tiles").glob("*.png"))[0]))
-    assert all(b.label in card["labels"] and b.x1 > b.x0 for b in boxes)
