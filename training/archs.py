@@ -2,6 +2,8 @@
 tile (with the same NumPy pre/post-processing the Detector block uses), its export."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -20,7 +22,6 @@ BG_IOU = 0.3
 
 
 def load_tile(ds: dict, image: str):
-    from pathlib import Path
     e = load_entry(ds, image)
     try:
         tile = read_tile_png(Path(ds["root"]) / "tiles" / image)

@@ -19,7 +19,6 @@ import numpy as np
 
 from gnuradio.rfdetect.energy_detector import PixelBox
 from gnuradio.rfdetect.nms_merge import NmsMerger
-from gnuradio.rfdetect.records import match_boxes
 from gnuradio.rfdetect.sigmf_io import SigMFRecording
 from gnuradio.rfdetect.spectrogram import StreamingSpectrogram
 from gnuradio.rfdetect.tile_detector import TileDetector

@@ -28,6 +28,7 @@ import numpy as np
 from .records import SCHEMA, STATS_SCHEMA
 from .sigmf_io import unix_to_iso
 from .spectrogram import SpectrogramParams
+from .tile_io import write_tile_png
 
 log = logging.getLogger("rfdetect.detector")
 
@@ -228,7 +229,6 @@ class TileDetector:
                 self._post_dropped(item)
                 continue
             if self.tile_dir:
-                from .tile_io import write_tile_png
                 write_tile_png(self.tile_dir / f"tile_{index:06d}.png", tile)
             records = []
             for m in self.models:
