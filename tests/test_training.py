@@ -174,6 +174,8 @@ def test_two_stage_run_exports_a_model_that_detect_uses_with_the_right_labels(tw
     assert sum(j is not None for j in found_any) / len(labelled) >= 0.8, pairs
     assert sum(j is not None for j in right) / len(labelled) >= 0.4, pairs
     assert {f["label"] for f in found} <= set(card["labels"])
+    _same_on_onnx_runtime_and_pytorch(two_stage_model, sorted((two_stage_model / "work" / "tiles" / "tiles")
+                                                              .glob("*.png")), ["probs"])
 
 
 def test_detector_refuses_a_model_trained_for_other_spectrogram_settings(two_stage_model, recording, tmp_path):
@@ -202,6 +204,39 @@ def test_dense_single_stage_trains_exports_and_runs_in_the_detector(tiles, tmp_p
     tile = read_tile_png(sorted((tiles / "tiles").glob("*.png"))[0])
     boxes = m.detect(tile)
     assert all(b.label in card["labels"] for b in boxes)
+    _same_on_onnx_runtime_and_pytorch(tmp_path / "m", sorted((tiles / "tiles").glob("*.png")), ["scores", "ltrb"])
+
+
+def _same_on_onnx_runtime_and_pytorch(folder, tiles, outputs):
+    """The folder's model.onnx and model.pt give the same outputs and detections (on
+    the first of ``tiles`` where the model detects something)."""
+    from gnuradio.rfdetect.hardware_profile import PROFILES
+    from gnuradio.rfdetect.model_runtime import load_model
+    cpu = PROFILES["cpu"]
+    by_onnx = load_model(str(folder), SMALL, 128, score_threshold=0.0, profile=cpu)  # .onnx before .pt
+    by_torch = load_model(f"{folder}?backend=pytorch", SMALL, 128, score_threshold=0.0, profile=cpu)
+    assert (by_onnx.backend.kind, by_torch.backend.kind) == ("onnxruntime", "pytorch")
+    assert by_torch.backend.path.name == "model.pt"
+    tile = next((t for t in map(read_tile_png, tiles) if by_onnx.detect(t)), None)
+    assert tile is not None, "the model detects nothing on any tile"
+    # briefly trained: scores are low; keep the upper half so both keep the same boxes
+    top = max(b.score for b in by_onnx.detect(tile))
+    by_onnx.score_threshold = by_torch.score_threshold = 0.5 * top
+    if by_onnx.format == "crop_classifier/1":
+        from gnuradio.rfdetect import postprocess
+        boxes = np.array([[b.x0, b.y0, b.x1, b.y1] for b in by_onnx.proposer.detect(tile)], np.float32)
+        crops, geom = postprocess.letterbox_crops(tile, boxes, by_onnx.crop_size)
+        feed = {"crops": crops, "geometry": geom}
+    else:
+        feed = {"tile": tile[None, None]}
+    for a, b in zip(by_onnx.backend.run(feed, outputs), by_torch.backend.run(feed, outputs)):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+    # near-equal scores may come out of NMS in either order: compare as sets
+    da, db = (sorted(m.detect(tile), key=lambda b: (round(b.x0), round(b.y0))) for m in (by_onnx, by_torch))
+    assert len(da) == len(db)
+    for x, y in zip(da, db):
+        assert x.label == y.label and abs(x.score - y.score) < 1e-3
+        np.testing.assert_allclose([x.x0, x.y0, x.x1, x.y1], [y.x0, y.y0, y.x1, y.y1], atol=1e-2)
 
 
 def test_resume_continues_where_training_stopped(tiles, tmp_path):

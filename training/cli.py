@@ -132,7 +132,7 @@ def cmd_evaluate(a):
 
 
 def cmd_export(a):
-    from .export import export_engine, export_onnx, load_checkpoint
+    from .export import export_engine, export_onnx, export_torch, load_checkpoint
     from .prepare import load_dataset
     ds = load_dataset(a.tiles)
     arch, model = load_checkpoint(a.checkpoint, ds, "cpu")
@@ -141,6 +141,8 @@ def cmd_export(a):
         r = json.loads(Path(a.report).read_text())
         metrics = {k: r[k] for k in ("pixel", "physical") if k in r}
     path = export_onnx(arch, model, ds, a.out, metrics, a.score_threshold, extra={"training": {"command": a.command}})
+    if not getattr(a, "no_torch", False):
+        export_torch(arch, model, ds, a.out)
     if not a.no_engine:
         export_engine(path, fp16=True, int8_calibration_dir=a.int8_calibration)
     return path
@@ -195,19 +197,21 @@ def build_parser():
     p.add_argument("--score-threshold", type=float, default=0.5)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)
-    p = sub.add_parser("export", help="checkpoint -> model.onnx + card (+ TensorRT engine)")
+    p = sub.add_parser("export", help="checkpoint -> model.onnx + card (+ model.pt, + TensorRT engine)")
     p.add_argument("--tiles", required=True)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--report", help="report.json whose metrics go into the card")
     p.add_argument("--score-threshold", type=float, default=0.5)
     p.add_argument("--no-engine", action="store_true")
+    p.add_argument("--no-torch", action="store_true", help="skip model.pt (the PyTorch backend's format)")
     p.add_argument("--int8-calibration", help="folder of tiles for INT8 calibration (TensorRT)")
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("run", help="prepare -> auto-tune -> train -> evaluate -> export")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--no-engine", action="store_true")
+    p.add_argument("--no-torch", action="store_true", help="skip model.pt")
     p.add_argument("--int8-calibration")
     _spectrogram_args(p)
     _train_args(p)

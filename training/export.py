@@ -93,6 +93,40 @@ def export_onnx(arch, model, ds, out_dir, metrics: dict, score_threshold: float,
     return final
 
 
+def export_torch(arch, model, ds, out_dir, name: str = "model") -> Path | None:
+    """``model.pt`` (a torch.export program, run by the Detector's PyTorch backend)
+    beside the ONNX file, checked against the eager model like the ONNX export. None,
+    with the reason, for networks torch.export cannot capture (Faster R-CNN's
+    data-dependent shapes)."""
+    from gnuradio.rfdetect.backends import TorchBackend, save_torch_program
+    final = Path(out_dir) / f"{name}.pt"
+    module = arch.export_module(model).eval()
+    samples = _sample_inputs(arch, ds)
+    try:
+        save_torch_program(module, samples[0], final, arch.input_names, arch.output_names,
+                           dynamic_batch=bool(arch.dynamic_axes) and arch.input_names[0] in arch.dynamic_axes)
+    except Exception as e:  # torch.export raises many types for graphs it cannot capture
+        print(f"export: no {final.name}: torch.export cannot capture {arch.name} "
+              f"({type(e).__name__}: {str(e).splitlines()[0][:160]}); the ONNX model is complete",
+              file=sys.stderr)
+        return None
+    backend = TorchBackend(final)
+    worst = 0.0
+    for inputs in samples:
+        with torch.no_grad():
+            ref = module(*inputs)
+        ref = [ref] if isinstance(ref, torch.Tensor) else list(ref)
+        got = backend.run({n: t.numpy() for n, t in zip(arch.input_names, inputs)}, arch.output_names)
+        for r, g, oname in zip(ref, got, arch.output_names):
+            err = np.abs(r.numpy().astype(np.float64) - g) - ONNX_RTOL * np.abs(r.numpy())
+            worst = max(worst, float(err.max(initial=0.0)))
+            if worst > ONNX_ATOL:
+                final.unlink(missing_ok=True)
+                raise ExportError(f"{final.name} output {oname} differs from PyTorch by {worst:.3g}")
+    print(f"export: {final} (matches the eager model on {len(samples)} tiles)")
+    return final
+
+
 def export_engine(onnx_path, fp16=True, int8_calibration_dir=None) -> Path | None:
     """A TensorRT engine beside the ONNX file, validated against ONNX Runtime; None
     (with one line saying why) where TensorRT is not installed."""

@@ -4,7 +4,8 @@ import pmt
 from gnuradio import gr
 
 from .messages import from_pmt, tile_message, to_pmt
-from .model_runtime import BUILTIN_MODELS, load_model, resolve_model_path
+from .hardware_profile import resolve_profile
+from .model_runtime import BUILTIN_MODELS, ModelSpec, load_model, model_candidates
 from .sigmf_source import LENGTH_TAG
 from .spectrogram import SpectrogramParams
 from . import stream_end
@@ -17,12 +18,14 @@ _END_TIMEOUT_S = 30.0
 
 
 def parse_models(models) -> list:
-    if isinstance(models, str):
-        models = [m.strip() for m in models.split(",")]
-    models = [str(m).strip() for m in models if str(m).strip()]
-    if not models:
-        raise ValueError("the Detector needs at least one model ('energy' or a path to a model)")
-    return models
+    """A list of model entries (strings, dicts or ModelSpec), or one comma-separated
+    string -> [ModelSpec]."""
+    if isinstance(models, (str, dict, ModelSpec)):
+        models = [m for m in models.split(",")] if isinstance(models, str) else [models]
+    specs = [ModelSpec.parse(m) for m in models if not (isinstance(m, str) and not m.strip())]
+    if not specs:
+        raise ValueError("the Detector needs at least one model ('default', 'energy' or a path to a model)")
+    return specs
 
 
 class detector(gr.sync_block):
@@ -37,8 +40,18 @@ class detector(gr.sync_block):
 
     Args:
         models: list (or comma-separated string) of "default" (the embedded two-stage
-            model), "energy" (model-free) or model paths
-            (a .onnx with its .card.json beside it, or a folder holding one).
+            model), "energy" (model-free), model files (.engine, .onnx, .pt with the
+            .card.json beside them), folders (best format that loads here:
+            .engine > .onnx > .pt) or names in RFDETECT_MODEL_DIR. Each entry may
+            carry its own options: "path?backend=pytorch&score=0.6&labels=ofdm|chirp&name=x"
+            or a dict {"model": ..., "backend": ..., "device": ..., "precision": ...,
+            "score_threshold": ..., "labels": [...], "name": ...}.
+        profile, backend, device, precision, batch_size: hardware profile and its
+            overrides ("auto"/"": RFDETECT_PROFILE, RFDETECT_BACKEND, RFDETECT_DEVICE,
+            RFDETECT_PRECISION, RFDETECT_BATCH, else detected: jetson, desktop-gpu, cpu;
+            see rfdetect.hardware_profile).
+        concurrency: "auto" (models run side by side when a timing at start shows it
+            is faster), "parallel" or "serial".
         tile_height: rows per tile (the models' input height).
         overlap: rows shared by consecutive tiles (catches signals cut by tile edges).
         mode: "file" (every tile processed; the flowgraph waits for the detector)
@@ -57,14 +70,17 @@ class detector(gr.sync_block):
 
     def __init__(self, models=("default",), tile_height=1024, overlap=128, mode="file", queue_size=4,
                  deadline_s=0.0, score_threshold=0.0, samp_rate=1.0, center_freq=0.0,
-                 stats_interval_s=1.0, width=1024, tile_dir=""):
+                 stats_interval_s=1.0, width=1024, tile_dir="", profile="auto", backend="auto",
+                 device="auto", precision="auto", batch_size=-1, concurrency="auto"):
         gr.sync_block.__init__(self, name="rfdetect Detector", in_sig=[(np.float32, int(width))], out_sig=None)
         if mode not in MODES:
             raise ValueError(f"mode={mode!r} must be one of {MODES}")
         self.model_specs = parse_models(models)
+        self.profile = resolve_profile(profile, backend, device, precision,
+                                       None if int(batch_size) < 0 else int(batch_size))
         for spec in self.model_specs:  # fail at construction when a file is missing
-            if spec not in BUILTIN_MODELS:
-                resolve_model_path(spec)
+            if spec.model not in BUILTIN_MODELS:
+                model_candidates(spec.model)
         if int(tile_height) < 8:
             raise ValueError(f"tile_height={tile_height} is too small")
         if not 0 <= int(overlap) < int(tile_height):
@@ -74,7 +90,7 @@ class detector(gr.sync_block):
                        queue_size=int(queue_size), deadline_s=float(deadline_s),
                        score_threshold=float(score_threshold), sample_rate=float(samp_rate),
                        center_freq=float(center_freq), stats_interval_s=float(stats_interval_s),
-                       tile_dir=str(tile_dir) or None)
+                       tile_dir=str(tile_dir) or None, concurrency=str(concurrency))
         self.engine = None
         self.error = None
         self.expected_rows = None
@@ -89,7 +105,8 @@ class detector(gr.sync_block):
         if params.width != self.width:
             raise ValueError(f"the STFT Tile makes rows of {params.width} bins but the Detector's width "
                              f"is {self.width}")
-        models = [load_model(spec, params, self.kw["tile_height"]) for spec in self.model_specs]
+        models = [load_model(spec, params, self.kw["tile_height"], profile=self.profile)
+                  for spec in self.model_specs]
         self.engine = TileDetector(models, params, on_tile=self._post_tile, on_stats=self._post_stats, **self.kw)
 
     def _post_tile(self, tile, records):

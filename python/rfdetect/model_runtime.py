@@ -9,7 +9,10 @@ silently detect worse.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -120,34 +123,11 @@ class ModelCard:
         want = [1, 1, tile_height, params.width]
         if self.output_format == "crop_classifier/1":
             want[2] = self.input_shape[2]  # it classifies crops of proposals: any tile height works
+        elif self.input_shape[3] < params.width and params.width % self.input_shape[3] == 0:
+            want[3] = self.input_shape[3]  # it sees the tile as frequency chunks of its width
         if list(self.input_shape) != want:
             raise ModelError(f"model {where} takes tiles of shape {self.input_shape}, but the Detector "
                              f"makes {want} (tile height {tile_height}, width {params.width})")
-
-
-class OnnxBackend:
-    """Runs a network with ONNX Runtime (CPU provider; GPU providers when present)."""
-
-    kind = "onnxruntime"
-
-    def __init__(self, path, providers: Optional[list] = None, intra_threads: int = 1):
-        import onnxruntime as ort
-        self.path = Path(path)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = intra_threads  # models run side by side: one thread each
-        so.log_severity_level = 3
-        avail = ort.get_available_providers()
-        providers = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in avail]
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=so, providers=providers)
-        except Exception as e:  # onnxruntime raises several unrelated types
-            raise ModelError(f"cannot load ONNX model {self.path}: the file is corrupt or not ONNX "
-                             f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        self.output_names = [o.name for o in self.session.get_outputs()]
-
-    def run(self, feed: dict, outputs: list) -> list:
-        return self.session.run(outputs, feed)
 
 
 # network inputs and outputs each output format needs (rfdetect.postprocess)
@@ -160,15 +140,26 @@ _FORMAT_IO = {
 
 class CardModel:
     """A trained detector: a backend that runs the network, the card that says what it
-    is, and the format's pre/post-processing from :mod:`rfdetect.postprocess`."""
+    is, and the format's pre/post-processing from :mod:`rfdetect.postprocess`.
 
-    def __init__(self, backend, card: ModelCard, score_threshold: Optional[float] = None):
+    A card whose input is narrower than the spectrogram (say 1024 of 4096 columns)
+    makes the model see the tile as that many frequency chunks side by side; backends
+    whose first dimension is dynamic take up to ``batch_size`` chunks per call (0:
+    as many as free GPU memory allows, :func:`auto_batch`).
+    """
+
+    def __init__(self, backend, card: ModelCard, score_threshold: Optional[float] = None,
+                 keep_labels: Optional[list] = None, name: Optional[str] = None, batch_size: int = 1):
         self.backend = backend
         self.card = card
-        self.name = card.name
+        self.name = name or card.name
         self.labels = list(card.labels)
         self.format = card.output_format
         self.score_threshold = card.score_threshold if score_threshold is None else float(score_threshold)
+        unknown = [lab for lab in (keep_labels or []) if lab not in self.labels]
+        if unknown:
+            raise ModelError(f"model {self.name}: labels {unknown} are not among its labels {self.labels}")
+        self.keep_labels = set(keep_labels) if keep_labels else None
         inputs, outputs = _FORMAT_IO[self.format]
         missing = [n for n in outputs if n not in backend.output_names]
         missing += [n for n in (inputs or []) if n not in backend.input_names]
@@ -177,10 +168,48 @@ class CardModel:
                              f"format {self.format} (inputs {backend.input_names}, outputs "
                              f"{backend.output_names})")
         self.outputs = outputs
+        self.chunk_width = int(card.input_shape[3])
+        self.batch_size = int(batch_size) if backend.batch_dynamic else 1
         if self.format == "crop_classifier/1":
             opts = dict(card.extra.get("proposals") or {})
             self.proposer = EnergyDetector(card.spectrogram, **opts)
             self.crop_size = int(card.extra.get("crop_size", postprocess.CROP_SIZE))
+        self.warmup_ms = None
+
+    @property
+    def backend_info(self) -> dict:
+        b = self.backend
+        return {"backend": b.kind, "device": b.device, "precision": b.precision, "file": str(b.path),
+                "batch_size": self.batch_size}
+
+    def warmup(self, tile_height: int) -> float:
+        """Run the network once on a blank tile so the first real tile is not slow
+        (lazy allocations, cuDNN/TensorRT tactic selection); returns milliseconds."""
+        t0 = time.perf_counter()
+        width = self.card.spectrogram.width
+        if self.format == "crop_classifier/1":  # a blank tile has no proposals: feed one crop
+            crops, geom = postprocess.letterbox_crops(np.zeros((tile_height, width), np.float32),
+                                                      np.array([[0, 0, 8, 8]], np.float32), self.crop_size)
+            self.backend.run({"crops": crops, "geometry": geom}, self.outputs)
+        else:
+            self.raw(np.zeros((tile_height, width), np.float32))
+        self.warmup_ms = (time.perf_counter() - t0) * 1e3
+        return self.warmup_ms
+
+    def _run_chunks(self, x):
+        """Tile [H, W] -> the network's outputs for each chunk of ``chunk_width``
+        columns, as a list (one entry per chunk) of output lists."""
+        h, width = x.shape
+        n = width // self.chunk_width
+        chunks = x.reshape(h, n, self.chunk_width).transpose(1, 0, 2)[:, None]
+        name = self.backend.input_names[0]
+        per_chunk = []
+        bs = max(1, self.batch_size or auto_batch(self.backend, chunks[:1].nbytes, n))
+        for a in range(0, n, bs):
+            out = self.backend.run({name: np.ascontiguousarray(chunks[a:a + bs])}, self.outputs)
+            for i in range(len(chunks[a:a + bs])):
+                per_chunk.append([o[i:i + 1] for o in out])
+        return per_chunk
 
     def raw(self, tile: np.ndarray):
         """-> (boxes [N,4], scores [N], labels [N]) in tile pixels, before thresholds."""
@@ -188,18 +217,29 @@ class CardModel:
         if self.format == "crop_classifier/1":
             props = self.proposer.detect(x)
             if not props:
-                return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+                return _NO_BOXES
             boxes = np.array([[b.x0, b.y0, b.x1, b.y1] for b in props], np.float32)
             crops, geom = postprocess.letterbox_crops(x, boxes, self.crop_size)
             (probs,) = self.backend.run({"crops": crops, "geometry": geom}, self.outputs)
             return postprocess.classify_proposals(probs, boxes, 0.0)
-        feed = {self.backend.input_names[0]: x[None, None]}
-        out = self.backend.run(feed, self.outputs)
-        if self.format == "dense_ltrb/1":
-            return postprocess.decode_dense(out[0], out[1], int(self.card.extra["dense"]["stride"]),
-                                            self.score_threshold, self.card.nms_iou)
-        boxes, scores, labels = out
-        return boxes.reshape(-1, 4), scores.reshape(-1), labels.reshape(-1)
+        if self.chunk_width == x.shape[1]:
+            parts = [self.backend.run({self.backend.input_names[0]: x[None, None]}, self.outputs)]
+        else:
+            parts = self._run_chunks(x)
+        found = []
+        for i, out in enumerate(parts):
+            if self.format == "dense_ltrb/1":
+                boxes, scores, labels = postprocess.decode_dense(
+                    out[0], out[1], int(self.card.extra["dense"]["stride"]), self.score_threshold,
+                    self.card.nms_iou)
+            else:
+                boxes, scores, labels = out
+                boxes, scores, labels = boxes.reshape(-1, 4), scores.reshape(-1), labels.reshape(-1)
+            boxes = boxes + np.array([i * self.chunk_width, 0, i * self.chunk_width, 0], np.float32)
+            found.append((boxes, scores, labels))
+        if len(found) == 1:
+            return found[0]
+        return tuple(np.concatenate(parts) for parts in zip(*found))
 
     def detect(self, tile: np.ndarray) -> list[PixelBox]:
         boxes, scores, labels = self.raw(tile)
@@ -209,50 +249,247 @@ class CardModel:
                 continue
             li = int(lab)
             name = self.labels[li] if 0 <= li < len(self.labels) else f"class_{li}"
+            if self.keep_labels is not None and name not in self.keep_labels:
+                continue
             out.append(PixelBox(float(x0), float(y0), float(x1), float(y1), float(s), name))
         return out
 
+    def memory(self) -> dict:
+        return self.backend.memory()
+
+
+_NO_BOXES = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+
+
+def auto_batch(backend, chunk_bytes: int, n_chunks: int) -> int:
+    """Chunks per call from free GPU memory: activations of small detectors take a few
+    hundred times their input; keep half the free memory for everything else."""
+    mem = backend.memory()
+    free = mem.get("gpu_bytes_free")
+    if not free:
+        return n_chunks
+    return int(max(1, min(n_chunks, free // 2 // max(1, chunk_bytes * 400))))
+
 
 class EnergyModel(EnergyDetector):
+    """The energy detector as a model entry (optional score floor and name)."""
+
+    def __init__(self, params, score_threshold=None, keep_labels=None, name=None, **kw):
+        super().__init__(params, **kw)
+        if keep_labels and list(keep_labels) != [self.label]:
+            raise ModelError(f"the energy model has one label, {self.label!r}; labels={keep_labels} do not apply")
+        self.min_score = float(score_threshold or 0.0)
+        if name:
+            self.name = name
+
     @property
     def labels(self):
         return [self.label]
 
+    def detect(self, tile):
+        return [b for b in super().detect(tile) if b.score >= self.min_score]
 
-def resolve_model_path(spec: str) -> Path:
-    """``name``/folder/file -> a model file; format priority .engine > .onnx > .pt."""
+
+
+
+# ------------------------------------------------------------------ model manager
+# format -> backend; a folder or name is searched in this order (the first that loads wins)
+FORMAT_BACKEND = {".engine": "tensorrt", ".onnx": "onnxruntime", ".pt": "pytorch", ".pt2": "pytorch"}
+FORMAT_PRIORITY = (".engine", ".onnx", ".pt", ".pt2")
+# model.<gpu>-sm<cc>-trt<version>.<precision>.engine: an engine rebuilt for one GPU
+_ENGINE_CACHE_RE = re.compile(r"^(?P<base>.*)\.[a-z0-9-]+-sm\d+-trt[0-9.]+\.(fp16|fp32)$")
+log = logging.getLogger("rfdetect.models")
+
+
+@dataclass
+class ModelSpec:
+    """One entry of the Detector's model list: ``model`` ("default", "energy", a file,
+    a folder, or a name in RFDETECT_MODEL_DIR) and its own options. Written as a dict,
+    or as a string ``model?backend=pytorch&score=0.6&labels=ofdm|chirp&name=x``."""
+
+    model: str
+    backend: Optional[str] = None
+    device: Optional[str] = None
+    precision: Optional[str] = None
+    score_threshold: Optional[float] = None
+    labels: Optional[list] = None
+    name: Optional[str] = None
+
+    _KEYS = {"backend": "backend", "device": "device", "precision": "precision", "score": "score_threshold",
+             "score_threshold": "score_threshold", "labels": "labels", "name": "name"}
+
+    @classmethod
+    def parse(cls, obj) -> "ModelSpec":
+        if isinstance(obj, ModelSpec):
+            return obj
+        if isinstance(obj, dict):
+            d = dict(obj)
+            if "model" not in d:
+                raise ModelError(f"model entry {obj!r} needs a \"model\" key")
+            model = str(d.pop("model"))
+            items = d.items()
+        else:
+            text = str(obj).strip()
+            model, _, query = text.partition("?")
+            items = [kv.split("=", 1) if "=" in kv else (kv, "") for kv in query.split("&") if kv]
+        spec = cls(model=model.strip())
+        for k, v in items:
+            field_name = cls._KEYS.get(str(k).strip())
+            if field_name is None:
+                raise ModelError(f"model entry {obj!r}: unknown option {k!r} (known: {sorted(cls._KEYS)})")
+            if field_name == "labels":  # "|" in a string: "," separates models in a list
+                v = [x.strip() for x in v.split("|") if x.strip()] if isinstance(v, str) else list(v)
+            elif field_name == "score_threshold":
+                try:
+                    v = float(v)
+                except (TypeError, ValueError):
+                    raise ModelError(f"model entry {obj!r}: score {v!r} is not a number") from None
+            setattr(spec, field_name, v)
+        if not spec.model:
+            raise ModelError(f"model entry {obj!r} names no model")
+        return spec
+
+
+def card_for(path: Path) -> Path:
+    """The card of a model file; a rebuilt engine shares its ONNX model's card."""
+    m = _ENGINE_CACHE_RE.match(path.stem) if path.suffix == ".engine" else None
+    return path.with_name((m.group("base") if m else path.stem) + ".card.json")
+
+
+def onnx_beside(engine: Path) -> Path:
+    return card_for(engine).with_name(card_for(engine).name.removesuffix(".card.json") + ".onnx")
+
+
+def _locate(spec: str) -> Path:
     if spec == "default":
         if not DEFAULT_MODEL.is_file():
             raise ModelError(f"the default model is missing from this installation ({DEFAULT_MODEL}); "
                              f"reinstall gr-rfdetect or give --model energy")
-        return DEFAULT_MODEL
+        return DEFAULT_MODEL.parent
     p = Path(spec)
-    if not p.exists():
-        base = os.environ.get("RFDETECT_MODEL_DIR")
-        if base and (Path(base) / spec).exists():
-            p = Path(base) / spec
-        else:
-            raise ModelError(f"model not found: {spec!r} (give 'default', 'energy', a model file, or a folder "
-                             f"holding model.onnx and model.card.json)")
-    if p.is_dir():
-        for ext in (".onnx",):  # .engine and .pt backends arrive with the inference runtime
-            cands = sorted(p.glob("*" + ext))
-            if cands:
-                return cands[0]
-        raise ModelError(f"model folder {p} holds no .onnx model")
-    return p
+    if p.exists():
+        return p
+    base = os.environ.get("RFDETECT_MODEL_DIR")
+    if base and (Path(base) / spec).exists():
+        return Path(base) / spec
+    where = f" (nor in RFDETECT_MODEL_DIR={base})" if base else " (set RFDETECT_MODEL_DIR to look up names)"
+    raise ModelError(f"model not found: {spec!r}{where}; give 'default', 'energy', a model file, or a "
+                     f"folder holding model.onnx and model.card.json")
 
 
-def load_model(spec: str, params: SpectrogramParams, tile_height: int,
-               score_threshold: Optional[float] = None):
-    """Load one model by spec; refuses models whose card does not fit ``params``."""
-    if spec in BUILTIN_MODELS:
-        return EnergyModel(params)
-    path = resolve_model_path(spec)
-    if path.suffix != ".onnx":
-        raise ModelError(f"model {path}: unsupported format {path.suffix!r} (this build runs .onnx models)")
+def model_candidates(spec: str, backends=("tensorrt", "onnxruntime", "pytorch")) -> list:
+    """Model files for ``spec``, best first: .engine > .onnx > .pt, keeping the formats
+    whose backend is in ``backends``. A file given by path is the only candidate of
+    its format (an engine still falls back to the ONNX beside it when it will not load)."""
+    p = _locate(spec)
+    if p.is_file():
+        if p.suffix not in FORMAT_BACKEND:
+            raise ModelError(f"model {p}: unsupported format {p.suffix!r} (use .engine, .onnx, .pt or .pt2)")
+        if FORMAT_BACKEND[p.suffix] not in backends:
+            raise ModelError(f"model {p} needs the {FORMAT_BACKEND[p.suffix]} backend, but only "
+                             f"{list(backends)} are allowed here (backend / RFDETECT_BACKEND)")
+        cands = [p]
+        if p.suffix == ".engine" and "onnxruntime" in backends and onnx_beside(p).is_file():
+            cands.append(onnx_beside(p))
+        return cands
+    cands = []
+    for ext in FORMAT_PRIORITY:
+        if FORMAT_BACKEND[ext] in backends:
+            # a rebuilt engine for some GPU sorts after the one exported with the model
+            cands += sorted(p.glob("*" + ext), key=lambda f: (_ENGINE_CACHE_RE.match(f.stem) is not None, f.name))
+    if not cands:
+        have = sorted({f.suffix for f in p.iterdir() if f.suffix in FORMAT_BACKEND})
+        raise ModelError(f"model folder {p} holds no model for backends {list(backends)} "
+                         f"(it has {have or 'no model files'})")
+    return cands
+
+
+def resolve_model_path(spec: str) -> Path:
+    """The best model file for ``spec`` by format priority (not checking it loads)."""
+    return model_candidates(spec)[0]
+
+
+def open_engine(path: Path, device: str, precision: str, load=None, build=None, cache_path=None):
+    """Load a TensorRT engine; when it does not load here (another GPU or TensorRT
+    version), use or build the engine for this GPU from the ONNX beside it, saying so.
+    ``load``/``build``/``cache_path`` default to rfdetect.tensorrt_backend's."""
+    if load is None:
+        from . import tensorrt_backend as trtb
+
+        def load(p, dev, prec):
+            return trtb.TensorRTBackend(p, dev, prec)
+
+        def build(onnx, out):
+            trtb.build_engine(onnx, fp16=precision == "fp16", out_path=out, device=device)
+            trtb.validate_engine(out, onnx, device=device)
+
+        def cache_path(onnx):
+            return trtb.engine_cache_path(onnx, device, precision == "fp16")
+    from .backends import BackendError
+    from .tensorrt_backend import TensorRTUnavailable
+    try:
+        return load(path, device, precision)
+    except TensorRTUnavailable:
+        raise
+    except BackendError as e:
+        reason = str(e)
+    onnx = onnx_beside(path)
+    if not onnx.is_file():
+        raise ModelError(f"{reason}; no {onnx.name} beside it to rebuild the engine from")
+    cached = cache_path(onnx)
+    if cached != path and cached.is_file():
+        try:
+            b = load(cached, device, precision)
+            log.warning("engine %s does not load here; using %s built earlier for this GPU", path, cached)
+            return b
+        except TensorRTUnavailable:
+            raise
+        except BackendError as e:
+            log.warning("cached engine %s does not load either (%s): rebuilding it", cached, e)
+    log.warning("engine %s does not load here (%s): rebuilding from %s into %s (takes a while, once)",
+                path, reason, onnx, cached)
+    build(onnx, cached)
+    return load(cached, device, precision)
+
+
+def open_backend(path: Path, profile):
+    from .backends import OnnxBackend, TorchBackend
+    kind = FORMAT_BACKEND[path.suffix]
+    if kind == "tensorrt":
+        return open_engine(path, profile.device, profile.precision)
     if path.stat().st_size == 0:
-        raise ModelError(f"ONNX model {path} is empty")
-    card = ModelCard.load(card_path_for(path))
-    card.check_compatible(params, tile_height, str(path))
-    return CardModel(OnnxBackend(path), card, score_threshold)
+        raise ModelError(f"model {path} is empty")
+    cls = OnnxBackend if kind == "onnxruntime" else TorchBackend
+    return cls(path, profile.device, profile.precision)
+
+
+def load_model(spec, params: SpectrogramParams, tile_height: int,
+               score_threshold: Optional[float] = None, profile=None):
+    """Load one model entry (string or :class:`ModelSpec`) for these spectrogram
+    settings: the first candidate file that loads here, its backend from the profile
+    (rfdetect.hardware_profile); refuses models whose card does not fit ``params``."""
+    from .backends import BackendError
+    from .hardware_profile import env_score_threshold, resolve_profile
+    ms = ModelSpec.parse(spec)
+    score = ms.score_threshold if ms.score_threshold is not None else score_threshold
+    if score is None:
+        score = env_score_threshold()
+    if ms.model in BUILTIN_MODELS:
+        return EnergyModel(params, score_threshold=score, keep_labels=ms.labels, name=ms.name)
+    prof = (profile or resolve_profile()).with_overrides(ms.backend, ms.device, ms.precision)
+    skipped = []
+    for path in model_candidates(ms.model, prof.backends):
+        card_file = card_for(path)
+        card = ModelCard.load(card_file)
+        card.check_compatible(params, tile_height, str(path))
+        try:
+            backend = open_backend(path, prof)
+        except BackendError as e:  # TensorRT missing, no GPU for PyTorch...: next format
+            skipped.append(f"{path.name}: {e}")
+            continue
+        if skipped:
+            log.warning("model %s: using %s (%s); skipped %s", ms.model, path.name, backend.kind, "; ".join(skipped))
+        model = CardModel(backend, card, score, keep_labels=ms.labels, name=ms.name, batch_size=prof.batch_size)
+        model.warmup(tile_height)
+        return model
+    raise ModelError(f"model {ms.model!r}: no format loads here ({'; '.join(skipped)})")

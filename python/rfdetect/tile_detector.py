@@ -19,6 +19,7 @@ import queue
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -89,17 +90,32 @@ class TileAssembler:
 
 
 class _ModelStats:
-    def __init__(self):
+    def __init__(self, model):
         self.latency_ms = deque(maxlen=2000)
         self.tiles = 0
         self.errors = 0
         self.last_error = ""
+        self.model = model
+        self.started = time.monotonic()
 
-    def summary(self) -> dict:
+    def summary(self, dropped: int) -> dict:
         lat = np.array(self.latency_ms) if self.latency_ms else np.zeros(1)
-        return {"tiles": self.tiles, "errors": self.errors, "last_error": self.last_error,
-                "latency_ms_p50": round(float(np.percentile(lat, 50)), 3),
-                "latency_ms_p99": round(float(np.percentile(lat, 99)), 3)}
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        out = {"tiles": self.tiles, "errors": self.errors, "last_error": self.last_error,
+               "tiles_dropped": dropped, "tiles_per_s": round(self.tiles / elapsed, 3),
+               "latency_ms_p50": round(float(np.percentile(lat, 50)), 3),
+               "latency_ms_p99": round(float(np.percentile(lat, 99)), 3)}
+        info = getattr(self.model, "backend_info", None)
+        out.update(info or {"backend": "numpy", "device": "cpu", "precision": "fp32"})
+        if getattr(self.model, "warmup_ms", None) is not None:
+            out["warmup_ms"] = round(self.model.warmup_ms, 3)
+        mem = self.model.memory() if hasattr(self.model, "memory") else {}
+        if mem:
+            out["gpu_memory"] = mem
+        return out
+
+
+CONCURRENCY = ("auto", "parallel", "serial")
 
 
 class TileDetector:
@@ -109,12 +125,19 @@ class TileDetector:
                  score_threshold: float = 0.0,
                  on_tile: Optional[Callable[[dict, list], None]] = None,
                  on_stats: Optional[Callable[[dict], None]] = None, stats_interval_s: float = 1.0,
-                 tile_dir: Optional[str] = None):
+                 tile_dir: Optional[str] = None, concurrency: str = "auto"):
         if mode not in MODES:
             raise ValueError(f"mode={mode!r} must be one of {MODES}")
+        if concurrency not in CONCURRENCY:
+            raise ValueError(f"concurrency={concurrency!r} must be one of {CONCURRENCY}")
         if not models:
             raise ValueError("the Detector needs at least one model")
         self.models = list(models)
+        names = [self._model_name(m) for m in self.models]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"several models are named {twice}: give each its own name "
+                             f"(model?name=... or {{'model': ..., 'name': ...}})")
         # every tile the models see is also written here (tile_NNNNNN.png, rfdetect.tile_io):
         # training data from a live receiver, and proof that training tiles match
         self.tile_dir = Path(tile_dir) if tile_dir else None
@@ -139,14 +162,57 @@ class TileDetector:
         self.tiles_done = 0
         self.tiles_dropped_full = 0
         self.tiles_dropped_late = 0
-        self.model_stats = {self._model_name(m): _ModelStats() for m in self.models}
+        self.model_stats = {self._model_name(m): _ModelStats(m) for m in self.models}
         self._last_stats = time.monotonic()
+        # models release the GIL while they compute (ONNX Runtime, PyTorch, NumPy), so
+        # one thread per model overlaps them; "auto" keeps that only where it is faster
+        self._pool = ThreadPoolExecutor(len(self.models) - 1, thread_name_prefix="rfdetect-model") \
+            if len(self.models) > 1 else None
+        self.concurrency_timing_ms = None
+        self.concurrency = self._choose_concurrency(concurrency, tile_height)
         self._worker = threading.Thread(target=self._run, name="rfdetect-detector", daemon=True)
         self._worker.start()
 
     @staticmethod
     def _model_name(m) -> str:
         return getattr(m, "name", type(m).__name__)
+
+    def _choose_concurrency(self, requested: str, tile_height: int) -> str:
+        if self._pool is None:
+            return "serial"
+        if requested != "auto":
+            return requested
+        # time both ways on a noise tile (what a real tile costs, unlike a blank one)
+        tile = np.random.default_rng(0).random((tile_height, self.params.width), dtype=np.float32) * 0.1
+        timings = {}
+        for way in ("serial", "parallel", "serial", "parallel"):
+            t0 = time.perf_counter()
+            try:
+                self._run_models(tile, way)
+            except Exception:  # a model that fails here fails on real tiles too, and is reported there
+                return "serial"
+            timings.setdefault(way, []).append(time.perf_counter() - t0)
+        serial, parallel = min(timings["serial"]), min(timings["parallel"])
+        choice = "parallel" if parallel < 0.9 * serial else "serial"
+        self.concurrency_timing_ms = {"serial": round(serial * 1e3, 3), "parallel": round(parallel * 1e3, 3)}
+        log.info("%d models: %s (one tile: serial %.1f ms, parallel %.1f ms)", len(self.models), choice,
+                 serial * 1e3, parallel * 1e3)
+        return choice
+
+    def _run_one(self, m, tile):
+        t0 = time.perf_counter()
+        try:
+            return m.detect(tile), (time.perf_counter() - t0) * 1e3, None
+        except Exception as e:  # one failing model must not stop the others
+            return None, 0.0, e
+
+    def _run_models(self, tile, how: Optional[str] = None) -> list:
+        """-> [(boxes or None, ms, exception or None)] in model order."""
+        if (how or self.concurrency) == "serial" or self._pool is None:
+            return [self._run_one(m, tile) for m in self.models]
+        futures = [self._pool.submit(self._run_one, m, tile) for m in self.models[1:]]
+        first = self._run_one(self.models[0], tile)
+        return [first] + [f.result() for f in futures]
 
     # ------------------------------------------------------------ input side
     def set_reference(self, row: int, **changes) -> None:
@@ -187,6 +253,8 @@ class TileDetector:
         except queue.Full:
             pass
         self._worker.join(timeout=5)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
 
     def _submit(self, tile, row_start, valid_rows, final, force=False):
         ref = self._reference_for(row_start)
@@ -231,18 +299,15 @@ class TileDetector:
             if self.tile_dir:
                 write_tile_png(self.tile_dir / f"tile_{index:06d}.png", tile)
             records = []
-            for m in self.models:
+            for m, (boxes, ms, err) in zip(self.models, self._run_models(tile)):
                 name = self._model_name(m)
                 st = self.model_stats[name]
-                t0 = time.perf_counter()
-                try:
-                    boxes = m.detect(tile)
-                except Exception as e:  # one failing model must not stop the others
+                if err is not None:
                     st.errors += 1
-                    st.last_error = f"{type(e).__name__}: {e}"
+                    st.last_error = f"{type(err).__name__}: {err}"
                     log.error("model %s failed on tile %d: %s", name, index, st.last_error)
                     continue
-                st.latency_ms.append((time.perf_counter() - t0) * 1e3)
+                st.latency_ms.append(ms)
                 st.tiles += 1
                 records.extend(self.to_records(boxes, name, index, row_start, valid_rows, final, ref))
             self.tiles_done += 1
@@ -277,7 +342,9 @@ class TileDetector:
                 "tiles_done": self.tiles_done, "tiles_dropped": self.tiles_dropped_full + self.tiles_dropped_late,
                 "tiles_dropped_queue_full": self.tiles_dropped_full,
                 "tiles_dropped_deadline": self.tiles_dropped_late, "queue_depth": self._queue.qsize(),
-                "models": {k: v.summary() for k, v in self.model_stats.items()}}
+                "concurrency": self.concurrency, "concurrency_timing_ms": self.concurrency_timing_ms,
+                "models": {k: v.summary(self.tiles_dropped_full + self.tiles_dropped_late)
+                           for k, v in self.model_stats.items()}}
 
     # ------------------------------------------------------------ geometry
     def _sample_of_row(self, y):

@@ -1,0 +1,180 @@
+"""Inference backends: one interface over ONNX Runtime, PyTorch and TensorRT.
+
+A backend runs a network and nothing else: ``run(feed, outputs) -> [np.ndarray]``
+with ``feed`` a dict of float32 NumPy arrays by input name. Pre- and
+post-processing live in :mod:`rfdetect.postprocess`, so every backend gives the same
+detections from the same network (the tests compare them).
+
+Every backend has ``kind``, ``path``, ``device`` ("cpu" or "cuda:N"), ``precision``
+("fp32" or "fp16"), ``input_names``, ``output_names``, ``batch_dynamic`` (whether
+the first input dimension may vary) and ``memory()`` (GPU bytes in use and peak, or
+{} on the CPU). TensorRT lives in :mod:`rfdetect.tensorrt_backend`.
+"""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+# metadata stored inside a PyTorch archive (torch.export extra file)
+TORCH_META = "rfdetect.json"
+
+
+class BackendError(RuntimeError):
+    """A backend that cannot run this model here, with the reason."""
+
+
+def cuda_index(device: str) -> Optional[int]:
+    """"cuda:1" -> 1, "cuda" -> 0, "cpu" -> None; anything else is an error."""
+    d = str(device).strip().lower()
+    if d == "cpu":
+        return None
+    if d == "cuda":
+        return 0
+    if d.startswith("cuda:") and d[5:].isdigit():
+        return int(d[5:])
+    raise BackendError(f"device {device!r} must be 'cpu', 'cuda' or 'cuda:N'")
+
+
+class OnnxBackend:
+    """ONNX Runtime: the CPU execution provider always; on a GPU device the TensorRT
+    and CUDA providers first where this onnxruntime build has them."""
+
+    kind = "onnxruntime"
+
+    def __init__(self, path, device: str = "cpu", precision: str = "fp32", intra_threads: int = 1):
+        import onnxruntime as ort
+        from .model_runtime import ModelError
+        self.path = Path(path)
+        self.device = device
+        gpu = cuda_index(device)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = max(1, int(intra_threads))  # models run side by side
+        so.log_severity_level = 3
+        avail = ort.get_available_providers()
+        providers = []
+        if gpu is not None:
+            if "TensorrtExecutionProvider" in avail:
+                providers.append(("TensorrtExecutionProvider",
+                                  {"device_id": gpu, "trt_fp16_enable": precision == "fp16"}))
+            if "CUDAExecutionProvider" in avail:
+                providers.append(("CUDAExecutionProvider", {"device_id": gpu}))
+        providers.append("CPUExecutionProvider")
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=so, providers=providers)
+        except Exception as e:  # onnxruntime raises several unrelated types
+            raise ModelError(f"cannot load ONNX model {self.path}: the file is corrupt or not ONNX "
+                             f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        self.providers = self.session.get_providers()
+        if gpu is not None and self.providers == ["CPUExecutionProvider"]:
+            self.device = "cpu"  # say what really runs it; the model manager logs it
+        # FP16 in ONNX Runtime comes from the TensorRT provider; the network itself is FP32
+        self.precision = "fp16" if precision == "fp16" and "TensorrtExecutionProvider" in self.providers else "fp32"
+        inputs = self.session.get_inputs()
+        self.input_names = [i.name for i in inputs]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.batch_dynamic = not isinstance(inputs[0].shape[0], int)
+
+    def run(self, feed: dict, outputs: list) -> list:
+        return self.session.run(outputs, feed)
+
+    def memory(self) -> dict:
+        return {}
+
+
+class TorchBackend:
+    """PyTorch for ``.pt``/``.pt2`` exports: a ``torch.export`` program archive (what
+    ``rfdetect-train export`` writes; input/output names in its ``rfdetect.json``
+    extra file) or, for older exports, a TorchScript module. CPU or CUDA; FP16 on
+    CUDA casts weights and inputs to half and outputs back to float32."""
+
+    kind = "pytorch"
+
+    def __init__(self, path, device: str = "cpu", precision: str = "fp32", intra_threads: int = 1):
+        from .model_runtime import ModelError
+        try:
+            import torch
+        except ImportError:
+            raise BackendError(f"model {path} needs PyTorch, which is not installed here "
+                               f"(pip install torch, or use the .onnx beside it)") from None
+        self.torch = torch
+        self.path = Path(path)
+        gpu = cuda_index(device)
+        if gpu is not None and not torch.cuda.is_available():
+            raise BackendError(f"device {device!r} asked for, but PyTorch sees no CUDA GPU here")
+        self.device = "cpu" if gpu is None else f"cuda:{gpu}"
+        # FP16 kernels on the CPU are slow or missing; half precision is a GPU feature
+        self.precision = "fp16" if precision == "fp16" and gpu is not None else "fp32"
+        self.dtype = torch.float16 if self.precision == "fp16" else torch.float32
+        if gpu is None:
+            torch.set_num_threads(max(1, int(intra_threads)))
+        meta = {TORCH_META: ""}
+        try:
+            with open(self.path, "rb") as f:  # a buffer: torch.export.load insists on .pt2 names otherwise
+                program = torch.export.load(io.BytesIO(f.read()), extra_files=meta)
+            module = program.module()
+            n_in = len(program.graph_signature.user_inputs)
+            n_out = len(program.graph_signature.user_outputs)
+        except Exception as e_export:
+            try:
+                module = torch.jit.load(str(self.path), map_location="cpu", _extra_files=meta)
+                n_in = n_out = None
+            except Exception:
+                raise ModelError(f"cannot load PyTorch model {self.path}: not a torch.export archive nor "
+                                 f"TorchScript ({type(e_export).__name__}: {str(e_export)[:200]})") from None
+        try:
+            info = json.loads(meta[TORCH_META] or "{}")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            info = {}
+        self.input_names = list(info.get("input_names") or [f"input_{i}" for i in range(n_in or 1)])
+        self.output_names = list(info.get("output_names") or [f"output_{i}" for i in range(n_out or 1)])
+        self.batch_dynamic = bool(info.get("batch_dynamic", False))
+        self.module = module.to(self.device, self.dtype)
+
+    def run(self, feed: dict, outputs: list) -> list:
+        torch = self.torch
+        args = [torch.from_numpy(np.ascontiguousarray(feed[n])).to(self.device, self.dtype)
+                for n in self.input_names]
+        with torch.inference_mode():
+            got = self.module(*args)
+        got = [got] if isinstance(got, torch.Tensor) else list(got)
+        by_name = dict(zip(self.output_names, got))
+        out = []
+        for n in outputs:
+            t = by_name[n]
+            out.append(t.detach().float().cpu().numpy() if t.is_floating_point() else t.detach().cpu().numpy())
+        return out
+
+    def memory(self) -> dict:
+        torch = self.torch
+        if self.device == "cpu":
+            return {}
+        return {"gpu_bytes_in_use": int(torch.cuda.memory_allocated(self.device)),
+                "gpu_bytes_peak": int(torch.cuda.max_memory_allocated(self.device))}
+
+
+def save_torch_program(module, example_inputs: tuple, path, input_names: list, output_names: list,
+                       dynamic_batch: bool) -> None:
+    """Write ``module`` as the archive :class:`TorchBackend` loads: a torch.export
+    program plus its names in ``rfdetect.json`` (atomically)."""
+    import os
+
+    import torch
+    dynamic = None
+    if dynamic_batch:
+        n = torch.export.Dim("n", min=1, max=65536)
+        dynamic = tuple({0: n} for _ in example_inputs)
+    program = torch.export.export(module, tuple(example_inputs), dynamic_shapes=dynamic)
+    meta = json.dumps({"input_names": list(input_names), "output_names": list(output_names),
+                       "batch_dynamic": bool(dynamic_batch), "torch": torch.__version__})
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:  # a file object: torch.export.save wants .pt2 names otherwise
+            torch.export.save(program, f, extra_files={TORCH_META: meta})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
