@@ -9,8 +9,12 @@ from onnx import TensorProto, helper
 from gnuradio.rfdetect.model_runtime import ModelCard
 
 
-def make_grid_model(path, params, tile_height, cell=16, k=8, label="burst", name="grid16"):
-    gh, gw = tile_height // cell, params.width // cell
+def make_grid_model(path, params, tile_height, cell=16, k=8, label="burst", name="grid16", width=None,
+                    batch=1):
+    """``width`` narrower than the spectrogram: the model sees frequency chunks;
+    ``batch="n"``: a dynamic first dimension (several chunks per call)."""
+    width = width or params.width
+    gh, gw = tile_height // cell, width // cell
     c = lambda n, v, t=TensorProto.INT64: helper.make_tensor(n, t, [len(v)] if isinstance(v, list) else [], v if isinstance(v, list) else [v])  # noqa: E731
     nodes = [
         helper.make_node("AveragePool", ["tile"], ["pooled"], kernel_shape=[cell, cell], strides=[cell, cell]),
@@ -38,15 +42,15 @@ def make_grid_model(path, params, tile_height, cell=16, k=8, label="burst", name
              c("offset", 0.3, TensorProto.FLOAT), c("gain", 20.0, TensorProto.FLOAT),
              c("cellf", float(cell), TensorProto.FLOAT)]
     graph = helper.make_graph(
-        nodes, name, [helper.make_tensor_value_info("tile", TensorProto.FLOAT, [1, 1, tile_height, params.width])],
-        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, k, 4]),
-         helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, k]),
-         helper.make_tensor_value_info("labels", TensorProto.INT64, [1, k])], inits)
+        nodes, name, [helper.make_tensor_value_info("tile", TensorProto.FLOAT, [batch, 1, tile_height, width])],
+        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [batch, k, 4]),
+         helper.make_tensor_value_info("scores", TensorProto.FLOAT, [batch, k]),
+         helper.make_tensor_value_info("labels", TensorProto.INT64, [batch, k])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
-    card = ModelCard(name=name, labels=[label], input_shape=[1, 1, tile_height, params.width],
+    card = ModelCard(name=name, labels=[label], input_shape=[1, 1, tile_height, width],
                      spectrogram=params, score_threshold=0.5)
     card.save(str(path).removesuffix(".onnx") + ".card.json")
     return path

@@ -123,6 +123,12 @@ def test_zmq_subscriber_receives_schema_valid_json_and_sigmf_reads_back(recordin
     assert res["zmq"]["dropped"] == 0
     missing = [l for l in lines if l not in records]
     assert len(records) == len(lines) > 0, ("missing", missing[:2], "sent", res["zmq"])
+    stats = [p for t, p in received if t == "stats"]
+    assert stats and stats[-1]["final"] and stats[-1]["tiles_done"] == res["stats"]["tiles_done"]
+    energy = stats[-1]["models"]["energy"]
+    assert energy["tiles"] == res["stats"]["tiles_done"] and energy["errors"] == 0
+    assert energy["latency_ms_p99"] >= energy["latency_ms_p50"] > 0 and energy["tiles_per_s"] > 0
+    assert energy["backend"] == "numpy" and energy["tiles_dropped"] == 0
     for (t, p) in received:
         if t == "stats":
             continue

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -120,7 +121,9 @@ class TorchBackend:
             n_out = len(program.graph_signature.user_outputs)
         except Exception as e_export:
             try:
-                module = torch.jit.load(str(self.path), map_location="cpu", _extra_files=meta)
+                with warnings.catch_warnings():  # deprecated, still the only way to read old exports
+                    warnings.simplefilter("ignore", FutureWarning)
+                    module = torch.jit.load(str(self.path), map_location="cpu", _extra_files=meta)
                 n_in = n_out = None
             except Exception:
                 raise ModelError(f"cannot load PyTorch model {self.path}: not a torch.export archive nor "

@@ -48,7 +48,9 @@ def cmd_detect(a):
     opt = DetectOptions(models=a.model or ["default"], params=_params(a), tile_height=a.tile_height,
                         overlap=a.overlap, nms_iou=a.nms_iou, track_max_gap_s=a.max_gap,
                         score_threshold=a.score_threshold, out=a.out, zmq=a.zmq, zmq_wait_s=a.zmq_wait, sigmf_out=a.sigmf_out,
-                        echo=not a.quiet, save_tiles=a.save_tiles)
+                        echo=not a.quiet, save_tiles=a.save_tiles, profile=a.profile, backend=a.backend,
+                        device=a.device, precision=a.precision, batch_size=a.batch_size,
+                        concurrency=a.concurrency)
     t0 = time.perf_counter()
     res = run_detect(a.recording, opt)
     dt = time.perf_counter() - t0
@@ -130,7 +132,9 @@ def build_parser():
     d = sub.add_parser("detect", help="run the detection flowgraph on a recording (file mode)")
     d.add_argument("recording")
     d.add_argument("--model", action="append", help="'default' (the embedded two-stage model, labelled detections), 'energy' (model-free, "
-                        "label 'signal') or a model path; repeat for several (default: default)")
+                        "label 'signal'), a model file or folder, or a name in RFDETECT_MODEL_DIR; options after '?', "
+                        "e.g. 'm.onnx?score=0.6&labels=ofdm|tone&backend=pytorch&name=m1'; repeat for several "
+                        "(default: default)")
     d.add_argument("--out", default="detections.jsonl", help="JSONL output (default %(default)s)")
     d.add_argument("--zmq", help="also publish on this ZeroMQ endpoint, e.g. tcp://127.0.0.1:5555")
     d.add_argument("--zmq-wait", type=float, default=0.0,
@@ -138,6 +142,14 @@ def build_parser():
     d.add_argument("--sigmf-out", help="write the recording with detections as annotations to this base name")
     d.add_argument("--save-tiles", metavar="DIR", help="also write every tile the models see as a 16-bit PNG")
     d.add_argument("--plot", help="PNG of the spectrogram with detections and ground truth")
+    r = d.add_argument_group("runtime (default auto: environment RFDETECT_*, else the detected hardware profile)")
+    r.add_argument("--profile", default="auto", help="jetson, desktop-gpu or cpu")
+    r.add_argument("--backend", default="auto", help="tensorrt, onnxruntime or pytorch (only this one)")
+    r.add_argument("--device", default="auto", help="cpu, cuda or cuda:N")
+    r.add_argument("--precision", default="auto", help="fp32 or fp16 (GPU)")
+    r.add_argument("--batch-size", type=int, default=-1, help="frequency chunks per call (0: from free memory)")
+    r.add_argument("--concurrency", default="auto", choices=["auto", "parallel", "serial"],
+                   help="run several models side by side (auto: when a timing at start shows it is faster)")
     d.add_argument("--tile-height", type=int, default=1024)
     d.add_argument("--overlap", type=int, default=128)
     d.add_argument("--nms-iou", type=float, default=0.5)

@@ -46,6 +46,12 @@ class DetectOptions:
     sigmf_out: Optional[str] = None
     echo: bool = False
     save_tiles: Optional[str] = None
+    profile: str = "auto"
+    backend: str = "auto"
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int = -1
+    concurrency: str = "auto"
 
 
 class DetectFlowgraph(gr.top_block):
@@ -61,7 +67,9 @@ class DetectFlowgraph(gr.top_block):
                               p.db_low, p.db_high, rec.sample_rate)
         self.detector = detector(opt.models, opt.tile_height, min(opt.overlap, opt.tile_height - 1), "file",
                                  score_threshold=opt.score_threshold, samp_rate=rec.sample_rate,
-                                 center_freq=rec.center_frequency, width=p.width, tile_dir=opt.save_tiles or "")
+                                 center_freq=rec.center_frequency, width=p.width, tile_dir=opt.save_tiles or "",
+                                 profile=opt.profile, backend=opt.backend, device=opt.device,
+                                 precision=opt.precision, batch_size=opt.batch_size, concurrency=opt.concurrency)
         self.detector.configure(p)  # load and check every model before any sample flows
         self.nms = nms_merge(opt.nms_iou, opt.class_aware)
         self.tracker = track_assigner(opt.track_iou_gate, opt.track_max_gap_s, opt.class_aware)

@@ -287,6 +287,7 @@ class TileDetector:
             if item is None:
                 break
             if item[0] == "final":
+                self._post_final_stats()
                 self.on_tile(self._final_info(item[1], item[2]), [])
                 self._finished.set()
                 continue
@@ -311,6 +312,8 @@ class TileDetector:
                 st.tiles += 1
                 records.extend(self.to_records(boxes, name, index, row_start, valid_rows, final, ref))
             self.tiles_done += 1
+            if final:
+                self._post_final_stats()
             self.on_tile(self.tile_info(index, row_start, valid_rows, final, ref), records)
             if final:
                 self._finished.set()
@@ -328,6 +331,11 @@ class TileDetector:
         t = s / ref.sample_rate
         return {"index": index, "row_start": rows_total, "rows": 0, "t_start": t, "t_stop": t,
                 "next_t_start": float("inf"), "final": True, "dropped": False}
+
+    def _post_final_stats(self):
+        # before the final tile message, so that sinks still running publish them
+        if self.on_stats is not None:
+            self.on_stats(dict(self.stats(), final=True))
 
     def _maybe_post_stats(self):
         if self.on_stats is None:
