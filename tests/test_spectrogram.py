@@ -63,3 +63,31 @@ def test_bad_parameters_are_named():
         SpectrogramParams(fft_size=1000)
     with pytest.raises(SpectrogramConfigError, match="width=300"):
         SpectrogramParams(width=300)
+
+
+def test_stft_tile_asked_for_a_gpu_without_one_says_so_once_and_matches_the_cpu(recording, caplog):
+    """No GPU here: the block falls back to the CPU engine; on a GPU machine the same
+    test compares cuFFT rows with the CPU's (rfdetect.spectrogram_gpu.ROW_TOLERANCE)."""
+    import logging
+
+    from gnuradio.rfdetect.spectrogram import SpectrogramEngine
+    from gnuradio.rfdetect.spectrogram_gpu import ROW_TOLERANCE, make_spectrogram_engine
+    caplog.set_level(logging.INFO, "rfdetect.stft")
+    engines = [make_spectrogram_engine(SMALL, "cuda:0") for _ in range(3)]
+    on_gpu = type(engines[0]) is not SpectrogramEngine
+    if not on_gpu:
+        assert caplog.text.count("STFT on the CPU: no GPU for it here") == 1
+    with pytest.raises(ValueError, match="device='tpu'"):
+        make_spectrogram_engine(SMALL, "tpu")
+    iq = SigMFRecording.open(recording).read(0, 200_000)
+    tb = gr.top_block()
+    src = blocks.vector_source_c(iq.tolist(), False)
+    stft = rfdetect.stft_tile(fft_size=SMALL.fft_size, hop=SMALL.hop, width=SMALL.width, device="cuda")
+    sink = blocks.vector_sink_f(SMALL.width)
+    tb.connect(src, stft, sink)
+    tb.run()
+    rows = np.array(sink.data(), np.float32).reshape(-1, SMALL.width)
+    ref = spectrogram(iq, SMALL)
+    assert rows.shape == ref.shape
+    tol = ROW_TOLERANCE if on_gpu else 1e-6
+    assert np.abs(rows - ref).max() <= tol

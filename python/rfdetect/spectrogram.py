@@ -196,9 +196,7 @@ class SpectrogramEngine:
         self._shifted_window = self.window * np.where(np.arange(params.fft_size) % 2, -1, 1).astype(np.float32)
         p = params
         # |X|^2 / sum(w^2): white noise of variance s^2 reads s^2 in every bin
-        self._bin_scale = np.float32(1.0 / float(np.sum(self.window ** 2)))
-        self._floor_k = (FLOOR_GROUPS * FLOOR_PERCENTILE) // 100
-        self._scale = 10.0 / (p.db_high - p.db_low)
+        self._bin_scale = 1.0 / float(np.sum(self.window ** 2))
         if threads is None:
             threads = min(2, os.cpu_count() or 1)
         self.threads = max(1, int(threads))
@@ -243,40 +241,46 @@ class SpectrogramEngine:
             self._compute_batch(self._ffts[part], frames[a:b], out[a:b])
 
     def _compute_batch(self, fft, frames, out):
-        p = self.params
-        n = len(frames)
         spec = fft(frames, self._shifted_window)
         if spec.dtype != np.complex64:  # pocketfft on old SciPy promotes; stay in float32
             spec = spec.astype(np.complex64)
-        ri = spec.view(np.float32)
-        if p.pooling == "mean":
-            # sum of squares over each column's (re, im) pairs; einsum, not BLAS: OpenBLAS
-            # serialises calls from several threads
-            pairs = ri.reshape(n * p.width, 2 * p.pool)
-            power = np.einsum("ij,ij->i", pairs, pairs).reshape(n, p.width)
-            power *= self._bin_scale / p.pool
-        else:
-            np.square(ri, out=ri)
-            bins = ri.reshape(n, p.width, p.pool, 2).sum(axis=-1)
-            power = bins.max(axis=-1) * self._bin_scale
-        np.maximum(power, np.float32(1e-30), out=power)
-        np.log10(power, out=out)
-        if p.normalisation == "floor":
-            groups = power.reshape(n, FLOOR_GROUPS, p.width // FLOOR_GROUPS).mean(axis=-1)
-            floor = np.partition(groups, self._floor_k, axis=1)[:, self._floor_k]
-            offset = (10.0 * np.log10(floor) + p.db_low) / (p.db_high - p.db_low)
-            out *= np.float32(self._scale)
-            out -= offset.astype(np.float32)[:, None]
-            np.maximum(out, np.float32(0.0), out=out)  # np.clip is 5x slower here
-            np.minimum(out, np.float32(1.0), out=out)
-        else:
-            out *= np.float32(10.0)  # plain dB of the pooled power
+        rows_from_spectrum(np, spec, self.params, self._bin_scale, out)
 
     def __del__(self):
         try:
             self.close()
         except Exception:
             pass
+
+
+def rows_from_spectrum(xp, spec, p: SpectrogramParams, bin_scale, out) -> None:
+    """FFT-shifted spectra [n, fft_size] complex64 -> normalised rows in ``out``
+    [n, width] float32. ``xp`` is NumPy or CuPy: the CPU and GPU engines share this."""
+    n = len(spec)
+    ri = spec.view(xp.float32)
+    if p.pooling == "mean":
+        # sum of squares over each column's (re, im) pairs; einsum, not BLAS: OpenBLAS
+        # serialises calls from several threads
+        pairs = ri.reshape(n * p.width, 2 * p.pool)
+        power = xp.einsum("ij,ij->i", pairs, pairs).reshape(n, p.width)
+        power *= xp.float32(bin_scale / p.pool)
+    else:
+        xp.square(ri, out=ri)
+        bins = ri.reshape(n, p.width, p.pool, 2).sum(axis=-1)
+        power = bins.max(axis=-1) * xp.float32(bin_scale)
+    xp.maximum(power, xp.float32(1e-30), out=power)
+    xp.log10(power, out=out)
+    if p.normalisation == "floor":
+        k = (FLOOR_GROUPS * FLOOR_PERCENTILE) // 100
+        groups = power.reshape(n, FLOOR_GROUPS, p.width // FLOOR_GROUPS).mean(axis=-1)
+        floor = xp.partition(groups, k, axis=1)[:, k]
+        offset = (10.0 * xp.log10(floor) + p.db_low) / (p.db_high - p.db_low)
+        out *= xp.float32(10.0 / (p.db_high - p.db_low))
+        out -= offset.astype(xp.float32)[:, None]
+        xp.maximum(out, xp.float32(0.0), out=out)  # np.clip is 5x slower here
+        xp.minimum(out, xp.float32(1.0), out=out)
+    else:
+        out *= xp.float32(10.0)  # plain dB of the pooled power
 
 
 def spectrogram(iq: np.ndarray, params: SpectrogramParams, engine: Optional[SpectrogramEngine] = None,

@@ -1,15 +1,22 @@
 """STFT Tile block: complex64 samples in, normalised spectrogram rows out."""
+import logging
+
 import numpy as np
 import pmt
 from gnuradio import gr
 
 from .messages import to_pmt
-from .spectrogram import SpectrogramEngine, SpectrogramParams
+from .spectrogram import SpectrogramParams
+from .spectrogram_gpu import make_spectrogram_engine
 
 STFT_TAG = "rfdetect_stft"
 # Rows per call the block asks room for: enough to amortise the Python call.
 _ROWS_PER_CALL = 128
 _FORWARDED = ("rx_time", "rx_freq", "rx_rate", "rfdetect_length")
+
+
+def _gr_say(level, msg):
+    (gr.log.warn if level >= logging.WARNING else gr.log.info)(f"rfdetect STFT Tile: {msg}")
 
 
 class stft_tile(gr.decim_block):
@@ -37,10 +44,13 @@ class stft_tile(gr.decim_block):
         db_low, db_high: the dB range mapped to [0, 1].
         samp_rate: used to correct rx_time until an rx_rate tag arrives.
         threads: CPU threads for the FFTs (default: up to 2).
+        device: "auto" (the GPU through CuPy/cuFFT when one is visible, else the CPU),
+            "cpu", "cuda" or "cuda:N" (the CPU, with a warning once, where there is no
+            GPU). GPU rows equal CPU rows within rfdetect.spectrogram_gpu.ROW_TOLERANCE.
     """
 
     def __init__(self, fft_size=4096, hop=2048, window="hann", width=1024, pooling="mean",
-                 normalisation="floor", db_low=-10.0, db_high=50.0, samp_rate=0.0, threads=0):
+                 normalisation="floor", db_low=-10.0, db_high=50.0, samp_rate=0.0, threads=0, device="auto"):
         self.params = SpectrogramParams(int(fft_size), int(hop), window, int(width), pooling, normalisation,
                                         float(db_low), float(db_high))
         p = self.params
@@ -52,7 +62,7 @@ class stft_tile(gr.decim_block):
         self.set_history(self._skip + p.history + 1)
         self.set_min_output_buffer(max(2 * _ROWS_PER_CALL, 128))
         self.set_tag_propagation_policy(gr.TPP_DONT)
-        self.engine = SpectrogramEngine(p, threads=int(threads) or None)
+        self.engine = make_spectrogram_engine(p, device, threads=int(threads) or None, say=_gr_say)
         self.samp_rate = float(samp_rate)
 
     def work(self, input_items, output_items):
