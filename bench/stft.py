@@ -10,11 +10,8 @@ Runs alternate A/B so machine noise hits both; prints the median MS/s, the sprea
 (min-max) and the ratio of medians, and rewrites the table in docs/performance.md.
 """
 import argparse
-import re
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 from gnuradio import blocks, fft, gr
@@ -22,7 +19,8 @@ from gnuradio.fft import window
 
 from gnuradio import rfdetect
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench_report import stamp, write_section
+
 
 
 def noise(n=1 << 20):
@@ -79,17 +77,11 @@ def main():
         med = statistics.median(v)
         rows.append(f"| {k} | {med:.1f} | {min(v):.1f}-{max(v):.1f} | {med / base:.2f}x |")
     table = "\n".join(rows)
-    header = (f"fft {a.fft_size}, {n / 1e6:.0f} M samples per run, {a.repeats} runs each, "
-              f"{time.strftime('%Y-%m-%d')}, `{' '.join([Path(sys.executable).name] + sys.argv)}`")
+    header = stamp(f"fft {a.fft_size}, {n / 1e6:.0f} M samples per run, {a.repeats} runs each")
     print(header)
     print(table)
     if not a.no_write:
-        doc = ROOT / "docs" / "performance.md"
-        text = doc.read_text()
-        block = f"<!-- bench/stft.py -->\n{header}\n\n{table}\n<!-- /bench/stft.py -->"
-        text = re.sub(r"<!-- bench/stft.py -->.*<!-- /bench/stft.py -->", lambda m: block, text, flags=re.S)
-        doc.write_text(text)
-
+        write_section("performance.md", "bench/stft.py", header, table)
 
 if __name__ == "__main__":
     main()

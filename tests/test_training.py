@@ -267,3 +267,38 @@ def test_ddp_two_gloo_processes_on_cpu(tiles, tmp_path):
     assert ck["epoch"] == 2 and ck["config"]["overfit"] == 4
     assert proc.stdout.count("epoch 2:") == 1  # rank 0 reports, rank 1 stays quiet
 
+
+
+def test_faster_rcnn_trains_and_exports_boxes_scores_labels(tiles, tmp_path):
+    from gnuradio.rfdetect.model_runtime import load_model
+    runs = tmp_path / "frcnn"
+    train_cli("train", "--tiles", tiles, "--out", runs, "--arch", "faster_rcnn", "--backbone", "resnet18",
+              "--epochs", "1", "--k-folds", "0", "--overfit", "2", "--batch-size", "2", "--quiet")
+    proc = train_cli("export", "--tiles", tiles, "--checkpoint", runs / "final" / "best.pt", "--out",
+                     tmp_path / "m", "--no-engine")
+    card = json.loads((tmp_path / "m" / "model.card.json").read_text())
+    assert card["output"]["format"] == "boxes_scores_labels/1" and card["backbone"] == "resnet18"
+    # detections are compared as sets (NMS order of near-tied boxes is arbitrary)
+    assert card["onnx_check"]["max_excess_error"] <= 1e-4
+    if not (tmp_path / "m" / "model.pt").exists():
+        assert "torch.export cannot capture faster_rcnn" in proc.stderr
+    m = load_model(str(tmp_path / "m" / "model.onnx"), SMALL, 128, score_threshold=0.0)
+    boxes = m.detect(read_tile_png(sorted((tiles / "tiles").glob("*.png"))[0]))
+    assert all(b.label in card["labels"] and b.x1 > b.x0 for b in boxes)
+
+
+def test_detection_sets_match_in_any_order_and_differences_are_refused():
+    from rfdetect_training.export import ExportError, compare_detections
+    boxes = np.array([[0, 0, 10, 10], [20, 0, 30, 10], [0, 20, 10, 30]], np.float32)
+    scores = np.array([0.5, 0.5000001, 0.4], np.float32)
+    labels = np.array([1, 1, 2])
+    order = [1, 0, 2]
+    assert compare_detections([boxes, scores, labels], [boxes[order], scores[order], labels[order]]) < 1e-4
+    moved = boxes.copy()
+    moved[2] += 0.05
+    with pytest.raises(ExportError, match="detections differ from PyTorch by 0.0"):
+        compare_detections([boxes, scores, labels], [moved, scores, labels])
+    with pytest.raises(ExportError, match="finds 2 boxes, PyTorch 3"):
+        compare_detections([boxes, scores, labels], [boxes[:2], scores[:2], labels[:2]])
+    with pytest.raises(ExportError, match="no ONNX counterpart"):
+        compare_detections([boxes, scores, labels], [boxes, scores, np.array([1, 1, 3])])

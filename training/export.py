@@ -50,6 +50,60 @@ def _sample_inputs(arch, ds, n=3):
     return samples
 
 
+def compare_detections(ref, got) -> float:
+    """Detector outputs (boxes [N,4], scores [N], labels [N]) as sets: NMS keeps near-tied
+    boxes in either order, so each PyTorch box is matched to an ONNX box of the same label
+    by IoU before values are compared. Returns the worst excess error; raises ExportError
+    when the sets differ."""
+    from gnuradio.rfdetect.postprocess import box_iou_matrix
+    (rb, rs, rl), (gb, gs, gl) = ([np.asarray(a) for a in x] for x in (ref, got))
+    rb, gb = rb.reshape(-1, 4).astype(np.float64), gb.reshape(-1, 4).astype(np.float64)
+    if len(rb) != len(gb):
+        raise ExportError(f"ONNX finds {len(gb)} boxes, PyTorch {len(rb)}")
+    if len(rb) == 0:
+        return 0.0
+    iou = box_iou_matrix(rb, gb)
+    iou[rl.reshape(-1)[:, None] != gl.reshape(-1)[None, :]] = -1.0
+    worst, used = 0.0, set()
+    for i in np.argsort(-rs.reshape(-1)):
+        order = [j for j in np.argsort(-iou[i]) if j not in used]
+        if not order or iou[i, order[0]] < 0.9:
+            raise ExportError(f"PyTorch box {rb[i].round(1).tolist()} (label {int(rl.reshape(-1)[i])}) has no "
+                              f"ONNX counterpart")
+        j = order[0]
+        used.add(j)
+        for r, g in ((rb[i], gb[j]), (rs.reshape(-1)[i], gs.reshape(-1)[j])):
+            err = np.abs(np.asarray(r, np.float64) - g) - ONNX_RTOL * np.abs(r)
+            worst = max(worst, float(np.max(err)))
+    if worst > ONNX_ATOL:
+        raise ExportError(f"ONNX detections differ from PyTorch by {worst:.3g} (> {ONNX_ATOL} + {ONNX_RTOL}*|x|)")
+    return worst
+
+
+def check_against_eager(arch, module, samples, run, what: str) -> float:
+    """Run ``run(feed) -> outputs`` and the eager module on each sample; every output
+    within ONNX_ATOL + ONNX_RTOL*|x| (detections compared as sets) or ExportError.
+    Returns the worst excess error."""
+    worst = 0.0
+    for inputs in samples:
+        with torch.no_grad():
+            ref = module(*inputs)
+        ref = [r.numpy() for r in ([ref] if isinstance(ref, torch.Tensor) else list(ref))]
+        got = run({n: t.numpy() for n, t in zip(arch.input_names, inputs)})
+        if arch.output_format == "boxes_scores_labels/1":
+            worst = max(worst, compare_detections(ref, got))
+            continue
+        for r, g, oname in zip(ref, got, arch.output_names):
+            if r.shape != g.shape:
+                raise ExportError(f"{what} output {oname} has shape {g.shape}, PyTorch {r.shape}")
+            err = np.abs(r.astype(np.float64) - g) - ONNX_RTOL * np.abs(r)
+            worst = max(worst, float(err.max(initial=0.0)))
+            if worst > ONNX_ATOL:
+                raise ExportError(f"{what} output {oname} differs from PyTorch by {worst:.3g} "
+                                  f"(> {ONNX_ATOL} + {ONNX_RTOL}*|x|)")
+    return worst
+
+
 def export_onnx(arch, model, ds, out_dir, metrics: dict, score_threshold: float, name: str = "model",
                 extra: dict | None = None) -> Path:
     import onnxruntime as ort
@@ -64,21 +118,7 @@ def export_onnx(arch, model, ds, out_dir, metrics: dict, score_threshold: float,
                           output_names=arch.output_names, dynamic_axes=arch.dynamic_axes,
                           opset_version=ONNX_OPSET, dynamo=False)
         sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        worst = 0.0
-        for inputs in samples:
-            with torch.no_grad():
-                ref = module(*inputs)
-            ref = [ref] if isinstance(ref, torch.Tensor) else list(ref)
-            got = sess.run(arch.output_names, {n: t.numpy() for n, t in zip(arch.input_names, inputs)})
-            for r, g, oname in zip(ref, got, arch.output_names):
-                r = r.numpy()
-                if r.shape != g.shape:
-                    raise ExportError(f"ONNX output {oname} has shape {g.shape}, PyTorch {r.shape}")
-                err = np.abs(r.astype(np.float64) - g) - ONNX_RTOL * np.abs(r)
-                worst = max(worst, float(err.max(initial=0.0)))
-                if worst > ONNX_ATOL:
-                    raise ExportError(f"ONNX output {oname} differs from PyTorch by {worst:.3g} "
-                                      f"(> {ONNX_ATOL} + {ONNX_RTOL}*|x|)")
+        worst = check_against_eager(arch, module, samples, lambda feed: sess.run(arch.output_names, feed), "ONNX")
         card = ModelCard(name=f"{arch.name}-{arch.backbone}", labels=arch.labels,
                          input_shape=[1, 1, ds["tile_height"], ds["params"].width], spectrogram=ds["params"],
                          output_format=arch.output_format, score_threshold=score_threshold, nms_iou=0.5,
@@ -111,18 +151,11 @@ def export_torch(arch, model, ds, out_dir, name: str = "model") -> Path | None:
               file=sys.stderr)
         return None
     backend = TorchBackend(final)
-    worst = 0.0
-    for inputs in samples:
-        with torch.no_grad():
-            ref = module(*inputs)
-        ref = [ref] if isinstance(ref, torch.Tensor) else list(ref)
-        got = backend.run({n: t.numpy() for n, t in zip(arch.input_names, inputs)}, arch.output_names)
-        for r, g, oname in zip(ref, got, arch.output_names):
-            err = np.abs(r.numpy().astype(np.float64) - g) - ONNX_RTOL * np.abs(r.numpy())
-            worst = max(worst, float(err.max(initial=0.0)))
-            if worst > ONNX_ATOL:
-                final.unlink(missing_ok=True)
-                raise ExportError(f"{final.name} output {oname} differs from PyTorch by {worst:.3g}")
+    try:
+        check_against_eager(arch, module, samples, lambda feed: backend.run(feed, arch.output_names), final.name)
+    except ExportError:
+        final.unlink(missing_ok=True)
+        raise
     print(f"export: {final} (matches the eager model on {len(samples)} tiles)")
     return final
 
@@ -137,6 +170,7 @@ def export_engine(onnx_path, fp16=True, int8_calibration_dir=None) -> Path | Non
               "the Detector builds the engine from it on a TensorRT machine)", file=sys.stderr)
         return None
     from gnuradio.rfdetect.tensorrt_backend import build_engine, validate_engine
-    engine = build_engine(onnx_path, fp16=fp16, int8_calibration_dir=int8_calibration_dir)
+    engine = build_engine(onnx_path, fp16=fp16, int8_calibration_dir=int8_calibration_dir,
+                          out_path=Path(onnx_path).with_suffix(".engine"))
     validate_engine(engine, onnx_path)
     return engine

@@ -1,0 +1,32 @@
+"""Shared by the bench/ scripts: medians with spread, and rewriting their section of a
+docs/ page between ``<!-- bench/NAME -->`` markers (appended when missing)."""
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def command_line() -> str:
+    return " ".join(["python"] + [str(Path(sys.argv[0]).relative_to(ROOT)) if Path(sys.argv[0]).is_absolute()
+                                   else sys.argv[0]] + sys.argv[1:])
+
+
+def med_spread(values, fmt="{:.1f}") -> tuple[float, str]:
+    """-> (median, "min-max") of a list of numbers."""
+    return statistics.median(values), f"{fmt.format(min(values))}-{fmt.format(max(values))}"
+
+
+def write_section(doc: str, name: str, header: str, body: str) -> None:
+    path = ROOT / "docs" / doc
+    text = path.read_text() if path.exists() else "# Performance\n"
+    block = f"<!-- {name} -->\n{header}\n\n{body}\n<!-- /{name} -->"
+    pattern = re.compile(rf"<!-- {re.escape(name)} -->.*<!-- /{re.escape(name)} -->", re.S)
+    text = pattern.sub(lambda m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def stamp(extra: str) -> str:
+    return f"{extra}, {time.strftime('%Y-%m-%d')}, `{command_line()}`"
