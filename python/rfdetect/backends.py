@@ -155,8 +155,10 @@ class TorchBackend:
         torch = self.torch
         if self.device == "cpu":
             return {}
+        free, total = torch.cuda.mem_get_info(self.device)
         return {"gpu_bytes_in_use": int(torch.cuda.memory_allocated(self.device)),
-                "gpu_bytes_peak": int(torch.cuda.max_memory_allocated(self.device))}
+                "gpu_bytes_peak": int(torch.cuda.max_memory_allocated(self.device)),
+                "gpu_bytes_free": int(free), "gpu_bytes_total": int(total)}
 
 
 def save_torch_program(module, example_inputs: tuple, path, input_names: list, output_names: list,

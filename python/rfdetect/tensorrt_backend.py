@@ -212,6 +212,7 @@ class TensorRTBackend:
         self._dtypes = {n: _to_np_dtype(trt, self.engine.get_tensor_dtype(n)) for n in names}
         self._device_bufs = {}
         self._host_bufs = {}
+        self._peak = 0
 
     def _buffers(self, name, shape):
         """Device and pinned host buffers for a tensor, grown when a shape needs more."""
@@ -260,8 +261,9 @@ class TensorRTBackend:
 
     def memory(self) -> dict:
         free, total = self.cupy.cuda.runtime.memGetInfo()
-        pool = self.cupy.get_default_memory_pool()
-        return {"gpu_bytes_in_use": int(pool.used_bytes()), "gpu_bytes_pool": int(pool.total_bytes()),
+        in_use = int(self.cupy.get_default_memory_pool().used_bytes())
+        self._peak = max(self._peak, in_use)  # buffers only grow, so the peak is seen here
+        return {"gpu_bytes_in_use": in_use, "gpu_bytes_peak": self._peak,
                 "gpu_bytes_free": int(free), "gpu_bytes_total": int(total)}
 
 
