@@ -29,8 +29,12 @@ class jsonl_sink(gr.basic_block):
         self.writer.add(records)
         if self.echo:
             from .records import format_record
-            for r in records:
-                print(format_record(r), flush=True)
+            try:
+                for r in records:
+                    print(format_record(r), flush=True)
+            except OSError as e:  # stdout closed (`rfdetect detect ... | head`): keep writing the file
+                self.echo = False
+                gr.log.warn(f"rfdetect JSONL Sink: stdout is gone ({e}); records still go to {self.writer.path}")
         if tile.get("final"):
             self.writer.commit()
         stream_end.acknowledge(tile)
