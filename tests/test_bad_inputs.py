@@ -42,7 +42,17 @@ CASES = {
                          "core:sample_rate must be a positive number"),
     "truncated data": (lambda p: open(p.with_suffix(".sigmf-data"), "r+b").truncate(1000003), "truncated data"),
     "NaN samples": (_nan, "sample 12345 is NaN or Inf"),
+    "random bytes as data": (lambda p: _random_bytes(p.with_suffix(".sigmf-data")), "is NaN or Inf"),
+    "negative sample rate": (lambda p: _edit_meta(p, lambda m: m["global"].update({"core:sample_rate": -2e6})),
+                             "core:sample_rate must be a positive number, got -2000000.0"),
+    "shorter than one hop": (lambda p: open(p.with_suffix(".sigmf-data"), "r+b").truncate(8 * 300),
+                             "fewer than one hop (512)"),
 }
+
+
+def _random_bytes(path):
+    """Same size, random content: as cf32 some of it decodes to NaN / Inf."""
+    path.write_bytes(np.random.default_rng(3).bytes(path.stat().st_size))
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -108,3 +118,52 @@ def test_capture_beyond_the_data_is_reported_as_truncation(tmp_path):
     write_recording(tmp_path / "c", np.zeros(100, np.complex64), meta)
     with pytest.raises(RecordingError, match="capture 1 starts at sample 10000"):
         SigMFRecording.open(tmp_path / "c.sigmf-meta")
+
+
+def test_recording_shorter_than_one_fft_but_one_hop_runs(recording, tmp_path):
+    meta = _copy(recording, tmp_path)
+    open(meta.with_suffix(".sigmf-data"), "r+b").truncate(8 * 700)  # fft 1024, hop 512
+    proc = run_cli("detect", meta, "--model", "energy", "--out", tmp_path / "o.jsonl", "--quiet", *SMALL_ARGS)
+    assert "; 1 tiles;" in proc.stderr and (tmp_path / "o.jsonl").exists(), proc.stderr
+
+
+def test_missing_capture_frequency_gives_baseband_offsets_and_says_so(recording, tmp_path):
+    meta = _copy(recording, tmp_path)
+    _edit_meta(meta, lambda m: [c.pop("core:frequency", None) for c in m["captures"]])
+    proc = run_cli("detect", meta, "--model", "energy", "--out", tmp_path / "o.jsonl", "--quiet", *SMALL_ARGS)
+    assert "gives no core:frequency" in proc.stdout + proc.stderr
+    from gnuradio.rfdetect.records import read_jsonl
+    recs = read_jsonl(tmp_path / "o.jsonl")
+    assert recs and all(-RATE / 2 <= r["f_low"] < r["f_high"] <= RATE / 2 for r in recs)
+
+
+def test_a_20_gb_sparse_recording_streams_in_bounded_memory(tmp_path):
+    """Open and play 150 M samples (1.2 GB) of a 20 GB file through the source and the STFT:
+    the file is streamed, never loaded."""
+    import resource
+    import subprocess
+    import sys
+    base = tmp_path / "huge file é"
+    data = base.with_suffix(".sigmf-data")
+    with open(data, "wb") as f:
+        f.truncate(20 * 1024 ** 3)  # sparse: takes no disk
+    meta = base.with_suffix(".sigmf-meta")
+    meta.write_text(json.dumps(new_meta(RATE, "ci8", 915e6)))
+    code = f"""
+import resource, time
+from gnuradio import blocks, gr, rfdetect
+t = time.perf_counter()
+src = rfdetect.sigmf_source({str(meta)!r})
+assert src.recording.n_samples == 10 * 1024 ** 3, src.recording.n_samples
+opened = time.perf_counter() - t
+tb = gr.top_block()
+stft = rfdetect.stft_tile(fft_size=1024, hop=512, width=512, device="cpu")
+tb.connect(src, blocks.head(gr.sizeof_gr_complex, 150_000_000), stft, blocks.null_sink(4 * 512))
+tb.run()
+print(opened, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    opened, peak_mb = map(float, proc.stdout.split()[-2:])
+    assert opened < 2.0  # opening does not read the 20 GB
+    assert peak_mb < 600, f"peak resident memory {peak_mb:.0f} MB"

@@ -212,6 +212,10 @@ class SigMFRecording:
         return sorted(out, key=lambda c: c.sample_start)
 
     @property
+    def frequency_known(self) -> bool:
+        return any("core:frequency" in c for c in (self.meta.get("captures") or []) if isinstance(c, dict))
+
+    @property
     def center_frequency(self) -> float:
         return self.captures[0].frequency
 

@@ -39,6 +39,9 @@ class sigmf_source(gr.sync_block):
         self.recording = SigMFRecording.open(path)
         if self.recording.n_samples == 0:
             raise RecordingError(f"{self.recording.data_path}: the recording holds no samples")
+        if not self.recording.frequency_known:
+            gr.log.warn(f"rfdetect SigMF Source: {self.recording.meta_path} gives no core:frequency; "
+                        f"frequencies will be offsets from the centre of the band (0 Hz)")
         self.repeat = bool(repeat)
         self.realtime = bool(realtime)
         self.nan_policy = nan_policy
