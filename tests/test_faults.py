@@ -1,0 +1,147 @@
+"""Fault tolerance: an overloaded Detector in a paced flowgraph, and ZeroMQ subscribers
+that are missing, slow or late."""
+import json
+import threading
+import time
+
+import pytest
+import zmq
+
+from gnuradio.rfdetect.record_outputs import RecordPublisher
+from gnuradio.rfdetect.records import read_jsonl
+
+from conftest import RATE, SMALL, TILE
+from test_live import _long_recording
+
+
+def _paced_flowgraph(rec, mode, delay_s, realtime, out):
+    from gnuradio import gr
+
+    from gnuradio import rfdetect
+    tb = gr.top_block()
+    src = rfdetect.sigmf_source(str(rec), realtime=realtime)
+    stft = rfdetect.stft_tile(fft_size=SMALL.fft_size, hop=SMALL.hop, width=SMALL.width, device="cpu")
+    det = rfdetect.detector(models="energy", mode=mode, width=SMALL.width, queue_size=1, samp_rate=RATE, **TILE)
+    det.configure(SMALL)
+    model = det.engine.models[0]
+    fast = model.detect
+
+    def slow(tile):  # a deliberately slow model: sleeps (like a busy GPU) then detects
+        time.sleep(delay_s)
+        return fast(tile)
+    model.detect = slow
+    sink = rfdetect.jsonl_sink(str(out))
+    tb.connect(src, stft, det)
+    tb.msg_connect(det, "detections", sink, "in")
+    tb.python_blocks = (src, stft, det, sink)  # Python blocks die with their last Python reference
+    return tb, det
+
+
+def test_overloaded_realtime_detector_drops_and_counts_but_never_blocks_the_source(tmp_path):
+    rec = _long_recording(tmp_path / "r", seconds=1.0)
+    tb, det = _paced_flowgraph(rec, "realtime", 0.15, True, tmp_path / "rt.jsonl")
+    t0 = time.perf_counter()
+    tb.run()
+    elapsed = time.perf_counter() - t0
+    st = det.stats()
+    n_tiles = st["tiles_done"] + st["tiles_dropped"]
+    # ~18 tiles arrive in 1 s; the model takes 0.15 s each: most are dropped, the source keeps time
+    assert elapsed < 1.0 + 0.15 * 3, f"the source was held up: {elapsed:.2f} s for 1 s of samples"
+    assert st["tiles_dropped"] >= n_tiles // 3 and st["tiles_done"] >= 3
+    assert st["models"]["energy"]["tiles_dropped"] == st["tiles_dropped"]
+    assert st["tiles_dropped_queue_full"] + st["tiles_dropped_deadline"] == st["tiles_dropped"]
+    assert read_jsonl(tmp_path / "rt.jsonl")  # the tiles it did process gave detections
+
+
+def test_overloaded_file_mode_processes_every_tile(tmp_path):
+    rec = _long_recording(tmp_path / "r", seconds=0.5)
+    tb, det = _paced_flowgraph(rec, "file", 0.03, False, tmp_path / "f.jsonl")
+    tb.run()
+    st = det.stats()
+    rows = int(0.5 * RATE) // SMALL.hop
+    step = TILE["tile_height"] - TILE["overlap"]
+    assert st["tiles_dropped"] == 0 and st["tiles_done"] == -(-(rows - TILE["overlap"]) // step)
+    starts = sorted(r["t_start"] for r in read_jsonl(tmp_path / "f.jsonl"))
+    assert len(starts) >= 5 and starts[-1] > 0.35  # bursts every 100 ms, all of them seen
+
+
+# ---------------------------------------------------------------- ZeroMQ
+def _records(n, pad=0):
+    return [{"schema": "rfdetect.detection/1", "event": "detection", "seq": i, "t_start": i * 1e-3,
+             "t_stop": i * 1e-3 + 5e-4, "f_low": 0.0, "f_high": 1.0, "label": "x", "score": 1.0, "model": "m",
+             "pad": "x" * pad} for i in range(n)]
+
+
+def test_no_subscriber_never_blocks():
+    pub = RecordPublisher("tcp://127.0.0.1:0", hwm=10)
+    try:
+        t0 = time.perf_counter()
+        pub.publish(_records(20000))
+        assert time.perf_counter() - t0 < 5.0
+        assert pub.sent == 20000 and pub.dropped == 0  # nobody to queue for: nothing to drop
+    finally:
+        pub.close(linger_ms=0)
+
+
+def _subscriber(address, received, stop, delay_s=0.0, hwm=1000):
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.RCVHWM, hwm)
+    sub.connect(address)
+    sub.setsockopt_string(zmq.SUBSCRIBE, "")
+    while not stop.is_set():
+        if sub.poll(50):
+            _, payload = sub.recv_multipart()
+            received.append(json.loads(payload)["seq"])
+            if delay_s:
+                time.sleep(delay_s)
+    sub.close(linger=0)
+
+
+def test_slow_subscriber_gets_drops_counted_and_an_ordered_subset():
+    pub = RecordPublisher("tcp://127.0.0.1:0", hwm=20)
+    got, stop = [], threading.Event()
+    th = threading.Thread(target=_subscriber, args=(pub.address, got, stop, 0.01, 20))
+    th.start()
+    try:
+        assert pub.wait_for_subscriber(10)
+        t0 = time.perf_counter()
+        # 40 MB: more than the loopback socket buffers hold, so the high-water mark is reached
+        pub.publish(_records(10000, pad=4000))
+        publish_s = time.perf_counter() - t0
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        th.join()
+        pub.close(linger_ms=0)
+    assert publish_s < 5.0  # to a subscriber reading 100 records/s: publishing never waited
+    assert pub.dropped > 0 and pub.sent + pub.dropped == 10000
+    assert got == sorted(got) and len(set(got)) == len(got) and 0 < len(got) < 10000
+
+
+@pytest.mark.parametrize("late_s", [0.0, 0.3])
+def test_a_subscriber_that_keeps_up_gets_every_record_in_order_from_when_it_joined(late_s):
+    pub = RecordPublisher("tcp://127.0.0.1:0", hwm=10000)
+    got, stop = [], threading.Event()
+    n = 1500
+    th = threading.Thread(target=lambda: (time.sleep(late_s), _subscriber(pub.address, got, stop)))
+    th.start()
+    try:
+        if late_s == 0.0:
+            assert pub.wait_for_subscriber(10)
+        recs = _records(n)
+        for i in range(0, n, 10):  # 1 s of records, 10 every ~6.7 ms
+            pub.publish(recs[i:i + 10])
+            time.sleep(1.0 / (n / 10))
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        th.join()
+        pub.close(linger_ms=0)
+    assert pub.dropped == 0
+    assert got, "the subscriber received nothing"
+    # contiguous from the first record it saw to the last one sent, no gaps, in order
+    assert got == list(range(got[0], n))
+    if late_s == 0.0:
+        assert got[0] == 0
+    else:
+        assert got[0] > 0
