@@ -326,3 +326,23 @@ def test_detector_block_takes_options_per_model_and_profile_overrides(model_dir,
         blk.engine.stop()
     with pytest.raises(ProfileError, match="profile 'tpu'"):
         detector(models="energy", width=SMALL.width, profile="tpu")
+
+
+def test_detector_loads_card_models_at_start_and_refuses_another_stft(model_dir, tmp_path):
+    """Models load in start() (no stall of a real-time source on the first row); an STFT
+    Tile with other settings is then refused by name."""
+    from gnuradio import blocks, gr
+
+    from gnuradio import rfdetect
+    from gnuradio.rfdetect.detector import detector
+    blk = detector(models=str(model_dir), tile_height=H, overlap=16, width=SMALL.width)
+    assert blk.start() and blk.engine is not None and blk.engine.params == SMALL
+    blk.engine.stop()
+    tb = gr.top_block()
+    src = blocks.vector_source_c([0j] * 20000)
+    stft = rfdetect.stft_tile(fft_size=SMALL.fft_size, hop=SMALL.hop, width=SMALL.width, window="hamming",
+                              device="cpu")
+    det = detector(models=str(model_dir), tile_height=H, overlap=16, width=SMALL.width)
+    tb.connect(src, stft, det)
+    tb.run()
+    assert "window: 'hann' != 'hamming'" in det.error and "retrain" in det.error

@@ -5,7 +5,7 @@ from gnuradio import gr
 
 from .messages import from_pmt, tile_message, to_pmt
 from .hardware_profile import resolve_profile
-from .model_runtime import BUILTIN_MODELS, ModelSpec, load_model, model_candidates
+from .model_runtime import BUILTIN_MODELS, ModelCard, ModelSpec, card_for, load_model, model_candidates
 from .sigmf_source import LENGTH_TAG
 from .spectrogram import SpectrogramParams
 from . import stream_end
@@ -109,6 +109,25 @@ class detector(gr.sync_block):
                   for spec in self.model_specs]
         self.engine = TileDetector(models, params, on_tile=self._post_tile, on_stats=self._post_stats, **self.kw)
 
+    def start(self):
+        # load the models before samples flow when their cards say which spectrogram
+        # they need: loading on the first row would stall a real-time source for the
+        # seconds that loading and warm-up take
+        if self.engine is None:
+            params = self._params_from_cards()
+            if params is not None and params.width == self.width:
+                self.configure(params)
+        return True
+
+    def _params_from_cards(self):
+        found = set()
+        for spec in self.model_specs:
+            if spec.model in BUILTIN_MODELS:
+                continue
+            card = ModelCard.load(card_for(model_candidates(spec.model)[0]))
+            found.add(card.spectrogram)
+        return found.pop() if len(found) == 1 else None
+
     def _post_tile(self, tile, records):
         if tile.get("final"):
             tile["run"] = self._run
@@ -137,8 +156,9 @@ class detector(gr.sync_block):
                 if self.engine is None:
                     self.configure(params)
                 elif params != self.engine.params:
-                    raise ValueError("the STFT Tile's spectrogram differs from the one the Detector was "
-                                     "configured for: " + "; ".join(params.differences(self.engine.params)))
+                    raise ValueError("the models were trained for other spectrogram settings than this STFT "
+                                     "Tile block uses (" + "; ".join(self.engine.params.differences(params))
+                                     + "): retrain them or change the STFT Tile parameters")
             elif key == "rx_rate" and self.engine:
                 self.engine.set_reference(tag.offset, sample_rate=pmt.to_double(tag.value))
             elif key == "rx_freq" and self.engine:

@@ -9,10 +9,13 @@ import time
 from pathlib import Path
 from typing import Iterable, Optional
 
+import numpy as np
+
 from .records import STATS_SCHEMA, to_annotation, to_json, topic
 from .sigmf_io import SigMFRecording, atomic_write_json, new_meta, sort_annotations
 
 ANNOTATED_EVENTS = ("detection", "new", "update")
+_LATENCY_TILES = 2000
 
 
 class RecordPublisher:
@@ -40,6 +43,10 @@ class RecordPublisher:
         self.sent = 0
         self.dropped = 0
         self.subscriptions = 0
+        # end-to-end latency: tile index -> when its last row entered the Detector, and
+        # when its last detection left here (time.monotonic, one process)
+        self._entered: dict = {}
+        self._left: dict = {}
 
     def _drain_subscriptions(self):
         zmq = self._zmq
@@ -77,12 +84,31 @@ class RecordPublisher:
             self.dropped += 1
             return False
 
+    def note_tile(self, tile: dict) -> None:
+        """Remember when a tile entered the Detector (its ``entered_s``)."""
+        if "entered_s" in tile and "index" in tile:
+            self._entered[tile["index"]] = tile["entered_s"]
+            for d in (self._entered, self._left):
+                while len(d) > _LATENCY_TILES:
+                    d.pop(next(iter(d)))
+
     def publish(self, records: Iterable[dict]) -> None:
         for r in records:
-            self.send(topic(r), to_json(r))
+            if self.send(topic(r), to_json(r)) and r.get("tile") in self._entered:
+                self._left[r["tile"]] = time.monotonic()
+
+    def latency(self) -> dict:
+        """Per tile with detections: from its last row entering the Detector to its last
+        detection leaving this publisher (ms)."""
+        lat = [(left - self._entered[i]) * 1e3 for i, left in self._left.items() if i in self._entered]
+        if not lat:
+            return {"tiles": 0}
+        return {"tiles": len(lat), "p50": round(float(np.percentile(lat, 50)), 3),
+                "p99": round(float(np.percentile(lat, 99)), 3), "max": round(max(lat), 3)}
 
     def publish_stats(self, stats: dict) -> None:
-        stats = dict(stats, publisher={"sent": self.sent, "dropped": self.dropped})
+        stats = dict(stats, publisher={"sent": self.sent, "dropped": self.dropped,
+                                       "latency_ms": self.latency()})
         self.send("stats", json.dumps(stats, sort_keys=True))
 
     def close(self, linger_ms: int = 1000):

@@ -9,6 +9,9 @@ from .sigmf_io import RecordingError, SigMFRecording
 
 NAN_POLICIES = ("error", "zero")
 LENGTH_TAG = "rfdetect_length"
+# real-time playback this far behind the wall clock counts as an overrun (a USB SDR
+# buffers roughly this much before it drops samples)
+OVERRUN_S = 0.1
 
 
 class sigmf_source(gr.sync_block):
@@ -27,7 +30,9 @@ class sigmf_source(gr.sync_block):
         path: recording (base name, .sigmf-meta, .sigmf-data or .sigmf archive).
         repeat: start again at the end (tags are sent again).
         realtime: pace the output at the recording's sample rate, standing in for
-            an SDR.
+            an SDR. ``max_lag_s`` is how far it ever fell behind the clock because
+            the flowgraph did not take samples, and ``overruns`` how often it fell
+            more than OVERRUN_S behind (where an SDR's buffers would overflow).
         nan_policy: "error" stops the flowgraph with a message naming the sample;
             "zero" replaces NaN/Inf samples by 0 and counts them.
     """
@@ -46,6 +51,9 @@ class sigmf_source(gr.sync_block):
         self.realtime = bool(realtime)
         self.nan_policy = nan_policy
         self.nonfinite_replaced = 0
+        self.max_lag_s = 0.0
+        self.overruns = 0
+        self._behind = False
         self.error = None
         self._pos = 0
         self._pass_start_item = 0
@@ -134,6 +142,11 @@ class sigmf_source(gr.sync_block):
         if self._t0 is None:
             self._t0 = now
         due = self._t0 + self.nitems_written(0) / rate
+        lag = now - due
+        self.max_lag_s = max(self.max_lag_s, lag)
+        if lag > OVERRUN_S and not self._behind:
+            self.overruns += 1  # an SDR would have overflowed its buffers here
+        self._behind = lag > OVERRUN_S
         if due > now + 0.01:
             time.sleep(min(due - now - 0.005, 0.05))
             now = time.monotonic()

@@ -314,7 +314,9 @@ class TileDetector:
             self.tiles_done += 1
             if final:
                 self._post_final_stats()
-            self.on_tile(self.tile_info(index, row_start, valid_rows, final, ref), records)
+            info = self.tile_info(index, row_start, valid_rows, final, ref)
+            info["entered_s"] = queued_at  # monotonic time its last row arrived: end-to-end latency
+            self.on_tile(info, records)
             if final:
                 self._finished.set()
             self._maybe_post_stats()

@@ -44,8 +44,10 @@ class zmq_pub_sink(gr.basic_block):
         if is_stats(obj):
             self.publisher.publish_stats(obj)
         else:
+            tile = obj.get("tile") or {}
+            self.publisher.note_tile(tile)
             self.publisher.publish(obj.get("records") or [])
-            stream_end.acknowledge(obj.get("tile") or {})
+            stream_end.acknowledge(tile)
 
     def _handle_stats(self, msg):
         self.publisher.publish_stats(from_pmt(msg))
