@@ -62,6 +62,7 @@ def run_live(meta: Path, seconds: float, models=("default",), queue_size: int = 
     rate = src.recording.sample_rate
     tb = gr.top_block()
     head = blocks.head(gr.sizeof_gr_complex, int(seconds * rate))
+    head.set_min_output_buffer(1 << 21)  # as the SigMF Source does (see there)
     stft = rfdetect.stft_tile(samp_rate=rate)
     det = rfdetect.detector(models=list(models), mode="realtime", queue_size=queue_size, samp_rate=rate,
                             center_freq=src.recording.center_frequency, concurrency=concurrency,

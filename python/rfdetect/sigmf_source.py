@@ -12,6 +12,7 @@ LENGTH_TAG = "rfdetect_length"
 # real-time playback this far behind the wall clock counts as an overrun (a USB SDR
 # buffers roughly this much before it drops samples)
 OVERRUN_S = 0.1
+MIN_OUTPUT_BUFFER = 1 << 21  # samples
 
 
 class sigmf_source(gr.sync_block):
@@ -39,6 +40,9 @@ class sigmf_source(gr.sync_block):
 
     def __init__(self, path="", repeat=False, realtime=False, nan_policy="error"):
         gr.sync_block.__init__(self, name="rfdetect SigMF Source", in_sig=None, out_sig=[np.complex64])
+        # a small buffer makes GNU Radio hand the STFT Tile a few rows per call (a
+        # Python source refills it in small steps): 8x slower than whole batches
+        self.set_min_output_buffer(MIN_OUTPUT_BUFFER)
         if nan_policy not in NAN_POLICIES:
             raise ValueError(f"nan_policy={nan_policy!r} must be one of {NAN_POLICIES}")
         self.recording = SigMFRecording.open(path)
