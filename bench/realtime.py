@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""Highest real-time sample rate sustained with zero dropped tiles and zero source stalls.
+
+    .venv/bin/python bench/realtime.py [--rates 5e6,8e6,10e6,12e6,15e6,20e6] [--probe 20] [--confirm 300]
+
+A SigMF recording paced at each rate stands in for an SDR (bench/live_run.py): the
+default model, realtime mode. Each rate is probed for --probe seconds; the highest rate
+with no dropped tile and no overrun (the source more than 100 ms behind the clock) is
+then run for --confirm seconds (5 minutes); if that fails the next lower rate is
+confirmed. Writes its section of docs/performance.md.
+"""
+import argparse
+
+from bench_report import stamp, write_section
+from live_run import at_rate, base_recording, run_live
+
+
+def ok(r) -> bool:
+    return r["tiles_dropped"] == 0 and r["overruns"] == 0
+
+
+def row(kind, r):
+    lat = r["latency_ms"]
+    return (f"| {kind} | {r['rate'] / 1e6:g} | {r['seconds']:.0f} | {r['tiles_done']} | {r['tiles_dropped']} | "
+            f"{r['overruns']} | {r['max_lag_s'] * 1e3:.0f} | {lat.get('p50', 0):.0f} / {lat.get('p99', 0):.0f} | "
+            f"{'yes' if ok(r) else 'no'} |")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rates", default="5e6,8e6,10e6,12e6,15e6,20e6")
+    ap.add_argument("--probe", type=float, default=20.0)
+    ap.add_argument("--confirm", type=float, default=300.0)
+    ap.add_argument("--models", default="default")
+    ap.add_argument("--no-write", action="store_true")
+    a = ap.parse_args()
+    base = base_recording()
+    models = [m.strip() for m in a.models.split(",")]
+    rates = sorted(float(x) for x in a.rates.split(","))
+    rows = ["| run | MS/s | seconds | tiles | dropped | overruns | max source lag ms | latency p50 / p99 ms | "
+            "sustained |", "|---|---|---|---|---|---|---|---|---|"]
+    passing = []
+    for rate in rates:
+        r = run_live(at_rate(base, rate), a.probe, models=models)
+        rows.append(row("probe", r))
+        print(rows[-1], flush=True)
+        if ok(r):
+            passing.append(rate)
+        else:
+            break
+    best = None
+    for rate in reversed(passing):
+        r = run_live(at_rate(base, rate), a.confirm, models=models)
+        rows.append(row("confirm", r))
+        print(rows[-1], flush=True)
+        if ok(r):
+            best = rate
+            break
+    table = "\n".join(rows)
+    verdict = (f"**Highest sustained rate: {best / 1e6:g} MS/s** ({'+'.join(models)}, {a.confirm:g} s, no drops, "
+               f"no stalls)." if best else "No rate was sustained.")
+    header = stamp(f"models {'+'.join(models)}, default spectrogram, 1024-row tiles, realtime mode")
+    print(header)
+    print(verdict)
+    if not a.no_write:
+        write_section("performance.md", "bench/realtime.py", header, table + "\n\n" + verdict)
+
+
+if __name__ == "__main__":
+    main()
