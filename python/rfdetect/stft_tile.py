@@ -28,6 +28,10 @@ class stft_tile(gr.decim_block):
     normalisation), lowest frequency first, so any GNU Radio raster or waterfall sink
     can show it.
 
+    Speed: the block before this one needs a large output buffer
+    (``set_min_output_buffer(1 << 21)``; the SigMF Source sets it): with GNU Radio's
+    default, a source that refills in small steps hands this block a few rows per call.
+
     Tags out: ``rfdetect_stft`` on row 0 (a dict of the spectrogram parameters, which
     the Detector checks against its models' cards); ``rx_time``, ``rx_freq``,
     ``rx_rate`` and ``rfdetect_length`` moved to the row holding their sample, with

@@ -17,7 +17,9 @@ class zmq_pub_sink(gr.basic_block):
     exceed a subscriber's high-water mark is dropped and counted (``dropped``).
 
     Message ports: ``in`` (tile messages from any rfdetect block), ``stats``
-    (statistics from the Detector).
+    (statistics from the Detector; published with this sink's own counts and the
+    end-to-end latency per tile, from its last row entering the Detector to its last
+    detection leaving here: ``publisher.latency_ms``).
 
     Args:
         address: ZeroMQ endpoint to bind, e.g. tcp://127.0.0.1:5555 or tcp://*:5555.
