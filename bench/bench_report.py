@@ -30,3 +30,16 @@ def write_section(doc: str, name: str, header: str, body: str) -> None:
 
 def stamp(extra: str) -> str:
     return f"{extra}, {time.strftime('%Y-%m-%d')}, `{command_line()}`"
+
+
+def save_plot(draw, name: str, size=(7, 4)) -> None:
+    """docs/NAME from ``draw(ax)`` (matplotlib, no display)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=size)
+    draw(ax)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(ROOT / "docs" / name, dpi=100)
+    plt.close(fig)

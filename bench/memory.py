@@ -12,7 +12,7 @@ import argparse
 
 import numpy as np
 
-from bench_report import ROOT, stamp, write_section
+from bench_report import save_plot, stamp, write_section
 from live_run import at_rate, base_recording, run_live
 
 
@@ -42,17 +42,12 @@ def main():
     print(header)
     print(table)
     if not a.no_write:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(7, 3))
-        ax.plot([t / 60 for t, _ in pts], mem)
-        ax.set_xlabel("minutes")
-        ax.set_ylabel("resident memory (MB)")
-        ax.set_title(f"{a.minutes:g} min real-time run, {a.rate / 1e6:g} MS/s")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(ROOT / "docs" / "memory_soak.png", dpi=100)
+        def draw(ax):
+            ax.plot([t / 60 for t, _ in pts], mem)
+            ax.set_xlabel("minutes")
+            ax.set_ylabel("resident memory (MB)")
+            ax.set_title(f"{a.minutes:g} min real-time run, {a.rate / 1e6:g} MS/s")
+        save_plot(draw, "memory_soak.png", size=(7, 3))
         write_section("reliability.md", "bench/memory.py", header, table + "\n\n![RSS](memory_soak.png)")
 
 

@@ -63,21 +63,28 @@ def test_example_compiles_with_grcc(path, tmp_path, grc_env):
     assert (tmp_path / (path.stem + ".py")).exists()
 
 
-def test_headless_example_runs_and_detects(recording, tmp_path, grc_env):
-    subprocess.run(["grcc", "-o", str(tmp_path), str(ROOT / "examples" / "file_detect.grc")], check=True,
+def run_example(name, recording, tmp_path, grc_env, *args):
+    """Compile examples/NAME.grc with grcc and run it headless on ``recording`` at the
+    tests' small spectrogram settings; -> (process, JSONL output path)."""
+    subprocess.run(["grcc", "-o", str(tmp_path), str(ROOT / "examples" / f"{name}.grc")], check=True,
                    capture_output=True, env=grc_env, timeout=120)
-    out = tmp_path / "fd.jsonl"
-    proc = subprocess.run([sys.executable, str(tmp_path / "file_detect.py"), "--recording", str(recording),
-                           "--out", str(out), "--sigmf-out", str(tmp_path / "fd"), "--zmq-address",
+    out = tmp_path / f"{name}.jsonl"
+    proc = subprocess.run([sys.executable, str(tmp_path / f"{name}.py"), "--recording", str(recording),
+                           "--out", str(out), "--sigmf-out", str(tmp_path / name), "--zmq-address",
                            "tcp://127.0.0.1:0", "--fft-size", "1024", "--hop", "512", "--width", "512",
-                           "--tile-height", "128", "--overlap", "16", "--models", "energy"],
+                           "--tile-height", "128", "--overlap", "16", *args],
                           capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    return proc, out
+
+
+def test_headless_example_runs_and_detects(recording, tmp_path, grc_env):
+    proc, out = run_example("file_detect", recording, tmp_path, grc_env, "--models", "energy")
     assert proc.returncode == 0, proc.stderr
     recs = read_jsonl(out)
     assert sum(r["event"] == "new" for r in recs) >= 3
     for r in recs:
         validate_record(r)
-    assert (tmp_path / "fd.sigmf-meta").exists()
+    assert (tmp_path / "file_detect.sigmf-meta").exists()
 
 
 def test_cmake_installs_package_blocks_and_examples(tmp_path):
@@ -96,15 +103,8 @@ def test_multi_model_example_runs_three_models_on_one_tile_stream(recording, tmp
     from onnx_grid_model import make_grid_model
     from conftest import SMALL
     grid = make_grid_model(tmp_path / "grid.onnx", SMALL, 128)
-    subprocess.run(["grcc", "-o", str(tmp_path), str(ROOT / "examples" / "multi_model.grc")], check=True,
-                   capture_output=True, env=grc_env, timeout=120)
-    out = tmp_path / "mm.jsonl"
-    proc = subprocess.run([sys.executable, str(tmp_path / "multi_model.py"), "--recording", str(recording),
-                           "--out", str(out), "--sigmf-out", str(tmp_path / "mm"), "--zmq-address",
-                           "tcp://127.0.0.1:0", "--fft-size", "1024", "--hop", "512", "--width", "512",
-                           "--tile-height", "128", "--overlap", "16", "--concurrency", "parallel",
-                           "--models", f"{grid}, energy, energy?name=energy_strong&score=0.9"],
-                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    proc, out = run_example("multi_model", recording, tmp_path, grc_env, "--concurrency", "parallel",
+                            "--models", f"{grid}, energy, energy?name=energy_strong&score=0.9")
     assert proc.returncode == 0, proc.stderr
     recs = [r for r in read_jsonl(out) if r["event"] != "end"]
     for r in recs:
