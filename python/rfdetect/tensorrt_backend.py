@@ -141,7 +141,8 @@ def build_engine(onnx_path, fp16: bool = True, int8_calibration_dir: Optional[st
         raise BackendError(f"TensorRT cannot parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
-    if fp16 and builder.platform_has_fast_fp16:
+    # platform_has_fast_* are deprecated in TensorRT 10 (and may go): assume yes when absent
+    if fp16 and getattr(builder, "platform_has_fast_fp16", True):
         config.set_flag(trt.BuilderFlag.FP16)
     profile = builder.create_optimization_profile()
     dynamic = False
@@ -158,7 +159,7 @@ def build_engine(onnx_path, fp16: bool = True, int8_calibration_dir: Optional[st
     if dynamic:
         config.add_optimization_profile(profile)
     if int8_calibration_dir:
-        if not builder.platform_has_fast_int8:
+        if not getattr(builder, "platform_has_fast_int8", True):
             raise BackendError("this GPU has no fast INT8: build without --int8-calibration")
         first = network.get_input(0)
         shape = [1 if v < 0 else int(v) for v in first.shape]
