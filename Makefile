@@ -47,8 +47,12 @@ test: deps
 demo: deps
 	@$(VENV)/bin/rfdetect-demo
 
+# the quick benchmarks; bench/realtime.py (about 8 min) and bench/memory.py (30 min) run by hand
 bench: deps
 	$(PY) bench/stft.py
+	$(PY) bench/models.py
+	$(PY) bench/latency.py
+	$(PY) bench/quality.py
 
 clean:
 	rm -rf build demo_out .pytest_cache $(STAMPS)/installed
