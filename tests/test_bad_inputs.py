@@ -140,7 +140,6 @@ def test_missing_capture_frequency_gives_baseband_offsets_and_says_so(recording,
 def test_a_20_gb_sparse_recording_streams_in_bounded_memory(tmp_path):
     """Open and play 60 M samples (120 MB) of a 20 GB file through the source and the STFT:
     the file is streamed, never loaded."""
-    import resource
     import subprocess
     import sys
     base = tmp_path / "huge file é"
@@ -150,7 +149,7 @@ def test_a_20_gb_sparse_recording_streams_in_bounded_memory(tmp_path):
     meta = base.with_suffix(".sigmf-meta")
     meta.write_text(json.dumps(new_meta(RATE, "ci8", 915e6)))
     code = f"""
-import resource, time
+import time
 from gnuradio import blocks, gr, rfdetect
 t = time.perf_counter()
 src = rfdetect.sigmf_source({str(meta)!r})
@@ -160,10 +159,12 @@ tb = gr.top_block()
 stft = rfdetect.stft_tile(fft_size=1024, hop=512, width=512, device="cpu")
 tb.connect(src, blocks.head(gr.sizeof_gr_complex, 60_000_000), stft, blocks.null_sink(4 * 512))
 tb.run()
-print(opened, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent (pytest, with torch loaded)
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(opened, hwm / 1024)
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     opened, peak_mb = map(float, proc.stdout.split()[-2:])
     assert opened < 2.0  # opening does not read the 20 GB
-    assert peak_mb < 600, f"peak resident memory {peak_mb:.0f} MB"
+    assert peak_mb < 400, f"peak resident memory {peak_mb:.0f} MB"  # ~140 MB measured
