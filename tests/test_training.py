@@ -161,13 +161,15 @@ def test_two_stage_run_exports_a_model_that_detect_uses_with_the_right_labels(tw
     synth_dataset(tmp_path, n=1, seed=77, sample_rate=RATE, duration=0.3, snr_db=(12.0, 25.0), n_signals=10)
     rec = sorted(tmp_path.glob("*.sigmf-meta"))[0]
     out = tmp_path / "d.jsonl"
-    run_cli("detect", rec, "--model", two_stage_model / "model.onnx", "--out", out, *SMALL_ARGS, "--quiet")
+    # 10 s of training leaves scores low: a score floor of 0.3 instead of the card's 0.5
+    # (a per-model option), measured on seeds 77-79: every signal found, 80-100 % labelled right
+    run_cli("detect", rec, "--model", f"{two_stage_model / 'model.onnx'}?score=0.3", "--out", out, *SMALL_ARGS,
+            "--quiet")
     found = [r for r in read_jsonl(out) if r["event"] == "new"]
     r = SigMFRecording.open(rec)
     truth = [from_annotation(a, r.sample_rate) for a in r.annotations]
     labelled = [t for t in truth if t["label"] != "fhss"]  # hops are separate annotations; tracks join them
-    # IoU 0.3: a chirp's box is loose around its diagonal; measured on seeds 77-79: every
-    # signal found, 50-80 % with the right one of 5 labels (chance: 20 %) after 10 s of training
+    # IoU 0.3: a chirp's box is loose around its diagonal (chance of the right label: 20 %)
     found_any, _ = match_boxes(labelled, found, iou=0.3, class_aware=False)
     right, _ = match_boxes(labelled, found, iou=0.3, class_aware=True)
     pairs = [(t["label"], None if j is None else found[j]["label"]) for t, j in zip(labelled, found_any)]

@@ -99,6 +99,9 @@ class CropSet(Dataset):
 class Arch:
     name = ""
     output_format = ""
+    # torch.export cannot capture data-dependent shapes (Faster R-CNN's proposals); trying
+    # costs a minute and prints the whole graph
+    torch_exportable = True
 
     def __init__(self, labels, backbone, params, tile_height):
         self.labels, self.backbone, self.params, self.tile_height = list(labels), backbone, params, tile_height
@@ -213,6 +216,7 @@ class _DenseExport(torch.nn.Module):
 class FasterRCNN(Arch):
     name = "faster_rcnn"
     output_format = "boxes_scores_labels/1"
+    torch_exportable = False
 
     def build(self):
         return nets.faster_rcnn(len(self.labels), self.backbone, self.tile_height, self.params.width)

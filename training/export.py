@@ -140,6 +140,10 @@ def export_torch(arch, model, ds, out_dir, name: str = "model") -> Path | None:
     data-dependent shapes)."""
     from gnuradio.rfdetect.backends import TorchBackend, save_torch_program
     final = Path(out_dir) / f"{name}.pt"
+    if not arch.torch_exportable:
+        print(f"export: no {final.name}: torch.export cannot capture {arch.name} (data-dependent shapes); "
+              f"the ONNX model is complete", file=sys.stderr)
+        return None
     module = arch.export_module(model).eval()
     samples = _sample_inputs(arch, ds)
     try:

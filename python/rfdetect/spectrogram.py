@@ -47,6 +47,11 @@ FLOOR_PERCENTILE = 25
 # Rows per FFT batch (one FFTW plan per thread; a partial batch still transforms all
 # of them, so the STFT Tile block asks for multiples of 2*_BATCH_ROWS rows per call).
 _BATCH_ROWS = 32
+# ESTIMATE, not MEASURE: MEASURE picks an algorithm by timing it, so the last bits of a
+# row (and the 16-bit training tiles, and the models trained on them) changed from run
+# to run with the machine's load; ESTIMATE is deterministic and as fast here (281 vs 283
+# us per 32 x 4096 batch).
+_FFTW_PLANNING = "FFTW_ESTIMATE"
 # Below this many rows a second thread costs more than it saves.
 _PARALLEL_MIN_ROWS = 2 * _BATCH_ROWS
 
@@ -164,7 +169,7 @@ class _FftBatch:
         plan = self._plans.get(n)
         if plan is None:
             plan = pyfftw.FFTW(self.inp[:n], self.outp[:n], axes=(-1,), threads=1,
-                               flags=("FFTW_MEASURE", "FFTW_DESTROY_INPUT"))
+                               flags=(_FFTW_PLANNING, "FFTW_DESTROY_INPUT"))
             self._plans[n] = plan
         return plan
 
@@ -173,7 +178,7 @@ class _FftBatch:
         if pyfftw is None:
             np.multiply(frames, window, out=self.inp[:n])
             return scipy.fft.fft(self.inp[:n], axis=-1, workers=1)
-        plan = self._plan(n)  # planning with MEASURE overwrites the buffers: plan first
+        plan = self._plan(n)  # planning may overwrite the buffers: plan first
         np.multiply(frames, window, out=self.inp[:n])
         plan.execute()  # releases the GIL
         return self.outp[:n]
