@@ -39,6 +39,8 @@ def test_listen_prints_tracks_and_stats_from_a_detect_run(recording):
     assert lines[0].split()[:3] == ["event", "track", "label"]
     events = [ln.split()[0] for ln in lines[1:]]
     assert events.count("new") >= 3 and events.count("end") >= 3 and "stats" in events
+    stats = [ln for ln in lines if ln.startswith("stats")]
+    assert any("energy:" in ln and "ms numpy" in ln for ln in stats), stats
     assert "listening on" in err
 
 

@@ -80,7 +80,7 @@ def cmd_plot(a):
 
 def cmd_listen(a):
     import zmq
-    from .records import format_record
+    from .records import format_record, format_stats
     ctx = zmq.Context.instance()
     s = ctx.socket(zmq.SUB)
     s.connect(a.address)
@@ -100,7 +100,7 @@ def cmd_listen(a):
             topic, payload = s.recv_multipart()
             obj = json.loads(payload)
             if topic == b"stats":
-                print(f"stats     tiles={obj.get('tiles_done')} dropped={obj.get('tiles_dropped')}", flush=True)
+                print(format_stats(obj), flush=True)
             else:
                 print(format_record(obj), flush=True)
             n += 1

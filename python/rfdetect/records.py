@@ -174,3 +174,15 @@ def format_record(r: dict) -> str:
             f"t={r['t_start']:9.4f}-{r['t_stop']:9.4f} s  "
             f"f={r['f_low'] / 1e6:11.6f}-{r['f_high'] / 1e6:11.6f} MHz  "
             f"score={r.get('score', 0):.2f}  {r.get('model', '')}")
+
+
+def format_stats(st: dict) -> str:
+    """One line for a statistics message (``rfdetect listen``)."""
+    lat = (st.get("publisher") or {}).get("latency_ms") or {}
+    parts = [f"stats     tiles={st.get('tiles_done')} dropped={st.get('tiles_dropped')}"]
+    if lat.get("tiles"):
+        parts.append(f"latency p50={lat['p50']:.0f} p99={lat['p99']:.0f} ms")
+    for name, m in (st.get("models") or {}).items():
+        err = f" errors={m['errors']}" if m.get("errors") else ""
+        parts.append(f"{name}: {m.get('latency_ms_p50', 0):.0f} ms {m.get('backend', '')}{err}")
+    return "  ".join(parts)
