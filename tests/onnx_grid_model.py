@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from gnuradio.rfdetect.model_runtime import ModelCard
+from gnuradio.rfdetect.model_runtime import ModelCard, card_for
 
 
 def make_grid_model(path, params, tile_height, cell=16, k=8, label="burst", name="grid16", width=None,
@@ -52,5 +52,5 @@ def make_grid_model(path, params, tile_height, cell=16, k=8, label="burst", name
     onnx.save(model, str(path))
     card = ModelCard(name=name, labels=[label], input_shape=[1, 1, tile_height, width],
                      spectrogram=params, score_threshold=0.5)
-    card.save(str(path).removesuffix(".onnx") + ".card.json")
+    card.save(card_for(path))
     return path

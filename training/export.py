@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gnuradio.rfdetect.model_runtime import ModelCard, card_path_for
+from gnuradio.rfdetect.backends import excess_error
+from gnuradio.rfdetect.model_runtime import ModelCard, card_for
 
 from .archs import load_tile, make_arch
 
@@ -73,8 +74,7 @@ def compare_detections(ref, got) -> float:
         j = order[0]
         used.add(j)
         for r, g in ((rb[i], gb[j]), (rs.reshape(-1)[i], gs.reshape(-1)[j])):
-            err = np.abs(np.asarray(r, np.float64) - g) - ONNX_RTOL * np.abs(r)
-            worst = max(worst, float(np.max(err)))
+            worst = max(worst, excess_error(r, g, ONNX_RTOL))
     if worst > ONNX_ATOL:
         raise ExportError(f"ONNX detections differ from PyTorch by {worst:.3g} (> {ONNX_ATOL} + {ONNX_RTOL}*|x|)")
     return worst
@@ -96,8 +96,7 @@ def check_against_eager(arch, module, samples, run, what: str) -> float:
         for r, g, oname in zip(ref, got, arch.output_names):
             if r.shape != g.shape:
                 raise ExportError(f"{what} output {oname} has shape {g.shape}, PyTorch {r.shape}")
-            err = np.abs(r.astype(np.float64) - g) - ONNX_RTOL * np.abs(r)
-            worst = max(worst, float(err.max(initial=0.0)))
+            worst = max(worst, excess_error(r, g, ONNX_RTOL))
             if worst > ONNX_ATOL:
                 raise ExportError(f"{what} output {oname} differs from PyTorch by {worst:.3g} "
                                   f"(> {ONNX_ATOL} + {ONNX_RTOL}*|x|)")
@@ -126,7 +125,7 @@ def export_onnx(arch, model, ds, out_dir, metrics: dict, score_threshold: float,
                                                  "onnx_check": {"max_excess_error": worst, "atol": ONNX_ATOL,
                                                                 "rtol": ONNX_RTOL, "tiles": len(samples)}})
         os.replace(tmp, final)
-        card.save(card_path_for(final))
+        card.save(card_for(final))
     finally:
         tmp.unlink(missing_ok=True)
     print(f"export: {final} (ONNX matches PyTorch on {len(samples)} tiles, worst excess {worst:.2g})")

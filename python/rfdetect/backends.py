@@ -28,6 +28,33 @@ class BackendError(RuntimeError):
     """A backend that cannot run this model here, with the reason."""
 
 
+class GpuUnavailable(BackendError):
+    """No CuPy, no CUDA driver, or not the GPU asked for."""
+
+
+def require_cupy(index: int = 0):
+    """CuPy, once it is sure GPU ``index`` is there: the one CUDA layer of gr-rfdetect
+    (TensorRT buffers and streams, the GPU STFT)."""
+    try:
+        import cupy
+    except ImportError:
+        raise GpuUnavailable("CuPy is not installed (pip install cupy-cuda12x)") from None
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except cupy.cuda.runtime.CUDARuntimeError as e:
+        raise GpuUnavailable(f"no usable CUDA driver or GPU ({e})") from None
+    if index >= count:
+        raise GpuUnavailable(f"GPU {index} asked for, {count} visible")
+    return cupy
+
+
+def excess_error(ref, got, rtol: float) -> float:
+    """Largest ``|got - ref| - rtol*|ref|`` (0 when every element is within rtol): the
+    one measure export and engine checks compare with their absolute tolerance."""
+    ref = np.asarray(ref, dtype=np.float64)
+    return float((np.abs(ref - np.asarray(got, dtype=np.float64)) - rtol * np.abs(ref)).max(initial=0.0))
+
+
 def cuda_index(device: str) -> Optional[int]:
     """"cuda:1" -> 1, "cuda" -> 0, "cpu" -> None; anything else is an error."""
     d = str(device).strip().lower()
@@ -105,7 +132,7 @@ class TorchBackend:
         self.path = Path(path)
         gpu = cuda_index(device)
         if gpu is not None and not torch.cuda.is_available():
-            raise BackendError(f"device {device!r} asked for, but PyTorch sees no CUDA GPU here")
+            raise GpuUnavailable(f"device {device!r} asked for, but PyTorch sees no CUDA GPU here")
         self.device = "cpu" if gpu is None else f"cuda:{gpu}"
         # FP16 kernels on the CPU are slow or missing; half precision is a GPU feature
         self.precision = "fp16" if precision == "fp16" and gpu is not None else "fp32"

@@ -35,11 +35,6 @@ class ModelError(ValueError):
     """A model that cannot be used here, with the reason."""
 
 
-def card_path_for(model_path) -> Path:
-    p = Path(model_path)
-    return p.with_name(p.stem + ".card.json")
-
-
 @dataclass
 class ModelCard:
     name: str
@@ -169,6 +164,7 @@ class CardModel:
                              f"{backend.output_names})")
         self.outputs = outputs
         self.chunk_width = int(card.input_shape[3])
+        # 0 (from free GPU memory) is settled on the first chunked call, the warm-up
         self.batch_size = int(batch_size) if backend.batch_dynamic else 1
         if self.format == "crop_classifier/1":
             opts = dict(card.extra.get("proposals") or {})
@@ -204,7 +200,9 @@ class CardModel:
         chunks = x.reshape(h, n, self.chunk_width).transpose(1, 0, 2)[:, None]
         name = self.backend.input_names[0]
         per_chunk = []
-        bs = max(1, self.batch_size or auto_batch(self.backend, chunks[:1].nbytes, n))
+        if self.batch_size == 0:
+            self.batch_size = auto_batch(self.backend, chunks[:1].nbytes, n)
+        bs = self.batch_size
         for a in range(0, n, bs):
             out = self.backend.run({name: np.ascontiguousarray(chunks[a:a + bs])}, self.outputs)
             for i in range(len(chunks[a:a + bs])):
@@ -350,14 +348,24 @@ class ModelSpec:
         return spec
 
 
-def card_for(path: Path) -> Path:
-    """The card of a model file; a rebuilt engine shares its ONNX model's card."""
+def _model_base(path: Path) -> Path:
+    """``dir/model`` for model.onnx, model.pt, model.engine and a rebuilt
+    model.<gpu>-sm<cc>-trt<version>.<precision>.engine."""
+    path = Path(path)
     m = _ENGINE_CACHE_RE.match(path.stem) if path.suffix == ".engine" else None
-    return path.with_name((m.group("base") if m else path.stem) + ".card.json")
+    return path.with_name(m.group("base") if m else path.stem)
+
+
+def card_for(path) -> Path:
+    """The card of a model file; every format of one network, and an engine rebuilt
+    for some GPU, share it."""
+    base = _model_base(path)
+    return base.with_name(base.name + ".card.json")
 
 
 def onnx_beside(engine: Path) -> Path:
-    return card_for(engine).with_name(card_for(engine).name.removesuffix(".card.json") + ".onnx")
+    base = _model_base(engine)
+    return base.with_name(base.name + ".onnx")
 
 
 def _locate(spec: str) -> Path:
@@ -404,11 +412,6 @@ def model_candidates(spec: str, backends=("tensorrt", "onnxruntime", "pytorch"))
     return cands
 
 
-def resolve_model_path(spec: str) -> Path:
-    """The best model file for ``spec`` by format priority (not checking it loads)."""
-    return model_candidates(spec)[0]
-
-
 def open_engine(path: Path, device: str, precision: str, load=None, build=None, cache_path=None):
     """Load a TensorRT engine; when it does not load here (another GPU or TensorRT
     version), use or build the engine for this GPU from the ONNX beside it, saying so.
@@ -425,11 +428,10 @@ def open_engine(path: Path, device: str, precision: str, load=None, build=None, 
 
         def cache_path(onnx):
             return trtb.engine_cache_path(onnx, device, precision == "fp16")
-    from .backends import BackendError
-    from .tensorrt_backend import TensorRTUnavailable
+    from .backends import BackendError, GpuUnavailable
     try:
         return load(path, device, precision)
-    except TensorRTUnavailable:
+    except GpuUnavailable:  # no TensorRT or GPU here at all: the caller tries the next format
         raise
     except BackendError as e:
         reason = str(e)
@@ -442,7 +444,7 @@ def open_engine(path: Path, device: str, precision: str, load=None, build=None, 
             b = load(cached, device, precision)
             log.warning("engine %s does not load here; using %s built earlier for this GPU", path, cached)
             return b
-        except TensorRTUnavailable:
+        except GpuUnavailable:
             raise
         except BackendError as e:
             log.warning("cached engine %s does not load either (%s): rebuilding it", cached, e)

@@ -44,8 +44,8 @@ POOLING = ("mean", "max")
 NORMALISATIONS = ("floor", "none")
 FLOOR_GROUPS = 32
 FLOOR_PERCENTILE = 25
-# Rows per FFT batch (one FFTW plan per thread; a partial batch still transforms all
-# of them, so the STFT Tile block asks for multiples of 2*_BATCH_ROWS rows per call).
+# Rows per FFT batch: bounds each thread's aligned buffers (rows*fft_size*8 bytes); a
+# partial batch gets a plan of its own size.
 _BATCH_ROWS = 32
 # ESTIMATE, not MEASURE: MEASURE picks an algorithm by timing it, so the last bits of a
 # row (and the 16-bit training tiles, and the models trained on them) changed from run

@@ -18,6 +18,7 @@ from typing import Optional
 
 import numpy as np
 
+from .backends import GpuUnavailable, require_cupy
 from .spectrogram import SpectrogramEngine, SpectrogramParams, _window, rows_from_spectrum
 
 log = logging.getLogger("rfdetect.stft")
@@ -39,27 +40,9 @@ def _say_once(key: str, level: int, msg: str, say=None) -> None:
     (say or log.log)(level, msg)
 
 
-class GpuUnavailable(RuntimeError):
-    pass
-
-
-def _cupy(index: int):
-    try:
-        import cupy
-    except ImportError:
-        raise GpuUnavailable("CuPy is not installed (pip install cupy-cuda12x)") from None
-    try:
-        count = cupy.cuda.runtime.getDeviceCount()
-    except cupy.cuda.runtime.CUDARuntimeError as e:
-        raise GpuUnavailable(f"no usable CUDA driver or GPU ({e})") from None
-    if index >= count:
-        raise GpuUnavailable(f"GPU {index} asked for, {count} visible")
-    return cupy
-
-
 class CudaSpectrogramEngine:
     def __init__(self, params: SpectrogramParams, device: int = 0):
-        cupy = _cupy(device)
+        cupy = require_cupy(device)
         self.cupy = cupy
         self.params = params
         self.device = cupy.cuda.Device(device)

@@ -21,7 +21,7 @@ from typing import Optional
 
 import numpy as np
 
-from .backends import BackendError, cuda_index
+from .backends import BackendError, GpuUnavailable, cuda_index, excess_error, require_cupy
 
 log = logging.getLogger("rfdetect.tensorrt")
 
@@ -33,7 +33,7 @@ VALIDATE_RTOL = 2e-2
 MAX_DYNAMIC_BATCH = 256
 
 
-class TensorRTUnavailable(BackendError):
+class TensorRTUnavailable(GpuUnavailable):
     """TensorRT or CuPy is not installed, or there is no CUDA GPU."""
 
 
@@ -42,15 +42,7 @@ def _import():
         import tensorrt as trt
     except ImportError:
         raise TensorRTUnavailable("TensorRT is not installed here (python3 -c 'import tensorrt' fails)") from None
-    try:
-        import cupy
-    except ImportError:
-        raise TensorRTUnavailable("CuPy is not installed here (TensorRT buffers and streams need it)") from None
-    try:
-        if cupy.cuda.runtime.getDeviceCount() < 1:
-            raise TensorRTUnavailable("no CUDA GPU is visible")
-    except cupy.cuda.runtime.CUDARuntimeError as e:
-        raise TensorRTUnavailable(f"no usable CUDA GPU ({e})") from None
+    cupy = require_cupy()
     if int(trt.__version__.split(".")[0]) < 10:
         raise TensorRTUnavailable(f"TensorRT {trt.__version__} found; gr-rfdetect needs TensorRT 10")
     return trt, cupy
@@ -287,7 +279,7 @@ def validate_engine(engine_path, onnx_path, tiles: int = 3, device: str = "cuda:
         for name, x, y in zip(ref.output_names, a, b):
             if x.shape != y.shape:
                 raise BackendError(f"engine {engine_path}: output {name} shape {y.shape} != ONNX {x.shape}")
-            excess = float((np.abs(x.astype(np.float64) - y) - VALIDATE_RTOL * np.abs(x)).max(initial=0.0))
+            excess = excess_error(x, y, VALIDATE_RTOL)
             worst = max(worst, excess)
             if excess > VALIDATE_ATOL:
                 raise BackendError(f"engine {engine_path}: output {name} differs from ONNX Runtime by "

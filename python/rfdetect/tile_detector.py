@@ -348,13 +348,13 @@ class TileDetector:
             self.on_stats(self.stats())
 
     def stats(self) -> dict:
+        dropped = self.tiles_dropped_full + self.tiles_dropped_late
         return {"schema": STATS_SCHEMA, "mode": self.mode, "tiles_queued": self.tiles_queued,
-                "tiles_done": self.tiles_done, "tiles_dropped": self.tiles_dropped_full + self.tiles_dropped_late,
+                "tiles_done": self.tiles_done, "tiles_dropped": dropped,
                 "tiles_dropped_queue_full": self.tiles_dropped_full,
                 "tiles_dropped_deadline": self.tiles_dropped_late, "queue_depth": self._queue.qsize(),
                 "concurrency": self.concurrency, "concurrency_timing_ms": self.concurrency_timing_ms,
-                "models": {k: v.summary(self.tiles_dropped_full + self.tiles_dropped_late)
-                           for k, v in self.model_stats.items()}}
+                "models": {k: v.summary(dropped) for k, v in self.model_stats.items()}}
 
     # ------------------------------------------------------------ geometry
     def _sample_of_row(self, y):
