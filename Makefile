@@ -7,9 +7,10 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMPS := .stamps
 APT_PACKAGES := gnuradio gnuradio-dev python3-venv python3-pip python3-setuptools python3-scipy \
-                python3-matplotlib python3-zmq cmake g++ make
+                python3-matplotlib python3-zmq cmake g++ gcc make libfftw3-dev pkg-config
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-PY_SOURCES := $(shell find python training -name "*.py" -o -name "*.onnx" -o -name "*.card.json") pyproject.toml
+PY_SOURCES := $(shell find python training lib -name "*.py" -o -name "*.c" -o -name "*.onnx" -o -name "*.card.json") \
+              pyproject.toml setup.py
 PYTEST_ARGS ?=
 
 .PHONY: demo test deps bench clean distclean
@@ -38,7 +39,8 @@ $(STAMPS)/pip: $(STAMPS)/venv requirements-test.txt constraints.txt
 $(STAMPS)/installed: $(STAMPS)/pip $(PY_SOURCES)
 	@echo "== installing gr-rfdetect into $(VENV)"
 	@$(PIP) install -q --disable-pip-version-check --no-deps --no-build-isolation . 2>&1 | grep -v "^\s*$$" || true
-	@$(PY) -c "from gnuradio import rfdetect; rfdetect.stft_tile" 
+	@$(PY) -c "from gnuradio import rfdetect; rfdetect.stft_tile"
+	@$(PY) -c "from gnuradio.rfdetect import compiled_rows; compiled_rows.load()"
 	@touch $@
 
 test: deps

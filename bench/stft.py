@@ -35,6 +35,7 @@ def noise(n=1 << 20):
 def run_ours(x, n, fft_size, hop):
     tb = gr.top_block()
     src = blocks.vector_source_c(x, True)
+    src.set_min_output_buffer(BUFFER)
     head = blocks.head(gr.sizeof_gr_complex, n)
     head.set_min_output_buffer(BUFFER)
     stft = rfdetect.stft_tile(fft_size=fft_size, hop=hop)
@@ -48,6 +49,7 @@ def run_ours(x, n, fft_size, hop):
 def run_native(x, n, fft_size):
     tb = gr.top_block()
     src = blocks.vector_source_c(x, True)
+    src.set_min_output_buffer(BUFFER)
     head = blocks.head(gr.sizeof_gr_complex, n)
     head.set_min_output_buffer(BUFFER)
     s2v = blocks.stream_to_vector(gr.sizeof_gr_complex, fft_size)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
@@ -33,6 +34,8 @@ from typing import Optional
 import numpy as np
 import scipy.fft
 import scipy.signal
+
+from .compiled_rows import CompiledRows, KernelUnavailable
 
 try:  # FFTW is about 2.4x faster than pocketfft here (docs/performance.md)
     import pyfftw
@@ -52,8 +55,25 @@ _BATCH_ROWS = 32
 # to run with the machine's load; ESTIMATE is deterministic and as fast here (281 vs 283
 # us per 32 x 4096 batch).
 _FFTW_PLANNING = "FFTW_ESTIMATE"
-# Below this many rows a second thread costs more than it saves.
-_PARALLEL_MIN_ROWS = 2 * _BATCH_ROWS
+# Rows a thread takes at a time: NumPy, whole FFT batches; compiled, small enough to
+# balance two threads over a GNU Radio call of 128 rows, large enough (about 11 us a
+# 4096-point row) that the Python around each chunk stays a few per cent.
+_CHUNK_ROWS = {"compiled": 16, "numpy": _BATCH_ROWS}
+
+
+KERNELS = ("auto", "compiled", "numpy")
+# largest |compiled row - NumPy row|: the two FFTWs (system, pyfftw's) and the log10s
+# round differently in the last bits (rows are in [0, 1]; 1e-5 is 0.0006 dB)
+KERNEL_TOLERANCE = 1e-5
+
+log = logging.getLogger("rfdetect.stft")
+_said_numpy = []
+
+
+def _say_once_numpy(why: str) -> None:
+    if not _said_numpy:
+        _said_numpy.append(why)
+        log.warning("spectrogram rows with NumPy (about half the speed): %s", why)
 
 
 class SpectrogramConfigError(ValueError):
@@ -185,16 +205,23 @@ class _FftBatch:
 
 
 class SpectrogramEngine:
-    """Computes normalised spectrogram rows on the CPU (NumPy + FFTW via pyfftw).
+    """Computes normalised spectrogram rows on the CPU.
 
     ``compute(x, n_rows, out)``: ``x`` holds ``n_rows*hop + history`` complex64
     samples (the ``history`` samples that precede the first new sample, then the new
     ones); ``out`` receives ``n_rows`` rows of ``width`` float32 values. Work is split
-    over ``threads`` threads: NumPy and pocketfft release the GIL, so on two cores
-    this runs about twice as fast as one thread.
+    over ``threads`` threads (both kernels run without the GIL, so two cores give
+    about twice one).
+
+    ``kernel``: ``"compiled"`` is lib/stft_rows.c (window, FFT and the row math fused
+    per frame; about 2x the NumPy kernel), ``"numpy"`` is pyfftw + :func:`rows_from_spectrum`,
+    ``"auto"`` the compiled one where it was built (said once in the log where it was
+    not). The two agree within ``KERNEL_TOLERANCE``; ``self.kernel`` says which runs.
     """
 
-    def __init__(self, params: SpectrogramParams, threads: Optional[int] = None):
+    def __init__(self, params: SpectrogramParams, threads: Optional[int] = None, kernel: str = "auto"):
+        if kernel not in KERNELS:
+            raise SpectrogramConfigError(f"kernel={kernel!r} is not one of {KERNELS}")
         self.params = params
         self.window = _window(params)
         # Multiplying by (-1)^n moves DC to the middle bin: the FFT shift for free.
@@ -206,14 +233,27 @@ class SpectrogramEngine:
             threads = min(2, os.cpu_count() or 1)
         self.threads = max(1, int(threads))
         self._pool = ThreadPoolExecutor(self.threads - 1) if self.threads > 1 else None
-        self._ffts = [_FftBatch(p.fft_size) for _ in range(self.threads)]
+        self._parts = None
+        if kernel != "numpy":
+            try:
+                self._parts = [CompiledRows(p, self._shifted_window, self._bin_scale) for _ in range(self.threads)]
+            except KernelUnavailable as e:
+                if kernel == "compiled":
+                    raise
+                _say_once_numpy(str(e))
+        self.kernel = "numpy" if self._parts is None else "compiled"
+        if self._parts is None:
+            self._parts = [_FftBatch(p.fft_size) for _ in range(self.threads)]
 
     def close(self):
         if self._pool is not None:
             self._pool.shutdown(wait=False)
             self._pool = None
+        for part in self._parts or ():
+            if isinstance(part, CompiledRows):
+                part.close()
 
-    # An engine serves one caller at a time; each part of a call owns one _FftBatch.
+    # An engine serves one caller at a time; each part of a call owns one kernel state.
     def frames_needed(self, n_rows: int) -> int:
         return n_rows * self.params.hop + self.params.history
 
@@ -225,25 +265,30 @@ class SpectrogramEngine:
             return out
         if len(x) < self.frames_needed(n_rows):
             raise ValueError(f"need {self.frames_needed(n_rows)} samples for {n_rows} rows, got {len(x)}")
-        x = np.asarray(x, dtype=np.complex64)
-        frames = np.lib.stride_tricks.sliding_window_view(x, p.fft_size)[::p.hop][:n_rows]
-        if self._pool is None or n_rows < _PARALLEL_MIN_ROWS:
-            self._compute_range(0, frames, out, 0, n_rows)
-            return out
-        # split on batch boundaries so that every thread runs full-size FFT plans
-        batches = -(-n_rows // _BATCH_ROWS)
-        bounds = np.minimum(np.linspace(0, batches, self.threads + 1).astype(int) * _BATCH_ROWS, n_rows)
-        futures = [self._pool.submit(self._compute_range, part, frames, out, a, b)
-                   for part, (a, b) in enumerate(zip(bounds[1:-1], bounds[2:]), start=1)]
-        self._compute_range(0, frames, out, 0, bounds[1])
+        x = np.ascontiguousarray(x, dtype=np.complex64)
+        frames = x if self.kernel == "compiled" else \
+            np.lib.stride_tricks.sliding_window_view(x, p.fft_size)[::p.hop][:n_rows]
+        # Threads take chunks of rows from one shared iterator as they come free: an
+        # even split left one thread idle whenever the other was preempted (upstream
+        # GNU Radio blocks share the cores).
+        step = _CHUNK_ROWS[self.kernel]
+        starts = iter(range(0, n_rows, step))
+        helpers = 0 if self._pool is None else min(self.threads, -(-n_rows // step)) - 1
+        futures = [self._pool.submit(self._drain, part, starts, frames, out, n_rows)
+                   for part in range(1, helpers + 1)]
+        self._drain(0, starts, frames, out, n_rows)
         for f in futures:
             f.result()
         return out
 
-    def _compute_range(self, part, frames, out, start, stop):
-        for a in range(start, stop, _BATCH_ROWS):
-            b = min(stop, a + _BATCH_ROWS)
-            self._compute_batch(self._ffts[part], frames[a:b], out[a:b])
+    def _drain(self, part, starts, frames, out, n_rows):
+        state, step = self._parts[part], _CHUNK_ROWS[self.kernel]
+        for a in starts:  # next() on a range iterator is atomic under the GIL
+            b = min(n_rows, a + step)
+            if self.kernel == "compiled":  # frames: the samples themselves
+                state.rows(frames[a * self.params.hop:], b - a, out[a:b])
+            else:
+                self._compute_batch(state, frames[a:b], out[a:b])
 
     def _compute_batch(self, fft, frames, out):
         spec = fft(frames, self._shifted_window)
