@@ -6,8 +6,11 @@
 Flowgraph A: vector_source_c (noise, repeating) -> head -> rfdetect.stft_tile(4096, hop) -> null_sink
 Flowgraph B: vector_source_c -> head -> stream_to_vector(4096) -> fft_vcc(4096, Hann, shift)
              -> complex_to_mag_squared(4096) -> nlog10_ff(4096) -> null_sink   (no overlap)
-Both heads have a 2 M-sample output buffer. Runs alternate A/B so machine noise hits both; prints the median MS/s, the spread
-(min-max) and the ratio of medians, and rewrites the table in docs/performance.md.
+Flowgraph A is also run with the NumPy row kernel (the fallback where lib/stft_rows.c was
+not built) to show what the compiled kernel brings. Every source and head has a 2 M-sample
+output buffer. Runs alternate so machine noise hits all; prints the median MS/s, the
+spread (min-max) and the ratio of medians, then the engine alone (rows computed from a
+buffer in memory, no flowgraph), and rewrites the tables in docs/performance.md.
 """
 import argparse
 import statistics
@@ -18,10 +21,9 @@ from gnuradio import blocks, fft, gr
 from gnuradio.fft import window
 
 from gnuradio import rfdetect
+from gnuradio.rfdetect.spectrogram import SpectrogramEngine, SpectrogramParams
 
-from bench_report import stamp, write_section
-
-
+from bench_report import med_spread, stamp, write_section
 
 # both flowgraphs get the large upstream buffer the STFT Tile's documentation asks for
 BUFFER = 1 << 21
@@ -32,13 +34,15 @@ def noise(n=1 << 20):
     return (rng.standard_normal(n) + 1j * rng.standard_normal(n)).astype(np.complex64)
 
 
-def run_ours(x, n, fft_size, hop):
+def run_ours(x, n, fft_size, hop, kernel="auto"):
     tb = gr.top_block()
     src = blocks.vector_source_c(x, True)
     src.set_min_output_buffer(BUFFER)
     head = blocks.head(gr.sizeof_gr_complex, n)
     head.set_min_output_buffer(BUFFER)
     stft = rfdetect.stft_tile(fft_size=fft_size, hop=hop)
+    if kernel != "auto":
+        stft.engine = SpectrogramEngine(stft.params, kernel=kernel)
     snk = blocks.null_sink(gr.sizeof_float * stft.params.width)
     tb.connect(src, head, stft, snk)
     t = time.perf_counter()
@@ -63,6 +67,28 @@ def run_native(x, n, fft_size):
     return n / (time.perf_counter() - t) / 1e6
 
 
+def engine_table(fft_size, hop, repeats, n_rows=2048):
+    """Rows from a buffer in memory: the kernels' own speed, without GNU Radio."""
+    p = SpectrogramParams(fft_size=fft_size, hop=hop)
+    x = noise(n_rows * hop + p.history)
+    out = np.empty((n_rows, p.width), np.float32)
+    lines = ["| engine alone, hop %d | threads | median MS/s | spread | us per row per thread |" % hop,
+             "|---|---|---|---|---|"]
+    for kernel in ("compiled", "numpy"):
+        for threads in (1, 2):
+            eng = SpectrogramEngine(p, threads=threads, kernel=kernel)
+            eng.compute(x, n_rows, out)  # plans, buffers
+            rates = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                eng.compute(x, n_rows, out)
+                rates.append(n_rows * hop / (time.perf_counter() - t) / 1e6)
+            med, spread = med_spread(rates)
+            lines.append(f"| {kernel} | {threads} | {med:.1f} | {spread} | {hop / med * threads:.2f} |")
+            eng.close()
+    return "\n".join(lines)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", type=float, default=100e6)
@@ -72,7 +98,9 @@ def main():
     a = ap.parse_args()
     n = int(a.samples)
     x = noise()
-    cases = {f"STFT Tile, hop {a.fft_size // 2} (50 % overlap)": lambda: run_ours(x, n, a.fft_size, a.fft_size // 2),
+    half = a.fft_size // 2
+    cases = {f"STFT Tile, hop {half} (50 % overlap)": lambda: run_ours(x, n, a.fft_size, half),
+             f"STFT Tile, hop {half}, NumPy kernel": lambda: run_ours(x, n, a.fft_size, half, "numpy"),
              f"STFT Tile, hop {a.fft_size} (no overlap)": lambda: run_ours(x, n, a.fft_size, a.fft_size),
              "GNU Radio fft_vcc chain (no overlap)": lambda: run_native(x, n, a.fft_size)}
     results = {k: [] for k in cases}
@@ -84,6 +112,7 @@ def main():
     for k, v in results.items():
         med = statistics.median(v)
         rows.append(f"| {k} | {med:.1f} | {min(v):.1f}-{max(v):.1f} | {med / base:.2f}x |")
+    rows += ["", engine_table(a.fft_size, half, a.repeats)]
     table = "\n".join(rows)
     header = stamp(f"fft {a.fft_size}, {n / 1e6:.0f} M samples per run, {a.repeats} runs each")
     print(header)

@@ -36,7 +36,7 @@ static pthread_mutex_t planner_lock = PTHREAD_MUTEX_INITIALIZER;
 typedef struct {
     int fft_size, width, pool, pooling_max, floor_norm;
     float db_low, db_high, bin_scale;
-    float *window; /* the FFT-shift window, repeated for (re, im) */
+    float *window; /* the window times (-1)^n: multiplying by it also FFT-shifts */
     fftwf_complex *frame, *spec;
     float *power;
     fftwf_plan plan;
@@ -67,7 +67,10 @@ static inline float log10_pos(float x) {
 
 RFD_CLONES static void window_frame(float *restrict dst, const float *restrict src,
                                     const float *restrict w, int n) {
-    for (int i = 0; i < n; i++) dst[i] = src[i] * w[i];
+    for (int i = 0; i < n; i++) {
+        dst[2 * i] = src[2 * i] * w[i];
+        dst[2 * i + 1] = src[2 * i + 1] * w[i];
+    }
 }
 
 /* Pooled power of one spectrum; pool is a constant where this is inlined from
@@ -169,7 +172,7 @@ rfd_stft *rfd_stft_create(int fft_size, int width, int pooling_max, int floor_no
     s->db_low = db_low;
     s->db_high = db_high;
     s->bin_scale = bin_scale;
-    s->window = fftwf_malloc(sizeof(float) * 2 * (size_t)fft_size);
+    s->window = fftwf_malloc(sizeof(float) * (size_t)fft_size);
     s->frame = fftwf_malloc(sizeof(fftwf_complex) * (size_t)fft_size);
     s->spec = fftwf_malloc(sizeof(fftwf_complex) * (size_t)fft_size);
     s->power = fftwf_malloc(sizeof(float) * (size_t)width);
@@ -177,7 +180,7 @@ rfd_stft *rfd_stft_create(int fft_size, int width, int pooling_max, int floor_no
         rfd_stft_destroy(s);
         return NULL;
     }
-    for (int i = 0; i < fft_size; i++) s->window[2 * i] = s->window[2 * i + 1] = shifted_window[i];
+    memcpy(s->window, shifted_window, sizeof(float) * (size_t)fft_size);
     /* ESTIMATE: deterministic (MEASURE times candidate algorithms, so the last bits of
      * rows would change with the machine's load); out-of-place: in place, FFTW's
      * estimated plan adds a copy of the frame. */
@@ -198,7 +201,7 @@ void rfd_stft_rows(rfd_stft *s, const float *x, long n_rows, long hop, float *ou
     const float span = s->db_high - s->db_low;
     for (long r = 0; r < n_rows; r++) {
         float *row = out + (size_t)r * s->width;
-        window_frame((float *)s->frame, x + 2 * (size_t)r * hop, s->window, 2 * s->fft_size);
+        window_frame((float *)s->frame, x + 2 * (size_t)r * hop, s->window, s->fft_size);
         fftwf_execute(s->plan);
         pool_power(s->power, (const float *)s->spec, s->width, s->pool, s->pooling_max, s->bin_scale);
         if (s->floor_norm) {

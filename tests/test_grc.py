@@ -87,7 +87,7 @@ def test_headless_example_runs_and_detects(recording, tmp_path, grc_env):
     assert (tmp_path / "file_detect.sigmf-meta").exists()
 
 
-def test_cmake_installs_package_blocks_and_examples(tmp_path):
+def test_cmake_installs_package_blocks_and_examples(tmp_path, monkeypatch):
     build = tmp_path / "build"
     build.mkdir()
     prefix = tmp_path / "prefix"
@@ -97,6 +97,20 @@ def test_cmake_installs_package_blocks_and_examples(tmp_path):
     assert list(prefix.rglob("gnuradio/rfdetect/stft_tile.py"))
     assert len(list(prefix.rglob("grc/blocks/rfdetect_*.block.yml"))) == len(BLOCK_FILES)
     assert (prefix / "share/gr-rfdetect/examples/file_detect.grc").exists()
+    # the compiled spectrogram kernel, built by CMake, loads and gives the rows pip's build gives
+    import numpy as np
+
+    from gnuradio.rfdetect import compiled_rows
+    from gnuradio.rfdetect.spectrogram import KERNEL_TOLERANCE, SpectrogramEngine
+    from conftest import SMALL
+    kernel, = prefix.rglob("gnuradio/rfdetect/_stft_rows.so")
+    x = (np.random.default_rng(3).standard_normal(20 * SMALL.hop) * (1 + 1j)).astype(np.complex64)
+    pip_rows = SpectrogramEngine(SMALL, kernel="compiled").compute(x, 19)
+    monkeypatch.setattr(compiled_rows, "_HERE", str(kernel.parent))
+    monkeypatch.setattr(compiled_rows, "_lib", None)
+    cmake_rows = SpectrogramEngine(SMALL, kernel="compiled").compute(x, 19)
+    assert compiled_rows._lib._name == str(kernel)
+    assert np.abs(cmake_rows - pip_rows).max() <= KERNEL_TOLERANCE
 
 
 def test_multi_model_example_runs_three_models_on_one_tile_stream(recording, tmp_path, grc_env):

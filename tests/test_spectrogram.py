@@ -91,3 +91,107 @@ def test_stft_tile_asked_for_a_gpu_without_one_says_so_once_and_matches_the_cpu(
     assert rows.shape == ref.shape
     tol = ROW_TOLERANCE if on_gpu else 1e-6
     assert np.abs(rows - ref).max() <= tol
+
+
+def _noisy_with_signals(p, n_rows, seed):
+    rng = np.random.default_rng(seed)
+    n = n_rows * p.hop + p.history
+    x = (rng.standard_normal(n) + 1j * rng.standard_normal(n)).astype(np.complex64)
+    t = np.arange(n)
+    x[n // 8:n // 3] += 300 * np.exp(2j * np.pi * 0.13 * t[n // 8:n // 3])  # a strong tone
+    x[n // 2:n // 2 + 3 * p.fft_size] = 0  # silent frames: the 1e-30 power floor
+    x[-2 * p.fft_size:] *= 1e4  # loud wideband
+    return x
+
+
+@pytest.mark.parametrize("window", ["hann", "hamming", "blackman", "blackmanharris", "boxcar"])
+@pytest.mark.parametrize("pooling", ["mean", "max"])
+@pytest.mark.parametrize("normalisation", ["floor", "none"])
+@pytest.mark.parametrize("fft_size,width", [(1024, 256), (256, 64), (64, 64), (512, 32), (2048, 128)])
+def test_compiled_kernel_equals_numpy_reference(window, pooling, normalisation, fft_size, width):
+    """lib/stft_rows.c against rows_from_spectrum (the reference) for every setting; pool
+    sizes 4, 4, 1, 16 and 16 cover the unrolled and the generic pooling loops."""
+    from gnuradio.rfdetect.spectrogram import KERNEL_TOLERANCE, SpectrogramEngine
+    p = SpectrogramParams(fft_size=fft_size, hop=fft_size // 2, window=window, width=width, pooling=pooling,
+                          normalisation=normalisation)
+    n_rows = 60
+    x = _noisy_with_signals(p, n_rows, fft_size + width)
+    fast = SpectrogramEngine(p, kernel="compiled").compute(x, n_rows)
+    ref = SpectrogramEngine(p, kernel="numpy").compute(x, n_rows)
+    assert np.isfinite(fast).all()
+    if normalisation == "floor":
+        assert np.abs(fast - ref).max() <= KERNEL_TOLERANCE
+    else:  # plain dB, down to -300 (the power floor)
+        np.testing.assert_allclose(fast, ref, rtol=0, atol=KERNEL_TOLERANCE * (p.db_high - p.db_low))
+        assert fast.min() == pytest.approx(-300.0, abs=1e-3)
+
+
+def test_compiled_kernel_is_installed_and_the_default():
+    """CI installs with make: the fast path must be what the tests exercise."""
+    from gnuradio.rfdetect.spectrogram import SpectrogramEngine
+    assert SpectrogramEngine(SMALL).kernel == "compiled"
+    assert rfdetect.stft_tile(fft_size=SMALL.fft_size, hop=SMALL.hop, width=SMALL.width).engine.kernel == "compiled"
+    with pytest.raises(SpectrogramConfigError, match="kernel='fast'"):
+        SpectrogramEngine(SMALL, kernel="fast")
+
+
+def test_compiled_rows_do_not_depend_on_chunks_or_threads():
+    """Each row is computed on its own, so any split gives the very same bits."""
+    from gnuradio.rfdetect.spectrogram import SpectrogramEngine
+    x = _noisy_with_signals(SMALL, 300, 5)
+    one = SpectrogramEngine(SMALL, threads=1).compute(x, 300)
+    three = SpectrogramEngine(SMALL, threads=3).compute(x, 300)
+    assert np.array_equal(one, three)
+    s = StreamingSpectrogram(SMALL, SpectrogramEngine(SMALL, threads=2))
+    parts = np.concatenate([s.push(x[i:i + 7777]) for i in range(0, len(x), 7777)])
+    whole = spectrogram(x, SMALL, SpectrogramEngine(SMALL, threads=1), chunk_rows=1000)
+    assert parts.shape == whole.shape and np.array_equal(parts, whole)
+
+
+def test_engines_made_in_parallel_threads_agree():
+    """FFTW's planner is not thread-safe: the kernel plans under a lock."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gnuradio.rfdetect.spectrogram import SpectrogramEngine
+    x = _noisy_with_signals(SMALL, 40, 6)
+    with ThreadPoolExecutor(8) as pool:
+        rows = list(pool.map(lambda _: SpectrogramEngine(SMALL, threads=1).compute(x, 40), range(16)))
+    assert all(np.array_equal(r, rows[0]) for r in rows)
+
+
+def test_nan_samples_read_as_silence_in_the_compiled_kernel():
+    """A NaN frame (a misbehaving live source; the SigMF Source refuses NaN files) gives
+    a flat, finite row (what an all-zero frame gives) instead of NaN reaching the models."""
+    from gnuradio.rfdetect.spectrogram import SpectrogramEngine
+    x = _noisy_with_signals(SMALL, 20, 7)
+    clean = SpectrogramEngine(SMALL).compute(x, 20)
+    x[5 * SMALL.hop + 3] = np.nan
+    rows = SpectrogramEngine(SMALL).compute(x, 20)
+    assert np.isfinite(rows).all()
+    hit = [r for r in range(20) if r * SMALL.hop <= 5 * SMALL.hop + 3 < r * SMALL.hop + SMALL.fft_size]
+    assert hit and all(np.ptp(rows[r]) == 0.0 and np.ptp(clean[r]) > 0.1 for r in hit)
+    others = [r for r in range(20) if r not in hit]
+    assert np.array_equal(rows[others], clean[others])
+
+
+def test_a_missing_kernel_is_named_and_numpy_takes_over(tmp_path, monkeypatch, caplog):
+    import logging
+
+    import importlib
+
+    from gnuradio.rfdetect import compiled_rows
+    spec_mod = importlib.import_module("gnuradio.rfdetect.spectrogram")
+    monkeypatch.setattr(compiled_rows, "_HERE", str(tmp_path))  # an install without the .so
+    monkeypatch.setattr(compiled_rows, "_lib", None)
+    monkeypatch.setattr(compiled_rows, "_error", None)
+    monkeypatch.setattr(spec_mod, "_said_numpy", [])
+    with pytest.raises(compiled_rows.KernelUnavailable, match="libfftw3-dev"):
+        spec_mod.SpectrogramEngine(SMALL, kernel="compiled")
+    caplog.set_level(logging.WARNING, "rfdetect.stft")
+    engines = [spec_mod.SpectrogramEngine(SMALL) for _ in range(2)]
+    assert [e.kernel for e in engines] == ["numpy", "numpy"]
+    assert caplog.text.count("spectrogram rows with NumPy") == 1
+    (tmp_path / "_stft_rows.so").write_bytes(b"not a shared object")
+    monkeypatch.setattr(compiled_rows, "_error", None)
+    with pytest.raises(compiled_rows.KernelUnavailable, match="does not load"):
+        compiled_rows.load()
