@@ -199,9 +199,18 @@ rfd_stft *rfd_stft_create(int fft_size, int width, int pooling_max, int floor_no
  * out: n_rows * width floats. Runs without the GIL (ctypes releases it). */
 void rfd_stft_rows(rfd_stft *s, const float *x, long n_rows, long hop, float *out) {
     const float span = s->db_high - s->db_low;
+    const long fresh = hop < s->fft_size ? s->fft_size - hop : 0; /* next frame's new part */
     for (long r = 0; r < n_rows; r++) {
         float *row = out + (size_t)r * s->width;
         window_frame((float *)s->frame, x + 2 * (size_t)r * hop, s->window, s->fft_size);
+        /* The next frame's new samples were just written by the block upstream, on the
+         * other core: ask for them now so that they arrive during this FFT (the window
+         * pass stalled on them: a fifth of the row's time in a flowgraph). */
+        if (r + 1 < n_rows) {
+            const char *p = (const char *)(x + 2 * ((size_t)(r + 1) * hop + fresh));
+            const char *end = (const char *)(x + 2 * ((size_t)(r + 1) * hop + s->fft_size));
+            for (; p < end; p += 64) __builtin_prefetch(p, 0, 3);
+        }
         fftwf_execute(s->plan);
         pool_power(s->power, (const float *)s->spec, s->width, s->pool, s->pooling_max, s->bin_scale);
         if (s->floor_norm) {
@@ -210,5 +219,20 @@ void rfd_stft_rows(rfd_stft *s, const float *x, long n_rows, long hop, float *ou
         } else {
             log_rows(row, s->power, s->width, 10.f, 0.f, 0);
         }
+    }
+}
+
+/* Rows [0, n_rows) shared by every thread that calls this with the same counter *next
+ * (zero at the start): each takes the next `chunk` rows when it comes free, so a
+ * thread that the OS preempts holds up no other. Returns the rows this call made. */
+long rfd_stft_rows_shared(rfd_stft *s, const float *x, long n_rows, long hop, float *out,
+                          long *next, long chunk) {
+    long made = 0;
+    for (;;) {
+        long a = __atomic_fetch_add(next, chunk, __ATOMIC_RELAXED);
+        if (a >= n_rows) return made;
+        long b = a + chunk < n_rows ? a + chunk : n_rows;
+        rfd_stft_rows(s, x + 2 * (size_t)a * hop, b - a, hop, out + (size_t)a * s->width);
+        made += b - a;
     }
 }

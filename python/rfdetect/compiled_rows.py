@@ -42,6 +42,10 @@ def load() -> ctypes.CDLL:
                     lib.rfd_stft_rows.restype = None
                     lib.rfd_stft_rows.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_long,
                                                   ctypes.c_void_p]
+                    lib.rfd_stft_rows_shared.restype = ctypes.c_long
+                    lib.rfd_stft_rows_shared.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long,
+                                                         ctypes.c_long, ctypes.c_void_p,
+                                                         ctypes.POINTER(ctypes.c_long), ctypes.c_long]
                     lib.rfd_stft_destroy.restype = None
                     lib.rfd_stft_destroy.argtypes = [ctypes.c_void_p]
                     _lib = lib
@@ -52,10 +56,18 @@ def load() -> ctypes.CDLL:
         return _lib
 
 
+def row_counter() -> ctypes.c_long:
+    """The counter several :meth:`CompiledRows.rows` calls share to split one batch."""
+    return ctypes.c_long(0)
+
+
 class CompiledRows:
     """One thread's kernel state (its FFT plan and frame buffers): ``rows(x, n_rows,
     out)`` fills ``out[:n_rows]`` from complex64 samples ``x`` (``n_rows*hop +
-    history`` of them), exactly like ``SpectrogramEngine.compute``."""
+    history`` of them), exactly like ``SpectrogramEngine.compute``. With a shared
+    ``counter`` (:func:`row_counter`), threads each calling ``rows`` on the same batch
+    take chunks of ``chunk`` rows in turn until all are made; it returns the rows this
+    call made."""
 
     def __init__(self, params, shifted_window: np.ndarray, bin_scale: float):
         self._lib = load()
@@ -68,7 +80,7 @@ class CompiledRows:
             raise KernelUnavailable(f"the compiled spectrogram kernel could not plan fft_size={params.fft_size} "
                                     "(out of memory?)")
 
-    def rows(self, x: np.ndarray, n_rows: int, out: np.ndarray) -> None:
+    def rows(self, x: np.ndarray, n_rows: int, out: np.ndarray, counter=None, chunk: int = 16) -> int:
         # the C side reads x and writes out through raw pointers: check what it relies on
         if x.dtype != np.complex64 or not x.flags.c_contiguous:
             raise ValueError("samples must be a contiguous complex64 array")
@@ -78,7 +90,11 @@ class CompiledRows:
                              f"{self.params.width}")
         if len(x) < n_rows * self.params.hop + self.params.history:
             raise ValueError(f"need {n_rows * self.params.hop + self.params.history} samples for {n_rows} rows")
-        self._lib.rfd_stft_rows(self._state, x.ctypes.data, n_rows, self.params.hop, out.ctypes.data)
+        if counter is None:
+            self._lib.rfd_stft_rows(self._state, x.ctypes.data, n_rows, self.params.hop, out.ctypes.data)
+            return n_rows
+        return self._lib.rfd_stft_rows_shared(self._state, x.ctypes.data, n_rows, self.params.hop,
+                                              out.ctypes.data, ctypes.byref(counter), int(chunk))
 
     def close(self):
         if self._state:

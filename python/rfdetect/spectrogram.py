@@ -35,7 +35,7 @@ import numpy as np
 import scipy.fft
 import scipy.signal
 
-from .compiled_rows import CompiledRows, KernelUnavailable
+from .compiled_rows import CompiledRows, KernelUnavailable, row_counter
 
 try:  # FFTW is about 2.4x faster than pocketfft here (docs/performance.md)
     import pyfftw
@@ -55,10 +55,9 @@ _BATCH_ROWS = 32
 # to run with the machine's load; ESTIMATE is deterministic and as fast here (281 vs 283
 # us per 32 x 4096 batch).
 _FFTW_PLANNING = "FFTW_ESTIMATE"
-# Rows a thread takes at a time: NumPy, whole FFT batches; compiled, small enough to
-# balance two threads over a GNU Radio call of 128 rows, large enough (about 11 us a
-# 4096-point row) that the Python around each chunk stays a few per cent.
-_CHUNK_ROWS = {"compiled": 16, "numpy": _BATCH_ROWS}
+# Rows a thread takes at a time: NumPy, whole FFT batches; compiled (taken in C, no
+# Python between chunks), a few rows, so that threads finish a call together.
+_CHUNK_ROWS = {"compiled": 4, "numpy": _BATCH_ROWS}
 
 
 KERNELS = ("auto", "compiled", "numpy")
@@ -268,14 +267,22 @@ class SpectrogramEngine:
         if len(x) < self.frames_needed(n_rows):
             raise ValueError(f"need {self.frames_needed(n_rows)} samples for {n_rows} rows, got {len(x)}")
         x = np.ascontiguousarray(x, dtype=np.complex64)
-        frames = x if self.kernel == "compiled" else \
+        frames = None if self.kernel == "compiled" else \
             np.lib.stride_tricks.sliding_window_view(x, p.fft_size)[::p.hop][:n_rows]
-        # Threads take chunks of rows from one shared iterator as they come free: an
-        # even split left one thread idle whenever the other was preempted (upstream
-        # GNU Radio blocks share the cores).
+        # Threads take chunks of rows as they come free (an even split left one thread
+        # idle whenever the other was preempted by the upstream blocks sharing the cores);
+        # compiled: one call per thread sharing an atomic counter, NumPy: a shared iterator.
         step = _CHUNK_ROWS[self.kernel]
-        starts = iter(range(0, n_rows, step))
         helpers = 0 if self._pool is None else min(self.threads, -(-n_rows // step)) - 1
+        if self.kernel == "compiled":
+            counter = row_counter()
+            futures = [self._pool.submit(self._parts[part].rows, x, n_rows, out, counter, step)
+                       for part in range(1, helpers + 1)]
+            made = self._parts[0].rows(x, n_rows, out, counter, step)
+            made += sum(f.result() for f in futures)
+            assert made == n_rows, (made, n_rows)
+            return out
+        starts = iter(range(0, n_rows, step))
         futures = [self._pool.submit(self._drain, part, starts, frames, out, n_rows)
                    for part in range(1, helpers + 1)]
         self._drain(0, starts, frames, out, n_rows)
@@ -284,13 +291,9 @@ class SpectrogramEngine:
         return out
 
     def _drain(self, part, starts, frames, out, n_rows):
-        state, step = self._parts[part], _CHUNK_ROWS[self.kernel]
         for a in starts:  # next() on a range iterator is atomic under the GIL
-            b = min(n_rows, a + step)
-            if self.kernel == "compiled":  # frames: the samples themselves
-                state.rows(frames[a * self.params.hop:], b - a, out[a:b])
-            else:
-                self._compute_batch(state, frames[a:b], out[a:b])
+            b = min(n_rows, a + _BATCH_ROWS)
+            self._compute_batch(self._parts[part], frames[a:b], out[a:b])
 
     def _compute_batch(self, fft, frames, out):
         spec = fft(frames, self._shifted_window)
