@@ -32,6 +32,8 @@ class stft_tile(gr.decim_block):
     Speed: the block before this one needs a large output buffer
     (``set_min_output_buffer(1 << 21)``; the SigMF Source sets it): with GNU Radio's
     default, a source that refills in small steps hands this block a few rows per call.
+    On the CPU the rows come from the compiled kernel (lib/stft_rows.c, ``engine.kernel``
+    says which kernel runs).
 
     Tags out: ``rfdetect_stft`` on row 0 (a dict of the spectrogram parameters, which
     the Detector checks against its models' cards); ``rx_time``, ``rx_freq``,
