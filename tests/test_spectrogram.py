@@ -148,6 +148,24 @@ def test_compiled_rows_do_not_depend_on_chunks_or_threads():
     assert parts.shape == whole.shape and np.array_equal(parts, whole)
 
 
+def test_compiled_kernel_checks_what_it_is_given():
+    """The C side works on raw pointers: every shape it relies on is checked first."""
+    from gnuradio.rfdetect.spectrogram import SpectrogramEngine
+    eng = SpectrogramEngine(SMALL, threads=1)
+    state = eng._parts[0]
+    x = np.zeros(SMALL.hop * 4 + SMALL.history, np.complex64)
+    out = np.empty((4, SMALL.width), np.float32)
+    with pytest.raises(ValueError, match="contiguous complex64"):
+        state.rows(x.astype(np.complex128), 4, out)
+    with pytest.raises(ValueError, match="at least 4 rows"):
+        state.rows(x, 4, out[:3])
+    with pytest.raises(ValueError, match="need"):
+        state.rows(x[:-1], 4, out)
+    eng.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        state.rows(x, 4, out)
+
+
 def test_engines_made_in_parallel_threads_agree():
     """FFTW's planner is not thread-safe: the kernel plans under a lock."""
     from concurrent.futures import ThreadPoolExecutor

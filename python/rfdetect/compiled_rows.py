@@ -82,6 +82,8 @@ class CompiledRows:
 
     def rows(self, x: np.ndarray, n_rows: int, out: np.ndarray, counter=None, chunk: int = 16) -> int:
         # the C side reads x and writes out through raw pointers: check what it relies on
+        if not self._state:
+            raise RuntimeError("this spectrogram kernel state was closed")
         if x.dtype != np.complex64 or not x.flags.c_contiguous:
             raise ValueError("samples must be a contiguous complex64 array")
         if out.dtype != np.float32 or not out.flags.c_contiguous or out.shape[1:] != (self.params.width,) \
