@@ -3,8 +3,8 @@
  *
  * This is the CPU fast path of rfdetect.spectrogram (see that module for the row
  * definition). rows_from_spectrum() there is the reference for the math after the
- * FFT; tests/test_spectrogram.py holds the two within 2e-6 for every window, pooling
- * and normalisation. Why C: on two cores the NumPy version spent half its time in
+ * FFT; tests/test_spectrogram.py holds the two within KERNEL_TOLERANCE (spectrogram.py)
+ * for every window, pooling and normalisation. Why C: on two cores the NumPy version spent half its time in
  * four separate passes over each batch of spectra (square, pool, log10, scale); fused
  * per frame the row costs about the FFT plus a third (docs/performance.md).
  *

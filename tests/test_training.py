@@ -18,7 +18,6 @@ torch = pytest.importorskip("torch")
 from rfdetect_training.autotune import auto_tune  # noqa: E402
 from rfdetect_training.prepare import DataError, PrepareOptions, prepare  # noqa: E402
 
-SMALL_TILES = ["--fft-size", "1024", "--hop", "512", "--width", "512", "--tile-height", "128", "--overlap", "16"]
 
 
 def train_cli(*args, check=True, timeout=600):
@@ -42,7 +41,7 @@ def tiles(train_data, tmp_path_factory):
 @pytest.fixture(scope="module")
 def two_stage_model(train_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("model2s") / "model"
-    train_cli("run", "--data", train_data, "--out", out, *SMALL_TILES, "--epochs", "40", "--lr", "2e-3",
+    train_cli("run", "--data", train_data, "--out", out, *SMALL_ARGS, "--epochs", "40", "--lr", "2e-3",
               "--k-folds", "0", "--early-stop", "8", "--quiet")
     return out
 

@@ -28,6 +28,7 @@ import dataclasses
 import json
 import logging
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
@@ -68,13 +69,19 @@ KERNELS = ("auto", "compiled", "numpy")
 KERNEL_TOLERANCE = 1e-4
 
 log = logging.getLogger("rfdetect.stft")
-_said_numpy = []
+_said = set()
+_said_lock = threading.Lock()
 
 
-def _say_once_numpy(why: str) -> None:
-    if not _said_numpy:
-        _said_numpy.append(why)
-        log.warning("spectrogram rows with NumPy (about half the speed): %s", why)
+def say_once(key: str, level: int, msg: str, say=None) -> None:
+    """Log ``msg`` the first time ``key`` comes (engines are made per block and per
+    recording; where they run is worth saying once per process). ``say(level, msg)``
+    replaces the log, e.g. GNU Radio's."""
+    with _said_lock:
+        if key in _said:
+            return
+        _said.add(key)
+    (say or log.log)(level, msg)
 
 
 class SpectrogramConfigError(ValueError):
@@ -241,7 +248,7 @@ class SpectrogramEngine:
             except KernelUnavailable as e:
                 if kernel == "compiled":
                     raise
-                _say_once_numpy(str(e))
+                say_once("numpy-rows", logging.WARNING, f"spectrogram rows with NumPy (about half the speed): {e}")
         self.kernel = "numpy" if self._parts is None else "compiled"
         if self._parts is None:
             self._parts = [_FftBatch(p.fft_size) for _ in range(self.threads)]
@@ -267,8 +274,6 @@ class SpectrogramEngine:
         if len(x) < self.frames_needed(n_rows):
             raise ValueError(f"need {self.frames_needed(n_rows)} samples for {n_rows} rows, got {len(x)}")
         x = np.ascontiguousarray(x, dtype=np.complex64)
-        frames = None if self.kernel == "compiled" else \
-            np.lib.stride_tricks.sliding_window_view(x, p.fft_size)[::p.hop][:n_rows]
         # Threads take chunks of rows as they come free (an even split left one thread
         # idle whenever the other was preempted by the upstream blocks sharing the cores);
         # compiled: one call per thread sharing an atomic counter, NumPy: a shared iterator.
@@ -282,6 +287,7 @@ class SpectrogramEngine:
             made += sum(f.result() for f in futures)
             assert made == n_rows, (made, n_rows)
             return out
+        frames = np.lib.stride_tricks.sliding_window_view(x, p.fft_size)[::p.hop][:n_rows]
         starts = iter(range(0, n_rows, step))
         futures = [self._pool.submit(self._drain, part, starts, frames, out, n_rows)
                    for part in range(1, helpers + 1)]

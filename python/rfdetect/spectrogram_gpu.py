@@ -13,32 +13,17 @@ libraries round differently; the floor normalisation amplifies nothing).
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Optional
 
 import numpy as np
 
 from .backends import GpuUnavailable, require_cupy
-from .spectrogram import SpectrogramEngine, SpectrogramParams, _window, rows_from_spectrum
-
-log = logging.getLogger("rfdetect.stft")
+from .spectrogram import SpectrogramEngine, SpectrogramParams, _window, rows_from_spectrum, say_once
 
 # largest |GPU row - CPU row| allowed (rows are in [0, 1]; 1e-3 is 0.06 dB at the
 # default 60 dB range)
 ROW_TOLERANCE = 1e-3
 DEVICES = ("auto", "cpu", "cuda")
-
-_said = set()
-_said_lock = threading.Lock()
-
-
-def _say_once(key: str, level: int, msg: str, say=None) -> None:
-    with _said_lock:
-        if key in _said:
-            return
-        _said.add(key)
-    (say or log.log)(level, msg)
-
 
 class CudaSpectrogramEngine:
     def __init__(self, params: SpectrogramParams, device: int = 0):
@@ -126,7 +111,7 @@ def make_spectrogram_engine(params: SpectrogramParams, device: str = "auto", thr
         engine = CudaSpectrogramEngine(params, index)
     except GpuUnavailable as e:
         level = logging.INFO if d == "auto" else logging.WARNING
-        _say_once(f"nogpu:{d}", level, f"STFT on the CPU: no GPU for it here ({e})", say)
+        say_once(f"nogpu:{d}", level, f"STFT on the CPU: no GPU for it here ({e})", say)
         return SpectrogramEngine(params, threads=threads)
-    _say_once(f"gpu:{index}", logging.INFO, f"STFT on GPU {index} (CuPy/cuFFT)", say)
+    say_once(f"gpu:{index}", logging.INFO, f"STFT on GPU {index} (CuPy/cuFFT)", say)
     return engine
