@@ -10,11 +10,13 @@ from .sigmf_source import LENGTH_TAG
 from .spectrogram import SpectrogramParams
 from . import stream_end
 from .stft_tile import STFT_TAG
-from .tile_detector import MODES, TileDetector
+from .tile_detector import FINISH_TIMEOUT_S, MODES, TileDetector
 
 
 # how long the end of a stream waits for the blocks downstream to handle the final tile
 _END_TIMEOUT_S = 30.0
+# stop() (Ctrl-C, or a source without a length tag): a short, best-effort end
+_STOP_TIMEOUT_S = 5.0
 
 
 def parse_models(models) -> list:
@@ -62,16 +64,22 @@ class detector(gr.sync_block):
             deadline).
         score_threshold: drop detections scoring below this (models also apply the
             thresholds in their cards).
-        samp_rate, center_freq: used until rx_rate / rx_freq tags arrive.
+        samp_rate, center_freq: used until rx_rate / rx_freq tags arrive. samp_rate 0
+            (the default) takes the STFT Tile block's samp_rate; with neither, and no
+            rx_rate tag on the first sample, the first row stops the flowgraph with an
+            error naming the missing rate.
+        finish_timeout_s: file mode: how long the end of the stream may wait for the
+            queued tiles before it gives up, saying so.
         stats_interval_s: how often statistics are posted on the ``stats`` port.
         tile_dir: if set, every tile is also written there as a 16-bit PNG
             (``tile_NNNNNN.png``), the format ``rfdetect-train prepare`` writes.
     """
 
     def __init__(self, models=("default",), tile_height=1024, overlap=128, mode="file", queue_size=4,
-                 deadline_s=0.0, score_threshold=0.0, samp_rate=1.0, center_freq=0.0,
+                 deadline_s=0.0, score_threshold=0.0, samp_rate=0.0, center_freq=0.0,
                  stats_interval_s=1.0, width=1024, tile_dir="", profile="auto", backend="auto",
-                 device="auto", precision="auto", batch_size=-1, concurrency="auto"):
+                 device="auto", precision="auto", batch_size=-1, concurrency="auto",
+                 finish_timeout_s=FINISH_TIMEOUT_S):
         gr.sync_block.__init__(self, name="rfdetect Detector", in_sig=[(np.float32, int(width))], out_sig=None)
         if mode not in MODES:
             raise ValueError(f"mode={mode!r} must be one of {MODES}")
@@ -85,7 +93,10 @@ class detector(gr.sync_block):
             raise ValueError(f"tile_height={tile_height} is too small")
         if not 0 <= int(overlap) < int(tile_height):
             raise ValueError(f"overlap={overlap} must be >= 0 and < tile_height={tile_height}")
+        if float(samp_rate) < 0:
+            raise ValueError(f"samp_rate={samp_rate} must be >= 0 (0: the STFT Tile's, or rx_rate tags)")
         self.width = int(width)
+        self.finish_timeout_s = float(finish_timeout_s)
         self.kw = dict(tile_height=int(tile_height), overlap=int(overlap), mode=mode,
                        queue_size=int(queue_size), deadline_s=float(deadline_s),
                        score_threshold=float(score_threshold), sample_rate=float(samp_rate),
@@ -152,9 +163,13 @@ class detector(gr.sync_block):
                       key=lambda k: (k[0], k[1] != STFT_TAG))
         for _, key, tag in tags:
             if key == STFT_TAG:
-                params = SpectrogramParams.from_dict(from_pmt(tag.value))
+                d = from_pmt(tag.value)
+                stft_rate = float(d.pop("samp_rate", 0.0) or 0.0)
+                params = SpectrogramParams.from_dict(d)
                 if self.engine is None:
                     self.configure(params)
+                if self.kw["sample_rate"] <= 0 and stft_rate > 0:
+                    self.engine.set_reference(tag.offset, sample_rate=stft_rate)
                 elif params != self.engine.params:
                     raise ValueError("the models were trained for other spectrogram settings than this STFT "
                                      "Tile block uses (" + "; ".join(self.engine.params.differences(params))
@@ -176,10 +191,11 @@ class detector(gr.sync_block):
             self._finish()
         return n
 
-    def _finish(self, end_timeout_s=_END_TIMEOUT_S):
+    def _finish(self, finish_timeout_s=None, end_timeout_s=_END_TIMEOUT_S):
         if not self.finished and self.engine is not None:
-            self.engine.finish()
             self.finished = True
+            if not self.engine.finish(timeout=finish_timeout_s or self.finish_timeout_s):
+                return
             if not stream_end.wait_handled(self._run, timeout=end_timeout_s):
                 gr.log.warn("rfdetect Detector: a downstream rfdetect block did not handle the final "
                             f"tile message within {end_timeout_s} s; its output may miss the last records")
@@ -191,6 +207,9 @@ class detector(gr.sync_block):
         if self.engine is not None:
             if self.kw["mode"] == "file" and self.error is None:
                 # sources without a length tag: best effort, the blocks downstream may be stopping too
-                self._finish(end_timeout_s=1.0)
+                try:
+                    self._finish(_STOP_TIMEOUT_S, _STOP_TIMEOUT_S)
+                except Exception as e:  # noqa: BLE001 - stop() must return; the error was logged
+                    gr.log.error(f"rfdetect Detector: {e}")
             self.engine.stop()
         return True

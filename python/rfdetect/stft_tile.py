@@ -36,7 +36,7 @@ class stft_tile(gr.decim_block):
     says which kernel runs).
 
     Tags out: ``rfdetect_stft`` on row 0 (a dict of the spectrogram parameters, which
-    the Detector checks against its models' cards); ``rx_time``, ``rx_freq``,
+    the Detector checks against its models' cards, plus ``samp_rate`` when set); ``rx_time``, ``rx_freq``,
     ``rx_rate`` and ``rfdetect_length`` moved to the row holding their sample, with
     ``rx_time`` corrected to that row's first new sample so that time stays exact.
 
@@ -49,7 +49,8 @@ class stft_tile(gr.decim_block):
         normalisation: "floor" (dB above the row's noise floor, [db_low, db_high]
             mapped to [0, 1]) or "none" (plain dB).
         db_low, db_high: the dB range mapped to [0, 1].
-        samp_rate: used to correct rx_time until an rx_rate tag arrives.
+        samp_rate: used to correct rx_time until an rx_rate tag arrives, and passed to
+            the Detector (whose own samp_rate is 0 by default).
         threads: CPU threads for the FFTs (default: up to 2).
         device: "auto" (the GPU through CuPy/cuFFT when one is visible, else the CPU),
             "cpu", "cuda" or "cuda:N" (the CPU, with a warning once, where there is no
@@ -87,7 +88,10 @@ class stft_tile(gr.decim_block):
         hop = self.params.hop
         row0 = self.nitems_written(0)
         if row0 == 0:
-            self.add_item_tag(0, 0, pmt.intern(STFT_TAG), to_pmt(self.params.to_dict()))
+            d = self.params.to_dict()
+            if self.samp_rate > 0:  # the Detector's sample rate when it has none of its own
+                d["samp_rate"] = self.samp_rate
+            self.add_item_tag(0, 0, pmt.intern(STFT_TAG), to_pmt(d))
         start = self.nitems_read(0)
         tags = sorted(self.get_tags_in_range(0, start, start + n * hop),
                       key=lambda t: (t.offset, pmt.symbol_to_string(t.key) != "rx_rate"))

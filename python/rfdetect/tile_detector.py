@@ -11,6 +11,13 @@ Modes:
   to the detector's pace and every tile is processed (backpressure);
 * ``realtime``: ``push_rows`` never waits; a tile that finds the queue full, or that
   waited longer than ``deadline_s`` before a worker took it, is dropped and counted.
+
+Errors on the worker: a model's error, or a tile that cannot be written to
+``tile_dir``, belongs to that tile: it is counted in the statistics and the stream
+goes on. Any other error is fatal: the worker stops, and the next ``push_rows`` or
+``finish`` raises :class:`DetectorFailed` naming it, so that the block can end the
+flowgraph with that message instead of waiting for a worker that is gone. Every wait
+on the worker has a deadline.
 """
 from __future__ import annotations
 
@@ -34,6 +41,12 @@ from .tile_io import write_tile_png
 log = logging.getLogger("rfdetect.detector")
 
 MODES = ("file", "realtime")
+# finish(): how long the end of a stream may wait for the queued tiles, at most
+FINISH_TIMEOUT_S = 120.0
+
+
+class DetectorFailed(RuntimeError):
+    """The detector's worker met an error that does not belong to one tile."""
 # A box this close to a tile's first/last row may be cut by the edge: models blur
 # edges by a pixel or so.
 _EDGE_TOLERANCE_ROWS = 1.0
@@ -162,6 +175,9 @@ class TileDetector:
         self.tiles_done = 0
         self.tiles_dropped_full = 0
         self.tiles_dropped_late = 0
+        self.tile_write_errors = 0
+        self.last_tile_write_error = ""
+        self.failure: Optional[BaseException] = None
         self.model_stats = {self._model_name(m): _ModelStats(m) for m in self.models}
         self._last_stats = time.monotonic()
         # models release the GIL while they compute (ONNX Runtime, PyTorch, NumPy), so
@@ -217,6 +233,9 @@ class TileDetector:
     # ------------------------------------------------------------ input side
     def set_reference(self, row: int, **changes) -> None:
         """A tag changed rate/frequency/time from global row ``row`` on."""
+        if "sample_rate" in changes and not changes["sample_rate"] > 0:
+            log.warning("ignored an rx_rate of %s at row %d: a sample rate must be > 0", changes["sample_rate"], row)
+            changes.pop("sample_rate")
         base = self._refs[-1][1] if self._refs else self.ref
         new = StreamReference(base.sample_rate, base.center_freq, base.rx_time, base.sample)
         for k, v in changes.items():
@@ -230,21 +249,50 @@ class TileDetector:
             self.ref = self._refs.pop(0)[1]
         return self.ref
 
+    def _pending_reference(self, row: int) -> StreamReference:
+        """The reference in effect at ``row``, without consuming pending changes."""
+        ref = self.ref
+        for r, new in self._refs:
+            if r <= row:
+                ref = new
+        return ref
+
+    def _raise_if_failed(self):
+        if self.failure is not None:
+            e = self.failure
+            raise DetectorFailed(f"the detector's worker stopped: {type(e).__name__}: {e}") from e
+
     def push_rows(self, rows: np.ndarray) -> None:
+        self._raise_if_failed()
+        if self.tiles.rows_seen == 0 and len(rows):
+            fs = self._pending_reference(0).sample_rate
+            if not fs > 0:
+                raise ValueError(f"no sample rate for the first spectrogram row (samp_rate={fs:g} and no "
+                                 f"rx_rate tag): set samp_rate on the Detector or the STFT Tile block, or "
+                                 f"use a source that tags rx_rate")
         for tile, row_start in self.tiles.push(rows):
             self._submit(tile, row_start, self.tile_height, final=False)
 
-    def finish(self, timeout: Optional[float] = None) -> bool:
+    def finish(self, timeout: float = FINISH_TIMEOUT_S) -> bool:
         """End of stream: run the partial last tile, wait until every queued tile is
-        done and the final message is posted. Returns False on timeout."""
+        done and the final message is posted. Returns False when that takes longer
+        than ``timeout`` seconds; raises :class:`DetectorFailed` when the worker died."""
         if self._finished.is_set():
+            self._raise_if_failed()
             return True
+        deadline = time.monotonic() + timeout
         last = self.tiles.flush()
         if last is not None:
-            self._submit(last[0], last[1], last[2], final=True, force=True)
+            self._submit(last[0], last[1], last[2], final=True, force=True, deadline=deadline)
         else:
-            self._put(("final", self._tile_index, self.tiles.row_start + self.tiles._fill), force=True)
-        return self._finished.wait(timeout)
+            self._put(("final", self._tile_index, self.tiles.row_start + self.tiles._fill), force=True,
+                      deadline=deadline)
+        done = self._finished.wait(max(0.0, deadline - time.monotonic()))
+        self._raise_if_failed()
+        if not done:
+            log.error("the end of the stream waited %.0f s for %d queued tiles and gave up; the last "
+                      "tiles' detections are missing", timeout, self._queue.qsize())
+        return done
 
     def stop(self) -> None:
         self._stop.set()
@@ -256,14 +304,14 @@ class TileDetector:
         if self._pool is not None:
             self._pool.shutdown(wait=False)
 
-    def _submit(self, tile, row_start, valid_rows, final, force=False):
+    def _submit(self, tile, row_start, valid_rows, final, force=False, deadline=None):
         ref = self._reference_for(row_start)
         item = ("tile", self._tile_index, tile, row_start, valid_rows, final, ref, time.monotonic())
         self._tile_index += 1
-        if self._put(item, force):
+        if self._put(item, force, deadline):
             self.tiles_queued += 1
 
-    def _put(self, item, force=False) -> bool:
+    def _put(self, item, force=False, deadline=None) -> bool:
         if self.mode == "realtime" and not force:
             try:
                 self._queue.put_nowait(item)
@@ -272,7 +320,9 @@ class TileDetector:
                 self.tiles_dropped_full += 1
                 self._post_dropped(item)
                 return False
-        while not self._stop.is_set():  # file mode: backpressure, but stay stoppable
+        # file mode: backpressure, but stay stoppable and notice a worker that died
+        while not self._stop.is_set() and (deadline is None or time.monotonic() < deadline):
+            self._raise_if_failed()
             try:
                 self._queue.put(item, timeout=0.2)
                 return True
@@ -282,8 +332,20 @@ class TileDetector:
 
     # ------------------------------------------------------------ worker side
     def _run(self):
+        try:
+            self._serve()
+        except Exception as e:  # not one tile's: fatal, reported by the next push_rows/finish
+            self.failure = e
+            log.error("detector worker stopped: %s: %s", type(e).__name__, e)
+        finally:
+            self._finished.set()  # nobody waits for a worker that is gone
+
+    def _serve(self):
         while not self._stop.is_set():
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
             if item is None:
                 break
             if item[0] == "final":
@@ -298,7 +360,7 @@ class TileDetector:
                 self._post_dropped(item)
                 continue
             if self.tile_dir:
-                write_tile_png(self.tile_dir / f"tile_{index:06d}.png", tile)
+                self._save_tile(index, tile)
             records = []
             for m, (boxes, ms, err) in zip(self.models, self._run_models(tile)):
                 name = self._model_name(m)
@@ -320,6 +382,16 @@ class TileDetector:
             if final:
                 self._finished.set()
             self._maybe_post_stats()
+
+    def _save_tile(self, index, tile):
+        try:
+            write_tile_png(self.tile_dir / f"tile_{index:06d}.png", tile)
+        except OSError as e:  # a full disk must not stop the detections
+            self.tile_write_errors += 1
+            self.last_tile_write_error = f"{type(e).__name__}: {e}"
+            if self.tile_write_errors == 1 or self.tile_write_errors % 100 == 0:
+                log.error("cannot write tile %d to %s (%d tiles so far): %s", index, self.tile_dir,
+                          self.tile_write_errors, self.last_tile_write_error)
 
     def _post_dropped(self, item):
         _, index, tile, row_start, valid_rows, final, ref, _ = item
@@ -353,6 +425,7 @@ class TileDetector:
                 "tiles_done": self.tiles_done, "tiles_dropped": dropped,
                 "tiles_dropped_queue_full": self.tiles_dropped_full,
                 "tiles_dropped_deadline": self.tiles_dropped_late, "queue_depth": self._queue.qsize(),
+                "tile_write_errors": self.tile_write_errors, "last_tile_write_error": self.last_tile_write_error,
                 "concurrency": self.concurrency, "concurrency_timing_ms": self.concurrency_timing_ms,
                 "models": {k: v.summary(dropped) for k, v in self.model_stats.items()}}
 

@@ -24,8 +24,12 @@ def write_tile_png(path, tile: np.ndarray) -> None:
     from PIL import Image
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    Image.fromarray(quantize(tile)).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    try:
+        Image.fromarray(quantize(tile)).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:  # a full disk: no half-written file left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_tile_png(path) -> np.ndarray:
