@@ -63,6 +63,64 @@ def test_example_compiles_with_grcc(path, tmp_path, grc_env):
     assert (tmp_path / (path.stem + ".py")).exists()
 
 
+# The live examples cannot run here (no SDR): compile them, import the generated script
+# (imports only: nothing opens a device) and check what it would ask of the device and
+# of the blocks. Per example: the source's rate setter as grcc writes it, and the rates
+# the device delivers without loss. RTL2832U: up to 3.2 MS/s accepted, 2.4 MS/s the
+# highest that does not drop samples on most USB hosts. USRP: 10 MS/s, an integer
+# decimation of the N2xx (100 MHz) and X3xx (200 MHz) master clocks.
+LIVE = {
+    "live_detect": ("sdr", "set_sample_rate(0, samp_rate)", lambda rate: 0.9e6 <= rate <= 2.4e6),
+    "live_detect_uhd": ("usrp", "set_samp_rate(samp_rate)",
+                        lambda rate: rate <= 12e6 and 100e6 % rate == 0 and 200e6 % rate == 0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LIVE))
+def test_live_example_asks_its_sdr_for_a_rate_it_delivers_with_settings_that_fit(name, tmp_path, grc_env):
+    import importlib.util
+    import re
+
+    from gnuradio.rfdetect.model_runtime import load_model
+    from gnuradio.rfdetect.spectrogram import SpectrogramParams
+    proc = subprocess.run(["grcc", "-o", str(tmp_path), str(ROOT / "examples" / f"{name}.grc")],
+                          capture_output=True, text=True, env=grc_env, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    script = tmp_path / f"{name}.py"
+    src = script.read_text()
+    sdr, rate_setter, supported = LIVE[name]
+    [rate] = re.findall(r"self\.samp_rate = samp_rate = (\S+)", src)
+    rate = float(rate)
+    assert supported(rate), f"{name}: {rate / 1e6} MS/s is not a rate the device delivers without loss"
+    assert f"self.{sdr}.{rate_setter}" in src  # the device is asked for that rate
+    # the STFT Tile's documentation asks for a large buffer on the block before it
+    assert f"self.{sdr}.set_min_output_buffer(2097152)" in src
+    assert f"self.connect((self.{sdr}, 0), (self.stft, 0))" in src
+    # the STFT Tile and the Detector get the example's rate and its spectrogram parameters
+    assert re.search(r"rfdetect\.stft_tile\(fft_size=fft_size, hop=hop, .*width=width, .*samp_rate=samp_rate", src)
+    assert re.search(r"rfdetect\.detector\(.*tile_height=tile_height, overlap=overlap, mode=\"realtime\"", src)
+    assert re.search(r"rfdetect\.detector\(.*deadline_s=[1-9]", src)  # a live source: bounded latency
+    assert re.search(r"rfdetect\.detector\(.*samp_rate=samp_rate.*width=width", src)
+    spec = importlib.util.spec_from_file_location(name, script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # imports the device's GNU Radio module (soapy / uhd)
+    a = module.argument_parser().parse_args([])
+    p = SpectrogramParams(fft_size=a.fft_size, hop=a.hop, width=a.width)
+    # the pixel scale of the STFT Tile defaults at 10 MS/s (2.44 kHz bins, 205 us rows,
+    # 4 bins per column as the energy detector's smoothing assumes), whatever the rate
+    assert 2.2e3 <= rate / p.fft_size <= 2.6e3, rate / p.fft_size
+    assert 190e-6 <= p.hop / rate <= 230e-6, p.hop / rate
+    assert p.fft_size // p.width == 4
+    # a new tile at least every quarter second; the overlap is a few percent of the tile
+    assert (a.tile_height - a.overlap) * p.hop / rate <= 0.25
+    assert 0 < a.overlap <= a.tile_height // 4
+    # every model the example names accepts its settings (a card made for others is refused)
+    models = [m.strip() for m in a.models.split(",") if m.strip()]
+    assert models
+    for m in models:
+        load_model(m, p, a.tile_height)
+
+
 def run_example(name, recording, tmp_path, grc_env, *args):
     """Compile examples/NAME.grc with grcc and run it headless on ``recording`` at the
     tests' small spectrogram settings; -> (process, JSONL output path)."""
