@@ -91,24 +91,31 @@ def run_native(x, n, fft_size, nthreads=1, large=True):
 
 
 def engine_table(fft_size, hop, repeats, n_rows=2048):
-    """Rows from a buffer in memory: the kernels' own speed, without GNU Radio."""
+    """Rows from a buffer in memory: the kernels' own speed, without GNU Radio. Rounds
+    alternate between the kernels as the flowgraph rounds do."""
     p = SpectrogramParams(fft_size=fft_size, hop=hop)
     x = noise(n_rows * hop + p.history)
     out = np.empty((n_rows, p.width), np.float32)
-    lines = ["| engine alone, hop %d | threads | median MS/s | spread | us per row per thread |" % hop,
-             "|---|---|---|---|---|"]
-    for kernel in ("compiled", "numpy"):
-        for threads in (1, 2):
-            eng = SpectrogramEngine(p, threads=threads, kernel=kernel)
-            eng.compute(x, n_rows, out)  # plans, buffers
-            rates = []
-            for _ in range(repeats):
-                t = time.perf_counter()
-                eng.compute(x, n_rows, out)
-                rates.append(n_rows * hop / (time.perf_counter() - t) / 1e6)
-            med, spread = med_spread(rates)
-            lines.append(f"| {kernel} | {threads} | {med:.1f} | {spread} | {hop / med * threads:.2f} |")
-            eng.close()
+    engines = {(kernel, threads): SpectrogramEngine(p, threads=threads, kernel=kernel)
+               for kernel in ("compiled", "numpy") for threads in (1, 2)}
+    for eng in engines.values():
+        eng.compute(x, n_rows, out)  # plans, buffers
+    rates = {k: [] for k in engines}
+    order = list(engines)
+    for r in range(repeats):
+        for k in order[r % len(order):] + order[:r % len(order)]:
+            t = time.perf_counter()
+            engines[k].compute(x, n_rows, out)
+            rates[k].append(n_rows * hop / (time.perf_counter() - t) / 1e6)
+    lines = [f"| engine alone, hop {hop} | threads | median MS/s | spread | us per row per thread "
+             "| per round / NumPy kernel, same threads: median (quartiles) |",
+             "|---|---|---|---|---|---|"]
+    for (kernel, threads), v in rates.items():
+        med, spread = med_spread(v)
+        vs_numpy = _ratio([a / b for a, b in zip(v, rates[("numpy", threads)])])
+        lines.append(f"| {kernel} | {threads} | {med:.1f} | {spread} | {hop / med * threads:.2f} | {vs_numpy} |")
+    for eng in engines.values():
+        eng.close()
     return "\n".join(lines)
 
 
