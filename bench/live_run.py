@@ -57,7 +57,8 @@ def rss_mb() -> float:
 
 
 def run_live(meta: Path, seconds: float, models=("default",), queue_size: int = 4, concurrency: str = "auto",
-             rss_every_s: float = 0.0) -> dict:
+             rss_every_s: float = 0.0, attach=None) -> dict:
+    """``attach(tb, track_assigner) -> [blocks]``: more sinks on the Track Assigner's output."""
     src = rfdetect.sigmf_source(str(meta), repeat=True, realtime=True)
     rate = src.recording.sample_rate
     tb = gr.top_block()
@@ -75,6 +76,7 @@ def run_live(meta: Path, seconds: float, models=("default",), queue_size: int = 
     tb.msg_connect(nms, "out", tracks, "in")
     tb.msg_connect(tracks, "out", pub, "in")
     tb.msg_connect(det, "stats", pub, "stats")
+    tb.python_blocks = [src, stft, det, nms, tracks, pub] + list(attach(tb, tracks) if attach else [])
     received, stop = [0], threading.Event()
 
     def subscribe():
@@ -110,4 +112,4 @@ def run_live(meta: Path, seconds: float, models=("default",), queue_size: int = 
     return {"rate": rate, "seconds": seconds, "elapsed": elapsed, "tiles_done": st["tiles_done"],
             "tiles_dropped": st["tiles_dropped"], "max_lag_s": src.max_lag_s, "overruns": src.overruns,
             "latency_ms": pub.publisher.latency(), "models": st["models"], "concurrency": st["concurrency"],
-            "received": received[0], "zmq_dropped": pub.dropped, "rss": rss}
+            "received": received[0], "zmq_sent": pub.sent, "zmq_dropped": pub.dropped, "rss": rss}

@@ -1,19 +1,27 @@
 #!/usr/bin/env python3
-"""Resident memory over a long real-time run: the slope must be flat.
+"""Resident memory over a long real-time run with every sink attached: the slope must be flat.
 
-    .venv/bin/python bench/memory.py [--minutes 30] [--rate 5e6] [--every 10]
+    .venv/bin/python bench/memory.py [--minutes 60] [--rate 2.4e6] [--every 10] [--out DIR]
 
-Real-time playback with the default model (bench/live_run.py); the process's resident
-memory (VmRSS) is sampled every --every seconds. Reports the least-squares slope over
-the whole run and over its second half (after warm-up), in MB per hour, and writes
-docs/memory_soak.png and its section of docs/reliability.md.
+Real-time playback with the default model (bench/live_run.py) into the ZMQ PUB Sink
+(with a subscriber that keeps up), the JSONL Sink and the SigMF Annotation Sink
+(metadata-only, as for a live SDR). The process's resident memory (VmRSS) is sampled
+every --every seconds; one progress line a minute (RSS, JSONL lines, journal bytes)
+goes to stdout. At the end: the least-squares RSS slope over the whole run and over
+its second half (after warm-up), in MB per hour, the output sizes, and whether the
+finalised .sigmf-meta passes sigmf-python's validation; writes docs/memory_soak.png
+and its section of docs/reliability.md (unless --no-write).
 """
 import argparse
+import json
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
 
 from bench_report import save_plot, stamp, write_section
-from live_run import at_rate, base_recording, run_live
+from live_run import CACHE, at_rate, base_recording, rss_mb, run_live
 
 
 def slope_mb_per_hour(points) -> float:
@@ -21,32 +29,74 @@ def slope_mb_per_hour(points) -> float:
     return float(np.polyfit(t, m, 1)[0] * 3600) if len(t) > 2 else float("nan")
 
 
+def count_lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as f:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    except FileNotFoundError:
+        return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=30.0)
-    ap.add_argument("--rate", type=float, default=5e6)
+    ap.add_argument("--minutes", type=float, default=60.0)
+    ap.add_argument("--rate", type=float, default=2.4e6, help="real-time sample rate (default: an RTL-SDR's)")
     ap.add_argument("--every", type=float, default=10.0)
+    ap.add_argument("--out", type=Path, default=CACHE / "soak", help="folder for the JSONL and SigMF outputs")
     ap.add_argument("--no-write", action="store_true")
     a = ap.parse_args()
-    r = run_live(at_rate(base_recording(), a.rate), a.minutes * 60, models=["default"], rss_every_s=a.every)
+    from gnuradio import rfdetect
+    a.out.mkdir(parents=True, exist_ok=True)
+    jsonl_path, sigmf_base = a.out / "soak.jsonl", a.out / "soak"
+    journal = Path(str(sigmf_base) + ".sigmf-meta.journal")
+
+    def attach(tb, tracks):
+        jsonl = rfdetect.jsonl_sink(str(jsonl_path))
+        ann = rfdetect.sigmf_annotation_sink(str(sigmf_base), samp_rate=a.rate, center_freq=915e6)
+        for blk in (jsonl, ann):
+            tb.msg_connect(tracks, "out", blk, "in")
+        return [jsonl, ann]
+
+    stop = threading.Event()
+
+    def progress():  # a second reader of the files while they are written
+        t0 = time.monotonic()
+        while not stop.wait(60):
+            size = journal.stat().st_size if journal.exists() else 0
+            print(f"{(time.monotonic() - t0) / 60:6.1f} min  RSS {rss_mb():7.1f} MB  JSONL lines "
+                  f"{count_lines(jsonl_path):8d}  journal {size / 1e6:8.2f} MB", flush=True)
+
+    mon = threading.Thread(target=progress, daemon=True)
+    mon.start()
+    r = run_live(at_rate(base_recording(), a.rate), a.minutes * 60, models=["default"], rss_every_s=a.every,
+                 attach=attach)
+    stop.set()
+    mon.join(timeout=5)
+    import sigmf
+    handle = sigmf.sigmffile.fromfile(str(sigmf_base) + ".sigmf-meta")  # validates
+    n_ann = len(handle.get_annotations())
+    n_lines = count_lines(jsonl_path)
     pts = r["rss"]
     half = [p for p in pts if p[0] >= pts[-1][0] / 2]
     mem = [m for _, m in pts]
-    rows = ["| samples | RSS min / median / max MB | slope, whole run | slope, second half | tiles | dropped |",
-            "|---|---|---|---|---|---|",
+    rows = ["| samples | RSS min / median / max MB | slope, whole run | slope, second half | tiles | dropped "
+            "| JSONL lines | SigMF annotations (valid) | ZeroMQ sent / received |",
+            "|---|---|---|---|---|---|---|---|---|",
             f"| {len(pts)} | {min(mem):.0f} / {np.median(mem):.0f} / {max(mem):.0f} | "
             f"{slope_mb_per_hour(pts):+.1f} MB/h | {slope_mb_per_hour(half):+.1f} MB/h | {r['tiles_done']} | "
-            f"{r['tiles_dropped']} |"]
+            f"{r['tiles_dropped']} | {n_lines} | {n_ann} | {r['zmq_sent']} / {r['received']} |"]
     table = "\n".join(rows)
-    header = stamp(f"{a.minutes:g} min at {a.rate / 1e6:g} MS/s real time, default model, RSS every {a.every:g} s")
+    header = stamp(f"{a.minutes:g} min at {a.rate / 1e6:g} MS/s real time, default model, ZMQ PUB + JSONL + "
+                   f"SigMF Annotation sinks, RSS every {a.every:g} s")
     print(header)
     print(table)
+    print(json.dumps({"rss": pts}), file=open(a.out / "rss.json", "w"))
     if not a.no_write:
         def draw(ax):
             ax.plot([t / 60 for t, _ in pts], mem)
             ax.set_xlabel("minutes")
             ax.set_ylabel("resident memory (MB)")
-            ax.set_title(f"{a.minutes:g} min real-time run, {a.rate / 1e6:g} MS/s")
+            ax.set_title(f"{a.minutes:g} min real-time run, {a.rate / 1e6:g} MS/s, all sinks")
         save_plot(draw, "memory_soak.png", size=(7, 3))
         write_section("reliability.md", "bench/memory.py", header, table + "\n\n![RSS](memory_soak.png)")
 

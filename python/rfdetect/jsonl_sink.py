@@ -9,8 +9,9 @@ from .record_outputs import JsonlWriter
 
 class jsonl_sink(gr.basic_block):
     """Writes every record it receives as one JSON line (schema rfdetect.detection/1)
-    to ``path.partial``, renamed to ``path`` when the stream ends or the flowgraph
-    stops, so ``path`` always holds a complete run.
+    to ``path`` as it arrives (``tail -f`` follows a run); each line is a complete
+    record, and the file is fsynced and closed when the stream ends or the flowgraph
+    stops.
 
     Args:
         path: output file.

@@ -1,6 +1,4 @@
 """SigMF Annotation Sink block: writes detections as SigMF annotations."""
-import time
-
 import pmt
 from gnuradio import gr
 
@@ -15,9 +13,13 @@ class sigmf_annotation_sink(gr.basic_block):
     core:freq_upper_edge, core:label, plus rfdetect:score, rfdetect:model,
     rfdetect:track_id, rfdetect:snr_db.
 
-    The ``.sigmf-meta`` is rewritten atomically (sorted annotations; never a
-    half-written file) every ``flush_interval_s`` seconds, at the end of the stream,
-    and when the flowgraph stops (also on Ctrl-C in a grcc-generated script).
+    Memory stays bounded however long it runs: each annotation is appended to the
+    journal ``path.sigmf-meta.journal`` as it arrives, and ``path.sigmf-meta`` (sorted
+    annotations, written atomically, never half-written) is built from the journal at
+    the end of the stream or when the flowgraph stops (also on Ctrl-C in a
+    grcc-generated script). After a crash, the journal is recovered aside when a sink
+    starts again on the same path, or by ``python -m gnuradio.rfdetect.record_outputs
+    recover path.sigmf-meta.journal`` (docs/reliability.md).
 
     Args:
         path: output base name (``path.sigmf-meta`` / ``path.sigmf-data``).
@@ -25,29 +27,31 @@ class sigmf_annotation_sink(gr.basic_block):
             copied and its data hard-linked or copied); empty for a live SDR, which
             gives a metadata-only file.
         samp_rate, center_freq: for the metadata-only file.
-        flush_interval_s: seconds between rewrites while running.
+        flush_interval_s: seconds between fsyncs of the journal (what a power cut can
+            lose at most; a crash of the process loses nothing written).
     """
 
     def __init__(self, path="detections", source="", samp_rate=0.0, center_freq=0.0, flush_interval_s=5.0):
         gr.basic_block.__init__(self, name="rfdetect SigMF Annotation Sink", in_sig=None, out_sig=None)
-        self.writer = AnnotationWriter(path, source or None, float(samp_rate), float(center_freq))
-        self.flush_interval_s = float(flush_interval_s)
-        self._last = time.monotonic()
+        self.writer = AnnotationWriter(path, source or None, float(samp_rate), float(center_freq),
+                                       sync_interval_s=float(flush_interval_s))
+        if self.writer.recovered:
+            gr.log.warn(f"rfdetect SigMF Annotation Sink: a journal left by a run that did not stop cleanly was "
+                        f"recovered as {self.writer.recovered['meta']} "
+                        f"({self.writer.recovered['annotations']} annotations)")
         self.message_port_register_in(pmt.intern("in"))
         self.set_msg_handler(pmt.intern("in"), self._handle)
 
     def _handle(self, msg):
         tile, records = parse_tile_message(msg)
         self.writer.add(records)
-        now = time.monotonic()
-        if tile.get("final") or (self.writer.dirty and now - self._last >= self.flush_interval_s):
-            self.writer.flush()
-            self._last = now
+        if tile.get("final"):
+            self.writer.finalise()
         stream_end.acknowledge(tile)
 
     def flush(self):
         self.writer.flush()
 
     def stop(self):
-        self.writer.flush()
+        self.writer.finalise()
         return True

@@ -6,6 +6,7 @@ with one sentence that names the file and the problem.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
@@ -14,7 +15,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -279,14 +280,16 @@ def _parse_meta(raw: bytes, where: str) -> dict:
 
 
 # ---------------------------------------------------------------- writing
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``:
-    readers see the old file or the new one, never half of one."""
+@contextlib.contextmanager
+def atomic_file(path, mode: str = "wb", **kw):
+    """Open a temporary file in ``path``'s folder for writing; on a clean exit it is
+    fsynced and renamed over ``path``, on an exception removed: readers see the old
+    file or the new one, never half of one."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent or ".")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        with os.fdopen(fd, mode, **kw) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -298,13 +301,39 @@ def atomic_write_bytes(path, data: bytes) -> None:
         raise
 
 
+def atomic_write_bytes(path, data: bytes) -> None:
+    with atomic_file(path) as f:
+        f.write(data)
+
+
 def atomic_write_json(path, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8"))
 
 
+def annotation_key(a: dict) -> tuple:
+    """SigMF wants annotations in ascending core:sample_start (sigmf-python's validator
+    checks it); ties broken so that the order is reproducible."""
+    return (a.get("core:sample_start", 0), a.get("core:sample_count", 0), a.get("core:freq_lower_edge", 0.0))
+
+
 def sort_annotations(annotations: list[dict]) -> list[dict]:
-    return sorted(annotations, key=lambda a: (a.get("core:sample_start", 0), a.get("core:sample_count", 0),
-                                              a.get("core:freq_lower_edge", 0.0)))
+    return sorted(annotations, key=annotation_key)
+
+
+def atomic_write_meta_stream(path, meta: dict, annotations: Iterable[dict]) -> int:
+    """Write a .sigmf-meta atomically with ``meta``'s global and captures and the
+    ``annotations`` taken one at a time from an iterable (already in SigMF order), so a
+    file of millions of annotations never sits in memory as one object. One annotation
+    per line. -> number of annotations written."""
+    head = {k: v for k, v in meta.items() if k != "annotations"}
+    n = 0
+    with atomic_file(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps(head, indent=2)[:-2].rstrip() + ',\n  "annotations": [')
+        for a in annotations:
+            f.write(("\n    " if n == 0 else ",\n    ") + json.dumps(a, sort_keys=True))
+            n += 1
+        f.write("\n  ]\n}\n" if n else "]\n}\n")
+    return n
 
 
 def new_meta(sample_rate: float, datatype: str, frequency: float = 0.0, datetime: Optional[str] = None,
