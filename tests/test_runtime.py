@@ -17,7 +17,7 @@ from gnuradio.rfdetect.model_runtime import (ModelError, ModelSpec, card_for, lo
 from gnuradio.rfdetect.tensorrt_backend import TensorRTUnavailable
 from gnuradio.rfdetect.tile_detector import TileDetector
 
-from conftest import SMALL, TILE, run_cli
+from conftest import SMALL, SMALL_ARGS, TILE, run_cli
 from onnx_grid_model import make_grid_model
 
 CPU = PROFILES["cpu"]
@@ -123,14 +123,24 @@ def test_engine_from_another_gpu_is_rebuilt_once_from_the_onnx_beside_it(model_d
         open_engine(engine, "cuda:0", "fp16", fake.load, fake.build, fake.cache_path)
 
 
-def test_tensorrt_path_imports_and_fails_clearly_without_tensorrt(model_dir):
+def test_tensorrt_path_imports_and_fails_clearly_without_tensorrt(model_dir, recording, tmp_path):
+    """No TensorRT here: the backend and the builder raise one clear error; `detect` on a
+    real recording with the engine and only the tensorrt backend allowed fails with that
+    reason, and with ONNX Runtime allowed as well it runs on the ONNX beside the engine."""
     from gnuradio.rfdetect.tensorrt_backend import TensorRTBackend, build_engine
     with pytest.raises(TensorRTUnavailable, match="TensorRT is not installed"):
         TensorRTBackend(model_dir / "model.engine")
-    with pytest.raises(TensorRTUnavailable):
+    with pytest.raises(TensorRTUnavailable, match="TensorRT is not installed"):
         build_engine(model_dir / "model.onnx")
-    proc = run_cli("detect", "x.sigmf-meta", "--model", model_dir / "model.engine", check=False)
-    assert proc.returncode != 0
+    engine = model_dir / "model.engine"
+    args = ["detect", recording, "--quiet", "--profile", "desktop-gpu", "--out", tmp_path / "d.jsonl", *SMALL_ARGS]
+    only = run_cli(*args, "--model", f"{engine}?backend=tensorrt", check=False)
+    assert only.returncode != 0
+    assert "no format loads here (model.engine: TensorRT is not installed here" in only.stderr, only.stderr
+    assert "Traceback" not in only.stderr
+    fallback = run_cli(*args, "--model", engine, check=False)
+    assert fallback.returncode == 0, fallback.stderr
+    assert "using model.onnx (onnxruntime); skipped model.engine: TensorRT is not installed" in fallback.stderr
 
 
 # ---------------------------------------------------------------- profiles

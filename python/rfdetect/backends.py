@@ -12,8 +12,11 @@ the first input dimension may vary) and ``memory()`` (GPU bytes in use and peak,
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -22,6 +25,9 @@ import numpy as np
 
 # metadata stored inside a PyTorch archive (torch.export extra file)
 TORCH_META = "rfdetect.json"
+ORT_MISSING = ("ONNX Runtime is not installed here: pip install 'gr-rfdetect[cpu]' (or, with a GPU, "
+               "'gr-rfdetect[gpu]'; on a Jetson keep NVIDIA's onnxruntime-gpu wheel)")
+log = logging.getLogger("rfdetect.models")
 
 
 class BackendError(RuntimeError):
@@ -55,6 +61,59 @@ def excess_error(ref, got, rtol: float) -> float:
     return float((np.abs(ref - np.asarray(got, dtype=np.float64)) - rtol * np.abs(ref)).max(initial=0.0))
 
 
+def run_in_batches(run, feed: dict, outputs: list, max_batch: int) -> list:
+    """``run(feed, outputs)`` on at most ``max_batch`` items of the first dimension at a
+    time, the outputs joined along it: for a network that takes fewer items per call
+    (a TensorRT profile's maximum) than a tile brings (crops, frequency chunks). Every
+    input and output must carry the items on its first dimension."""
+    sizes = {name: len(x) for name, x in feed.items()}
+    n = next(iter(sizes.values()))
+    if any(v != n for v in sizes.values()):
+        raise BackendError(f"inputs differ in their first dimension {sizes}: cannot split them into batches")
+    if n <= max_batch:
+        return run(feed, outputs)
+    parts = [run({name: x[a:a + max_batch] for name, x in feed.items()}, outputs)
+             for a in range(0, n, max_batch)]
+    return [np.concatenate(outs) for outs in zip(*parts)]
+
+
+def ort_engine_cache_dir(model_path, ort_version: str) -> Path:
+    """Where ONNX Runtime's TensorRT provider keeps the engines it builds for one model:
+    RFDETECT_CACHE_DIR (else $XDG_CACHE_HOME/rfdetect, else ~/.cache/rfdetect)
+    /ort-tensorrt/ort<version>/<stem>-<hash of the model's bytes>. Its own file names
+    carry the GPU's compute capability; the ONNX Runtime version and the model's hash
+    keep a changed model or runtime from picking up an engine built for another (a
+    TensorRT upgrade alone is not seen: clear the folder after one)."""
+    root = os.environ.get("RFDETECT_CACHE_DIR") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rfdetect"
+    model_path = Path(model_path)
+    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()[:16]
+    return Path(root) / "ort-tensorrt" / f"ort{ort_version}" / f"{model_path.stem}-{digest}"
+
+
+def onnx_providers(available, gpu: Optional[int], precision: str, model_path, ort_version: str) -> list:
+    """ONNX Runtime's execution providers for a model, best first: on a GPU device the
+    TensorRT provider (its engine cache on, so the engine it builds at the first start
+    -- minutes on a Jetson -- is reused by the next) and the CUDA provider where this
+    build has them; the CPU provider always."""
+    providers = []
+    if gpu is not None:
+        if "TensorrtExecutionProvider" in available:
+            opts = {"device_id": gpu, "trt_fp16_enable": precision == "fp16"}
+            try:
+                cache = ort_engine_cache_dir(model_path, ort_version)
+                cache.mkdir(parents=True, exist_ok=True)
+                opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache))
+            except OSError as e:  # a read-only home on a field box: run, but say it rebuilds
+                log.warning("ONNX Runtime's TensorRT engines for %s are not cached (%s): each start "
+                            "rebuilds them; set RFDETECT_CACHE_DIR to a writable folder", model_path, e)
+            providers.append(("TensorrtExecutionProvider", opts))
+        if "CUDAExecutionProvider" in available:
+            providers.append(("CUDAExecutionProvider", {"device_id": gpu}))
+    providers.append("CPUExecutionProvider")
+    return providers
+
+
 def cuda_index(device: str) -> Optional[int]:
     """"cuda:1" -> 1, "cuda" -> 0, "cpu" -> None; anything else is an error."""
     d = str(device).strip().lower()
@@ -69,12 +128,16 @@ def cuda_index(device: str) -> Optional[int]:
 
 class OnnxBackend:
     """ONNX Runtime: the CPU execution provider always; on a GPU device the TensorRT
-    and CUDA providers first where this onnxruntime build has them."""
+    (engine cache on) and CUDA providers first where this onnxruntime build has them
+    (:func:`onnx_providers`; the GPU providers have not been executed here)."""
 
     kind = "onnxruntime"
 
     def __init__(self, path, device: str = "cpu", precision: str = "fp32", intra_threads: int = 1):
-        import onnxruntime as ort
+        try:
+            import onnxruntime as ort
+        except ImportError:  # an optional extra since a Jetson's onnxruntime-gpu must not be replaced
+            raise BackendError(f"{ORT_MISSING}; cannot load {path}") from None
         from .model_runtime import ModelError
         self.path = Path(path)
         self.device = device
@@ -82,15 +145,7 @@ class OnnxBackend:
         so = ort.SessionOptions()
         so.intra_op_num_threads = max(1, int(intra_threads))  # models run side by side
         so.log_severity_level = 3
-        avail = ort.get_available_providers()
-        providers = []
-        if gpu is not None:
-            if "TensorrtExecutionProvider" in avail:
-                providers.append(("TensorrtExecutionProvider",
-                                  {"device_id": gpu, "trt_fp16_enable": precision == "fp16"}))
-            if "CUDAExecutionProvider" in avail:
-                providers.append(("CUDAExecutionProvider", {"device_id": gpu}))
-        providers.append("CPUExecutionProvider")
+        providers = onnx_providers(ort.get_available_providers(), gpu, precision, self.path, ort.__version__)
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=so, providers=providers)
         except Exception as e:  # onnxruntime raises several unrelated types

@@ -292,8 +292,12 @@ class EnergyModel(EnergyDetector):
 
 # ------------------------------------------------------------------ model manager
 # format -> backend; a folder or name is searched in this order (the first that loads wins)
-FORMAT_BACKEND = {".engine": "tensorrt", ".onnx": "onnxruntime", ".pt": "pytorch", ".pt2": "pytorch"}
-FORMAT_PRIORITY = (".engine", ".onnx", ".pt", ".pt2")
+# TensorRT engines go by three names: .engine (trtexec's examples, our export), .trt
+# (the project card's word) and .plan (Triton's); all are the same serialised engine
+ENGINE_SUFFIXES = (".engine", ".trt", ".plan")
+FORMAT_BACKEND = {**{s: "tensorrt" for s in ENGINE_SUFFIXES}, ".onnx": "onnxruntime", ".pt": "pytorch",
+                  ".pt2": "pytorch"}
+FORMAT_PRIORITY = (*ENGINE_SUFFIXES, ".onnx", ".pt", ".pt2")
 # model.<gpu>-sm<cc>-trt<version>.<precision>.engine: an engine rebuilt for one GPU
 _ENGINE_CACHE_RE = re.compile(r"^(?P<base>.*)\.[a-z0-9-]+-sm\d+-trt[0-9.]+\.(fp16|fp32)$")
 log = logging.getLogger("rfdetect.models")
@@ -349,10 +353,10 @@ class ModelSpec:
 
 
 def _model_base(path: Path) -> Path:
-    """``dir/model`` for model.onnx, model.pt, model.engine and a rebuilt
+    """``dir/model`` for model.onnx, model.pt, model.engine / .trt / .plan and a rebuilt
     model.<gpu>-sm<cc>-trt<version>.<precision>.engine."""
     path = Path(path)
-    m = _ENGINE_CACHE_RE.match(path.stem) if path.suffix == ".engine" else None
+    m = _ENGINE_CACHE_RE.match(path.stem) if path.suffix in ENGINE_SUFFIXES else None
     return path.with_name(m.group("base") if m else path.stem)
 
 
@@ -386,25 +390,29 @@ def _locate(spec: str) -> Path:
 
 
 def model_candidates(spec: str, backends=("tensorrt", "onnxruntime", "pytorch")) -> list:
-    """Model files for ``spec``, best first: .engine > .onnx > .pt, keeping the formats
-    whose backend is in ``backends``. A file given by path is the only candidate of
-    its format (an engine still falls back to the ONNX beside it when it will not load)."""
+    """Model files for ``spec``, best first: a TensorRT engine (.engine > .trt > .plan) >
+    .onnx > .pt, keeping the formats whose backend is in ``backends``. A file given by
+    path is the only candidate of its format (an engine still falls back to the ONNX
+    beside it when it will not load)."""
     p = _locate(spec)
     if p.is_file():
         if p.suffix not in FORMAT_BACKEND:
-            raise ModelError(f"model {p}: unsupported format {p.suffix!r} (use .engine, .onnx, .pt or .pt2)")
+            raise ModelError(f"model {p}: unsupported format {p.suffix!r} (use one of {', '.join(FORMAT_PRIORITY)})")
         if FORMAT_BACKEND[p.suffix] not in backends:
             raise ModelError(f"model {p} needs the {FORMAT_BACKEND[p.suffix]} backend, but only "
                              f"{list(backends)} are allowed here (backend / RFDETECT_BACKEND)")
         cands = [p]
-        if p.suffix == ".engine" and "onnxruntime" in backends and onnx_beside(p).is_file():
+        if p.suffix in ENGINE_SUFFIXES and "onnxruntime" in backends and onnx_beside(p).is_file():
             cands.append(onnx_beside(p))
         return cands
     cands = []
+    if "tensorrt" in backends:
+        engines = [f for ext in ENGINE_SUFFIXES for f in sorted(p.glob("*" + ext))]
+        # an engine rebuilt for some GPU sorts after those exported with the model (stable sort)
+        cands += sorted(engines, key=lambda f: _ENGINE_CACHE_RE.match(f.stem) is not None)
     for ext in FORMAT_PRIORITY:
-        if FORMAT_BACKEND[ext] in backends:
-            # a rebuilt engine for some GPU sorts after the one exported with the model
-            cands += sorted(p.glob("*" + ext), key=lambda f: (_ENGINE_CACHE_RE.match(f.stem) is not None, f.name))
+        if FORMAT_BACKEND[ext] in backends and FORMAT_BACKEND[ext] != "tensorrt":
+            cands += sorted(p.glob("*" + ext))
     if not cands:
         have = sorted({f.suffix for f in p.iterdir() if f.suffix in FORMAT_BACKEND})
         raise ModelError(f"model folder {p} holds no model for backends {list(backends)} "
@@ -415,6 +423,9 @@ def model_candidates(spec: str, backends=("tensorrt", "onnxruntime", "pytorch"))
 def open_engine(path: Path, device: str, precision: str, load=None, build=None, cache_path=None):
     """Load a TensorRT engine; when it does not load here (another GPU or TensorRT
     version), use or build the engine for this GPU from the ONNX beside it, saying so.
+    ``build(onnx, out)`` builds and validates; an engine that fails either, or does
+    not load once built, is deleted (a later start would otherwise load it unchecked)
+    and the failure is a BackendError, so the caller goes on to the next format.
     ``load``/``build``/``cache_path`` default to rfdetect.tensorrt_backend's."""
     if load is None:
         from . import tensorrt_backend as trtb
@@ -424,7 +435,7 @@ def open_engine(path: Path, device: str, precision: str, load=None, build=None, 
 
         def build(onnx, out):
             trtb.build_engine(onnx, fp16=precision == "fp16", out_path=out, device=device)
-            trtb.validate_engine(out, onnx, device=device)
+            trtb.validate_engine(out, onnx, device=device, remove_on_failure=False)  # removed below
 
         def cache_path(onnx):
             return trtb.engine_cache_path(onnx, device, precision == "fp16")
@@ -450,8 +461,15 @@ def open_engine(path: Path, device: str, precision: str, load=None, build=None, 
             log.warning("cached engine %s does not load either (%s): rebuilding it", cached, e)
     log.warning("engine %s does not load here (%s): rebuilding from %s into %s (takes a while, once)",
                 path, reason, onnx, cached)
-    build(onnx, cached)
-    return load(cached, device, precision)
+    try:
+        build(onnx, cached)
+        return load(cached, device, precision)
+    except BaseException as e:
+        cached.unlink(missing_ok=True)
+        if isinstance(e, BackendError) or not isinstance(e, Exception):
+            raise
+        raise BackendError(f"building a TensorRT engine from {onnx} failed ({type(e).__name__}: "
+                           f"{(str(e).splitlines() or [''])[0][:200]})") from e
 
 
 def open_backend(path: Path, profile):

@@ -1,11 +1,20 @@
 """TensorRT 10 engines: build from ONNX, validate against ONNX Runtime, run.
 
-Kept small on purpose: it is written against the TensorRT 10 Python API (named
+NOT EXECUTED: written against the TensorRT 10 Python API documentation (named
 tensors: ``num_io_tensors`` / ``get_tensor_name`` / ``get_tensor_mode``,
-``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``;
-``build_serialized_network``) and could not be executed where it was written (no
-TensorRT wheel reaches that machine; docs/performance.md says what ran). CUDA memory
-and streams come from CuPy, the only CUDA layer in gr-rfdetect.
+``get_tensor_profile_shape``, ``set_input_shape``, ``set_tensor_address``,
+``execute_async_v3``; ``build_serialized_network``) and never run: TensorRT cannot be
+installed on the machines that wrote it and no GPU was lent to them. It is kept thin;
+what is around it runs and is tested on the CPU: the optimisation profile's size
+(:func:`card_max_batch`), splitting a call at the profile's maximum
+(``backends.run_in_batches``), the engine manager that rebuilds, caches and deletes
+engines that fail validation (``model_runtime.open_engine``). CUDA memory and streams
+come from CuPy, the only CUDA layer in gr-rfdetect.
+
+INT8: only explicit quantization -- an ONNX model that carries Q/DQ nodes (e.g. from
+NVIDIA TensorRT Model Optimizer) is built as a strongly typed network, as TensorRT 10
+asks. Calibration from tiles (``IInt8EntropyCalibrator2``, implicit quantization) was
+removed: TensorRT 10.1 deprecated it, superseded by explicit quantization.
 
 Engines are specific to a GPU model and a TensorRT version. :func:`engine_cache_path`
 names a rebuilt engine after both, beside the ONNX it came from, so a Jetson and a
@@ -21,7 +30,7 @@ from typing import Optional
 
 import numpy as np
 
-from .backends import BackendError, GpuUnavailable, cuda_index, excess_error, require_cupy
+from .backends import BackendError, GpuUnavailable, cuda_index, excess_error, require_cupy, run_in_batches
 
 log = logging.getLogger("rfdetect.tensorrt")
 
@@ -29,8 +38,9 @@ WORKSPACE_BYTES = 1 << 30
 # tolerance of an engine against ONNX Runtime on the same input (FP16 engines)
 VALIDATE_ATOL = 2e-2
 VALIDATE_RTOL = 2e-2
-# dynamic first dimension (crops of a two-stage model, frequency-split tiles)
-MAX_DYNAMIC_BATCH = 256
+# optimum of a dynamic first dimension's profile (crops of a two-stage model are
+# usually a few to a few tens per tile); the maximum comes from the card
+OPT_BATCH = 16
 
 
 class TensorRTUnavailable(GpuUnavailable):
@@ -77,64 +87,67 @@ def _to_np_dtype(trt, dt):
     return np.dtype(trt.nptype(dt))
 
 
-class _Calibrator:
-    """INT8 entropy calibration from a folder of tiles written by the Detector
-    (``tile_dir``) or ``rfdetect-train prepare`` (16-bit PNGs)."""
-
-    def __new__(cls, trt, cupy, folder, input_name, shape, cache_path):
-        from .tile_io import read_tile_png
-
-        class Calibrator(trt.IInt8EntropyCalibrator2):
-            def __init__(self):
-                trt.IInt8EntropyCalibrator2.__init__(self)
-                self.files = sorted(Path(folder).glob("*.png"))[:512]
-                if not self.files:
-                    raise BackendError(f"INT8 calibration folder {folder} holds no tile PNGs")
-                self.i = 0
-                self.buf = cupy.empty(shape, dtype=cupy.float32)
-
-            def get_batch_size(self):
-                return 1
-
-            def get_batch(self, names):
-                if self.i >= len(self.files):
-                    return None
-                tile = read_tile_png(self.files[self.i])
-                self.i += 1
-                if tile.shape != tuple(shape[2:]):
-                    raise BackendError(f"calibration tile {self.files[self.i - 1]} is {tile.shape}, the "
-                                       f"network takes {tuple(shape[2:])}")
-                self.buf.set(tile.reshape(shape).astype(np.float32))
-                return [int(self.buf.data.ptr)]
-
-            def read_calibration_cache(self):
-                return cache_path.read_bytes() if cache_path.is_file() else None
-
-            def write_calibration_cache(self, cache):
-                cache_path.write_bytes(bytes(cache))
-
-        return Calibrator()
+def card_max_batch(card) -> int:
+    """The largest first dimension the Detector gives this card's network in one call,
+    the maximum of the engine's optimisation profile. Frequency chunks: row width /
+    input width (rfdetect.model_runtime.CardModel). A crop classifier takes one crop
+    per proposal, and proposals per tile have no bound: as many crops as hold one tile
+    of pixels (tile height x row width / crop_size^2; 256 for 1024 x 1024 tiles and 64 x
+    64 crops), so activations stay about one tile's; more crops are run in several calls
+    (TensorRTBackend.run)."""
+    from . import postprocess
+    width = card.spectrogram.width
+    if card.output_format == "crop_classifier/1":
+        crop = int(card.extra.get("crop_size", postprocess.CROP_SIZE))
+        return max(1, card.input_shape[2] * width // (crop * crop))
+    return max(1, width // card.input_shape[3])
 
 
-def build_engine(onnx_path, fp16: bool = True, int8_calibration_dir: Optional[str] = None,
-                 out_path=None, device: str = "cuda:0") -> Path:
-    """ONNX -> serialised engine (written atomically). Dynamic first dimensions get
-    an optimisation profile 1..MAX_DYNAMIC_BATCH."""
-    trt, cupy = _import()
-    onnx_path = Path(onnx_path)
-    out_path = Path(out_path) if out_path else engine_cache_path(onnx_path, device, fp16)
-    cupy.cuda.Device(cuda_index(device) or 0).use()
-    logger = _Logger.get(trt)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+def _parse(trt, builder, logger, onnx_path: Path, flags: int):
+    network = builder.create_network(flags)  # explicit batch is the only mode in TensorRT 10
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_path.read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise BackendError(f"TensorRT cannot parse {onnx_path}: {errors}")
+    return network, parser  # the parser must outlive the network's use
+
+
+INT8_CALIBRATION_REMOVED = (
+    "INT8 calibration from tiles is not supported: it used TensorRT's IInt8EntropyCalibrator2 (implicit "
+    "quantization), deprecated in TensorRT 10.1 and superseded by explicit quantization. Quantize the ONNX "
+    "model instead (Q/DQ nodes, e.g. with NVIDIA TensorRT Model Optimizer and these tiles as calibration "
+    "data) and build from it: an ONNX model with Q/DQ nodes is built in INT8 without a calibrator")
+
+
+def build_engine(onnx_path, fp16: bool = True, int8_calibration_dir: Optional[str] = None,
+                 out_path=None, device: str = "cuda:0", max_batch: Optional[int] = None) -> Path:
+    """ONNX -> serialised engine (written atomically). Dynamic first dimensions get
+    an optimisation profile 1..``max_batch`` (default: :func:`card_max_batch` of the
+    card beside the ONNX). An ONNX model with Q/DQ nodes (explicit quantization) is
+    built as a strongly typed network, without precision flags (TensorRT 10's way to
+    INT8). ``int8_calibration_dir`` is refused (:data:`INT8_CALIBRATION_REMOVED`)."""
+    if int8_calibration_dir:
+        raise BackendError(INT8_CALIBRATION_REMOVED)
+    trt, cupy = _import()
+    onnx_path = Path(onnx_path)
+    if max_batch is None:
+        from .model_runtime import ModelCard, card_for
+        max_batch = card_max_batch(ModelCard.load(card_for(onnx_path)))
+    out_path = Path(out_path) if out_path else engine_cache_path(onnx_path, device, fp16)
+    cupy.cuda.Device(cuda_index(device) or 0).use()
+    logger = _Logger.get(trt)
+    builder = trt.Builder(logger)
+    network, parser = _parse(trt, builder, logger, onnx_path, 0)
+    quantized = any(network.get_layer(i).type in (trt.LayerType.QUANTIZE, trt.LayerType.DEQUANTIZE)
+                    for i in range(network.num_layers))
+    if quantized:  # "use explicit quantization with strong typing; no precision flags"
+        network, parser = _parse(trt, builder, logger, onnx_path,
+                                 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
-    # platform_has_fast_* are deprecated in TensorRT 10 (and may go): assume yes when absent
-    if fp16 and getattr(builder, "platform_has_fast_fp16", True):
+    if fp16 and not quantized:
+        # a permission, not a demand: TensorRT keeps FP32 kernels where FP16 is not faster
+        # (platform_has_fast_fp16 is deprecated since TensorRT 10.5, so it is not asked)
         config.set_flag(trt.BuilderFlag.FP16)
     profile = builder.create_optimization_profile()
     dynamic = False
@@ -146,18 +159,9 @@ def build_engine(onnx_path, fp16: bool = True, int8_calibration_dir: Optional[st
             rest = [int(v) for v in shape[1:]]
             if any(v < 0 for v in rest):
                 raise BackendError(f"{onnx_path}: input {t.name} has dynamic dimensions besides the first")
-            opt = min(16, MAX_DYNAMIC_BATCH)
-            profile.set_shape(t.name, [1] + rest, [opt] + rest, [MAX_DYNAMIC_BATCH] + rest)
+            profile.set_shape(t.name, [1] + rest, [min(OPT_BATCH, max_batch)] + rest, [max_batch] + rest)
     if dynamic:
         config.add_optimization_profile(profile)
-    if int8_calibration_dir:
-        if not getattr(builder, "platform_has_fast_int8", True):
-            raise BackendError("this GPU has no fast INT8: build without --int8-calibration")
-        first = network.get_input(0)
-        shape = [1 if v < 0 else int(v) for v in first.shape]
-        config.set_flag(trt.BuilderFlag.INT8)
-        config.int8_calibrator = _Calibrator(trt, cupy, int8_calibration_dir, first.name, shape,
-                                             out_path.with_suffix(".calib"))
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise BackendError(f"TensorRT failed to build an engine from {onnx_path} (see the log above)")
@@ -167,7 +171,9 @@ def build_engine(onnx_path, fp16: bool = True, int8_calibration_dir: Optional[st
         os.replace(tmp, out_path)
     finally:
         tmp.unlink(missing_ok=True)
-    log.warning("built TensorRT engine %s from %s", out_path, onnx_path)
+    log.warning("built TensorRT engine %s from %s (%s%s)", out_path, onnx_path,
+                "INT8 from its Q/DQ nodes" if quantized else "FP16" if fp16 else "FP32",
+                f", batch 1..{max_batch}" if dynamic else "")
     return out_path
 
 
@@ -202,6 +208,11 @@ class TensorRTBackend:
         self.input_names = [n for n in names if is_in[n]]
         self.output_names = [n for n in names if not is_in[n]]
         self.batch_dynamic = self.engine.get_tensor_shape(self.input_names[0])[0] < 0
+        # the most items one execution takes: the profile's maximum (get_tensor_profile_shape
+        # gives min, opt, max of profile 0), whatever built the engine; run() splits bigger calls
+        self.max_batch = min(int(self.engine.get_tensor_profile_shape(n, 0)[2][0]) if
+                             self.engine.get_tensor_shape(n)[0] < 0 else int(self.engine.get_tensor_shape(n)[0])
+                             for n in self.input_names)
         self._dtypes = {n: _to_np_dtype(trt, self.engine.get_tensor_dtype(n)) for n in names}
         self._device_bufs = {}
         self._host_bufs = {}
@@ -223,6 +234,11 @@ class TensorRTBackend:
         return dev[:n * dt.itemsize].view(dt).reshape(shape), host
 
     def run(self, feed: dict, outputs: list) -> list:
+        """Outputs for ``feed``, in calls of at most ``max_batch`` items (crops of a
+        two-stage model may outnumber the profile's maximum)."""
+        return run_in_batches(self._run_once, feed, outputs, self.max_batch)
+
+    def _run_once(self, feed: dict, outputs: list) -> list:
         with self._dev:
             for name in self.input_names:
                 x = np.ascontiguousarray(feed[name], dtype=self._dtypes[name])
@@ -260,29 +276,42 @@ class TensorRTBackend:
                 "gpu_bytes_free": int(free), "gpu_bytes_total": int(total)}
 
 
-def validate_engine(engine_path, onnx_path, tiles: int = 3, device: str = "cuda:0") -> float:
+def validate_engine(engine_path, onnx_path, tiles: int = 3, device: str = "cuda:0",
+                    remove_on_failure: bool = True) -> float:
     """Run the engine and ONNX Runtime on the same random inputs; raise BackendError
     when any output differs by more than VALIDATE_ATOL + VALIDATE_RTOL*|x|. Returns
-    the worst excess (<= 0 when within tolerance)."""
+    the worst excess (<= 0 when within tolerance). A dynamic first dimension gets one
+    item more than the engine's profile maximum where that is small (so the split in
+    ``run`` is checked too), else 4. ``remove_on_failure``: delete the engine when it
+    fails (or cannot run), so that nothing loads it later unchecked."""
     from .backends import OnnxBackend
-    trt_b = TensorRTBackend(engine_path, device)
-    ref = OnnxBackend(onnx_path)
-    rng = np.random.default_rng(0)
-    worst = -np.inf
-    for _ in range(tiles):
-        feed = {}
-        for inp in ref.session.get_inputs():
-            shape = [v if isinstance(v, int) else 4 for v in inp.shape]
-            feed[inp.name] = rng.random(shape, dtype=np.float32)
-        a = ref.run(feed, ref.output_names)
-        b = trt_b.run(feed, ref.output_names)
-        for name, x, y in zip(ref.output_names, a, b):
-            if x.shape != y.shape:
-                raise BackendError(f"engine {engine_path}: output {name} shape {y.shape} != ONNX {x.shape}")
-            excess = excess_error(x, y, VALIDATE_RTOL)
-            worst = max(worst, excess)
-            if excess > VALIDATE_ATOL:
-                raise BackendError(f"engine {engine_path}: output {name} differs from ONNX Runtime by "
-                                   f"{excess:.3g} (> {VALIDATE_ATOL} + {VALIDATE_RTOL}*|x|)")
+    try:
+        trt_b = TensorRTBackend(engine_path, device)
+        ref = OnnxBackend(onnx_path)
+        batch = trt_b.max_batch + 1 if trt_b.max_batch < OPT_BATCH else 4
+        rng = np.random.default_rng(0)
+        worst = -np.inf
+        for _ in range(tiles):
+            feed = {}
+            for inp in ref.session.get_inputs():
+                shape = [v if isinstance(v, int) else batch for v in inp.shape]
+                feed[inp.name] = rng.random(shape, dtype=np.float32)
+            a = ref.run(feed, ref.output_names)
+            b = trt_b.run(feed, ref.output_names)
+            for name, x, y in zip(ref.output_names, a, b):
+                if x.shape != y.shape:
+                    raise BackendError(f"engine {engine_path}: output {name} shape {y.shape} != ONNX {x.shape}")
+                excess = excess_error(x, y, VALIDATE_RTOL)
+                worst = max(worst, excess)
+                if excess > VALIDATE_ATOL:
+                    raise BackendError(f"engine {engine_path}: output {name} differs from ONNX Runtime by "
+                                       f"{excess:.3g} (> {VALIDATE_ATOL} + {VALIDATE_RTOL}*|x|)")
+    except GpuUnavailable:  # no TensorRT or GPU: nothing was checked, nothing is judged
+        raise
+    except BaseException:
+        if remove_on_failure:
+            Path(engine_path).unlink(missing_ok=True)
+            log.warning("deleted TensorRT engine %s: it failed validation", engine_path)
+        raise
     log.warning("engine %s matches ONNX Runtime on %d inputs (worst excess %.3g)", engine_path, tiles, worst)
     return worst
