@@ -1,4 +1,6 @@
 """Detector block: spectrogram rows in, detections of each tile out as messages."""
+import time
+
 import numpy as np
 import pmt
 from gnuradio import gr
@@ -57,11 +59,14 @@ class detector(gr.sync_block):
         tile_height: rows per tile (the models' input height).
         overlap: rows shared by consecutive tiles (catches signals cut by tile edges).
         mode: "file" (every tile processed; the flowgraph waits for the detector)
-            or "realtime" (never stalls the source; tiles that find the queue full or
-            miss the deadline are dropped and counted).
+            or "realtime" (never stalls the source; when the queue is full the oldest
+            waiting tile is dropped for the new one, and a tile that waited past the
+            deadline is dropped; both counted, and posted in tile order as messages
+            with ``"dropped": true``; docs/reliability.md).
         queue_size: tiles waiting for inference at most.
-        deadline_s: realtime mode: drop a tile that waited longer than this (0: no
-            deadline).
+        deadline_s: realtime mode: drop a tile that waited longer than this many
+            seconds. Negative (the default): 2 tile periods (the stream time one
+            tile's new rows span), at least 0.25 s; 0: no deadline.
         score_threshold: drop detections scoring below this (models also apply the
             thresholds in their cards).
         samp_rate, center_freq: used until rx_rate / rx_freq tags arrive. samp_rate 0
@@ -76,7 +81,7 @@ class detector(gr.sync_block):
     """
 
     def __init__(self, models=("default",), tile_height=1024, overlap=128, mode="file", queue_size=4,
-                 deadline_s=0.0, score_threshold=0.0, samp_rate=0.0, center_freq=0.0,
+                 deadline_s=-1.0, score_threshold=0.0, samp_rate=0.0, center_freq=0.0,
                  stats_interval_s=1.0, width=1024, tile_dir="", profile="auto", backend="auto",
                  device="auto", precision="auto", batch_size=-1, concurrency="auto",
                  finish_timeout_s=FINISH_TIMEOUT_S):
@@ -121,6 +126,10 @@ class detector(gr.sync_block):
         self.engine = TileDetector(models, params, on_tile=self._post_tile, on_stats=self._post_stats, **self.kw)
 
     def start(self):
+        # UTC without rx_time tags: no sample is older than the flowgraph's start
+        self.kw["start_unix"] = time.time()
+        if self.engine is not None:
+            self.engine.start_unix = self.kw["start_unix"]
         # load the models before samples flow when their cards say which spectrogram
         # they need: loading on the first row would stall a real-time source for the
         # seconds that loading and warm-up take
@@ -157,6 +166,7 @@ class detector(gr.sync_block):
             return -1
 
     def _work(self, rows):
+        arrived = time.time()  # before loading models on the first row: UTC without rx_time
         n = len(rows)
         start = self.nitems_read(0)
         tags = sorted(((t.offset, pmt.symbol_to_string(t.key), t) for t in self.get_tags_in_range(0, start, start + n)),
@@ -186,7 +196,7 @@ class detector(gr.sync_block):
         if self.engine is None:
             raise RuntimeError("rows arrived without the rfdetect_stft tag: connect the Detector "
                                "directly to an rfdetect STFT Tile block")
-        self.engine.push_rows(rows)
+        self.engine.push_rows(rows, arrived_unix=arrived)
         if self.expected_rows is not None and self.nitems_read(0) + n >= self.expected_rows:
             self._finish()
         return n

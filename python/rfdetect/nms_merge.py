@@ -5,8 +5,10 @@ and a signal crossing a tile edge is seen as two truncated pieces. For each tile
 merger takes the new records plus those it held back from the previous tile and:
 
 1. **stitches** pieces cut by a tile edge (the Detector marks them ``tile_edge``):
-   two records from different tiles whose time spans meet and whose frequency
-   ranges overlap with IoU >= ``iou_threshold`` become their union;
+   two records from different tiles whose time spans meet and where the later one
+   continues the earlier (:func:`rfdetect.records.continuation`: frequency IoU >=
+   ``iou_threshold``, or, for a signal that sweeps such as a chirp, the band both
+   saw in the rows their tiles share) become their union, best-matching pairs first;
 2. **suppresses** duplicates greedily, complete records before ones cut by an edge,
    then by score: a record whose (time x frequency) IoU with a kept record is >=
    ``iou_threshold`` is dropped, and so is a record cut by a tile edge that lies
@@ -20,7 +22,7 @@ merger takes the new records plus those it held back from the previous tile and:
 """
 from __future__ import annotations
 
-from .records import box_iou, interval_iou
+from .records import box_iou, continuation, utc_source
 
 
 def _join(a: dict, b: dict) -> dict:
@@ -35,6 +37,7 @@ def _join(a: dict, b: dict) -> dict:
     out["utc_start"] = first.get("utc_start")
     stop_src = a if a["t_stop"] >= b["t_stop"] else b
     out["utc_stop"] = stop_src.get("utc_stop")
+    out["utc_source"] = utc_source(first.get("utc_source"), stop_src.get("utc_source"))
     edge = []
     if "start" in first.get("tile_edge", []):
         edge.append("start")
@@ -72,15 +75,16 @@ class NmsMerger:
     def _same_class(self, a, b) -> bool:
         return not self.class_aware or a["label"] == b["label"]
 
-    def _stitchable(self, a, b) -> bool:
+    def _stitch_score(self, a, b) -> float:
+        """> 0 when ``a`` and ``b`` are pieces of one signal cut by a tile edge."""
         if a.get("tile") == b.get("tile") or not self._same_class(a, b):
-            return False
+            return 0.0
         first, second = (a, b) if a["t_start"] <= b["t_start"] else (b, a)
         if "stop" not in first.get("tile_edge", []) and "start" not in second.get("tile_edge", []):
-            return False
+            return 0.0
         if second["t_start"] > first["t_stop"]:
-            return False
-        return interval_iou(a["f_low"], a["f_high"], b["f_low"], b["f_high"]) >= self.iou_threshold
+            return 0.0
+        return continuation(first, second, self.iou_threshold)
 
     def _duplicate(self, kept: dict, r: dict) -> bool:
         if box_iou(kept, r) >= self.iou_threshold:
@@ -92,20 +96,17 @@ class NmsMerger:
     def merge(self, records: list[dict]) -> list[dict]:
         """Stitch then suppress; pure function of ``records``."""
         recs = [dict(r) for r in records]
-        if self.stitch:
-            changed = True
-            while changed:
-                changed = False
-                for i in range(len(recs)):
-                    for j in range(i + 1, len(recs)):
-                        if self._stitchable(recs[i], recs[j]):
-                            recs[i] = _join(recs[i], recs[j])
-                            del recs[j]
-                            self.stitched += 1
-                            changed = True
-                            break
-                    if changed:
-                        break
+        while self.stitch:
+            # best pair first: a piece that could continue two others joins the one it
+            # matches best (the same band over a sweep, then the larger overlap)
+            pairs = [(self._stitch_score(recs[i], recs[j]), i, j)
+                     for i in range(len(recs)) for j in range(i + 1, len(recs))]
+            score, i, j = max(pairs, default=(0.0, 0, 0))
+            if score <= 0:
+                break
+            recs[i] = _join(recs[i], recs[j])
+            del recs[j]
+            self.stitched += 1
         kept: list[dict] = []
         for r in sorted(recs, key=lambda r: (bool(r.get("tile_edge")), -r["score"])):
             dup = next((k for k in kept if self._same_class(k, r) and self._duplicate(k, r)), None)

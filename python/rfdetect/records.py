@@ -13,6 +13,9 @@ from typing import Iterable, Optional
 SCHEMA = "rfdetect.detection/1"
 EVENTS = ("detection", "new", "update", "end")
 STATS_SCHEMA = "rfdetect.stats/1"
+# where utc_start/utc_stop come from: the source's rx_time tags (SigMF core:datetime), or
+# the host clock at the first sample (the source gave no time)
+UTC_SOURCES = ("rx_time", "host")
 
 # name -> (allowed types, may be null)
 FIELDS = {
@@ -37,7 +40,17 @@ OPTIONAL_FIELDS = {
     "tile_edge": (list,),
     "models": (list,),
     "n_detections": (int,),
+    "utc_source": (str,),
 }
+
+
+def utc_source(*sources) -> Optional[str]:
+    """The ``utc_source`` of a record whose UTC times come from ``sources``: "rx_time"
+    only when every one is the source's own time; "host" when any is the host clock."""
+    known = [s for s in sources if s is not None]
+    if not known:
+        return None
+    return "rx_time" if all(s == "rx_time" for s in known) else "host"
 
 
 class SchemaError(ValueError):
@@ -75,6 +88,10 @@ def validate_record(rec: dict) -> dict:
     for name, types in OPTIONAL_FIELDS.items():
         if name in rec and rec[name] is not None and not isinstance(rec[name], types):
             raise SchemaError(f"field {name!r} has type {type(rec[name]).__name__}")
+    if rec["utc_start"] is not None or rec["utc_stop"] is not None:
+        if rec.get("utc_source") not in UTC_SOURCES:
+            raise SchemaError(f"a record with UTC times needs utc_source in {UTC_SOURCES}, "
+                              f"got {rec.get('utc_source')!r}")
     return rec
 
 
@@ -141,6 +158,40 @@ def interval_iou(a0, a1, b0, b1) -> float:
         return 0.0
     union = max(a1, b1) - min(a0, b0)
     return inter / union if union > 0 else 0.0
+
+
+# a piece cut by a tile edge continues the piece before it when their frequency ranges
+# share at least this fraction of the band the signal is expected to sweep in their
+# common time (boxes are a pixel or two loose, the sweep is estimated from the boxes)
+SWEEP_MATCH = 0.5
+
+
+def continuation(a: dict, b: dict, iou_gate: float) -> float:
+    """How well record ``b`` continues the signal of record ``a``; 0 when it does not.
+
+    A signal that keeps its band continues when the frequency IoU is >= ``iou_gate``
+    (the score is that IoU). A signal that moves, a chirp, does not: the piece one
+    tile saw and the piece the next tile saw cover different bands, and share only the
+    band swept in the rows the two tiles share. So when ``a`` was cut by the end of
+    its tile and ``b`` by the start of the next (``tile_edge``), they overlap in time,
+    and ``b`` runs on past ``a``, ``b`` continues ``a`` if their frequency ranges share
+    at least SWEEP_MATCH of the band that either piece, swept corner to corner at its
+    own rate (its width over its duration), covers in the shared time. The score is
+    then below ``iou_gate``, so that a match that keeps its band wins over a sweep."""
+    iou = interval_iou(a["f_low"], a["f_high"], b["f_low"], b["f_high"])
+    if iou >= iou_gate:
+        return iou
+    if "stop" not in (a.get("tile_edge") or []) or "start" not in (b.get("tile_edge") or []):
+        return 0.0
+    shared = min(a["t_stop"], b["t_stop"]) - max(a["t_start"], b["t_start"])
+    common = min(a["f_high"], b["f_high"]) - max(a["f_low"], b["f_low"])
+    if shared <= 0 or common <= 0 or b["t_start"] < a["t_start"] or b["t_stop"] <= a["t_stop"]:
+        return 0.0
+    swept = max((r["f_high"] - r["f_low"]) * min(1.0, shared / (r["t_stop"] - r["t_start"]))
+                for r in (a, b) if r["t_stop"] > r["t_start"])
+    if common < SWEEP_MATCH * swept:
+        return 0.0
+    return iou_gate * min(1.0, common / swept) * 0.999
 
 
 def read_jsonl(path) -> list[dict]:

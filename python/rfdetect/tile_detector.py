@@ -9,8 +9,21 @@ Modes:
 
 * ``file``: ``push_rows`` waits while the queue is full, so the flowgraph is slowed
   to the detector's pace and every tile is processed (backpressure);
-* ``realtime``: ``push_rows`` never waits; a tile that finds the queue full, or that
-  waited longer than ``deadline_s`` before a worker took it, is dropped and counted.
+* ``realtime``: ``push_rows`` never waits. A new tile that finds the queue full pushes
+  out the *oldest* waiting tile (the newest tiles are the least late), and a tile that
+  waited longer than the deadline before the worker took it is dropped; both are
+  counted. The default deadline (``deadline_s < 0``) is :data:`AUTO_DEADLINE_PERIODS`
+  tile periods, at least :data:`AUTO_DEADLINE_MIN_S`. Every tile, dropped or not, is
+  posted by the worker thread in tile order (a dropped one as a message without
+  records and ``"dropped": true``), so that NMS Merge and the Track Assigner see time
+  move forward only. docs/reliability.md has the policy and its measured latency.
+
+Time and frequency: a :class:`Timeline` holds the stream's segments of constant sample
+rate and centre frequency (from ``rx_rate`` / ``rx_freq`` tags). Seconds are the sum of
+the segments' durations, a box that crosses a retune or rate change is split there and
+each part takes its own segment's Hz, and UTC comes from ``rx_time`` tags
+(``utc_source: "rx_time"``) or, without them, from the host clock at the first sample
+(``"host"``).
 
 Errors on the worker: a model's error, or a tile that cannot be written to
 ``tile_dir``, belongs to that tile: it is counted in the statistics and the stream
@@ -21,6 +34,7 @@ on the worker has a deadline.
 """
 from __future__ import annotations
 
+import bisect
 import logging
 import queue
 import threading
@@ -33,7 +47,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .records import SCHEMA, STATS_SCHEMA
+from .records import SCHEMA, STATS_SCHEMA, utc_source
 from .sigmf_io import unix_to_iso
 from .spectrogram import SpectrogramParams
 from .tile_io import write_tile_png
@@ -43,23 +57,159 @@ log = logging.getLogger("rfdetect.detector")
 MODES = ("file", "realtime")
 # finish(): how long the end of a stream may wait for the queued tiles, at most
 FINISH_TIMEOUT_S = 120.0
+# realtime mode's default deadline: a tile that waited longer than this many tile
+# periods (the stream time one tile's new rows span) is dropped, so that a detector
+# that fell behind catches up on fresh tiles instead of reporting stale ones ...
+AUTO_DEADLINE_PERIODS = 2.0
+# ... but never less than this: Python threads on a busy machine are late by tens of
+# milliseconds now and then, and small tiles must not be dropped for that alone
+AUTO_DEADLINE_MIN_S = 0.25
 
 
 class DetectorFailed(RuntimeError):
     """The detector's worker met an error that does not belong to one tile."""
+
+
 # A box this close to a tile's first/last row may be cut by the edge: models blur
 # edges by a pixel or so.
 _EDGE_TOLERANCE_ROWS = 1.0
 
 
-@dataclass
-class StreamReference:
-    """Where absolute time and frequency come from (stream tags or block parameters)."""
+@dataclass(frozen=True)
+class Segment:
+    """From stream sample ``sample`` on (until the next segment): one sample rate and
+    one centre frequency."""
 
+    sample: int
     sample_rate: float
     center_freq: float
-    rx_time: Optional[float] = None  # unix seconds at ``sample``; None when unknown
-    sample: int = 0
+    seconds: float  # stream seconds at ``sample``: the sum of the earlier segments' durations
+    utc: Optional[float] = None  # unix seconds at ``sample`` from an rx_time tag; None: none so far
+
+
+class Timeline:
+    """The stream's segments, in sample order: sample index <-> seconds, UTC and the
+    sample rate / centre frequency in effect. Segments are immutable, so a tile can
+    carry a :meth:`snapshot` to the worker while the caller appends newer ones."""
+
+    def __init__(self, sample_rate: float, center_freq: float, segments=None, host_utc=None):
+        self.segments: list[Segment] = list(segments) if segments else \
+            [Segment(0, float(sample_rate), float(center_freq), 0.0)]
+        # unix seconds of sample 0 by the host clock: the UTC fallback without rx_time
+        self.host_utc: Optional[float] = host_utc
+
+    def segment_at(self, sample: float) -> Segment:
+        i = bisect.bisect_right(self.segments, sample, key=lambda g: g.sample) - 1
+        return self.segments[max(i, 0)]
+
+    def seconds(self, sample: float) -> float:
+        g = self.segment_at(sample)
+        # a rate of 0 exists only before the first row, which refuses it (push_rows)
+        return g.seconds + ((sample - g.sample) / g.sample_rate if g.sample_rate > 0 else 0.0)
+
+    def utc(self, sample: float) -> tuple[Optional[float], Optional[str]]:
+        """-> (unix seconds, "rx_time" or "host"), or (None, None) when neither is known."""
+        g = self.segment_at(sample)
+        if g.utc is not None:
+            return g.utc + (sample - g.sample) / g.sample_rate, "rx_time"
+        if self.host_utc is not None:
+            return self.host_utc + self.seconds(sample), "host"
+        return None, None
+
+    def change(self, sample: int, sample_rate: Optional[float] = None, center_freq: Optional[float] = None,
+               rx_time: Optional[float] = None) -> None:
+        """From ``sample`` on the rate, the frequency or the time (an rx_time anchor) is new."""
+        last = self.segments[-1]
+        sample = max(int(sample), last.sample)  # tags come in stream order; never rewrite the past
+        fs = last.sample_rate if sample_rate is None else float(sample_rate)
+        fc = last.center_freq if center_freq is None else float(center_freq)
+        if sample == last.sample:
+            utc = last.utc if rx_time is None else float(rx_time)
+            self.segments[-1] = Segment(sample, fs, fc, last.seconds, utc)
+            return
+        if fs == last.sample_rate and fc == last.center_freq and rx_time is None:
+            return  # nothing changes: no segment (SigMF playback repeats its tags every pass)
+        if rx_time is not None:
+            utc = float(rx_time)
+        else:  # an rx_time anchor, once given, runs on (a host-clock time is not an anchor)
+            utc = self.utc(sample)[0] if last.utc is not None else None
+        self.segments.append(Segment(sample, fs, fc, self.seconds(sample), utc))
+
+    def cuts(self, s0: float, s1: float) -> list[float]:
+        """Samples strictly inside (s0, s1) where the rate or the centre frequency changes."""
+        out = []
+        for prev, g in zip(self.segments, self.segments[1:]):
+            if s0 < g.sample < s1 and (g.sample_rate != prev.sample_rate or g.center_freq != prev.center_freq):
+                out.append(float(g.sample))
+        return out
+
+    def snapshot(self, sample: float) -> "Timeline":
+        """The part from ``sample`` on (what a tile starting there needs)."""
+        i = self.segments.index(self.segment_at(sample))
+        return Timeline(0.0, 0.0, self.segments[i:], self.host_utc)
+
+    def prune(self, sample: float) -> None:
+        """Forget segments that end before ``sample`` (no tile will ask about them again)."""
+        i = self.segments.index(self.segment_at(sample))
+        del self.segments[:i]
+
+
+class _TileQueue:
+    """The tiles waiting for the worker, in tile order, at most ``size`` of them.
+
+    ``put`` waits for room (file mode). ``put_evicting`` never waits (realtime mode):
+    when ``size`` tiles wait already, the oldest waiting one is replaced in line by its
+    drop notice (its pixels are freed), so the worker still posts it in tile order.
+    ``put_control`` adds the end-of-stream and stop markers, which hold no pixels.
+    """
+
+    def __init__(self, size: int):
+        self.size = max(1, int(size))
+        self._items: deque = deque()
+        self._tiles = 0  # entries holding pixels
+        self._cv = threading.Condition()
+
+    def qsize(self) -> int:
+        return self._tiles
+
+    def put(self, item, timeout: float) -> bool:
+        with self._cv:
+            if not self._cv.wait_for(lambda: self._tiles < self.size, timeout):
+                return False
+            self._append(item)
+            return True
+
+    def put_evicting(self, item):
+        """-> the evicted tile's item, or None."""
+        with self._cv:
+            evicted = None
+            if self._tiles >= self.size:
+                i = next(i for i, it in enumerate(self._items) if it[0] == "tile" and not it[5])
+                evicted = self._items[i]
+                self._items[i] = ("dropped", evicted[1], None) + evicted[3:]  # frees its pixels
+                self._tiles -= 1
+            self._append(item)
+            return evicted
+
+    def put_control(self, item) -> None:
+        with self._cv:
+            self._items.append(item)
+            self._cv.notify_all()
+
+    def _append(self, item):
+        self._items.append(item)
+        self._tiles += item is not None and item[0] == "tile"
+        self._cv.notify_all()
+
+    def get(self, timeout: float):
+        with self._cv:
+            if not self._cv.wait_for(lambda: self._items, timeout):
+                raise queue.Empty
+            item = self._items.popleft()
+            if item is not None and item[0] == "tile":
+                self._tiles -= 1
+                self._cv.notify_all()
+            return item
 
 
 class TileAssembler:
@@ -134,11 +284,11 @@ CONCURRENCY = ("auto", "parallel", "serial")
 class TileDetector:
     def __init__(self, models: list, params: SpectrogramParams, tile_height: int = 1024,
                  overlap: int = 128, mode: str = "file", queue_size: int = 4,
-                 deadline_s: float = 0.0, sample_rate: float = 1.0, center_freq: float = 0.0,
+                 deadline_s: float = -1.0, sample_rate: float = 1.0, center_freq: float = 0.0,
                  score_threshold: float = 0.0,
                  on_tile: Optional[Callable[[dict, list], None]] = None,
                  on_stats: Optional[Callable[[dict], None]] = None, stats_interval_s: float = 1.0,
-                 tile_dir: Optional[str] = None, concurrency: str = "auto"):
+                 tile_dir: Optional[str] = None, concurrency: str = "auto", start_unix: Optional[float] = None):
         if mode not in MODES:
             raise ValueError(f"mode={mode!r} must be one of {MODES}")
         if concurrency not in CONCURRENCY:
@@ -160,14 +310,16 @@ class TileDetector:
         self.mode = mode
         self.tiles = TileAssembler(tile_height, params.width, overlap)
         self.tile_height = tile_height
-        self.deadline_s = float(deadline_s)
+        # < 0: the default (AUTO_DEADLINE_PERIODS tile periods); 0: none; > 0: seconds
+        self.deadline_setting = float(deadline_s)
         self.score_threshold = float(score_threshold)
-        self.ref = StreamReference(float(sample_rate), float(center_freq))
-        self._refs: list[tuple[int, StreamReference]] = []  # (row, reference) not yet in effect
+        self.timeline = Timeline(float(sample_rate), float(center_freq))
+        # the host clock's floor for the first sample: no sample is older than the flowgraph
+        self.start_unix = time.time() if start_unix is None else float(start_unix)
         self.on_tile = on_tile or (lambda info, recs: None)
         self.on_stats = on_stats
         self.stats_interval_s = stats_interval_s
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
+        self._queue = _TileQueue(queue_size)
         self._stop = threading.Event()
         self._finished = threading.Event()
         self._tile_index = 0
@@ -232,44 +384,55 @@ class TileDetector:
 
     # ------------------------------------------------------------ input side
     def set_reference(self, row: int, **changes) -> None:
-        """A tag changed rate/frequency/time from global row ``row`` on."""
+        """A tag changed the rate (``sample_rate``), the centre frequency (``center_freq``)
+        or the time (``rx_time``, unix seconds; None: the source does not know) from
+        global row ``row`` on (the STFT Tile puts a tag on the first row whose frame holds
+        its sample, and anchors rx_time at that row's first new sample, ``row * hop``)."""
         if "sample_rate" in changes and not changes["sample_rate"] > 0:
             log.warning("ignored an rx_rate of %s at row %d: a sample rate must be > 0", changes["sample_rate"], row)
             changes.pop("sample_rate")
-        base = self._refs[-1][1] if self._refs else self.ref
-        new = StreamReference(base.sample_rate, base.center_freq, base.rx_time, base.sample)
-        for k, v in changes.items():
-            setattr(new, k, v)
-        if "rx_time" in changes:
-            new.sample = row * self.params.hop
-        self._refs.append((row, new))
+        unknown = set(changes) - {"sample_rate", "center_freq", "rx_time"}
+        if unknown:
+            raise TypeError(f"set_reference: unknown changes {sorted(unknown)}")
+        self.timeline.change(int(row) * self.params.hop, **changes)
 
-    def _reference_for(self, row_start: int) -> StreamReference:
-        while self._refs and self._refs[0][0] <= row_start:
-            self.ref = self._refs.pop(0)[1]
-        return self.ref
+    @property
+    def ref(self) -> Segment:
+        """The latest segment: the sample rate and centre frequency in effect now."""
+        return self.timeline.segments[-1]
 
-    def _pending_reference(self, row: int) -> StreamReference:
-        """The reference in effect at ``row``, without consuming pending changes."""
-        ref = self.ref
-        for r, new in self._refs:
-            if r <= row:
-                ref = new
-        return ref
+    @property
+    def deadline_s(self) -> float:
+        """Realtime mode's deadline in seconds now (0: none)."""
+        if self.deadline_setting >= 0:
+            return self.deadline_setting
+        fs = self.timeline.segments[-1].sample_rate
+        if not fs > 0:
+            return AUTO_DEADLINE_MIN_S
+        period = self.tiles.step * self.params.hop / fs
+        return max(AUTO_DEADLINE_PERIODS * period, AUTO_DEADLINE_MIN_S)
 
     def _raise_if_failed(self):
         if self.failure is not None:
             e = self.failure
             raise DetectorFailed(f"the detector's worker stopped: {type(e).__name__}: {e}") from e
 
-    def push_rows(self, rows: np.ndarray) -> None:
+    def push_rows(self, rows: np.ndarray, arrived_unix: Optional[float] = None) -> None:
+        """Rows in (tags for them set before, with :meth:`set_reference`).
+        ``arrived_unix``: the host clock when these rows reached the caller (default: now)."""
         self._raise_if_failed()
         if self.tiles.rows_seen == 0 and len(rows):
-            fs = self._pending_reference(0).sample_rate
+            fs = self.timeline.segment_at(0).sample_rate
             if not fs > 0:
                 raise ValueError(f"no sample rate for the first spectrogram row (samp_rate={fs:g} and no "
                                  f"rx_rate tag): set samp_rate on the Detector or the STFT Tile block, or "
                                  f"use a source that tags rx_rate")
+            # UTC without rx_time: the host clock at the first sample. A live source hands
+            # rows over as they are captured, so the first sample came about the rows'
+            # duration before they arrived; file playback runs faster than that, and no
+            # sample came before the flowgraph started.
+            arrived = time.time() if arrived_unix is None else float(arrived_unix)
+            self.timeline.host_utc = max(self.start_unix, arrived - self.timeline.seconds(len(rows) * self.params.hop))
         for tile, row_start in self.tiles.push(rows):
             self._submit(tile, row_start, self.tile_height, final=False)
 
@@ -283,10 +446,11 @@ class TileDetector:
         deadline = time.monotonic() + timeout
         last = self.tiles.flush()
         if last is not None:
-            self._submit(last[0], last[1], last[2], final=True, force=True, deadline=deadline)
+            self._submit(last[0], last[1], last[2], final=True, deadline=deadline)
         else:
-            self._put(("final", self._tile_index, self.tiles.row_start + self.tiles._fill), force=True,
-                      deadline=deadline)
+            rows_total = self.tiles.row_start + self.tiles._fill
+            self._queue.put_control(("final", self._tile_index, rows_total,
+                                     self.timeline.snapshot(rows_total * self.params.hop)))
         done = self._finished.wait(max(0.0, deadline - time.monotonic()))
         self._raise_if_failed()
         if not done:
@@ -296,39 +460,30 @@ class TileDetector:
 
     def stop(self) -> None:
         self._stop.set()
-        try:
-            self._queue.put_nowait(None)
-        except queue.Full:
-            pass
+        self._queue.put_control(None)
         self._worker.join(timeout=5)
         if self._pool is not None:
             self._pool.shutdown(wait=False)
 
-    def _submit(self, tile, row_start, valid_rows, final, force=False, deadline=None):
-        ref = self._reference_for(row_start)
-        item = ("tile", self._tile_index, tile, row_start, valid_rows, final, ref, time.monotonic())
+    def _submit(self, tile, row_start, valid_rows, final, deadline=None):
+        first_sample = max(0.0, float(self.params.row_to_sample(row_start)))
+        tmap = self.timeline.snapshot(first_sample)
+        self.timeline.prune(first_sample)  # tiles come in row order: earlier segments are done
+        item = ("tile", self._tile_index, tile, row_start, valid_rows, final, tmap, time.monotonic())
         self._tile_index += 1
-        if self._put(item, force, deadline):
-            self.tiles_queued += 1
-
-    def _put(self, item, force=False, deadline=None) -> bool:
-        if self.mode == "realtime" and not force:
-            try:
-                self._queue.put_nowait(item)
-                return True
-            except queue.Full:
+        if self.mode == "realtime":
+            # never wait: the oldest waiting tile makes room; its drop notice keeps its
+            # place in line, so the worker posts it in tile order
+            if self._queue.put_evicting(item) is not None:
                 self.tiles_dropped_full += 1
-                self._post_dropped(item)
-                return False
+            self.tiles_queued += 1
+            return
         # file mode: backpressure, but stay stoppable and notice a worker that died
         while not self._stop.is_set() and (deadline is None or time.monotonic() < deadline):
             self._raise_if_failed()
-            try:
-                self._queue.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
+            if self._queue.put(item, timeout=0.2):
+                self.tiles_queued += 1
+                return
 
     # ------------------------------------------------------------ worker side
     def _run(self):
@@ -350,12 +505,16 @@ class TileDetector:
                 break
             if item[0] == "final":
                 self._post_final_stats()
-                self.on_tile(self._final_info(item[1], item[2]), [])
+                self.on_tile(self._final_info(*item[1:]), [])
                 self._finished.set()
                 continue
+            if item[0] == "dropped":  # pushed out of the full queue by a newer tile
+                self._post_dropped(item)
+                continue
             _, index, tile, row_start, valid_rows, final, ref, queued_at = item
-            if (self.mode == "realtime" and self.deadline_s > 0 and not final
-                    and time.monotonic() - queued_at > self.deadline_s):
+            deadline_s = self.deadline_s
+            if (self.mode == "realtime" and deadline_s > 0 and not final
+                    and time.monotonic() - queued_at > deadline_s):
                 self.tiles_dropped_late += 1
                 self._post_dropped(item)
                 continue
@@ -399,10 +558,8 @@ class TileDetector:
         info["dropped"] = True
         self.on_tile(info, [])
 
-    def _final_info(self, index, rows_total):
-        ref = self.ref
-        s = rows_total * self.params.hop
-        t = s / ref.sample_rate
+    def _final_info(self, index, rows_total, tmap):
+        t = tmap.seconds(rows_total * self.params.hop)
         return {"index": index, "row_start": rows_total, "rows": 0, "t_start": t, "t_stop": t,
                 "next_t_start": float("inf"), "final": True, "dropped": False}
 
@@ -425,6 +582,7 @@ class TileDetector:
                 "tiles_done": self.tiles_done, "tiles_dropped": dropped,
                 "tiles_dropped_queue_full": self.tiles_dropped_full,
                 "tiles_dropped_deadline": self.tiles_dropped_late, "queue_depth": self._queue.qsize(),
+                "deadline_s": round(self.deadline_s, 6) if self.mode == "realtime" else 0.0,
                 "tile_write_errors": self.tile_write_errors, "last_tile_write_error": self.last_tile_write_error,
                 "concurrency": self.concurrency, "concurrency_timing_ms": self.concurrency_timing_ms,
                 "models": {k: v.summary(dropped) for k, v in self.model_stats.items()}}
@@ -433,17 +591,19 @@ class TileDetector:
     def _sample_of_row(self, y):
         return self.params.row_to_sample(y)
 
-    def tile_info(self, index, row_start, valid_rows, final, ref) -> dict:
-        fs = ref.sample_rate
+    def tile_info(self, index, row_start, valid_rows, final, tmap: Timeline) -> dict:
         s0 = max(0.0, float(self._sample_of_row(row_start)))
         s1 = float(self._sample_of_row(row_start + valid_rows))
-        nxt = float("inf") if final else float(self._sample_of_row(row_start + self.tiles.step)) / fs
-        return {"index": index, "row_start": row_start, "rows": valid_rows, "t_start": s0 / fs,
-                "t_stop": s1 / fs, "next_t_start": nxt, "final": bool(final), "dropped": False}
+        nxt = float("inf") if final else tmap.seconds(float(self._sample_of_row(row_start + self.tiles.step)))
+        return {"index": index, "row_start": row_start, "rows": valid_rows, "t_start": tmap.seconds(s0),
+                "t_stop": tmap.seconds(s1), "next_t_start": nxt, "final": bool(final), "dropped": False}
 
-    def to_records(self, boxes, model_name, index, row_start, valid_rows, final, ref) -> list[dict]:
+    def to_records(self, boxes, model_name, index, row_start, valid_rows, final, tmap: Timeline) -> list[dict]:
+        """Pixel boxes of one tile -> records. A box that crosses a change of sample rate
+        or centre frequency becomes one record per side: each side's Hz come from its own
+        segment (a retune moves every signal's column), and seconds are summed over the
+        segments."""
         p = self.params
-        fs = ref.sample_rate
         out = []
         for b in boxes:
             if b.score < self.score_threshold:
@@ -453,23 +613,29 @@ class TileDetector:
                 continue  # entirely in the zero padding of the last tile
             s0 = max(0.0, float(self._sample_of_row(row_start + y0)))
             s1 = max(s0, float(self._sample_of_row(row_start + y1)))
-            f0 = ref.center_freq + float(p.column_to_offset_hz(max(0.0, b.x0), fs))
-            f1 = ref.center_freq + float(p.column_to_offset_hz(min(float(p.width), b.x1), fs))
-            edge = []
-            if y0 <= _EDGE_TOLERANCE_ROWS and row_start > 0:
-                edge.append("start")
-            if y1 >= valid_rows - _EDGE_TOLERANCE_ROWS and not final:
-                edge.append("stop")
-            sample_start = int(round(s0))
-            rec = {"schema": SCHEMA, "event": "detection", "t_start": s0 / fs, "t_stop": s1 / fs,
-                   "f_low": f0, "f_high": f1, "label": b.label, "score": round(float(b.score), 4),
-                   "model": model_name, "track_id": None, "sample_start": sample_start,
-                   "sample_count": int(round(s1)) - sample_start, "utc_start": None, "utc_stop": None,
-                   "tile": index, "tile_edge": edge}
-            if b.snr_db is not None:
-                rec["snr_db"] = b.snr_db
-            if ref.rx_time:  # 0 means the source did not know the time
-                rec["utc_start"] = unix_to_iso(ref.rx_time + (s0 - ref.sample) / fs)
-                rec["utc_stop"] = unix_to_iso(ref.rx_time + (s1 - ref.sample) / fs)
-            out.append(rec)
+            starts_at_edge = y0 <= _EDGE_TOLERANCE_ROWS and row_start > 0
+            stops_at_edge = y1 >= valid_rows - _EDGE_TOLERANCE_ROWS and not final
+            bounds = [s0] + tmap.cuts(s0, s1) + [s1]
+            for a, z in zip(bounds, bounds[1:]):
+                g = tmap.segment_at(a)
+                f0 = g.center_freq + float(p.column_to_offset_hz(max(0.0, b.x0), g.sample_rate))
+                f1 = g.center_freq + float(p.column_to_offset_hz(min(float(p.width), b.x1), g.sample_rate))
+                edge = []
+                if starts_at_edge and a == s0:
+                    edge.append("start")
+                if stops_at_edge and z == s1:
+                    edge.append("stop")
+                sample_start = int(round(a))
+                utc0, src0 = tmap.utc(a)
+                utc1, src1 = tmap.utc(z)
+                rec = {"schema": SCHEMA, "event": "detection", "t_start": tmap.seconds(a), "t_stop": tmap.seconds(z),
+                       "f_low": f0, "f_high": f1, "label": b.label, "score": round(float(b.score), 4),
+                       "model": model_name, "track_id": None, "sample_start": sample_start,
+                       "sample_count": int(round(z)) - sample_start,
+                       "utc_start": unix_to_iso(utc0) if utc0 is not None else None,
+                       "utc_stop": unix_to_iso(utc1) if utc1 is not None else None,
+                       "utc_source": utc_source(src0, src1), "tile": index, "tile_edge": edge}
+                if b.snr_db is not None:
+                    rec["snr_db"] = b.snr_db
+                out.append(rec)
         return out

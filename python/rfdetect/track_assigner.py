@@ -5,10 +5,15 @@ Gating (all must hold for a detection to continue a track):
 * same label (when ``class_aware``);
 * time: the detection starts no later than ``max_gap_s`` after the track's last
   detection ended (overlapping pieces always qualify);
-* frequency: the IoU of the detection's [f_low, f_high] with the track's last
-  detection's range is >= ``freq_iou_gate``.
+* frequency: the detection continues the track's last detection
+  (:func:`rfdetect.records.continuation`): their [f_low, f_high] ranges have an IoU
+  >= ``freq_iou_gate``, or, for a signal that sweeps (a chirp) and was cut by a tile
+  edge, they share the band swept in the time the two pieces share. A chirp's pieces
+  from consecutive tiles cover different bands, so IoU alone would split it into one
+  track per tile or two.
 
-Among the tracks that pass, the one with the highest frequency IoU wins. Events:
+Among the tracks that pass, the one with the best continuation score wins (an IoU
+match over a sweep match). Events:
 ``new`` (first detection of a track), ``update`` (each further detection) and
 ``end`` (once no detection can arrive within ``max_gap_s`` of the track's end, or at
 the end of the stream; the end record spans the whole track). Track IDs increase
@@ -16,19 +21,19 @@ from 1 and are never reused.
 """
 from __future__ import annotations
 
-from .records import SCHEMA, interval_iou
+from .records import SCHEMA, continuation, utc_source
 
 
 class _Track:
-    __slots__ = ("id", "label", "t_start", "t_stop", "f_low", "f_high", "last_f", "score", "model",
-                 "models", "n", "sample_start", "sample_end", "utc_start", "utc_stop")
+    __slots__ = ("id", "label", "t_start", "t_stop", "f_low", "f_high", "last", "score", "model",
+                 "models", "n", "sample_start", "sample_end", "utc_start", "utc_stop", "utc_sources")
 
     def __init__(self, tid, r):
         self.id = tid
         self.label = r["label"]
         self.t_start, self.t_stop = r["t_start"], r["t_stop"]
         self.f_low, self.f_high = r["f_low"], r["f_high"]
-        self.last_f = (r["f_low"], r["f_high"])
+        self.last = r  # the track's last detection: the next one must continue it
         self.score = r["score"]
         self.model = r["model"]
         self.models = set(r.get("models") or [r["model"]])
@@ -36,13 +41,15 @@ class _Track:
         self.sample_start = r["sample_start"]
         self.sample_end = r["sample_start"] + r["sample_count"]
         self.utc_start, self.utc_stop = r.get("utc_start"), r.get("utc_stop")
+        self.utc_sources = [r.get("utc_source")] * 2  # of utc_start, of utc_stop
 
     def add(self, r):
-        self.t_start = min(self.t_start, r["t_start"])
+        if r["t_start"] < self.t_start:
+            self.t_start, self.utc_start, self.utc_sources[0] = r["t_start"], r.get("utc_start"), r.get("utc_source")
         if r["t_stop"] >= self.t_stop:
-            self.t_stop, self.utc_stop = r["t_stop"], r.get("utc_stop")
+            self.t_stop, self.utc_stop, self.utc_sources[1] = r["t_stop"], r.get("utc_stop"), r.get("utc_source")
         self.f_low, self.f_high = min(self.f_low, r["f_low"]), max(self.f_high, r["f_high"])
-        self.last_f = (r["f_low"], r["f_high"])
+        self.last = r
         self.score = max(self.score, r["score"])
         self.models |= set(r.get("models") or [r["model"]])
         self.n += 1
@@ -54,7 +61,8 @@ class _Track:
                 "t_start": self.t_start, "t_stop": self.t_stop, "f_low": self.f_low, "f_high": self.f_high,
                 "score": self.score, "model": self.model, "models": sorted(self.models),
                 "sample_start": self.sample_start, "sample_count": self.sample_end - self.sample_start,
-                "utc_start": self.utc_start, "utc_stop": self.utc_stop, "n_detections": self.n}
+                "utc_start": self.utc_start, "utc_stop": self.utc_stop,
+                "utc_source": utc_source(*self.utc_sources), "n_detections": self.n}
 
 
 class TrackAssigner:
@@ -72,15 +80,15 @@ class TrackAssigner:
         self.tracks_ended = 0
 
     def _best_track(self, r):
-        best, best_iou = None, 0.0
+        best, best_score = None, 0.0
         for tr in self.active.values():
             if self.class_aware and tr.label != r["label"]:
                 continue
             if r["t_start"] - tr.t_stop > self.max_gap_s:
                 continue
-            iou = interval_iou(tr.last_f[0], tr.last_f[1], r["f_low"], r["f_high"])
-            if iou >= self.freq_iou_gate and iou > best_iou:
-                best, best_iou = tr, iou
+            score = continuation(tr.last, r, self.freq_iou_gate)
+            if score > best_score:
+                best, best_score = tr, score
         return best
 
     def assign(self, records: list[dict]) -> list[dict]:

@@ -14,7 +14,9 @@ class track_assigner(gr.basic_block):
 
     Gating: a detection continues a track of the same label (if class_aware) when it
     starts at most ``max_gap_s`` after the track's last detection ended and its
-    frequency range overlaps the track's last one with IoU >= ``freq_iou_gate``.
+    frequency range overlaps the track's last one with IoU >= ``freq_iou_gate`` or,
+    for a sweeping signal (a chirp) cut by a tile edge, covers the band both pieces
+    saw in the time they share (rfdetect.records.continuation).
     A track ends ``max_gap_s`` after its last detection, or at the end of the stream.
 
     Message ports: ``in`` (tile messages, normally from NMS Merge), ``out`` (tile
