@@ -121,11 +121,20 @@ def test_gpu_whose_rows_differ_is_refused_with_a_warning_and_the_cpu_runs(monkey
     assert f"(tolerance {ROW_TOLERANCE:.3g})" in msg
 
 
-def test_gpu_that_fails_on_the_test_frame_is_refused_naming_the_error(monkeypatch):
-    said, say = _stand_in(monkeypatch, lambda p, i: StagedSpectrogramEngine(p, _FailingOps()))
+def _unusable_driver(params, index):
+    raise RuntimeError("cudaErrorInsufficientDriver: CUDA driver version is insufficient")
+
+
+@pytest.mark.parametrize("make,why", [
+    (lambda p, i: StagedSpectrogramEngine(p, _FailingOps()),
+     "it failed on a test frame (RuntimeError: CUFFT_INTERNAL_ERROR)"),
+    (_unusable_driver, "it could not be set up (RuntimeError: cudaErrorInsufficientDriver: CUDA driver "
+                       "version is insufficient)"),
+])
+def test_gpu_that_fails_on_first_contact_is_refused_naming_the_error(monkeypatch, make, why):
+    said, say = _stand_in(monkeypatch, make)
     assert type(make_spectrogram_engine(SMALL, "auto", say=say)) is SpectrogramEngine
-    assert said == [(logging.WARNING, "STFT on the CPU, not GPU 0: it failed on a test frame "
-                                      "(RuntimeError: CUFFT_INTERNAL_ERROR)")]
+    assert said == [(logging.WARNING, f"STFT on the CPU, not GPU 0: {why}")]
 
 
 @pytest.mark.parametrize("factor,picked", [(0.5, True), (2.0, False)])
@@ -346,17 +355,20 @@ def test_without_onnx_runtime_the_error_says_which_extra_to_install(model_dir, m
 
 # ---------------------------------------------------------------- packaging
 def test_onnx_runtime_is_an_extra_so_a_jetsons_onnxruntime_gpu_is_not_replaced():
+    import re
     import tomllib
-    from pathlib import Path as P
-    root = P(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parent.parent
     project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
-    names = lambda reqs: {r.split(";")[0].split("[")[0].split("<")[0].split(">")[0].split("=")[0].strip()  # noqa: E731
-                          for r in reqs}
+
+    def names(reqs):
+        return {re.match(r"[A-Za-z0-9_.-]+", r.strip()).group(0).lower() for r in reqs if r.strip()}
+
     assert not {n for n in names(project["dependencies"]) if n.startswith("onnxruntime")}
     extras = project["optional-dependencies"]
     assert names(extras["cpu"]) == {"onnxruntime"} and names(extras["gpu"]) == {"onnxruntime-gpu"}
     assert "onnxruntime" in names(extras["test"])
     # `make test` installs requirements-test.txt, then the package without dependencies
-    reqs = [line.split("#")[0].strip() for line in (root / "requirements-test.txt").read_text().splitlines()]
-    assert "onnxruntime" in names([r for r in reqs if r])
-    assert "--no-deps" in (root / "Makefile").read_text() and "-r requirements-test.txt" in (root / "Makefile").read_text()
+    reqs = [line.split("#")[0] for line in (root / "requirements-test.txt").read_text().splitlines()]
+    assert "onnxruntime" in names(reqs)
+    makefile = (root / "Makefile").read_text()
+    assert "-r requirements-test.txt" in makefile and "--no-deps" in makefile

@@ -280,26 +280,35 @@ def make_spectrogram_engine(params: SpectrogramParams, device: str = "auto", thr
     if d not in ("auto", "cuda") and not (d.startswith("cuda:") and d[5:].isdigit()):
         raise ValueError(f"device={device!r} must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
     index = int(d[5:]) if d.startswith("cuda:") else 0
+    def error(e):
+        return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+
+    # first contact: cuFFT, NVRTC, CUDA driver errors come in many types
+    engine = problem = None
     try:
         engine = CudaSpectrogramEngine(params, index)
     except GpuUnavailable as e:
         level = logging.INFO if d == "auto" else logging.WARNING
         say_once(f"nogpu:{d}", level, f"STFT on the CPU: no GPU for it here ({e})", say)
         return SpectrogramEngine(params, threads=threads)
+    except Exception as e:
+        problem = f"it could not be set up ({error(e)})"
     cpu = SpectrogramEngine(params, threads=threads)
     tol = row_tolerance(params)
-    try:
-        diff = row_difference(engine, cpu, params)
-        problem = None if diff <= tol else (
-            f"its rows of a test frame differ from the CPU kernel's by up to {diff:.3g} (tolerance {tol:.3g})")
-    except Exception as e:  # first contact: cuFFT, NVRTC, driver errors come in many types
-        first_line = (str(e).splitlines() or [""])[0][:200]
-        problem = f"it failed on a test frame ({type(e).__name__}: {first_line})"
+    if engine is not None:
+        try:
+            diff = row_difference(engine, cpu, params)
+            if diff > tol:
+                problem = (f"its rows of a test frame differ from the CPU kernel's by up to {diff:.3g} "
+                           f"(tolerance {tol:.3g})")
+        except Exception as e:
+            problem = f"it failed on a test frame ({error(e)})"
     if problem:
         # every time, not once: each block that falls back should say why
         (say or log.log)(logging.WARNING, f"STFT on the CPU, not GPU {index}: {problem}")
-        with contextlib.suppress(Exception):
-            engine.close()
+        if engine is not None:
+            with contextlib.suppress(Exception):
+                engine.close()
         return cpu
     cpu.close()
     say_once(f"gpu:{index}", logging.INFO, f"STFT on GPU {index} (CuPy/cuFFT; test frame within "
