@@ -38,7 +38,10 @@ import scipy.signal
 
 from .compiled_rows import CompiledRows, KernelUnavailable, row_counter
 
-try:  # FFTW is about 2.4x faster than pocketfft here (docs/performance.md)
+# FFTW as planned here (FFTW_ESTIMATE) ran the NumPy kernel's 32 x 4096 batches 1.7x faster
+# than SciPy's pocketfft in the run of bench/stft.py recorded in docs/performance.md
+# (FFT-alone table, a loaded machine: a median of per-round ratios)
+try:
     import pyfftw
 except ImportError:  # pragma: no cover - pyfftw is a declared dependency
     pyfftw = None
