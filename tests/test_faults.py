@@ -7,11 +7,12 @@ import time
 import pytest
 import zmq
 
-from gnuradio.rfdetect.record_outputs import RecordPublisher
-from gnuradio.rfdetect.records import read_jsonl
+from gnuradio.rfdetect.record_outputs import RecordPublisher, SequenceCheck
+from gnuradio.rfdetect.records import STATS_SCHEMA, read_jsonl
 
 from conftest import RATE, SMALL, TILE
 from test_live import _long_recording
+from test_outputs import _wait_until
 
 
 def _paced_flowgraph(rec, mode, delay_s, realtime, out):
@@ -83,24 +84,30 @@ def test_no_subscriber_never_blocks():
         pub.close(linger_ms=0)
 
 
-def _subscriber(address, received, stop, delay_s=0.0, hwm=1000):
+def _subscriber(address, received, stop, delay_s=0.0, hwm=1000, check=None, hurry=None):
+    """Appends each record's ``seq`` to ``received``, feeds every message to
+    ``check`` (a SequenceCheck); sleeps ``delay_s`` per message until ``hurry`` is set."""
     sub = zmq.Context.instance().socket(zmq.SUB)
     sub.setsockopt(zmq.RCVHWM, hwm)
     sub.connect(address)
     sub.setsockopt_string(zmq.SUBSCRIBE, "")
     while not stop.is_set():
         if sub.poll(50):
-            _, payload = sub.recv_multipart()
-            received.append(json.loads(payload)["seq"])
-            if delay_s:
+            topic, payload = sub.recv_multipart()
+            obj = json.loads(payload)
+            if check is not None:
+                check.feed(topic.decode(), obj)
+            if topic != b"stats":
+                received.append(obj["seq"])
+            if delay_s and not (hurry and hurry.is_set()):
                 time.sleep(delay_s)
     sub.close(linger=0)
 
 
-def test_slow_subscriber_gets_drops_counted_and_an_ordered_subset():
+def test_slow_subscriber_gets_an_ordered_subset_and_counts_what_it_lost():
     pub = RecordPublisher("tcp://127.0.0.1:0", hwm=20)
-    got, stop = [], threading.Event()
-    th = threading.Thread(target=_subscriber, args=(pub.address, got, stop, 0.01, 20))
+    got, stop, hurry, check = [], threading.Event(), threading.Event(), SequenceCheck()
+    th = threading.Thread(target=_subscriber, args=(pub.address, got, stop, 0.01, 20, check, hurry))
     th.start()
     try:
         assert pub.wait_for_subscriber(10)
@@ -108,14 +115,26 @@ def test_slow_subscriber_gets_drops_counted_and_an_ordered_subset():
         # 40 MB: more than the loopback socket buffers hold, so the high-water mark is reached
         pub.publish(_records(10000, pad=4000))
         publish_s = time.perf_counter() - t0
-        time.sleep(1.0)
+        hurry.set()  # now it reads at full speed: what it still gets was queued for it
+        last = [-1, time.monotonic()]
+
+        def quiet():
+            if len(got) != last[0]:
+                last[:] = [len(got), time.monotonic()]
+            return time.monotonic() - last[1] > 0.5
+        _wait_until(quiet, 60, "the slow subscriber to empty its queue")
+        # a stats message tells it how many were sent: losses after its last record count too
+        pub.publish_stats({"schema": STATS_SCHEMA})
+        _wait_until(lambda: "stats" in check.next, 10, "the stats message")
     finally:
         stop.set()
-        th.join()
+        th.join(timeout=10)
         pub.close(linger_ms=0)
+    assert not th.is_alive()
     assert publish_s < 5.0  # to a subscriber reading 100 records/s: publishing never waited
-    assert pub.dropped > 0 and pub.sent + pub.dropped == 10000
+    assert pub.sent_by_topic == {"detection": 10000, "stats": 1} and pub.dropped == 0  # losses: its queue's only
     assert got == sorted(got) and len(set(got)) == len(got) and 0 < len(got) < 10000
+    assert len(got) + check.lost == 10000 and check.restarts == 0
 
 
 @pytest.mark.parametrize("late_s", [0.0, 0.3])
@@ -141,6 +160,7 @@ def test_a_subscriber_that_keeps_up_gets_every_record_in_order_from_when_it_join
     assert got, "the subscriber received nothing"
     # contiguous from the first record it saw to the last one sent, no gaps, in order
     assert got == list(range(got[0], n))
+    assert pub.sent_by_topic == {"detection": n}
     if late_s == 0.0:
         assert got[0] == 0
     else:

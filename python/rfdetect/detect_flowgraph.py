@@ -97,7 +97,7 @@ def _outputs(opt: DetectOptions) -> list[Path]:
         paths += [Path(opt.out), Path(str(opt.out) + ".partial")]
     if opt.sigmf_out:
         base = str(opt.sigmf_out).removesuffix(".sigmf-meta")
-        paths += [Path(base + ".sigmf-meta"), Path(base + ".sigmf-data")]
+        paths += [Path(base + ".sigmf-meta"), Path(base + ".sigmf-data"), Path(base + ".sigmf-meta.journal")]
     return paths
 
 

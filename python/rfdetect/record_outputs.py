@@ -44,6 +44,9 @@ class RecordPublisher:
         self.ctx = zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.XPUB)
         self.sock.setsockopt(zmq.SNDHWM, int(hwm))
+        # every (un)subscription is passed up, not only a topic's first and last, so
+        # that ``subscriptions`` counts each subscriber's
+        self.sock.setsockopt(zmq.XPUB_VERBOSER, 1)
         self.sock.setsockopt(zmq.LINGER, 0)
         try:
             (self.sock.bind if bind else self.sock.connect)(address)
@@ -72,12 +75,12 @@ class RecordPublisher:
             elif msg[:1] == b"\x00":
                 self.subscriptions = max(0, self.subscriptions - 1)
 
-    def wait_for_subscriber(self, timeout_s: float) -> bool:
-        """Block until at least one subscriber has joined (or ``timeout_s`` passes).
+    def wait_for_subscriber(self, timeout_s: float, count: int = 1) -> bool:
+        """Block until ``count`` subscriptions have been made (or ``timeout_s`` passes).
         For file playback: ZeroMQ drops what is published before a subscriber's
         connection is complete."""
         deadline = time.monotonic() + timeout_s
-        while self.subscriptions == 0:
+        while self.subscriptions < count:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
