@@ -73,6 +73,11 @@ class detector(gr.sync_block):
             (the default) takes the STFT Tile block's samp_rate; with neither, and no
             rx_rate tag on the first sample, the first row stops the flowgraph with an
             error naming the missing rate.
+            An rx_rate or rx_freq tag starts a new segment of the stream: seconds are
+            summed over the segments, and a box that crosses a change is reported as
+            one record per side, each in its own segment's Hz. UTC comes from rx_time
+            tags, else from the host clock at the first sample (records say which in
+            ``utc_source``).
         finish_timeout_s: file mode: how long the end of the stream may wait for the
             queued tiles before it gives up, saying so.
         stats_interval_s: how often statistics are posted on the ``stats`` port.
