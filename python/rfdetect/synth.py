@@ -344,6 +344,8 @@ class _Burst:
     D: int                # source made at fs/D
     ramp: int             # on/off ramp, output samples
     source: Callable      # (rng, fs_src, n_src_total) -> gen(n) returning the next n raw source samples
+    words: Optional[list] = None   # voice: absolute sample spans with speech; a box seeing none is the carrier's
+    quiet_half: float = 0.0        # half-width of the carrier alone (voice between words)
 
 
 @dataclass
@@ -445,47 +447,52 @@ def _gfsk_freq(rs, h, bt=0.5, levels=(-1.0, 1.0)):
     return make
 
 
-def _speech_env(rng, fs_src, n_total, always_on=False):
-    """Syllabic envelope (0..1) over n_total source samples: words 80-400 ms, pauses 50-800 ms."""
-    env = np.ones(n_total) if always_on else np.zeros(n_total)
-    if not always_on:
-        t = int(rng.uniform(0, 0.2) * fs_src)
+def _words(rng, dur_s):
+    """Speech timing within one key-up, seconds from its start: words of 80-400 ms, the first
+    within 20-80 ms (people talk once keyed), pauses of 50-200 ms or 300-800 ms between them."""
+    out, t = [], rng.uniform(0.02, 0.08)
+    while t < dur_s:
+        on = rng.uniform(0.08, 0.4)
+        out.append((t, min(dur_s, t + on)))
+        t += on + (rng.uniform(0.05, 0.2) if rng.random() < 0.6 else rng.uniform(0.3, 0.8))
+    return out
+
+
+def _audio(words, a_lo, a_hi):
+    """Speech-like audio (band-limited noise, unit peak roughly) on during ``words`` (None: always)."""
+    def make(rng, fs_src, n_total):
+        env = np.ones(n_total) if words is None else np.zeros(n_total)
         edge = max(2, int(0.01 * fs_src))
-        while t < n_total:
-            on = int(rng.uniform(0.08, 0.4) * fs_src)
-            w = np.ones(min(on, n_total - t))
-            e = min(edge, len(w) // 2)
+        for t0, t1 in words or ():
+            a, b = int(t0 * fs_src), min(n_total, int(t1 * fs_src))
+            e = min(edge, (b - a) // 2)
+            if b <= a:
+                continue
+            w = np.ones(b - a)
             if e:
                 r = np.sin(np.pi / 2 * (np.arange(e) + 0.5) / e) ** 2
                 w[:e] *= r
                 w[len(w) - e:] *= r[::-1]
-            env[t:t + len(w)] = w
-            t += on + int(rng.choice([rng.uniform(0.05, 0.2), rng.uniform(0.3, 0.8)]) * fs_src)
-    return env
+            env[a:b] = w
+        pos = [0]
+
+        def gen(n):
+            x = rng.standard_normal(n + 64)
+            X = np.fft.rfft(x)
+            f = np.fft.rfftfreq(len(x), 1 / fs_src)
+            X[(f < a_lo) | (f > a_hi)] = 0
+            a = np.fft.irfft(X, len(x))[32:32 + n]
+            a /= 3 * (np.std(a) + 1e-12)
+            e = env[pos[0]:pos[0] + n]
+            pos[0] += n
+            return np.clip(a, -1, 1) * np.pad(e, (0, n - len(e)))
+        return gen
+    return make
 
 
-def _audio(rng, fs_src, n_total, a_lo, a_hi, always_on=False):
-    """Speech-like audio (band-limited noise times a syllabic envelope), unit peak roughly."""
-    env = _speech_env(rng, fs_src, n_total, always_on)
-    pos = [0]
-
-    def gen(n):
-        x = rng.standard_normal(n + 64)
-        X = np.fft.rfft(x)
-        f = np.fft.rfftfreq(len(x), 1 / fs_src)
-        X[(f < a_lo) | (f > a_hi)] = 0
-        a = np.fft.irfft(X, len(x))[32:32 + n]
-        a /= 3 * (np.std(a) + 1e-12)
-        e = env[pos[0]:pos[0] + n]
-        e = np.pad(e, (0, n - len(e)))
-        pos[0] += n
-        return np.clip(a, -1, 1) * e
-    return gen
-
-
-def _src_nbfm(dev, a_hi, ctcss):
+def _src_nbfm(dev, a_hi, ctcss, words):
     def freq(rng, fs_src, n_total):
-        audio = _audio(rng, fs_src, n_total, 300.0, a_hi)
+        audio = _audio(words, 300.0, a_hi)(rng, fs_src, n_total)
         pos = [0]
 
         def gen(n):
@@ -497,9 +504,9 @@ def _src_nbfm(dev, a_hi, ctcss):
     return _fm(freq)
 
 
-def _src_am(a_hi, always_on):
+def _src_am(a_hi, words):
     def make(rng, fs_src, n_total):
-        audio = _audio(rng, fs_src, n_total, 100.0, a_hi, always_on)
+        audio = _audio(words, 100.0, a_hi)(rng, fs_src, n_total)
         return lambda n: (1.0 + 0.8 * audio(n)).astype(complex)
     return make
 
@@ -794,6 +801,16 @@ def _ptt(ctx, lo=0.5, hi=6.0):
     return _train(ctx, t0, t1, lambda: ctx.rng.uniform(lo, hi), lambda: ctx.gap(0.3, 3.0))
 
 
+def _voice(ctx, spans, half, quiet_half, D, make_src, always_on=False):
+    """Voice bursts (one per key-up) with their word timing."""
+    out = []
+    for st, n in spans:
+        words = None if always_on else _words(ctx.rng, n / ctx.fs)
+        abs_words = None if always_on else [(st + _sec(ctx, a), st + _sec(ctx, b)) for a, b in words]
+        out.append(_Burst(st, n, 0.0, -half, half, D, _sec(ctx, 5e-3), make_src(words), abs_words, quiet_half))
+    return out
+
+
 def _fam_nbfm(ctx):
     rng = ctx.rng
     wide = rng.random() < 0.3
@@ -802,9 +819,9 @@ def _fam_nbfm(ctx):
     s = ctx.fit(2 * half)
     D = ctx.decim(3 * half * s)
     ctcss = float(rng.choice([0.0, 67.0, 88.5, 100.0, 123.0, 151.4])) * s
-    src = _src_nbfm(dev * s, 3e3 * s, ctcss)
-    return _Emitter("nbfm", [_Burst(st, n, 0.0, -half * s, half * s, D, _sec(ctx, 5e-3), src) for st, n in _ptt(ctx)],
-                    info={"deviation_hz": dev * s})
+    quiet = max(TONE_BINS / 2 * ctx.fs / 4096, (0.15 * dev * s + ctcss) if ctcss else 0.0)
+    bursts = _voice(ctx, _ptt(ctx), half * s, quiet, D, lambda w: _src_nbfm(dev * s, 3e3 * s, ctcss, w))
+    return _Emitter("nbfm", bursts, info={"deviation_hz": dev * s})
 
 
 def _fam_am(ctx):
@@ -812,10 +829,9 @@ def _fam_am(ctx):
     broadcast = rng.random() < 0.4
     a_hi = (4.5e3 if broadcast else 2.8e3) * ctx.fit(2 * 4.5e3)
     D = ctx.decim(3 * a_hi)
-    src = _src_am(a_hi, broadcast)
     spans = [(-SEG, ctx.n + 2 * SEG)] if broadcast else _ptt(ctx, 0.5, 4.0)
-    return _Emitter("am", [_Burst(st, n, 0.0, -a_hi, a_hi, D, _sec(ctx, 5e-3), src) for st, n in spans],
-                    info={"variant": "broadcast" if broadcast else "voice"})
+    bursts = _voice(ctx, spans, a_hi, TONE_BINS / 2 * ctx.fs / 4096, D, lambda w: _src_am(a_hi, w), broadcast)
+    return _Emitter("am", bursts, info={"variant": "broadcast" if broadcast else "voice"})
 
 
 def _fam_tdma(ctx):
@@ -1145,28 +1161,35 @@ class _Plan:
         if "clipping" in on:   # full scale a little above the average total power: peaks of strong bursts clip
             self.clip = float(np.sqrt(peak) * 10 ** (r.uniform(0, 6) / 20))
         # written samples: full scale of the ADC -> 1.0 (12 dB of headroom when nothing clips)
-        agc_max = 10 ** (max([0.0] + [np.cumsum([g for _, g in self.agc])[-1]] if self.agc else [0.0]) / 20)
-        self.scale = 1.0 / self.clip if self.clip else 1.0 / (np.sqrt(peak) * 4.0 * max(1.0, agc_max))
+        agc_max = 10 ** (max(0.0, *np.cumsum([g for _, g in self.agc])) / 20) if self.agc else 1.0
+        self.scale = 1.0 / self.clip if self.clip else 1.0 / (np.sqrt(peak) * 4.0 * agc_max)
 
     def _annotate(self) -> list[dict]:
         fs, cf, anns = self.fs, self.cfg.center_freq, []
         for i, em in enumerate(self.emitters):
             groups: dict = {}
             for b in em.bursts:
-                groups.setdefault((b.f, b.lo, b.hi), []).append(self._box(em, b))
-            for bxs in groups.values():
-                bxs.sort()
-                merged = [list(bxs[0])]
-                for s0, s1, f0, f1 in bxs[1:]:
-                    m = merged[-1]
-                    if s0 - m[1] < self.cfg.min_gap:   # too close to be told apart: one box
+                groups.setdefault((b.f, b.lo, b.hi), []).append((self._box(em, b), b))
+            for items in groups.values():
+                items.sort(key=lambda it: it[0])
+                merged = []
+                for (s0, s1, f0, f1), b in items:
+                    if merged and s0 - merged[-1][1] < self.cfg.min_gap:   # too close to be told apart: one box
+                        m = merged[-1]
                         m[1], m[2], m[3] = max(m[1], s1), min(m[2], f0), max(m[3], f1)
+                        m[4].append(b)
                     else:
-                        merged.append([s0, s1, f0, f1])
-                for s0, s1, f0, f1 in merged:
+                        merged.append([s0, s1, f0, f1, [b]])
+                for s0, s1, f0, f1, bs in merged:
                     s0, s1 = max(0, s0), min(self.n_total, s1)
                     if s1 <= s0:
                         continue
+                    if all(b.words is not None for b in bs) and not any(
+                            a < s1 and s0 < z for b in bs for a, z in b.words):
+                        # voice: no word in the visible part, so only the carrier is there
+                        mid = 0.5 * (f0 + f1)
+                        q = bs[0].quiet_half + 0.5 * (f1 - f0 - (bs[0].hi - bs[0].lo))   # keep the drift swing
+                        f0, f1 = mid - q, mid + q
                     a = {"core:sample_start": int(s0), "core:sample_count": int(s1 - s0),
                          "core:freq_lower_edge": float(cf + f0), "core:freq_upper_edge": float(cf + f1),
                          "core:label": em.label, "rfdetect:snr_db": round(em.snr_db, 2), "rfdetect:emitter": i}
@@ -1252,7 +1275,7 @@ class _Plan:
             if self.agc:
                 g = np.zeros(n)
                 for s, gdb in self.agc:   # each step settles over ~64 samples, as a real loop would
-                    g += gdb / (1 + np.exp(-(np.arange(b0, b1) - s) / 16.0))
+                    g += gdb / (1 + np.exp(np.clip((s - np.arange(b0, b1)) / 16.0, -60, 60)))
                 x = x * 10 ** (g / 20)
             if self.clip:
                 x = np.clip(x.real, -self.clip, self.clip) + 1j * np.clip(x.imag, -self.clip, self.clip)
