@@ -238,6 +238,13 @@ def test_a_damaged_journal_is_a_clear_error_and_nothing_is_written(tmp_path):
         recover_journal(tmp_path / ("y" + JOURNAL_SUFFIX))
     assert not (tmp_path / "y.sigmf-meta").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    # a sink restarting on that base is not stopped by it: the journal is moved aside, kept
+    w = AnnotationWriter(tmp_path / "y", sample_rate=1e6)
+    assert "damaged line" in w.recovered["error"]
+    damaged = [p for p in tmp_path.iterdir() if p.name.endswith(".damaged")]
+    assert len(damaged) == 1 and damaged[0].read_bytes().count(b"\n") == 6
+    w.finalise()
+    assert _sigmf_annotations(tmp_path / "y.sigmf-meta") == []
 
 
 # ---------------------------------------------------------------- JSONL (item 5)

@@ -223,7 +223,15 @@ class AnnotationWriter:
             meta["global"]["core:metadata_only"] = True
         self.recovered = None
         if self.journal_path.exists():
-            self.recovered = recover_journal(self.journal_path, _aside_base(self.out_base, self.journal_path))
+            aside = _aside_base(self.out_base, self.journal_path)
+            try:
+                self.recovered = recover_journal(self.journal_path, aside)
+            except ValueError as e:
+                # kept for a person to look at, and out of the way: a field box that
+                # restarts must not be stopped by the journal of an earlier run
+                damaged = Path(str(aside) + JOURNAL_SUFFIX + ".damaged")
+                os.replace(self.journal_path, damaged)
+                self.recovered = {"error": f"{e}; moved to {damaged}"}
         self.sync_interval_s = float(sync_interval_s)
         self.sort_chunk = int(sort_chunk)
         self.count = 0

@@ -35,10 +35,13 @@ class sigmf_annotation_sink(gr.basic_block):
         gr.basic_block.__init__(self, name="rfdetect SigMF Annotation Sink", in_sig=None, out_sig=None)
         self.writer = AnnotationWriter(path, source or None, float(samp_rate), float(center_freq),
                                        sync_interval_s=float(flush_interval_s))
-        if self.writer.recovered:
+        rec = self.writer.recovered
+        if rec and "error" in rec:
+            gr.log.warn(f"rfdetect SigMF Annotation Sink: a journal left by a run that did not stop cleanly "
+                        f"could not be recovered: {rec['error']}")
+        elif rec:
             gr.log.warn(f"rfdetect SigMF Annotation Sink: a journal left by a run that did not stop cleanly was "
-                        f"recovered as {self.writer.recovered['meta']} "
-                        f"({self.writer.recovered['annotations']} annotations)")
+                        f"recovered as {rec['meta']} ({rec['annotations']} annotations)")
         self.message_port_register_in(pmt.intern("in"))
         self.set_msg_handler(pmt.intern("in"), self._handle)
 
