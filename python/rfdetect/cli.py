@@ -80,7 +80,9 @@ def cmd_plot(a):
 
 def cmd_listen(a):
     import zmq
+    from .record_outputs import SequenceCheck
     from .records import format_record, format_stats
+    check = SequenceCheck()  # this subscriber's own losses: the publisher cannot know them
     ctx = zmq.Context.instance()
     s = ctx.socket(zmq.SUB)
     s.connect(a.address)
@@ -99,6 +101,8 @@ def cmd_listen(a):
                 continue
             topic, payload = s.recv_multipart()
             obj = json.loads(payload)
+            if "zmq_seq" in obj and check.feed(topic.decode(), obj):
+                print(f"lost {check.lost} messages so far (this subscriber fell behind)", file=sys.stderr, flush=True)
             if topic == b"stats":
                 print(format_stats(obj), flush=True)
             else:
@@ -108,6 +112,8 @@ def cmd_listen(a):
         pass
     finally:
         s.close(linger=0)
+        if check.lost:
+            print(f"lost {check.lost} messages in all", file=sys.stderr)
 
 
 def build_parser():
