@@ -45,8 +45,12 @@ class RecordPublisher:
         self.sock = self.ctx.socket(zmq.XPUB)
         self.sock.setsockopt(zmq.SNDHWM, int(hwm))
         # every (un)subscription is passed up, not only a topic's first and last, so
-        # that ``subscriptions`` counts each subscriber's
-        self.sock.setsockopt(zmq.XPUB_VERBOSER, 1)
+        # that ``subscriptions`` counts each subscriber's (libzmq < 4.3 has no
+        # VERBOSER: subscriptions then still counted, leaving ones not)
+        try:
+            self.sock.setsockopt(zmq.XPUB_VERBOSER, 1)
+        except (zmq.ZMQError, AttributeError):
+            self.sock.setsockopt(zmq.XPUB_VERBOSE, 1)
         self.sock.setsockopt(zmq.LINGER, 0)
         try:
             (self.sock.bind if bind else self.sock.connect)(address)
