@@ -2,6 +2,7 @@
 """Resident memory over a long real-time run with every sink attached: the slope must be flat.
 
     .venv/bin/python bench/memory.py [--minutes 60] [--rate 2.4e6] [--every 10] [--out DIR]
+    .venv/bin/python bench/memory.py --finalise 200000     (the SigMF sink's stop alone)
 
 Real-time playback with the default model (bench/live_run.py) into the ZMQ PUB Sink
 (with a subscriber that keeps up), the JSONL Sink and the SigMF Annotation Sink
@@ -37,6 +38,27 @@ def count_lines(path: Path) -> int:
         return 0
 
 
+def time_finalise(n: int, folder: Path) -> None:
+    """Time the SigMF Annotation Sink's writer: ``n`` annotations added (in blocks of
+    1000, spread over sample_start as a long run's are), then finalised."""
+    import resource
+    from gnuradio.rfdetect.record_outputs import AnnotationWriter
+    folder.mkdir(parents=True, exist_ok=True)
+    w = AnnotationWriter(folder / "finalise", sample_rate=2.4e6, center_freq=915e6)
+    t0 = time.perf_counter()
+    for i in range(0, n, 1000):
+        w.add([{"event": "update", "sample_start": (j * 7919) % 10 ** 9, "sample_count": 2400, "f_low": 914e6,
+                "f_high": 915e6, "label": "signal", "score": 0.9, "model": "energy", "t_start": j / 2.4e6,
+                "t_stop": j / 2.4e6 + 1e-3, "track_id": j} for j in range(i, min(n, i + 1000))])
+    t1 = time.perf_counter()
+    w.finalise()
+    t2 = time.perf_counter()
+    size = (folder / "finalise.sigmf-meta").stat().st_size
+    print(f"{n} annotations: add {t1 - t0:.1f} s, finalise {t2 - t1:.1f} s ({(t2 - t1) / n * 1e6:.0f} us each), "
+          f".sigmf-meta {size / 1e6:.0f} MB, peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB "
+          f"(GNU Radio's own included), `{' '.join(['python'] + __import__('sys').argv)}`")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=60.0)
@@ -44,7 +66,11 @@ def main():
     ap.add_argument("--every", type=float, default=10.0)
     ap.add_argument("--out", type=Path, default=CACHE / "soak", help="folder for the JSONL and SigMF outputs")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--finalise", type=int, default=0, metavar="N",
+                    help="only time finalising N annotations in the SigMF Annotation Sink's writer")
     a = ap.parse_args()
+    if a.finalise:
+        return time_finalise(a.finalise, a.out / "finalise")
     from gnuradio import rfdetect
     a.out.mkdir(parents=True, exist_ok=True)
     jsonl_path, sigmf_base = a.out / "soak.jsonl", a.out / "soak"
