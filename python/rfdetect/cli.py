@@ -27,17 +27,23 @@ def _params(a) -> SpectrogramParams:
 
 
 def cmd_synth(a):
-    from .synth import CLASSES, synth_dataset
-    classes = tuple(a.classes.split(",")) if a.classes else CLASSES
-    bad = [c for c in classes if c not in CLASSES]
-    if bad:
-        raise ValueError(f"unknown classes {bad}; choose from {','.join(CLASSES)}")
+    from .synth import synth_dataset
+
+    def names(text):
+        return tuple(x.strip() for x in text.split(",") if x.strip())
+
+    artefacts = None if a.artefacts is None else () if a.artefacts == "none" else \
+        ("all",) if a.artefacts == "all" else names(a.artefacts)
+    if artefacts == ("all",):
+        from .synth import ARTEFACTS
+        artefacts = ARTEFACTS
 
     def progress(i, n):
         print(f"\r  recording {i}/{n}", end="" if i < n else "\n", file=sys.stderr, flush=True)
 
     paths = synth_dataset(a.out_dir, a.n, a.seed, a.sample_rate, a.duration, (a.snr_min, a.snr_max),
-                          a.signals, classes, a.center_freq, a.datatype, progress)
+                          a.signals, names(a.classes) or None, a.center_freq, a.datatype, progress,
+                          profile=a.profile, artefacts=artefacts, overlap=a.overlap, min_gap=a.min_gap)
     for p in paths:
         print(p)
 
@@ -129,8 +135,19 @@ def build_parser():
     s.add_argument("--duration", type=float, default=1.0, help="seconds per recording")
     s.add_argument("--snr-min", type=float, default=5.0)
     s.add_argument("--snr-max", type=float, default=25.0)
-    s.add_argument("--signals", type=int, default=12, help="emissions per recording")
-    s.add_argument("--classes", default="", help="comma-separated subset of ofdm,fhss,rb,chirp,tone")
+    s.add_argument("--signals", type=int, default=12, help="emitters per recording (one emitter may have many boxes)")
+    s.add_argument("--profile", default="classic",
+                   help="signal mix: classic (ofdm,fhss,rb,chirp,tone; the default), ism-2g4, cellular, vhf-uhf, "
+                        "mixed (docs/synth.md)")
+    s.add_argument("--classes", default="", help="comma-separated subset of the profile's labels")
+    s.add_argument("--artefacts", default=None,
+                   help="receiver/channel artefacts: 'all', 'none' or a comma list of dc,lo_leak,iq_image,spurs,"
+                        "rolloff,agc,clipping,multipath,fading,freq_offset,drift,overlap,short_gaps "
+                        "(default: each drawn at random per recording; classic has none)")
+    s.add_argument("--overlap", type=float, default=None,
+                   help="chance that an emitter may overlap others (default: 1 when the 'overlap' artefact is on, else 0)")
+    s.add_argument("--min-gap", type=int, default=2048,
+                   help="samples: bursts of one emitter closer than this share a box (default %(default)s, one row at hop 2048)")
     s.add_argument("--center-freq", type=float, default=915e6)
     s.add_argument("--datatype", default="cf32_le", choices=["cf32_le", "ci16_le", "ci8"])
     s.set_defaults(func=cmd_synth)

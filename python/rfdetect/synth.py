@@ -678,8 +678,10 @@ def _fam_lte_ul(ctx):
     return _Emitter("lte_ul", bursts, hopping=True, info={"n_rb_cell": n_rb_cell})
 
 
-def _gfsk_bursts(ctx, label, rs, h, spacing, events, half_k=0.6, info=None):
-    """Hopping GFSK: ``events`` is [(t s, duration s, channel index)]; one burst per packet."""
+def _gfsk_bursts(ctx, label, rs, h, spacing, events, info=None):
+    """Hopping GFSK: ``events`` is [(t s, duration s, channel index)]; one burst per packet. The box is
+    the deviation plus the Gaussian-shaped symbol spectrum, (h/2 + 0.35) * rs each side (>99 % of the power)."""
+    half_k = h / 2 + 0.35
     s = ctx.fit(2 * half_k * rs)
     rs, spacing = rs * s, spacing * s
     half = half_k * rs
@@ -726,7 +728,7 @@ def _fam_bt(ctx):
         if rng.random() < busy:
             ev.append((t, {1: 366e-6, 3: 1622e-6, 5: 2870e-6}[slots], int(rng.integers(79))))
         t += 625e-6 * slots
-    return _gfsk_bursts(ctx, "bt", 1e6, 0.32, 1e6, ev, half_k=0.5, info={"slots": slots})
+    return _gfsk_bursts(ctx, "bt", 1e6, 0.32, 1e6, ev, info={"slots": slots})
 
 
 def _fam_zigbee(ctx):
@@ -791,8 +793,7 @@ def _fam_drone_telemetry(ctx):
     while t < t1:
         ev.append((t, rng.uniform(0.2e-3, 1.5e-3), int(rng.integers(50))))
         t += period
-    return _gfsk_bursts(ctx, "drone_telemetry", rs, float(rng.choice([0.5, 1.0])), 4 * rs, ev, half_k=0.8,
-                        info={"baud": rs})
+    return _gfsk_bursts(ctx, "drone_telemetry", rs, float(rng.choice([0.5, 1.0])), 4 * rs, ev, info={"baud": rs})
 
 
 def _ptt(ctx, lo=0.5, hi=6.0):
