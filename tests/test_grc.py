@@ -183,5 +183,9 @@ def test_multi_model_example_runs_three_models_on_one_tile_stream(recording, tmp
         validate_record(r)
     seen = {m for r in recs for m in r["models"]}
     assert seen == {"grid16", "energy", "energy_strong"}
-    # the strict copy of energy keeps a subset of what energy finds
-    assert all(r["score"] >= 0.9 for r in recs if r["models"] == ["energy_strong"])
+    # the strict copy of energy keeps a subset of what energy finds: NMS Merge joins its
+    # boxes with energy's identical ones, so each record it is in names energy too (no
+    # record names energy_strong alone), with a score of at least its 0.9
+    strict = [r for r in recs if "energy_strong" in r["models"]]
+    assert strict
+    assert all("energy" in r["models"] and r["score"] >= 0.9 for r in strict), strict

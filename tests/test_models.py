@@ -128,5 +128,12 @@ def test_default_model_gives_labelled_detections_at_full_size(tmp_path):
     rec = SigMFRecording.open(meta)
     truth = [from_annotation(a, rec.sample_rate) for a in rec.annotations if a["core:label"] != "fhss"]
     right, _ = match_boxes(truth, found, iou=0.3, class_aware=True)
+    found_any, _ = match_boxes(truth, found, iou=0.3, class_aware=False)
     assert {r["label"] for r in found} <= set(card["labels"]) and "signal" not in {r["label"] for r in found}
-    assert sum(j is not None for j in right) >= 0.5 * len(truth), [(t["label"], j) for t, j in zip(truth, right)]
+    # Measured with this test's recipe (2026-11-22): seed 4242, 8 signals besides fhss: all 8
+    # found, 7 with the right label; seeds 4243-4249 (3-8 each): all found, 63-100 % right.
+    # Floors: every signal found, 6 of 8 labelled right (one flip of margin for another CPU's
+    # rounding on a borderline crop).
+    pairs = [(t["label"], j) for t, j in zip(truth, right)]
+    assert len(truth) == 8 and all(j is not None for j in found_any), pairs
+    assert sum(j is not None for j in right) >= 6, pairs
