@@ -3,13 +3,16 @@ of a tile gives the right Hz and seconds, UTC comes from rx_time or (marked) the
 clock, and a chirp longer than a tile keeps one track. Real flowgraphs, real records."""
 import json
 
+import numpy as np
 import pmt
 import pytest
 
+from gnuradio.rfdetect.model_runtime import EnergyModel
 from gnuradio.rfdetect.records import SchemaError, continuation, validate_record
+from gnuradio.rfdetect.tile_detector import TileDetector
 from gnuradio.rfdetect.sigmf_io import iso_to_unix, new_meta, write_recording
 
-from conftest import RATE, SMALL, SMALL_ARGS, run_cli
+from conftest import RATE, SMALL, SMALL_ARGS, TILE, run_cli
 from rf_chain import chirp, noise, rx_time, run_chain, tag, tone
 
 HOP_S = SMALL.hop / RATE
@@ -126,6 +129,21 @@ def test_a_chirp_across_many_tiles_keeps_one_track(tmp_path):
     assert chirp_end["f_high"] == pytest.approx(500e3, abs=20e3)
     assert chirp_end["n_detections"] >= 4  # it did come as pieces, joined
     assert tone_end["f_low"] <= 800e3 <= tone_end["f_high"] and tone_end["f_high"] - tone_end["f_low"] < 150e3
+
+
+def test_the_timeline_stays_small_on_a_long_stream_with_tags_on_every_tile():
+    """A SigMF recording played with repeat sends its tags every pass, a hopping receiver
+    retunes all the time: segments no tile needs any more are forgotten."""
+    eng = TileDetector([EnergyModel(SMALL)], SMALL, sample_rate=RATE, **TILE)
+    step = TILE["tile_height"] - TILE["overlap"]
+    rows = np.zeros((step, SMALL.width), np.float32)
+    for k in range(300):
+        eng.set_reference(k * step + 5, center_freq=100e6 + 1e6 * (k % 2), rx_time=1.7e9 + k)
+        eng.push_rows(rows)
+    assert eng.finish(timeout=30)
+    eng.stop()
+    assert eng.stats()["tiles_done"] >= 299
+    assert len(eng.timeline.segments) <= 3, len(eng.timeline.segments)
 
 
 def _piece(t0, t1, f0, f1, edge):

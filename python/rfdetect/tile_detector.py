@@ -98,9 +98,11 @@ class Timeline:
         # unix seconds of sample 0 by the host clock: the UTC fallback without rx_time
         self.host_utc: Optional[float] = host_utc
 
+    def _index_at(self, sample: float) -> int:
+        return max(bisect.bisect_right(self.segments, sample, key=lambda g: g.sample) - 1, 0)
+
     def segment_at(self, sample: float) -> Segment:
-        i = bisect.bisect_right(self.segments, sample, key=lambda g: g.sample) - 1
-        return self.segments[max(i, 0)]
+        return self.segments[self._index_at(sample)]
 
     def seconds(self, sample: float) -> float:
         g = self.segment_at(sample)
@@ -145,13 +147,11 @@ class Timeline:
 
     def snapshot(self, sample: float) -> "Timeline":
         """The part from ``sample`` on (what a tile starting there needs)."""
-        i = self.segments.index(self.segment_at(sample))
-        return Timeline(0.0, 0.0, self.segments[i:], self.host_utc)
+        return Timeline(0.0, 0.0, self.segments[self._index_at(sample):], self.host_utc)
 
     def prune(self, sample: float) -> None:
         """Forget segments that end before ``sample`` (no tile will ask about them again)."""
-        i = self.segments.index(self.segment_at(sample))
-        del self.segments[:i]
+        del self.segments[:self._index_at(sample)]
 
 
 class _TileQueue:
@@ -183,8 +183,10 @@ class _TileQueue:
         """-> the evicted tile's item, or None."""
         with self._cv:
             evicted = None
-            if self._tiles >= self.size:
-                i = next(i for i, it in enumerate(self._items) if it[0] == "tile" and not it[5])
+            # the stream's final tile is never pushed out (it is the last one anyway)
+            i = next((i for i, it in enumerate(self._items) if it is not None and it[0] == "tile" and not it[5]),
+                     None) if self._tiles >= self.size else None
+            if i is not None:
                 evicted = self._items[i]
                 self._items[i] = ("dropped", evicted[1], None) + evicted[3:]  # frees its pixels
                 self._tiles -= 1
