@@ -112,11 +112,12 @@ def test_a_record_with_utc_but_no_utc_source_is_refused():
     validate_record(dict(rec, utc_source="host"))
 
 
-def test_a_chirp_across_many_tiles_keeps_one_track(tmp_path):
+@pytest.mark.parametrize("f0, f1", [(-500e3, 500e3), (500e3, -500e3)], ids=["rising", "falling"])
+def test_a_chirp_across_many_tiles_keeps_one_track(tmp_path, f0, f1):
     pad, long_ = int(0.05 * RATE), int(0.25 * RATE)  # 0.25 s: eight tiles, 16 overlaps
     n = 2 * pad + long_
     iq = noise(n) + tone(n, 0.4)  # a steady tone at +800 kHz beside it, all the time
-    iq[pad:pad + long_] += chirp(long_, -500e3, 500e3)
+    iq[pad:pad + long_] += chirp(long_, f0, f1)
     recs, _, _, _ = run_chain(tmp_path, iq, [tag(0, "rx_freq", pmt.from_double(0.0))])
     ends = _ends(recs)
     assert len({r["track_id"] for r in recs}) == 2, [(r["event"], r["track_id"], r["t_start"], r["f_low"])
