@@ -1000,15 +1000,19 @@ class _Render:
         self.out_start += k
         tau = (s0 - self.b.start + np.arange(k)) / self.fs
         f0 = self.f0 + self.em.drift * self.b.start / self.fs
-        # phase in cycles, reduced in double precision, then the rotation in single precision (fast)
-        cyc = f0 * tau + 0.5 * self.em.drift * tau ** 2 + self.phase0 / (2 * np.pi)
-        ph = (2 * np.pi * (cyc - np.floor(cyc))).astype(np.float32)
-        rot = np.empty(k, np.complex64)
-        rot.real, rot.imag = np.cos(ph), np.sin(ph)
-        chunk = chunk * rot
+        chunk = chunk * _rotor(f0 * tau + 0.5 * self.em.drift * tau ** 2 + self.phase0 / (2 * np.pi))
         if self.em.fading is not None:
             chunk *= _fading_gain(self.em.fading, (s0 + np.arange(k)) / self.fs)
         return s0, chunk
+
+
+def _rotor(cycles: np.ndarray) -> np.ndarray:
+    """exp(2j*pi*cycles) as complex64: the phase is reduced in double precision (carriers run to
+    billions of cycles), the cosine and sine taken in single precision (several times faster)."""
+    ph = (2 * np.pi * (cycles - np.floor(cycles))).astype(np.float32)
+    out = np.empty(len(ph), np.complex64)
+    out.real, out.imag = np.cos(ph), np.sin(ph)
+    return out
 
 
 def _fading_gain(fading, t):
@@ -1255,18 +1259,14 @@ class _Plan:
             else:
                 x = np.zeros(n, np.complex64)
             t = np.arange(b0, b1) / fs
-            spurs = list(self.spurs) + ([self.lo_leak] if self.lo_leak else [])
-            extra = np.zeros(n, complex)
-            for f, p in spurs:
-                extra += np.sqrt(10 ** (p / 10)) * np.exp(2j * np.pi * f * t)
+            for f, p in list(self.spurs) + ([self.lo_leak] if self.lo_leak else []):
+                x += np.float32(np.sqrt(10 ** (p / 10))) * _rotor(f * t)
             if self.rolloff is not None:   # anti-alias roll-off shapes the noise floor and the spurs (overlap-add)
                 from scipy.signal import oaconvolve
-                y = oaconvolve(x.astype(complex) + extra, self.rolloff)
+                y = oaconvolve(x, self.rolloff.astype(np.float32))
                 if tail is not None:
                     y[:len(tail)] += tail
                 x, tail = y[:n], y[n:]
-            else:
-                x = x + extra
             while nxt < len(order) and order[nxt][0] < b1:
                 _, i, j = order[nxt]
                 em = self.emitters[i]
