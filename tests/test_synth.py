@@ -16,7 +16,7 @@ import pytest
 from scipy.signal import get_window
 
 from gnuradio.rfdetect.sigmf_io import SigMFRecording
-from gnuradio.rfdetect.synth import (ARTEFACTS, CLASSES, FAMILIES, IMAGE_LABEL, SynthConfig, labels_for, plan_recording,
+from gnuradio.rfdetect.synth import (ARTEFACTS, CLASSES, FAMILIES, IMAGE_LABEL, TONE_BINS, SynthConfig, labels_for,
                                      render, synth_dataset)
 
 from conftest import run_cli
@@ -314,11 +314,13 @@ def test_frequency_offset_and_drift_move_the_box_with_the_energy():
     for seed in range(1, 20):
         iq, anns, plan = render(seed, 0, _cfg(classes=("tone",), artefacts=("drift", "freq_offset"), duration=0.5))
         em = plan.emitters[0]
-        if em.drift and em.cfo and anns:
+        a = max(anns, key=lambda a: a["core:sample_count"]) if anns else None
+        if em.drift and em.cfo and a and abs(em.drift) * a["core:sample_count"] / FS > 5 * SGRAM_BIN:
             break
     assert energy_in_boxes(iq, FS, [_box(a) for a in anns]) >= 0.98
-    a = max(anns, key=lambda a: a["core:sample_count"])
     s0, s1, f0, f1 = _box(a)
+    swing = abs(em.drift) * (s1 - s0) / FS
+    assert f1 - f0 == pytest.approx(TONE_BINS * FS / 4096 + swing, rel=0.02)   # the box widens by the drift
     n = min(16384, (s1 - s0) // 4)
     for x, t in ((iq[s0:s0 + n], (s0 + n / 2) / FS), (iq[s1 - n:s1], (s1 - n / 2) / FS)):
         P, f = _psd(x, 4096)

@@ -1201,12 +1201,14 @@ class _Plan:
                     s0, s1 = max(0, s0), min(self.n_total, s1)
                     if s1 <= s0:
                         continue
+                    # the band over the visible part only (drift moves it with time)
+                    b, c = bs[0], em.fc + bs[0].f
+                    d0, d1 = em.drift * s0 / fs, em.drift * s1 / fs
+                    lo, hi = b.lo, b.hi
                     if all(b.words is not None for b in bs) and not any(
                             a < s1 and s0 < z for b in bs for a, z in b.words):
-                        # voice: no word in the visible part, so only the carrier is there
-                        mid = 0.5 * (f0 + f1)
-                        q = bs[0].quiet_half + 0.5 * (f1 - f0 - (bs[0].hi - bs[0].lo))   # keep the drift swing
-                        f0, f1 = mid - q, mid + q
+                        lo, hi = -b.quiet_half, b.quiet_half   # voice: no word in view, only the carrier
+                    f0, f1 = c + lo + min(d0, d1), c + hi + max(d0, d1)
                     a = {"core:sample_start": int(s0), "core:sample_count": int(s1 - s0),
                          "core:freq_lower_edge": float(cf + f0), "core:freq_upper_edge": float(cf + f1),
                          "core:label": em.label, "rfdetect:snr_db": round(em.snr_db, 2), "rfdetect:emitter": i}
