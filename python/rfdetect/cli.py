@@ -27,16 +27,14 @@ def _params(a) -> SpectrogramParams:
 
 
 def cmd_synth(a):
-    from .synth import synth_dataset
+    from .synth import ARTEFACTS, synth_dataset
 
     def names(text):
         return tuple(x.strip() for x in text.split(",") if x.strip())
 
-    artefacts = None if a.artefacts is None else () if a.artefacts == "none" else \
-        ("all",) if a.artefacts == "all" else names(a.artefacts)
-    if artefacts == ("all",):
-        from .synth import ARTEFACTS
-        artefacts = ARTEFACTS
+    # None: each artefact drawn per recording with the profile's odds (the synth module validates names)
+    artefacts = {None: None, "all": ARTEFACTS, "none": ()}.get(a.artefacts) if a.artefacts in (None, "all", "none") \
+        else names(a.artefacts)
 
     def progress(i, n):
         print(f"\r  recording {i}/{n}", end="" if i < n else "\n", file=sys.stderr, flush=True)
