@@ -41,8 +41,8 @@ def tiles(train_data, tmp_path_factory):
 @pytest.fixture(scope="module")
 def two_stage_model(train_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("model2s") / "model"
-    train_cli("run", "--data", train_data, "--out", out, *SMALL_ARGS, "--epochs", "40", "--lr", "2e-3",
-              "--k-folds", "0", "--early-stop", "8", "--quiet")
+    train_cli("run", "--data", train_data, "--out", out, *SMALL_ARGS, "--arch", "two_stage", "--epochs", "40",
+              "--lr", "2e-3", "--k-folds", "0", "--early-stop", "8", "--quiet")
     return out
 
 
@@ -137,7 +137,9 @@ def test_bad_data_is_refused_or_skipped_with_reasons(tmp_path, train_data):
     assert s["recordings"] == 2
     assert any("junk" in x and "unreadable" in x for x in s["skipped"])
     assert any("nolabel" in x and "no core:label" in x for x in s["skipped"])
-    assert s["tiles"] > s["tiles_with_boxes"] or s["tiles"] == s["tiles_with_boxes"]  # empty tiles are kept
+    # empty tiles are kept (they teach the models background): this recording has some
+    # (measured: 22 tiles from the two readable copies, 15 of them with boxes)
+    assert s["tiles"] > s["tiles_with_boxes"] > 0
     # a corrupt tile PNG: one clear error at training time, not a crash mid-epoch
     png = sorted((tmp_path / "t1" / "tiles").glob("*.png"))[0]
     png.write_bytes(b"\x89PNG garbage")
@@ -172,8 +174,9 @@ def test_two_stage_run_exports_a_model_that_detect_uses_with_the_right_labels(tw
     found_any, _ = match_boxes(labelled, found, iou=0.3, class_aware=False)
     right, _ = match_boxes(labelled, found, iou=0.3, class_aware=True)
     pairs = [(t["label"], None if j is None else found[j]["label"]) for t, j in zip(labelled, found_any)]
-    assert sum(j is not None for j in found_any) / len(labelled) >= 0.8, pairs
-    assert sum(j is not None for j in right) / len(labelled) >= 0.4, pairs
+    # the floors are the measurement above (seed 77 is one of the measured seeds)
+    assert all(j is not None for j in found_any), pairs
+    assert sum(j is not None for j in right) / len(labelled) >= 0.8, pairs
     assert {f["label"] for f in found} <= set(card["labels"])
     _same_on_onnx_runtime_and_pytorch(two_stage_model, sorted((two_stage_model / "work" / "tiles" / "tiles")
                                                               .glob("*.png")), ["probs"])
@@ -201,10 +204,12 @@ def test_dense_single_stage_trains_exports_and_runs_in_the_detector(tiles, tmp_p
     ops = {n.op_type for n in g.node}
     assert not ops & {"NonMaxSuppression", "NonZero", "TopK", "Loop", "If"}  # static shapes, NMS outside
     assert [d.dim_value for d in g.output[0].type.tensor_type.shape.dim] == [1, len(card["labels"]), 16, 64]
-    m = load_model(str(tmp_path / "m" / "model.onnx"), SMALL, 128)
-    tile = read_tile_png(sorted((tiles / "tiles").glob("*.png"))[0])
-    boxes = m.detect(tile)
-    assert all(b.label in card["labels"] for b in boxes)
+    # two epochs leave every score below the card's threshold (measured: no detection on any
+    # training tile at it); at 0 the decoded boxes still show the labels and the geometry
+    m = load_model(str(tmp_path / "m" / "model.onnx"), SMALL, 128, score_threshold=0.0)
+    boxes = [b for t in sorted((tiles / "tiles").glob("*.png")) for b in m.detect(read_tile_png(t))]
+    assert boxes, "the exported dense model detects nothing on any training tile"
+    assert all(b.label in card["labels"] and b.x1 > b.x0 and b.y1 > b.y0 for b in boxes)
     _same_on_onnx_runtime_and_pytorch(tmp_path / "m", sorted((tiles / "tiles").glob("*.png")), ["scores", "ltrb"])
 
 
@@ -284,7 +289,9 @@ def test_faster_rcnn_trains_and_exports_boxes_scores_labels(tiles, tmp_path):
     if not (tmp_path / "m" / "model.pt").exists():
         assert "torch.export cannot capture faster_rcnn" in proc.stderr
     m = load_model(str(tmp_path / "m" / "model.onnx"), SMALL, 128, score_threshold=0.0)
-    boxes = m.detect(read_tile_png(sorted((tiles / "tiles").glob("*.png"))[0]))
+    # the first tile with detections (a ResNet-18 pass per tile: not all of them)
+    boxes = next((bs for t in sorted((tiles / "tiles").glob("*.png")) if (bs := m.detect(read_tile_png(t)))), [])
+    assert boxes, "the exported Faster R-CNN detects nothing on any training tile"
     assert all(b.label in card["labels"] and b.x1 > b.x0 for b in boxes)
 
 
