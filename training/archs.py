@@ -15,7 +15,8 @@ from gnuradio.rfdetect.tile_io import read_tile_png
 from . import nets
 from .prepare import DataError, load_entry
 
-ARCHS = ("two_stage", "dense", "faster_rcnn")
+ARCHS = ("anchor_free", "two_stage", "dense", "faster_rcnn")
+DEFAULT_ARCH = "anchor_free"
 # a proposal that overlaps a labelled box this much takes its label; under BG_IOU it is background
 MATCH_IOU = 0.5
 BG_IOU = 0.3
@@ -40,17 +41,45 @@ def load_tile(ds: dict, image: str):
 
 
 class TileSet(Dataset):
-    """Whole tiles with their boxes (dense, faster_rcnn). Tiles are read once."""
+    """Whole tiles with their boxes (anchor_free, dense, faster_rcnn), read from disk
+    when asked for, so memory does not grow with the number of tiles. With
+    ``augment`` (training/augment.py) each read is augmented; ``paste`` takes its donor
+    among the tiles that have boxes."""
 
-    def __init__(self, ds, images):
-        self.items = [load_tile(ds, im) for im in images]
+    def __init__(self, ds, images, augment=(), seed=0):
+        from .augment import Augmenter
+        from .prepare import load_entry
+        self.ds, self.images = ds, list(images)
+        for im in self.images:  # a missing or mislabelled entry fails now, not mid-epoch
+            load_entry(ds, im)
+        self.with_boxes = [im for im in self.images if load_entry(ds, im)["bboxes"]]
+        self.augment = Augmenter(augment, ds["params"].db_high - ds["params"].db_low, seed,
+                                 donor=self._donor if self.with_boxes else None) if augment else None
+
+    def _donor(self, rng):
+        return load_tile(self.ds, self.with_boxes[int(rng.integers(len(self.with_boxes)))])
 
     def __len__(self):
-        return len(self.items)
+        return len(self.images)
 
     def __getitem__(self, i):
-        tile, boxes, labels = self.items[i]
+        tile, boxes, labels = load_tile(self.ds, self.images[i])
+        if self.augment is not None:
+            tile, boxes, labels = self.augment(tile, boxes, labels)
         return torch.from_numpy(tile)[None], torch.from_numpy(boxes), torch.from_numpy(labels)
+
+    def sample_weights(self, threshold: float = 0.3) -> np.ndarray:
+        """Class-balanced sampling (LVIS repeat factors): a tile is drawn in proportion to
+        max(1, sqrt(threshold / f)) over its classes, f being the fraction of tiles that
+        hold the class, so rare classes are seen more often."""
+        from .prepare import load_entry
+        per_tile = [{b["label"] for b in load_entry(self.ds, im)["bboxes"]} for im in self.images]
+        n = max(1, len(per_tile))
+        freq: dict[str, int] = {}
+        for labs in per_tile:
+            for lab in labs:
+                freq[lab] = freq.get(lab, 0) + 1
+        return np.array([max([1.0] + [np.sqrt(threshold / (freq[lab] / n)) for lab in labs]) for labs in per_tile])
 
 
 def collate_tiles(batch):
@@ -99,6 +128,7 @@ class CropSet(Dataset):
 class Arch:
     name = ""
     output_format = ""
+    augment: tuple = ()  # augmentations for training tiles (training/augment.py)
     # torch.export cannot capture data-dependent shapes (Faster R-CNN's proposals); trying
     # costs a minute and prints the whole graph
     torch_exportable = True
@@ -106,8 +136,8 @@ class Arch:
     def __init__(self, labels, backbone, params, tile_height):
         self.labels, self.backbone, self.params, self.tile_height = list(labels), backbone, params, tile_height
 
-    def dataset(self, ds, images):
-        return TileSet(ds, images)
+    def dataset(self, ds, images, train=False):
+        return TileSet(ds, images, self.augment if train else ())
 
     collate = staticmethod(collate_tiles)
 
@@ -123,7 +153,7 @@ class TwoStage(Arch):
     def build(self):
         return nets.CropClassifier(len(self.labels), self.backbone)
 
-    def dataset(self, ds, images):
+    def dataset(self, ds, images, train=False):
         return CropSet(ds, images)
 
     def loss(self, model, batch, device):
@@ -247,10 +277,73 @@ class FasterRCNN(Arch):
     dynamic_axes = {"boxes": {0: "n"}, "scores": {0: "n"}, "labels": {0: "n"}}
 
 
+class AnchorFree(Arch):
+    name = "anchor_free"
+    output_format = "anchor_free/1"
+    # detections' score floor while evaluating (AP needs the low-score tail too)
+    eval_score = 0.05
+    nms_iou = 0.5
+    class_confidence = postprocess.DEFAULT_CLASS_CONFIDENCE
+
+    def build(self):
+        return nets.AnchorFreeDetector(len(self.labels))
+
+    def loss(self, model, batch, device):
+        tiles, boxes, labels = batch
+        obj, cls, pred = model(tiles.to(device))
+        n = nets.AnchorFreeDetector
+        return nets.anchor_free_loss(obj.float(), cls.float(), pred.float(), boxes, labels, n.stride_y, n.stride_x)
+
+    def predict(self, model, tile, device, score_threshold=None):
+        model.eval()
+        with torch.no_grad():
+            obj, cls, boxes = _AnchorFreeExport(model)(torch.from_numpy(tile)[None, None].to(device))
+        return postprocess.decode_anchor_free(obj.float().cpu().numpy(), cls.float().cpu().numpy(),
+                                              boxes.float().cpu().numpy(),
+                                              self.eval_score if score_threshold is None else score_threshold,
+                                              self.nms_iou, self.class_confidence)
+
+    def export_module(self, model):
+        return _AnchorFreeExport(model)
+
+    def example_inputs(self, ds_tile):
+        return (torch.from_numpy(ds_tile)[None, None],)
+
+    input_names = ["tile"]
+    output_names = ["objectness", "class_probs", "boxes"]
+    dynamic_axes = None
+
+    def card_extra(self):
+        n = nets.AnchorFreeDetector
+        return {**super().card_extra(), "anchor_free": {"stride_y": n.stride_y, "stride_x": n.stride_x},
+                "unknown_label": postprocess.DEFAULT_UNKNOWN_LABEL,
+                "label_rule": {"class_confidence": self.class_confidence,
+                               "rule": "a class whose probability >= class_confidence gives its label and "
+                                       "score objectness x probability; otherwise the label is unknown_label "
+                                       "and the score the objectness"}}
+
+
+class _AnchorFreeExport(torch.nn.Module):
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, tile):
+        obj, cls, boxes = self.m(tile)
+        return torch.sigmoid(obj), torch.softmax(cls, dim=1), boxes
+
+
+def label_name(labels, index: int, unknown: str = postprocess.DEFAULT_UNKNOWN_LABEL) -> str:
+    """A predicted label index -> its name (UNKNOWN_LABEL -> ``unknown``)."""
+    return unknown if int(index) == postprocess.UNKNOWN_LABEL else labels[int(index)]
+
+
 def make_arch(name, labels, backbone, params, tile_height) -> Arch:
-    classes = {"two_stage": TwoStage, "dense": Dense, "faster_rcnn": FasterRCNN}
+    classes = {"anchor_free": AnchorFree, "two_stage": TwoStage, "dense": Dense, "faster_rcnn": FasterRCNN}
     if name not in classes:
         raise ValueError(f"--arch {name!r} is not one of {ARCHS}")
+    if name == "anchor_free" and backbone not in (None, "anchor_free"):
+        raise ValueError(f"--arch anchor_free has its own backbone; --backbone {backbone} does not apply")
     if backbone is None:
-        backbone = "resnet18" if name == "faster_rcnn" else "tiny"
+        backbone = {"faster_rcnn": "resnet18", "anchor_free": "anchor_free"}.get(name, "tiny")
     return classes[name](labels, backbone, params, tile_height)

@@ -28,11 +28,19 @@ def _spectrogram_args(p):
 
 
 def _train_args(p):
-    from .archs import ARCHS
+    from .archs import ARCHS, DEFAULT_ARCH
+    from .augment import AUGMENTATIONS
     from .nets import BACKBONES
     g = p.add_argument_group("training (unset values come from the auto-tune table)")
-    g.add_argument("--arch", default="two_stage", choices=ARCHS)
-    g.add_argument("--backbone", choices=BACKBONES, help="default: tiny (resnet18 for faster_rcnn)")
+    g.add_argument("--arch", default=DEFAULT_ARCH, choices=ARCHS,
+                   help=f"default {DEFAULT_ARCH} (docs/training.md compares them)")
+    g.add_argument("--backbone", choices=BACKBONES,
+                   help="two_stage/dense: default tiny; faster_rcnn: default resnet18; anchor_free has its own")
+    g.add_argument("--augment", default="auto",
+                   help=f"augmentations of training tiles: auto (all for anchor_free, none for the others: "
+                        f"measured only for anchor_free), all, none, or a comma-separated subset of "
+                        f"{','.join(AUGMENTATIONS)} (training/augment.py)")
+    g.add_argument("--no-balance", action="store_true", help="no class-balanced sampling of training tiles")
     g.add_argument("--epochs", type=int)
     g.add_argument("--k-folds", type=int)
     g.add_argument("--batch-size", type=int)
@@ -44,9 +52,12 @@ def _train_args(p):
     g.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--overfit", type=int, default=0, metavar="N", help="debug: train and validate on N tiles")
-    g.add_argument("--max-minutes", type=float, default=0.0, help="stop training after this long")
+    g.add_argument("--max-minutes", type=float, default=0.0, help="time budget: the schedule (epochs, learning-rate decay) is stretched to fill it, no k-fold "
+                        "unless --k-folds is given; training stops sooner only when validation AP stops improving")
     g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     g.add_argument("--workers", type=int, default=0, help="data loader processes")
+    g.add_argument("--threads", type=int, default=0,
+                   help="CPU threads for PyTorch (default: PyTorch's; 1 is faster when other work shares the CPU)")
     g.add_argument("--resume", action="store_true", help="continue from last.pt where training stopped")
     g.add_argument("--score-threshold", type=float, default=0.5, help="written into the card")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -67,8 +78,10 @@ def cmd_prepare(a):
 
 def _tune(a, ds, show=True):
     from .autotune import auto_tune, format_table
+    # a time budget goes to the one model that is shipped: k-fold runs would each take it
+    k_folds = a.k_folds if a.k_folds is not None or not a.max_minutes else 0
     r = auto_tune(ds["tiles_with_boxes"], a.arch, a.device,
-                  {"epochs": a.epochs, "k_folds": a.k_folds, "batch_size": a.batch_size, "lr": a.lr,
+                  {"epochs": a.epochs, "k_folds": k_folds, "batch_size": a.batch_size, "lr": a.lr,
                    "early_stop": a.early_stop})
     if show:
         print(format_table(r))
@@ -81,8 +94,10 @@ def cmd_autotune(a):
 
 
 def _config(a, tune):
+    from .augment import parse_augment
     from .train import TrainConfig
-    return TrainConfig(arch=a.arch, backbone=a.backbone, epochs=tune.epochs, k_folds=tune.k_folds,
+    augment = a.augment if a.augment != "auto" else ("all" if a.arch == "anchor_free" else "none")
+    return TrainConfig(augment=parse_augment(augment), balance=not a.no_balance, arch=a.arch, backbone=a.backbone, epochs=tune.epochs, k_folds=tune.k_folds,
                        batch_size=tune.batch_size, lr=tune.lr, early_stop=tune.early_stop,
                        warmup_steps=a.warmup_steps, accum=a.accum, clip=a.clip, amp=not a.no_amp, seed=a.seed,
                        overfit=a.overfit, max_minutes=a.max_minutes, device=a.device, workers=a.workers,
@@ -90,6 +105,9 @@ def _config(a, tune):
 
 
 def cmd_train(a):
+    if getattr(a, "threads", 0):
+        import torch
+        torch.set_num_threads(a.threads)
     from .archs import make_arch
     from .prepare import load_dataset
     from .train import distributed, train
@@ -117,12 +135,49 @@ def _evaluate(ds, checkpoint, val_images, out_dir, device, score_threshold, prog
     path = write_report(out_dir, report)
     p = report["pixel"]
     print(f"evaluate: pixel mAP {p['mAP']:.3f} AP50 {p['AP50']:.3f} macro-F1 {p['macro_f1']:.3f}"
-          + (f"; physical macro-F1 {report['physical']['macro_f1']:.3f}" if "physical" in report else "")
-          + f" -> {path}")
+          + (f"; {_physical_summary(report['physical'])}" if "physical" in report else "") + f" -> {path}")
+    return report
+
+
+def _physical_summary(r) -> str:
+    ap = r["ap50"]
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    return (f"held-out recordings (seconds x Hz): AP50 class-agnostic {fmt(ap['class_agnostic_AP'])}, "
+            f"mAP50 {fmt(ap['mAP'])}, recall {r['class_agnostic']['recall']:.3f}")
+
+
+def cmd_evaluate_model(a):
+    """A finished model (any format the Detector loads) on a folder of labelled recordings."""
+    from gnuradio.rfdetect.hardware_profile import resolve_profile
+    from gnuradio.rfdetect.model_runtime import BUILTIN_MODELS, ModelCard, card_for, load_model, model_candidates
+    from gnuradio.rfdetect.spectrogram import SpectrogramParams
+    from .evaluate import evaluate_detector, write_report
+    from .prepare import find_recordings
+    recs = [str(r) for r in find_recordings(a.recordings)]
+    if a.model in BUILTIN_MODELS:
+        params, height = _params(a), a.tile_height
+    else:
+        card = ModelCard.load(card_for(model_candidates(a.model)[0]))
+        params, height = card.spectrogram, card.input_shape[2]
+    score = a.score_threshold
+    model = load_model(f"{a.model}?score={min(score, a.ap_floor)}", params, height, profile=resolve_profile())
+    ds = {"params": params, "tile_height": height, "overlap": a.overlap}
+    r = evaluate_detector(model, list(model.labels), ds, recs, score, progress=not a.quiet)
+    report = {"arch": a.model, "backbone": "-", "labels": list(model.labels), "score_threshold": score,
+              "recordings": a.recordings, "physical": r,
+              "pixel_note": "whole recordings only: see the physical section"}
+    path = write_report(a.out, report)
+    print(f"evaluate: {a.model} on {len(recs)} recordings: {_physical_summary(r)} -> {path}")
     return report
 
 
 def cmd_evaluate(a):
+    if a.model:
+        if not a.recordings:
+            raise ValueError("evaluate --model needs --recordings DIR")
+        return cmd_evaluate_model(a)
+    if not (a.tiles and a.checkpoint):
+        raise ValueError("evaluate needs --tiles and --checkpoint, or --model and --recordings")
     from .prepare import load_dataset
     ds = load_dataset(a.tiles)
     images = ds["images"]
@@ -188,9 +243,17 @@ def build_parser():
     p.add_argument("--out", required=True)
     _train_args(p)
     p.set_defaults(func=cmd_train)
-    p = sub.add_parser("evaluate", help="COCO mAP, P/R/F1, confusion (pixel and physical) -> report")
-    p.add_argument("--tiles", required=True)
-    p.add_argument("--checkpoint", required=True)
+    p = sub.add_parser("evaluate", help="AP50 (class-agnostic and per class), P/R/F1, recall by SNR, "
+                                         "confusion -> report; a checkpoint on prepared tiles, or "
+                                         "--model on --recordings")
+    p.add_argument("--tiles", help="prepared tiles (with --checkpoint)")
+    p.add_argument("--checkpoint")
+    p.add_argument("--model", help="a model the Detector loads (file, folder, default, energy): scored on "
+                                   "--recordings through the Detector's tile path, in seconds x Hz")
+    p.add_argument("--recordings", help="folder of labelled SigMF recordings (with --model)")
+    p.add_argument("--ap-floor", type=float, default=0.05,
+                   help="with --model: detections down to this score feed AP (the threshold applies to P/R/F1)")
+    _spectrogram_args(p)  # with --model energy (a card says them for trained models)
     p.add_argument("--train-run", help="a train output folder: evaluate on its validation tiles")
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="cpu")

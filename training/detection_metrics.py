@@ -38,3 +38,82 @@ def confusion_and_prf(truth_groups, found_groups, labels, iou: float) -> dict:
     f1s = [v["f1"] for v in per.values() if v["truth"]]
     return {"per_class": per, "macro_f1": round(float(np.mean(f1s)), 4) if f1s else 0.0,
             "confusion": m.tolist(), "confusion_labels": names}
+
+
+def average_precision(truth_groups, found_groups, iou: float = 0.5, label=None) -> float:
+    """AP at one IoU, COCO's way (101-point interpolated precision/recall curve; each
+    found box, best score first, takes the best-IoU unmatched truth box of its group).
+    ``label`` None: class-agnostic (labels ignored); else only boxes with that label.
+    Boxes are record-shaped dicts with ``score`` on the found ones. NaN when there is
+    no truth box to find (the class is absent: not a zero)."""
+    from gnuradio.rfdetect.records import box_iou
+    scored = []  # (score, group, found index)
+    n_truth = 0
+    groups = []
+    for g, (truth, found) in enumerate(zip(truth_groups, found_groups)):
+        truth = [t for t in truth if label is None or t["label"] == label]
+        found = [f for f in found if label is None or f["label"] == label]
+        groups.append((truth, found))
+        n_truth += len(truth)
+        scored += [(float(f.get("score", 1.0)), g, j) for j, f in enumerate(found)]
+    if n_truth == 0:
+        return float("nan")
+    scored.sort(key=lambda s: -s[0])
+    used = [set() for _ in groups]
+    tp = np.zeros(len(scored))
+    for n, (_, g, j) in enumerate(scored):
+        truth, found = groups[g]
+        best, best_i = iou, None
+        for i, t in enumerate(truth):
+            if i in used[g]:
+                continue
+            v = box_iou(t, found[j])
+            if v >= best:
+                best, best_i = v, i
+        if best_i is not None:
+            used[g].add(best_i)
+            tp[n] = 1
+    if not len(scored):
+        return 0.0
+    ctp = np.cumsum(tp)
+    recall = ctp / n_truth
+    precision = ctp / np.arange(1, len(scored) + 1)
+    # precision envelope (monotone from the right), sampled at 101 recall points
+    precision = np.maximum.accumulate(precision[::-1])[::-1]
+    points = np.linspace(0, 1, 101)
+    idx = np.searchsorted(recall, points, side="left")
+    return float(np.mean([precision[i] if i < len(precision) else 0.0 for i in idx]))
+
+
+def ap_report(truth_groups, found_groups, labels, iou: float = 0.5) -> dict:
+    """Class-agnostic AP, per-class AP and their mean (mAP over classes present)."""
+    per = {lab: average_precision(truth_groups, found_groups, iou, lab) for lab in labels}
+    present = [v for v in per.values() if not np.isnan(v)]
+    agnostic = average_precision(truth_groups, found_groups, iou, None)
+    return {"class_agnostic_AP": round(agnostic, 4) if not np.isnan(agnostic) else None,
+            "mAP": round(float(np.mean(present)), 4) if present else None,
+            "per_class_AP": {k: (round(v, 4) if not np.isnan(v) else None) for k, v in per.items()}}
+
+
+# SNR bands (dB) for recall by SNR: [lo, hi)
+SNR_BANDS = ((-100.0, 0.0), (0.0, 5.0), (5.0, 10.0), (10.0, 15.0), (15.0, 20.0), (20.0, 100.0))
+
+
+def recall_by_snr(truth_groups, found_groups, iou: float = 0.5, score_threshold: float = 0.0) -> dict:
+    """Class-agnostic recall per SNR band of the truth boxes (their ``snr_db``), counting
+    found boxes scoring at least ``score_threshold``. Bands without truth are left out."""
+    from gnuradio.rfdetect.records import match_boxes
+    hits: dict[str, list] = {}
+    for truth, found in zip(truth_groups, found_groups):
+        found = [f for f in found if float(f.get("score", 1.0)) >= score_threshold]
+        t_match, _ = match_boxes(truth, found, iou)
+        for t, m in zip(truth, t_match):
+            snr = t.get("snr_db")
+            if snr is None:
+                continue
+            for lo, hi in SNR_BANDS:
+                if lo <= snr < hi:
+                    name = f"{lo:g}-{hi:g} dB" if -100 < lo and hi < 100 else (f"< {hi:g} dB" if lo <= -100
+                                                                                  else f">= {lo:g} dB")
+                    hits.setdefault(name, []).append(m is not None)
+    return {k: {"recall": round(float(np.mean(v)), 4), "truth": len(v)} for k, v in hits.items()}

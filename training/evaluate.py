@@ -23,8 +23,8 @@ from gnuradio.rfdetect.sigmf_io import SigMFRecording
 from gnuradio.rfdetect.spectrogram import StreamingSpectrogram
 from gnuradio.rfdetect.tile_detector import TileDetector
 
-from .archs import load_tile
-from .detection_metrics import confusion_and_prf
+from .archs import label_name, load_tile
+from .detection_metrics import ap_report, confusion_and_prf, recall_by_snr
 from .progress import progress_bar
 
 MATCH_IOU = 0.5
@@ -39,7 +39,7 @@ class TorchTileModel:
 
     def detect(self, tile):
         boxes, scores, labels = self.arch.predict(self.model, tile, self.device)
-        return [PixelBox(float(b[0]), float(b[1]), float(b[2]), float(b[3]), float(s), self.labels[int(lab)])
+        return [PixelBox(float(b[0]), float(b[1]), float(b[2]), float(b[3]), float(s), label_name(self.labels, lab))
                 for b, s, lab in zip(boxes, scores, labels) if s >= self.score_threshold]
 
 
@@ -75,14 +75,53 @@ def evaluate_tiles(arch, model, device, ds, images, score_threshold: float, prog
                                       "area": w * h})
         pb, ps, pl = arch.predict(model, tile, device)
         for b, s, lab in zip(pb, ps, pl):
+            if int(lab) < 0:
+                continue  # an unsure class has no COCO category; the class-agnostic AP counts it
             dets.append({"image_id": img_id, "category_id": int(lab) + 1, "score": float(s),
                          "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]})
         truth_all.append([_pix_rec(b, labels[int(lab)]) for b, lab in zip(boxes, labs)])
-        found_all.append([_pix_rec(b, labels[int(lab)]) for b, s, lab in zip(pb, ps, pl) if s >= score_threshold])
+        found_all.append([dict(_pix_rec(b, label_name(labels, lab)), score=float(s)) for b, s, lab in zip(pb, ps, pl)])
     out = coco_metrics(gt, dets)
-    out.update(confusion_and_prf(truth_all, found_all, labels, MATCH_IOU))
+    out.update(score_groups(truth_all, found_all, labels, score_threshold))
     out["tiles"] = len(images)
     return out
+
+
+def score_groups(truth_groups, found_groups, labels, score_threshold) -> dict:
+    """Every number the reports give, from truth and found boxes per tile or recording:
+    AP50 class-agnostic and per class (all found boxes, by score), and, at the score
+    threshold, precision/recall/F1, the confusion matrix and recall by SNR."""
+    kept = [[f for f in found if float(f.get("score", 1.0)) >= score_threshold] for found in found_groups]
+    out = {"ap50": ap_report(truth_groups, found_groups, labels, MATCH_IOU)}
+    out.update(confusion_and_prf(truth_groups, kept, labels, MATCH_IOU))
+    agn_t = sum(len(t) for t in truth_groups)
+    from gnuradio.rfdetect.records import match_boxes
+    hit = n_found = matched = 0
+    for truth, found in zip(truth_groups, kept):
+        t_match, unmatched = match_boxes(truth, found, MATCH_IOU)
+        hit += sum(m is not None for m in t_match)
+        n_found += len(found)
+        matched += len(found) - len(unmatched)
+    p, r = matched / n_found if n_found else 0.0, hit / agn_t if agn_t else 0.0
+    out["class_agnostic"] = {"precision": round(p, 4), "recall": round(r, 4),
+                             "f1": round(2 * p * r / (p + r), 4) if p + r else 0.0, "truth": agn_t, "found": n_found}
+    out["recall_by_snr"] = recall_by_snr(truth_groups, kept, MATCH_IOU)
+    return out
+
+
+def truth_records(rec, labels=None) -> list[dict]:
+    """A recording's annotations as record-shaped boxes (with ``snr_db`` when given);
+    ``labels``: keep only these (None: all)."""
+    fs = rec.sample_rate
+    out = []
+    for a in rec.annotations:
+        if "core:sample_start" not in a or labels is not None and a.get("core:label") not in labels:
+            continue
+        s0, n = a["core:sample_start"], a.get("core:sample_count", 0)
+        out.append({"t_start": s0 / fs, "t_stop": (s0 + n) / fs, "f_low": a.get("core:freq_lower_edge"),
+                    "f_high": a.get("core:freq_upper_edge"), "label": a.get("core:label", a.get("core:description")),
+                    "snr_db": a.get("rfdetect:snr_db")})
+    return [t for t in out if t["f_low"] is not None and t["f_high"] is not None]
 
 
 def _pix_rec(b, label) -> dict:
@@ -115,19 +154,21 @@ def detect_recording(path, models, ds) -> list[dict]:
 
 
 def evaluate_recordings(arch, model, device, ds, recordings, score_threshold, progress=True) -> dict:
-    labels = arch.labels
-    adapter = TorchTileModel(arch, model, device, score_threshold)
+    # every box goes through (AP needs the low-score tail); the threshold applies to P/R/F1
+    adapter = TorchTileModel(arch, model, device, min(score_threshold, getattr(arch, "eval_score", 0.0)))
+    return evaluate_detector(adapter, arch.labels, ds, recordings, score_threshold, progress)
+
+
+def evaluate_detector(model, labels, ds, recordings, score_threshold, progress=True) -> dict:
+    """Any Detector model (a loaded ONNX/PyTorch/TensorRT CardModel, ``energy``, or a
+    training checkpoint) on whole recordings through the Detector's tile path and NMS
+    Merge, scored in seconds x Hz. Truth boxes of labels the model does not have count
+    for the class-agnostic numbers only."""
     truth_all, found_all = [], []
     for path in progress_bar(recordings, enable=progress, desc="evaluate recordings"):
-        rec = SigMFRecording.open(path)
-        fs = rec.sample_rate
-        truth = [{"t_start": a["core:sample_start"] / fs,
-                  "t_stop": (a["core:sample_start"] + a["core:sample_count"]) / fs,
-                  "f_low": a["core:freq_lower_edge"], "f_high": a["core:freq_upper_edge"], "label": a["core:label"]}
-                 for a in rec.annotations if a.get("core:label") in labels]
-        truth_all.append(truth)
-        found_all.append(detect_recording(path, [adapter], ds))
-    out = confusion_and_prf(truth_all, found_all, labels, MATCH_IOU)
+        truth_all.append(truth_records(SigMFRecording.open(path)))
+        found_all.append(detect_recording(path, [model], ds))
+    out = score_groups(truth_all, found_all, labels, score_threshold)
     out["recordings"] = len(recordings)
     return out
 
@@ -155,6 +196,7 @@ def write_report(out_dir, report: dict) -> Path:
         lines += [f"## {part} IoU >= {MATCH_IOU}", ""]
         if "mAP" in r:
             lines += [f"COCO mAP@[.5:.95] {r['mAP']:.3f}, AP50 {r['AP50']:.3f} on {r['tiles']} tiles", ""]
+        lines += format_ap_lines(r)
         lines += ["| class | precision | recall | F1 | truth | found |", "|---|---|---|---|---|---|"]
         for lab, m in r["per_class"].items():
             lines.append(f"| {lab} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['truth']} | {m['found']} |")
@@ -163,6 +205,28 @@ def write_report(out_dir, report: dict) -> Path:
         lines += [f"![confusion]({f'confusion_{part}.png'})", ""]
     (out_dir / "report.md").write_text("\n".join(lines))
     return out_dir / "report.md"
+
+
+def format_ap_lines(r: dict) -> list[str]:
+    """Markdown lines: AP50 class-agnostic and per class, P/R/F1, recall by SNR."""
+    ap = r.get("ap50") or {}
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = [f"AP50 class-agnostic {fmt(ap.get('class_agnostic_AP'))}, mAP50 {fmt(ap.get('mAP'))}"]
+    ca = r.get("class_agnostic")
+    if ca:
+        lines[0] += (f"; at the score threshold: precision {ca['precision']:.3f}, recall {ca['recall']:.3f}, "
+                     f"F1 {ca['f1']:.3f} ({ca['truth']} signals, {ca['found']} found)")
+    lines.append("")
+    if ap.get("per_class_AP"):
+        lines += ["| class | AP50 |", "|---|---|"] + [f"| {k} | {fmt(v)} |" for k, v in ap["per_class_AP"].items()]
+        lines.append("")
+    if r.get("recall_by_snr"):
+        lines += ["| SNR | recall (any label) | signals |", "|---|---|---|"]
+        lines += [f"| {k} | {v['recall']:.3f} | {v['truth']} |" for k, v in sorted(
+            r["recall_by_snr"].items(), key=lambda kv: float(kv[0].split()[-2].split("-")[0]) if kv[0][0] != "<"
+            else -1e9)]
+        lines.append("")
+    return lines
 
 
 def _plot_confusion(matrix, names, path, title):

@@ -153,7 +153,9 @@ def faster_rcnn(num_classes: int, backbone: str, tile_height: int, width: int):
     from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
     if backbone not in ("resnet18", "resnet34", "resnet50"):
         raise ValueError(f"faster_rcnn takes a resnet18/34/50 backbone, not {backbone!r}")
-    body = resnet_fpn_backbone(backbone_name=backbone, weights=None, trainable_layers=5)
+    # BatchNorm, not torchvision's default FrozenBatchNorm2d: with random weights a frozen
+    # norm is the identity, and the network would train from scratch with no normalisation
+    body = resnet_fpn_backbone(backbone_name=backbone, weights=None, trainable_layers=5, norm_layer=nn.BatchNorm2d)
     ratios = ((0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0),) * 5
     anchors = AnchorGenerator(sizes=((16,), (32,), (64,), (128,), (256,)), aspect_ratios=ratios)
     return FasterRCNN(body, num_classes=num_classes + 1, rpn_anchor_generator=anchors,
@@ -171,3 +173,193 @@ class FasterRCNNExport(nn.Module):
     def forward(self, tile):
         out = self.model([tile[0].expand(3, -1, -1)])[0]
         return out["boxes"], out["scores"], out["labels"] - 1
+
+
+# --------------------------------------------------------------------------- anchor_free
+def _dw_sep(cin, cout, stride=1):
+    """Depthwise 3x3 + pointwise 1x1: most of a 3x3 conv's reach at a fraction of its cost."""
+    return nn.Sequential(nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False), nn.BatchNorm2d(cin),
+                         nn.ReLU(inplace=True), nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
+
+
+class _Residual(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.body = _dw_sep(c, c)
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class AnchorFreeDetector(nn.Module):
+    """Single-stage, anchor-free detector made for spectrogram tiles (``anchor_free``).
+
+    Backbone to stride 32 x 64 (rows x columns; with the global-context term every
+    output cell sees the whole tile: tones are hundreds of rows tall), a top-down
+    feature pyramid back to cells of 4 rows x 8 columns, and one head per cell. Time
+    gets the finer cell because bursts of one emitter two or three rows apart must
+    stay two boxes:
+
+    * objectness: is a signal centred here, trained with a quality focal loss whose
+      target is the IoU of the cell's box with the signal's, so the score also ranks
+      box quality;
+    * class probabilities (softmax over the card's labels): separate from objectness,
+      so a signal whose class is uncertain is still found (reported as ``signal``);
+    * the box: centre offset from the cell centre in cells and log width/height, so
+      a box one pixel wide (a tone) or ten cells away from the centre is expressible.
+
+    Outputs are static ([1,1,h,w], [1,K,h,w], [1,4,h,w] as x0,y0,x1,y1 pixels); the
+    threshold, the label rule and NMS are done outside the graph
+    (rfdetect.postprocess.decode_anchor_free), the same for every backend.
+    """
+
+    stride_y, stride_x = 4, 8
+    channels = (8, 24, 48, 64, 96, 128)
+    fpn = 64
+    max_log_size = 7.0  # exp(7) * 8 = 8773 px: larger than any tile
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        c = self.channels
+        self.stem = nn.Sequential(_conv(1, c[0], 2), _conv(c[0], c[1], 2))
+        self.c3 = nn.Sequential(_conv(c[1], c[2], (1, 2)), _Residual(c[2]))
+        self.c4 = nn.Sequential(_conv(c[2], c[3], 2), _Residual(c[3]), _Residual(c[3]))
+        self.c5 = nn.Sequential(_conv(c[3], c[4], 2), _Residual(c[4]), _Residual(c[4]))
+        self.c6 = nn.Sequential(_conv(c[4], c[5], 2), _Residual(c[5]), _Residual(c[5]))
+        self.context = nn.Conv2d(c[5], c[5], 1)
+        self.lateral = nn.ModuleList([nn.Conv2d(ch, self.fpn, 1) for ch in c[2:]])
+        self.smooth = nn.ModuleList([_dw_sep(self.fpn, self.fpn) for _ in c[2:5]])
+        self.tower = nn.Sequential(_dw_sep(self.fpn, self.fpn), _dw_sep(self.fpn, self.fpn))
+        self.obj = nn.Conv2d(self.fpn, 1, 1)
+        self.cls = nn.Conv2d(self.fpn, num_classes, 1)
+        self.box = nn.Conv2d(self.fpn, 4, 1)
+        nn.init.constant_(self.obj.bias, -4.6)  # p=0.01 at the start: most cells hold no signal centre
+        nn.init.zeros_(self.box.weight)
+        nn.init.zeros_(self.box.bias)
+
+    def raw(self, tile):
+        """-> objectness logits [B,1,h,w], class logits [B,K,h,w], box parameters [B,4,h,w]."""
+        c3 = self.c3(self.stem(tile))
+        c4 = self.c4(c3)
+        c5 = self.c5(c4)
+        c6 = self.c6(c5)
+        p = self.lateral[3](c6 + self.context(c6.mean(dim=(2, 3), keepdim=True)))
+        for feat, lat, smooth in ((c5, self.lateral[2], self.smooth[2]), (c4, self.lateral[1], self.smooth[1]),
+                                  (c3, self.lateral[0], self.smooth[0])):
+            p = smooth(lat(feat) + F.interpolate(p, size=feat.shape[-2:], mode="nearest"))
+        f = self.tower(p)
+        return self.obj(f), self.cls(f), self.box(f)
+
+    def decode_boxes(self, params):
+        """Box parameters [B,4,h,w] -> x0,y0,x1,y1 pixels [B,4,h,w]."""
+        b, _, h, w = params.shape
+        sy, sx = self.stride_y, self.stride_x
+        gy = (torch.arange(h, dtype=params.dtype, device=params.device) + 0.5).view(1, h, 1)
+        gx = (torch.arange(w, dtype=params.dtype, device=params.device) + 0.5).view(1, 1, w)
+        cx = (gx + params[:, 0]) * sx
+        cy = (gy + params[:, 1]) * sy
+        half_w = torch.exp(params[:, 2].clamp(max=self.max_log_size)) * (sx / 2)
+        half_h = torch.exp(params[:, 3].clamp(max=self.max_log_size)) * (sy / 2)
+        return torch.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], dim=1)
+
+    def forward(self, tile):
+        obj, cls, params = self.raw(tile)
+        return obj, cls, self.decode_boxes(params)
+
+
+# a cell is a positive of a box when its centre is within this fraction of the box's
+# half-size from the box centre, per axis, or in the cell holding the centre
+CENTRE_RADIUS = 0.5
+
+
+def anchor_free_targets(boxes: torch.Tensor, h: int, w: int, stride_y: int, stride_x: int):
+    """Target assignment for one tile -> box index per cell [h,w] (-1: none).
+
+    Per axis a cell is inside a box's centre region when its centre is within
+    CENTRE_RADIUS x half the box's size of the box centre, or when it is the cell that
+    holds the centre: so a box thinner than a cell (a tone one column wide, a burst
+    two rows tall) still has its positive cell, and a box hundreds of rows tall has a
+    column of them. Where regions overlap the smallest box wins. A box left with no
+    cell (two short bursts whose centres share a cell) takes the nearest free cell
+    above or below it: the box offset reaches it, and both bursts stay detectable."""
+    assign = torch.full((h, w), -1, dtype=torch.long)
+    if len(boxes) == 0:
+        return assign
+    best_area = torch.full((h, w), float("inf"))
+    cy = (torch.arange(h, dtype=torch.float32) + 0.5) * stride_y
+    cx = (torch.arange(w, dtype=torch.float32) + 0.5) * stride_x
+    areas = (boxes[:, 2] - boxes[:, 0]).clamp(min=1e-3) * (boxes[:, 3] - boxes[:, 1]).clamp(min=1e-3)
+    centres = []
+    for k in torch.argsort(areas, descending=True).tolist():
+        x0, y0, x1, y1 = boxes[k].tolist()
+        bx, by = (x0 + x1) / 2, (y0 + y1) / 2
+        in_y = (cy - by).abs() <= CENTRE_RADIUS * (y1 - y0) / 2
+        in_x = (cx - bx).abs() <= CENTRE_RADIUS * (x1 - x0) / 2
+        ci, cj = min(h - 1, max(0, int(by // stride_y))), min(w - 1, max(0, int(bx // stride_x)))
+        in_y[ci] = True
+        in_x[cj] = True
+        region = in_y[:, None] & in_x[None, :]
+        take = region & (areas[k] <= best_area)
+        best_area[take] = areas[k]
+        assign[take] = k
+        centres.append((k, ci, cj, by))
+    for k, ci, cj, by in centres:
+        if (assign == k).any():
+            continue
+        for i in sorted(range(max(0, ci - 2), min(h, ci + 3)), key=lambda i: abs((i + 0.5) * stride_y - by)):
+            if assign[i, cj] < 0:
+                assign[i, cj] = k
+                break
+    return assign
+
+
+def _giou(a, b):
+    """Generalised IoU of paired boxes [N,4] -> ([N] IoU, [N] GIoU)."""
+    ix = (torch.minimum(a[:, 2], b[:, 2]) - torch.maximum(a[:, 0], b[:, 0])).clamp(min=0)
+    iy = (torch.minimum(a[:, 3], b[:, 3]) - torch.maximum(a[:, 1], b[:, 1])).clamp(min=0)
+    inter = ix * iy
+    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
+    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
+    union = (area_a + area_b - inter).clamp(min=1e-6)
+    iou = inter / union
+    ex = torch.maximum(a[:, 2], b[:, 2]) - torch.minimum(a[:, 0], b[:, 0])
+    ey = torch.maximum(a[:, 3], b[:, 3]) - torch.minimum(a[:, 1], b[:, 1])
+    hull = (ex * ey).clamp(min=1e-6)
+    return iou, iou - (hull - union) / hull
+
+
+def anchor_free_loss(obj_logits, cls_logits, pred_boxes, gt_boxes, gt_labels, stride_y, stride_x,
+                     box_weight=2.0):
+    """Quality focal loss on objectness (target: IoU of the cell's box with its signal,
+    0 elsewhere), cross-entropy on the class at positive cells, GIoU on their boxes."""
+    b, k, h, w = cls_logits.shape
+    obj_t = torch.zeros_like(obj_logits[:, 0])
+    pos_pred, pos_gt, pos_lab, pos_idx = [], [], [], []
+    for i in range(b):
+        assign = anchor_free_targets(gt_boxes[i].cpu(), h, w, stride_y, stride_x).to(obj_logits.device)
+        ii, jj = torch.nonzero(assign >= 0, as_tuple=True)
+        if len(ii):
+            a = assign[ii, jj]
+            pos_pred.append(pred_boxes[i, :, ii, jj].t())
+            pos_gt.append(gt_boxes[i].to(obj_logits.device)[a])
+            pos_lab.append(gt_labels[i].to(obj_logits.device)[a])
+            pos_idx.append((torch.full_like(ii, i), ii, jj))
+    if pos_pred:
+        iou, giou = _giou(torch.cat(pos_pred), torch.cat(pos_gt))
+        bi = torch.cat([p[0] for p in pos_idx])
+        yi = torch.cat([p[1] for p in pos_idx])
+        xi = torch.cat([p[2] for p in pos_idx])
+        obj_t[bi, yi, xi] = iou.detach().clamp(min=0.0)
+        n_pos = max(1.0, float(len(iou)))
+        box_loss = (1 - giou).sum() / n_pos
+        cls_loss = F.cross_entropy(cls_logits[bi, :, yi, xi], torch.cat(pos_lab), reduction="sum") / n_pos
+    else:
+        n_pos = 1.0
+        box_loss = pred_boxes.sum() * 0.0
+        cls_loss = cls_logits.sum() * 0.0
+    logit = obj_logits[:, 0]
+    p = torch.sigmoid(logit)
+    qfl = F.binary_cross_entropy_with_logits(logit, obj_t, reduction="none") * (p - obj_t).abs().pow(2.0)
+    obj_loss = qfl.sum() / max(1.0, float(obj_t.sum()))
+    return obj_loss + cls_loss + box_weight * box_loss

@@ -3,8 +3,11 @@
 Short and flat on purpose (after torchvision's references/detection). One ``fit``
 trains one model on a list of tiles and validates on another, with: AdamW, linear
 warm-up then cosine decay, gradient accumulation, gradient clipping, mixed precision
-on CUDA, early stopping on the validation loss, ``last.pt`` every epoch and
-``best.pt`` at each improvement (``--resume`` continues from ``last.pt``: same epoch,
+on CUDA, class-balanced sampling, augmentations (training/augment.py), checkpoints
+chosen by validation AP50 (the mean of class-agnostic AP50 and mAP50 on the
+validation tiles) with early stopping when it stops improving, a schedule stretched to
+``--max-minutes`` when that is given, ``last.pt`` every epoch and ``best.pt`` at each
+improvement (``--resume`` continues from ``last.pt``: same epoch,
 optimiser, scheduler, scaler and RNG states), a metrics CSV, curve PNGs, TensorBoard
 when installed. Under ``torchrun`` each process trains on its share of the tiles
 (DistributedDataParallel: NCCL on GPUs, gloo on CPUs); rank 0 writes the files.
@@ -24,7 +27,7 @@ from typing import Optional
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, WeightedRandomSampler
 
 from .progress import progress_bar
 
@@ -49,6 +52,8 @@ class TrainConfig:
     device: str = "cpu"
     workers: int = 0
     progress: bool = True
+    augment: tuple = ()
+    balance: bool = True
 
 
 def seed_everything(seed: int):
@@ -108,19 +113,24 @@ def holdout(images: list[str], ds: dict, seed: int, frac: float = 0.15) -> tuple
     return (train, val) if train and val else (images, images)
 
 
-def _lr_lambda(warmup: int, total: int):
+def _lr_lambda(warmup: int, schedule: dict):
+    """Warm-up then cosine decay to 5 %; ``schedule["steps"]`` may be changed later (the
+    schedule stretched to a time budget)."""
     def f(step):
         if step < warmup:
             return (step + 1) / warmup
-        p = min(1.0, (step - warmup) / max(1, total - warmup))
+        p = min(1.0, (step - warmup) / max(1, schedule["steps"] - warmup))
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p))
     return f
 
 
 def _loader(arch, dataset, cfg, shuffle, rank, world):
-    sampler = DistributedSampler(dataset, world, rank, shuffle=shuffle, seed=cfg.seed) if world > 1 else None
     g = torch.Generator()
     g.manual_seed(cfg.seed)
+    sampler = DistributedSampler(dataset, world, rank, shuffle=shuffle, seed=cfg.seed) if world > 1 else None
+    if sampler is None and shuffle and cfg.balance and hasattr(dataset, "sample_weights"):
+        sampler = WeightedRandomSampler(torch.as_tensor(dataset.sample_weights(), dtype=torch.double),
+                                        len(dataset), replacement=True, generator=g)
     return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
                       collate_fn=arch.collate, num_workers=cfg.workers, generator=g, drop_last=False)
 
@@ -140,9 +150,29 @@ def _val_loss(arch, model, loader, device):
     return total / max(n, 1)
 
 
+def validation_ap(arch, model, device, ds, images) -> dict:
+    """AP50 on validation tiles (pixel IoU: within a tile the same as seconds x Hz)."""
+    from .archs import label_name, load_tile
+    from .detection_metrics import ap_report
+    from .evaluate import _pix_rec
+    was = model.training
+    model.eval()
+    truth, found = [], []
+    for im in images:
+        tile, boxes, labs = load_tile(ds, im)
+        pb, ps, pl = arch.predict(model, tile, device)
+        truth.append([_pix_rec(b, arch.labels[int(lab)]) for b, lab in zip(boxes, labs)])
+        found.append([dict(_pix_rec(b, label_name(arch.labels, lab)), score=float(sc)) for b, sc, lab in zip(pb, ps, pl)])
+    model.train(was)
+    r = ap_report(truth, found, arch.labels, 0.5)
+    parts = [v for v in (r["class_agnostic_AP"], r["mAP"]) if v is not None]
+    r["select"] = float(np.mean(parts)) if parts else 0.0
+    return r
+
+
 def fit(arch, ds, train_images, val_images, cfg: TrainConfig, run_dir: Path, resume: bool = False,
         epochs: Optional[int] = None, early_stop: bool = True) -> dict:
-    """Train one model; -> {"best_epoch", "best_val_loss", "epochs_run", "checkpoint"}."""
+    """Train one model; -> {"best_epoch", "best_val_ap50", "best_val_loss", "epochs_run", "checkpoint"}."""
     rank, world = distributed()
     device = resolve_device(cfg.device)
     epochs = epochs or cfg.epochs
@@ -150,18 +180,21 @@ def fit(arch, ds, train_images, val_images, cfg: TrainConfig, run_dir: Path, res
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
-    train_set = arch.dataset(ds, train_images)
+    arch.augment = tuple(cfg.augment)
+    train_set = arch.dataset(ds, train_images, train=True)
     val_set = arch.dataset(ds, val_images)
     train_loader = _loader(arch, train_set, cfg, True, rank, world)
     val_loader = _loader(arch, val_set, cfg, False, 0, 1)
     model = arch.build().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(train_loader) / cfg.accum))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(min(cfg.warmup_steps, steps_per_epoch * 2),
-                                                              steps_per_epoch * epochs))
+    schedule = {"steps": steps_per_epoch * epochs}
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(min(cfg.warmup_steps, steps_per_epoch * 2), schedule))
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    start_epoch, best, best_epoch, stale, history = 1, float("inf"), 0, 0, []
+    patience = cfg.early_stop
+    start_epoch, best, best_epoch, stale, history = 1, -1.0, 0, 0, []
+    best_loss = float("inf")
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     if resume and last_path.exists():
         ck = torch.load(last_path, map_location=device, weights_only=False)
@@ -171,13 +204,16 @@ def fit(arch, ds, train_images, val_images, cfg: TrainConfig, run_dir: Path, res
         scaler.load_state_dict(ck["scaler"])
         start_epoch, best, best_epoch, stale, history = (ck["epoch"] + 1, ck["best"], ck["best_epoch"],
                                                          ck["stale"], ck["history"])
+        epochs = max(epochs, ck.get("epochs", epochs))
+        schedule["steps"] = steps_per_epoch * epochs
         torch.set_rng_state(ck["rng"])
         if rank == 0:
             print(f"train: resumed from {last_path} at epoch {start_epoch}")
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     tb = _tensorboard(run_dir) if rank == 0 else None
     t_start = time.monotonic()
-    for epoch in range(start_epoch, epochs + 1):
+    epoch = start_epoch
+    while epoch <= epochs:
         if world > 1:
             train_loader.sampler.set_epoch(epoch)
         ddp.train()
@@ -206,41 +242,59 @@ def fit(arch, ds, train_images, val_images, cfg: TrainConfig, run_dir: Path, res
             dist.all_reduce(t)
             train_loss = float(t) / world
         val_loss = _val_loss(arch, model, val_loader, device)
+        ap = validation_ap(arch, model, device, ds, val_images)
         row = {"epoch": epoch, "train_loss": round(train_loss, 6), "val_loss": round(val_loss, 6),
+               "val_ap50": round(ap["class_agnostic_AP"] or 0.0, 4), "val_map50": round(ap["mAP"] or 0.0, 4),
                "lr": opt.param_groups[0]["lr"], "seconds": round(time.monotonic() - t0, 2)}
         history.append(row)
-        improved = val_loss < best - 1e-6
+        best_loss = min(best_loss, val_loss)
+        # AP, not loss, picks the checkpoint: the loss rewards confident boxes, AP rewards
+        # finding the signals
+        improved = ap["select"] > best + 1e-6
         if improved:
-            best, best_epoch, stale = val_loss, epoch, 0
+            best, best_epoch, stale = ap["select"], epoch, 0
         else:
             stale += 1
+        if cfg.max_minutes and epoch == start_epoch and early_stop:
+            # the schedule follows the time budget: as many epochs as fit in it
+            fit_epochs = int(cfg.max_minutes * 60 / max(row["seconds"], 1e-3))
+            if fit_epochs != epochs and rank == 0:
+                print(f"train: --max-minutes {cfg.max_minutes:g}: {row['seconds']:.0f} s per epoch -> "
+                      f"{max(epoch, fit_epochs)} epochs (was {epochs})")
+            epochs = max(epoch, fit_epochs)
+            schedule["steps"] = steps_per_epoch * epochs
+            # validation AP on a few recordings is noisy: judge a plateau over a quarter of the run
+            patience = max(cfg.early_stop, epochs // 4)
         if rank == 0:
             ck = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                   "scaler": scaler.state_dict(), "epoch": epoch, "best": best, "best_epoch": best_epoch,
                   "stale": stale, "history": history, "rng": torch.get_rng_state(), "config": asdict(cfg),
+                  "epochs": epochs,
                   "arch": arch.name, "backbone": arch.backbone, "labels": arch.labels}
             _save(ck, last_path)
             if improved or not early_stop:
                 _save(ck, best_path)
             _write_metrics(run_dir, history)
             if tb:
-                for k in ("train_loss", "val_loss", "lr"):
+                for k in ("train_loss", "val_loss", "val_ap50", "val_map50", "lr"):
                     tb.add_scalar(k, row[k], epoch)
-            print(f"epoch {epoch}: train {train_loss:.4f}  val {val_loss:.4f}  {row['seconds']} s"
-                  + ("  *best" if improved else ""), flush=True)
-        if early_stop and stale >= cfg.early_stop:
+            print(f"epoch {epoch}/{epochs}: train {train_loss:.4f}  val {val_loss:.4f}  AP50 {row['val_ap50']:.3f}  "
+                  f"mAP50 {row['val_map50']:.3f}  {row['seconds']} s" + ("  *best" if improved else ""), flush=True)
+        if early_stop and stale >= patience:
             if rank == 0:
-                print(f"train: early stop after {stale} epochs without improvement (best epoch {best_epoch})")
+                print(f"train: early stop after {stale} epochs without a better validation AP50 "
+                      f"(best epoch {best_epoch})")
             break
         if cfg.max_minutes and time.monotonic() - t_start > cfg.max_minutes * 60:
             if rank == 0:
                 print(f"train: --max-minutes {cfg.max_minutes} reached after epoch {epoch}")
             break
+        epoch += 1
     if rank == 0:
         _plot_curves(run_dir, history)
     if tb:
         tb.close()
-    return {"best_epoch": best_epoch, "best_val_loss": best, "epochs_run": len(history),
+    return {"best_epoch": best_epoch, "best_val_ap50": best, "best_val_loss": best_loss, "epochs_run": len(history),
             "checkpoint": str(best_path)}
 
 

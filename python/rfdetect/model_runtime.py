@@ -130,6 +130,7 @@ _FORMAT_IO = {
     "boxes_scores_labels/1": (None, ["boxes", "scores", "labels"]),
     "dense_ltrb/1": (None, ["scores", "ltrb"]),
     "crop_classifier/1": (["crops", "geometry"], ["probs"]),
+    "anchor_free/1": (None, ["objectness", "class_probs", "boxes"]),
 }
 
 
@@ -151,9 +152,6 @@ class CardModel:
         self.labels = list(card.labels)
         self.format = card.output_format
         self.score_threshold = card.score_threshold if score_threshold is None else float(score_threshold)
-        unknown = [lab for lab in (keep_labels or []) if lab not in self.labels]
-        if unknown:
-            raise ModelError(f"model {self.name}: labels {unknown} are not among its labels {self.labels}")
         self.keep_labels = set(keep_labels) if keep_labels else None
         inputs, outputs = _FORMAT_IO[self.format]
         missing = [n for n in outputs if n not in backend.output_names]
@@ -164,6 +162,15 @@ class CardModel:
                              f"{backend.output_names})")
         self.outputs = outputs
         self.chunk_width = int(card.input_shape[3])
+        # the label rule (rfdetect.postprocess.label_rule): a localised signal whose class
+        # is uncertain is reported with this label instead of being dropped
+        self.unknown_label = str(card.extra.get("unknown_label", postprocess.DEFAULT_UNKNOWN_LABEL))
+        self.class_confidence = float((card.extra.get("label_rule") or {}).get(
+            "class_confidence", postprocess.DEFAULT_CLASS_CONFIDENCE))
+        unknown = [lab for lab in (keep_labels or []) if lab not in self.labels + [self.unknown_label]]
+        if unknown:
+            raise ModelError(f"model {self.name}: labels {unknown} are not among its labels "
+                             f"{self.labels + [self.unknown_label]}")
         # 0 (from free GPU memory) is settled on the first chunked call, the warm-up
         self.batch_size = int(batch_size) if backend.batch_dynamic else 1
         if self.format == "crop_classifier/1":
@@ -230,6 +237,9 @@ class CardModel:
                 boxes, scores, labels = postprocess.decode_dense(
                     out[0], out[1], int(self.card.extra["dense"]["stride"]), self.score_threshold,
                     self.card.nms_iou)
+            elif self.format == "anchor_free/1":
+                boxes, scores, labels = postprocess.decode_anchor_free(
+                    out[0], out[1], out[2], self.score_threshold, self.card.nms_iou, self.class_confidence)
             else:
                 boxes, scores, labels = out
                 boxes, scores, labels = boxes.reshape(-1, 4), scores.reshape(-1), labels.reshape(-1)
@@ -246,7 +256,10 @@ class CardModel:
             if s < self.score_threshold or not (x1 > x0 and y1 > y0):
                 continue
             li = int(lab)
-            name = self.labels[li] if 0 <= li < len(self.labels) else f"class_{li}"
+            if li == postprocess.UNKNOWN_LABEL:
+                name = self.unknown_label
+            else:
+                name = self.labels[li] if 0 <= li < len(self.labels) else f"class_{li}"
             if self.keep_labels is not None and name not in self.keep_labels:
                 continue
             out.append(PixelBox(float(x0), float(y0), float(x1), float(y1), float(s), name))

@@ -12,6 +12,11 @@ Formats:
   applied) and ``ltrb`` [1,4,h,w]: for the cell at (i, j), whose centre is pixel
   ((j+0.5)*stride, (i+0.5)*stride), the distances to the box's left, top, right and
   bottom edges in pixels. Decoded and NMS'd here.
+* ``anchor_free/1``: static shapes, no NMS inside. ``objectness`` [1,1,h,w] (sigmoid
+  applied: how likely a signal is centred in the cell, trained to equal the IoU of its
+  box), ``class_probs`` [1,K,h,w] (softmax over the card's labels) and ``boxes``
+  [1,4,h,w] (x0,y0,x1,y1 tile pixels). Decoded here with the label rule
+  (:func:`label_rule`) and class-agnostic NMS (one signal, one box, whatever its label).
 * ``crop_classifier/1``: the energy detector proposes boxes; each becomes a
   ``crop_size`` x ``crop_size`` letterboxed crop (``crops`` [N,1,S,S]) plus its
   geometry (``geometry`` [N,2]: log2 of width and height in pixels / 10); the
@@ -21,7 +26,14 @@ from __future__ import annotations
 
 import numpy as np
 
-FORMATS = ("boxes_scores_labels/1", "dense_ltrb/1", "crop_classifier/1")
+FORMATS = ("boxes_scores_labels/1", "dense_ltrb/1", "crop_classifier/1", "anchor_free/1")
+# label index of a signal that is localised but whose class is uncertain (reported with
+# the card's unknown_label, "signal" by default)
+UNKNOWN_LABEL = -1
+DEFAULT_UNKNOWN_LABEL = "signal"
+DEFAULT_CLASS_CONFIDENCE = 0.5
+# candidates kept (best objectness first) before NMS: bounds its cost on a busy tile
+MAX_CANDIDATES = 2000
 CROP_SIZE = 64
 # context kept around a proposal in a crop: this fraction of its size on each side, at least CROP_MIN_PAD pixels
 CROP_PAD = 0.25
@@ -135,3 +147,45 @@ def classify_proposals(probs: np.ndarray, boxes: np.ndarray, score_threshold: fl
     score = probs[np.arange(len(boxes)), cls + 1]
     keep = (score >= score_threshold) & (score > probs[:, 0])
     return np.asarray(boxes, np.float32).reshape(-1, 4)[keep], score[keep], cls[keep].astype(np.int64)
+
+
+def label_rule(objectness: np.ndarray, class_probs: np.ndarray, class_confidence: float):
+    """The score and label of a detection from its objectness and class probabilities
+    [N] and [N,K]: a confident class (probability >= ``class_confidence``) gives that
+    label and score objectness x probability; otherwise the label is UNKNOWN_LABEL
+    (the card's unknown_label, "signal") and the score is the objectness alone, so a
+    signal that is plainly there is never dropped for want of a class."""
+    objectness = np.asarray(objectness, np.float32).reshape(-1)
+    class_probs = np.asarray(class_probs, np.float32).reshape(len(objectness), -1)
+    if class_probs.shape[1] == 0:
+        return objectness, np.full(len(objectness), UNKNOWN_LABEL, np.int64)
+    best = class_probs.argmax(axis=1)
+    p = class_probs[np.arange(len(best)), best]
+    confident = p >= class_confidence
+    scores = np.where(confident, objectness * p, objectness).astype(np.float32)
+    labels = np.where(confident, best, UNKNOWN_LABEL).astype(np.int64)
+    return scores, labels
+
+
+def decode_anchor_free(objectness: np.ndarray, class_probs: np.ndarray, boxes: np.ndarray, score_threshold: float,
+                       nms_iou: float, class_confidence: float = DEFAULT_CLASS_CONFIDENCE,
+                       max_candidates: int = MAX_CANDIDATES, max_out: int = 300):
+    """``anchor_free/1`` outputs of one tile -> (boxes [N,4], scores [N], labels [N];
+    label UNKNOWN_LABEL where the class is uncertain)."""
+    obj = np.asarray(objectness, np.float32)[0, 0]
+    probs = np.asarray(class_probs, np.float32)[0]
+    bx = np.asarray(boxes, np.float32)[0]
+    flat = obj.reshape(-1)
+    # a detection's score is at most its objectness: cells below the threshold cannot pass
+    cand = np.flatnonzero(flat >= score_threshold)
+    if len(cand) > max_candidates:
+        cand = cand[np.argpartition(-flat[cand], max_candidates - 1)[:max_candidates]]
+    if len(cand) == 0:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+    k = probs.shape[0]
+    scores, labels = label_rule(flat[cand], probs.reshape(k, -1)[:, cand].T, class_confidence)
+    b = bx.reshape(4, -1)[:, cand].T
+    ok = (scores >= score_threshold) & (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+    b, scores, labels = b[ok], scores[ok], labels[ok]
+    keep = nms(b, scores, np.zeros(len(b), np.int64), nms_iou, max_out)
+    return b[keep], scores[keep], labels[keep]

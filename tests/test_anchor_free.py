@@ -1,0 +1,226 @@
+"""The anchor_free detector (training/nets.py AnchorFreeDetector, format anchor_free/1):
+target assignment, decoding, the label rule, augmentations, streaming tiles, export,
+and that it learns (the seeds' overfit check). Small tiles (128 x 512)."""
+import json
+import resource
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from conftest import SMALL, TILE
+from gnuradio.rfdetect import postprocess
+from gnuradio.rfdetect.postprocess import UNKNOWN_LABEL, decode_anchor_free, label_rule
+
+torch = pytest.importorskip("torch")
+
+from rfdetect_training import augment, nets  # noqa: E402
+from rfdetect_training.archs import make_arch  # noqa: E402
+from rfdetect_training.prepare import PrepareOptions, load_dataset, prepare  # noqa: E402
+from rfdetect_training.train import validation_ap  # noqa: E402
+
+SY, SX = nets.AnchorFreeDetector.stride_y, nets.AnchorFreeDetector.stride_x
+H, W = TILE["tile_height"], SMALL.width
+
+
+def _perfect_outputs(boxes, labels, k, h=H, w=W):
+    """The outputs a perfect network gives for these boxes (its targets), as anchor_free/1."""
+    gh, gw = h // SY, w // SX
+    assign = nets.anchor_free_targets(torch.as_tensor(boxes, dtype=torch.float32), gh, gw, SY, SX).numpy()
+    obj = np.zeros((1, 1, gh, gw), np.float32)
+    probs = np.full((1, k, gh, gw), 1.0 / k, np.float32)
+    out = np.zeros((1, 4, gh, gw), np.float32)
+    for i, j in zip(*np.nonzero(assign >= 0)):
+        b = assign[i, j]
+        obj[0, 0, i, j] = 0.9
+        probs[0, :, i, j] = 0.0
+        probs[0, labels[b], i, j] = 1.0
+        out[0, :, i, j] = boxes[b]
+    return assign, obj, probs, out
+
+
+def test_thin_and_adjacent_boxes_each_get_cells_and_decode_back():
+    boxes = np.array([
+        [100.0, 4.0, 101.0, 124.0],    # a tone one column wide, almost the whole tile tall
+        [200.0, 40.0, 400.0, 43.0],    # two bursts of one emitter, 3 rows tall, 2 rows apart
+        [200.0, 45.0, 400.0, 48.0],
+        [30.0, 60.0, 31.5, 62.0],      # a blip thinner than a cell both ways
+        [20.0, 10.0, 90.0, 120.0],     # a big box around the blip: the smaller one keeps its cell
+    ], np.float32)
+    labels = np.array([0, 1, 1, 2, 0])
+    assign, obj, probs, out = _perfect_outputs(boxes, labels, 3)
+    for k in range(len(boxes)):
+        assert (assign == k).sum() >= 1, f"box {k} has no positive cell"
+    got, scores, labs = decode_anchor_free(obj, probs, out, 0.5, 0.5)
+    iou = postprocess.box_iou_matrix(boxes, got)
+    assert len(got) == len(boxes)
+    assert (iou.max(axis=1) > 0.99).all()
+    assert sorted(labs.tolist()) == sorted(labels.tolist())
+
+
+def test_tall_boxes_get_a_column_of_positive_cells():
+    assign = nets.anchor_free_targets(torch.tensor([[50.0, 0.0, 52.0, 128.0]]), H // SY, W // SX, SY, SX)
+    rows = torch.nonzero(assign == 0)[:, 0]
+    assert len(rows) >= 0.4 * (H // SY)  # the centre half of the box's rows
+
+
+def test_label_rule_reports_an_uncertain_class_as_signal():
+    obj = np.array([0.9, 0.8])
+    probs = np.array([[0.3, 0.35, 0.35], [0.05, 0.9, 0.05]])
+    scores, labels = label_rule(obj, probs, 0.5)
+    assert labels.tolist() == [UNKNOWN_LABEL, 1]
+    assert scores[0] == pytest.approx(0.9) and scores[1] == pytest.approx(0.8 * 0.9)
+    # 60 classes, none sure: the signal is still reported, with its objectness
+    many = np.full((1, 60), 1 / 60)
+    s, lab = label_rule(np.array([0.7]), many, 0.5)
+    assert lab.tolist() == [UNKNOWN_LABEL] and s[0] == pytest.approx(0.7)
+
+
+# ---------------------------------------------------------------- augmentations
+def _painted(boxes, h=H, w=W):
+    """A tile whose pixels are 0.9 inside integer boxes and 0.1 elsewhere."""
+    t = np.full((h, w), 0.1, np.float32)
+    for x0, y0, x1, y1 in boxes:
+        t[int(y0):int(y1), int(x0):int(x1)] = 0.9
+    return t
+
+
+_box = st.tuples(st.integers(0, W - 8), st.integers(0, H - 8), st.integers(2, 60), st.integers(2, 60)).map(
+    lambda b: (b[0], b[1], min(W, b[0] + b[2]), min(H, b[1] + b[3])))
+
+
+def _pixels_follow(tile, boxes):
+    for x0, y0, x1, y1 in np.round(boxes).astype(int):
+        assert x1 > x0 and y1 > y0
+        assert (tile[y0:y1, x0:x1] == np.float32(0.9)).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(_box, min_size=1, max_size=5), st.sampled_from(["flip", "roll_f", "roll_t"]), st.integers(0, 10 ** 6))
+def test_geometric_augmentations_move_boxes_with_the_pixels(boxes, name, seed):
+    b = np.array(boxes, np.float32)
+    tile = _painted(b)
+    out, nb, nl = augment._FUNCS[name](tile, b, np.arange(len(b)), np.random.default_rng(seed), 60.0)
+    assert len(nb) >= len(b) and len(nb) == len(nl)
+    _pixels_follow(out, nb)
+    assert np.isclose((out == np.float32(0.9)).sum(), (tile == np.float32(0.9)).sum())
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(_box, min_size=1, max_size=3), st.integers(0, 10 ** 6))
+def test_paste_adds_the_donors_boxes_with_their_pixels(boxes, seed):
+    donor_boxes = np.array(boxes, np.float32)
+    donor = (_painted(donor_boxes), donor_boxes, np.arange(len(donor_boxes)) + 10)
+    tile = np.full((H, W), 0.1, np.float32)
+    out, nb, nl = augment.paste(tile, np.zeros((0, 4), np.float32), np.zeros(0, np.int64),
+                                np.random.default_rng(seed), 60.0, donor)
+    assert 1 <= len(nb) <= 3 and set(nl.tolist()) <= set(donor[2].tolist())
+    _pixels_follow(out, nb)
+
+
+def test_photometric_augmentations_keep_boxes_and_range():
+    b = np.array([[10, 10, 60, 40]], np.float32)
+    tile = _painted(b)
+    rng = np.random.default_rng(0)
+    for name in ("gain", "floor", "artefacts"):
+        out, nb, _ = augment._FUNCS[name](tile, b, np.zeros(1, np.int64), rng, 60.0)
+        assert np.array_equal(nb, b) and 0.0 <= out.min() and out.max() <= 1.0 and out.shape == tile.shape
+    out, _, _ = augment.gain(tile, b, np.zeros(1), np.random.default_rng(3), 60.0)
+    assert np.allclose(out[tile == np.float32(0.1)], 0.1)  # the floor stays where it is
+    assert not np.allclose(out[10:40, 10:60], 0.9)         # the signal moved
+
+
+def test_parse_augment_names_the_unknown():
+    assert augment.parse_augment("none") == () and augment.parse_augment("all") == augment.AUGMENTATIONS
+    with pytest.raises(ValueError, match="rotate"):
+        augment.parse_augment("flip,rotate")
+
+
+# ---------------------------------------------------------------- learning and export
+@pytest.fixture(scope="module")
+def small_tiles(synth_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("af") / "tiles"
+    prepare(synth_dir, out, PrepareOptions(SMALL, TILE["tile_height"], TILE["overlap"]), progress=False)
+    return load_dataset(out)
+
+
+@pytest.mark.timeout(900)  # ~20 s on an idle 2-core machine; minutes when the CPU is shared
+def test_overfits_a_few_tiles(small_tiles):
+    """The seeds' sanity check: a detector that cannot overfit six tiles cannot learn."""
+    ds = small_tiles
+    from rfdetect_training.prepare import load_entry
+    images = [im for im in ds["images"] if load_entry(ds, im)["bboxes"]][:6]
+    assert len(images) == 6
+    torch.manual_seed(0)
+    arch = make_arch("anchor_free", ds["labels"], None, ds["params"], ds["tile_height"])
+    model = arch.build()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    data = arch.dataset(ds, images)
+    batch = arch.collate([data[i] for i in range(len(data))])
+    for _ in range(120):
+        model.train()
+        loss = arch.loss(model, batch, "cpu")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    r = validation_ap(arch, model, "cpu", ds, images)
+    assert r["class_agnostic_AP"] >= 0.9 and r["mAP"] >= 0.9, r
+
+
+def test_export_has_static_shapes_no_nms_and_the_detector_gets_what_pytorch_gets(small_tiles, tmp_path):
+    import onnx
+
+    from gnuradio.rfdetect.model_runtime import load_model
+    from rfdetect_training.archs import load_tile
+    from rfdetect_training.export import export_onnx
+    ds = small_tiles
+    torch.manual_seed(1)
+    arch = make_arch("anchor_free", ds["labels"], None, ds["params"], ds["tile_height"])
+    model = arch.build().eval()
+    with torch.no_grad():  # an untrained head scores nothing and boxes alike: spread both out
+        model.obj.bias.fill_(1.0)
+        torch.nn.init.normal_(model.obj.weight, std=0.5)
+        torch.nn.init.normal_(model.box.weight, std=0.05)
+    path = export_onnx(arch, model, ds, tmp_path, {}, 0.3)  # raises when ONNX and PyTorch differ
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert not ops & {"NonMaxSuppression", "TopK", "NonZero", "Loop", "If", "Scan"}, ops
+    card = json.loads(path.with_name("model.card.json").read_text())
+    assert card["output"]["format"] == "anchor_free/1" and card["unknown_label"] == "signal"
+    m = load_model(str(path), ds["params"], ds["tile_height"])
+    tile, _, _ = load_tile(ds, ds["images"][0])
+    found = m.detect(tile)
+    pb, ps, pl = arch.predict(model, tile, "cpu", score_threshold=0.3)
+    assert len(found) == len(pb) > 0
+    got = np.array([[b.x0, b.y0, b.x1, b.y1] for b in found])
+    assert postprocess.box_iou_matrix(pb, got).max(axis=1).min() > 0.999
+
+
+def test_tiles_stream_from_disk_in_bounded_memory(tmp_path):
+    """2,400 tiles through the training loader: memory must not grow with them (the
+    old TileSet held every tile: 2,400 x 256 KB = 600 MB)."""
+    from rfdetect_training.archs import TileSet
+    from gnuradio.rfdetect.tile_io import write_tile_png
+    n = 2400
+    root = tmp_path / "ds"
+    (root / "tiles").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    base = rng.random((H, W), dtype=np.float32)
+    images = []
+    for i in range(n):
+        im = f"rec_{i:05d}.png"
+        write_tile_png(root / "tiles" / im, np.roll(base, i, axis=1))
+        (root / "tiles" / im.replace(".png", ".json")).write_text(json.dumps(
+            {"image": im, "width": W, "height": H, "source": {"recording": "x"},
+             "bboxes": [{"label": "a", "x_min": 10, "y_min": 10, "x_max": 40, "y_max": 30}]}))
+        images.append(im)
+    ds = {"root": str(root), "images": images, "labels": ["a"], "params": SMALL, "tile_height": H,
+          "overlap": TILE["overlap"]}
+    data = TileSet(ds, images, augment=augment.AUGMENTATIONS)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    held = []
+    for i in range(n):
+        tile, boxes, labels = data[i]
+        held.append(float(tile.mean()))  # use it, keep nothing of it
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert len(held) == n
+    assert grown_mb < 100, f"peak memory grew {grown_mb:.0f} MB over {n} tiles"
