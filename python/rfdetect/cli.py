@@ -46,6 +46,15 @@ def cmd_synth(a):
         print(p)
 
 
+def _ignore_freq(text):
+    """--ignore-freq HZ[:WIDTH]: checked while parsing, so a bad entry is a usage error."""
+    from .tile_detector import parse_ignore_freqs
+    try:
+        return parse_ignore_freqs(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("ignore_freqs: ")) from None
+
+
 def cmd_detect(a):
     from .detect_flowgraph import DetectOptions, run_detect
     from .records import read_jsonl
@@ -54,7 +63,8 @@ def cmd_detect(a):
                         score_threshold=a.score_threshold, out=a.out, zmq=a.zmq, zmq_wait_s=a.zmq_wait, sigmf_out=a.sigmf_out,
                         echo=not a.quiet, save_tiles=a.save_tiles, profile=a.profile, backend=a.backend,
                         device=a.device, precision=a.precision, batch_size=a.batch_size,
-                        concurrency=a.concurrency)
+                        concurrency=a.concurrency, ignore_dc=not a.keep_dc,
+                        ignore_freqs=tuple(f for entry in a.ignore_freq or () for f in entry))
     t0 = time.perf_counter()
     res = run_detect(a.recording, opt)
     dt = time.perf_counter() - t0
@@ -177,6 +187,14 @@ def build_parser():
     d.add_argument("--max-gap", type=float, default=0.02, help="track gating: seconds (default %(default)s)")
     d.add_argument("--score-threshold", type=float, default=0.0)
     d.add_argument("--quiet", action="store_true", help="do not print each record")
+    k = d.add_argument_group("receiver artefacts (docs/runtime.md)")
+    k.add_argument("--ignore-freq", action="append", type=_ignore_freq, metavar="HZ[:WIDTH]",
+                   help="do not report detections lying wholly within WIDTH (full width, Hz; default 8 row bins) "
+                        "around HZ (absolute Hz; k/M/G suffixes allowed), e.g. a known spur: 914.5e6:20e3; "
+                        "repeatable, or comma-separated")
+    k.add_argument("--keep-dc", action="store_true",
+                   help="report detections lying wholly within 4 row bins of the centre frequency (by default "
+                        "they are taken for the receiver's DC spike and dropped)")
     _add_spectrogram_args(d)
     d.set_defaults(func=cmd_detect)
 

@@ -52,6 +52,9 @@ class DetectOptions:
     precision: str = "auto"
     batch_size: int = -1
     concurrency: str = "auto"
+    # receiver artefacts not reported (the Detector's ignore_dc / ignore_freqs)
+    ignore_dc: bool = True
+    ignore_freqs: tuple = ()
 
 
 class DetectFlowgraph(gr.top_block):
@@ -69,7 +72,8 @@ class DetectFlowgraph(gr.top_block):
                                  score_threshold=opt.score_threshold, samp_rate=rec.sample_rate,
                                  center_freq=rec.center_frequency, width=p.width, tile_dir=opt.save_tiles or "",
                                  profile=opt.profile, backend=opt.backend, device=opt.device,
-                                 precision=opt.precision, batch_size=opt.batch_size, concurrency=opt.concurrency)
+                                 precision=opt.precision, batch_size=opt.batch_size, concurrency=opt.concurrency,
+                                 ignore_dc=opt.ignore_dc, ignore_freqs=opt.ignore_freqs)
         self.detector.configure(p)  # load and check every model before any sample flows
         self.nms = nms_merge(opt.nms_iou, opt.class_aware)
         self.tracker = track_assigner(opt.track_iou_gate, opt.track_max_gap_s, opt.class_aware)

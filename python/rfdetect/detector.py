@@ -12,7 +12,7 @@ from .sigmf_source import LENGTH_TAG
 from .spectrogram import SpectrogramParams
 from . import stream_end
 from .stft_tile import STFT_TAG
-from .tile_detector import FINISH_TIMEOUT_S, MODES, TileDetector
+from .tile_detector import FINISH_TIMEOUT_S, MODES, TileDetector, parse_ignore_freqs
 
 
 # how long the end of a stream waits for the blocks downstream to handle the final tile
@@ -69,6 +69,16 @@ class detector(gr.sync_block):
             tile's new rows span), at least 0.25 s; 0: no deadline.
         score_threshold: drop detections scoring below this (models also apply the
             thresholds in their cards).
+        ignore_dc: True (the default): a detection whose whole band lies within
+            4 row bins (DC_HALF_WIDTH_BINS; sample_rate / width Hz each) of the centre
+            frequency is a DC spike, not a signal, and is not reported (a signal wider
+            than that, or crossing it, is). False: report it.
+        ignore_freqs: known spurs not to report: "HZ[:WIDTH]" entries separated by
+            commas or spaces (absolute Hz, optional k/M/G suffix; WIDTH is the full width
+            of the band centred on HZ, default the DC zone's width), or a list of numbers,
+            (hz, width) pairs or dicts {"freq_hz": ..., "width_hz": ...}. A detection
+            whose whole band lies in one of them is dropped. Dropped detections are
+            counted in the statistics (``detections_ignored``); docs/runtime.md.
         samp_rate, center_freq: used until rx_rate / rx_freq tags arrive. samp_rate 0
             (the default) takes the STFT Tile block's samp_rate; with neither, and no
             rx_rate tag on the first sample, the first row stops the flowgraph with an
@@ -89,7 +99,7 @@ class detector(gr.sync_block):
                  deadline_s=-1.0, score_threshold=0.0, samp_rate=0.0, center_freq=0.0,
                  stats_interval_s=1.0, width=1024, tile_dir="", profile="auto", backend="auto",
                  device="auto", precision="auto", batch_size=-1, concurrency="auto",
-                 finish_timeout_s=FINISH_TIMEOUT_S):
+                 finish_timeout_s=FINISH_TIMEOUT_S, ignore_dc=True, ignore_freqs=""):
         gr.sync_block.__init__(self, name="rfdetect Detector", in_sig=[(np.float32, int(width))], out_sig=None)
         if mode not in MODES:
             raise ValueError(f"mode={mode!r} must be one of {MODES}")
@@ -105,13 +115,16 @@ class detector(gr.sync_block):
             raise ValueError(f"overlap={overlap} must be >= 0 and < tile_height={tile_height}")
         if float(samp_rate) < 0:
             raise ValueError(f"samp_rate={samp_rate} must be >= 0 (0: the STFT Tile's, or rx_rate tags)")
+        # a bad entry fails here, at construction, with the entry named
+        ignore_freqs = parse_ignore_freqs(ignore_freqs)
         self.width = int(width)
         self.finish_timeout_s = float(finish_timeout_s)
         self.kw = dict(tile_height=int(tile_height), overlap=int(overlap), mode=mode,
                        queue_size=int(queue_size), deadline_s=float(deadline_s),
                        score_threshold=float(score_threshold), sample_rate=float(samp_rate),
                        center_freq=float(center_freq), stats_interval_s=float(stats_interval_s),
-                       tile_dir=str(tile_dir) or None, concurrency=str(concurrency))
+                       tile_dir=str(tile_dir) or None, concurrency=str(concurrency),
+                       ignore_dc=bool(ignore_dc), ignore_freqs=ignore_freqs)
         self.engine = None
         self.error = None
         self.expected_rows = None

@@ -25,6 +25,15 @@ each part takes its own segment's Hz, and UTC comes from ``rx_time`` tags
 (``utc_source: "rx_time"``) or, without them, from the host clock at the first sample
 (``"host"``).
 
+Receiver artefacts: a DC spike at the centre frequency and known spurs are narrow lines
+that every detector reports as a signal that never ends (or flickers into a new track every
+few tiles). :meth:`TileDetector.to_records` drops a detection whose whole band lies inside
+the DC zone (the centre frequency +- :data:`DC_HALF_WIDTH_BINS` row bins, at the sample
+rate and centre frequency of its own segment) unless ``ignore_dc`` is False, and one whose
+whole band lies inside an ``ignore_freqs`` entry (absolute Hz and a width,
+:func:`parse_ignore_freqs`). A signal wider than the zone, or merely crossing it, is kept.
+Dropped detections are counted (``detections_ignored`` in the statistics).
+
 Errors on the worker: a model's error, or a tile that cannot be written to
 ``tile_dir``, belongs to that tile: it is counted in the statistics and the stream
 goes on. Any other error is fatal: the worker stops, and the next ``push_rows`` or
@@ -64,6 +73,92 @@ AUTO_DEADLINE_PERIODS = 2.0
 # ... but never less than this: Python threads on a busy machine are late by tens of
 # milliseconds now and then, and small tiles must not be dropped for that alone
 AUTO_DEADLINE_MIN_S = 0.25
+
+
+# The DC zone: a detection whose whole band lies within this many row bins (columns of
+# the tile, sample_rate / width Hz each) of the centre frequency is a DC spike, not a
+# signal. Measured on `rfdetect synth --artefacts dc,spurs` noise (bench/false_alarms.py):
+# `energy` and `default` box a spike or spur as 2-3 columns, up to 2 columns off its true
+# frequency; 4 leaves a margin and still keeps anything wider than 8 columns (78 kHz at
+# 10 MS/s with 1024 columns). Also the default width of an ignore_freqs entry.
+DC_HALF_WIDTH_BINS = 4
+_SI = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9}
+
+
+@dataclass(frozen=True)
+class IgnoredFreq:
+    """A band not to report: detections whose whole band lies in ``freq_hz`` +- width/2."""
+
+    freq_hz: float  # absolute Hz
+    width_hz: Optional[float] = None  # None: 2 * DC_HALF_WIDTH_BINS row bins at the rate in effect
+
+    def __str__(self):
+        return f"{self.freq_hz:g}" + ("" if self.width_hz is None else f":{self.width_hz:g}")
+
+
+def _hz(text: str, what: str, entry) -> float:
+    t = text.strip()
+    scale = _SI.get(t[-1:], 1.0) if t else 1.0
+    try:
+        v = float(t[:-1] if scale != 1.0 else t) * scale
+    except ValueError:
+        v = float("nan")
+    if not np.isfinite(v):
+        raise ValueError(f"ignore_freqs: {what} {text.strip()!r} of {str(entry).strip()!r} is not a number of Hz "
+                         f"(entries are HZ or HZ:WIDTH, e.g. 914.5e6:20e3 or 914.5M:20k)")
+    return v
+
+
+def parse_ignore_freqs(value) -> tuple:
+    """Frequencies not to report -> (IgnoredFreq, ...).
+
+    ``value``: None or ""; a string of entries ``HZ[:WIDTH]`` separated by commas or
+    spaces (absolute Hz, optional k/M/G suffix; WIDTH is the full width of the band,
+    centred on HZ; without it, 2 * DC_HALF_WIDTH_BINS row bins); a number; an
+    IgnoredFreq; a (hz, width) pair; a dict {"freq_hz": ..., "width_hz": ...}; or a list
+    of any of these. Raises ValueError naming the bad entry."""
+    if value is None:
+        return ()
+    if isinstance(value, (str, int, float, IgnoredFreq, dict)):
+        value = [value]
+    out = []
+    for entry in value:
+        if isinstance(entry, IgnoredFreq):
+            f = entry
+        elif isinstance(entry, str):
+            out.extend(_parse_text(entry))
+            continue
+        elif isinstance(entry, dict):
+            unknown = set(entry) - {"freq_hz", "width_hz"}
+            if unknown or "freq_hz" not in entry:
+                raise ValueError(f"ignore_freqs: {entry!r} needs 'freq_hz' (and optionally 'width_hz') only")
+            f = IgnoredFreq(float(entry["freq_hz"]),
+                            None if entry.get("width_hz") is None else float(entry["width_hz"]))
+        elif isinstance(entry, (tuple, list)) and len(entry) == 2:
+            f = IgnoredFreq(float(entry[0]), None if entry[1] is None else float(entry[1]))
+        elif isinstance(entry, (int, float)) and not isinstance(entry, bool):
+            f = IgnoredFreq(float(entry))
+        else:
+            raise ValueError(f"ignore_freqs: {entry!r} is not HZ, HZ:WIDTH, (hz, width) or a dict")
+        out.append(_checked(f, entry))
+    return tuple(out)
+
+
+def _parse_text(text: str) -> list:
+    out = []
+    for entry in text.replace(",", " ").split():
+        hz, _, width = entry.partition(":")
+        f = IgnoredFreq(_hz(hz, "frequency", entry), _hz(width, "width", entry) if width else None)
+        out.append(_checked(f, entry))
+    return out
+
+
+def _checked(f: IgnoredFreq, entry) -> IgnoredFreq:
+    if not np.isfinite(f.freq_hz):
+        raise ValueError(f"ignore_freqs: the frequency of {entry!r} must be a finite number of Hz")
+    if f.width_hz is not None and not (np.isfinite(f.width_hz) and f.width_hz > 0):
+        raise ValueError(f"ignore_freqs: the width of {entry!r} must be > 0 Hz")
+    return f
 
 
 class DetectorFailed(RuntimeError):
@@ -290,7 +385,8 @@ class TileDetector:
                  score_threshold: float = 0.0,
                  on_tile: Optional[Callable[[dict, list], None]] = None,
                  on_stats: Optional[Callable[[dict], None]] = None, stats_interval_s: float = 1.0,
-                 tile_dir: Optional[str] = None, concurrency: str = "auto", start_unix: Optional[float] = None):
+                 tile_dir: Optional[str] = None, concurrency: str = "auto", start_unix: Optional[float] = None,
+                 ignore_dc: bool = True, ignore_freqs=()):
         if mode not in MODES:
             raise ValueError(f"mode={mode!r} must be one of {MODES}")
         if concurrency not in CONCURRENCY:
@@ -315,6 +411,10 @@ class TileDetector:
         # < 0: the default (AUTO_DEADLINE_PERIODS tile periods); 0: none; > 0: seconds
         self.deadline_setting = float(deadline_s)
         self.score_threshold = float(score_threshold)
+        # receiver artefacts not to report (to_records): the DC zone and known spurs
+        self.ignore_dc = bool(ignore_dc)
+        self.ignore_freqs = parse_ignore_freqs(ignore_freqs)
+        self.detections_ignored = 0
         self.timeline = Timeline(float(sample_rate), float(center_freq))
         # the host clock's floor for the first sample: no sample is older than the flowgraph
         self.start_unix = time.time() if start_unix is None else float(start_unix)
@@ -586,6 +686,7 @@ class TileDetector:
                 "tiles_dropped_deadline": self.tiles_dropped_late, "queue_depth": self._queue.qsize(),
                 "deadline_s": round(self.deadline_s, 6) if self.mode == "realtime" else 0.0,
                 "tile_write_errors": self.tile_write_errors, "last_tile_write_error": self.last_tile_write_error,
+                "detections_ignored": self.detections_ignored,
                 "concurrency": self.concurrency, "concurrency_timing_ms": self.concurrency_timing_ms,
                 "models": {k: v.summary(dropped) for k, v in self.model_stats.items()}}
 
@@ -600,11 +701,26 @@ class TileDetector:
         return {"index": index, "row_start": row_start, "rows": valid_rows, "t_start": tmap.seconds(s0),
                 "t_stop": tmap.seconds(s1), "next_t_start": nxt, "final": bool(final), "dropped": False}
 
+    def ignored(self, f_low: float, f_high: float, g: Segment) -> bool:
+        """Whether a detection from ``f_low`` to ``f_high`` (absolute Hz, in segment ``g``)
+        lies wholly inside the DC zone or an ignored band: a receiver artefact, not a signal."""
+        # the zone scales with the rate in effect: a spike is as many bins wide at any rate
+        half = DC_HALF_WIDTH_BINS * g.sample_rate / self.params.width
+        eps = 1e-9 * max(abs(f_low), abs(f_high), 1.0)  # rounding of the column -> Hz conversion
+        if self.ignore_dc and g.center_freq - half - eps <= f_low and f_high <= g.center_freq + half + eps:
+            return True
+        for z in self.ignore_freqs:
+            h = half if z.width_hz is None else z.width_hz / 2
+            if z.freq_hz - h - eps <= f_low and f_high <= z.freq_hz + h + eps:
+                return True
+        return False
+
     def to_records(self, boxes, model_name, index, row_start, valid_rows, final, tmap: Timeline) -> list[dict]:
         """Pixel boxes of one tile -> records. A box that crosses a change of sample rate
         or centre frequency becomes one record per side: each side's Hz come from its own
         segment (a retune moves every signal's column), and seconds are summed over the
-        segments."""
+        segments. A part that lies wholly in the DC zone or an ignored band (:meth:`ignored`,
+        in its own segment's Hz, so a retune moves the DC zone with it) is dropped and counted."""
         p = self.params
         out = []
         for b in boxes:
@@ -622,6 +738,9 @@ class TileDetector:
                 g = tmap.segment_at(a)
                 f0 = g.center_freq + float(p.column_to_offset_hz(max(0.0, b.x0), g.sample_rate))
                 f1 = g.center_freq + float(p.column_to_offset_hz(min(float(p.width), b.x1), g.sample_rate))
+                if (self.ignore_dc or self.ignore_freqs) and self.ignored(f0, f1, g):
+                    self.detections_ignored += 1
+                    continue
                 edge = []
                 if starts_at_edge and a == s0:
                     edge.append("start")
