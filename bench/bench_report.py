@@ -43,3 +43,17 @@ def save_plot(draw, name: str, size=(7, 4)) -> None:
     fig.tight_layout()
     fig.savefig(ROOT / "docs" / name, dpi=100)
     plt.close(fig)
+
+
+def git_commit() -> str:
+    """The tree's commit (short), with "+changes" when a file under bench/ or the
+    package differs from it: what the numbers were measured with."""
+    import subprocess
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "bench", "python", "training"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+changes" if dirty else "")

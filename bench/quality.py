@@ -1,100 +1,369 @@
 #!/usr/bin/env python3
-"""Detection quality against SNR on a held-out synthetic set.
+"""Detection quality of every model, side by side, on held-out recordings.
 
-    .venv/bin/python bench/quality.py [--snrs 0,3,6,9,12,15,20] [--n 2] [--duration 0.5]
-                                      [--model NAME=PATH ...] [--no-write]
+    nice -n 10 .venv/bin/python bench/quality.py [--model NAME=SPEC ...] [--no-default-models]
+                                                 [--set NAME[=DIR] ...] [--quick] [--n N]
+                                                 [--score-threshold S] [--no-write]
 
-For each SNR, --n synthetic recordings (10 MS/s, seeds never used for training: the
-default model was trained on seeds 2026+) with every signal at that SNR go through
-`rfdetect detect` (the real flowgraph, file mode). Each model's detections (track
-new/update events: one per merged detection) are matched one-to-one to the ground-truth
-annotations at (time x frequency) IoU >= --iou:
-  recall (any label)   class-agnostic: was the signal found at all
-  recall (right label) the detection also carries the true label (labelled models)
-  precision            detections that match some signal (any label)
-Models: `default` (two_stage) and `energy` always; add trained models of the other
-architectures with --model dense=/path/to/folder --model faster_rcnn=/path/to/folder.
-Writes docs/quality_snr.png and its section of docs/performance.md.
+Each model runs over each held-out set through the Detector's own tile path and NMS Merge
+(training/evaluate.py: truth_records, detect_recording, score_groups: the code of
+`rfdetect-train evaluate --model SPEC --recordings DIR`) and is scored in seconds x Hz at
+IoU >= 0.5:
+
+  AP50 any label   class-agnostic AP50 (COCO 101-point), every detection down to the AP floor
+  AP50 >= 10 dB    the same over the signals of 10 dB and more; a detection that matches a
+                   weaker signal better than any stronger one counts neither way (ignored)
+  mAP50            mean per-class AP50 over the model's classes present in the set, shown only
+                   where the labels apply (most truth boxes carry one of the model's labels);
+                   the per-class AP50 table follows
+  P / R / F1       class-agnostic, at the model's own score threshold (the card's; 0 for
+                   `energy`, as the Detector runs it), one-to-one matching
+  recall by SNR    class-agnostic, at that threshold, per band of each annotation's
+                   `rfdetect:snr_db` (in-band SNR)
+  ms / tile        the median time of the model's detect() per tile during the run (what the
+                   Detector's statistics call latency_ms_p50: same measurement, same place),
+                   on a shared 2-core machine; bench/models.py times models alone
+
+Models (--model NAME=SPEC, repeatable, added to `default` and `energy` unless
+--no-default-models): anything the Detector loads: `default`, `energy`, a model folder, a
+.onnx/.pt file with its card, optionally with `?backend=...` options. Models with a card run
+at the card's spectrogram and tile height; `energy` and `default` at the default spectrogram
+(fft 4096, hop 2048, width 1024), 1024-row tiles; overlap 128 rows for all.
+
+Held-out sets (--set NAME=DIR for any folder of labelled SigMF; --set NAME for one of the
+defaults below; default: all of them). Synthetic sets are generated here on first use into
+bench/.cache/heldout/NAME/ (deterministic per seed and index, then cached) with seeds
+(7001-7599) and settings no training recipe of this project uses:
+
+  torchsig      TorchSig 2.2.0, 16 x 0.21 s at 10 MS/s (docs/heldout.md; made by
+                bench/torchsig_sigmf.py in its own venv, not here): class-agnostic only
+  classic-20M   rfdetect synth classic, 20 MS/s x 0.21 s, 7 emitters, 0-25 dB, seed 7001
+  classic-10M   rfdetect synth classic, 10 MS/s x 0.42 s, 7 emitters, 0-25 dB, seed 7101
+  mixed, ism-2g4, cellular
+                realistic profiles, 20 MS/s x 0.21 s, 12 emitters, 0-25 dB, artefacts drawn
+                at random, seeds 7201 / 7301 / 7401
+  vhf-uhf       realistic profile at 2 MS/s x 1.05 s (narrow channels), seed 7501
+
+--quick: 2 recordings per set (a smoke run). Writes one table per set, a per-class table,
+docs/quality_<set>.png (recall vs SNR, one line per model) and its section of
+docs/performance.md (unless --no-write); every (model, set) report.json/report.md (the
+format of rfdetect-train evaluate) and all numbers in bench/.cache/quality/.
 """
+from __future__ import annotations
+
 import argparse
-import tempfile
+import json
+import math
+import re
+import shlex
+import sys
+import time
 from pathlib import Path
 
-from gnuradio.rfdetect.detect_flowgraph import DetectOptions, run_detect
-from gnuradio.rfdetect.records import from_annotation, match_boxes, read_jsonl
-from gnuradio.rfdetect.sigmf_io import SigMFRecording
-from gnuradio.rfdetect.synth import synth_dataset
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_report import ROOT, git_commit, save_plot, stamp, write_section  # noqa: E402
 
-from bench_report import save_plot, stamp, write_section
+HELDOUT = ROOT / "bench" / ".cache" / "heldout"
+RESULTS = ROOT / "bench" / ".cache" / "quality"
+OVERLAP = 128
+AP_FLOOR = 0.05  # rfdetect-train evaluate's --ap-floor
+# synthetic held-out sets: seeds 7001-7599 are used by no training recipe of this project
+SYNTH_SETS = {
+    "classic-20M": dict(profile="classic", seed=7001, sample_rate=20e6, duration=0.21, n_signals=7, n=16,
+                        center_freq=915e6),
+    "classic-10M": dict(profile="classic", seed=7101, sample_rate=10e6, duration=0.42, n_signals=7, n=16,
+                        center_freq=915e6),
+    "mixed": dict(profile="mixed", seed=7201, sample_rate=20e6, duration=0.21, n_signals=12, n=12,
+                  center_freq=915e6),
+    "ism-2g4": dict(profile="ism-2g4", seed=7301, sample_rate=20e6, duration=0.21, n_signals=12, n=12,
+                    center_freq=2.44e9),
+    "cellular": dict(profile="cellular", seed=7401, sample_rate=20e6, duration=0.21, n_signals=12, n=12,
+                     center_freq=1.85e9),
+    "vhf-uhf": dict(profile="vhf-uhf", seed=7501, sample_rate=2e6, duration=1.05, n_signals=12, n=12,
+                    center_freq=450e6),
+}
+SNR_LO, SNR_HI = 0.0, 25.0
+DEFAULT_SETS = ["torchsig", *SYNTH_SETS]
+AGNOSTIC_ONLY = {"torchsig"}  # TorchSig's class names are not our labels
+# recall_by_snr's band names (training/detection_metrics.py SNR_BANDS), in order, and their short names
+BANDS = [("< 0 dB", "<0"), ("0-5 dB", "0-5"), ("5-10 dB", "5-10"), ("10-15 dB", "10-15"),
+         ("15-20 dB", "15-20"), (">= 20 dB", "20+")]
+BAND_MID = {"< 0 dB": -2.5, "0-5 dB": 2.5, "5-10 dB": 7.5, "10-15 dB": 12.5, "15-20 dB": 17.5, ">= 20 dB": 22.5}
 
 
-def score(model: str, recs, work: Path, iou: float):
-    n_truth = found = right = n_det = matched = 0
-    for i, rec in enumerate(recs):
-        out = work / f"{abs(hash(model))}_{i}.jsonl"
-        run_detect(str(rec), DetectOptions(models=[model], out=str(out)), handle_signals=False)
-        dets = [r for r in read_jsonl(out) if r["event"] in ("new", "update")]
-        r = SigMFRecording.open(rec)
-        truth = [from_annotation(a, r.sample_rate) for a in r.annotations]
-        any_match, unmatched = match_boxes(truth, dets, iou=iou, class_aware=False)
-        label_match, _ = match_boxes(truth, dets, iou=iou, class_aware=True)
-        n_truth += len(truth)
-        found += sum(m is not None for m in any_match)
-        right += sum(m is not None for m in label_match)
-        n_det += len(dets)
-        matched += len(dets) - len(unmatched)
-    return {"recall": found / max(n_truth, 1), "recall_label": right / max(n_truth, 1),
-            "precision": matched / max(n_det, 1), "signals": n_truth, "detections": n_det}
+def synth_command(name: str, cfg: dict, n: int) -> str:
+    return (f"rfdetect synth bench/.cache/heldout/{name} --profile {cfg['profile']} --n {n} --seed {cfg['seed']} "
+            f"--sample-rate {cfg['sample_rate'] / 1e6:g}e6 --duration {cfg['duration']:g} --signals {cfg['n_signals']} "
+            f"--snr-min {SNR_LO:g} --snr-max {SNR_HI:g} --center-freq {cfg['center_freq'] / 1e6:g}e6")
+
+
+def ensure_synth_set(name: str, cfg: dict, n: int) -> list[str]:
+    """Recordings 0..n-1 of a synthetic held-out set, written where missing (a recording
+    depends only on seed, index and the settings, so the cache grows without changing)."""
+    from gnuradio.rfdetect.synth import SynthConfig, write_synth
+    d = HELDOUT / name
+    d.mkdir(parents=True, exist_ok=True)
+    settings = {k: v for k, v in cfg.items() if k != "n"}
+    settings.update(snr_db=[SNR_LO, SNR_HI], artefacts="drawn per recording (profile odds)", min_gap=2048,
+                    datatype="cf32_le", command=synth_command(name, cfg, n),
+                    note="held-out: never use for training, tuning or model selection")
+    stamp_file = d / "heldout.json"
+    if stamp_file.exists():
+        old = json.loads(stamp_file.read_text())
+        if {k: old.get(k) for k in cfg if k != "n"} != {k: settings[k] for k in cfg if k != "n"}:
+            raise SystemExit(f"{d} holds recordings made with other settings ({stamp_file}); move it away")
+    stamp_file.write_text(json.dumps(settings, indent=1))
+    sc = SynthConfig(cfg["sample_rate"], cfg["duration"], (SNR_LO, SNR_HI), cfg["n_signals"], None,
+                     cfg["center_freq"], cfg["profile"], None, None, 2048)
+    sc.check()
+    out = []
+    for i in range(n):
+        base = d / f"synth_{cfg['seed']}_{i:04d}"
+        meta = base.with_name(base.name + ".sigmf-meta")
+        if not (meta.exists() and base.with_name(base.name + ".sigmf-data").exists()):
+            t = time.perf_counter()
+            write_synth(base, cfg["seed"], i, sc, "cf32_le")
+            print(f"  {name}: wrote {base.name} ({time.perf_counter() - t:.1f} s)", flush=True)
+        out.append(str(meta))
+    return out
+
+
+def set_recordings(name: str, path: str | None, n: int | None) -> list[str]:
+    if path is None and name in SYNTH_SETS:
+        return ensure_synth_set(name, SYNTH_SETS[name], n or SYNTH_SETS[name]["n"])
+    from rfdetect_training.prepare import find_recordings
+    d = Path(path) if path else HELDOUT / name
+    if not d.is_dir():
+        hint = " (make it: bench/torchsig_setup.sh, then docs/heldout.md)" if name == "torchsig" else ""
+        raise SystemExit(f"set {name}: no folder {d}{hint}")
+    recs = [str(r) for r in find_recordings(d)]
+    return recs[:n] if n else recs
+
+
+class Timed:
+    """A Detector model whose detect() calls are timed (as the TileDetector's statistics do)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.ms: list[float] = []
+
+    def __getattr__(self, k):
+        return getattr(self.model, k)
+
+    def detect(self, tile):
+        t = time.perf_counter()
+        out = self.model.detect(tile)
+        self.ms.append((time.perf_counter() - t) * 1e3)
+        return out
+
+
+def load(spec: str, score_threshold: float | None):
+    """-> (model, ds settings, P/R/F1 threshold), as rfdetect-train evaluate --model loads it."""
+    from gnuradio.rfdetect.hardware_profile import resolve_profile
+    from gnuradio.rfdetect.model_runtime import BUILTIN_MODELS, ModelCard, ModelSpec, card_for, load_model, \
+        model_candidates
+    from gnuradio.rfdetect.spectrogram import SpectrogramParams
+    ms = ModelSpec.parse(spec)
+    if ms.model in BUILTIN_MODELS:
+        params, height, card_thr = SpectrogramParams(), 1024, 0.0
+    else:
+        card = ModelCard.load(card_for(model_candidates(ms.model)[0]))
+        params, height, card_thr = card.spectrogram, card.input_shape[2], card.score_threshold
+    thr = card_thr if score_threshold is None else score_threshold
+    ms.score_threshold = min(thr, AP_FLOOR)  # AP needs the low-score tail; P/R/F1 use thr
+    model = load_model(ms, params, height, profile=resolve_profile())
+    return model, {"params": params, "tile_height": height, "overlap": OVERLAP}, thr
+
+
+def ap_at_or_above(truth_groups, found_groups, snr_min: float):
+    """Class-agnostic AP50 over truth boxes with snr_db >= snr_min; a found box that
+    matches (IoU >= 0.5) a weaker truth box better than every kept one is ignored."""
+    from gnuradio.rfdetect.records import box_iou
+    from rfdetect_training.detection_metrics import average_precision
+    from rfdetect_training.evaluate import MATCH_IOU
+    tg, fg = [], []
+    for truth, found in zip(truth_groups, found_groups):
+        keep = [t for t in truth if t.get("snr_db") is not None and t["snr_db"] >= snr_min]
+        weak = [t for t in truth if not (t.get("snr_db") is not None and t["snr_db"] >= snr_min)]
+        out = []
+        for f in found:
+            w = max((box_iou(t, f) for t in weak), default=0.0)
+            k = max((box_iou(t, f) for t in keep), default=0.0)
+            if not (w >= MATCH_IOU and w > k):
+                out.append(f)
+        tg.append(keep)
+        fg.append(out)
+    v = average_precision(tg, fg, MATCH_IOU, None)
+    return None if math.isnan(v) else round(v, 4)
+
+
+def evaluate(model_name: str, spec: str, set_name: str, recs: list[str], score_threshold) -> dict:
+    """One (model, set): the body of training/evaluate.py evaluate_detector (the same
+    functions, called here so that the truth/found groups stay at hand for AP >= 10 dB)."""
+    from gnuradio.rfdetect.sigmf_io import SigMFRecording
+    from rfdetect_training.evaluate import detect_recording, score_groups, truth_records, write_report
+    model, ds, thr = load(spec, score_threshold)
+    timed = Timed(model)
+    t0 = time.perf_counter()
+    truth_all, found_all = [], []
+    for path in recs:
+        truth_all.append(truth_records(SigMFRecording.open(path)))
+        found_all.append(detect_recording(path, [timed], ds))
+    r = score_groups(truth_all, found_all, list(model.labels), thr)
+    r["recordings"] = len(recs)
+    r["ap50_snr_ge_10"] = ap_at_or_above(truth_all, found_all, 10.0)
+    r["tiles"] = len(timed.ms)
+    r["ms_per_tile_p50"] = round(sorted(timed.ms)[len(timed.ms) // 2], 1) if timed.ms else None
+    r["wall_s"] = round(time.perf_counter() - t0, 1)
+    r["score_threshold"] = thr
+    r["model_labels"] = list(model.labels)
+    truth_labels = [t["label"] for g in truth_all for t in g]
+    known = sum(lab in set(model.labels) for lab in truth_labels)
+    r["set_labels"] = sorted(set(truth_labels))
+    r["labels_apply"] = set_name not in AGNOSTIC_ONLY and bool(truth_labels) and known >= 0.5 * len(truth_labels)
+    write_report(RESULTS / set_name / _slug(model_name),
+                 {"arch": f"{model_name} ({spec})", "backbone": "-", "labels": list(model.labels),
+                  "score_threshold": thr, "recordings": recs, "physical": r,
+                  "pixel_note": "whole recordings only: see the physical section"})
+    return r
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", s)
+
+
+def fmt(v, digits=2):
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def set_table(results: dict, models: list[str]) -> str:
+    rows = ["| model | AP50 any label | AP50 >= 10 dB | mAP50 | precision | recall | F1 | "
+            + " | ".join(f"recall {s} dB" for _, s in BANDS) + " | ms / tile (p50) | threshold |",
+            "|---|" + "---|" * (8 + len(BANDS))]
+    for m in models:
+        r = results.get(m)
+        if r is None:
+            continue
+        ap, ca, snr = r["ap50"], r["class_agnostic"], r["recall_by_snr"]
+        mAP = fmt(ap.get("mAP")) if r["labels_apply"] else "n/a"
+        rows.append(f"| {m} | {fmt(ap.get('class_agnostic_AP'))} | {fmt(r['ap50_snr_ge_10'])} | {mAP} | "
+                    f"{ca['precision']:.2f} | {ca['recall']:.2f} | {ca['f1']:.2f} | "
+                    + " | ".join(fmt(snr[b]["recall"]) if b in snr else "-" for b, _ in BANDS)
+                    + f" | {fmt(r['ms_per_tile_p50'], 0)} | {r['score_threshold']:g} |")
+    any_r = next(iter(results.values()))
+    counts = ", ".join(f"{s}: {any_r['recall_by_snr'][b]['truth']}" for b, s in BANDS if b in any_r["recall_by_snr"])
+    rows.append("")
+    rows.append(f"{any_r['recordings']} recordings, {any_r['class_agnostic']['truth']} signals "
+                f"(per SNR band, dB: {counts}); labels in the set: {', '.join(any_r['set_labels'])}")
+    return "\n".join(rows)
+
+
+def per_class_table(all_results: dict, models: list[str]) -> str:
+    rows = []
+    for set_name, res in all_results.items():
+        for m in models:
+            r = res.get(m)
+            if not r or not r["labels_apply"]:
+                continue
+            pc = {k: v for k, v in r["ap50"]["per_class_AP"].items() if v is not None}
+            rows.append(f"| {set_name} | {m} | {fmt(r['ap50'].get('mAP'))} | "
+                        + ", ".join(f"{k} {v:.2f}" for k, v in pc.items()) + " |")
+    if not rows:
+        return "No set's labels match a model's labels."
+    return "\n".join(["| set | model | mAP50 | AP50 per class |", "|---|---|---|---|", *rows])
+
+
+def plot_set(set_name: str, res: dict, models: list[str]) -> str:
+    name = f"quality_{_slug(set_name)}.png"
+
+    def draw(ax):
+        for m in models:
+            r = res.get(m)
+            if not r:
+                continue
+            pts = sorted((BAND_MID[b], v["recall"]) for b, v in r["recall_by_snr"].items() if b in BAND_MID)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-",
+                    label=f"{m} (AP50 {fmt(r['ap50'].get('class_agnostic_AP'))})")
+        ax.set_xticks([BAND_MID[b] for b, _ in BANDS], [s for _, s in BANDS])
+        ax.set_xlabel("SNR band (dB, in-band, per annotation)")
+        ax.set_ylabel("recall, any label (IoU >= 0.5)")
+        ax.set_ylim(0, 1.02)
+        ax.set_title(f"held-out set: {set_name}")
+        ax.legend(fontsize=8)
+    save_plot(draw, name, size=(6, 3.6))
+    return name
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--snrs", default="0,3,6,9,12,15,20")
-    ap.add_argument("--n", type=int, default=2)
-    ap.add_argument("--duration", type=float, default=0.5)
-    ap.add_argument("--iou", type=float, default=0.3)
-    ap.add_argument("--model", action="append", default=[], help="NAME=PATH of another trained model")
-    ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--model", action="append", default=[], metavar="NAME=SPEC",
+                    help="a model to add (repeatable): NAME=default|energy|folder|file[?options]")
+    ap.add_argument("--no-default-models", action="store_true", help="only the --model ones")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME[=DIR]",
+                    help=f"a held-out set (repeatable; default: {', '.join(DEFAULT_SETS)})")
+    ap.add_argument("--quick", action="store_true", help="2 recordings per set")
+    ap.add_argument("--n", type=int, help="recordings per set (default: all of a folder; a synthetic set's own n)")
+    ap.add_argument("--score-threshold", type=float,
+                    help="for P/R/F1 and recall (default: each model's card threshold; 0 for energy)")
+    ap.add_argument("--no-write", action="store_true", help="print only (no docs/ changes)")
     a = ap.parse_args()
-    models = {"two_stage (default)": "default", "energy": "energy"}
-    models.update(dict(m.split("=", 1) for m in a.model))
-    snrs = [float(s) for s in a.snrs.split(",")]
-    results = {name: [] for name in models}
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        for snr in snrs:
-            recs = synth_dataset(work / f"snr{snr:g}", n=a.n, seed=9000 + int(snr * 10), duration=a.duration,
-                                 snr_db=(snr, snr), n_signals=10)
-            for name, spec in models.items():
-                r = score(spec, recs, work, a.iou)
-                results[name].append(r)
-                print(f"SNR {snr:4.1f} dB  {name:22s} recall {r['recall']:.2f}  right label "
-                      f"{r['recall_label']:.2f}  precision {r['precision']:.2f}  ({r['signals']} signals)",
-                      flush=True)
-    rows = ["| model | " + " | ".join(f"{s:g} dB" for s in snrs) + " |", "|---|" + "---|" * len(snrs)]
-    for name in models:
-        rows.append(f"| {name}: recall, any label | " + " | ".join(f"{r['recall']:.2f}" for r in results[name]) + " |")
-        if name != "energy":
-            rows.append(f"| {name}: recall, right label | "
-                        + " | ".join(f"{r['recall_label']:.2f}" for r in results[name]) + " |")
-        rows.append(f"| {name}: precision | " + " | ".join(f"{r['precision']:.2f}" for r in results[name]) + " |")
-    table = "\n".join(rows)
-    header = stamp(f"{a.n} recordings x {a.duration:g} s per SNR at 10 MS/s (~{results['energy'][0]['signals']} "
-                   f"signals each), IoU >= {a.iou:g}, default spectrogram")
+    models = {} if a.no_default_models else {"default": "default", "energy": "energy"}
+    for m in a.model:
+        name, sep, spec = m.partition("=")
+        if not sep or not name or not spec:
+            ap.error(f"--model {m!r}: give NAME=SPEC")
+        models[name] = spec
+    if not models:
+        ap.error("no models")
+    sets = {}
+    for s in a.set or DEFAULT_SETS:
+        name, _, path = s.partition("=")
+        if not path and name not in DEFAULT_SETS:
+            ap.error(f"--set {s!r}: not a default set ({', '.join(DEFAULT_SETS)}); give NAME=DIR")
+        sets[name] = path or None
+    n = 2 if a.quick else a.n
+    commit = git_commit()
+    all_results: dict[str, dict] = {}
+    set_recs = {}
+    for set_name, path in sets.items():
+        set_recs[set_name] = recs = set_recordings(set_name, path, n)
+        all_results[set_name] = {}
+        for m, spec in models.items():
+            r = evaluate(m, spec, set_name, recs, a.score_threshold)
+            all_results[set_name][m] = r
+            print(f"{set_name:12s} {m:14s} AP50 {fmt(r['ap50']['class_agnostic_AP'])} (>=10 dB "
+                  f"{fmt(r['ap50_snr_ge_10'])}) mAP50 {fmt(r['ap50']['mAP']) if r['labels_apply'] else 'n/a'} "
+                  f"P {r['class_agnostic']['precision']:.2f} R {r['class_agnostic']['recall']:.2f} "
+                  f"F1 {r['class_agnostic']['f1']:.2f}  {r['ms_per_tile_p50']} ms/tile x {r['tiles']}  "
+                  f"({r['wall_s']} s)", flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "results.json").write_text(json.dumps(
+        {"commit": commit, "command": " ".join(shlex.quote(x) for x in sys.argv), "models": models,
+         "sets": {k: set_recs[k] for k in sets}, "results": all_results}, indent=1))
+    names = list(models)
+    parts = []
+    for set_name, res in all_results.items():
+        what = (SYNTH_SETS[set_name] if set_name in SYNTH_SETS and sets[set_name] is None else None)
+        src = (f"`{synth_command(set_name, what, len(set_recs[set_name]))}`" if what
+               else f"`{sets[set_name] or 'bench/.cache/heldout/' + set_name}` ({len(set_recs[set_name])} recordings"
+                    + (", docs/heldout.md" if set_name == "torchsig" else "") + ")")
+        parts += [f"**{set_name}**: {src}", "", set_table(res, names), ""]
+        if not a.no_write:
+            parts += [f"![recall vs SNR, {set_name}]({plot_set(set_name, res, names)})", ""]
+    parts += ["**AP50 per class** (sets whose labels are the model's):", "", per_class_table(all_results, names), ""]
+    evals = [f"rfdetect-train evaluate --model {spec} --recordings DIR --out REPORT "
+             f"--score-threshold {next(iter(all_results.values()))[m]['score_threshold']:g}"
+             for m, spec in models.items()]
+    parts += ["Each row is what `" + "`, `".join(evals) + "` reports for that set's recordings "
+              "(`bench/.cache/quality/SET/MODEL/report.md`)."]
+    body = "\n".join(parts)
+    header = stamp(f"models {', '.join(f'{k}={v}' for k, v in models.items())}; "
+                   f"{'quick (2 recordings per set)' if a.quick else 'full sets'}; IoU >= 0.5 in seconds x Hz; "
+                   f"commit {commit}")
     print(header)
-    print(table)
+    print(body)
     if not a.no_write:
-        def draw(ax):
-            for name in models:
-                ax.plot(snrs, [r["recall"] for r in results[name]], "o-", label=f"{name}, any label")
-                if name != "energy":
-                    ax.plot(snrs, [r["recall_label"] for r in results[name]], "s--", label=f"{name}, right label")
-            ax.set_xlabel("SNR (dB)")
-            ax.set_ylabel("recall")
-            ax.set_ylim(0, 1.02)
-            ax.legend(fontsize=8)
-        save_plot(draw, "quality_snr.png")
-        write_section("performance.md", "bench/quality.py", header, table + "\n\n![recall vs SNR](quality_snr.png)")
+        write_section("performance.md", "bench/quality.py", header, body)
 
 
 if __name__ == "__main__":
