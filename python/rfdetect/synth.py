@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import numpy as np
 
-from .sigmf_io import atomic_write_json, encode_samples, new_meta, sort_annotations, unix_to_iso
+from .sigmf_io import atomic_file, atomic_write_json, encode_samples, new_meta, sort_annotations, unix_to_iso
 
 CLASSES = ("ofdm", "fhss", "rb", "chirp", "tone")
 
@@ -89,20 +87,9 @@ class _StreamWriter:
 
     def write(self, blocks: Iterator[np.ndarray]) -> Path:
         datatype = self.meta["global"]["core:datatype"]
-        fd, tmp = tempfile.mkstemp(prefix="." + self.data_path.name + ".", suffix=".tmp", dir=self.data_path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                for blk in blocks:
-                    f.write(encode_samples(blk, datatype))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.data_path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        with atomic_file(self.data_path, "wb") as f:
+            for blk in blocks:
+                f.write(encode_samples(blk, datatype))
         meta = dict(self.meta)
         meta["annotations"] = sort_annotations(meta.get("annotations", []))
         atomic_write_json(self.meta_path, meta)
