@@ -99,7 +99,9 @@ def test_live_example_asks_its_sdr_for_a_rate_it_delivers_with_settings_that_fit
     # the STFT Tile and the Detector get the example's rate and its spectrogram parameters
     assert re.search(r"rfdetect\.stft_tile\(fft_size=fft_size, hop=hop, .*width=width, .*samp_rate=samp_rate", src)
     assert re.search(r"rfdetect\.detector\(.*tile_height=tile_height, overlap=overlap, mode=\"realtime\"", src)
-    assert re.search(r"rfdetect\.detector\(.*deadline_s=[1-9]", src)  # a live source: bounded latency
+    # a live source: bounded latency (0 would be no deadline; -1 is the block's 2 tile periods)
+    [deadline] = re.findall(r"rfdetect\.detector\(.*deadline_s=\(?(-?[0-9.]+)", src)
+    assert float(deadline) != 0
     assert re.search(r"rfdetect\.detector\(.*samp_rate=samp_rate.*width=width", src)
     spec = importlib.util.spec_from_file_location(name, script)
     module = importlib.util.module_from_spec(spec)
