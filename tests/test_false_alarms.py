@@ -129,6 +129,12 @@ def test_an_ignored_band_takes_its_width_or_the_dc_zone_width(engine):
     # a band narrower than the detection does not drop it
     assert len(_convert(engine(ignore_freqs=f"{SPUR}:1k"), spur_box)) == 1
     assert _convert(engine(ignore_freqs=[(SPUR, 20e3)]), spur_box) == []
+    # two spurs 8 bins apart are boxed as one detection (seen on synth noise): the bands join ...
+    bin_hz = RATE / SMALL.width
+    pair = f"{SPUR}, {SPUR + 8 * bin_hz}"
+    assert _convert(engine(ignore_freqs=pair), (col - 1, col + 9)) == []
+    # ... but not across a gap: spurs 12 bins apart leave 4 bins uncovered
+    assert len(_convert(engine(ignore_freqs=f"{SPUR}, {SPUR + 12 * bin_hz}"), (col - 1, col + 13))) == 1
 
 
 def test_ignore_freqs_forms_and_bad_values():

@@ -191,7 +191,7 @@ def build_parser():
     k.add_argument("--ignore-freq", action="append", type=_ignore_freq, metavar="HZ[:WIDTH]",
                    help="do not report detections lying wholly within WIDTH (full width, Hz; default 8 row bins) "
                         "around HZ (absolute Hz; k/M/G suffixes allowed), e.g. a known spur: 914.5e6:20e3; "
-                        "repeatable, or comma-separated")
+                        "overlapping bands count as one; repeatable, or comma-separated")
     k.add_argument("--keep-dc", action="store_true",
                    help="report detections lying wholly within 4 row bins of the centre frequency (by default "
                         "they are taken for the receiver's DC spike and dropped)")

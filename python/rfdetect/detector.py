@@ -77,7 +77,8 @@ class detector(gr.sync_block):
             commas or spaces (absolute Hz, optional k/M/G suffix; WIDTH is the full width
             of the band centred on HZ, default the DC zone's width), or a list of numbers,
             (hz, width) pairs or dicts {"freq_hz": ..., "width_hz": ...}. A detection
-            whose whole band lies in one of them is dropped. Dropped detections are
+            whose whole band lies in them (overlapping bands and the DC zone joined)
+            is dropped. Dropped detections are
             counted in the statistics (``detections_ignored``); docs/runtime.md.
         samp_rate, center_freq: used until rx_rate / rx_freq tags arrive. samp_rate 0
             (the default) takes the STFT Tile block's samp_rate; with neither, and no
