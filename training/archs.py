@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 
 from gnuradio.rfdetect import postprocess
 from gnuradio.rfdetect.energy_detector import EnergyDetector
-from gnuradio.rfdetect.tile_io import read_tile_png
+from gnuradio.rfdetect.tile_io import check_tile_png, read_tile_png
 
 from . import nets
 from .prepare import DataError, load_entry
@@ -50,8 +50,13 @@ class TileSet(Dataset):
         from .augment import Augmenter
         from .prepare import load_entry
         self.ds, self.images = ds, list(images)
-        for im in self.images:  # a missing or mislabelled entry fails now, not mid-epoch
+        shape = (ds["tile_height"], ds["params"].width)
+        for im in self.images:  # a missing, mislabelled or corrupt tile fails now, not mid-epoch
             load_entry(ds, im)
+            try:
+                check_tile_png(Path(ds["root"]) / "tiles" / im, shape)
+            except ValueError as e:
+                raise DataError(str(e)) from None
         self.with_boxes = [im for im in self.images if load_entry(ds, im)["bboxes"]]
         self.augment = Augmenter(augment, ds["params"].db_high - ds["params"].db_low, seed,
                                  donor=self._donor if self.with_boxes else None) if augment else None

@@ -45,3 +45,20 @@ def read_tile_png(path) -> np.ndarray:
         raise ValueError(f"{path}: a tile must be a single-channel image, got shape {arr.shape}")
     scale = 255.0 if mode in ("L", "P") else PNG_SCALE  # 8-bit tiles from other tools also load
     return arr.astype(np.float32) / np.float32(scale)
+
+
+def check_tile_png(path, shape=None) -> None:
+    """Raise ValueError naming ``path`` when it is not a whole, single-channel PNG tile
+    (of ``shape`` (rows, columns) when given). Checks the file's structure and checksums
+    without decoding the pixels, so a data set can be checked before training starts."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as im:
+            size, bands = im.size, len(im.getbands())
+            im.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ValueError(f"{path}: not a readable PNG tile ({e})") from None
+    if bands != 1:
+        raise ValueError(f"{path}: a tile must be a single-channel image, it has {bands} channels")
+    if shape is not None and (size[1], size[0]) != tuple(shape):
+        raise ValueError(f"{path}: tile is {(size[1], size[0])}, the data set says {tuple(shape)}")
