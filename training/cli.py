@@ -199,7 +199,7 @@ def cmd_export(a):
     if not getattr(a, "no_torch", False):
         export_torch(arch, model, ds, a.out)
     if not a.no_engine:
-        export_engine(path, fp16=True, int8_calibration_dir=a.int8_calibration)
+        export_engine(path, fp16=True)
     return path
 
 
@@ -268,14 +268,12 @@ def build_parser():
     p.add_argument("--score-threshold", type=float, default=0.5)
     p.add_argument("--no-engine", action="store_true")
     p.add_argument("--no-torch", action="store_true", help="skip model.pt (the PyTorch backend's format)")
-    p.add_argument("--int8-calibration", help="folder of tiles for INT8 calibration (TensorRT)")
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("run", help="prepare -> auto-tune -> train -> evaluate -> export")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--no-engine", action="store_true")
     p.add_argument("--no-torch", action="store_true", help="skip model.pt")
-    p.add_argument("--int8-calibration")
     _spectrogram_args(p)
     _train_args(p)
     p.set_defaults(func=cmd_run)

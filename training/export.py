@@ -163,7 +163,7 @@ def export_torch(arch, model, ds, out_dir, name: str = "model") -> Path | None:
     return final
 
 
-def export_engine(onnx_path, fp16=True, int8_calibration_dir=None) -> Path | None:
+def export_engine(onnx_path, fp16=True) -> Path | None:
     """A TensorRT engine beside the ONNX file, validated against ONNX Runtime; None
     (with one line saying why) where TensorRT is not installed."""
     try:
@@ -173,7 +173,7 @@ def export_engine(onnx_path, fp16=True, int8_calibration_dir=None) -> Path | Non
               "the Detector builds the engine from it on a TensorRT machine)", file=sys.stderr)
         return None
     from gnuradio.rfdetect.tensorrt_backend import build_engine, validate_engine
-    engine = build_engine(onnx_path, fp16=fp16, int8_calibration_dir=int8_calibration_dir,
+    engine = build_engine(onnx_path, fp16=fp16,
                           out_path=Path(onnx_path).with_suffix(".engine"))
     validate_engine(engine, onnx_path)
     return engine

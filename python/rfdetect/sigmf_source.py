@@ -41,7 +41,7 @@ class sigmf_source(gr.sync_block):
     def __init__(self, path="", repeat=False, realtime=False, nan_policy="error"):
         gr.sync_block.__init__(self, name="rfdetect SigMF Source", in_sig=None, out_sig=[np.complex64])
         # a small buffer makes GNU Radio hand the STFT Tile a few rows per call (a
-        # Python source refills it in small steps): 8x slower than whole batches
+        # Python source refills it in small steps; bench/stft.py measures both buffers)
         self.set_min_output_buffer(MIN_OUTPUT_BUFFER)
         if nan_policy not in NAN_POLICIES:
             raise ValueError(f"nan_policy={nan_policy!r} must be one of {NAN_POLICIES}")

@@ -56,8 +56,8 @@ FLOOR_PERCENTILE = 25
 _BATCH_ROWS = 32
 # ESTIMATE, not MEASURE: MEASURE picks an algorithm by timing it, so the last bits of a
 # row (and the 16-bit training tiles, and the models trained on them) changed from run
-# to run with the machine's load; ESTIMATE is deterministic and as fast here (281 vs 283
-# us per 32 x 4096 batch).
+# to run with the machine's load; ESTIMATE is deterministic (bench/stft.py's FFT table
+# compares the two plans' speed).
 _FFTW_PLANNING = "FFTW_ESTIMATE"
 # Rows a thread takes at a time: NumPy, whole FFT batches; compiled (taken in C, no
 # Python between chunks), a few rows, so that threads finish a call together.

@@ -54,7 +54,9 @@ class stft_tile(gr.decim_block):
         threads: CPU threads for the FFTs (default: up to 2).
         device: "auto" (the GPU through CuPy/cuFFT when one is visible, else the CPU),
             "cpu", "cuda" or "cuda:N" (the CPU, with a warning once, where there is no
-            GPU). GPU rows equal CPU rows within rfdetect.spectrogram_gpu.ROW_TOLERANCE.
+            GPU). At start a test frame's GPU rows are compared with the CPU kernel's,
+            and the CPU is used, with a warning, when they differ (rfdetect.spectrogram_gpu;
+            not yet executed on a GPU).
     """
 
     def __init__(self, fft_size=4096, hop=2048, window="hann", width=1024, pooling="mean",
@@ -70,7 +72,7 @@ class stft_tile(gr.decim_block):
         self.set_history(self._skip + p.history + 1)
         # Room for several calls' rows: with only two calls' worth, work() was handed
         # 128 rows at a time; with 1024 rows it gets more per call and GNU Radio's fixed
-        # cost between calls (~0.15 ms) is paid less often (+6 % in bench/stft.py).
+        # cost between calls is paid less often (bench/stft.py compares 256 and 1024 rows).
         self.set_min_output_buffer(_OUTPUT_ROWS)
         self.set_tag_propagation_policy(gr.TPP_DONT)
         self.engine = make_spectrogram_engine(p, device, threads=int(threads) or None, say=_gr_say)
