@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/memory.py [--minutes 60] [--rate 2.4e6] [--every 10] [--out DIR]
     .venv/bin/python bench/memory.py --finalise 200000     (the SigMF sink's stop alone)
+    .venv/bin/python bench/memory.py --slopes OUT/rss.json  (the slopes of a finished run again)
 
 Real-time playback with the default model (bench/live_run.py) into the ZMQ PUB Sink
 (with a subscriber that keeps up), the JSONL Sink and the SigMF Annotation Sink
@@ -28,6 +29,22 @@ from live_run import CACHE, at_rate, base_recording, rss_mb, run_live
 def slope_mb_per_hour(points) -> float:
     t, m = np.array(points).T
     return float(np.polyfit(t, m, 1)[0] * 3600) if len(t) > 2 else float("nan")
+
+
+def floor_slope_mb_per_hour(points, window_s: float = 300.0) -> float:
+    """Slope of the lowest RSS in each ``window_s``: a leak lifts the floor, while the
+    transient working set of a Detector that falls behind (tiles queued, then dropped,
+    when the shared machine is busy) only adds spikes above it."""
+    t, m = np.array(points).T
+    floors = [(w * window_s, m[(t >= w * window_s) & (t < (w + 1) * window_s)].min())
+              for w in range(int(t[-1] // window_s) + 1) if ((t >= w * window_s) & (t < (w + 1) * window_s)).any()]
+    return slope_mb_per_hour(floors)
+
+
+def slopes(points) -> dict:
+    half = [p for p in points if p[0] >= points[-1][0] / 2]
+    return {"whole": slope_mb_per_hour(points), "second_half": slope_mb_per_hour(half),
+            "floor": floor_slope_mb_per_hour(points)}
 
 
 def count_lines(path: Path) -> int:
@@ -66,11 +83,15 @@ def main():
     ap.add_argument("--every", type=float, default=10.0)
     ap.add_argument("--out", type=Path, default=CACHE / "soak", help="folder for the JSONL and SigMF outputs")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--slopes", type=Path, metavar="RSS_JSON", help="only print the slopes of a run's rss.json")
     ap.add_argument("--finalise", type=int, default=0, metavar="N",
                     help="only time finalising N annotations in the SigMF Annotation Sink's writer")
     a = ap.parse_args()
     if a.finalise:
         return time_finalise(a.finalise, a.out / "finalise")
+    if a.slopes:
+        sl = slopes(json.loads(a.slopes.read_text())["rss"])
+        return print(" ".join(f"{k} {v:+.1f} MB/h" for k, v in sl.items()))
     from gnuradio import rfdetect
     a.out.mkdir(parents=True, exist_ok=True)
     jsonl_path, sigmf_base = a.out / "soak.jsonl", a.out / "soak"
@@ -103,13 +124,13 @@ def main():
     n_ann = len(handle.get_annotations())
     n_lines = count_lines(jsonl_path)
     pts = r["rss"]
-    half = [p for p in pts if p[0] >= pts[-1][0] / 2]
+    sl = slopes(pts)
     mem = [m for _, m in pts]
-    rows = ["| samples | RSS min / median / max MB | slope, whole run | slope, second half | tiles | dropped "
-            "| JSONL lines | SigMF annotations (valid) | ZeroMQ sent / received |",
-            "|---|---|---|---|---|---|---|---|---|",
+    rows = ["| samples | RSS min / median / max MB | slope, whole run | slope, second half | slope of the 5-min "
+            "floor | tiles | dropped | JSONL lines | SigMF annotations (valid) | ZeroMQ sent / received |",
+            "|---|---|---|---|---|---|---|---|---|---|",
             f"| {len(pts)} | {min(mem):.0f} / {np.median(mem):.0f} / {max(mem):.0f} | "
-            f"{slope_mb_per_hour(pts):+.1f} MB/h | {slope_mb_per_hour(half):+.1f} MB/h | {r['tiles_done']} | "
+            f"{sl['whole']:+.1f} MB/h | {sl['second_half']:+.1f} MB/h | {sl['floor']:+.1f} MB/h | {r['tiles_done']} | "
             f"{r['tiles_dropped']} | {n_lines} | {n_ann} | {r['zmq_sent']} / {r['received']} |"]
     table = "\n".join(rows)
     header = stamp(f"{a.minutes:g} min at {a.rate / 1e6:g} MS/s real time, default model, ZMQ PUB + JSONL + "
