@@ -20,7 +20,7 @@ from gnuradio.rfdetect.record_outputs import (JOURNAL_SUFFIX, AnnotationWriter, 
 from gnuradio.rfdetect.records import STATS_SCHEMA, read_jsonl, to_annotation, validate_record
 from gnuradio.rfdetect.sigmf_io import annotation_key
 
-from conftest import RATE, SMALL, TILE
+from conftest import RATE, SMALL, TILE, run_cli
 from test_live import _long_recording
 
 
@@ -212,13 +212,11 @@ def test_a_crash_leaves_a_journal_that_recovers_into_a_valid_recording(tmp_path)
     assert len(_sigmf_annotations(Path(str(base) + ".sigmf-meta"))) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["run ü.sigmf-meta", aside.name])
 
-    # by hand, with the module's command
+    # by hand, with the console command
     proc = subprocess.run([sys.executable, "-c", _CRASH, str(base), str(Path(__file__).parent)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 9, proc.stderr
-    out = subprocess.run([sys.executable, "-m", "gnuradio.rfdetect.record_outputs", "recover", str(journal),
-                          str(tmp_path / "by_hand")], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stdout + out.stderr
+    out = run_cli("recover", journal, tmp_path / "by_hand")
     assert "500 annotations" in out.stdout and "cut short" in out.stdout
     assert len(_sigmf_annotations(tmp_path / "by_hand.sigmf-meta")) == 500 and not journal.exists()
 
@@ -236,6 +234,8 @@ def test_a_damaged_journal_is_a_clear_error_and_nothing_is_written(tmp_path):
     w._journal = None
     with pytest.raises(ValueError, match=r"y.sigmf-meta.journal:4: damaged line"):
         recover_journal(tmp_path / ("y" + JOURNAL_SUFFIX))
+    proc = run_cli("recover", tmp_path / ("y" + JOURNAL_SUFFIX), check=False)
+    assert proc.returncode == 2 and "y.sigmf-meta.journal:4: damaged line" in proc.stderr
     assert not (tmp_path / "y.sigmf-meta").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     # a sink restarting on that base is not stopped by it: the journal is moved aside, kept

@@ -130,6 +130,13 @@ def cmd_listen(a):
             print(f"lost {check.lost} messages in all", file=sys.stderr)
 
 
+def cmd_recover(a):
+    from .record_outputs import recover_journal
+    res = recover_journal(a.journal, a.out_base)
+    print(f"{res['meta']}: {res['annotations']} annotations"
+          + (" (a last line cut short by the crash was skipped)" if res["torn"] else ""))
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="rfdetect", description="Real-time RF signal detection (gr-rfdetect).")
     p.add_argument("--version", action="version", version=f"rfdetect {__version__}")
@@ -204,6 +211,11 @@ def build_parser():
     lp.add_argument("--count", type=int, default=0, help="stop after this many messages")
     lp.add_argument("--seconds", type=float, default=0, help="stop after this many seconds")
     lp.set_defaults(func=cmd_listen)
+
+    rp = sub.add_parser("recover", help="rebuild a .sigmf-meta from the SigMF Annotation Sink's journal after a crash")
+    rp.add_argument("journal", help="BASE.sigmf-meta.journal")
+    rp.add_argument("out_base", nargs="?", help="output base name (default: BASE)")
+    rp.set_defaults(func=cmd_recover)
 
     pp = sub.add_parser("plot", help="spectrogram PNG with detections and ground truth")
     pp.add_argument("recording")

@@ -204,7 +204,7 @@ class AnnotationWriter:
     file is written (core:metadata_only).
 
     After a crash the journal stays: a ``.sigmf-meta`` is rebuilt from it by
-    :func:`recover_journal` (``python -m gnuradio.rfdetect.record_outputs recover``),
+    :func:`recover_journal` (``rfdetect recover``),
     and a writer started on the same ``out_base`` first recovers it aside as
     ``out_base.recovered-<time>.sigmf-meta`` (the same run restarted after a power cut
     must not lose the earlier run's annotations, nor refuse to start).
@@ -469,27 +469,3 @@ def is_stats(obj: dict) -> bool:
     return isinstance(obj, dict) and obj.get("schema") == STATS_SCHEMA
 
 
-
-def main(argv=None) -> int:
-    """``python -m gnuradio.rfdetect.record_outputs recover JOURNAL [OUT_BASE]``"""
-    import argparse
-    ap = argparse.ArgumentParser(prog="python -m gnuradio.rfdetect.record_outputs",
-                                 description="Rebuild a .sigmf-meta from the annotation journal of a run "
-                                             "that did not stop cleanly.")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("recover")
-    r.add_argument("journal", help=f"BASE{JOURNAL_SUFFIX}")
-    r.add_argument("out_base", nargs="?", help="output base name (default: BASE)")
-    a = ap.parse_args(argv)
-    try:
-        res = recover_journal(a.journal, a.out_base)
-    except (OSError, ValueError) as e:
-        print(f"rfdetect: {e}")
-        return 2
-    print(f"{res['meta']}: {res['annotations']} annotations"
-          + (f" (a last line cut short by the crash was skipped)" if res["torn"] else ""))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -18,8 +18,8 @@ class sigmf_annotation_sink(gr.basic_block):
     annotations, written atomically, never half-written) is built from the journal at
     the end of the stream or when the flowgraph stops (also on Ctrl-C in a
     grcc-generated script). After a crash, the journal is recovered aside when a sink
-    starts again on the same path, or by ``python -m gnuradio.rfdetect.record_outputs
-    recover path.sigmf-meta.journal`` (docs/reliability.md).
+    starts again on the same path, or by ``rfdetect recover path.sigmf-meta.journal``
+    (docs/reliability.md).
 
     Args:
         path: output base name (``path.sigmf-meta`` / ``path.sigmf-data``).
