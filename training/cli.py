@@ -59,7 +59,9 @@ def _train_args(p):
     g.add_argument("--threads", type=int, default=0,
                    help="CPU threads for PyTorch (default: PyTorch's; 1 is faster when other work shares the CPU)")
     g.add_argument("--resume", action="store_true", help="continue from last.pt where training stopped")
-    g.add_argument("--score-threshold", type=float, default=0.5, help="written into the card")
+    g.add_argument("--score-threshold", type=float, default=None,
+                   help="written into the card; default: for anchor_free the threshold that maximises "
+                        "class-agnostic F1 on the validation tiles, else 0.5")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -160,6 +162,8 @@ def cmd_evaluate_model(a):
         card = ModelCard.load(card_for(model_candidates(a.model)[0]))
         params, height = card.spectrogram, card.input_shape[2]
     score = a.score_threshold
+    if score is None:  # the card's own threshold (the energy detector has none: 0)
+        score = 0.0 if a.model in BUILTIN_MODELS else card.score_threshold
     model = load_model(f"{a.model}?score={min(score, a.ap_floor)}", params, height, profile=resolve_profile())
     ds = {"params": params, "tile_height": height, "overlap": a.overlap}
     r = evaluate_detector(model, list(model.labels), ds, recs, score, progress=not a.quiet)
@@ -183,7 +187,8 @@ def cmd_evaluate(a):
     images = ds["images"]
     if a.train_run:
         images = json.loads((Path(a.train_run) / "train.json").read_text())["val_tiles"]
-    _evaluate(ds, a.checkpoint, images, a.out, a.device, a.score_threshold, not a.quiet)
+    _evaluate(ds, a.checkpoint, images, a.out, a.device, 0.5 if a.score_threshold is None else a.score_threshold,
+              not a.quiet)
 
 
 def cmd_export(a):
@@ -203,6 +208,22 @@ def cmd_export(a):
     return path
 
 
+def _validation_threshold(ds, checkpoint, val_images, device) -> float:
+    """The card's score threshold: anchor_free's objectness is trained towards box IoU, so
+    0.5 would drop good detections; the threshold that maximises F1 on the validation
+    tiles (never the held-out recordings) is used instead."""
+    from .export import load_checkpoint
+    from .train import resolve_device, validation_ap
+    dev = resolve_device(device)
+    arch, model = load_checkpoint(checkpoint, ds, dev)
+    if arch.name != "anchor_free":
+        return 0.5
+    r = validation_ap(arch, model, dev, ds, val_images)
+    th = round(max(r["best_f1_threshold"], arch.eval_score), 3)
+    print(f"run: score threshold {th} (best class-agnostic F1 {r['best_f1']:.3f} on the validation tiles)")
+    return th
+
+
 def cmd_run(a):
     from .prepare import load_dataset
     out = Path(a.out)
@@ -216,6 +237,8 @@ def cmd_run(a):
     ds = load_dataset(a.tiles)
     summary = cmd_train(argparse.Namespace(**{**vars(a), "out": str(work / "runs")}))
     ck = Path(summary["final"]["checkpoint"])
+    if a.score_threshold is None:
+        a.score_threshold = _validation_threshold(ds, ck, summary["val_tiles"], a.device)
     report = _evaluate(ds, ck, summary["val_tiles"], work / "report", a.device, a.score_threshold, not a.quiet)
     cmd_export(argparse.Namespace(**{**vars(a), "checkpoint": str(ck), "out": str(out),
                                      "report": str(work / "report" / "report.json")}))
@@ -257,7 +280,8 @@ def build_parser():
     p.add_argument("--train-run", help="a train output folder: evaluate on its validation tiles")
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--score-threshold", type=float, default=0.5)
+    p.add_argument("--score-threshold", type=float, default=None,
+                   help="for precision/recall/F1: default the card's (--model), 0.5 (--checkpoint)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("export", help="checkpoint -> model.onnx + card (+ model.pt, + TensorRT engine)")

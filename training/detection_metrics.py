@@ -40,12 +40,10 @@ def confusion_and_prf(truth_groups, found_groups, labels, iou: float) -> dict:
             "confusion": m.tolist(), "confusion_labels": names}
 
 
-def average_precision(truth_groups, found_groups, iou: float = 0.5, label=None) -> float:
-    """AP at one IoU, COCO's way (101-point interpolated precision/recall curve; each
-    found box, best score first, takes the best-IoU unmatched truth box of its group).
-    ``label`` None: class-agnostic (labels ignored); else only boxes with that label.
-    Boxes are record-shaped dicts with ``score`` on the found ones. NaN when there is
-    no truth box to find (the class is absent: not a zero)."""
+def _ranked(truth_groups, found_groups, iou: float, label=None):
+    """Found boxes best score first, each marked a true positive when it takes the
+    best-IoU unmatched truth box of its group (COCO's matching) -> (scores, tp, n_truth).
+    ``label`` None: class-agnostic; else only boxes with that label."""
     from gnuradio.rfdetect.records import box_iou
     scored = []  # (score, group, found index)
     n_truth = 0
@@ -56,8 +54,6 @@ def average_precision(truth_groups, found_groups, iou: float = 0.5, label=None) 
         groups.append((truth, found))
         n_truth += len(truth)
         scored += [(float(f.get("score", 1.0)), g, j) for j, f in enumerate(found)]
-    if n_truth == 0:
-        return float("nan")
     scored.sort(key=lambda s: -s[0])
     used = [set() for _ in groups]
     tp = np.zeros(len(scored))
@@ -73,16 +69,41 @@ def average_precision(truth_groups, found_groups, iou: float = 0.5, label=None) 
         if best_i is not None:
             used[g].add(best_i)
             tp[n] = 1
-    if not len(scored):
+    return np.array([s[0] for s in scored]), tp, n_truth
+
+
+def average_precision(truth_groups, found_groups, iou: float = 0.5, label=None) -> float:
+    """AP at one IoU, COCO's way (101-point interpolated precision/recall curve).
+    ``label`` None: class-agnostic (labels ignored); else only boxes with that label.
+    Boxes are record-shaped dicts with ``score`` on the found ones. NaN when there is
+    no truth box to find (the class is absent: not a zero)."""
+    scores, tp, n_truth = _ranked(truth_groups, found_groups, iou, label)
+    if n_truth == 0:
+        return float("nan")
+    if not len(scores):
         return 0.0
     ctp = np.cumsum(tp)
     recall = ctp / n_truth
-    precision = ctp / np.arange(1, len(scored) + 1)
+    precision = ctp / np.arange(1, len(scores) + 1)
     # precision envelope (monotone from the right), sampled at 101 recall points
     precision = np.maximum.accumulate(precision[::-1])[::-1]
-    points = np.linspace(0, 1, 101)
-    idx = np.searchsorted(recall, points, side="left")
+    idx = np.searchsorted(recall, np.linspace(0, 1, 101), side="left")
     return float(np.mean([precision[i] if i < len(precision) else 0.0 for i in idx]))
+
+
+def best_f1_threshold(truth_groups, found_groups, iou: float = 0.5, default: float = 0.5) -> tuple[float, float]:
+    """The score threshold that maximises class-agnostic F1 -> (threshold, F1); ``default``
+    and 0 when nothing is found or there is nothing to find."""
+    scores, tp, n_truth = _ranked(truth_groups, found_groups, iou)
+    if n_truth == 0 or not len(scores) or not tp.any():
+        return default, 0.0
+    ctp = np.cumsum(tp)
+    f1 = 2 * ctp / (np.arange(1, len(scores) + 1) + n_truth)
+    # cut only where the score changes: boxes tied in score pass or fail together
+    last_of_score = np.r_[scores[1:] != scores[:-1], True]
+    f1 = np.where(last_of_score, f1, -1.0)
+    k = int(np.argmax(f1))
+    return float(scores[k]), float(f1[k])
 
 
 def ap_report(truth_groups, found_groups, labels, iou: float = 0.5) -> dict:

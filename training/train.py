@@ -153,7 +153,7 @@ def _val_loss(arch, model, loader, device):
 def validation_ap(arch, model, device, ds, images) -> dict:
     """AP50 on validation tiles (pixel IoU: within a tile the same as seconds x Hz)."""
     from .archs import label_name, load_tile
-    from .detection_metrics import ap_report
+    from .detection_metrics import ap_report, best_f1_threshold
     from .evaluate import _pix_rec
     was = model.training
     model.eval()
@@ -165,6 +165,7 @@ def validation_ap(arch, model, device, ds, images) -> dict:
         found.append([dict(_pix_rec(b, label_name(arch.labels, lab)), score=float(sc)) for b, sc, lab in zip(pb, ps, pl)])
     model.train(was)
     r = ap_report(truth, found, arch.labels, 0.5)
+    r["best_f1_threshold"], r["best_f1"] = best_f1_threshold(truth, found, 0.5)
     parts = [v for v in (r["class_agnostic_AP"], r["mAP"]) if v is not None]
     r["select"] = float(np.mean(parts)) if parts else 0.0
     return r
@@ -255,13 +256,16 @@ def fit(arch, ds, train_images, val_images, cfg: TrainConfig, run_dir: Path, res
             best, best_epoch, stale = ap["select"], epoch, 0
         else:
             stale += 1
-        if cfg.max_minutes and epoch == start_epoch and early_stop:
-            # the schedule follows the time budget: as many epochs as fit in it
-            fit_epochs = int(cfg.max_minutes * 60 / max(row["seconds"], 1e-3))
-            if fit_epochs != epochs and rank == 0:
-                print(f"train: --max-minutes {cfg.max_minutes:g}: {row['seconds']:.0f} s per epoch -> "
-                      f"{max(epoch, fit_epochs)} epochs (was {epochs})")
-            epochs = max(epoch, fit_epochs)
+        if cfg.max_minutes and early_stop:
+            # the schedule follows the time budget: as many epochs as fit in it, re-planned
+            # every epoch from the median epoch time (a shared machine's pace changes)
+            per_epoch = float(np.median([h["seconds"] for h in history[-5:]]))
+            left = cfg.max_minutes * 60 - (time.monotonic() - t_start)
+            fit_epochs = max(epoch, epoch + int(left / max(per_epoch, 1e-3)))
+            if fit_epochs != epochs and rank == 0 and (epoch == start_epoch or abs(fit_epochs - epochs) > 1):
+                print(f"train: --max-minutes {cfg.max_minutes:g}: {per_epoch:.0f} s per epoch -> "
+                      f"{fit_epochs} epochs (was {epochs})")
+            epochs = fit_epochs
             schedule["steps"] = steps_per_epoch * epochs
             # validation AP on a few recordings is noisy: judge a plateau over a quarter of the run
             patience = max(cfg.early_stop, epochs // 4)
