@@ -224,3 +224,14 @@ def test_tiles_stream_from_disk_in_bounded_memory(tmp_path):
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert len(held) == n
     assert grown_mb < 100, f"peak memory grew {grown_mb:.0f} MB over {n} tiles"
+
+
+def test_containment_nms_drops_fragments_but_keeps_neighbours():
+    boxes = np.array([[100, 100, 300, 400],   # a signal
+                      [120, 150, 200, 250],   # a fragment of it: IoU 0.13, but wholly inside
+                      [310, 100, 500, 400]],  # its neighbour, touching nothing
+                     np.float32)
+    scores = np.array([0.9, 0.8, 0.7], np.float32)
+    labels = np.zeros(3, np.int64)
+    assert sorted(postprocess.nms(boxes, scores, labels, 0.5).tolist()) == [0, 1, 2]
+    assert sorted(postprocess.nms(boxes, scores, labels, 0.5, contained=0.6).tolist()) == [0, 2]

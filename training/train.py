@@ -282,8 +282,9 @@ def fit(arch, ds, train_images, val_images, cfg: TrainConfig, run_dir: Path, res
             if tb:
                 for k in ("train_loss", "val_loss", "val_ap50", "val_map50", "lr"):
                     tb.add_scalar(k, row[k], epoch)
-            print(f"epoch {epoch}/{epochs}: train {train_loss:.4f}  val {val_loss:.4f}  AP50 {row['val_ap50']:.3f}  "
-                  f"mAP50 {row['val_map50']:.3f}  {row['seconds']} s" + ("  *best" if improved else ""), flush=True)
+            print(f"epoch {epoch}: train {train_loss:.4f}  val {val_loss:.4f}  AP50 {row['val_ap50']:.3f}  "
+                  f"mAP50 {row['val_map50']:.3f}  {row['seconds']} s  (of {epochs})" + ("  *best" if improved else ""),
+                  flush=True)
         if early_stop and stale >= patience:
             if rank == 0:
                 print(f"train: early stop after {stale} epochs without a better validation AP50 "

@@ -167,6 +167,8 @@ class CardModel:
         self.unknown_label = str(card.extra.get("unknown_label", postprocess.DEFAULT_UNKNOWN_LABEL))
         self.class_confidence = float((card.extra.get("label_rule") or {}).get(
             "class_confidence", postprocess.DEFAULT_CLASS_CONFIDENCE))
+        # anchor_free/1: also suppress boxes lying this much inside a better one (0: IoU only)
+        self.nms_contained = float((card.extra.get("anchor_free") or {}).get("nms_contained", 0.0))
         unknown = [lab for lab in (keep_labels or []) if lab not in self.labels + [self.unknown_label]]
         if unknown:
             raise ModelError(f"model {self.name}: labels {unknown} are not among its labels "
@@ -239,7 +241,8 @@ class CardModel:
                     self.card.nms_iou)
             elif self.format == "anchor_free/1":
                 boxes, scores, labels = postprocess.decode_anchor_free(
-                    out[0], out[1], out[2], self.score_threshold, self.card.nms_iou, self.class_confidence)
+                    out[0], out[1], out[2], self.score_threshold, self.card.nms_iou, self.class_confidence,
+                    contained=self.nms_contained)
             else:
                 boxes, scores, labels = out
                 boxes, scores, labels = boxes.reshape(-1, 4), scores.reshape(-1), labels.reshape(-1)

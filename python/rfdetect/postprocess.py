@@ -53,8 +53,24 @@ def box_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou: float, max_out: int = 300) -> np.ndarray:
-    """Per-class greedy NMS; returns indices kept, best score first."""
+def box_iomin_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over the smaller box's area, for every pair of ``a`` [N,4] and ``b`` [M,4]:
+    1 when one box lies inside the other, whatever their sizes."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    smaller = np.minimum(area_a[:, None], area_b[None, :])
+    return np.where(smaller > 0, ix * iy / np.maximum(smaller, 1e-12), 0.0)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou: float, max_out: int = 300,
+        contained: float = 0.0) -> np.ndarray:
+    """Per-class greedy NMS; returns indices kept, best score first. ``contained`` > 0 also
+    suppresses a box that lies at least that much inside a better one (intersection over
+    its own area), which IoU misses when the two differ much in size."""
     order = np.argsort(-np.asarray(scores), kind="stable")
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     labels = np.asarray(labels)
@@ -69,7 +85,10 @@ def nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou: float, m
         rest = order[pos + 1:]
         same = labels[rest] == labels[i]
         ious = box_iou_matrix(boxes[i:i + 1], boxes[rest])[0]
-        suppressed[pos + 1:] |= same & (ious >= iou)
+        hit = ious >= iou
+        if contained > 0:
+            hit |= box_iomin_matrix(boxes[i:i + 1], boxes[rest])[0] >= contained
+        suppressed[pos + 1:] |= same & hit
     return np.array(keep, dtype=np.int64)
 
 
@@ -169,7 +188,7 @@ def label_rule(objectness: np.ndarray, class_probs: np.ndarray, class_confidence
 
 def decode_anchor_free(objectness: np.ndarray, class_probs: np.ndarray, boxes: np.ndarray, score_threshold: float,
                        nms_iou: float, class_confidence: float = DEFAULT_CLASS_CONFIDENCE,
-                       max_candidates: int = MAX_CANDIDATES, max_out: int = 300):
+                       max_candidates: int = MAX_CANDIDATES, max_out: int = 300, contained: float = 0.0):
     """``anchor_free/1`` outputs of one tile -> (boxes [N,4], scores [N], labels [N];
     label UNKNOWN_LABEL where the class is uncertain)."""
     obj = np.asarray(objectness, np.float32)[0, 0]
@@ -187,5 +206,5 @@ def decode_anchor_free(objectness: np.ndarray, class_probs: np.ndarray, boxes: n
     b = bx.reshape(4, -1)[:, cand].T
     ok = (scores >= score_threshold) & (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
     b, scores, labels = b[ok], scores[ok], labels[ok]
-    keep = nms(b, scores, np.zeros(len(b), np.int64), nms_iou, max_out)
+    keep = nms(b, scores, np.zeros(len(b), np.int64), nms_iou, max_out, contained)
     return b[keep], scores[keep], labels[keep]
