@@ -235,3 +235,16 @@ def test_containment_nms_drops_fragments_but_keeps_neighbours():
     labels = np.zeros(3, np.int64)
     assert sorted(postprocess.nms(boxes, scores, labels, 0.5).tolist()) == [0, 1, 2]
     assert sorted(postprocess.nms(boxes, scores, labels, 0.5, contained=0.6).tolist()) == [0, 2]
+
+
+def test_class_aware_merge_treats_signal_as_any_label():
+    from gnuradio.rfdetect.nms_merge import NmsMerger
+
+    def rec(label, score, f0=1e6, f1=2e6):
+        return {"t_start": 0.0, "t_stop": 0.01, "f_low": f0, "f_high": f1, "label": label, "score": score,
+                "model": "m", "tile": 0, "tile_edge": []}
+    m = NmsMerger(0.5, class_aware=True)
+    [one] = m.merge([rec("signal", 0.9), rec("chirp", 0.6, 1.05e6, 2.0e6)])
+    assert one["label"] == "chirp" and one["score"] == 0.9  # one signal, with the name it was given
+    two = m.merge([rec("ofdm", 0.9), rec("chirp", 0.6, 1.05e6, 2.0e6)])
+    assert sorted(r["label"] for r in two) == ["chirp", "ofdm"]  # two named classes stay apart

@@ -23,6 +23,7 @@ merger takes the new records plus those it held back from the previous tile and:
 from __future__ import annotations
 
 from .records import box_iou, continuation, utc_source
+from .postprocess import DEFAULT_UNKNOWN_LABEL as UNKNOWN_LABEL
 
 
 def _join(a: dict, b: dict) -> dict:
@@ -73,7 +74,10 @@ class NmsMerger:
         self.stitched = 0
 
     def _same_class(self, a, b) -> bool:
-        return not self.class_aware or a["label"] == b["label"]
+        # "signal" (a localised signal whose class is uncertain, or the energy detector's)
+        # is the same signal as a named one where they overlap, not a second one
+        return (not self.class_aware or a["label"] == b["label"]
+                or UNKNOWN_LABEL in (a["label"], b["label"]))
 
     def _stitch_score(self, a, b) -> float:
         """> 0 when ``a`` and ``b`` are pieces of one signal cut by a tile edge."""
@@ -114,6 +118,8 @@ class NmsMerger:
                 kept.append(r)
             else:
                 self.suppressed += 1
+                if dup["label"] == UNKNOWN_LABEL and r["label"] != UNKNOWN_LABEL:
+                    dup["label"] = r["label"]  # the kept box takes the name a duplicate knew
                 dup["models"] = sorted(set(dup.get("models", [dup["model"]])) | set(r.get("models", [r["model"]])))
         return kept
 

@@ -17,7 +17,9 @@ class nms_merge(gr.basic_block):
 
     Args:
         iou_threshold: IoU at or above which two records are the same signal.
-        class_aware: only records with the same label suppress each other.
+        class_aware: only records with the same label suppress each other; "signal"
+            (the label of a localised signal whose class is uncertain, and the energy
+            detector's) matches any label, and the kept record takes the known name.
         stitch: join pieces of one signal cut by a tile edge.
     """
 
