@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 
@@ -92,6 +93,17 @@ def cmd_plot(a):
     print(a.out)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _stop_on_signals():
+    """Ctrl-C and SIGTERM end the command, even when it was started with SIGINT ignored
+    (a shell's background job, some service managers): a listener must always be stoppable."""
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
 def cmd_listen(a):
     import zmq
     from .record_outputs import SequenceCheck
@@ -106,9 +118,10 @@ def cmd_listen(a):
     print(f"{'event':<9s} {'track':5s} {'label':<12s} {'time':^27s}  {'frequency':^30s}", flush=True)
     n = 0
     deadline = time.monotonic() + a.seconds if a.seconds else None
+    _stop_on_signals()
     try:
         while a.count == 0 or n < a.count:
-            timeout = 200 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            timeout = 200 if deadline is None else min(200, max(0, int((deadline - time.monotonic()) * 1000)))
             if deadline is not None and timeout == 0:
                 break
             if not s.poll(timeout):
