@@ -1,6 +1,7 @@
 """The Detector never hangs: errors on its worker end the flowgraph with one clear
 message, or (when they belong to one tile) are counted and survived."""
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -126,3 +127,21 @@ def test_a_zero_rx_rate_tag_is_ignored_not_divided_by():
     assert eng.finish(timeout=10)
     assert eng.ref.sample_rate == RATE
     eng.stop()
+
+
+def test_a_hung_model_stops_file_mode_after_the_stall_deadline():
+    release = threading.Event()
+    eng = _engine(queue_size=1, stall_timeout_s=1.0)
+    model = eng.models[0]
+    fast = model.detect
+    model.detect = lambda tile: (release.wait(30), fast(tile))[1]  # a model stuck for 30 s
+    rows = np.zeros((TILE["tile_height"], SMALL.width), np.float32)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(DetectorFailed, match="not finished a tile"):
+            for _ in range(10):  # the queue holds one tile: the third push waits, then gives up
+                eng.push_rows(rows)
+        assert time.monotonic() - t0 < 10
+    finally:
+        release.set()
+        eng.stop()

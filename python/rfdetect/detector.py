@@ -90,7 +90,9 @@ class detector(gr.sync_block):
             tags, else from the host clock at the first sample (records say which in
             ``utc_source``).
         finish_timeout_s: file mode: how long the end of the stream may wait for the
-            queued tiles before it gives up, saying so.
+            queued tiles before it gives up, saying so; also how long a full queue waits
+            for models that finish no tile (a hung model) before the flowgraph stops
+            with that error.
         stats_interval_s: how often statistics are posted on the ``stats`` port.
         tile_dir: if set, every tile is also written there as a 16-bit PNG
             (``tile_NNNNNN.png``), the format ``rfdetect-train prepare`` writes.
@@ -125,7 +127,8 @@ class detector(gr.sync_block):
                        score_threshold=float(score_threshold), sample_rate=float(samp_rate),
                        center_freq=float(center_freq), stats_interval_s=float(stats_interval_s),
                        tile_dir=str(tile_dir) or None, concurrency=str(concurrency),
-                       ignore_dc=bool(ignore_dc), ignore_freqs=ignore_freqs)
+                       ignore_dc=bool(ignore_dc), ignore_freqs=ignore_freqs,
+                       stall_timeout_s=float(finish_timeout_s))
         self.engine = None
         self.error = None
         self.expected_rows = None

@@ -386,7 +386,7 @@ class TileDetector:
                  on_tile: Optional[Callable[[dict, list], None]] = None,
                  on_stats: Optional[Callable[[dict], None]] = None, stats_interval_s: float = 1.0,
                  tile_dir: Optional[str] = None, concurrency: str = "auto", start_unix: Optional[float] = None,
-                 ignore_dc: bool = True, ignore_freqs=()):
+                 ignore_dc: bool = True, ignore_freqs=(), stall_timeout_s: float = FINISH_TIMEOUT_S):
         if mode not in MODES:
             raise ValueError(f"mode={mode!r} must be one of {MODES}")
         if concurrency not in CONCURRENCY:
@@ -432,6 +432,9 @@ class TileDetector:
         self.tile_write_errors = 0
         self.last_tile_write_error = ""
         self.failure: Optional[BaseException] = None
+        # file mode: how long a full queue may wait for a worker that finishes nothing
+        self.stall_timeout_s = float(stall_timeout_s)
+        self._progress_at = time.monotonic()
         self.model_stats = {self._model_name(m): _ModelStats(m) for m in self.models}
         self._last_stats = time.monotonic()
         # models release the GIL while they compute (ONNX Runtime, PyTorch, NumPy), so
@@ -580,12 +583,17 @@ class TileDetector:
                 self.tiles_dropped_full += 1
             self.tiles_queued += 1
             return
-        # file mode: backpressure, but stay stoppable and notice a worker that died
+        # file mode: backpressure, but stay stoppable, notice a worker that died, and give
+        # up on one that stopped making progress (a model that hangs)
         while not self._stop.is_set() and (deadline is None or time.monotonic() < deadline):
             self._raise_if_failed()
             if self._queue.put(item, timeout=0.2):
                 self.tiles_queued += 1
                 return
+            stalled = time.monotonic() - self._progress_at
+            if stalled > self.stall_timeout_s:
+                raise DetectorFailed(f"the models have not finished a tile for {stalled:.0f} s (a model hangs?); "
+                                     f"giving up after stall_timeout_s={self.stall_timeout_s:g}")
 
     # ------------------------------------------------------------ worker side
     def _run(self):
@@ -603,6 +611,7 @@ class TileDetector:
                 item = self._queue.get(timeout=0.5)
             except queue.Empty:
                 continue
+            self._progress_at = time.monotonic()
             if item is None:
                 break
             if item[0] == "final":
@@ -642,6 +651,7 @@ class TileDetector:
             self.on_tile(info, records)
             if final:
                 self._finished.set()
+            self._progress_at = time.monotonic()
             self._maybe_post_stats()
 
     def _save_tile(self, index, tile):
