@@ -134,6 +134,8 @@ class Arch:
     name = ""
     output_format = ""
     augment: tuple = ()  # augmentations for training tiles (training/augment.py)
+    # export check: absolute tolerance per output where ONNX_ATOL does not fit its units
+    output_atol: dict = {}
     # torch.export cannot capture data-dependent shapes (Faster R-CNN's proposals); trying
     # costs a minute and prints the whole graph
     torch_exportable = True
@@ -321,6 +323,10 @@ class AnchorFree(Arch):
 
     input_names = ["tile"]
     output_names = ["objectness", "class_probs", "boxes"]
+    # boxes are pixel coordinates from exp() of the head: float32 ordering differences
+    # reach a few 1e-4 px near 0, where a relative tolerance gives no room; 0.01 px is
+    # still a hundredth of a bin
+    output_atol = {"boxes": 1e-2}
     dynamic_axes = None
 
     def card_extra(self):
