@@ -9,6 +9,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def named_models(ap, entries, defaults: dict) -> dict:
+    """``--model NAME=SPEC`` entries (repeatable) on top of ``defaults`` -> {name: spec};
+    a malformed entry is an argparse error naming it."""
+    models = dict(defaults)
+    for m in entries:
+        name, sep, spec = m.partition("=")
+        if not sep or not name or not spec:
+            ap.error(f"--model {m!r}: give NAME=SPEC, e.g. energy=energy")
+        models[name] = spec
+    return models
+
+
 def command_line() -> str:
     return " ".join(["python"] + [str(Path(sys.argv[0]).relative_to(ROOT)) if Path(sys.argv[0]).is_absolute()
                                    else sys.argv[0]] + sys.argv[1:])

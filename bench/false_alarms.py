@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_report import med_spread, stamp, write_section
+from bench_report import med_spread, named_models, stamp, write_section
 
 from gnuradio.rfdetect.detect_flowgraph import DetectOptions, run_detect
 from gnuradio.rfdetect.records import read_jsonl
@@ -73,12 +73,7 @@ def main():
     ap.add_argument("--artefacts", default="dc,spurs", help="synth artefacts (default %(default)s)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/performance.md alone")
     a = ap.parse_args()
-    models = {}
-    for m in a.model or DEFAULT_MODELS:
-        name, sep, spec = m.partition("=")
-        if not sep or not name or not spec:
-            ap.error(f"--model {m!r}: give NAME=SPEC, e.g. energy=energy")
-        models[name] = spec
+    models = named_models(ap, a.model or DEFAULT_MODELS, {})
     artefacts = tuple(x.strip() for x in a.artefacts.split(",") if x.strip())
     # the classification margin: what the Detector's DC zone takes as "one line" at this rate
     half = DC_HALF_WIDTH_BINS * a.rate / SpectrogramParams().width

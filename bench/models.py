@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_report import git_commit, med_spread, stamp, write_section  # noqa: E402
+from bench_report import git_commit, med_spread, named_models, stamp, write_section  # noqa: E402
 
 from gnuradio.rfdetect.hardware_profile import PROFILES  # noqa: E402
 from gnuradio.rfdetect.model_runtime import ModelCard, ModelSpec, card_for, load_model  # noqa: E402
@@ -358,12 +358,7 @@ def main():
     REPEATS = a.repeats
     if a.repeats < 4:
         ap.error("--repeats: at least 4 (quartiles)")
-    models = {} if a.no_default_models else {"default": "default", "energy": "energy"}
-    for m in a.model:
-        name, sep, spec = m.partition("=")
-        if not sep or not name or not spec:
-            ap.error(f"--model {m!r}: give NAME=SPEC")
-        models[name] = spec
+    models = named_models(ap, a.model, {} if a.no_default_models else {"default": "default", "energy": "energy"})
     archs = [x.partition(":") for x in (a.arch if a.arch is not None else ARCHS) if x != "none"]
     gpu = cuda_available()
     load0 = os.getloadavg()[0]

@@ -6,7 +6,7 @@
                                                  [--score-threshold S] [--no-write]
 
 Each model runs over each held-out set through the Detector's own tile path and NMS Merge
-(training/evaluate.py: truth_records, detect_recording, score_groups: the code of
+(training/evaluate.py: detect_groups, score_groups: the code of
 `rfdetect-train evaluate --model SPEC --recordings DIR`) and is scored in seconds x Hz at
 IoU >= 0.5:
 
@@ -61,7 +61,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_report import ROOT, git_commit, save_plot, stamp, write_section  # noqa: E402
+from bench_report import ROOT, git_commit, named_models, save_plot, stamp, write_section  # noqa: E402
 
 HELDOUT = ROOT / "bench" / ".cache" / "heldout"
 RESULTS = ROOT / "bench" / ".cache" / "quality"
@@ -198,17 +198,13 @@ def ap_at_or_above(truth_groups, found_groups, snr_min: float):
 
 
 def evaluate(model_name: str, spec: str, set_name: str, recs: list[str], score_threshold) -> dict:
-    """One (model, set): the body of training/evaluate.py evaluate_detector (the same
-    functions, called here so that the truth/found groups stay at hand for AP >= 10 dB)."""
-    from gnuradio.rfdetect.sigmf_io import SigMFRecording
-    from rfdetect_training.evaluate import detect_recording, score_groups, truth_records, write_report
+    """One (model, set), scored as training/evaluate.py evaluate_detector does (the
+    truth/found groups kept at hand for AP >= 10 dB)."""
+    from rfdetect_training.evaluate import detect_groups, score_groups, write_report
     model, ds, thr = load(spec, score_threshold)
     timed = Timed(model)
     t0 = time.perf_counter()
-    truth_all, found_all = [], []
-    for path in recs:
-        truth_all.append(truth_records(SigMFRecording.open(path)))
-        found_all.append(detect_recording(path, [timed], ds))
+    truth_all, found_all = detect_groups(timed, ds, recs, progress=False)
     r = score_groups(truth_all, found_all, list(model.labels), thr)
     r["recordings"] = len(recs)
     r["ap50_snr_ge_10"] = ap_at_or_above(truth_all, found_all, 10.0)
@@ -307,12 +303,7 @@ def main():
                     help="for P/R/F1 and recall (default: each model's card threshold; 0 for energy)")
     ap.add_argument("--no-write", action="store_true", help="print only (no docs/ changes)")
     a = ap.parse_args()
-    models = {} if a.no_default_models else {"default": "default", "energy": "energy"}
-    for m in a.model:
-        name, sep, spec = m.partition("=")
-        if not sep or not name or not spec:
-            ap.error(f"--model {m!r}: give NAME=SPEC")
-        models[name] = spec
+    models = named_models(ap, a.model, {} if a.no_default_models else {"default": "default", "energy": "energy"})
     if not models:
         ap.error("no models")
     sets = {}

@@ -159,15 +159,22 @@ def evaluate_recordings(arch, model, device, ds, recordings, score_threshold, pr
     return evaluate_detector(adapter, arch.labels, ds, recordings, score_threshold, progress)
 
 
+def detect_groups(model, ds, recordings, progress=True) -> tuple[list, list]:
+    """Each recording's truth boxes and the model's records for it (through the Detector's
+    tile path and NMS Merge) -> (truth groups, found groups), one group per recording."""
+    truth_all, found_all = [], []
+    for path in progress_bar(recordings, enable=progress, desc="evaluate recordings"):
+        truth_all.append(truth_records(SigMFRecording.open(path)))
+        found_all.append(detect_recording(path, [model], ds))
+    return truth_all, found_all
+
+
 def evaluate_detector(model, labels, ds, recordings, score_threshold, progress=True) -> dict:
     """Any Detector model (a loaded ONNX/PyTorch/TensorRT CardModel, ``energy``, or a
     training checkpoint) on whole recordings through the Detector's tile path and NMS
     Merge, scored in seconds x Hz. Truth boxes of labels the model does not have count
     for the class-agnostic numbers only."""
-    truth_all, found_all = [], []
-    for path in progress_bar(recordings, enable=progress, desc="evaluate recordings"):
-        truth_all.append(truth_records(SigMFRecording.open(path)))
-        found_all.append(detect_recording(path, [model], ds))
+    truth_all, found_all = detect_groups(model, ds, recordings, progress)
     out = score_groups(truth_all, found_all, labels, score_threshold)
     out["recordings"] = len(recordings)
     return out
