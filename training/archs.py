@@ -51,13 +51,14 @@ class TileSet(Dataset):
         from .prepare import load_entry
         self.ds, self.images = ds, list(images)
         shape = (ds["tile_height"], ds["params"].width)
+        self.tile_labels = []  # each tile's set of labels (a few bytes a tile; the pixels stay on disk)
         for im in self.images:  # a missing, mislabelled or corrupt tile fails now, not mid-epoch
-            load_entry(ds, im)
+            self.tile_labels.append({b["label"] for b in load_entry(ds, im)["bboxes"]})
             try:
                 check_tile_png(Path(ds["root"]) / "tiles" / im, shape)
             except ValueError as e:
                 raise DataError(str(e)) from None
-        self.with_boxes = [im for im in self.images if load_entry(ds, im)["bboxes"]]
+        self.with_boxes = [im for im, labs in zip(self.images, self.tile_labels) if labs]
         self.augment = Augmenter(augment, ds["params"].db_high - ds["params"].db_low, seed,
                                  donor=self._donor if self.with_boxes else None) if augment else None
 
@@ -77,8 +78,7 @@ class TileSet(Dataset):
         """Class-balanced sampling (LVIS repeat factors): a tile is drawn in proportion to
         max(1, sqrt(threshold / f)) over its classes, f being the fraction of tiles that
         hold the class, so rare classes are seen more often."""
-        from .prepare import load_entry
-        per_tile = [{b["label"] for b in load_entry(self.ds, im)["bboxes"]} for im in self.images]
+        per_tile = self.tile_labels
         n = max(1, len(per_tile))
         freq: dict[str, int] = {}
         for labs in per_tile:
