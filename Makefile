@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMPS := .stamps
 APT_PACKAGES := gnuradio gnuradio-dev python3-venv python3-pip python3-setuptools python3-scipy \
-                python3-matplotlib python3-zmq cmake g++ gcc make libfftw3-dev pkg-config
+                python3-matplotlib python3-zmq cmake g++ gcc make libfftw3-dev pkg-config \
+                chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PY_SOURCES := $(shell find python training lib -name "*.py" -o -name "*.c" -o -name "*.onnx" -o -name "*.card.json") \
               pyproject.toml setup.py
@@ -40,7 +41,7 @@ $(STAMPS)/installed: $(STAMPS)/pip $(PY_SOURCES)
 	@echo "== installing gr-rfdetect into $(VENV)"
 	@$(PIP) install -q --disable-pip-version-check --no-deps --no-build-isolation . 2>&1 | grep -v "^\s*$$" || true
 	@$(PY) -c "from gnuradio import rfdetect; rfdetect.stft_tile"
-	@$(PY) -c "from gnuradio.rfdetect import compiled_rows; compiled_rows.load()"
+	@$(PY) -c "from gnuradio.rfdetect.dsp import compiled_rows; compiled_rows.load()"
 	@touch $@
 
 test: deps

@@ -10,7 +10,7 @@ import sys
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNEL = Extension("gnuradio.rfdetect._stft_rows", sources=["lib/stft_rows.c"], libraries=["fftw3f", "m"],
+KERNEL = Extension("gnuradio.rfdetect.dsp._stft_rows", sources=["lib/stft_rows.c"], libraries=["fftw3f", "m"],
                    extra_compile_args=["-O3", "-std=gnu11"])
 
 

@@ -34,11 +34,11 @@ from pathlib import Path
 
 from bench_report import med_spread, named_models, stamp, write_section
 
-from gnuradio.rfdetect.detect_flowgraph import DetectOptions, run_detect
-from gnuradio.rfdetect.records import read_jsonl
-from gnuradio.rfdetect.spectrogram import SpectrogramParams
-from gnuradio.rfdetect.synth import synth_dataset
-from gnuradio.rfdetect.tile_detector import DC_HALF_WIDTH_BINS
+from gnuradio.rfdetect.apps.detect_flowgraph import DetectOptions, run_detect
+from gnuradio.rfdetect.formats.records import read_jsonl
+from gnuradio.rfdetect.dsp.spectrogram import SpectrogramParams
+from gnuradio.rfdetect.apps.synth import synth_dataset
+from gnuradio.rfdetect.inference.tile_detector import DC_HALF_WIDTH_BINS
 
 DEFAULT_MODELS = ["default=default", "energy=energy"]
 # (row label, ignore_dc, list the spurs)

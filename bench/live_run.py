@@ -17,7 +17,7 @@ import zmq
 from gnuradio import blocks, gr
 
 from gnuradio import rfdetect
-from gnuradio.rfdetect.synth import synth_dataset
+from gnuradio.rfdetect.apps.synth import synth_dataset
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 

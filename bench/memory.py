@@ -59,7 +59,7 @@ def time_finalise(n: int, folder: Path) -> None:
     """Time the SigMF Annotation Sink's writer: ``n`` annotations added (in blocks of
     1000, spread over sample_start as a long run's are), then finalised."""
     import resource
-    from gnuradio.rfdetect.record_outputs import AnnotationWriter
+    from gnuradio.rfdetect.formats.record_outputs import AnnotationWriter
     folder.mkdir(parents=True, exist_ok=True)
     w = AnnotationWriter(folder / "finalise", sample_rate=2.4e6, center_freq=915e6)
     t0 = time.perf_counter()

@@ -54,12 +54,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_report import git_commit, med_spread, named_models, stamp, write_section  # noqa: E402
 
-from gnuradio.rfdetect.hardware_profile import PROFILES  # noqa: E402
-from gnuradio.rfdetect.model_runtime import ModelCard, ModelSpec, card_for, load_model  # noqa: E402
-from gnuradio.rfdetect.sigmf_io import SigMFRecording  # noqa: E402
-from gnuradio.rfdetect.spectrogram import SpectrogramEngine, SpectrogramParams, spectrogram  # noqa: E402
-from gnuradio.rfdetect.synth import synth_dataset  # noqa: E402
-from gnuradio.rfdetect.tile_detector import TileDetector  # noqa: E402
+from gnuradio.rfdetect.inference.hardware_profile import PROFILES  # noqa: E402
+from gnuradio.rfdetect.inference.model_runtime import ModelCard, ModelSpec, card_for, load_model  # noqa: E402
+from gnuradio.rfdetect.formats.sigmf_io import SigMFRecording  # noqa: E402
+from gnuradio.rfdetect.dsp.spectrogram import SpectrogramEngine, SpectrogramParams, spectrogram  # noqa: E402
+from gnuradio.rfdetect.apps.synth import synth_dataset  # noqa: E402
+from gnuradio.rfdetect.inference.tile_detector import TileDetector  # noqa: E402
 
 PARAMS = SpectrogramParams()
 HEIGHT = 1024
@@ -79,7 +79,7 @@ def export_random(workdir: Path, arch_name: str, backbone: str | None, tile: np.
     """An untrained network of one architecture as model.onnx (+ model.pt where
     torch.export captures it) + card, the way rfdetect-train exports a trained one."""
     import torch
-    from gnuradio.rfdetect.backends import save_torch_program
+    from gnuradio.rfdetect.inference.backends import save_torch_program
     from rfdetect_training.archs import make_arch
     from rfdetect_training.export import ONNX_OPSET
     arch = make_arch(arch_name, LABELS, backbone, PARAMS, HEIGHT)
@@ -152,7 +152,7 @@ def cuda_available() -> bool:
 
 def load_on(spec: str, backend: str, threads: int = 1, device: str = "cpu", precision: str = "fp32"):
     """A model on one backend; `threads` intra-op threads on the CPU (the Detector uses 1)."""
-    from gnuradio.rfdetect.backends import OnnxBackend, TorchBackend
+    from gnuradio.rfdetect.inference.backends import OnnxBackend, TorchBackend
     m = load_model(spec, PARAMS, HEIGHT, profile=PROFILES["cpu"].with_overrides(backend, device, precision))
     b = getattr(m, "backend", None)
     if b is None:
@@ -312,7 +312,7 @@ def concurrency_table(specs: dict, tile, repeats, warmup, profile):
 
 
 def gpu_stft_table(repeats, warmup):
-    from gnuradio.rfdetect.spectrogram_gpu import CudaSpectrogramEngine
+    from gnuradio.rfdetect.dsp.spectrogram_gpu import CudaSpectrogramEngine
     rng = np.random.default_rng(0)
     rows_per_call = 1024
     x = (rng.standard_normal(rows_per_call * PARAMS.hop + PARAMS.history)
@@ -371,7 +371,7 @@ def main():
         for name, spec in models.items():
             card = None
             if ModelSpec.parse(spec).model != "energy":
-                from gnuradio.rfdetect.model_runtime import model_candidates
+                from gnuradio.rfdetect.inference.model_runtime import model_candidates
                 card = ModelCard.load(card_for(model_candidates(ModelSpec.parse(spec).model)[0]))
             info = {"arch": "energy" if card is None else card.extra.get("architecture", card.output_format),
                     "weights": "none" if card is None else "trained"}

@@ -40,11 +40,11 @@ from gnuradio import gr
 
 from bench_report import ROOT, med_spread, stamp, write_section
 from gnuradio import rfdetect
-from gnuradio.rfdetect.spectrogram import SpectrogramParams
-from gnuradio.rfdetect.sigmf_io import new_meta, write_recording
+from gnuradio.rfdetect.dsp.spectrogram import SpectrogramParams
+from gnuradio.rfdetect.formats.sigmf_io import new_meta, write_recording
 
 # the module, not the block class that gnuradio.rfdetect exports under the same name
-detector_module = importlib.import_module("gnuradio.rfdetect.detector")
+detector_module = importlib.import_module("gnuradio.rfdetect.blocks.detector")
 
 RATE = 2e6
 PARAMS = SpectrogramParams(fft_size=1024, hop=512, width=512)

@@ -100,7 +100,7 @@ def synth_command(name: str, cfg: dict, n: int) -> str:
 def ensure_synth_set(name: str, cfg: dict, n: int) -> list[str]:
     """Recordings 0..n-1 of a synthetic held-out set, written where missing (a recording
     depends only on seed, index and the settings, so the cache grows without changing)."""
-    from gnuradio.rfdetect.synth import SynthConfig, write_synth
+    from gnuradio.rfdetect.apps.synth import SynthConfig, write_synth
     d = HELDOUT / name
     d.mkdir(parents=True, exist_ok=True)
     settings = {k: v for k, v in cfg.items() if k != "n"}
@@ -159,10 +159,10 @@ class Timed:
 
 def load(spec: str, score_threshold: float | None):
     """-> (model, ds settings, P/R/F1 threshold), as rfdetect-train evaluate --model loads it."""
-    from gnuradio.rfdetect.hardware_profile import resolve_profile
-    from gnuradio.rfdetect.model_runtime import BUILTIN_MODELS, ModelCard, ModelSpec, card_for, load_model, \
+    from gnuradio.rfdetect.inference.hardware_profile import resolve_profile
+    from gnuradio.rfdetect.inference.model_runtime import BUILTIN_MODELS, ModelCard, ModelSpec, card_for, load_model, \
         model_candidates
-    from gnuradio.rfdetect.spectrogram import SpectrogramParams
+    from gnuradio.rfdetect.dsp.spectrogram import SpectrogramParams
     ms = ModelSpec.parse(spec)
     if ms.model in BUILTIN_MODELS:
         params, height, card_thr = SpectrogramParams(), 1024, 0.0
@@ -178,7 +178,7 @@ def load(spec: str, score_threshold: float | None):
 def ap_at_or_above(truth_groups, found_groups, snr_min: float):
     """Class-agnostic AP50 over truth boxes with snr_db >= snr_min; a found box that
     matches (IoU >= 0.5) a weaker truth box better than every kept one is ignored."""
-    from gnuradio.rfdetect.records import box_iou
+    from gnuradio.rfdetect.formats.records import box_iou
     from rfdetect_training.detection_metrics import average_precision
     from rfdetect_training.evaluate import MATCH_IOU
     tg, fg = [], []

@@ -37,7 +37,7 @@ from gnuradio import blocks, fft, gr
 from gnuradio.fft import window
 
 from gnuradio import rfdetect
-from gnuradio.rfdetect.spectrogram import SpectrogramEngine, SpectrogramParams
+from gnuradio.rfdetect.dsp.spectrogram import SpectrogramEngine, SpectrogramParams
 
 from bench_report import med_spread, stamp, write_section
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gnuradio.rfdetect.spectrogram import SpectrogramParams
-from gnuradio.rfdetect.synth import synth_dataset
+from gnuradio.rfdetect.dsp.spectrogram import SpectrogramParams
+from gnuradio.rfdetect.apps.synth import synth_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from gnuradio.rfdetect.model_runtime import ModelCard, card_for
+from gnuradio.rfdetect.inference.model_runtime import ModelCard, card_for
 
 
 def make_grid_model(path, params, tile_height, cell=16, k=8, label="burst", name="grid16", width=None,

@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pmt
 
-from gnuradio.rfdetect.messages import from_pmt
-from gnuradio.rfdetect.records import read_jsonl, validate_record
+from gnuradio.rfdetect.blocks.messages import from_pmt
+from gnuradio.rfdetect.formats.records import read_jsonl, validate_record
 
 from conftest import RATE, SMALL, TILE
 from test_detector_errors import _run_with_deadline

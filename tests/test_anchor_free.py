@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from conftest import SMALL, TILE
-from gnuradio.rfdetect import postprocess
-from gnuradio.rfdetect.postprocess import UNKNOWN_LABEL, decode_anchor_free, label_rule
+from gnuradio.rfdetect.inference import postprocess
+from gnuradio.rfdetect.inference.postprocess import UNKNOWN_LABEL, decode_anchor_free, label_rule
 
 torch = pytest.importorskip("torch")
 
@@ -106,6 +106,38 @@ def test_geometric_augmentations_move_boxes_with_the_pixels(boxes, name, seed):
     assert np.isclose((out == np.float32(0.9)).sum(), (tile == np.float32(0.9)).sum())
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.lists(_box, min_size=1, max_size=5), st.integers(0, 10 ** 6))
+def test_zoom_moves_boxes_with_the_pixels_and_fills_with_noise(boxes, seed):
+    b = np.array(boxes, np.float32)
+    tile = _painted(b)
+    out, nb, nl = augment.zoom(tile, b, np.arange(len(b)), np.random.default_rng(seed), 60.0)
+    assert out.shape == tile.shape and len(nb) == len(nl) and len(nb) <= len(b)
+    assert set(np.unique(out).tolist()) <= {np.float32(0.1), np.float32(0.9)}  # no new values: nearest pixel
+    _pixels_follow(out, nb)
+    # every bright pixel belongs to a box (a stretched/shrunk one, or one cut at the edge and dropped)
+    covered = np.zeros_like(out, dtype=bool)
+    for x0, y0, x1, y1 in np.round(nb).astype(int):
+        covered[y0:y1, x0:x1] = True
+    if len(nb) == len(b):
+        assert not ((out == np.float32(0.9)) & ~covered).any()
+
+
+def test_zoom_spans_both_directions_and_keeps_thin_signals():
+    b = np.array([[100, 0, 101, H], [20, 30, 80, 60]], np.float32)  # a 1-column tone and a burst
+    tile = _painted(b)
+    heights, tones = [], 0
+    for seed in range(60):
+        out, nb, nl = augment.zoom(tile, b, np.arange(2), np.random.default_rng(seed), 60.0)
+        tone = nb[nl == 0]  # absent when a stretch crops it out
+        tones += len(tone)
+        assert all(t[2] - t[0] >= 1.0 for t in tone)  # never shrunk below a column
+        burst = nb[nl == 1]
+        if len(burst) and burst[0, 1] > 0 and burst[0, 3] < H:
+            heights.append(burst[0, 3] - burst[0, 1])
+    assert tones >= 20 and min(heights) < 25 and max(heights) > 40  # shrunk and stretched (30 rows before)
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.lists(_box, min_size=1, max_size=3), st.integers(0, 10 ** 6))
 def test_paste_adds_the_donors_boxes_with_their_pixels(boxes, seed):
@@ -170,7 +202,7 @@ def test_overfits_a_few_tiles(small_tiles):
 def test_export_has_static_shapes_no_nms_and_the_detector_gets_what_pytorch_gets(small_tiles, tmp_path):
     import onnx
 
-    from gnuradio.rfdetect.model_runtime import load_model
+    from gnuradio.rfdetect.inference.model_runtime import load_model
     from rfdetect_training.archs import load_tile
     from rfdetect_training.export import export_onnx
     ds = small_tiles
@@ -199,7 +231,7 @@ def test_tiles_stream_from_disk_in_bounded_memory(tmp_path):
     """2,400 tiles through the training loader: memory must not grow with them (the
     old TileSet held every tile: 2,400 x 256 KB = 600 MB)."""
     from rfdetect_training.archs import TileSet
-    from gnuradio.rfdetect.tile_io import write_tile_png
+    from gnuradio.rfdetect.formats.tile_io import write_tile_png
     n = 2400
     root = tmp_path / "ds"
     (root / "tiles").mkdir(parents=True)
@@ -238,7 +270,7 @@ def test_containment_nms_drops_fragments_but_keeps_neighbours():
 
 
 def test_class_aware_merge_treats_signal_as_any_label():
-    from gnuradio.rfdetect.nms_merge import NmsMerger
+    from gnuradio.rfdetect.tracking.nms_merge import NmsMerger
 
     def rec(label, score, f0=1e6, f1=2e6):
         return {"t_start": 0.0, "t_stop": 0.01, "f_low": f0, "f_high": f1, "label": label, "score": score,

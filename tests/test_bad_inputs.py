@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
-from gnuradio.rfdetect.sigmf_io import RecordingError, SigMFRecording, new_meta, write_archive, write_recording
+from gnuradio.rfdetect.formats.sigmf_io import RecordingError, SigMFRecording, new_meta, write_archive, write_recording
 
 from conftest import RATE, SMALL_ARGS, run_cli
 
@@ -132,7 +132,7 @@ def test_missing_capture_frequency_gives_baseband_offsets_and_says_so(recording,
     _edit_meta(meta, lambda m: [c.pop("core:frequency", None) for c in m["captures"]])
     proc = run_cli("detect", meta, "--model", "energy", "--out", tmp_path / "o.jsonl", "--quiet", *SMALL_ARGS)
     assert "gives no core:frequency" in proc.stdout + proc.stderr
-    from gnuradio.rfdetect.records import read_jsonl
+    from gnuradio.rfdetect.formats.records import read_jsonl
     recs = read_jsonl(tmp_path / "o.jsonl")
     assert recs and all(-RATE / 2 <= r["f_low"] < r["f_high"] <= RATE / 2 for r in recs)
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import zmq
 
-from gnuradio.rfdetect.records import from_annotation, match_boxes, read_jsonl, validate_record
-from gnuradio.rfdetect.sigmf_io import SigMFRecording, new_meta, write_recording
+from gnuradio.rfdetect.formats.records import from_annotation, match_boxes, read_jsonl, validate_record
+from gnuradio.rfdetect.formats.sigmf_io import SigMFRecording, new_meta, write_recording
 
 from conftest import RATE, SMALL, SMALL_ARGS, TILE, run_cli
 
@@ -108,7 +108,7 @@ def test_zmq_subscriber_receives_schema_valid_json_and_sigmf_reads_back(recordin
     th = threading.Thread(target=listen)
     th.start()
     try:
-        from gnuradio.rfdetect.detect_flowgraph import DetectOptions, run_detect
+        from gnuradio.rfdetect.apps.detect_flowgraph import DetectOptions, run_detect
         out = tmp_path / "z.jsonl"
         opt = DetectOptions(models=["energy"], params=SMALL, out=str(out), zmq=addr, zmq_wait_s=10, sigmf_out=str(tmp_path / "ann"),
                             **TILE)

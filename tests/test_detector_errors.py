@@ -6,8 +6,8 @@ import time
 import numpy as np
 import pytest
 
-from gnuradio.rfdetect.tile_detector import DetectorFailed, TileDetector
-from gnuradio.rfdetect.model_runtime import EnergyModel
+from gnuradio.rfdetect.inference.tile_detector import DetectorFailed, TileDetector
+from gnuradio.rfdetect.inference.model_runtime import EnergyModel
 
 from conftest import RATE, SMALL, TILE
 

@@ -6,13 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from gnuradio.rfdetect.detector import detector
-from gnuradio.rfdetect.energy_detector import PixelBox
-from gnuradio.rfdetect.model_runtime import EnergyModel
-from gnuradio.rfdetect.records import read_jsonl
-from gnuradio.rfdetect.sigmf_io import new_meta, write_recording
-from gnuradio.rfdetect.synth import synth_dataset
-from gnuradio.rfdetect.tile_detector import (DC_HALF_WIDTH_BINS, IgnoredFreq, TileDetector, Timeline,
+from gnuradio.rfdetect.blocks.detector import detector
+from gnuradio.rfdetect.inference.energy_detector import PixelBox
+from gnuradio.rfdetect.inference.model_runtime import EnergyModel
+from gnuradio.rfdetect.formats.records import read_jsonl
+from gnuradio.rfdetect.formats.sigmf_io import new_meta, write_recording
+from gnuradio.rfdetect.apps.synth import synth_dataset
+from gnuradio.rfdetect.inference.tile_detector import (DC_HALF_WIDTH_BINS, IgnoredFreq, TileDetector, Timeline,
                                              parse_ignore_freqs)
 
 from conftest import RATE, SMALL, SMALL_ARGS, TILE, run_cli

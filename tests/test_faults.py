@@ -7,8 +7,8 @@ import time
 import pytest
 import zmq
 
-from gnuradio.rfdetect.record_outputs import RecordPublisher, SequenceCheck
-from gnuradio.rfdetect.records import STATS_SCHEMA, read_jsonl
+from gnuradio.rfdetect.formats.record_outputs import RecordPublisher, SequenceCheck
+from gnuradio.rfdetect.formats.records import STATS_SCHEMA, read_jsonl
 
 from conftest import RATE, SMALL, TILE
 from test_live import _long_recording

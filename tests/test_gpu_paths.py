@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gnuradio.rfdetect import spectrogram_gpu
-from gnuradio.rfdetect.spectrogram import SpectrogramEngine, SpectrogramParams, StreamingSpectrogram, spectrogram
-from gnuradio.rfdetect.spectrogram_gpu import (PIECE_ROWS, ROW_TOLERANCE, NumpyOps, StagedSpectrogramEngine,
+from gnuradio.rfdetect.dsp import spectrogram_gpu
+from gnuradio.rfdetect.dsp.spectrogram import SpectrogramEngine, SpectrogramParams, StreamingSpectrogram, spectrogram
+from gnuradio.rfdetect.dsp.spectrogram_gpu import (PIECE_ROWS, ROW_TOLERANCE, NumpyOps, StagedSpectrogramEngine,
                                                make_spectrogram_engine, plan_bucket, row_tolerance)
 
 from conftest import SMALL
@@ -171,11 +171,12 @@ def test_stft_tile_on_auto_with_a_gpu_whose_rows_differ_outputs_the_cpu_rows(mon
 
 
 # ---------------------------------------------------------------- TensorRT: what runs around it
-from gnuradio.rfdetect.backends import (BackendError, OnnxBackend, onnx_providers,  # noqa: E402
+from gnuradio.rfdetect.gpu import BackendError  # noqa: E402
+from gnuradio.rfdetect.inference.backends import (OnnxBackend, onnx_providers,  # noqa: E402
                                         ort_engine_cache_dir, run_in_batches)
-from gnuradio.rfdetect.model_runtime import (ModelCard, card_for, load_model, model_candidates,  # noqa: E402
+from gnuradio.rfdetect.inference.model_runtime import (ModelCard, card_for, load_model, model_candidates,  # noqa: E402
                                              onnx_beside, open_engine)
-from gnuradio.rfdetect.tensorrt_backend import (INT8_CALIBRATION_REMOVED, TensorRTUnavailable,  # noqa: E402
+from gnuradio.rfdetect.inference.tensorrt_backend import (INT8_CALIBRATION_REMOVED, TensorRTUnavailable,  # noqa: E402
                                                 build_engine, card_max_batch, validate_engine)
 
 from conftest import TILE  # noqa: E402
@@ -213,7 +214,7 @@ def test_trt_and_plan_are_engines_like_engine(model_dir):
 
 
 def test_a_trt_file_without_tensorrt_here_falls_back_to_the_onnx_beside_it(model_dir, caplog):
-    from gnuradio.rfdetect.hardware_profile import PROFILES
+    from gnuradio.rfdetect.inference.hardware_profile import PROFILES
     (model_dir / "model.trt").write_bytes(b"an engine")
     caplog.set_level(logging.WARNING, "rfdetect.models")
     m = load_model(str(model_dir / "model.trt"), SMALL, H, profile=PROFILES["desktop-gpu"])
@@ -273,7 +274,7 @@ def test_validate_engine_without_tensorrt_judges_nothing_and_deletes_nothing(mod
 
 
 def test_the_optimisation_profile_maximum_comes_from_the_card(model_dir):
-    from gnuradio.rfdetect.model_runtime import DEFAULT_MODEL
+    from gnuradio.rfdetect.inference.model_runtime import DEFAULT_MODEL
     default = ModelCard.load(card_for(DEFAULT_MODEL))
     assert default.output_format == "crop_classifier/1"
     assert card_max_batch(default) == 1024 * 1024 // 64 ** 2  # one tile of crops

@@ -9,7 +9,7 @@ import pytest
 from gnuradio import gr
 from gnuradio.grc.core.platform import Platform
 
-from gnuradio.rfdetect.records import read_jsonl, validate_record
+from gnuradio.rfdetect.formats.records import read_jsonl, validate_record
 
 from conftest import ROOT
 
@@ -81,8 +81,8 @@ def test_live_example_asks_its_sdr_for_a_rate_it_delivers_with_settings_that_fit
     import importlib.util
     import re
 
-    from gnuradio.rfdetect.model_runtime import load_model
-    from gnuradio.rfdetect.spectrogram import SpectrogramParams
+    from gnuradio.rfdetect.inference.model_runtime import load_model
+    from gnuradio.rfdetect.dsp.spectrogram import SpectrogramParams
     proc = subprocess.run(["grcc", "-o", str(tmp_path), str(ROOT / "examples" / f"{name}.grc")],
                           capture_output=True, text=True, env=grc_env, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -160,8 +160,8 @@ def test_cmake_installs_package_blocks_and_examples(tmp_path, monkeypatch):
     # the compiled spectrogram kernel, built by CMake, loads and gives the rows pip's build gives
     import numpy as np
 
-    from gnuradio.rfdetect import compiled_rows
-    from gnuradio.rfdetect.spectrogram import KERNEL_TOLERANCE, SpectrogramEngine
+    from gnuradio.rfdetect.dsp import compiled_rows
+    from gnuradio.rfdetect.dsp.spectrogram import KERNEL_TOLERANCE, SpectrogramEngine
     from conftest import SMALL
     kernel, = prefix.rglob("gnuradio/rfdetect/_stft_rows.so")
     x = (np.random.default_rng(3).standard_normal(20 * SMALL.hop) * (1 + 1j)).astype(np.complex64)

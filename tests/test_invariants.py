@@ -2,9 +2,9 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gnuradio.rfdetect.nms_merge import NmsMerger
-from gnuradio.rfdetect.records import box_iou
-from gnuradio.rfdetect.track_assigner import TrackAssigner
+from gnuradio.rfdetect.tracking.nms_merge import NmsMerger
+from gnuradio.rfdetect.formats.records import box_iou
+from gnuradio.rfdetect.tracking.track_assigner import TrackAssigner
 
 RATE = 1e6
 TILE_S = 0.1  # each tile covers 0.1 s; consecutive tiles overlap by 0.02 s

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import sigmf
 
-from gnuradio.rfdetect.records import read_jsonl, validate_record
-from gnuradio.rfdetect.sigmf_io import new_meta, write_recording
+from gnuradio.rfdetect.formats.records import read_jsonl, validate_record
+from gnuradio.rfdetect.formats.sigmf_io import new_meta, write_recording
 
 from conftest import BIN, RATE, SMALL, SMALL_ARGS, TILE, run_cli
 

@@ -6,11 +6,11 @@ import time
 import numpy as np
 import pytest
 
-from gnuradio.rfdetect.energy_detector import EnergyDetector, PixelBox
-from gnuradio.rfdetect.model_runtime import ModelError, load_model
-from gnuradio.rfdetect.records import read_jsonl, validate_record
-from gnuradio.rfdetect.spectrogram import SpectrogramParams
-from gnuradio.rfdetect.tile_detector import TileDetector
+from gnuradio.rfdetect.inference.energy_detector import EnergyDetector, PixelBox
+from gnuradio.rfdetect.inference.model_runtime import ModelError, load_model
+from gnuradio.rfdetect.formats.records import read_jsonl, validate_record
+from gnuradio.rfdetect.dsp.spectrogram import SpectrogramParams
+from gnuradio.rfdetect.inference.tile_detector import TileDetector
 
 from conftest import SMALL, SMALL_ARGS, TILE, run_cli
 from onnx_grid_model import make_grid_model
@@ -114,10 +114,10 @@ def test_default_model_gives_labelled_detections_at_full_size(tmp_path):
     """The embedded default (two_stage) at the STFT Tile's default settings, via the CLI's
     default --model."""
     import json as _json
-    from gnuradio.rfdetect.model_runtime import DEFAULT_MODEL
-    from gnuradio.rfdetect.records import from_annotation, match_boxes, read_jsonl
-    from gnuradio.rfdetect.sigmf_io import SigMFRecording
-    from gnuradio.rfdetect.synth import synth_dataset
+    from gnuradio.rfdetect.inference.model_runtime import DEFAULT_MODEL
+    from gnuradio.rfdetect.formats.records import from_annotation, match_boxes, read_jsonl
+    from gnuradio.rfdetect.formats.sigmf_io import SigMFRecording
+    from gnuradio.rfdetect.apps.synth import synth_dataset
     card = _json.loads(DEFAULT_MODEL.with_name("model.card.json").read_text())
     assert DEFAULT_MODEL.stat().st_size < 20e6 and card["output"]["format"] == "crop_classifier/1"
     [meta] = synth_dataset(tmp_path, n=1, seed=4242, sample_rate=10e6, duration=0.5, snr_db=(12.0, 25.0),

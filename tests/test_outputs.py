@@ -15,10 +15,10 @@ import pytest
 import sigmf
 import zmq
 
-from gnuradio.rfdetect.record_outputs import (JOURNAL_SUFFIX, AnnotationWriter, JsonlWriter, RecordPublisher,
+from gnuradio.rfdetect.formats.record_outputs import (JOURNAL_SUFFIX, AnnotationWriter, JsonlWriter, RecordPublisher,
                                               SequenceCheck, recover_journal)
-from gnuradio.rfdetect.records import STATS_SCHEMA, read_jsonl, to_annotation, validate_record
-from gnuradio.rfdetect.sigmf_io import annotation_key
+from gnuradio.rfdetect.formats.records import STATS_SCHEMA, read_jsonl, to_annotation, validate_record
+from gnuradio.rfdetect.formats.sigmf_io import annotation_key
 
 from conftest import RATE, SMALL, TILE, run_cli
 from test_live import _long_recording
@@ -181,7 +181,7 @@ def test_the_source_recordings_annotations_and_data_are_kept(tmp_path, recording
 
 _CRASH = r"""
 import os, sys
-from gnuradio.rfdetect.record_outputs import AnnotationWriter
+from gnuradio.rfdetect.formats.record_outputs import AnnotationWriter
 sys.path.insert(0, sys.argv[2])
 from test_outputs import _records
 w = AnnotationWriter(sys.argv[1], sample_rate=2e6, center_freq=915e6)
@@ -250,7 +250,7 @@ def test_a_damaged_journal_is_a_clear_error_and_nothing_is_written(tmp_path):
 # ---------------------------------------------------------------- JSONL (item 5)
 _FULL_DISK = r"""
 import resource, signal, sys
-from gnuradio.rfdetect.record_outputs import JsonlWriter
+from gnuradio.rfdetect.formats.record_outputs import JsonlWriter
 sys.path.insert(0, sys.argv[2])
 from test_outputs import _records
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) as on a full disk

@@ -5,8 +5,8 @@ import threading
 
 import numpy as np
 
-from gnuradio.rfdetect.model_runtime import EnergyModel
-from gnuradio.rfdetect.tile_detector import AUTO_DEADLINE_MIN_S, AUTO_DEADLINE_PERIODS, TileDetector
+from gnuradio.rfdetect.inference.model_runtime import EnergyModel
+from gnuradio.rfdetect.inference.tile_detector import AUTO_DEADLINE_MIN_S, AUTO_DEADLINE_PERIODS, TileDetector
 
 from conftest import RATE, SMALL, TILE
 from rf_chain import noise, run_chain, tone

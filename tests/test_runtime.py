@@ -8,14 +8,15 @@ import time
 import numpy as np
 import pytest
 
-from gnuradio.rfdetect.backends import BackendError, OnnxBackend
-from gnuradio.rfdetect.energy_detector import PixelBox
-from gnuradio.rfdetect.hardware_profile import (PROFILES, ProfileError, detect_profile, env_score_threshold,
+from gnuradio.rfdetect.gpu import BackendError
+from gnuradio.rfdetect.inference.backends import OnnxBackend
+from gnuradio.rfdetect.inference.energy_detector import PixelBox
+from gnuradio.rfdetect.inference.hardware_profile import (PROFILES, ProfileError, detect_profile, env_score_threshold,
                                                 resolve_profile)
-from gnuradio.rfdetect.model_runtime import (ModelError, ModelSpec, card_for, load_model, model_candidates,
+from gnuradio.rfdetect.inference.model_runtime import (ModelError, ModelSpec, card_for, load_model, model_candidates,
                                              onnx_beside, open_engine)
-from gnuradio.rfdetect.tensorrt_backend import TensorRTUnavailable
-from gnuradio.rfdetect.tile_detector import TileDetector
+from gnuradio.rfdetect.inference.tensorrt_backend import TensorRTUnavailable
+from gnuradio.rfdetect.inference.tile_detector import TileDetector
 
 from conftest import SMALL, SMALL_ARGS, TILE, run_cli
 from onnx_grid_model import make_grid_model
@@ -127,7 +128,7 @@ def test_tensorrt_path_imports_and_fails_clearly_without_tensorrt(model_dir, rec
     """No TensorRT here: the backend and the builder raise one clear error; `detect` on a
     real recording with the engine and only the tensorrt backend allowed fails with that
     reason, and with ONNX Runtime allowed as well it runs on the ONNX beside the engine."""
-    from gnuradio.rfdetect.tensorrt_backend import TensorRTBackend, build_engine
+    from gnuradio.rfdetect.inference.tensorrt_backend import TensorRTBackend, build_engine
     with pytest.raises(TensorRTUnavailable, match="TensorRT is not installed"):
         TensorRTBackend(model_dir / "model.engine")
     with pytest.raises(TensorRTUnavailable, match="TensorRT is not installed"):
@@ -178,7 +179,7 @@ def test_profile_overrides_parameter_beats_environment_beats_profile(tmp_path):
 
 
 def test_pytorch_on_a_gpu_device_without_a_gpu_is_a_clear_error_then_onnx_is_used(model_dir, caplog):
-    from gnuradio.rfdetect.backends import TorchBackend
+    from gnuradio.rfdetect.inference.backends import TorchBackend
     with pytest.raises(BackendError, match="PyTorch sees no CUDA GPU"):
         TorchBackend(model_dir / "model.onnx", device="cuda:0")
 
@@ -214,12 +215,12 @@ def test_labels_option_keeps_only_those_labels():
 
 
 def _default_params():
-    from gnuradio.rfdetect.spectrogram import SpectrogramParams
+    from gnuradio.rfdetect.dsp.spectrogram import SpectrogramParams
     return SpectrogramParams()
 
 
 def test_two_models_of_one_name_are_refused():
-    from gnuradio.rfdetect.model_runtime import EnergyModel
+    from gnuradio.rfdetect.inference.model_runtime import EnergyModel
     with pytest.raises(ValueError, match="several models are named \\['energy'\\]"):
         TileDetector([EnergyModel(SMALL), EnergyModel(SMALL)], SMALL, tile_height=16, overlap=0)
     det = TileDetector([EnergyModel(SMALL), EnergyModel(SMALL, name="energy2", score_threshold=0.9)], SMALL,
@@ -321,7 +322,7 @@ def test_onnx_backend_on_a_gpu_device_without_gpu_providers_reports_the_cpu(mode
 
 
 def test_detector_block_takes_options_per_model_and_profile_overrides(model_dir, tmp_path):
-    from gnuradio.rfdetect.detector import detector
+    from gnuradio.rfdetect.blocks.detector import detector
     shutil.copytree(model_dir, tmp_path / "second")
     blk = detector(models=f"{model_dir}?name=first&score=0.6, {tmp_path / 'second'}?name=second, energy",
                    tile_height=H, overlap=16, width=SMALL.width, profile="cpu", backend="onnxruntime",
@@ -344,7 +345,7 @@ def test_detector_loads_card_models_at_start_and_refuses_another_stft(model_dir,
     from gnuradio import blocks, gr
 
     from gnuradio import rfdetect
-    from gnuradio.rfdetect.detector import detector
+    from gnuradio.rfdetect.blocks.detector import detector
     blk = detector(models=str(model_dir), tile_height=H, overlap=16, width=SMALL.width)
     assert blk.start() and blk.engine is not None and blk.engine.params == SMALL
     blk.engine.stop()

@@ -4,8 +4,8 @@ import pytest
 from gnuradio import blocks, gr
 
 from gnuradio import rfdetect
-from gnuradio.rfdetect.sigmf_io import SigMFRecording
-from gnuradio.rfdetect.spectrogram import (SpectrogramConfigError, SpectrogramParams, StreamingSpectrogram,
+from gnuradio.rfdetect.formats.sigmf_io import SigMFRecording
+from gnuradio.rfdetect.dsp.spectrogram import (SpectrogramConfigError, SpectrogramParams, StreamingSpectrogram,
                                            spectrogram)
 
 from conftest import SMALL
@@ -70,8 +70,8 @@ def test_stft_tile_asked_for_a_gpu_without_one_says_so_once_and_matches_the_cpu(
     test compares cuFFT rows with the CPU's (rfdetect.spectrogram_gpu.ROW_TOLERANCE)."""
     import logging
 
-    from gnuradio.rfdetect.spectrogram import SpectrogramEngine
-    from gnuradio.rfdetect.spectrogram_gpu import ROW_TOLERANCE, make_spectrogram_engine
+    from gnuradio.rfdetect.dsp.spectrogram import SpectrogramEngine
+    from gnuradio.rfdetect.dsp.spectrogram_gpu import ROW_TOLERANCE, make_spectrogram_engine
     caplog.set_level(logging.INFO, "rfdetect.stft")
     engines = [make_spectrogram_engine(SMALL, "cuda:0") for _ in range(3)]
     on_gpu = type(engines[0]) is not SpectrogramEngine
@@ -111,7 +111,7 @@ def _noisy_with_signals(p, n_rows, seed):
 def test_compiled_kernel_equals_numpy_reference(window, pooling, normalisation, fft_size, width):
     """lib/stft_rows.c against rows_from_spectrum (the reference) for every setting; pool
     sizes 4, 2, 1 and 8 take the unrolled pooling loops, 16 the generic one."""
-    from gnuradio.rfdetect.spectrogram import KERNEL_TOLERANCE, SpectrogramEngine
+    from gnuradio.rfdetect.dsp.spectrogram import KERNEL_TOLERANCE, SpectrogramEngine
     p = SpectrogramParams(fft_size=fft_size, hop=fft_size // 2, window=window, width=width, pooling=pooling,
                           normalisation=normalisation)
     n_rows = 60
@@ -128,7 +128,7 @@ def test_compiled_kernel_equals_numpy_reference(window, pooling, normalisation, 
 
 def test_compiled_kernel_is_installed_and_the_default():
     """CI installs with make: the fast path must be what the tests exercise."""
-    from gnuradio.rfdetect.spectrogram import SpectrogramEngine
+    from gnuradio.rfdetect.dsp.spectrogram import SpectrogramEngine
     assert SpectrogramEngine(SMALL).kernel == "compiled"
     assert rfdetect.stft_tile(fft_size=SMALL.fft_size, hop=SMALL.hop, width=SMALL.width).engine.kernel == "compiled"
     with pytest.raises(SpectrogramConfigError, match="kernel='fast'"):
@@ -137,7 +137,7 @@ def test_compiled_kernel_is_installed_and_the_default():
 
 def test_compiled_rows_do_not_depend_on_chunks_or_threads():
     """Each row is computed on its own, so any split gives the very same bits."""
-    from gnuradio.rfdetect.spectrogram import SpectrogramEngine
+    from gnuradio.rfdetect.dsp.spectrogram import SpectrogramEngine
     x = _noisy_with_signals(SMALL, 300, 5)
     one = SpectrogramEngine(SMALL, threads=1).compute(x, 300)
     three = SpectrogramEngine(SMALL, threads=3).compute(x, 300)
@@ -150,7 +150,7 @@ def test_compiled_rows_do_not_depend_on_chunks_or_threads():
 
 def test_compiled_kernel_checks_what_it_is_given():
     """The C side works on raw pointers: every shape it relies on is checked first."""
-    from gnuradio.rfdetect.spectrogram import SpectrogramEngine
+    from gnuradio.rfdetect.dsp.spectrogram import SpectrogramEngine
     eng = SpectrogramEngine(SMALL, threads=1)
     state = eng._parts[0]
     x = np.zeros(SMALL.hop * 4 + SMALL.history, np.complex64)
@@ -170,7 +170,7 @@ def test_engines_made_in_parallel_threads_agree():
     """FFTW's planner is not thread-safe: the kernel plans under a lock."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from gnuradio.rfdetect.spectrogram import SpectrogramEngine
+    from gnuradio.rfdetect.dsp.spectrogram import SpectrogramEngine
     x = _noisy_with_signals(SMALL, 40, 6)
     with ThreadPoolExecutor(8) as pool:
         rows = list(pool.map(lambda _: SpectrogramEngine(SMALL, threads=1).compute(x, 40), range(16)))
@@ -180,7 +180,7 @@ def test_engines_made_in_parallel_threads_agree():
 def test_nan_samples_read_as_silence_in_the_compiled_kernel():
     """A NaN frame (a misbehaving live source; the SigMF Source refuses NaN files) gives
     a flat, finite row (what an all-zero frame gives) instead of NaN reaching the models."""
-    from gnuradio.rfdetect.spectrogram import SpectrogramEngine
+    from gnuradio.rfdetect.dsp.spectrogram import SpectrogramEngine
     x = _noisy_with_signals(SMALL, 20, 7)
     clean = SpectrogramEngine(SMALL).compute(x, 20)
     x[5 * SMALL.hop + 3] = np.nan
@@ -197,8 +197,8 @@ def test_a_missing_kernel_is_named_and_numpy_takes_over(tmp_path, monkeypatch, c
 
     import importlib
 
-    from gnuradio.rfdetect import compiled_rows
-    spec_mod = importlib.import_module("gnuradio.rfdetect.spectrogram")
+    from gnuradio.rfdetect.dsp import compiled_rows
+    spec_mod = importlib.import_module("gnuradio.rfdetect.dsp.spectrogram")
     monkeypatch.setattr(compiled_rows, "_HERE", str(tmp_path))  # an install without the .so
     monkeypatch.setattr(compiled_rows, "_lib", None)
     monkeypatch.setattr(compiled_rows, "_error", None)

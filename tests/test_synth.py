@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from scipy.signal import get_window
 
-from gnuradio.rfdetect.sigmf_io import SigMFRecording
-from gnuradio.rfdetect.synth import (ARTEFACTS, CLASSES, FAMILIES, IMAGE_LABEL, TONE_BINS, SynthConfig, labels_for,
+from gnuradio.rfdetect.formats.sigmf_io import SigMFRecording
+from gnuradio.rfdetect.apps.synth import (ARTEFACTS, CLASSES, FAMILIES, IMAGE_LABEL, TONE_BINS, SynthConfig, labels_for,
                                      render, synth_dataset)
 
 from conftest import run_cli
@@ -386,7 +386,7 @@ def test_long_recording_needs_bounded_memory(tmp_path):
     whole process stays under 300 MB (measured: 157 MB peak even at 60 s)."""
     code = (
         "import sys\n"
-        "from gnuradio.rfdetect.synth import synth_dataset\n"
+        "from gnuradio.rfdetect.apps.synth import synth_dataset\n"
         "synth_dataset(sys.argv[1], n=1, seed=3, sample_rate=2e6, duration=30.0, profile='vhf-uhf',"
         " n_signals=6, datatype='ci16_le', artefacts=('dc', 'spurs', 'rolloff', 'fading'))\n"
         "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])\n")

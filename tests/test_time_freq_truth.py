@@ -7,10 +7,10 @@ import numpy as np
 import pmt
 import pytest
 
-from gnuradio.rfdetect.model_runtime import EnergyModel
-from gnuradio.rfdetect.records import SchemaError, continuation, validate_record
-from gnuradio.rfdetect.tile_detector import TileDetector
-from gnuradio.rfdetect.sigmf_io import iso_to_unix, new_meta, write_recording
+from gnuradio.rfdetect.inference.model_runtime import EnergyModel
+from gnuradio.rfdetect.formats.records import SchemaError, continuation, validate_record
+from gnuradio.rfdetect.inference.tile_detector import TileDetector
+from gnuradio.rfdetect.formats.sigmf_io import iso_to_unix, new_meta, write_recording
 
 from conftest import RATE, SMALL, SMALL_ARGS, TILE, run_cli
 from rf_chain import chirp, noise, rx_time, run_chain, tag, tone

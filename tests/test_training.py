@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from conftest import BIN, RATE, SMALL, SMALL_ARGS, TILE, run_cli
-from gnuradio.rfdetect.records import match_boxes, read_jsonl, from_annotation
-from gnuradio.rfdetect.sigmf_io import SigMFRecording
-from gnuradio.rfdetect.synth import synth_dataset
-from gnuradio.rfdetect.tile_io import read_tile_png
+from gnuradio.rfdetect.formats.records import match_boxes, read_jsonl, from_annotation
+from gnuradio.rfdetect.formats.sigmf_io import SigMFRecording
+from gnuradio.rfdetect.apps.synth import synth_dataset
+from gnuradio.rfdetect.formats.tile_io import read_tile_png
 
 torch = pytest.importorskip("torch")
 
@@ -194,7 +194,7 @@ def test_detector_refuses_a_model_trained_for_other_spectrogram_settings(two_sta
 
 
 def test_dense_single_stage_trains_exports_and_runs_in_the_detector(tiles, tmp_path):
-    from gnuradio.rfdetect.model_runtime import load_model
+    from gnuradio.rfdetect.inference.model_runtime import load_model
     runs = tmp_path / "runs"
     train_cli("train", "--tiles", tiles, "--out", runs, "--arch", "dense", "--epochs", "2", "--k-folds", "0",
               "--overfit", "4", "--batch-size", "2", "--lr", "1e-3", "--quiet")
@@ -219,8 +219,8 @@ def test_dense_single_stage_trains_exports_and_runs_in_the_detector(tiles, tmp_p
 def _same_on_onnx_runtime_and_pytorch(folder, tiles, outputs):
     """The folder's model.onnx and model.pt give the same outputs and detections (on
     the first of ``tiles`` where the model detects something)."""
-    from gnuradio.rfdetect.hardware_profile import PROFILES
-    from gnuradio.rfdetect.model_runtime import load_model
+    from gnuradio.rfdetect.inference.hardware_profile import PROFILES
+    from gnuradio.rfdetect.inference.model_runtime import load_model
     cpu = PROFILES["cpu"]
     by_onnx = load_model(str(folder), SMALL, 128, score_threshold=0.0, profile=cpu)  # .onnx before .pt
     by_torch = load_model(f"{folder}?backend=pytorch", SMALL, 128, score_threshold=0.0, profile=cpu)
@@ -232,7 +232,7 @@ def _same_on_onnx_runtime_and_pytorch(folder, tiles, outputs):
     top = max(b.score for b in by_onnx.detect(tile))
     by_onnx.score_threshold = by_torch.score_threshold = 0.5 * top
     if by_onnx.format == "crop_classifier/1":
-        from gnuradio.rfdetect import postprocess
+        from gnuradio.rfdetect.inference import postprocess
         boxes = np.array([[b.x0, b.y0, b.x1, b.y1] for b in by_onnx.proposer.detect(tile)], np.float32)
         crops, geom = postprocess.letterbox_crops(tile, boxes, by_onnx.crop_size)
         feed = {"crops": crops, "geometry": geom}
@@ -279,7 +279,7 @@ def test_ddp_two_gloo_processes_on_cpu(tiles, tmp_path):
 
 
 def test_faster_rcnn_trains_and_exports_boxes_scores_labels(tiles, tmp_path):
-    from gnuradio.rfdetect.model_runtime import load_model
+    from gnuradio.rfdetect.inference.model_runtime import load_model
     runs = tmp_path / "frcnn"
     train_cli("train", "--tiles", tiles, "--out", runs, "--arch", "faster_rcnn", "--backbone", "resnet18",
               "--epochs", "1", "--k-folds", "0", "--overfit", "2", "--batch-size", "2", "--quiet")

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from gnuradio.rfdetect import postprocess
-from gnuradio.rfdetect.energy_detector import EnergyDetector
-from gnuradio.rfdetect.tile_io import check_tile_png, read_tile_png
+from gnuradio.rfdetect.inference import postprocess
+from gnuradio.rfdetect.inference.energy_detector import EnergyDetector
+from gnuradio.rfdetect.formats.tile_io import check_tile_png, read_tile_png
 
 from . import nets
 from .prepare import DataError, load_entry

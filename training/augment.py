@@ -3,7 +3,7 @@
 Every augmentation takes and returns ``(tile [H,W] float32 in [0,1], boxes [N,4]
 x0,y0,x1,y1 pixels, labels [N])`` and moves boxes exactly with the pixels
 (tests/test_anchor_free.py checks it property by property). Pixel values are the
-normalised dB of rfdetect.spectrogram: ``db_range`` dB span [0, 1].
+normalised dB of rfdetect.dsp.spectrogram: ``db_range`` dB span [0, 1].
 
 =============  ===========================================================================
 name           what
@@ -17,6 +17,10 @@ roll_t         time rolled circularly; a box cut by the wrap becomes two
 paste          labelled signals of another tile pasted at random places (overlaps too)
 artefacts      a DC spike and up to three spurs (bright single columns): not signals, so
                not boxed; the model learns to leave them alone
+zoom           time and frequency each stretched or shrunk by up to 2x (nearest pixel, so
+               the noise keeps its texture): durations and bandwidths, sample rates and
+               hops the recordings did not have; a shrunk tile is set in noise drawn from
+               its own unboxed pixels
 =============  ===========================================================================
 """
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-AUGMENTATIONS = ("gain", "floor", "flip", "roll_f", "roll_t", "paste", "artefacts")
+AUGMENTATIONS = ("zoom", "gain", "floor", "flip", "roll_f", "roll_t", "paste", "artefacts")
 DEFAULT_AUGMENTATIONS = AUGMENTATIONS
 # each augmentation is applied to a tile with this probability
 P_APPLY = 0.5
@@ -136,7 +140,43 @@ def artefacts(tile, boxes, labels, rng, db_range):
     return np.clip(out, 0.0, 1.0), boxes, labels
 
 
-_FUNCS: dict[str, Callable] = {"gain": gain, "floor": floor, "flip": flip, "roll_f": roll_f, "roll_t": roll_t,
+def _zoom_axis(size, lo, hi, rng, max_factor, min_box):
+    """A scale factor and offset for one axis; never shrinks a box below ``min_box`` px."""
+    smallest = float(np.min(hi - lo)) if len(lo) else np.inf
+    low = max(1.0 / max_factor, min(1.0, 2.0 * min_box / smallest) if np.isfinite(smallest) else 0.0)
+    s = float(np.exp(rng.uniform(np.log(low), np.log(max_factor))))
+    room = size - size * s  # > 0: the shrunk tile fits with room to spare; < 0: a crop of the stretched one
+    return s, float(rng.uniform(min(0.0, room), max(0.0, room)))
+
+
+def zoom(tile, boxes, labels, rng, db_range=None, max_factor=2.0):
+    h, w = tile.shape
+    sy, oy = _zoom_axis(h, boxes[:, 1], boxes[:, 3], rng, max_factor, MIN_BOX)
+    sx, ox = _zoom_axis(w, boxes[:, 0], boxes[:, 2], rng, max_factor, MIN_BOX)
+    # output pixel centre -> source pixel (nearest); outside the source: noise
+    src_r = np.floor((np.arange(h) + 0.5 - oy) / sy).astype(np.int64)
+    src_c = np.floor((np.arange(w) + 0.5 - ox) / sx).astype(np.int64)
+    in_r, in_c = (src_r >= 0) & (src_r < h), (src_c >= 0) & (src_c < w)
+    out = tile[np.clip(src_r, 0, h - 1)[:, None], np.clip(src_c, 0, w - 1)[None, :]]
+    outside = ~(in_r[:, None] & in_c[None, :])
+    if outside.any():
+        unboxed = np.ones_like(tile, dtype=bool)
+        for x0, y0, x1, y1 in boxes:
+            unboxed[int(np.floor(y0)):int(np.ceil(y1)), int(np.floor(x0)):int(np.ceil(x1))] = False
+        noise = tile[unboxed] if unboxed.any() else np.full(1, noise_level(tile), np.float32)
+        out[outside] = rng.choice(noise, int(outside.sum()))
+    out_b, out_l = [], []
+    for b, lab in zip(boxes, labels):
+        x0, x1 = np.clip([b[0] * sx + ox, b[2] * sx + ox], 0.0, w)
+        y0, y1 = np.clip([b[1] * sy + oy, b[3] * sy + oy], 0.0, h)
+        if x1 - x0 >= MIN_BOX and y1 - y0 >= MIN_BOX:
+            out_b.append([x0, y0, x1, y1])
+            out_l.append(lab)
+    return (out.astype(np.float32), np.array(out_b, np.float32).reshape(-1, 4),
+            np.array(out_l, np.int64))
+
+
+_FUNCS: dict[str, Callable] = {"zoom": zoom, "gain": gain, "floor": floor, "flip": flip, "roll_f": roll_f, "roll_t": roll_t,
                                "artefacts": artefacts}
 
 

@@ -20,7 +20,7 @@ EXIT_ERROR = 2
 
 
 def _spectrogram_args(p):
-    from gnuradio.rfdetect.cli import _add_spectrogram_args
+    from gnuradio.rfdetect.apps.cli import _add_spectrogram_args
     _add_spectrogram_args(p)
     g = p.add_argument_group("tiles (the Detector must use the same)")
     g.add_argument("--tile-height", type=int, default=1024)
@@ -66,7 +66,7 @@ def _train_args(p):
 
 
 def _params(a):
-    from gnuradio.rfdetect.cli import _params as params_from_args
+    from gnuradio.rfdetect.apps.cli import _params as params_from_args
     return params_from_args(a)
 
 
@@ -150,9 +150,9 @@ def _physical_summary(r) -> str:
 
 def cmd_evaluate_model(a):
     """A finished model (any format the Detector loads) on a folder of labelled recordings."""
-    from gnuradio.rfdetect.hardware_profile import resolve_profile
-    from gnuradio.rfdetect.model_runtime import BUILTIN_MODELS, ModelCard, card_for, load_model, model_candidates
-    from gnuradio.rfdetect.spectrogram import SpectrogramParams
+    from gnuradio.rfdetect.inference.hardware_profile import resolve_profile
+    from gnuradio.rfdetect.inference.model_runtime import BUILTIN_MODELS, ModelCard, card_for, load_model, model_candidates
+    from gnuradio.rfdetect.dsp.spectrogram import SpectrogramParams
     from .evaluate import evaluate_detector, write_report
     from .prepare import find_recordings
     recs = [str(r) for r in find_recordings(a.recordings)]

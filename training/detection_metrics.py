@@ -2,7 +2,7 @@
 
 Boxes are record-shaped dicts (t_start/t_stop/f_low/f_high/label), so the same code
 scores pixel boxes and physical boxes. Matching is class-agnostic and one-to-one by
-IoU (rfdetect.records.match_boxes): a matched pair counts on the confusion matrix at
+IoU (rfdetect.formats.records.match_boxes): a matched pair counts on the confusion matrix at
 (truth label, found label) and is a true positive only when the labels agree; an
 unmatched truth box is a miss (column "background"), an unmatched found box a false
 alarm (row "background").
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gnuradio.rfdetect.records import match_boxes
+from gnuradio.rfdetect.formats.records import match_boxes
 
 
 def confusion_and_prf(truth_groups, found_groups, labels, iou: float) -> dict:
@@ -44,7 +44,7 @@ def _ranked(truth_groups, found_groups, iou: float, label=None):
     """Found boxes best score first, each marked a true positive when it takes the
     best-IoU unmatched truth box of its group (COCO's matching) -> (scores, tp, n_truth).
     ``label`` None: class-agnostic; else only boxes with that label."""
-    from gnuradio.rfdetect.records import box_iou
+    from gnuradio.rfdetect.formats.records import box_iou
     scored = []  # (score, group, found index)
     n_truth = 0
     groups = []
@@ -123,7 +123,7 @@ SNR_BANDS = ((-100.0, 0.0), (0.0, 5.0), (5.0, 10.0), (10.0, 15.0), (15.0, 20.0),
 def recall_by_snr(truth_groups, found_groups, iou: float = 0.5, score_threshold: float = 0.0) -> dict:
     """Class-agnostic recall per SNR band of the truth boxes (their ``snr_db``), counting
     found boxes scoring at least ``score_threshold``. Bands without truth are left out."""
-    from gnuradio.rfdetect.records import match_boxes
+    from gnuradio.rfdetect.formats.records import match_boxes
     hits: dict[str, list] = {}
     for truth, found in zip(truth_groups, found_groups):
         found = [f for f in found if float(f.get("score", 1.0)) >= score_threshold]

@@ -4,7 +4,7 @@ in pixel IoU on validation tiles and in physical IoU on validation recordings.
 Within one tile, pixels map to (seconds, Hz) by a scale and an offset per axis, so
 pixel IoU and physical IoU are the same number there. The physical evaluation is
 therefore done the way a user sees detections: each held-out recording runs through
-the Detector's own tile path (rfdetect.tile_detector, overlap and all) and NMS Merge
+the Detector's own tile path (rfdetect.inference.tile_detector, overlap and all) and NMS Merge
 (stitching across tiles), and the resulting records are matched, in seconds x Hz,
 against the recording's annotations.
 """
@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from gnuradio.rfdetect.energy_detector import PixelBox
-from gnuradio.rfdetect.nms_merge import NmsMerger
-from gnuradio.rfdetect.sigmf_io import SigMFRecording
-from gnuradio.rfdetect.spectrogram import StreamingSpectrogram
-from gnuradio.rfdetect.tile_detector import TileDetector
+from gnuradio.rfdetect.inference.energy_detector import PixelBox
+from gnuradio.rfdetect.tracking.nms_merge import NmsMerger
+from gnuradio.rfdetect.formats.sigmf_io import SigMFRecording
+from gnuradio.rfdetect.dsp.spectrogram import StreamingSpectrogram
+from gnuradio.rfdetect.inference.tile_detector import TileDetector
 
 from .archs import label_name, load_tile
 from .detection_metrics import ap_report, confusion_and_prf, recall_by_snr
@@ -95,7 +95,7 @@ def score_groups(truth_groups, found_groups, labels, score_threshold) -> dict:
     out = {"ap50": ap_report(truth_groups, found_groups, labels, MATCH_IOU)}
     out.update(confusion_and_prf(truth_groups, kept, labels, MATCH_IOU))
     agn_t = sum(len(t) for t in truth_groups)
-    from gnuradio.rfdetect.records import match_boxes
+    from gnuradio.rfdetect.formats.records import match_boxes
     hit = n_found = matched = 0
     for truth, found in zip(truth_groups, kept):
         t_match, unmatched = match_boxes(truth, found, MATCH_IOU)

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gnuradio.rfdetect.backends import excess_error
-from gnuradio.rfdetect.model_runtime import ModelCard, card_for
+from gnuradio.rfdetect.inference.backends import excess_error
+from gnuradio.rfdetect.inference.model_runtime import ModelCard, card_for
 
 from .archs import load_tile, make_arch
 
@@ -56,7 +56,7 @@ def compare_detections(ref, got) -> float:
     boxes in either order, so each PyTorch box is matched to an ONNX box of the same label
     by IoU before values are compared. Returns the worst excess error; raises ExportError
     when the sets differ."""
-    from gnuradio.rfdetect.postprocess import box_iou_matrix
+    from gnuradio.rfdetect.inference.postprocess import box_iou_matrix
     (rb, rs, rl), (gb, gs, gl) = ([np.asarray(a) for a in x] for x in (ref, got))
     rb, gb = rb.reshape(-1, 4).astype(np.float64), gb.reshape(-1, 4).astype(np.float64)
     if len(rb) != len(gb):
@@ -139,7 +139,7 @@ def export_torch(arch, model, ds, out_dir, name: str = "model") -> Path | None:
     beside the ONNX file, checked against the eager model like the ONNX export. None,
     with the reason, for networks torch.export cannot capture (Faster R-CNN's
     data-dependent shapes)."""
-    from gnuradio.rfdetect.backends import TorchBackend, save_torch_program
+    from gnuradio.rfdetect.inference.backends import TorchBackend, save_torch_program
     final = Path(out_dir) / f"{name}.pt"
     if not arch.torch_exportable:
         print(f"export: no {final.name}: torch.export cannot capture {arch.name} (data-dependent shapes); "
@@ -174,7 +174,7 @@ def export_engine(onnx_path, fp16=True) -> Path | None:
         print("export: TensorRT is not installed here: no .engine built (the ONNX model is complete; "
               "the Detector builds the engine from it on a TensorRT machine)", file=sys.stderr)
         return None
-    from gnuradio.rfdetect.tensorrt_backend import build_engine, validate_engine
+    from gnuradio.rfdetect.inference.tensorrt_backend import build_engine, validate_engine
     engine = build_engine(onnx_path, fp16=fp16,
                           out_path=Path(onnx_path).with_suffix(".engine"))
     validate_engine(engine, onnx_path)

@@ -78,7 +78,7 @@ class CropClassifier(nn.Module):
 class DenseDetector(nn.Module):
     """Single-stage, anchor-free (FCOS-like), static output shapes: per stride-8 cell,
     K class scores (sigmoid) and the distances (pixels) to the box's four edges.
-    Decoding and NMS happen outside the graph (rfdetect.postprocess.decode_dense)."""
+    Decoding and NMS happen outside the graph (rfdetect.inference.postprocess.decode_dense)."""
 
     stride = 8
 
@@ -211,7 +211,7 @@ class AnchorFreeDetector(nn.Module):
 
     Outputs are static ([1,1,h,w], [1,K,h,w], [1,4,h,w] as x0,y0,x1,y1 pixels); the
     threshold, the label rule and NMS are done outside the graph
-    (rfdetect.postprocess.decode_anchor_free), the same for every backend.
+    (rfdetect.inference.postprocess.decode_anchor_free), the same for every backend.
     """
 
     stride_y, stride_x = 4, 8

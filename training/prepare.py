@@ -1,12 +1,12 @@
 """prepare (the "ChunkWorker"): labelled SigMF recordings -> tile PNGs + bbox JSON + COCO.
 
-Tiles come from the same code as the Detector block's: rfdetect.spectrogram
+Tiles come from the same code as the Detector block's: rfdetect.dsp.spectrogram
 (StreamingSpectrogram over the recording in chunks, so memory stays bounded) and
-rfdetect.tile_detector.TileAssembler (the same tile height, overlap, and zero-padded
+rfdetect.inference.tile_detector.TileAssembler (the same tile height, overlap, and zero-padded
 last tile). Tile ``i`` of a recording is therefore the tile the Detector sees as its
 tile ``i`` for the same samples (tests/test_training.py checks it file for file).
 
-Per tile: ``<stem>_<iiii>.png`` (16-bit grayscale, rfdetect.tile_io) and
+Per tile: ``<stem>_<iiii>.png`` (16-bit grayscale, rfdetect.formats.tile_io) and
 ``<stem>_<iiii>.json``::
 
     {"image": "<stem>_0000.png", "width": 1024, "height": 1024,
@@ -33,10 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from gnuradio.rfdetect.sigmf_io import RecordingError, SigMFRecording, atomic_write_json
-from gnuradio.rfdetect.spectrogram import SpectrogramEngine, SpectrogramParams, StreamingSpectrogram
-from gnuradio.rfdetect.tile_detector import TileAssembler
-from gnuradio.rfdetect.tile_io import write_tile_png
+from gnuradio.rfdetect.formats.sigmf_io import RecordingError, SigMFRecording, atomic_write_json
+from gnuradio.rfdetect.dsp.spectrogram import SpectrogramEngine, SpectrogramParams, StreamingSpectrogram
+from gnuradio.rfdetect.inference.tile_detector import TileAssembler
+from gnuradio.rfdetect.formats.tile_io import write_tile_png
 
 from .progress import progress_bar
 

@@ -34,8 +34,3 @@ def from_pmt(msg) -> dict:
 
 def tile_message(tile: dict, records: list) -> "pmt.pmt_t":
     return to_pmt({"tile": tile, "records": list(records)})
-
-
-def parse_tile_message(msg) -> tuple[dict, list]:
-    obj = from_pmt(msg)
-    return obj.get("tile") or {}, [dict(r) for r in (obj.get("records") or [])]

@@ -6,7 +6,7 @@ Gating (all must hold for a detection to continue a track):
 * time: the detection starts no later than ``max_gap_s`` after the track's last
   detection ended (overlapping pieces always qualify);
 * frequency: the detection continues the track's last detection
-  (:func:`rfdetect.records.continuation`): their [f_low, f_high] ranges have an IoU
+  (:func:`rfdetect.formats.records.continuation`): their [f_low, f_high] ranges have an IoU
   >= ``freq_iou_gate``, or, for a signal that sweeps (a chirp) and was cut by a tile
   edge, they share the band swept in the time the two pieces share. A chirp's pieces
   from consecutive tiles cover different bands, so IoU alone would split it into one
@@ -21,7 +21,7 @@ from 1 and are never reused.
 """
 from __future__ import annotations
 
-from .records import SCHEMA, continuation, utc_source
+from ..formats.records import SCHEMA, continuation, utc_source
 
 
 class _Track:

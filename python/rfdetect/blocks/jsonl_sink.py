@@ -1,13 +1,12 @@
 """JSONL Sink block: one record per line."""
-import pmt
 from gnuradio import gr
 
-from . import stream_end
-from .messages import parse_tile_message
-from .record_outputs import JsonlWriter
+from ..formats.record_outputs import JsonlWriter
+from ..formats.records import format_record
+from .message_block import MessageBlock
 
 
-class jsonl_sink(gr.basic_block):
+class jsonl_sink(MessageBlock):
     """Writes every record it receives as one JSON line (schema rfdetect.detection/1)
     to ``path`` as it arrives (``tail -f`` follows a run); each line is a complete
     record, and the file is fsynced and closed when the stream ends or the flowgraph
@@ -19,17 +18,13 @@ class jsonl_sink(gr.basic_block):
     """
 
     def __init__(self, path="detections.jsonl", echo=False):
-        gr.basic_block.__init__(self, name="rfdetect JSONL Sink", in_sig=None, out_sig=None)
+        MessageBlock.__init__(self, "rfdetect JSONL Sink", output=False)
         self.writer = JsonlWriter(path)
         self.echo = bool(echo)
-        self.message_port_register_in(pmt.intern("in"))
-        self.set_msg_handler(pmt.intern("in"), self._handle)
 
-    def _handle(self, msg):
-        tile, records = parse_tile_message(msg)
+    def handle(self, tile, records):
         self.writer.add(records)
         if self.echo:
-            from .records import format_record
             try:
                 for r in records:
                     print(format_record(r), flush=True)
@@ -38,7 +33,6 @@ class jsonl_sink(gr.basic_block):
                 gr.log.warn(f"rfdetect JSONL Sink: stdout is gone ({e}); records still go to {self.writer.path}")
         if tile.get("final"):
             self.writer.commit()
-        stream_end.acknowledge(tile)
 
     def stop(self):
         self.writer.commit()

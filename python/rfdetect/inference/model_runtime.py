@@ -8,12 +8,10 @@ silently detect worse.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -21,111 +19,16 @@ import numpy as np
 
 from . import postprocess
 from .energy_detector import EnergyDetector, PixelBox
-from .spectrogram import SpectrogramConfigError, SpectrogramParams
+from .model_card import ENGINE_CACHE_RE, ENGINE_SUFFIXES, ModelCard, ModelError, card_for, onnx_beside
+from ..dsp.spectrogram import SpectrogramParams
 
-CARD_SCHEMA = "rfdetect.model_card/1"
-OUTPUT_FORMATS = postprocess.FORMATS
 BUILTIN_MODELS = ("energy",)
 # the embedded default: two_stage, trained by rfdetect-train on `rfdetect synth` data
 # (python/rfdetect/models/default/README.md has the command that reproduces it)
-DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default" / "model.onnx"
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default" / "model.onnx"
 
 
-class ModelError(ValueError):
-    """A model that cannot be used here, with the reason."""
-
-
-@dataclass
-class ModelCard:
-    name: str
-    labels: list
-    input_shape: list
-    spectrogram: SpectrogramParams
-    output_format: str = "boxes_scores_labels/1"
-    input_name: str = "tile"
-    input_dtype: str = "float32"
-    score_threshold: float = 0.5
-    nms_iou: float = 0.5
-    metrics: dict = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        d = {
-            "schema": CARD_SCHEMA,
-            "name": self.name,
-            "labels": list(self.labels),
-            "input": {"name": self.input_name, "shape": list(self.input_shape), "dtype": self.input_dtype},
-            "spectrogram": self.spectrogram.to_dict(),
-            "output": {"format": self.output_format},
-            "thresholds": {"score": self.score_threshold, "nms_iou": self.nms_iou},
-            "metrics": self.metrics,
-        }
-        d.update(self.extra)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict, where: str = "model card") -> "ModelCard":
-        def need(cond, msg):
-            if not cond:
-                raise ModelError(f"{where}: {msg}")
-        need(isinstance(d, dict), "is not a JSON object")
-        need(d.get("schema") == CARD_SCHEMA, f"schema must be {CARD_SCHEMA!r}, got {d.get('schema')!r}")
-        need(isinstance(d.get("name"), str) and d["name"], "needs a non-empty \"name\"")
-        labels = d.get("labels")
-        need(isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels),
-             "\"labels\" must be a non-empty list of strings")
-        inp = d.get("input") or {}
-        shape = inp.get("shape")
-        need(isinstance(shape, list) and len(shape) == 4 and all(isinstance(v, int) and v > 0 for v in shape),
-             "input.shape must be [1, 1, height, width]")
-        need(inp.get("dtype", "float32") == "float32", "input.dtype must be float32")
-        try:
-            spec = SpectrogramParams.from_dict(d.get("spectrogram") or {})
-        except (SpectrogramConfigError, TypeError) as e:
-            raise ModelError(f"{where}: bad \"spectrogram\": {e}") from None
-        fmt = (d.get("output") or {}).get("format")
-        need(fmt in OUTPUT_FORMATS, f"output.format {fmt!r} is not one of {OUTPUT_FORMATS}")
-        th = d.get("thresholds") or {}
-        score = th.get("score", 0.5)
-        need(isinstance(score, (int, float)) and 0 <= score <= 1, "thresholds.score must be in [0, 1]")
-        known = {"schema", "name", "labels", "input", "spectrogram", "output", "thresholds", "metrics"}
-        return cls(name=d["name"], labels=labels, input_shape=shape, spectrogram=spec, output_format=fmt,
-                   input_name=inp.get("name", "tile"), score_threshold=float(score),
-                   nms_iou=float(th.get("nms_iou", 0.5)), metrics=d.get("metrics") or {},
-                   extra={k: v for k, v in d.items() if k not in known})
-
-    @classmethod
-    def load(cls, path) -> "ModelCard":
-        path = Path(path)
-        if not path.is_file():
-            raise ModelError(f"model card not found: {path} (every model file needs its card beside it)")
-        try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ModelError(f"model card {path} is not valid JSON: {e}") from None
-        return cls.from_dict(d, str(path))
-
-    def save(self, path) -> None:
-        from .sigmf_io import atomic_write_json
-        atomic_write_json(path, self.to_dict())
-
-    def check_compatible(self, params: SpectrogramParams, tile_height: int, where: str) -> None:
-        diffs = self.spectrogram.differences(params)
-        if diffs:
-            raise ModelError(f"model {where} was trained for other spectrogram settings than this "
-                             f"STFT Tile block uses ({'; '.join(diffs)}): retrain it or change the "
-                             f"STFT Tile parameters")
-        want = [1, 1, tile_height, params.width]
-        if self.output_format == "crop_classifier/1":
-            want[2] = self.input_shape[2]  # it classifies crops of proposals: any tile height works
-        elif self.input_shape[3] < params.width and params.width % self.input_shape[3] == 0:
-            want[3] = self.input_shape[3]  # it sees the tile as frequency chunks of its width
-        if list(self.input_shape) != want:
-            raise ModelError(f"model {where} takes tiles of shape {self.input_shape}, but the Detector "
-                             f"makes {want} (tile height {tile_height}, width {params.width})")
-
-
-# network inputs and outputs each output format needs (rfdetect.postprocess)
+# network inputs and outputs each output format needs (rfdetect.inference.postprocess)
 _FORMAT_IO = {
     "boxes_scores_labels/1": (None, ["boxes", "scores", "labels"]),
     "dense_ltrb/1": (None, ["scores", "ltrb"]),
@@ -136,7 +39,7 @@ _FORMAT_IO = {
 
 class CardModel:
     """A trained detector: a backend that runs the network, the card that says what it
-    is, and the format's pre/post-processing from :mod:`rfdetect.postprocess`.
+    is, and the format's pre/post-processing from :mod:`rfdetect.inference.postprocess`.
 
     A card whose input is narrower than the spectrogram (say 1024 of 4096 columns)
     makes the model see the tile as that many frequency chunks side by side; backends
@@ -162,7 +65,7 @@ class CardModel:
                              f"{backend.output_names})")
         self.outputs = outputs
         self.chunk_width = int(card.input_shape[3])
-        # the label rule (rfdetect.postprocess.label_rule): a localised signal whose class
+        # the label rule (rfdetect.inference.postprocess.label_rule): a localised signal whose class
         # is uncertain is reported with this label instead of being dropped
         self.unknown_label = str(card.extra.get("unknown_label", postprocess.DEFAULT_UNKNOWN_LABEL))
         self.class_confidence = float((card.extra.get("label_rule") or {}).get(
@@ -310,12 +213,10 @@ class EnergyModel(EnergyDetector):
 # format -> backend; a folder or name is searched in this order (the first that loads wins)
 # TensorRT engines go by three names: .engine (trtexec's examples, our export), .trt
 # (the project card's word) and .plan (Triton's); all are the same serialised engine
-ENGINE_SUFFIXES = (".engine", ".trt", ".plan")
 FORMAT_BACKEND = {**{s: "tensorrt" for s in ENGINE_SUFFIXES}, ".onnx": "onnxruntime", ".pt": "pytorch",
                   ".pt2": "pytorch"}
 FORMAT_PRIORITY = (*ENGINE_SUFFIXES, ".onnx", ".pt", ".pt2")
 # model.<gpu>-sm<cc>-trt<version>.<precision>.engine: an engine rebuilt for one GPU
-_ENGINE_CACHE_RE = re.compile(r"^(?P<base>.*)\.[a-z0-9-]+-sm\d+-trt[0-9.]+\.(fp16|fp32)$")
 log = logging.getLogger("rfdetect.models")
 
 
@@ -368,26 +269,6 @@ class ModelSpec:
         return spec
 
 
-def _model_base(path: Path) -> Path:
-    """``dir/model`` for model.onnx, model.pt, model.engine / .trt / .plan and a rebuilt
-    model.<gpu>-sm<cc>-trt<version>.<precision>.engine."""
-    path = Path(path)
-    m = _ENGINE_CACHE_RE.match(path.stem) if path.suffix in ENGINE_SUFFIXES else None
-    return path.with_name(m.group("base") if m else path.stem)
-
-
-def card_for(path) -> Path:
-    """The card of a model file; every format of one network, and an engine rebuilt
-    for some GPU, share it."""
-    base = _model_base(path)
-    return base.with_name(base.name + ".card.json")
-
-
-def onnx_beside(engine: Path) -> Path:
-    base = _model_base(engine)
-    return base.with_name(base.name + ".onnx")
-
-
 def _locate(spec: str) -> Path:
     if spec == "default":
         if not DEFAULT_MODEL.is_file():
@@ -425,7 +306,7 @@ def model_candidates(spec: str, backends=("tensorrt", "onnxruntime", "pytorch"))
     if "tensorrt" in backends:
         engines = [f for ext in ENGINE_SUFFIXES for f in sorted(p.glob("*" + ext))]
         # an engine rebuilt for some GPU sorts after those exported with the model (stable sort)
-        cands += sorted(engines, key=lambda f: _ENGINE_CACHE_RE.match(f.stem) is not None)
+        cands += sorted(engines, key=lambda f: ENGINE_CACHE_RE.match(f.stem) is not None)
     for ext in FORMAT_PRIORITY:
         if FORMAT_BACKEND[ext] in backends and FORMAT_BACKEND[ext] != "tensorrt":
             cands += sorted(p.glob("*" + ext))
@@ -442,7 +323,7 @@ def open_engine(path: Path, device: str, precision: str, load=None, build=None, 
     ``build(onnx, out)`` builds and validates; an engine that fails either, or does
     not load once built, is deleted (a later start would otherwise load it unchecked)
     and the failure is a BackendError, so the caller goes on to the next format.
-    ``load``/``build``/``cache_path`` default to rfdetect.tensorrt_backend's."""
+    ``load``/``build``/``cache_path`` default to rfdetect.inference.tensorrt_backend's."""
     if load is None:
         from . import tensorrt_backend as trtb
 
@@ -455,7 +336,7 @@ def open_engine(path: Path, device: str, precision: str, load=None, build=None, 
 
         def cache_path(onnx):
             return trtb.engine_cache_path(onnx, device, precision == "fp16")
-    from .backends import BackendError, GpuUnavailable
+    from ..gpu import BackendError, GpuUnavailable
     try:
         return load(path, device, precision)
     except GpuUnavailable:  # no TensorRT or GPU here at all: the caller tries the next format
@@ -503,8 +384,8 @@ def load_model(spec, params: SpectrogramParams, tile_height: int,
                score_threshold: Optional[float] = None, profile=None):
     """Load one model entry (string or :class:`ModelSpec`) for these spectrogram
     settings: the first candidate file that loads here, its backend from the profile
-    (rfdetect.hardware_profile); refuses models whose card does not fit ``params``."""
-    from .backends import BackendError
+    (rfdetect.inference.hardware_profile); refuses models whose card does not fit ``params``."""
+    from ..gpu import BackendError
     from .hardware_profile import env_score_threshold, resolve_profile
     ms = ModelSpec.parse(spec)
     score = ms.score_threshold if ms.score_threshold is not None else score_threshold

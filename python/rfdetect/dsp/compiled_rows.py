@@ -3,7 +3,7 @@
 Built by ``pip install`` (setup.py) and by the CMake build next to this file as
 ``_stft_rows*.so``. :func:`load` returns the library, or raises
 :class:`KernelUnavailable` saying why (not built: no C compiler or FFTW headers where
-the package was installed); :class:`rfdetect.spectrogram.SpectrogramEngine` then
+the package was installed); :class:`rfdetect.dsp.spectrogram.SpectrogramEngine` then
 computes the same rows with NumPy.
 """
 from __future__ import annotations

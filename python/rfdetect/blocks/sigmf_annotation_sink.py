@@ -1,13 +1,11 @@
 """SigMF Annotation Sink block: writes detections as SigMF annotations."""
-import pmt
 from gnuradio import gr
 
-from . import stream_end
-from .messages import parse_tile_message
-from .record_outputs import AnnotationWriter
+from ..formats.record_outputs import AnnotationWriter
+from .message_block import MessageBlock
 
 
-class sigmf_annotation_sink(gr.basic_block):
+class sigmf_annotation_sink(MessageBlock):
     """Writes every detection (and track new/update event) it receives as a SigMF
     annotation: core:sample_start, core:sample_count, core:freq_lower_edge,
     core:freq_upper_edge, core:label, plus rfdetect:score, rfdetect:model,
@@ -32,7 +30,7 @@ class sigmf_annotation_sink(gr.basic_block):
     """
 
     def __init__(self, path="detections", source="", samp_rate=0.0, center_freq=0.0, flush_interval_s=5.0):
-        gr.basic_block.__init__(self, name="rfdetect SigMF Annotation Sink", in_sig=None, out_sig=None)
+        MessageBlock.__init__(self, "rfdetect SigMF Annotation Sink", output=False)
         self.writer = AnnotationWriter(path, source or None, float(samp_rate), float(center_freq),
                                        sync_interval_s=float(flush_interval_s))
         rec = self.writer.recovered
@@ -42,15 +40,11 @@ class sigmf_annotation_sink(gr.basic_block):
         elif rec:
             gr.log.warn(f"rfdetect SigMF Annotation Sink: a journal left by a run that did not stop cleanly was "
                         f"recovered as {rec['meta']} ({rec['annotations']} annotations)")
-        self.message_port_register_in(pmt.intern("in"))
-        self.set_msg_handler(pmt.intern("in"), self._handle)
 
-    def _handle(self, msg):
-        tile, records = parse_tile_message(msg)
+    def handle(self, tile, records):
         self.writer.add(records)
         if tile.get("final"):
             self.writer.finalise()
-        stream_end.acknowledge(tile)
 
     def flush(self):
         self.writer.flush()

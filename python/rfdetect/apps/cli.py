@@ -7,8 +7,8 @@ import signal
 import sys
 import time
 
-from . import __version__
-from .spectrogram import SpectrogramParams
+from .. import __version__
+from ..dsp.spectrogram import SpectrogramParams
 
 EXIT_ERROR = 2
 
@@ -49,7 +49,7 @@ def cmd_synth(a):
 
 def _ignore_freq(text):
     """--ignore-freq HZ[:WIDTH]: checked while parsing, so a bad entry is a usage error."""
-    from .tile_detector import parse_ignore_freqs
+    from ..inference.tile_detector import parse_ignore_freqs
     try:
         return parse_ignore_freqs(text)
     except ValueError as e:
@@ -58,7 +58,7 @@ def _ignore_freq(text):
 
 def cmd_detect(a):
     from .detect_flowgraph import DetectOptions, run_detect
-    from .records import read_jsonl
+    from ..formats.records import read_jsonl
     opt = DetectOptions(models=a.model or ["default"], params=_params(a), tile_height=a.tile_height,
                         overlap=a.overlap, nms_iou=a.nms_iou, track_max_gap_s=a.max_gap,
                         score_threshold=a.score_threshold, out=a.out, zmq=a.zmq, zmq_wait_s=a.zmq_wait, sigmf_out=a.sigmf_out,
@@ -87,7 +87,7 @@ def cmd_detect(a):
 
 def cmd_plot(a):
     from .plot import plot_detections
-    from .records import read_jsonl
+    from ..formats.records import read_jsonl
     recs = read_jsonl(a.detections) if a.detections else []
     plot_detections(a.recording, [r for r in recs if r.get("event") != "end"], a.out, _params(a))
     print(a.out)
@@ -106,8 +106,8 @@ def _stop_on_signals():
 
 def cmd_listen(a):
     import zmq
-    from .record_outputs import SequenceCheck
-    from .records import format_record, format_stats
+    from ..formats.record_outputs import SequenceCheck
+    from ..formats.records import format_record, format_stats
     check = SequenceCheck()  # this subscriber's own losses: the publisher cannot know them
     ctx = zmq.Context.instance()
     s = ctx.socket(zmq.SUB)
@@ -144,7 +144,7 @@ def cmd_listen(a):
 
 
 def cmd_recover(a):
-    from .record_outputs import recover_journal
+    from ..formats.record_outputs import recover_journal
     res = recover_journal(a.journal, a.out_base)
     print(f"{res['meta']}: {res['annotations']} annotations"
           + (" (a last line cut short by the crash was skipped)" if res["torn"] else ""))
@@ -240,9 +240,9 @@ def build_parser():
 
 
 def main(argv=None):
-    from .model_runtime import ModelError
-    from .sigmf_io import RecordingError
-    from .spectrogram import SpectrogramConfigError
+    from ..inference.model_runtime import ModelError
+    from ..formats.sigmf_io import RecordingError
+    from ..dsp.spectrogram import SpectrogramConfigError
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

@@ -47,7 +47,7 @@ class Profile:
             changes["backends"] = (backend,)
         if device not in AUTO:
             device = f"cuda:{device}" if str(device).isdigit() else str(device)  # RFDETECT_DEVICE=1
-            from .backends import BackendError, cuda_index
+            from ..gpu import BackendError, cuda_index
             try:
                 cuda_index(device)
             except BackendError as e:

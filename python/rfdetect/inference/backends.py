@@ -2,13 +2,13 @@
 
 A backend runs a network and nothing else: ``run(feed, outputs) -> [np.ndarray]``
 with ``feed`` a dict of float32 NumPy arrays by input name. Pre- and
-post-processing live in :mod:`rfdetect.postprocess`, so every backend gives the same
+post-processing live in :mod:`rfdetect.inference.postprocess`, so every backend gives the same
 detections from the same network (the tests compare them).
 
 Every backend has ``kind``, ``path``, ``device`` ("cpu" or "cuda:N"), ``precision``
 ("fp32" or "fp16"), ``input_names``, ``output_names``, ``batch_dynamic`` (whether
 the first input dimension may vary) and ``memory()`` (GPU bytes in use and peak, or
-{} on the CPU). TensorRT lives in :mod:`rfdetect.tensorrt_backend`.
+{} on the CPU). TensorRT lives in :mod:`rfdetect.inference.tensorrt_backend`.
 """
 from __future__ import annotations
 
@@ -23,35 +23,14 @@ from typing import Optional
 
 import numpy as np
 
+from ..gpu import BackendError, GpuUnavailable, cuda_index
+from .model_card import ModelError
+
 # metadata stored inside a PyTorch archive (torch.export extra file)
 TORCH_META = "rfdetect.json"
 ORT_MISSING = ("ONNX Runtime is not installed here: pip install 'gr-rfdetect[cpu]' (or, with a GPU, "
                "'gr-rfdetect[gpu]'; on a Jetson keep NVIDIA's onnxruntime-gpu wheel)")
 log = logging.getLogger("rfdetect.models")
-
-
-class BackendError(RuntimeError):
-    """A backend that cannot run this model here, with the reason."""
-
-
-class GpuUnavailable(BackendError):
-    """No CuPy, no CUDA driver, or not the GPU asked for."""
-
-
-def require_cupy(index: int = 0):
-    """CuPy, once it is sure GPU ``index`` is there: the one CUDA layer of gr-rfdetect
-    (TensorRT buffers and streams, the GPU STFT)."""
-    try:
-        import cupy
-    except ImportError:
-        raise GpuUnavailable("CuPy is not installed (pip install cupy-cuda12x)") from None
-    try:
-        count = cupy.cuda.runtime.getDeviceCount()
-    except cupy.cuda.runtime.CUDARuntimeError as e:
-        raise GpuUnavailable(f"no usable CUDA driver or GPU ({e})") from None
-    if index >= count:
-        raise GpuUnavailable(f"GPU {index} asked for, {count} visible")
-    return cupy
 
 
 def excess_error(ref, got, rtol: float) -> float:
@@ -114,18 +93,6 @@ def onnx_providers(available, gpu: Optional[int], precision: str, model_path, or
     return providers
 
 
-def cuda_index(device: str) -> Optional[int]:
-    """"cuda:1" -> 1, "cuda" -> 0, "cpu" -> None; anything else is an error."""
-    d = str(device).strip().lower()
-    if d == "cpu":
-        return None
-    if d == "cuda":
-        return 0
-    if d.startswith("cuda:") and d[5:].isdigit():
-        return int(d[5:])
-    raise BackendError(f"device {device!r} must be 'cpu', 'cuda' or 'cuda:N'")
-
-
 class OnnxBackend:
     """ONNX Runtime: the CPU execution provider always; on a GPU device the TensorRT
     (engine cache on) and CUDA providers first where this onnxruntime build has them
@@ -138,7 +105,6 @@ class OnnxBackend:
             import onnxruntime as ort
         except ImportError:  # an optional extra since a Jetson's onnxruntime-gpu must not be replaced
             raise BackendError(f"{ORT_MISSING}; cannot load {path}") from None
-        from .model_runtime import ModelError
         self.path = Path(path)
         self.device = device
         gpu = cuda_index(device)
@@ -177,7 +143,6 @@ class TorchBackend:
     kind = "pytorch"
 
     def __init__(self, path, device: str = "cpu", precision: str = "fp32", intra_threads: int = 1):
-        from .model_runtime import ModelError
         try:
             import torch
         except ImportError:

@@ -56,10 +56,10 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .records import SCHEMA, STATS_SCHEMA, utc_source
-from .sigmf_io import unix_to_iso
-from .spectrogram import SpectrogramParams
-from .tile_io import write_tile_png
+from ..formats.records import SCHEMA, STATS_SCHEMA, utc_source
+from ..formats.sigmf_io import unix_to_iso
+from ..dsp.spectrogram import SpectrogramParams
+from ..formats.tile_io import write_tile_png
 
 log = logging.getLogger("rfdetect.detector")
 
@@ -321,6 +321,7 @@ class TileAssembler:
         self._fill = 0
         self.row_start = 0  # global index of the buffer's first row
         self.rows_seen = 0
+        self._prev = None  # the last full tile's first ``step`` rows, for flush()
 
     def push(self, rows: np.ndarray) -> list[tuple[np.ndarray, int]]:
         out = []
@@ -333,6 +334,7 @@ class TileAssembler:
             i += take
             if self._fill == self.height:
                 out.append((self._buf.copy(), self.row_start))
+                self._prev = self._buf[:self.step].copy()
                 self._buf[:self.overlap] = self._buf[self.step:]
                 self._fill = self.overlap
                 self.row_start += self.step
@@ -340,13 +342,22 @@ class TileAssembler:
         return out
 
     def flush(self) -> Optional[tuple[np.ndarray, int, int]]:
-        """The last, partial tile zero-padded, if it holds rows no tile has covered yet."""
-        new_rows = self._fill - (self.overlap if self.row_start > 0 else 0)
+        """The stream's last rows as one more tile, if no tile has covered them yet:
+        ``(tile, row_start, valid_rows)``. It is the last ``height`` rows of the stream
+        (overlapping the previous tile by more than ``overlap``), not a zero-padded tile:
+        the edge between signal and padding looked like a signal to trained models (a
+        box across the whole band at the end of every recording). Only a stream shorter
+        than one tile is padded, by mirroring its rows, with ``valid_rows`` < ``height``."""
+        fill = self._fill
+        new_rows = fill - (self.overlap if self.row_start > 0 else 0)
         if new_rows <= 0:
             return None
-        tile = np.zeros((self.height, self.width), dtype=np.float32)
-        tile[:self._fill] = self._buf[:self._fill]
-        return tile, self.row_start, self._fill
+        if self._prev is None:
+            tile = np.pad(self._buf[:fill], ((0, self.height - fill), (0, 0)), mode="symmetric")
+            return tile, self.row_start, fill
+        # the previous tile ends ``overlap`` rows into the buffer
+        tile = np.concatenate([self._prev[fill - self.overlap:self.step], self._buf[:fill]])
+        return tile, self.row_start + fill - self.height, self.height
 
 
 class _ModelStats:
@@ -399,7 +410,7 @@ class TileDetector:
         if twice:
             raise ValueError(f"several models are named {twice}: give each its own name "
                              f"(model?name=... or {{'model': ..., 'name': ...}})")
-        # every tile the models see is also written here (tile_NNNNNN.png, rfdetect.tile_io):
+        # every tile the models see is also written here (tile_NNNNNN.png, rfdetect.formats.tile_io):
         # training data from a live receiver, and proof that training tiles match
         self.tile_dir = Path(tile_dir) if tile_dir else None
         if self.tile_dir:

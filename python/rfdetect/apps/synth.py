@@ -29,7 +29,7 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
-from .sigmf_io import atomic_file, atomic_write_json, encode_samples, new_meta, sort_annotations, unix_to_iso
+from ..formats.sigmf_io import atomic_file, atomic_write_json, encode_samples, new_meta, sort_annotations, unix_to_iso
 
 CLASSES = ("ofdm", "fhss", "rb", "chirp", "tone")
 

@@ -6,9 +6,9 @@ from typing import Optional
 
 import numpy as np
 
-from .records import from_annotation
-from .sigmf_io import SigMFRecording
-from .spectrogram import SpectrogramParams, StreamingSpectrogram
+from ..formats.records import from_annotation
+from ..formats.sigmf_io import SigMFRecording
+from ..dsp.spectrogram import SpectrogramParams, StreamingSpectrogram
 
 _MAX_ROWS = 2000  # rows drawn; longer recordings are max-pooled in time for display
 

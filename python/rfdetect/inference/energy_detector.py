@@ -3,7 +3,7 @@
 It is the first stage of the two-stage detector (its regions become the proposals a
 classifier labels) and a detector of its own (label ``"signal"``).
 
-Steps, on a tile of normalised rows (see :mod:`rfdetect.spectrogram`):
+Steps, on a tile of normalised rows (see :mod:`rfdetect.dsp.spectrogram`):
 
 1. smooth with a ``smooth`` x ``smooth`` box filter (pooled-by-4 noise pixels vary by
    ~2.2 dB, after a 3x3 mean by ~0.75 dB; unpooled ones by ~5.6 dB, so ``smooth=0``
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.ndimage as ndi
 
-from .spectrogram import SpectrogramParams
+from ..dsp.spectrogram import SpectrogramParams
 
 
 @dataclass

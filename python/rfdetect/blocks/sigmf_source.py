@@ -5,7 +5,7 @@ import numpy as np
 import pmt
 from gnuradio import gr
 
-from .sigmf_io import RecordingError, SigMFRecording
+from ..formats.sigmf_io import RecordingError, SigMFRecording
 
 NAN_POLICIES = ("error", "zero")
 LENGTH_TAG = "rfdetect_length"

@@ -13,16 +13,16 @@ from typing import Optional
 
 from gnuradio import gr
 
-from .detector import detector
-from .jsonl_sink import jsonl_sink
-from .nms_merge_block import nms_merge
-from .record_outputs import RecordPublisher
-from .sigmf_annotation_sink import sigmf_annotation_sink
-from .sigmf_io import RecordingError
-from .sigmf_source import sigmf_source
-from .spectrogram import SpectrogramParams
-from .stft_tile import stft_tile
-from .track_assigner_block import track_assigner
+from ..blocks.detector import detector
+from ..blocks.jsonl_sink import jsonl_sink
+from ..blocks.nms_merge import nms_merge
+from ..formats.record_outputs import RecordPublisher
+from ..blocks.sigmf_annotation_sink import sigmf_annotation_sink
+from ..formats.sigmf_io import RecordingError
+from ..blocks.sigmf_source import sigmf_source
+from ..dsp.spectrogram import SpectrogramParams
+from ..blocks.stft_tile import stft_tile
+from ..blocks.track_assigner import track_assigner
 
 
 class DetectError(RuntimeError):
@@ -86,7 +86,7 @@ class DetectFlowgraph(gr.top_block):
             self.msg_connect(self.tracker, "out", self.jsonl, "in")
             self.sinks.append(self.jsonl)
         if opt.zmq:
-            from .zmq_pub_sink import zmq_pub_sink
+            from ..blocks.zmq_pub_sink import zmq_pub_sink
             self.zmq = zmq_pub_sink(opt.zmq)
             self.msg_connect(self.tracker, "out", self.zmq, "in")
             self.msg_connect(self.detector, "stats", self.zmq, "stats")

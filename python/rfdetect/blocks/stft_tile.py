@@ -6,8 +6,8 @@ import pmt
 from gnuradio import gr
 
 from .messages import to_pmt
-from .spectrogram import SpectrogramParams
-from .spectrogram_gpu import make_spectrogram_engine
+from ..dsp.spectrogram import SpectrogramParams
+from ..dsp.spectrogram_gpu import make_spectrogram_engine
 
 STFT_TAG = "rfdetect_stft"
 # Rows per call the block asks room for: enough to amortise the Python call.
@@ -22,7 +22,7 @@ def _gr_say(level, msg):
 
 class stft_tile(gr.decim_block):
     """Computes spectrogram rows: one row of ``width`` float32 values per ``hop``
-    input samples (see rfdetect.spectrogram for the exact math; the offline
+    input samples (see rfdetect.dsp.spectrogram for the exact math; the offline
     ``rfdetect detect`` path and training use the very same function).
 
     Output: a vector stream of ``width`` float32 in [0, 1] (with the default
@@ -55,7 +55,7 @@ class stft_tile(gr.decim_block):
         device: "auto" (the GPU through CuPy/cuFFT when one is visible, else the CPU),
             "cpu", "cuda" or "cuda:N" (the CPU, with a warning once, where there is no
             GPU). At start a test frame's GPU rows are compared with the CPU kernel's,
-            and the CPU is used, with a warning, when they differ (rfdetect.spectrogram_gpu;
+            and the CPU is used, with a warning, when they differ (rfdetect.dsp.spectrogram_gpu;
             not yet executed on a GPU).
     """
 

@@ -1,16 +1,12 @@
 """NMS Merge block (message in, message out)."""
-import pmt
-from gnuradio import gr
-
-from . import stream_end
-from .messages import parse_tile_message, tile_message
-from .nms_merge import NmsMerger
+from ..tracking.nms_merge import NmsMerger
+from .message_block import MessageBlock
 
 
-class nms_merge(gr.basic_block):
+class nms_merge(MessageBlock):
     """Removes duplicate detections across models and across overlapping tiles, by
     IoU in (time, frequency), and stitches pieces of one signal cut by a tile edge.
-    See rfdetect.nms_merge for the exact rules.
+    See rfdetect.tracking.nms_merge for the exact rules.
 
     Message ports: ``in`` (tile messages from the Detector), ``out`` (tile messages
     with the merged records; a record is held back for at most one tile).
@@ -24,15 +20,8 @@ class nms_merge(gr.basic_block):
     """
 
     def __init__(self, iou_threshold=0.5, class_aware=True, stitch=True):
-        gr.basic_block.__init__(self, name="rfdetect NMS Merge", in_sig=None, out_sig=None)
+        MessageBlock.__init__(self, "rfdetect NMS Merge", output=True)
         self.merger = NmsMerger(float(iou_threshold), bool(class_aware), bool(stitch))
-        self.message_port_register_in(pmt.intern("in"))
-        self.message_port_register_out(pmt.intern("out"))
-        self.set_msg_handler(pmt.intern("in"), self._handle)
 
-    def _handle(self, msg):
-        tile, records = parse_tile_message(msg)
-        out = self.merger.push(tile, records)
-        stream_end.announce(self, tile, ["out"])
-        self.message_port_pub(pmt.intern("out"), tile_message(tile, out))
-        stream_end.acknowledge(tile)
+    def handle(self, tile, records):
+        return self.merger.push(tile, records)

@@ -6,7 +6,7 @@ merger takes the new records plus those it held back from the previous tile and:
 
 1. **stitches** pieces cut by a tile edge (the Detector marks them ``tile_edge``):
    two records from different tiles whose time spans meet and where the later one
-   continues the earlier (:func:`rfdetect.records.continuation`: frequency IoU >=
+   continues the earlier (:func:`rfdetect.formats.records.continuation`: frequency IoU >=
    ``iou_threshold``, or, for a signal that sweeps such as a chirp, the band both
    saw in the rows their tiles share) become their union, best-matching pairs first;
 2. **suppresses** duplicates greedily, complete records before ones cut by an edge,
@@ -22,8 +22,8 @@ merger takes the new records plus those it held back from the previous tile and:
 """
 from __future__ import annotations
 
-from .records import box_iou, continuation, utc_source
-from .postprocess import DEFAULT_UNKNOWN_LABEL as UNKNOWN_LABEL
+from ..formats.records import box_iou, continuation, utc_source
+from ..inference.postprocess import DEFAULT_UNKNOWN_LABEL as UNKNOWN_LABEL
 
 
 def _join(a: dict, b: dict) -> dict:

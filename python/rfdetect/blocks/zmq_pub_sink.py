@@ -1,13 +1,9 @@
 """ZMQ PUB Sink block: publishes records and statistics as JSON."""
-import pmt
-from gnuradio import gr
-
-from . import stream_end
-from .messages import from_pmt
-from .record_outputs import RecordPublisher, is_stats
+from ..formats.record_outputs import RecordPublisher
+from .message_block import MessageBlock
 
 
-class zmq_pub_sink(gr.basic_block):
+class zmq_pub_sink(MessageBlock):
     """Publishes every record it receives as a two-frame ZeroMQ message
     ``[topic, json]`` (schema rfdetect.detection/1, docs/schema.md). Topics:
     ``detection``, ``track.new``, ``track.update``, ``track.end`` and ``stats``; a
@@ -27,11 +23,8 @@ class zmq_pub_sink(gr.basic_block):
     """
 
     def __init__(self, address="tcp://127.0.0.1:5555", hwm=10000):
-        gr.basic_block.__init__(self, name="rfdetect ZMQ PUB Sink", in_sig=None, out_sig=None)
+        MessageBlock.__init__(self, "rfdetect ZMQ PUB Sink", output=False, stats_port=True)
         self.publisher = RecordPublisher(address, int(hwm))
-        for port, handler in (("in", self._handle), ("stats", self._handle_stats)):
-            self.message_port_register_in(pmt.intern(port))
-            self.set_msg_handler(pmt.intern(port), handler)
 
     @property
     def dropped(self):
@@ -41,18 +34,12 @@ class zmq_pub_sink(gr.basic_block):
     def sent(self):
         return self.publisher.sent
 
-    def _handle(self, msg):
-        obj = from_pmt(msg)
-        if is_stats(obj):
-            self.publisher.publish_stats(obj)
-        else:
-            tile = obj.get("tile") or {}
-            self.publisher.note_tile(tile)
-            self.publisher.publish(obj.get("records") or [])
-            stream_end.acknowledge(tile)
+    def handle(self, tile, records):
+        self.publisher.note_tile(tile)
+        self.publisher.publish(records)
 
-    def _handle_stats(self, msg):
-        self.publisher.publish_stats(from_pmt(msg))
+    def handle_stats(self, stats):
+        self.publisher.publish_stats(stats)
 
     def stop(self):
         self.publisher.close()

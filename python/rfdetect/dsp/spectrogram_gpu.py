@@ -2,7 +2,7 @@
 
 :class:`StagedSpectrogramEngine` has the CPU engine's interface (``compute(x, n_rows,
 out)``, ``frames_needed``, ``close``) and the same math: framing, the FFT-shift
-window and :func:`rfdetect.spectrogram.rows_from_spectrum` run on the device, only
+window and :func:`rfdetect.dsp.spectrogram.rows_from_spectrum` run on the device, only
 the FFT is the device library's. Samples go host -> staging buffer -> device, rows
 come back the same way. What touches CUDA is the small :class:`_CupyOps` (pinned
 buffers, one stream, cuFFT plans); :class:`NumpyOps` is the same interface on the
@@ -32,7 +32,7 @@ from typing import Optional
 
 import numpy as np
 
-from .backends import GpuUnavailable, require_cupy
+from ..gpu import GpuUnavailable, require_cupy
 from .spectrogram import SpectrogramEngine, SpectrogramParams, _window, log, rows_from_spectrum, say_once
 
 # largest |GPU row - CPU row| allowed (rows are in [0, 1]; 1e-3 is 0.06 dB at the

@@ -6,13 +6,13 @@ import pmt
 from gnuradio import gr
 
 from .messages import from_pmt, tile_message, to_pmt
-from .hardware_profile import resolve_profile
-from .model_runtime import BUILTIN_MODELS, ModelCard, ModelSpec, card_for, load_model, model_candidates
+from ..inference.hardware_profile import resolve_profile
+from ..inference.model_runtime import BUILTIN_MODELS, ModelCard, ModelSpec, card_for, load_model, model_candidates
 from .sigmf_source import LENGTH_TAG
-from .spectrogram import SpectrogramParams
+from ..dsp.spectrogram import SpectrogramParams
 from . import stream_end
 from .stft_tile import STFT_TAG
-from .tile_detector import FINISH_TIMEOUT_S, MODES, TileDetector, parse_ignore_freqs
+from ..inference.tile_detector import FINISH_TIMEOUT_S, MODES, TileDetector, parse_ignore_freqs
 
 
 # how long the end of a stream waits for the blocks downstream to handle the final tile
@@ -53,7 +53,7 @@ class detector(gr.sync_block):
         profile, backend, device, precision, batch_size: hardware profile and its
             overrides ("auto"/"": RFDETECT_PROFILE, RFDETECT_BACKEND, RFDETECT_DEVICE,
             RFDETECT_PRECISION, RFDETECT_BATCH, else detected: jetson, desktop-gpu, cpu;
-            see rfdetect.hardware_profile).
+            see rfdetect.inference.hardware_profile).
         concurrency: "auto" (models run side by side when a timing at start shows it
             is faster), "parallel" or "serial".
         tile_height: rows per tile (the models' input height).

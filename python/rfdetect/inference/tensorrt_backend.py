@@ -30,7 +30,8 @@ from typing import Optional
 
 import numpy as np
 
-from .backends import BackendError, GpuUnavailable, cuda_index, excess_error, require_cupy, run_in_batches
+from ..gpu import BackendError, GpuUnavailable, cuda_index, require_cupy
+from .backends import excess_error, run_in_batches
 
 log = logging.getLogger("rfdetect.tensorrt")
 
@@ -90,7 +91,7 @@ def _to_np_dtype(trt, dt):
 def card_max_batch(card) -> int:
     """The largest first dimension the Detector gives this card's network in one call,
     the maximum of the engine's optimisation profile. Frequency chunks: row width /
-    input width (rfdetect.model_runtime.CardModel). A crop classifier takes one crop
+    input width (rfdetect.inference.model_runtime.CardModel). A crop classifier takes one crop
     per proposal, and proposals per tile have no bound: as many crops as hold one tile
     of pixels (tile height x row width / crop_size^2; 256 for 1024 x 1024 tiles and 64 x
     64 crops), so activations stay about one tile's; more crops are run in several calls
@@ -131,7 +132,7 @@ def build_engine(onnx_path, fp16: bool = True, int8_calibration_dir: Optional[st
     trt, cupy = _import()
     onnx_path = Path(onnx_path)
     if max_batch is None:
-        from .model_runtime import ModelCard, card_for
+        from .model_card import ModelCard, card_for
         max_batch = card_max_batch(ModelCard.load(card_for(onnx_path)))
     out_path = Path(out_path) if out_path else engine_cache_path(onnx_path, device, fp16)
     cupy.cuda.Device(cuda_index(device) or 0).use()
