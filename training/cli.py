@@ -63,6 +63,9 @@ def _train_args(p):
                    help="written into the card; default: for anchor_free the threshold that maximises "
                         "class-agnostic F1 on the validation tiles, else 0.5")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
+    g.add_argument("--progress-jsonl", metavar="FILE",
+                   help="also append machine-readable progress (stages, steps, per-epoch metrics) to FILE, "
+                        "one JSON object per line (training/progress.py)")
 
 
 def _params(a):
@@ -226,22 +229,28 @@ def _validation_threshold(ds, checkpoint, val_images, device) -> float:
 
 def cmd_run(a):
     from .prepare import load_dataset
+    from .progress import emit
     out = Path(a.out)
     work = out / "work"
     t0 = time.monotonic()
     a.tiles = str(work / "tiles")
+    emit("stage", stage="prepare")
     if a.resume and (work / "tiles" / "dataset.json").is_file():
         print(f"run: reusing prepared tiles in {a.tiles}")
     else:
         cmd_prepare(argparse.Namespace(**{**vars(a), "out": a.tiles}))
     ds = load_dataset(a.tiles)
+    emit("stage", stage="train", tiles=len(ds["images"]))
     summary = cmd_train(argparse.Namespace(**{**vars(a), "out": str(work / "runs")}))
     ck = Path(summary["final"]["checkpoint"])
+    emit("stage", stage="evaluate")
     if a.score_threshold is None:
         a.score_threshold = _validation_threshold(ds, ck, summary["val_tiles"], a.device)
     report = _evaluate(ds, ck, summary["val_tiles"], work / "report", a.device, a.score_threshold, not a.quiet)
+    emit("stage", stage="export")
     cmd_export(argparse.Namespace(**{**vars(a), "checkpoint": str(ck), "out": str(out),
                                      "report": str(work / "report" / "report.json")}))
+    emit("stage", stage="done", model=str(out / "model.onnx"))
     print(f"run: done in {(time.monotonic() - t0) / 60:.1f} min -> {out / 'model.onnx'} "
           f"(try: rfdetect detect REC --model {out / 'model.onnx'})")
     return report
@@ -308,6 +317,9 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     a = build_parser().parse_args(argv)
     a.command = "rfdetect-train " + shlex.join(argv)
+    if getattr(a, "progress_jsonl", None):
+        from .progress import set_progress_log
+        set_progress_log(a.progress_jsonl)
     try:
         a.func(a)
     except KeyboardInterrupt:

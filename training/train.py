@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, WeightedRandomSampler
 
-from .progress import progress_bar
+from .progress import emit, progress_bar
 
 
 @dataclass
@@ -221,6 +221,7 @@ def fit(arch, ds, train_images, val_images, cfg: TrainConfig, run_dir: Path, res
         t0, total, n = time.monotonic(), 0.0, 0
         bar = progress_bar(train_loader, enable=cfg.progress and rank == 0, desc=f"epoch {epoch}/{epochs}")
         opt.zero_grad(set_to_none=True)
+        t_step = time.monotonic()
         for i, batch in enumerate(bar):
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
                 loss = arch.loss(ddp, batch, device)
@@ -237,6 +238,10 @@ def fit(arch, ds, train_images, val_images, cfg: TrainConfig, run_dir: Path, res
             total += loss.item()
             n += 1
             bar.set_postfix(loss=f"{total / n:.4f}")
+            if rank == 0 and (time.monotonic() - t_step > 1.0 or i + 1 == len(train_loader)):
+                t_step = time.monotonic()
+                emit("step", run=run_dir.name, epoch=epoch, epochs=epochs, step=i + 1, steps=len(train_loader),
+                     loss=round(total / n, 6))
         train_loss = total / max(n, 1)
         if world > 1:
             t = torch.tensor([train_loss], device=device)
@@ -279,6 +284,7 @@ def fit(arch, ds, train_images, val_images, cfg: TrainConfig, run_dir: Path, res
             if improved or not early_stop:
                 _save(ck, best_path)
             _write_metrics(run_dir, history)
+            emit("epoch", run=run_dir.name, epochs=epochs, best=improved, **row)
             if tb:
                 for k in ("train_loss", "val_loss", "val_ap50", "val_map50", "lr"):
                     tb.add_scalar(k, row[k], epoch)
