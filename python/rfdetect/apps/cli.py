@@ -1,4 +1,4 @@
-"""``rfdetect`` command line: synth, detect, listen, plot."""
+"""``rfdetect`` command line: synth, detect, listen, recover, serve, plot."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 import time
+from pathlib import Path
 
 from .. import __version__
 from ..dsp.spectrogram import SpectrogramParams
@@ -150,6 +151,14 @@ def cmd_recover(a):
           + (" (a last line cut short by the crash was skipped)" if res["torn"] else ""))
 
 
+def cmd_serve(a):
+    from .web.server import serve
+    models = a.models or str(Path(a.data) / "models")
+    print(f"rfdetect serve: http://{a.host}:{a.port}/ (data {a.data}, models {models}"
+          + (f", live view from {a.zmq}" if a.zmq else "") + ")", file=sys.stderr, flush=True)
+    serve(a.host, a.port, a.data, models, a.zmq, a.max_upload_mb, a.log_level)
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="rfdetect", description="Real-time RF signal detection (gr-rfdetect).")
     p.add_argument("--version", action="version", version=f"rfdetect {__version__}")
@@ -229,6 +238,18 @@ def build_parser():
     rp.add_argument("journal", help="BASE.sigmf-meta.journal")
     rp.add_argument("out_base", nargs="?", help="output base name (default: BASE)")
     rp.set_defaults(func=cmd_recover)
+
+    wp = sub.add_parser("serve", help="web service: /detect, IQEngine plugin API, training jobs, live view (docs/web.md)")
+    wp.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s; 0.0.0.0: all)")
+    wp.add_argument("--port", type=int, default=8000)
+    wp.add_argument("--data", default=".", help="folder of SigMF recordings; the job database and job files go "
+                                                "in its .rfdetect-web/ (default: the current folder)")
+    wp.add_argument("--models", help="folder of models offered besides default and energy, and where trained "
+                                     "models are copied (default: DATA/models)")
+    wp.add_argument("--zmq", help="live view: subscribe to a flowgraph's ZMQ PUB Sink, e.g. tcp://127.0.0.1:5555")
+    wp.add_argument("--max-upload-mb", type=float, default=512, help="largest upload accepted, MiB (default %(default)s)")
+    wp.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    wp.set_defaults(func=cmd_serve)
 
     pp = sub.add_parser("plot", help="spectrogram PNG with detections and ground truth")
     pp.add_argument("recording")
