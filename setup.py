@@ -1,17 +1,33 @@
-"""Builds the compiled spectrogram kernel (lib/stft_rows.c) next to the package; the
-rest of the packaging is in pyproject.toml.
+"""Builds the compiled spectrogram kernel, the pybind11 module
+``gnuradio.rfdetect.dsp._stft_rows`` (gr-rfdetect/lib/stft_rows.cc and its binding
+gr-rfdetect/python/bindings/stft_rows_python.cc), next to the package; the rest of the
+packaging is in pyproject.toml.
 
-The kernel is a plain C shared library loaded with ctypes (no Python API). If it
-cannot be built (no C compiler, no FFTW headers) the install goes on without it and
-the spectrogram runs on NumPy at about half the speed, saying so once in the log.
+This is the front door for training boxes: it needs a C++ compiler, FFTW's headers and
+pybind11 (pyproject.toml's build requirements; Debian: g++ libfftw3-dev pybind11-dev),
+not GNU Radio. The GNU Radio block (the C++ STFT Tile) is built by CMake
+(CMakeLists.txt). If the kernel cannot be built the install goes on without it and the
+spectrogram runs on NumPy at about half the speed, saying so once in the log.
 """
 import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNEL = Extension("gnuradio.rfdetect.dsp._stft_rows", sources=["lib/stft_rows.c"], libraries=["fftw3f", "m"],
-                   extra_compile_args=["-O3", "-std=gnu11"])
+try:
+    import pybind11
+    PYBIND11_INCLUDE = [pybind11.get_include()]
+except ImportError:  # --no-build-isolation without the pybind11 Python package: Debian's pybind11-dev
+    PYBIND11_INCLUDE = ["/usr/include"]
+
+# -ffp-contract=fast: the same contraction rule as CMake's build of the same files (and the
+# C kernel's gnu11 default before it), so every build makes the same row bits
+CXXFLAGS = ["-O3", "-std=c++17", "-ffp-contract=fast", "-fvisibility=hidden"]
+
+KERNEL = Extension("gnuradio.rfdetect.dsp._stft_rows",
+                   sources=["gr-rfdetect/lib/stft_rows.cc", "gr-rfdetect/python/bindings/stft_rows_python.cc"],
+                   include_dirs=["gr-rfdetect/include", *PYBIND11_INCLUDE], libraries=["fftw3f", "m"],
+                   language="c++", extra_compile_args=CXXFLAGS)
 
 
 class optional_build_ext(build_ext):
@@ -27,13 +43,10 @@ class optional_build_ext(build_ext):
         except Exception as e:  # noqa: BLE001
             self._skipped(e)
 
-    def get_export_symbols(self, ext):
-        return []  # not a Python module: no PyInit_ symbol to export
-
     @staticmethod
     def _skipped(e):
         print(f"WARNING: gr-rfdetect's compiled spectrogram kernel was not built ({e}); "
-              "install gcc and libfftw3-dev for it. Rows will use NumPy.", file=sys.stderr)
+              "install g++, libfftw3-dev and pybind11 for it. Rows will use NumPy.", file=sys.stderr)
 
 
 setup(ext_modules=[KERNEL], cmdclass={"build_ext": optional_build_ext})

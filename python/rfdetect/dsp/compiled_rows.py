@@ -1,15 +1,19 @@
-"""The compiled CPU kernel for spectrogram rows (lib/stft_rows.c), through ctypes.
+"""The compiled CPU kernel for spectrogram rows: the pybind11 module ``_stft_rows``
+(C++, gr-rfdetect/lib/stft_rows.cc; the C++ STFT Tile block runs the same code).
 
 Built by ``pip install`` (setup.py) and by the CMake build next to this file as
-``_stft_rows*.so``. :func:`load` returns the library, or raises
-:class:`KernelUnavailable` saying why (not built: no C compiler or FFTW headers where
-the package was installed); :class:`rfdetect.dsp.spectrogram.SpectrogramEngine` then
-computes the same rows with NumPy.
+``_stft_rows*.so``. :func:`load` returns the module, or raises
+:class:`KernelUnavailable` saying why (not built: no C++ compiler, FFTW headers or
+pybind11 where the package was installed); :class:`rfdetect.dsp.spectrogram.SpectrogramEngine`
+then computes the same rows with NumPy.
+
+The module is loaded from its file in this folder (``_HERE``), not by name, so that a
+test can point at another build's copy (CMake's) and compare it with pip's.
 """
 from __future__ import annotations
 
-import ctypes
 import glob
+import importlib.util
 import os
 import threading
 
@@ -25,40 +29,33 @@ class KernelUnavailable(RuntimeError):
     """The compiled spectrogram kernel is not installed or does not load."""
 
 
-def load() -> ctypes.CDLL:
+def load():
+    """The ``_stft_rows`` extension module (its file is ``load().__file__``)."""
     global _lib, _error
     with _lock:
         if _lib is None and _error is None:
             found = sorted(glob.glob(os.path.join(_HERE, "_stft_rows*.so")))
             if not found:
                 _error = (f"the compiled spectrogram kernel (_stft_rows*.so) is not in {_HERE}: it was not "
-                          "built at install time (needs a C compiler and FFTW's headers, Debian: gcc "
-                          "libfftw3-dev)")
+                          "built at install time (needs a C++ compiler, FFTW's headers and pybind11, Debian: "
+                          "g++ libfftw3-dev pybind11-dev)")
             else:
                 try:
-                    lib = ctypes.CDLL(found[0])
-                    lib.rfd_stft_create.restype = ctypes.c_void_p
-                    lib.rfd_stft_create.argtypes = [ctypes.c_int] * 4 + [ctypes.c_float] * 3 + [ctypes.c_void_p]
-                    lib.rfd_stft_rows.restype = None
-                    lib.rfd_stft_rows.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_long,
-                                                  ctypes.c_void_p]
-                    lib.rfd_stft_rows_shared.restype = ctypes.c_long
-                    lib.rfd_stft_rows_shared.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long,
-                                                         ctypes.c_long, ctypes.c_void_p,
-                                                         ctypes.POINTER(ctypes.c_long), ctypes.c_long]
-                    lib.rfd_stft_destroy.restype = None
-                    lib.rfd_stft_destroy.argtypes = [ctypes.c_void_p]
-                    _lib = lib
-                except (OSError, AttributeError) as e:
+                    spec = importlib.util.spec_from_file_location("gnuradio.rfdetect.dsp._stft_rows", found[0])
+                    mod = importlib.util.module_from_spec(spec)
+                    spec.loader.exec_module(mod)
+                    mod.StftRows, mod.RowCounter  # noqa: B018 - an old ctypes build has neither
+                    _lib = mod
+                except (ImportError, OSError, AttributeError) as e:
                     _error = f"the compiled spectrogram kernel {found[0]} does not load: {e}"
         if _lib is None:
             raise KernelUnavailable(_error)
         return _lib
 
 
-def row_counter() -> ctypes.c_long:
+def row_counter():
     """The counter several :meth:`CompiledRows.rows` calls share to split one batch."""
-    return ctypes.c_long(0)
+    return load().RowCounter()
 
 
 class CompiledRows:
@@ -67,22 +64,22 @@ class CompiledRows:
     history`` of them), exactly like ``SpectrogramEngine.compute``. With a shared
     ``counter`` (:func:`row_counter`), threads each calling ``rows`` on the same batch
     take chunks of ``chunk`` rows in turn until all are made; it returns the rows this
-    call made."""
+    call made. The rows run without the GIL."""
 
     def __init__(self, params, shifted_window: np.ndarray, bin_scale: float):
-        self._lib = load()
+        lib = load()
         self.params = params
-        self._window = np.ascontiguousarray(shifted_window, dtype=np.float32)
-        self._state = self._lib.rfd_stft_create(params.fft_size, params.width, params.pooling == "max",
-                                                params.normalisation == "floor", params.db_low, params.db_high,
-                                                bin_scale, self._window.ctypes.data)
-        if not self._state:
-            raise KernelUnavailable(f"the compiled spectrogram kernel could not plan fft_size={params.fft_size} "
-                                    "(out of memory?)")
+        try:
+            self._state = lib.StftRows(params.fft_size, params.width, params.pooling == "max",
+                                       params.normalisation == "floor", params.db_low, params.db_high,
+                                       bin_scale, np.ascontiguousarray(shifted_window, dtype=np.float32))
+        except (RuntimeError, MemoryError) as e:
+            raise KernelUnavailable(f"the compiled spectrogram kernel could not plan fft_size={params.fft_size}: "
+                                    f"{e}") from e
 
     def rows(self, x: np.ndarray, n_rows: int, out: np.ndarray, counter=None, chunk: int = 16) -> int:
-        # the C side reads x and writes out through raw pointers: check what it relies on
-        if not self._state:
+        # the C++ side checks these too; here they are named as callers expect
+        if self._state is None:
             raise RuntimeError("this spectrogram kernel state was closed")
         if x.dtype != np.complex64 or not x.flags.c_contiguous:
             raise ValueError("samples must be a contiguous complex64 array")
@@ -93,15 +90,11 @@ class CompiledRows:
         if len(x) < n_rows * self.params.hop + self.params.history:
             raise ValueError(f"need {n_rows * self.params.hop + self.params.history} samples for {n_rows} rows")
         if counter is None:
-            self._lib.rfd_stft_rows(self._state, x.ctypes.data, n_rows, self.params.hop, out.ctypes.data)
-            return n_rows
-        return self._lib.rfd_stft_rows_shared(self._state, x.ctypes.data, n_rows, self.params.hop,
-                                              out.ctypes.data, ctypes.byref(counter), int(chunk))
+            return self._state.rows(x, n_rows, self.params.hop, out)
+        return self._state.rows_shared(x, n_rows, self.params.hop, out, counter, int(chunk))
 
     def close(self):
-        if self._state:
-            self._lib.rfd_stft_destroy(self._state)
-            self._state = None
+        self._state = None  # frees the plan and buffers (the C++ destructor)
 
     def __del__(self):
         try:

@@ -224,7 +224,8 @@ class SpectrogramEngine:
     over ``threads`` threads (both kernels run without the GIL, so two cores give
     about twice one).
 
-    ``kernel``: ``"compiled"`` is lib/stft_rows.c (window, FFT and the row math fused
+    ``kernel``: ``"compiled"`` is the C++ kernel (gr-rfdetect/lib/stft_rows.cc through the pybind11
+    module ``_stft_rows``; window, FFT and the row math fused
     per frame; about 2x the NumPy kernel), ``"numpy"`` is pyfftw + :func:`rows_from_spectrum`,
     ``"auto"`` the compiled one where it was built (said once in the log where it was
     not). The two agree within ``KERNEL_TOLERANCE``; ``self.kernel`` says which runs.
