@@ -7,6 +7,7 @@ flowgraph), training through ``rfdetect-train run`` worker processes.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import json
 import os
@@ -111,6 +112,14 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     data = Path(cfg.data).resolve()
     data.mkdir(parents=True, exist_ok=True)
     web = data / WEB_DIR
+    web.mkdir(parents=True, exist_ok=True)
+    lock = open(web / "serve.lock", "a")
+    try:  # two services on one data folder would both start its queued jobs
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        raise RuntimeError(f"another rfdetect serve uses {data} (its {web / 'serve.lock'} is locked); "
+                           f"give each service its own --data") from None
     scratch = web / "scratch"
     shutil.rmtree(scratch, ignore_errors=True)  # requests of an earlier run that died midway
     registry = ModelRegistry(cfg.models)
@@ -129,7 +138,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"])
     app.add_middleware(UploadLimit, max_bytes=int(cfg.max_upload_mb * 2**20))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.state.runner, app.state.live, app.state.store = runner, live, store
+    app.state.runner, app.state.live, app.state.store, app.state.lock = runner, live, store, lock
 
     @app.on_event("startup")
     def _start():
