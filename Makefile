@@ -1,6 +1,12 @@
 # Two commands for users: `make demo` and `make test`. Each installs what it needs on
-# a bare Debian 12 machine (apt packages, .venv, pip packages) and is quick when
-# everything is already there (stamp files under .stamps/).
+# a bare Debian 12 machine (apt packages, .venv, pip packages), builds the native side
+# with CMake, and is quick when everything is already there (stamp files under .stamps/).
+#
+# How .venv gets the native side: pip installs the package (pure Python, the row kernel
+# module _stft_rows, the console commands); CMake builds gr-rfdetect/ in build/cmake and
+# `native` copies the C++ block module (rfdetect_python*.so) into the package pip
+# installed (or into python/rfdetect/ for a `pip install -e .`), where it loads
+# libgnuradio-rfdetect from build/cmake through its build-tree RPATH.
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,13 +14,16 @@ PIP := $(PY) -m pip
 STAMPS := .stamps
 APT_PACKAGES := gnuradio gnuradio-dev python3-venv python3-pip python3-setuptools python3-scipy \
                 python3-matplotlib python3-zmq cmake g++ gcc make libfftw3-dev pkg-config \
-                chromium chromium-driver
+                chromium chromium-driver pybind11-dev g++-aarch64-linux-gnu
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-PY_SOURCES := $(shell find python training lib -name "*.py" -o -name "*.c" -o -name "*.onnx" -o -name "*.card.json") \
-              pyproject.toml setup.py
+PY_SOURCES := $(shell find python training -name "*.py" -o -name "*.onnx" -o -name "*.card.json") \
+              gr-rfdetect/lib/stft_rows.cc gr-rfdetect/include/gnuradio/rfdetect/stft_rows.h \
+              gr-rfdetect/python/bindings/stft_rows_python.cc pyproject.toml setup.py
+CMAKE_BUILD := build/cmake
+NATIVE_SOURCES := $(shell find gr-rfdetect -type f) CMakeLists.txt
 PYTEST_ARGS ?=
 
-.PHONY: demo test deps bench clean distclean
+.PHONY: demo test deps native bench clean distclean
 
 deps: $(STAMPS)/installed
 
@@ -44,21 +53,37 @@ $(STAMPS)/installed: $(STAMPS)/pip $(PY_SOURCES)
 	@$(PY) -c "from gnuradio.rfdetect.dsp import compiled_rows; compiled_rows.load()"
 	@touch $@
 
-test: deps
+# the C++ blocks, their bindings and the kernel, built with GNU Radio's CMake modules
+native: $(STAMPS)/native
+
+$(STAMPS)/native: $(STAMPS)/installed $(NATIVE_SOURCES)
+	@echo "== cmake: gr-rfdetect/ (C++ STFT Tile, bindings, kernel, QA) in $(CMAKE_BUILD)"
+	@cmake -S . -B $(CMAKE_BUILD) -DPYTHON_EXECUTABLE=$(abspath $(PY)) >$(CMAKE_BUILD).log 2>&1 || \
+	  { cat $(CMAKE_BUILD).log; exit 1; }
+	@cmake --build $(CMAKE_BUILD) -j2 >>$(CMAKE_BUILD).log 2>&1 || { tail -50 $(CMAKE_BUILD).log; exit 1; }
+	@pkg=$$($(PY) -c "import os, gnuradio.rfdetect as m; print(os.path.dirname(m.__file__))") && \
+	  cp $(CMAKE_BUILD)/test_modules/gnuradio/rfdetect/rfdetect_python*.so "$$pkg/" && \
+	  echo "== the C++ block module -> $$pkg"
+	@$(PY) -c "from gnuradio.rfdetect.blocks.stft_tile import native_block; assert native_block()"
+	@touch $@
+
+# ctest (C++ QA, the bound block's Python QA, the aarch64 compile check), then pytest
+test: deps native
+	cd $(CMAKE_BUILD) && ctest --output-on-failure
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-demo: deps
+demo: deps native
 	@$(VENV)/bin/rfdetect-demo
 
 # the quick benchmarks; bench/realtime.py (about 8 min) and bench/memory.py (30 min) run by hand
-bench: deps
+bench: deps native
 	$(PY) bench/stft.py
 	$(PY) bench/models.py
 	$(PY) bench/latency.py
 	$(PY) bench/quality.py
 
 clean:
-	rm -rf build demo_out .pytest_cache $(STAMPS)/installed
+	rm -rf build demo_out .pytest_cache $(STAMPS)/installed $(STAMPS)/native
 
 distclean: clean
 	rm -rf $(VENV) $(STAMPS)

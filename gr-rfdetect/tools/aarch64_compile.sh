@@ -1,0 +1,39 @@
+#!/bin/bash
+# Compiles the row kernel, the C++ STFT Tile and the kernel's C++ QA for aarch64 (NVIDIA
+# Jetson) with Debian's cross compiler, against this machine's headers: FFTW's, GNU
+# Radio's and their dependencies' (architecture-independent headers, linked folder by
+# folder into OUT_DIR/include; the target's C and C++ library headers come from the
+# cross toolchain, which searches its own folders before /usr/include).
+#
+# What it shows: the sources compile for aarch64 with the same flags (and the NEON path:
+# no x86 target_clones there). What it does not: linking (no aarch64 GNU Radio here), the
+# pybind11 modules (no aarch64 Python headers), running, or speed, which is not measured.
+#   gr-rfdetect/tools/aarch64_compile.sh [OUT_DIR]     exit 77 (ctest: skipped) without the compiler
+set -euo pipefail
+CXX=${CXX_AARCH64:-aarch64-linux-gnu-g++}
+if ! command -v "$CXX" >/dev/null; then
+  echo "SKIP: $CXX not found (Debian: apt-get install g++-aarch64-linux-gnu)"
+  exit 77
+fi
+here=$(cd "$(dirname "$0")/.." && pwd)
+out=${1:-$(mktemp -d)}
+mkdir -p "$out/include"
+for d in fftw3.h gnuradio pmt boost spdlog fmt volk; do
+  [ -e "/usr/include/$d" ] && ln -sfn "/usr/include/$d" "$out/include/$d"
+done
+# GNU Radio's headers include gmpxx.h, whose gmp.h Debian keeps per architecture; without
+# libgmp-dev:arm64 the amd64 one stands in (both LP64 with 64-bit limbs: the same
+# declarations the block's code sees; nothing of GMP is called by it)
+[ -e /usr/include/aarch64-linux-gnu/gmp.h ] || ln -sfn /usr/include/x86_64-linux-gnu/gmp.h "$out/include/gmp.h"
+flags=(-std=c++17 -O3 -ffp-contract=fast -fPIC -fvisibility=hidden -Wall -Werror=return-type
+       -I "$here/include" -I "$here/lib" -isystem "$out/include")
+for src in lib/stft_rows.cc lib/stft_tile_impl.cc lib/qa_stft_rows.cc; do
+  obj="$out/$(basename "$src" .cc).o"
+  "$CXX" "${flags[@]}" -c "$here/$src" -o "$obj"
+  arch=$(file -b "$obj" | cut -d, -f2 | sed 's/^ //')
+  case "$arch" in
+    *aarch64*|*ARM\ aarch64*) echo "ok   $src -> $(basename "$obj") ($arch)";;
+    *) echo "FAIL $src: $arch"; exit 1;;
+  esac
+done
+echo "aarch64: compiled with $("$CXX" -dumpfullversion) (not linked, not run; speed not measured)"
