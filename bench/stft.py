@@ -4,6 +4,8 @@
     .venv/bin/python bench/stft.py [--samples 100e6] [--repeats 11]
 
 Flowgraph A: vector_source_c (noise, repeating) -> head -> rfdetect.stft_tile(4096, hop) -> null_sink
+             (the C++ block, gr-rfdetect/lib/stft_tile_impl.cc; for comparison also the Python
+             block it replaced on the CPU, PyStftTile, with the same compiled kernel)
 Flowgraph B: vector_source_c -> head -> stream_to_vector(4096) -> fft_vcc(4096, Hann, shift, nthreads)
              -> complex_to_mag_squared(4096) -> nlog10_ff(4096) -> null_sink   (no overlap)
 
@@ -13,19 +15,20 @@ Each flowgraph runs twice over:
   "default" buffers: GNU Radio's default everywhere (what a source that does not set it gives).
 The native chain runs with fft_vcc at nthreads=1 and nthreads=2, so that the STFT Tile (up to
 2 threads) is compared with it at its best thread count too: per buffer setting, "best" is the
-thread count with the higher median in this run. The STFT Tile also runs with the NumPy row
-kernel (the fallback where lib/stft_rows.c was not built) and with the 256-row output buffer
-it had before it asked for 1024 rows.
+thread count with the higher median in this run. The issue 15 target: the C++ STFT Tile at
+hop 2048 with default buffers >= 1.25x the chain's best at default buffers.
 
 Runs alternate (every round runs every case, in a rotated order) so that the shared machine's
 drift hits all cases; each ratio is taken per round (a run over the native run of the same
 round and buffer setting) and reported as the median of the rounds with its quartiles. Then
-the engine alone (rows from a buffer in memory, no flowgraph) and the FFT alone (a 32 x 4096
+the engine alone (rows from a buffer in memory, no flowgraph: the pybind11 kernel, which the
+C++ block runs too, and the NumPy kernel) and the FFT alone (a 32 x 4096
 batch: FFTW as the NumPy kernel plans it, FFTW as the compiled kernel's library plans it,
 each with FFTW_ESTIMATE and FFTW_MEASURE, and SciPy's pocketfft). Rewrites the tables in
 docs/performance.md unless --no-write.
 """
 import argparse
+import os
 import ctypes
 import ctypes.util
 import statistics
@@ -37,14 +40,13 @@ from gnuradio import blocks, fft, gr
 from gnuradio.fft import window
 
 from gnuradio import rfdetect
+from gnuradio.rfdetect.blocks.stft_tile import PyStftTile, native_block
 from gnuradio.rfdetect.dsp.spectrogram import SpectrogramEngine, SpectrogramParams
 
 from bench_report import med_spread, stamp, write_section
 
 # the upstream buffer the STFT Tile's documentation asks for (samples)
 BUFFER = 1 << 21
-# the STFT Tile's output buffer before it asked for 1024 rows (2 x its 128 rows per call)
-OLD_OUTPUT_ROWS = 256
 
 
 def noise(n=1 << 20):
@@ -61,14 +63,15 @@ def _source(x, n, large):
     return src, head
 
 
-def run_ours(x, n, fft_size, hop, large=True, kernel="auto", output_rows=None):
+def run_ours(x, n, fft_size, hop, large=True, python_block=False):
     tb = gr.top_block()
     src, head = _source(x, n, large)
-    stft = rfdetect.stft_tile(fft_size=fft_size, hop=hop)
-    if kernel != "auto":
-        stft.engine = SpectrogramEngine(stft.params, kernel=kernel)
-    if output_rows:
-        stft.set_min_output_buffer(output_rows)
+    if python_block:  # the Python block the C++ one replaced on the CPU, same kernel
+        p = SpectrogramParams(fft_size=fft_size, hop=hop)
+        stft = PyStftTile(p, engine=SpectrogramEngine(p, kernel="compiled"))
+    else:
+        stft = rfdetect.stft_tile(fft_size=fft_size, hop=hop, device="cpu")
+        assert isinstance(stft, native_block())
     snk = blocks.null_sink(gr.sizeof_float * stft.params.width)
     tb.connect(src, head, stft, snk)
     t = time.perf_counter()
@@ -107,7 +110,7 @@ def engine_table(fft_size, hop, repeats, n_rows=2048):
             t = time.perf_counter()
             engines[k].compute(x, n_rows, out)
             rates[k].append(n_rows * hop / (time.perf_counter() - t) / 1e6)
-    lines = [f"| engine alone, hop {hop} | threads | median MS/s | spread | us per row per thread "
+    lines = [f"| engine alone, hop {hop} (compiled: the pybind11 kernel, the C++ block's code) | threads | median MS/s | spread | us per row per thread "
              "| per round / NumPy kernel, same threads: median (quartiles) |",
              "|---|---|---|---|---|---|"]
     for (kernel, threads), v in rates.items():
@@ -204,17 +207,18 @@ def main():
     N, half = a.fft_size, a.fft_size // 2
     # (buffers, flowgraph) -> one run's MS/s
     cases = {
-        ("large", f"STFT Tile, hop {half} (50 % overlap)"): lambda: run_ours(x, n, N, half),
-        ("large", f"STFT Tile, hop {half}, NumPy kernel"): lambda: run_ours(x, n, N, half, kernel="numpy"),
-        ("large", f"STFT Tile, hop {half}, {OLD_OUTPUT_ROWS}-row output buffer"):
-            lambda: run_ours(x, n, N, half, output_rows=OLD_OUTPUT_ROWS),
-        ("large", f"STFT Tile, hop {N} (no overlap)"): lambda: run_ours(x, n, N, N),
+        ("large", f"C++ STFT Tile, hop {half} (50 % overlap)"): lambda: run_ours(x, n, N, half),
+        ("large", f"Python STFT Tile (before), hop {half}"): lambda: run_ours(x, n, N, half, python_block=True),
+        ("large", f"C++ STFT Tile, hop {N} (no overlap)"): lambda: run_ours(x, n, N, N),
         ("large", "fft_vcc chain, nthreads=1 (no overlap)"): lambda: run_native(x, n, N, 1),
         ("large", "fft_vcc chain, nthreads=2 (no overlap)"): lambda: run_native(x, n, N, 2),
-        ("default", f"STFT Tile, hop {half} (50 % overlap)"): lambda: run_ours(x, n, N, half, large=False),
+        ("default", f"C++ STFT Tile, hop {half} (50 % overlap)"): lambda: run_ours(x, n, N, half, large=False),
+        ("default", f"Python STFT Tile (before), hop {half}"):
+            lambda: run_ours(x, n, N, half, large=False, python_block=True),
         ("default", "fft_vcc chain, nthreads=1 (no overlap)"): lambda: run_native(x, n, N, 1, large=False),
         ("default", "fft_vcc chain, nthreads=2 (no overlap)"): lambda: run_native(x, n, N, 2, large=False),
     }
+    load_before = os.getloadavg()
     results = {k: [] for k in cases}
     order = list(cases)
     for r in range(a.repeats):
@@ -233,11 +237,19 @@ def main():
         top = _ratio([ours / nat for ours, nat in zip(v, native[(buf, best[buf])])])
         label = "large (2 M samples)" if buf == "large" else "GNU Radio default"
         rows.append(f"| {label} | {name} | {statistics.median(v):.1f} | {min(v):.1f}-{max(v):.1f} | {one} | {top} |")
-    rows += ["", f"Best fft_vcc thread count in this run (higher median): large buffers nthreads={best['large']}, "
+    load_after = os.getloadavg()
+    target = [ours / nat for ours, nat in zip(results[("default", f"C++ STFT Tile, hop {half} (50 % overlap)")],
+                                               native[("default", best["default"])])]
+    rows += ["", f"Target (issue 15): C++ STFT Tile at hop {half}, GNU Radio default buffers, over the fft_vcc "
+             f"chain at its best thread count, default buffers: {_ratio(target)} per round (target >= 1.25x).",
+             "", f"Best fft_vcc thread count in this run (higher median): large buffers nthreads={best['large']}, "
              f"default buffers nthreads={best['default']}. \"large\": 2 M-sample output buffers on the vector "
-             "source and the head; \"GNU Radio default\": no buffer set on any block (the STFT Tile still asks "
-             "for its own 1024-row output buffer and history)."]
-    rows += ["", engine_table(a.fft_size, half, a.repeats), "", fft_table(a.fft_size, a.repeats)]
+             "source and the head; \"GNU Radio default\": no buffer set on any block (the C++ STFT Tile has "
+             "history fft_size-hop+1 and asks for a 1024-row output buffer of its own; the Python block asks for "
+             "a 262k-sample history). Load average (1, 5, 15 min) before the flowgraph rounds: "
+             f"{', '.join(f'{v:.2f}' for v in load_before)}; after: {', '.join(f'{v:.2f}' for v in load_after)}."]
+    rows += ["", engine_table(a.fft_size, half, a.repeats), "", fft_table(a.fft_size, a.repeats),
+             "", f"Load average at the end: {', '.join(f'{v:.2f}' for v in os.getloadavg())} (2 cores, shared)."]
     table = "\n".join(rows)
     header = stamp(f"fft {a.fft_size}, {n / 1e6:.0f} M samples per run, {a.repeats} rounds")
     print(header)
