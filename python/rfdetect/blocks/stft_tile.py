@@ -49,8 +49,7 @@ def native_block():
         return None
 
 
-def stft_tile(fft_size=4096, hop=2048, window="hann", width=1024, pooling="mean", normalisation="floor",
-              db_low=-10.0, db_high=50.0, samp_rate=0.0, threads=0, device="auto"):
+class stft_tile:
     """Computes spectrogram rows: one row of ``width`` float32 values per ``hop``
     input samples (see rfdetect.dsp.spectrogram for the exact math; the offline
     ``rfdetect detect`` path and training use the very same kernel).
@@ -90,7 +89,24 @@ def stft_tile(fft_size=4096, hop=2048, window="hann", width=1024, pooling="mean"
             not yet executed on a GPU).
 
     Bad parameters raise ValueError (SpectrogramConfigError) naming each problem.
+
+    A class only so that ``stft_tile.__init__`` shows the block's signature to GRC's
+    checks and to ``help()``: ``stft_tile(...)`` returns the C++ or the Python block,
+    never an instance of this class.
     """
+
+    def __new__(cls, fft_size=4096, hop=2048, window="hann", width=1024, pooling="mean", normalisation="floor",
+                db_low=-10.0, db_high=50.0, samp_rate=0.0, threads=0, device="auto"):
+        return _make_stft_tile(fft_size, hop, window, width, pooling, normalisation, db_low, db_high, samp_rate,
+                               threads, device)
+
+    def __init__(self, fft_size=4096, hop=2048, window="hann", width=1024, pooling="mean", normalisation="floor",
+                 db_low=-10.0, db_high=50.0, samp_rate=0.0, threads=0, device="auto"):
+        pass  # never runs: __new__ returns a block of another class
+
+
+def _make_stft_tile(fft_size, hop, window, width, pooling, normalisation, db_low, db_high, samp_rate, threads,
+                    device):
     p = SpectrogramParams(int(fft_size), int(hop), window, int(width), pooling, normalisation,
                           float(db_low), float(db_high))
     n_threads = int(threads) or None
