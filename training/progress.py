@@ -7,7 +7,9 @@ process (``rfdetect serve``'s job runner) can follow a run with ``tail -f`` sema
 * ``{"event": "stage", "stage": "prepare"|"train"|"evaluate"|"export"|"done", ...}``
 * ``{"event": "step", "run": "final", "epoch": 3, "epochs": 40, "step": 12, "steps": 30, "loss": 0.41}``
   (at most about one a second)
-* ``{"event": "epoch", "run": "final", "epochs": 40, <the metrics.csv row>}``
+* ``{"event": "epoch", "run": "final", "epochs": 40, <the metrics.csv row>}``: ``train_loss``,
+  ``val_loss``, ``val_ap50`` (class-agnostic), ``val_map50``, and ``val_precision``,
+  ``val_recall``, ``val_f1`` (class-agnostic, at the score threshold of the best F1)
 
 Every line also has ``"time"`` (unix seconds). Only rank 0 writes.
 """

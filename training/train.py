@@ -151,10 +151,11 @@ def _val_loss(arch, model, loader, device):
 
 
 def validation_ap(arch, model, device, ds, images) -> dict:
-    """AP50 on validation tiles (pixel IoU: within a tile the same as seconds x Hz)."""
+    """AP50 on validation tiles (pixel IoU: within a tile the same as seconds x Hz), and the
+    class-agnostic precision/recall/F1 at the score threshold of the best F1."""
     from .archs import label_name, load_tile
-    from .detection_metrics import ap_report, best_f1_threshold
-    from .evaluate import _pix_rec
+    from .detection_metrics import best_f1_threshold
+    from .evaluate import MATCH_IOU, _pix_rec, score_groups
     was = model.training
     model.eval()
     truth, found = [], []
@@ -164,8 +165,10 @@ def validation_ap(arch, model, device, ds, images) -> dict:
         truth.append([_pix_rec(b, arch.labels[int(lab)]) for b, lab in zip(boxes, labs)])
         found.append([dict(_pix_rec(b, label_name(arch.labels, lab)), score=float(sc)) for b, sc, lab in zip(pb, ps, pl)])
     model.train(was)
-    r = ap_report(truth, found, arch.labels, 0.5)
-    r["best_f1_threshold"], r["best_f1"] = best_f1_threshold(truth, found, 0.5)
+    threshold, best_f1 = best_f1_threshold(truth, found, MATCH_IOU)
+    scores = score_groups(truth, found, arch.labels, threshold)
+    r = dict(scores["ap50"], best_f1_threshold=threshold, best_f1=best_f1,
+             at_best_f1=scores["class_agnostic"])
     parts = [v for v in (r["class_agnostic_AP"], r["mAP"]) if v is not None]
     r["select"] = float(np.mean(parts)) if parts else 0.0
     return r
@@ -251,6 +254,8 @@ def fit(arch, ds, train_images, val_images, cfg: TrainConfig, run_dir: Path, res
         ap = validation_ap(arch, model, device, ds, val_images)
         row = {"epoch": epoch, "train_loss": round(train_loss, 6), "val_loss": round(val_loss, 6),
                "val_ap50": round(ap["class_agnostic_AP"] or 0.0, 4), "val_map50": round(ap["mAP"] or 0.0, 4),
+               "val_precision": ap["at_best_f1"]["precision"], "val_recall": ap["at_best_f1"]["recall"],
+               "val_f1": ap["at_best_f1"]["f1"],
                "lr": opt.param_groups[0]["lr"], "seconds": round(time.monotonic() - t0, 2)}
         history.append(row)
         best_loss = min(best_loss, val_loss)
@@ -318,7 +323,9 @@ def _save(obj, path: Path):
 def _write_metrics(run_dir: Path, history: list):
     tmp = run_dir / "metrics.csv.tmp"
     with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(history[0]))
+        # the union of the rows' columns: a run resumed from an older checkpoint has rows
+        # without the columns added since
+        w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in history for k in row)), restval="")
         w.writeheader()
         w.writerows(history)
     os.replace(tmp, run_dir / "metrics.csv")
