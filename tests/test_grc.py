@@ -154,7 +154,9 @@ def test_cmake_installs_package_blocks_and_examples(tmp_path, monkeypatch):
     for cmd in (["cmake", str(ROOT), f"-DCMAKE_INSTALL_PREFIX={prefix}"], ["make", "install"]):
         proc = subprocess.run(cmd, cwd=build, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert list(prefix.rglob("gnuradio/rfdetect/stft_tile.py"))
+    assert list(prefix.rglob("gnuradio/rfdetect/blocks/stft_tile.py"))
+    assert list(prefix.rglob("gnuradio/rfdetect/apps/web/static/training.html"))
+    assert list(prefix.rglob("gnuradio/rfdetect/models/default/model.card.json"))
     assert len(list(prefix.rglob("grc/blocks/rfdetect_*.block.yml"))) == len(BLOCK_FILES)
     assert (prefix / "share/gr-rfdetect/examples/file_detect.grc").exists()
     # the compiled spectrogram kernel, built by CMake, loads and gives the rows pip's build gives
@@ -163,13 +165,13 @@ def test_cmake_installs_package_blocks_and_examples(tmp_path, monkeypatch):
     from gnuradio.rfdetect.dsp import compiled_rows
     from gnuradio.rfdetect.dsp.spectrogram import KERNEL_TOLERANCE, SpectrogramEngine
     from conftest import SMALL
-    kernel, = prefix.rglob("gnuradio/rfdetect/_stft_rows.so")
+    kernel, = prefix.rglob("gnuradio/rfdetect/dsp/_stft_rows*.so")
     x = (np.random.default_rng(3).standard_normal(20 * SMALL.hop) * (1 + 1j)).astype(np.complex64)
     pip_rows = SpectrogramEngine(SMALL, kernel="compiled").compute(x, 19)
     monkeypatch.setattr(compiled_rows, "_HERE", str(kernel.parent))
     monkeypatch.setattr(compiled_rows, "_lib", None)
     cmake_rows = SpectrogramEngine(SMALL, kernel="compiled").compute(x, 19)
-    assert compiled_rows._lib._name == str(kernel)
+    assert compiled_rows._lib.__file__ == str(kernel)
     assert np.abs(cmake_rows - pip_rows).max() <= KERNEL_TOLERANCE
 
 

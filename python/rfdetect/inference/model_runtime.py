@@ -25,7 +25,16 @@ from ..dsp.spectrogram import SpectrogramParams
 BUILTIN_MODELS = ("energy",)
 # the embedded default: two_stage, trained by rfdetect-train on `rfdetect synth` data
 # (python/rfdetect/models/default/README.md has the command that reproduces it)
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default" / "model.onnx"
+EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_MODEL = EMBEDDED_DIR / "default" / "model.onnx"
+
+
+def embedded_models() -> list:
+    """Names of the models shipped in the package (``--model NAME``): ``default`` and the
+    earlier defaults kept loadable (each a folder under models/ with model.onnx and its card)."""
+    if not EMBEDDED_DIR.is_dir():
+        return []
+    return sorted(d.name for d in EMBEDDED_DIR.iterdir() if (d / "model.onnx").is_file())
 
 
 # network inputs and outputs each output format needs (rfdetect.inference.postprocess)
@@ -278,12 +287,15 @@ def _locate(spec: str) -> Path:
     p = Path(spec)
     if p.exists():
         return p
+    if spec in embedded_models():
+        return EMBEDDED_DIR / spec
     base = os.environ.get("RFDETECT_MODEL_DIR")
     if base and (Path(base) / spec).exists():
         return Path(base) / spec
     where = f" (nor in RFDETECT_MODEL_DIR={base})" if base else " (set RFDETECT_MODEL_DIR to look up names)"
-    raise ModelError(f"model not found: {spec!r}{where}; give 'default', 'energy', a model file, or a "
-                     f"folder holding model.onnx and model.card.json")
+    raise ModelError(f"model not found: {spec!r}{where}; give 'energy', an embedded model "
+                     f"({', '.join(embedded_models())}), a model file, or a folder holding model.onnx "
+                     f"and model.card.json")
 
 
 def model_candidates(spec: str, backends=("tensorrt", "onnxruntime", "pytorch")) -> list:
