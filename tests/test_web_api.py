@@ -156,8 +156,9 @@ def test_detect_on_a_tile_finds_its_known_signals(server, web_data):
                                files={"image": (f"tile.{fmt.lower()}", _png(tile, bits, fmt), f"image/{fmt.lower()}")})
         assert r.status_code == 200, r.text
         body = r.json()
-        assert set(body) >= {"detections", "timing_ms"} and body["timing_ms"] > 0
+        assert set(body) == {"detections", "timing_ms"} and body["timing_ms"] > 0  # the seed's shape, no more
         for d in body["detections"]:
+            assert set(d) == {"bbox", "confidence", "signal_name"}
             assert set(d["bbox"]) == {"x_min", "y_min", "x_max", "y_max"} and 0 <= d["confidence"] <= 1
             assert d["signal_name"] == "signal"
         matched, _ = match_boxes(truth, _pixel_boxes(body["detections"]), iou=0.3, class_aware=False)
@@ -188,7 +189,7 @@ def test_sigmf_upload_returns_seconds_and_hz_as_rfdetect_detect(server, web_data
     meta = recordings(web_data)[1]
     out = tmp_path / "d.jsonl"
     run_cli("detect", meta, "--model", "energy", "--out", out, "--quiet", *SMALL_ARGS)
-    want = sorted((r["sample_start"], r["sample_count"], r["f_low"], r["f_high"]) for r in read_jsonl(out)
+    want = sorted((r["t_start"], r["t_stop"], r["f_low"], r["f_high"]) for r in read_jsonl(out)
                   if r["event"] in ("new", "update"))
     data = Path(str(meta).replace(".sigmf-meta", ".sigmf-data"))
     write_archive(str(meta).removesuffix(".sigmf-meta"), tmp_path / "rec.sigmf")
@@ -196,12 +197,13 @@ def test_sigmf_upload_returns_seconds_and_hz_as_rfdetect_detect(server, web_data
                   {"archive": ("rec.sigmf", (tmp_path / "rec.sigmf").read_bytes())}):
         r = server.client.post("/detect", params={"model": "energy", **SMALL_Q}, files=files)
         assert r.status_code == 200, r.text
+        assert set(r.json()) == {"detections", "timing_ms"}
         dets = r.json()["detections"]
-        got = sorted((d["sample_start"], d["sample_count"], d["f_low"], d["f_high"]) for d in dets)
+        got = sorted((d["t_start"], d["t_stop"], d["f_low"], d["f_high"]) for d in dets)
         assert got == want and len(got) >= 3
         rec = SigMFRecording.open(meta)
-        for d in dets:  # seconds from the first sample, absolute Hz around 915 MHz
-            assert d["t_start"] == pytest.approx(d["sample_start"] / RATE, abs=1e-9)
+        for d in dets:  # the tile shape plus seconds from the first sample and absolute Hz around 915 MHz
+            assert set(d) == {"bbox", "confidence", "signal_name", "t_start", "t_stop", "f_low", "f_high"}
             assert 0 <= d["t_start"] < d["t_stop"] <= rec.n_samples / RATE + 1e-9
             assert rec.center_frequency - RATE / 2 <= d["f_low"] < d["f_high"] <= rec.center_frequency + RATE / 2
     # the truth is found in seconds x Hz
@@ -272,6 +274,11 @@ def test_bad_requests_get_one_clear_error(server, web_data):
     assert r.status_code == 400 and "archive" in r.json()["detail"]
     r = c.post("/detect")
     assert r.status_code == 400 and "no upload" in r.json()["detail"]
+    # a parameter out of range: 400 naming it, one message (not FastAPI's 422 list)
+    r = c.post("/detect", params={"threshold": 2}, files={"image": ("t.png", _png(np.zeros((64, 512))), "image/png")})
+    assert r.status_code == 400 and r.json()["detail"].startswith("threshold: ")
+    r = c.post("/api/jobs", json={"recordings": [meta.name], "epochs": "many"})
+    assert r.status_code == 400 and r.json()["detail"].startswith("epochs: ")
     big = b"\0" * int((MAX_UPLOAD_MB + 1) * 2**20)
     r = c.post("/detect", files={"image": ("big.png", big, "image/png")})
     assert r.status_code == 413 and "limit" in r.json()["detail"]
@@ -298,7 +305,56 @@ def test_bad_requests_get_one_clear_error(server, web_data):
     r = c.post("/api/jobs", json={"recordings": [meta.name], "fft_size": 1000})
     assert r.status_code == 400 and "power of two" in r.json()["detail"]
     assert not list((web_data / ".rfdetect-web" / "scratch").iterdir())  # nothing half-written left
-    assert "/plugins/{name}" in c.get("/openapi.json").json()["paths"]
+
+
+def test_openapi_documents_every_endpoint(server):
+    spec = server.client.get("/openapi.json").json()
+    routes = {(m, p) for p, ops in spec["paths"].items() for m in ops}
+    assert {("post", "/detect"), ("get", "/plugins"), ("get", "/plugins/{name}"), ("post", "/plugins/{name}"),
+            ("get", "/plugins/{job_id}/status"), ("get", "/plugins/{job_id}/result"), ("post", "/api/jobs"),
+            ("post", "/api/jobs/{job_id}/export"), ("get", "/api/jobs/{job_id}/events")} <= routes
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            where = f"{method.upper()} {path}"
+            assert op.get("summary") and op.get("description"), where
+            assert "422" not in op["responses"], where  # validation errors are answered 400
+            ok = {c: r for c, r in op["responses"].items() if c.startswith("2")}
+            assert len(ok) == 1, where
+            content = next(iter(ok.values())).get("content") or {}
+            assert content, where
+            for media, c in content.items():  # JSON has a model; images, zips and event streams say so
+                assert c.get("schema") if media == "application/json" else media != "application/json", where
+            for code, r in op["responses"].items():
+                if code.startswith("4"):
+                    assert r["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse"), where
+    detect = spec["paths"]["/detect"]["post"]
+    assert {"400", "404", "413"} <= set(detect["responses"])
+    schemas = spec["components"]["schemas"]
+    assert set(schemas["DetectResponse"]["properties"]) == {"detections", "timing_ms"}
+    assert set(schemas["Detection"]["properties"]) == {"bbox", "confidence", "signal_name", "t_start", "t_stop",
+                                                       "f_low", "f_high"}
+    assert {"core:sample_start", "core:sample_count", "core:freq_lower_edge", "core:freq_upper_edge",
+            "core:label"} <= set(schemas["SigMFAnnotation"]["properties"])
+
+
+def test_nothing_is_fetched_from_the_internet(server):
+    """Air-gapped networks: no page or script names another host (FastAPI's own /docs fetches
+    Swagger UI from a CDN: ours is a local page)."""
+    import re
+    static = Path(__file__).parent.parent / "python/rfdetect/apps/web/static"
+    urls = ["/training", "/training/jobs/1", "/live", "/recordings", "/docs", "/redoc"]
+    urls += [f"/static/{f.name}" for f in sorted(static.iterdir())]
+    assert len(urls) > 8
+    for url in urls:
+        r = server.client.get(url)
+        if url == "/redoc":
+            assert r.status_code == 404  # FastAPI's ReDoc page would fetch its script from a CDN
+            continue
+        assert r.status_code == 200, url
+        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", r.text, re.I), (url, re.findall(
+            r"(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}[^\s\"']*", r.text, re.I))
+        for ref in re.findall(r"""(?:src|href)=["']([^"'$]+)["']""", r.text):
+            assert ref.startswith("/") and not ref.startswith("//"), (url, ref)
 
 
 # ------------------------------------------------------------------ training jobs
@@ -323,6 +379,38 @@ def test_a_second_service_on_the_same_data_folder_is_refused(server, web_data):
     assert proc.returncode == 2 and "another rfdetect serve uses" in proc.stderr
 
 
+def test_a_worker_that_ignores_sigterm_is_killed_after_the_grace(web_data, tmp_path):
+    """Cancel has a deadline: a worker that SIGTERM does not end (a training stuck in native
+    code) is killed stop_grace_s later, and the job is recorded as cancelled."""
+    from gnuradio.rfdetect.apps.web.jobs import TUNED, JobRunner, JobStore
+
+    class StubbornRunner(JobRunner):
+        def _command(self, job):  # a real process, one that ignores SIGTERM as its children do
+            return ["bash", "-c", "trap '' TERM; while true; do sleep 0.1; done"]
+
+    store = JobStore(tmp_path / "jobs.sqlite")
+    runner = StubbornRunner(store, tmp_path, None, poll_s=0.1, stop_grace_s=1.0)
+    params = {"arch": "two_stage", "device": "cpu", **SMALL_Q, **{k: None for k in TUNED}}
+    job_id = runner.create("stubborn", recordings(web_data)[:1], params)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 20
+        while store.get(job_id)["state"] != "running" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pid = store.get(job_id)["pid"]
+        assert store.get(job_id)["state"] == "running" and _alive(pid)
+        t0 = time.monotonic()
+        runner.cancel(job_id)
+        time.sleep(0.5)
+        assert _alive(pid), "SIGTERM is ignored: the worker is still there within the grace"
+        while store.get(job_id)["state"] != "cancelled" and time.monotonic() < t0 + 10:
+            time.sleep(0.05)
+        assert store.get(job_id)["state"] == "cancelled", store.get(job_id)
+        assert 1.0 <= time.monotonic() - t0 < 10 and not _alive(pid)
+    finally:
+        runner.stop()
+
+
 def test_training_jobs_finish_cancel_interrupt_and_survive_restarts(web_data, tmp_path):
     import shutil
     data = tmp_path / "data"  # its own folder: one service per data folder
@@ -342,7 +430,11 @@ def test_training_jobs_finish_cancel_interrupt_and_survive_restarts(web_data, tm
         b = _job(c, recs[:2], epochs=400, early_stop=1000, name="long")
         assert c.get(f"/api/jobs/{b['id']}").json()["state"] == "queued"  # one at a time on the cpu
         a = srv.wait_job(a["id"], ("done",))
-        assert [m["epoch"] for m in a["metrics"]] == [1, 2] and all("train_loss" in m for m in a["metrics"])
+        assert [m["epoch"] for m in a["metrics"]] == [1, 2]
+        for m in a["metrics"]:  # losses and the validation metrics the job page draws, every epoch
+            assert m["train_loss"] > 0 and m["val_loss"] > 0, m
+            for k in ("val_ap50", "val_map50", "val_precision", "val_recall", "val_f1"):
+                assert 0.0 <= m[k] <= 1.0, (k, m)
         assert a["report"]["pixel"]["AP50"] is not None and a["progress"]["percent"] == 100
         # the event stream of a finished job: its metrics, its state, the end
         with c.stream("GET", f"/api/jobs/{a['id']}/events") as s:
@@ -402,5 +494,6 @@ def test_training_jobs_finish_cancel_interrupt_and_survive_restarts(web_data, tm
         assert jobs[a["id"]]["state"] == "done" and jobs[b["id"]]["state"] == "cancelled" and j3["id"] not in jobs
         cmp = srv.client.get("/api/jobs/compare", params={"ids": f"{a['id']},{b['id']}"}).json()
         assert [x["id"] for x in cmp] == [a["id"], b["id"]] and cmp[0]["pixel_AP50"] is not None
+        assert cmp[0]["val_f1"] == jobs[a["id"]]["progress"]["last"]["val_f1"]
     finally:
         srv.stop()

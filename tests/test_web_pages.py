@@ -45,11 +45,14 @@ def page(site):
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         pg = browser.new_page(viewport={"width": 1400, "height": 1000})
         pg.set_default_timeout(WAIT_MS)
-        errors = []
+        errors, elsewhere = [], []
         pg.on("pageerror", lambda e: errors.append(str(e)))
+        # air-gapped: every request the pages make goes to the service itself
+        pg.on("request", lambda r: None if r.url.startswith(site.url + "/") else elsewhere.append(r.url))
         yield pg
         browser.close()
         assert not errors, f"JavaScript errors: {errors}"
+        assert not elsewhere, f"requests to other hosts: {elsewhere}"
 
 
 def _tiny_job(site, name):
@@ -72,11 +75,17 @@ def test_compare_two_models_and_export(site, page, shots):
     table = page.wait_for_selector("#compare-table")
     heads = [h.inner_text() for h in table.query_selector_all("thead th")]
     assert heads[0] == "metric" and sorted(heads[1:]) == sorted([f"job {a}", f"job {b}"])
-    assert "tile AP50" in table.inner_text()
+    assert "tile AP50" in table.inner_text() and "validation F1" in table.inner_text()
     page.screenshot(path=str(shots / "training.png"), full_page=True)
     # the job page of a finished job: its curves, and Export reports the export's validation
     page.goto(f"{site.url}/training/jobs/{a}")
     page.wait_for_function("Number(document.querySelector('#loss').dataset.points || 0) >= 4")
+    # 2 epochs x AP50, mAP50, precision, recall, F1
+    page.wait_for_function("Number(document.querySelector('#metrics').dataset.points || 0) >= 10")
+    heads = [h.inner_text() for h in page.query_selector_all("#epochs thead th")]
+    assert {"precision", "recall", "F1"} <= set(heads)
+    f1 = page.query_selector_all("#epochs tbody tr")[0].query_selector_all("td")[heads.index("F1")].inner_text()
+    assert 0.0 <= float(f1) <= 1.0
     page.click("#export")
     assert page.wait_for_selector("#export-valid").inner_text() == "valid"
     assert "ONNX Runtime vs PyTorch" in page.inner_text("#export-result")
@@ -124,7 +133,10 @@ def test_live_view_shows_detections_from_a_running_flowgraph(site, page, shots, 
     sent = sum(1 for _ in open(tmp_path / "d.jsonl"))
     page.wait_for_function(f"Number(document.querySelector('#n-records').textContent) >= {sent}")
     page.wait_for_selector("#models td:has-text('energy')")
+    # the Detector's statistics reached the page: the model's backend and latency
+    page.wait_for_selector("#models td:has-text('numpy')")
     assert int(page.inner_text("#n-tracks")) >= 1
+    assert int(page.get_attribute("#tf", "data-tracks")) >= 1 and int(page.get_attribute("#tf", "data-detections")) >= 1
     page.screenshot(path=str(shots / "live.png"), full_page=True)
 
 
@@ -139,3 +151,13 @@ def test_run_a_model_on_a_recording_beside_its_ground_truth(site, page, shots):
     assert "found" in text and "truth" in text
     page.wait_for_function("[...document.querySelectorAll('#recordings img')].every(i => i.complete && i.naturalWidth > 0)")
     page.screenshot(path=str(shots / "recordings.png"), full_page=True)
+
+
+def test_the_api_page_lists_every_endpoint_without_the_internet(site, page, shots):
+    page.goto(site.url + "/docs")
+    page.wait_for_selector("#endpoints tr[data-path='/detect'][data-method='post']")
+    spec = site.client.get("/openapi.json").json()
+    n = sum(len(ops) for ops in spec["paths"].values())
+    assert len(page.query_selector_all("#endpoints tbody tr")) == n
+    assert "413" in page.inner_text("#endpoints tr[data-path='/detect']")
+    page.screenshot(path=str(shots / "api.png"), full_page=True)

@@ -25,21 +25,45 @@ from pathlib import Path
 from typing import Optional
 
 from fastapi import Body, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
 from ... import __version__
 from .detection import (BUILTIN, NAME_RE, BadInput, ModelRegistry, RecordingDetector, TileDetectors, UnknownModel,
                         decode_image, record_to_detection, scratch_dir, unpack_upload, write_raw_recording)
-from .jobs import ARCHS, SPECTROGRAM_KEYS, TUNED, WEB_DIR, JobError, JobRunner, JobStore, NoSuchJob, estimate
+from .jobs import (ARCHS, SPECTROGRAM_KEYS, TUNED, WEB_DIR, JobError, JobRunner, JobStore, NoSuchJob, estimate,
+                   spectrogram_defaults)
 from .live import LiveFeed
+from .schemas import (DetectResponse, Deleted, ErrorResponse, Estimate, ExportResult, Installed, InstallRequest, Job,
+                      JobComparison, JobDetail, JobRequest, LiveSummary, ModelInfo, PluginJobStatus, PluginParam,
+                      PluginResult, RecordingDetectRequest, RecordingDetectResponse, RecordingInfo, ServiceStatus)
 
 STATIC = Path(__file__).resolve().parent / "static"
 DEFAULT_MAX_UPLOAD_MB = 512
 PLUGIN_JOBS_KEPT = 200
 SSE_MAX_S = 1800  # an event stream ends after this; EventSource reconnects by itself
-PAGES = {"/training": "training.html", "/live": "live.html", "/recordings": "recordings.html"}
+PAGES = {"/training": "training.html", "/live": "live.html", "/recordings": "recordings.html",
+         "/docs": "api.html"}  # /docs: our own page (FastAPI's fetches Swagger UI from a CDN)
+
+
+def _errors(*codes: int) -> dict:
+    """OpenAPI ``responses`` for the error statuses an endpoint gives (body: ErrorResponse)."""
+    what = {400: "bad input: the message names the parameter or part", 404: "no such model, job or recording",
+            409: "the job is not in a state that allows this", 413: "the upload is over the size limit "
+            "(--max-upload-mb; GET /api/status gives it in bytes)"}
+    return {c: {"model": ErrorResponse, "description": what[c]} for c in codes}
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    """FastAPI's list of validation errors -> one sentence naming each parameter."""
+    parts = []
+    for e in exc.errors():
+        where = ".".join(str(x) for x in e.get("loc", ()) if x not in ("query", "body", "path", "form"))
+        parts.append(f"{where or 'request'}: {e.get('msg', 'invalid')}")
+    return "; ".join(parts)
 
 
 @dataclass
@@ -132,11 +156,36 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     plugin_jobs: "OrderedDict[str, dict]" = OrderedDict()
     plugin_lock = threading.Lock()
 
-    app = FastAPI(title="gr-rfdetect", version=__version__,
+    max_bytes = int(cfg.max_upload_mb * 2**20)
+    app = FastAPI(title="gr-rfdetect", version=__version__, docs_url=None, redoc_url=None,
                   description="Real-time RF signal detection: /detect, an IQEngine detector plugin server, "
-                              "training jobs and a live view (docs/web.md).")
+                              f"training jobs and a live view (docs/web.md). Uploads are limited to {max_bytes} "
+                              "bytes (--max-upload-mb): larger ones get 413. Bad input gets 400 with "
+                              "{\"detail\": \"...\"} naming the problem.")
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, exc: RequestValidationError):
+        # one clear 400 (FastAPI's default is a 422 with a list of error objects)
+        return JSONResponse({"detail": _validation_message(exc)}, status_code=400)
+
+    def openapi():
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                 routes=app.routes)
+            for ops in schema["paths"].values():  # validation errors are answered 400 (above), not 422
+                for op in ops.values():
+                    responses = op.get("responses", {})
+                    if responses.pop("422", None) is not None and "400" not in responses:
+                        responses["400"] = {"description": "bad input: the message names the parameter",
+                                            "content": {"application/json": {"schema": {
+                                                "$ref": "#/components/schemas/ErrorResponse"}}}}
+            schema["components"]["schemas"].pop("HTTPValidationError", None)
+            schema["components"]["schemas"].pop("ValidationError", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+    app.openapi = openapi
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"])
-    app.add_middleware(UploadLimit, max_bytes=int(cfg.max_upload_mb * 2**20))
+    app.add_middleware(UploadLimit, max_bytes=max_bytes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.state.runner, app.state.live, app.state.store, app.state.lock = runner, live, store, lock
 
@@ -161,15 +210,17 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     app.add_api_route("/training/jobs/{job_id}", lambda job_id: FileResponse(STATIC / "job.html"),
                       include_in_schema=False)
 
-    @app.get("/api/status", tags=["service"])
+    @app.get("/api/status", tags=["service"], response_model=ServiceStatus, summary="Service status")
     def status():
-        """Version, folders, utilisation and the live subscription."""
+        """Version, folders, the upload limit, the devices training can use, utilisation and the
+        live subscription."""
         return {"version": __version__, "data": str(data), "models": str(cfg.models) if cfg.models else None,
-                "zmq": cfg.zmq, "max_upload_bytes": int(cfg.max_upload_mb * 2**20),
+                "zmq": cfg.zmq, "max_upload_bytes": max_bytes, "devices": runner.devices(),
                 "utilisation": runner.last_utilisation, "running": sorted(runner.procs)}
 
     # ------------------------------------------------------------ /detect
-    @app.post("/detect", tags=["detect"])
+    @app.post("/detect", tags=["detect"], response_model=DetectResponse, response_model_exclude_none=True,
+              summary="Detect signals in a spectrogram tile or a SigMF recording", responses=_errors(400, 404, 413))
     def detect(image: Optional[UploadFile] = File(None, description="grayscale spectrogram tile, PNG or JPEG"),
                meta: Optional[UploadFile] = File(None, description="SigMF .sigmf-meta"),
                data_part: Optional[UploadFile] = File(None, alias="data", description="SigMF .sigmf-data"),
@@ -183,14 +234,15 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         """Detect signals in a spectrogram tile (``image``) or a SigMF recording (``meta`` +
         ``data``, or ``archive``). Tiles: boxes in pixels. Recordings: also ``t_start``/``t_stop``
         (seconds from the first sample) and ``f_low``/``f_high`` (absolute Hz), through the
-        ``rfdetect detect`` flowgraph. Spectrogram settings default to the model card's."""
+        ``rfdetect detect`` flowgraph. Spectrogram settings default to the model card's (energy:
+        4096/2048/1024, 1024-row tiles). 400: an upload that cannot be decoded; 404: an unknown
+        model; 413: an upload over the limit (GET /api/status, ``max_upload_bytes``)."""
         try:
             registry.spec(model)
             if image is not None:
                 tile = decode_image(image.file.read())
                 dets, ms = tiles.detect(model, tile, threshold, fft_size, hop)
-                return {"detections": dets, "timing_ms": round(ms, 3), "model": model, "kind": "tile",
-                        "shape": list(tile.shape)}
+                return {"detections": dets, "timing_ms": round(ms, 3)}
             if meta is None and data_part is None and archive is None:
                 raise BadInput("no upload: send 'image' (a PNG/JPEG tile), or 'meta' + 'data' (SigMF), "
                                "or 'archive' (.sigmf)")
@@ -211,10 +263,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             finally:
                 shutil.rmtree(work, ignore_errors=True)
             dets = [record_to_detection(x, r["params"], r["sample_rate"], r["center_freq"]) for x in r["records"]]
-            return {"detections": dets, "timing_ms": round(r["timing_ms"], 3), "model": model, "kind": "sigmf",
-                    "sample_rate": r["sample_rate"], "center_freq": r["center_freq"],
-                    "spectrogram": r["params"].to_dict(), "tile_height": r["tile_height"],
-                    "annotations": r["annotations"]}
+            return {"detections": dets, "timing_ms": round(r["timing_ms"], 3)}
         except (BadInput, UnknownModel) as e:
             raise _http(e)
 
@@ -233,13 +282,14 @@ def create_app(cfg: ServeConfig) -> FastAPI:
                 "tile_height": p("tile height (rows)", "integer", height),
                 "overlap": p("tile overlap (rows)", "integer", min(128, height // 8))}
 
-    @app.get("/plugins", tags=["IQEngine plugins"])
+    @app.get("/plugins", tags=["IQEngine plugins"], response_model=list[str], summary="IQEngine: list the plugins")
     @app.get("/plugins/", include_in_schema=False)
     def plugins_list():
         """IQEngine: the plugin names, one per model."""
         return registry.names()
 
-    @app.get("/plugins/{name}", tags=["IQEngine plugins"])
+    @app.get("/plugins/{name}", tags=["IQEngine plugins"], response_model=dict[str, PluginParam],
+             summary="IQEngine: a plugin's custom parameters", responses=_errors(404))
     def plugin_params(name: str):
         """IQEngine: the plugin's custom parameters ``{param: {title, type, default}}``."""
         try:
@@ -247,7 +297,9 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         except UnknownModel as e:
             raise _http(e)
 
-    @app.post("/plugins/{name}", tags=["IQEngine plugins"])
+    @app.post("/plugins/{name}", tags=["IQEngine plugins"], response_model=PluginJobStatus,
+              response_model_exclude_none=True, summary="IQEngine: run a plugin on IQ samples",
+              responses=_errors(400, 404, 413))
     def plugin_run(name: str, metadata_file: str = Form(..., description="JSON: file_name, data_type, sample_rate, "
                                                                            "center_freq"),
                    iq_file: UploadFile = File(..., description="raw IQ samples (iq/cf32_le, iq/ci16_le, iq/ci8)"),
@@ -295,19 +347,18 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         job_id = str(uuid.uuid4())
         status = {"job_id": job_id, "function_name": name, "file_name": str(md.get("file_name", "")),
                   "progress": 0}
+        entry = {"status": status, "result": None}
         with plugin_lock:
-            plugin_jobs[job_id] = {"status": status, "result": None}
-            while len(plugin_jobs) > PLUGIN_JOBS_KEPT:
-                old_id, old = plugin_jobs.popitem(last=False)
+            plugin_jobs[job_id] = entry
+            while len(plugin_jobs) > PLUGIN_JOBS_KEPT:  # the oldest results go (IQEngine reads one at once)
+                plugin_jobs.popitem(last=False)
 
         def work_fn():
             try:
                 status["progress"] = 10
                 r = recdet.run(meta_path, name, work, **settings)
-                plugin_jobs[job_id]["result"] = {"annotations": r["annotations"],
-                                                 "metadata_file": md,
-                                                 "additionalProperties": {"model": name,
-                                                                          "timing_ms": round(r["timing_ms"], 1)}}
+                entry["result"] = {"annotations": r["annotations"], "metadata_file": md,
+                                   "additionalProperties": {"model": name, "timing_ms": round(r["timing_ms"], 1)}}
             except Exception as e:  # the job's error, for IQEngine's status poll
                 status["error"] = f"{type(e).__name__}: {e}" if not isinstance(e, BadInput) else str(e)
             finally:
@@ -323,14 +374,18 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             raise HTTPException(404, "Job not found")
         return j
 
-    @app.get("/plugins/{job_id}/status", tags=["IQEngine plugins"])
+    @app.get("/plugins/{job_id}/status", tags=["IQEngine plugins"], response_model=PluginJobStatus,
+             response_model_exclude_none=True, summary="IQEngine: a plugin job's progress", responses=_errors(404))
     def plugin_status(job_id: str):
         """IQEngine: ``{job_id, function_name, file_name, progress (0-100), error?}``."""
         return dict(plugin_job(job_id)["status"])
 
-    @app.get("/plugins/{job_id}/result", tags=["IQEngine plugins"])
+    @app.get("/plugins/{job_id}/result", tags=["IQEngine plugins"], response_model=PluginResult,
+             response_model_exclude_none=True, summary="IQEngine: a plugin job's annotations",
+             responses=_errors(400, 404))
     def plugin_result(job_id: str):
-        """IQEngine: ``{job_status, annotations}`` (SigMF annotations, absolute Hz) once progress is 100."""
+        """IQEngine: ``{job_status, annotations}`` (SigMF annotations, absolute Hz) once progress is 100;
+        400 before (``Job not complete``) or when the job failed (its error)."""
         j = plugin_job(job_id)
         st = dict(j["status"])
         if st["progress"] != 100:
@@ -340,7 +395,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         return {"job_status": st, **j["result"]}
 
     # ------------------------------------------------------------ models and recordings
-    @app.get("/api/models", tags=["models"])
+    @app.get("/api/models", tags=["models"], response_model=list[ModelInfo], summary="The models and their cards")
     def models():
         """The models with their cards (``energy`` has none)."""
         out = []
@@ -367,7 +422,8 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             raise HTTPException(404, f"no recording {rel!r} under the data folder")
         return p
 
-    @app.get("/api/recordings", tags=["recordings"])
+    @app.get("/api/recordings", tags=["recordings"], response_model=list[RecordingInfo],
+             summary="The recordings under --data")
     def recordings():
         """The SigMF recordings under ``--data`` with their metadata and annotations."""
         from ...formats.sigmf_io import SigMFRecording
@@ -400,20 +456,24 @@ def create_app(cfg: ServeConfig) -> FastAPI:
                 tmp.unlink(missing_ok=True)
         return out
 
-    @app.get("/api/recordings/preview", tags=["recordings"])
+    @app.get("/api/recordings/preview", tags=["recordings"], response_class=FileResponse,
+             summary="A recording's spectrogram with its ground truth",
+             responses={200: {"content": {"image/png": {}}, "description": "PNG"}, **_errors(404)})
     def recording_preview(path: str):
         """A spectrogram PNG of the recording with its ground-truth annotations (dashed)."""
         return FileResponse(_plot(path, [], "truth"), media_type="image/png")
 
-    @app.post("/api/recordings/detect", tags=["recordings"])
-    def recording_detect(body: dict = Body(..., examples=[{"path": "rec.sigmf-meta", "model": "energy"}])):
+    @app.post("/api/recordings/detect", tags=["recordings"], response_model=RecordingDetectResponse,
+              summary="Run a model on a recording under --data", responses=_errors(400, 404))
+    def recording_detect(body: RecordingDetectRequest = Body(..., examples=[{"path": "rec.sigmf-meta",
+                                                                             "model": "energy"}])):
         """Run a model on a recording under ``--data`` (``rfdetect detect``'s flowgraph): its
         detections, the ground truth, and a PNG with both."""
         from ...formats.records import from_annotation
         from ...formats.sigmf_io import SigMFRecording
-        rel, name = str(body.get("path", "")), str(body.get("model", "default"))
+        rel, name = body.path, body.model
         src = recording_path(rel)
-        settings = {k: body[k] for k in ("threshold", *SPECTROGRAM_KEYS) if body.get(k) is not None}
+        settings = {k: getattr(body, k) for k in ("threshold", *SPECTROGRAM_KEYS) if getattr(body, k) is not None}
         work = scratch_dir(scratch)
         try:
             r = recdet.run(src, name, work, **settings)
@@ -430,37 +490,27 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         return {"model": name, "detections": dets, "truth": truth, "timing_ms": round(r["timing_ms"], 1),
                 "image": f"/api/previews/{png.name}"}
 
-    @app.get("/api/previews/{name}", include_in_schema=False)
+    @app.get("/api/previews/{name}", tags=["recordings"], response_class=FileResponse,
+             summary="A PNG made by /api/recordings/detect",
+             responses={200: {"content": {"image/png": {}}, "description": "PNG"}, **_errors(404)})
     def preview_file(name: str):
+        """The image URL that /api/recordings/detect returns (detections and ground truth drawn)."""
         if not re.fullmatch(r"[0-9a-f]{16}\.png", name) or not (web / "previews" / name).is_file():
             raise HTTPException(404, "no such preview")
         return FileResponse(web / "previews" / name, media_type="image/png")
 
     # ------------------------------------------------------------ training jobs
-    def job_params(body: dict) -> tuple:
-        recs = body.get("recordings") or []
-        if not isinstance(recs, list) or not recs:
+    def job_params(body: JobRequest) -> tuple:
+        if not body.recordings:
             raise HTTPException(400, "recordings: choose at least one recording under the data folder")
-        paths = [recording_path(str(r)) for r in recs]
-        arch = body.get("arch", "two_stage")
-        if arch not in ARCHS:
-            raise HTTPException(400, f"arch {arch!r} is not one of {', '.join(ARCHS)}")
-        device = str(body.get("device") or "cpu")
-        if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
-            raise HTTPException(400, f"device {device!r}: cpu, cuda or cuda:N")
-        p = {"arch": arch, "device": device}
-        defaults = {"fft_size": 4096, "hop": 2048, "width": 1024, "tile_height": 1024, "overlap": 128}
-        try:
-            for k in SPECTROGRAM_KEYS:
-                p[k] = int(body.get(k) or defaults[k])
-            for k in TUNED:
-                v = body.get(k)
-                p[k] = None if v in (None, "") else (float(v) if k == "lr" else int(v))
-            for k in ("max_minutes", "threads", "seed"):
-                v = body.get(k)
-                p[k] = None if v in (None, "") else (float(v) if k == "max_minutes" else int(v))
-        except (TypeError, ValueError) as e:
-            raise HTTPException(400, f"training parameters: {e}")
+        paths = [recording_path(r) for r in body.recordings]
+        if body.arch not in ARCHS:
+            raise HTTPException(400, f"arch {body.arch!r} is not one of {', '.join(ARCHS)}")
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", body.device):
+            raise HTTPException(400, f"device {body.device!r}: cpu, cuda or cuda:N")
+        p = body.model_dump(include={"arch", "device", *SPECTROGRAM_KEYS, *TUNED, "max_minutes", "threads", "seed"})
+        for k, v in spectrogram_defaults().items():
+            p[k] = v if p[k] is None else p[k]
         from ...dsp.spectrogram import SpectrogramConfigError, SpectrogramParams
         try:
             SpectrogramParams(fft_size=p["fft_size"], hop=p["hop"], width=p["width"])
@@ -470,29 +520,32 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             raise HTTPException(400, "overlap must be >= 0 and below tile_height")
         return paths, p
 
-    @app.post("/api/train/estimate", tags=["training"])
-    def train_estimate(body: dict = Body(...)):
+    @app.post("/api/train/estimate", tags=["training"], response_model=Estimate,
+              summary="Auto-tuned values and estimated time of a job", responses=_errors(400, 404))
+    def train_estimate(body: JobRequest):
         """The auto-tuned values for a selection (rows of training/autotune.py's table), the
         overrides applied, and the estimated time."""
         paths, p = job_params(body)
         return estimate(paths, p)
 
-    @app.post("/api/jobs", tags=["training"], status_code=201)
-    def job_create(body: dict = Body(..., examples=[{"recordings": ["a.sigmf-meta"], "arch": "two_stage",
-                                                     "epochs": 3}])):
+    @app.post("/api/jobs", tags=["training"], status_code=201, response_model=Job, summary="Create a training job",
+              responses=_errors(400, 404))
+    def job_create(body: JobRequest = Body(..., examples=[{"recordings": ["a.sigmf-meta"], "arch": "two_stage",
+                                                           "epochs": 3}])):
         """Queue a training job: ``recordings`` (paths under --data), ``arch``, spectrogram and
         tile settings, and any of the auto-tuned values to override."""
         paths, p = job_params(body)
-        name = str(body.get("name") or f"{p['arch']} on {len(paths)} recordings")[:100]
+        name = (body.name or f"{p['arch']} on {len(paths)} recordings")[:100]
         job_id = runner.create(name, paths, p)
         return store.get(job_id)
 
-    @app.get("/api/jobs", tags=["training"])
+    @app.get("/api/jobs", tags=["training"], response_model=list[Job], summary="The job history")
     def jobs_list():
         """Every job, newest first (the history)."""
         return store.list()
 
-    @app.get("/api/jobs/compare", tags=["training"])
+    @app.get("/api/jobs/compare", tags=["training"], response_model=list[JobComparison],
+             summary="Jobs' metrics side by side", responses=_errors(404))
     def jobs_compare(ids: str = Query(..., description="comma-separated job ids")):
         """Finished jobs' metrics side by side."""
         out = []
@@ -508,14 +561,16 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             last = (store.metrics(j["id"]) or [{}])[-1]
             out.append({"id": j["id"], "name": j["name"], "state": j["state"], "arch": j["params"]["arch"],
                         "epochs_run": last.get("epoch"), "val_loss": last.get("val_loss"),
-                        "val_ap50": last.get("val_ap50"), "pixel_mAP": pix.get("mAP"), "pixel_AP50": pix.get("AP50"),
+                        "val_ap50": last.get("val_ap50"), "val_precision": last.get("val_precision"),
+                        "val_recall": last.get("val_recall"), "val_f1": last.get("val_f1"), "pixel_mAP": pix.get("mAP"), "pixel_AP50": pix.get("AP50"),
                         "macro_f1": pix.get("macro_f1"),
                         "physical_AP50": ((phys.get("ap50") or {}).get("class_agnostic_AP")),
                         "physical_recall": ((phys.get("class_agnostic") or {}).get("recall")),
                         "seconds": round((j["finished"] or time.time()) - j["started"], 1) if j["started"] else None})
         return out
 
-    @app.get("/api/jobs/{job_id}", tags=["training"])
+    @app.get("/api/jobs/{job_id}", tags=["training"], response_model=JobDetail, summary="One job",
+             responses=_errors(404))
     def job_show(job_id: int):
         """One job: parameters, state, progress, per-epoch metrics, history, report, export."""
         try:
@@ -531,22 +586,26 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             raise _http(e)
         return store.get(job_id)
 
-    @app.post("/api/jobs/{job_id}/pause", tags=["training"])
+    @app.post("/api/jobs/{job_id}/pause", tags=["training"], response_model=Job, summary="Pause a job",
+              responses=_errors(404, 409))
     def job_pause(job_id: int):
         """Stop a running or queued job, keeping its checkpoint (resume continues from it)."""
         return _action(job_id, runner.pause)
 
-    @app.post("/api/jobs/{job_id}/resume", tags=["training"])
+    @app.post("/api/jobs/{job_id}/resume", tags=["training"], response_model=Job, summary="Resume a job",
+              responses=_errors(404, 409))
     def job_resume(job_id: int):
         """Queue a paused, interrupted or failed job again; it continues from its last checkpoint."""
         return _action(job_id, runner.resume)
 
-    @app.post("/api/jobs/{job_id}/cancel", tags=["training"])
+    @app.post("/api/jobs/{job_id}/cancel", tags=["training"], response_model=Job, summary="Cancel a job",
+              responses=_errors(404, 409))
     def job_cancel(job_id: int):
         """Stop a job for good (recorded as cancelled)."""
         return _action(job_id, runner.cancel)
 
-    @app.delete("/api/jobs/{job_id}", tags=["training"])
+    @app.delete("/api/jobs/{job_id}", tags=["training"], response_model=Deleted, summary="Delete a job",
+                responses=_errors(404, 409))
     def job_delete(job_id: int):
         """Remove a job that is not running, with its files."""
         try:
@@ -555,7 +614,8 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             raise _http(e)
         return {"deleted": job_id}
 
-    @app.post("/api/jobs/{job_id}/export", tags=["training"])
+    @app.post("/api/jobs/{job_id}/export", tags=["training"], response_model=ExportResult,
+              summary="Export a finished job's model, validated", responses=_errors(404, 409))
     def job_export(job_id: int):
         """ONNX (+ TensorRT engine where TensorRT exists) of a finished job, with the export's
         validation (ONNX Runtime against PyTorch)."""
@@ -564,7 +624,9 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         except (NoSuchJob, JobError) as e:
             raise _http(e)
 
-    @app.get("/api/jobs/{job_id}/download", tags=["training"])
+    @app.get("/api/jobs/{job_id}/download", tags=["training"], response_class=FileResponse,
+             summary="Download a finished job's model",
+             responses={200: {"content": {"application/zip": {}}, "description": "zip"}, **_errors(404, 409)})
     def job_download(job_id: int):
         """A zip of the job's model (the export when there is one): ONNX, card, engine."""
         try:
@@ -584,11 +646,12 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             Path(tmp).unlink(missing_ok=True)
         return FileResponse(out, media_type="application/zip", filename=out.name)
 
-    @app.post("/api/jobs/{job_id}/install", tags=["training"])
-    def job_install(job_id: int, body: dict = Body(default={})):
+    @app.post("/api/jobs/{job_id}/install", tags=["training"], response_model=Installed,
+              summary="Copy a job's model into --models", responses=_errors(400, 404, 409))
+    def job_install(job_id: int, body: InstallRequest = Body(default=InstallRequest())):
         """Copy the job's model into ``--models`` as ``name`` (then /detect, the plugins and the
         Detector block can use it)."""
-        name = str((body or {}).get("name") or f"job{job_id}")
+        name = body.name or f"job{job_id}"
         if not NAME_RE.match(name):
             raise HTTPException(400, f"model name {name!r}: letters, digits, '.', '_' and '-' only")
         try:
@@ -597,7 +660,10 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             raise _http(e)
         return {"name": name, "path": str(dst)}
 
-    @app.get("/api/jobs/{job_id}/events", tags=["training"])
+    @app.get("/api/jobs/{job_id}/events", tags=["training"], response_class=StreamingResponse,
+             summary="A job's live progress (server-sent events)",
+             responses={200: {"content": {"text/event-stream": {}}, "description": "event stream"},
+                        **_errors(404)})
     async def job_events(job_id: int, request: Request):
         """Server-sent events: ``job`` (state, progress, utilisation) about twice a second and
         ``metrics`` (new per-epoch rows), until the job ends."""
@@ -631,12 +697,14 @@ def create_app(cfg: ServeConfig) -> FastAPI:
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     # ------------------------------------------------------------ live view
-    @app.get("/api/live", tags=["live"])
+    @app.get("/api/live", tags=["live"], response_model=LiveSummary, summary="The live subscription's summary")
     def live_summary():
         """The ZeroMQ subscription: counts per topic, model and label, losses, the last statistics."""
         return live.summary()
 
-    @app.get("/api/live/events", tags=["live"])
+    @app.get("/api/live/events", tags=["live"], response_class=StreamingResponse,
+             summary="Live detections and tracks (server-sent events)",
+             responses={200: {"content": {"text/event-stream": {}}, "description": "event stream"}})
     async def live_events(request: Request, after: int = 0):
         """Server-sent events: ``records`` (batches of detection/track records, each with
         ``_seq``), ``summary`` once a second."""

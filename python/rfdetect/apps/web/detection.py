@@ -99,8 +99,10 @@ def decode_image(data: bytes) -> np.ndarray:
     try:
         im = Image.open(io.BytesIO(data))
         im.load()
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise BadInput(f"image: not a PNG or JPEG image ({e})") from None
+    except UnidentifiedImageError:
+        raise BadInput(f"image: not a PNG or JPEG image (its first bytes: {data[:8]!r})") from None
+    except (OSError, ValueError) as e:  # a PNG/JPEG header with a broken body
+        raise BadInput(f"image: a broken image ({e})") from None
     if im.format not in ("PNG", "JPEG"):
         raise BadInput(f"image: {im.format} images are not accepted, only PNG or JPEG")
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):

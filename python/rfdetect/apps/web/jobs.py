@@ -57,6 +57,14 @@ CREATE TABLE IF NOT EXISTS history (
 """
 
 
+def spectrogram_defaults() -> dict:
+    """The spectrogram and tile settings ``rfdetect-train run`` uses when a job gives none."""
+    from rfdetect_training.prepare import PrepareOptions
+    o = PrepareOptions()
+    return {"fft_size": o.params.fft_size, "hop": o.params.hop, "width": o.params.width,
+            "tile_height": o.tile_height, "overlap": o.overlap}
+
+
 class JobError(ValueError):
     """A request about a job that cannot be done (HTTP 400/409)."""
 
@@ -246,12 +254,14 @@ def _die_with_parent():
 class JobRunner:
     """Starts queued jobs (one per device), follows their progress, records how they end."""
 
-    def __init__(self, store: JobStore, data_dir: Path, models_dir: Optional[Path], poll_s: float = 0.3):
+    def __init__(self, store: JobStore, data_dir: Path, models_dir: Optional[Path], poll_s: float = 0.3,
+                 stop_grace_s: float = STOP_GRACE_S):
         self.store = store
         self.data_dir = Path(data_dir)
         self.models_dir = Path(models_dir) if models_dir else None
         self.jobs_dir = self.data_dir / WEB_DIR / "jobs"
         self.poll_s = poll_s
+        self.stop_grace_s = stop_grace_s  # after SIGTERM, how long a worker has before SIGKILL
         self.procs = {}  # job id -> {"proc", "offset", "log", "device"}
         self.stop_reason = {}  # job id -> "paused" | "cancelled", set before the process is ended
         self.utilisation = Utilisation()
@@ -260,6 +270,12 @@ class JobRunner:
         self._stop = threading.Event()
         self._thread = None
         self._wake = threading.Event()
+        self._export_lock = threading.Lock()  # one export at a time: each one is a whole CPU for minutes
+
+    def devices(self) -> list:
+        """Where jobs can run: the CPU, and each GPU nvidia-smi lists."""
+        gpus = (self.last_utilisation or {}).get("gpus") or []
+        return ["cpu"] + (["cuda"] + [f"cuda:{i}" for i in range(len(gpus))] if gpus else [])
 
     def job_dir(self, job_id: int) -> Path:
         return self.jobs_dir / str(job_id)
@@ -314,6 +330,8 @@ class JobRunner:
             p = self.procs.get(job_id)
             if p is not None:
                 self.stop_reason[job_id] = (state, note)
+                # the runner loop kills it if SIGTERM has not ended it by then
+                p.setdefault("kill_at", time.monotonic() + self.stop_grace_s)
         if p is not None:
             self._terminate(p["proc"], wait=False)
             return
@@ -399,6 +417,11 @@ class JobRunner:
             self._read_progress(job_id, p)
             rc = p["proc"].poll()
             if rc is None:
+                if time.monotonic() > p.get("kill_at", math.inf):
+                    try:
+                        os.killpg(p["proc"].pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
                 continue
             self._read_progress(job_id, p)
             p["log"].close()
@@ -490,7 +513,7 @@ class JobRunner:
                 proc.wait(STOP_GRACE_S)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(STOP_GRACE_S)
+                proc.wait(STOP_GRACE_S)  # SIGKILL cannot be refused: this returns at once
 
     # ---------------------------------------------------------------- export
     def export(self, job_id: int) -> dict:
@@ -499,6 +522,14 @@ class JobRunner:
         job = self.store.get(job_id)
         if job["state"] != "done":
             raise JobError(f"job {job_id} is {job['state']}: only a finished job exports")
+        if not self._export_lock.acquire(blocking=False):
+            raise JobError("another export is still running: try again when it has finished")
+        try:
+            return self._export(job_id, job)
+        finally:
+            self._export_lock.release()
+
+    def _export(self, job_id: int, job: dict) -> dict:
         d = self.job_dir(job_id)
         work = d / "model" / "work"
         tmp = d / "export.tmp"
