@@ -304,6 +304,18 @@ def test_bad_requests_get_one_clear_error(server, web_data):
     assert r.status_code == 404
     r = c.post("/api/jobs", json={"recordings": [meta.name], "fft_size": 1000})
     assert r.status_code == 400 and "power of two" in r.json()["detail"]
+    # a broken recording under --data: 400 naming it wherever it is used
+    broken = web_data / "broken" / "nodata.sigmf-meta"  # a subfolder: the other tests' globs miss it
+    broken.parent.mkdir(exist_ok=True)
+    broken.write_text(json.dumps(new_meta(RATE, "cf32_le", 915e6)))
+    try:
+        for r in (c.post("/api/train/estimate", json={"recordings": ["broken/nodata.sigmf-meta"]}),
+                  c.post("/api/jobs", json={"recordings": ["broken/nodata.sigmf-meta"]}),
+                  c.get("/api/recordings/preview", params={"path": "broken/nodata.sigmf-meta"}),
+                  c.post("/api/recordings/detect", json={"path": "broken/nodata.sigmf-meta", "model": "energy"})):
+            assert r.status_code == 400 and "nodata.sigmf-meta" in r.json()["detail"], r.text
+    finally:
+        broken.unlink()
     assert not list((web_data / ".rfdetect-web" / "scratch").iterdir())  # nothing half-written left
 
 
@@ -381,7 +393,8 @@ def test_a_second_service_on_the_same_data_folder_is_refused(server, web_data):
 
 def test_a_worker_that_ignores_sigterm_is_killed_after_the_grace(web_data, tmp_path):
     """Cancel has a deadline: a worker that SIGTERM does not end (a training stuck in native
-    code) is killed stop_grace_s later, and the job is recorded as cancelled."""
+    code) is killed stop_grace_s later, and the job is recorded as cancelled. One job per
+    device: "cuda" and "cuda:0" are the same GPU, so the second waits for the first."""
     from gnuradio.rfdetect.apps.web.jobs import TUNED, JobRunner, JobStore
 
     class StubbornRunner(JobRunner):
@@ -390,8 +403,9 @@ def test_a_worker_that_ignores_sigterm_is_killed_after_the_grace(web_data, tmp_p
 
     store = JobStore(tmp_path / "jobs.sqlite")
     runner = StubbornRunner(store, tmp_path, None, poll_s=0.1, stop_grace_s=1.0)
-    params = {"arch": "two_stage", "device": "cpu", **SMALL_Q, **{k: None for k in TUNED}}
+    params = {"arch": "two_stage", "device": "cuda", **SMALL_Q, **{k: None for k in TUNED}}
     job_id = runner.create("stubborn", recordings(web_data)[:1], params)
+    second = runner.create("same GPU", recordings(web_data)[:1], {**params, "device": "cuda:0"})
     runner.start()
     try:
         deadline = time.monotonic() + 20
@@ -399,6 +413,8 @@ def test_a_worker_that_ignores_sigterm_is_killed_after_the_grace(web_data, tmp_p
             time.sleep(0.05)
         pid = store.get(job_id)["pid"]
         assert store.get(job_id)["state"] == "running" and _alive(pid)
+        time.sleep(0.5)  # a few scheduling rounds
+        assert store.get(second)["state"] == "queued"
         t0 = time.monotonic()
         runner.cancel(job_id)
         time.sleep(0.5)
@@ -407,6 +423,10 @@ def test_a_worker_that_ignores_sigterm_is_killed_after_the_grace(web_data, tmp_p
             time.sleep(0.05)
         assert store.get(job_id)["state"] == "cancelled", store.get(job_id)
         assert 1.0 <= time.monotonic() - t0 < 10 and not _alive(pid)
+        while store.get(second)["state"] != "running" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert store.get(second)["state"] == "running"  # the GPU is free: the queued job starts
+        runner.cancel(second)
     finally:
         runner.stop()
 

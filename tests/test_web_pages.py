@@ -149,7 +149,8 @@ def test_run_a_model_on_a_recording_beside_its_ground_truth(site, page, shots):
     page.wait_for_function("document.querySelector('#result').naturalWidth > 0")
     text = page.inner_text("#boxes")
     assert "found" in text and "truth" in text
-    page.wait_for_function("[...document.querySelectorAll('#recordings img')].every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function("document.querySelectorAll('#recordings img').length === 3 && "
+                           "[...document.querySelectorAll('#recordings img')].every(i => i.complete && i.naturalWidth > 0)")
     page.screenshot(path=str(shots / "recordings.png"), full_page=True)
 
 

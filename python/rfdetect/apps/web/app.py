@@ -417,9 +417,15 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         return out
 
     def recording_path(rel: str) -> Path:
+        """A recording under --data that opens (a broken one: 400 naming it, before any work)."""
+        from ...formats.sigmf_io import RecordingError, SigMFRecording
         p = (data / rel).resolve()
         if data not in p.parents or not p.is_file() or p not in recordings_list():
             raise HTTPException(404, f"no recording {rel!r} under the data folder")
+        try:
+            SigMFRecording.open(p)
+        except (RecordingError, ValueError, OSError) as e:
+            raise HTTPException(400, f"recording {rel!r}: {e}") from None
         return p
 
     @app.get("/api/recordings", tags=["recordings"], response_model=list[RecordingInfo],

@@ -298,7 +298,7 @@ class JobRunner:
         with self._lock:
             items = list(self.procs.items())
         for job_id, p in items:
-            self._terminate(p["proc"])
+            self._terminate(p["proc"], self.stop_grace_s)
             self.store.set_state(job_id, "interrupted", "the service stopped while it ran", only_from=("running",),
                                  pid=None)
 
@@ -333,7 +333,7 @@ class JobRunner:
                 # the runner loop kills it if SIGTERM has not ended it by then
                 p.setdefault("kill_at", time.monotonic() + self.stop_grace_s)
         if p is not None:
-            self._terminate(p["proc"], wait=False)
+            self._terminate(p["proc"], grace_s=None)
             return
         allowed = ("queued",) if state == "paused" else ("queued", "paused", "interrupted")
         if not self.store.set_state(job_id, state, note, only_from=allowed):
@@ -368,12 +368,16 @@ class JobRunner:
             self._wake.wait(self.poll_s)
             self._wake.clear()
 
+    @staticmethod
+    def _device_key(device: str) -> str:
+        return "cuda:0" if device == "cuda" else device  # torch's "cuda" is its first GPU
+
     def _schedule(self):
         with self._lock:
-            busy = {p["device"] for p in self.procs.values()}
+            busy = {self._device_key(p["device"]) for p in self.procs.values()}
         for j in sorted(self.store.list(), key=lambda j: j["id"]):
-            if j["state"] == "queued" and j["device"] not in busy:
-                busy.add(j["device"])
+            if j["state"] == "queued" and self._device_key(j["device"]) not in busy:
+                busy.add(self._device_key(j["device"]))
                 self._launch(j)
 
     def _command(self, job: dict) -> list:
@@ -501,16 +505,18 @@ class JobRunner:
                                  finished=time.time(), error=tail or f"exit status {rc}")
 
     @staticmethod
-    def _terminate(proc, wait: bool = True):
+    def _terminate(proc, grace_s: Optional[float]):
+        """SIGTERM to the worker's group; with ``grace_s``, wait that long, then SIGKILL
+        (None: return at once, the runner loop kills it at its ``kill_at``)."""
         if proc.poll() is not None:
             return
         try:
             os.killpg(proc.pid, signal.SIGTERM)
         except ProcessLookupError:
             return
-        if wait:
+        if grace_s is not None:
             try:
-                proc.wait(STOP_GRACE_S)
+                proc.wait(grace_s)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(STOP_GRACE_S)  # SIGKILL cannot be refused: this returns at once
