@@ -58,12 +58,16 @@ native: $(STAMPS)/native
 
 $(STAMPS)/native: $(STAMPS)/installed $(NATIVE_SOURCES)
 	@echo "== cmake: gr-rfdetect/ (C++ STFT Tile, bindings, kernel, QA) in $(CMAKE_BUILD)"
+	@mkdir -p $(CMAKE_BUILD)
 	@cmake -S . -B $(CMAKE_BUILD) -DPYTHON_EXECUTABLE=$(abspath $(PY)) >$(CMAKE_BUILD).log 2>&1 || \
 	  { cat $(CMAKE_BUILD).log; exit 1; }
 	@cmake --build $(CMAKE_BUILD) -j2 >>$(CMAKE_BUILD).log 2>&1 || { tail -50 $(CMAKE_BUILD).log; exit 1; }
+	@# a new file renamed over the old (not cp onto it: a process that has the old module
+	@# loaded would crash when its mapped file is rewritten in place)
 	@pkg=$$($(PY) -c "import os, gnuradio.rfdetect as m; print(os.path.dirname(m.__file__))") && \
-	  cp $(CMAKE_BUILD)/test_modules/gnuradio/rfdetect/rfdetect_python*.so "$$pkg/" && \
-	  echo "== the C++ block module -> $$pkg"
+	  for so in $(CMAKE_BUILD)/test_modules/gnuradio/rfdetect/rfdetect_python*.so; do \
+	    cp "$$so" "$$pkg/.$$(basename $$so).new" && mv -f "$$pkg/.$$(basename $$so).new" "$$pkg/$$(basename $$so)" || exit 1; \
+	  done && echo "== the C++ block module -> $$pkg"
 	@$(PY) -c "from gnuradio.rfdetect.blocks.stft_tile import native_block; assert native_block()"
 	@touch $@
 

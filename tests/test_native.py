@@ -72,6 +72,67 @@ def test_cpp_block_rows_are_the_kernels_bits(window, pooling, normalisation, thr
     assert np.array_equal(rows, ref)
 
 
+def _padded_rows(x, p):
+    """The row convention written out: fft_size-hop zeros, then the stream; len(x)//hop rows."""
+    n_rows = len(x) // p.hop
+    padded = np.concatenate([np.zeros(p.history, np.complex64), x])
+    return SpectrogramEngine(p, threads=1, kernel="compiled").compute(padded, n_rows)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("rows_per_call", ["one", "thousands"])
+def test_cpp_block_rows_whatever_the_call_size(threads, rows_per_call):
+    """Row 0 is the frame of fft_size-hop zeros and the first hop samples (GNU Radio's
+    initial history), a partial hop at the end gives no row, and the rows do not depend on
+    how many rows work() is handed: one per call, or thousands split over the threads."""
+    p = SpectrogramParams(fft_size=SMALL.fft_size, hop=256, width=256)
+    x = _noise(3000 * p.hop + p.hop - 1, seed=5)
+    x[:p.hop] += 2.0  # row 0 sees these and the zeros before them, nothing else
+    blk = rfdetect.stft_tile(fft_size=p.fft_size, hop=p.hop, width=p.width, threads=threads, device="cpu")
+    tb = gr.top_block()
+    src = blocks.vector_source_c(x.tolist(), False)
+    snk = blocks.vector_sink_f(p.width)
+    if rows_per_call == "one":
+        blk.set_max_noutput_items(1)
+    else:  # the whole stream in the source's buffer, room for all rows after the block
+        src.set_min_output_buffer(len(x))
+        blk.set_min_output_buffer(4096)
+    tb.connect(src, blk, snk)
+    tb.run()
+    rows = np.array(snk.data(), np.float32).reshape(-1, p.width)
+    ref = _padded_rows(x, p)
+    assert rows.shape == ref.shape == (3000, p.width)
+    assert np.array_equal(rows[0], ref[0]) and np.array_equal(rows, ref)
+    # row 0 is not the row of the first fft_size samples without the zeros
+    assert not np.array_equal(ref[0], SpectrogramEngine(p, threads=1).compute(x, 1)[0])
+
+
+def test_cpp_block_stops_cleanly_mid_stream():
+    """A never-ending flowgraph with 2 row threads: stop() and wait() return, it starts
+    again, and a top block dropped while running is torn down; each within a deadline."""
+    code = ("import sys, time\n"
+            "from gnuradio import analog, blocks, gr, rfdetect\n"
+            "def graph():\n"
+            "    tb = gr.top_block()\n"
+            "    src = analog.noise_source_c(analog.GR_GAUSSIAN, 1.0, 7)\n"
+            "    stft = rfdetect.stft_tile(fft_size=1024, hop=256, width=256, threads=2, device='cpu')\n"
+            "    snk = blocks.null_sink(256 * 4)\n"
+            "    src.set_min_output_buffer(1 << 16)\n"  # many rows per call: the helpers work
+            "    tb.connect(src, stft, snk)\n"
+            "    return tb, stft\n"
+            "tb, stft = graph()\n"
+            "for _ in range(3):\n"
+            "    tb.start(); time.sleep(0.3); tb.stop(); tb.wait()\n"
+            "    assert stft.nitems_written(0) > 0\n"
+            "tb2, _ = graph()\n"
+            "tb2.start(); time.sleep(0.3)\n"
+            "del tb2\n"
+            "print('ok')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "ok"  # after GNU Radio's log lines
+
+
 def test_cpp_block_rows_equal_the_offline_detect_and_training_paths(recording, tmp_path):
     """One spectrogram function: the rows of `rfdetect detect`'s flowgraph (its STFT Tile
     is the C++ block) are the bits of training's tiles (rfdetect_training.prepare)."""
@@ -101,14 +162,16 @@ def test_cpp_block_tags_are_the_python_blocks():
     """rfdetect_stft on row 0; rx_time, rx_freq, rx_rate, rfdetect_length moved to their
     rows; rx_time corrected with the rate of an rx_rate on the same sample, else
     samp_rate; other tags dropped. The C++ block and the Python block give the same."""
-    x = _noise(120 * SMALL.hop)
+    x = _noise(120 * SMALL.hop + 300)  # a partial hop at the end: no row, its tags dropped
     t0 = 1_700_000_000
     tags = [_tag(0, "rfdetect_length", pmt.from_uint64(len(x))),
             _tag(700, "rx_time", pmt.make_tuple(pmt.from_uint64(t0), pmt.from_double(0.75))),
             _tag(9000, "rx_time", pmt.make_tuple(pmt.from_uint64(t0 + 1), pmt.from_double(0.5))),
             _tag(9000, "rx_rate", pmt.from_double(4e6)),  # after rx_time in the list: applied first
             _tag(20000, "rx_freq", pmt.from_double(2.4e9)),
-            _tag(30000, "other", pmt.PMT_T)]
+            _tag(30000, "other", pmt.PMT_T),
+            _tag(50 * SMALL.hop, "rx_time", pmt.make_tuple(pmt.from_uint64(t0 + 2), pmt.from_double(0.0))),
+            _tag(120 * SMALL.hop + 10, "rx_freq", pmt.from_double(1e9))]
     native = rfdetect.stft_tile(fft_size=SMALL.fft_size, hop=SMALL.hop, width=SMALL.width, samp_rate=RATE)
     python = PyStftTile(SMALL, samp_rate=RATE, engine=SpectrogramEngine(SMALL, kernel="compiled"))
     rows_c, tags_c = _run(native, x, tags)
@@ -116,30 +179,63 @@ def test_cpp_block_tags_are_the_python_blocks():
     assert np.array_equal(rows_c, rows_p)
     assert [(k, o) for k, o, _ in tags_c] == [(k, o) for k, o, _ in tags_p] == [
         ("rfdetect_length", 0), ("rfdetect_stft", 0), ("rx_time", 1), ("rx_rate", 17), ("rx_time", 17),
-        ("rx_freq", 39)]
+        ("rx_freq", 39), ("rx_time", 50)]
     for (k, _, vc), (_, _, vp) in zip(tags_c, tags_p):
         assert pmt.to_python(vc) == pmt.to_python(vp), k
     times = [pmt.to_python(v) for k, _, v in tags_c if k == "rx_time"]
     # the Python formula (seconds in one double: about 2e-7 s resolution)
     assert times[0] == (t0, pytest.approx(0.75 + (512 - 700) / RATE, abs=1e-6))
     assert times[1] == (t0 + 1, pytest.approx(0.5 + (17 * 512 - 9000) / 4e6, abs=1e-6))
+    assert times[2] == (t0 + 2, 0.0)  # on the row's first new sample: unchanged
     d = pmt.to_python([v for k, _, v in tags_c if k == "rfdetect_stft"][0])
     assert d.pop("samp_rate") == RATE and SpectrogramParams.from_dict(d) == SMALL
     assert native.samp_rate() == 4e6
 
 
-def test_bad_parameters_raise_one_named_error():
-    with pytest.raises(SpectrogramConfigError, match="fft_size=1000 must be a power of two"):
-        rfdetect.stft_tile(fft_size=1000, hop=500)
-    native = native_block()
-    with pytest.raises(ValueError, match="fft_size=1000 must be a power of two"):
-        native(1000, 500)
-    with pytest.raises(ValueError, match="width=300"):
-        native(1024, 512, "hann", 300)
-    with pytest.raises(ValueError, match="window='kaiser'"):
-        native(1024, 512, "kaiser")
+_BAD = [(dict(fft_size=1000, hop=500), "fft_size=1000 must be a power of two"),
+        (dict(hop=5000), "hop=5000 must be between 1 and fft_size=4096"),
+        (dict(hop=0), "hop=0 must be between 1"),
+        (dict(width=300), "width=300 must divide fft_size=4096"),
+        (dict(width=16), "width=16 must divide fft_size=4096 and be >= 32"),
+        (dict(window="kaiser"), "window='kaiser' is not one of"),
+        (dict(pooling="median"), "pooling='median' is not one of"),
+        (dict(normalisation="peak"), "normalisation='peak' is not one of"),
+        (dict(db_low=50.0, db_high=50.0), "db_high=50(.0)? must exceed db_low=50"),
+        (dict(db_low=60.0, db_high=50.0), "db_high=50(.0)? must exceed db_low=60"),
+        (dict(threads=-1), "threads=-1 must be between 0"),
+        (dict(samp_rate=-1.0), "samp_rate=-1(.0+)? must be >= 0")]
+
+
+@pytest.mark.parametrize("kwargs,message", _BAD, ids=[m.split()[0] for _, m in _BAD])
+def test_bad_parameters_raise_one_named_error(kwargs, message):
+    """Each bad parameter: one ValueError naming it, from rfdetect.stft_tile (before any
+    block is made) and from the C++ block's own constructor."""
+    with pytest.raises(SpectrogramConfigError, match=message):
+        rfdetect.stft_tile(**kwargs)
+    with pytest.raises(ValueError, match=message):
+        native_block()(**kwargs)
+
+
+def test_bad_parameters_all_named_at_once():
+    with pytest.raises(ValueError, match="fft_size=1000.*window='kaiser'.*pooling='median'"):
+        native_block()(fft_size=1000, window="kaiser", pooling="median")
     with pytest.raises(ValueError, match="window_taps has 5 taps"):
-        native(1024, 512, window_taps=[1.0] * 5)
+        native_block()(1024, 512, window_taps=[1.0] * 5)
+
+
+def test_malformed_rx_tags_pass_through_the_cpp_block():
+    """An rx_rate or rx_time of another shape than UHD's is forwarded as it came (no
+    exception in work(), which would end the flowgraph); the stream goes on."""
+    x = _noise(40 * SMALL.hop)
+    tags = [_tag(600, "rx_rate", pmt.intern("fast")), _tag(700, "rx_time", pmt.from_double(3.5)),
+            _tag(900, "rx_time", pmt.make_tuple(pmt.from_double(1.0), pmt.intern("x")))]
+    blk = rfdetect.stft_tile(fft_size=SMALL.fft_size, hop=SMALL.hop, width=SMALL.width, samp_rate=RATE)
+    rows, tags_out = _run(blk, x, tags)
+    assert len(rows) == 40
+    moved = [(k, o, v) for k, o, v in tags_out if k in ("rx_rate", "rx_time")]
+    assert [(k, o) for k, o, _ in moved] == [("rx_rate", 1), ("rx_time", 1), ("rx_time", 1)]
+    assert all(any(pmt.equal(v, t.value) for t in tags) for _, _, v in moved)  # as they came
+    assert blk.samp_rate() == RATE
 
 
 def test_cpp_window_is_scipys():
@@ -168,35 +264,49 @@ def test_kernel_module_checks_raw_pointer_arguments():
         state.rows(x, 4, SMALL.hop, out[:, :100])
     with pytest.raises(ValueError, match="float32"):
         state.rows(x, 4, SMALL.hop, out[::2])
+    with pytest.raises(ValueError, match="need more samples"):
+        state.rows(x, 4, 2 ** 62, out)  # n_rows*hop overflows: refused, not read past x
+    with pytest.raises(ValueError, match="n_rows"):
+        state.rows(x, -1, SMALL.hop, out)
+    with pytest.raises(ValueError, match="float32"):
+        state.rows(x, 4, SMALL.hop, np.empty((4, SMALL.width), np.float64))
+    readonly = out.copy()
+    readonly.flags.writeable = False
+    with pytest.raises(ValueError, match="writable"):
+        state.rows(x, 4, SMALL.hop, readonly)
     assert state.rows(x, 4, SMALL.hop, out) == 4
+    counter = kernel.RowCounter()
+    assert state.rows_shared(x, 4, SMALL.hop, out, counter, 2 ** 62) == 4  # a chunk past the end
+    assert state.rows_shared(x, 4, SMALL.hop, out, counter, 1) == 0  # the counter is spent
 
 
-def test_cmake_kernel_module_equals_pips(monkeypatch):
-    """Where `make` built the native side (build/cmake): CMake's _stft_rows gives the
-    bits of pip's."""
-    built = glob.glob(str(ROOT / "build/cmake/test_modules/gnuradio/rfdetect/dsp/_stft_rows*.so"))
-    if not built:
-        pytest.skip("no CMake build in build/cmake (make native builds it)")
-    x = _noise(60 * SMALL.hop + SMALL.history, seed=9)
-    pip_rows = SpectrogramEngine(SMALL, threads=1, kernel="compiled").compute(x, 60)
-    monkeypatch.setattr(compiled_rows, "_HERE", os.path.dirname(built[0]))
-    monkeypatch.setattr(compiled_rows, "_lib", None)
-    monkeypatch.setattr(compiled_rows, "_error", None)
-    cmake_rows = SpectrogramEngine(SMALL, threads=1, kernel="compiled").compute(x, 60)
-    assert compiled_rows._lib.__file__ == built[0]
-    assert np.array_equal(cmake_rows, pip_rows)
+def test_kernel_module_releases_the_gil():
+    """While the main thread is inside StftRows.rows (about a second of rows), a Python
+    thread ticking every millisecond goes on: the longest gap between its ticks during
+    the call is far below the call's length (holding the GIL, it would be all of it)."""
+    import threading
+    import time
+    kernel = compiled_rows.load()
+    n_rows, fft = 200_000, 1024
+    state = kernel.StftRows(fft, 32, False, True, -10.0, 50.0, 1.0 / fft, np.hanning(fft).astype(np.float32))
+    x = _noise(n_rows + fft)
+    out = np.empty((n_rows, 32), np.float32)
+    ticks, stop = [], threading.Event()
 
+    def ticker():
+        while not stop.is_set():
+            ticks.append(time.perf_counter())
+            time.sleep(0.001)
 
-def test_kernel_module_needs_no_gnu_radio(tmp_path):
-    """Training boxes have no GNU Radio: the kernel module loads and computes with
-    `gnuradio.gr` made unimportable."""
-    code = ("import sys; sys.modules['gnuradio.gr'] = None\n"
-            "import numpy as np\n"
-            "from gnuradio.rfdetect.dsp.spectrogram import SpectrogramEngine, SpectrogramParams, spectrogram\n"
-            "p = SpectrogramParams(fft_size=256, hop=128, width=128)\n"
-            "e = SpectrogramEngine(p)\n"
-            "assert e.kernel == 'compiled', e.kernel\n"
-            "print(spectrogram(np.ones(2048, np.complex64), p, e).shape)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "(16, 128)"
+    th = threading.Thread(target=ticker)
+    th.start()
+    time.sleep(0.05)
+    t0 = time.perf_counter()
+    state.rows(x, n_rows, 1, out)  # hop 1: a long call on a small array
+    t1 = time.perf_counter()
+    stop.set()
+    th.join()
+    during = [t0] + [t for t in ticks if t0 < t < t1] + [t1]
+    longest = max(np.diff(during))
+    assert t1 - t0 > 0.2, t1 - t0
+    assert longest < 0.5 * (t1 - t0), (longest, t1 - t0)

@@ -102,6 +102,19 @@ int main()
         named = std::strstr(e.what(), "fft_size=1000 must be a power of two") != nullptr;
     }
     CHECK(named);
+    named = false;
+    try {
+        gr::rfdetect::stft_tile::make(N, HOP, "hann", W, "mean", "floor", -10, 50, 0, -1);
+    } catch (const std::invalid_argument& e) {
+        named = std::strstr(e.what(), "threads=-1") != nullptr;
+    }
+    CHECK(named);
+
+    // a second run of the same flowgraph: the helper threads stop with the flowgraph and
+    // start again with it; the rows go on where they were
+    src->rewind();
+    tb->run();
+    CHECK(snk->data().size() == 2 * (size_t)ROWS * W);
 
     if (failures)
         std::fprintf(stderr, "qa_stft_tile: %d failures\n", failures);

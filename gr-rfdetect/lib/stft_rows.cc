@@ -298,6 +298,8 @@ long stft_rows::rows_shared(const std::complex<float>* x,
 {
     if (chunk < 1)
         chunk = 1;
+    if (chunk > n_rows) // the counter cannot overflow
+        chunk = n_rows > 0 ? n_rows : 1;
     long made = 0;
     for (;;) {
         long a = next.fetch_add(chunk, std::memory_order_relaxed);

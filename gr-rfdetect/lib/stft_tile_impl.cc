@@ -26,6 +26,8 @@ constexpr long SPLIT_ROWS = 4;
 // the output buffer the Python block asked for: the Detector downstream (Python) then
 // gets many rows per call
 constexpr int OUTPUT_ROWS = 1024;
+// one FFTW plan and frame per thread; more threads than this is a typo
+constexpr int MAX_THREADS = 64;
 const pmt::pmt_t RX_TIME = pmt::intern("rx_time");
 const pmt::pmt_t RX_FREQ = pmt::intern("rx_freq");
 const pmt::pmt_t RX_RATE = pmt::intern("rx_rate");
@@ -54,9 +56,13 @@ stft_tile::sptr stft_tile::make(int fft_size,
     if (!window_taps.empty() && (int)window_taps.size() != fft_size)
         throw std::invalid_argument("window_taps has " + std::to_string(window_taps.size()) +
                                     " taps, fft_size=" + std::to_string(fft_size));
-    if (samp_rate < 0)
+    if (threads < 0 || threads > MAX_THREADS)
+        throw std::invalid_argument("threads=" + std::to_string(threads) +
+                                    " must be between 0 (up to 2) and " +
+                                    std::to_string(MAX_THREADS));
+    if (!(samp_rate >= 0)) // NaN too
         throw std::invalid_argument("samp_rate=" + std::to_string(samp_rate) +
-                                    " must be >= 0");
+                                    " must be >= 0 (0: unknown)");
     return gnuradio::make_block_sptr<stft_tile_impl>(fft_size,
                                                      hop,
                                                      window,
@@ -113,8 +119,6 @@ stft_tile_impl::stft_tile_impl(int fft_size,
                                            db_high,
                                            bin_scale,
                                            w.data()));
-    for (int t = 1; t < threads; t++)
-        d_workers.emplace_back(&stft_tile_impl::worker, this, t);
 
     set_history(fft_size - hop + 1);
     set_min_output_buffer(OUTPUT_ROWS);
@@ -135,7 +139,34 @@ stft_tile_impl::stft_tile_impl(int fft_size,
             pmt::dict_add(d_params, pmt::intern("samp_rate"), pmt::from_double(samp_rate));
 }
 
-stft_tile_impl::~stft_tile_impl()
+stft_tile_impl::~stft_tile_impl() { stop_workers(); }
+
+bool stft_tile_impl::start()
+{
+    stop_workers(); // a start() without a stop() before it
+    {
+        std::lock_guard<std::mutex> lock(d_mutex);
+        d_stop = false;
+    }
+    try {
+        // each helper waits for the generation after this one: a helper counted in a
+        // call must not take that call for one it has seen (its d_busy would never come)
+        for (int t = 1; t < (int)d_parts.size(); t++)
+            d_workers.emplace_back(&stft_tile_impl::worker, this, t, d_generation);
+    } catch (...) { // no thread to be had: join the ones started, then say so
+        stop_workers();
+        throw;
+    }
+    return sync_decimator::start();
+}
+
+bool stft_tile_impl::stop()
+{
+    stop_workers();
+    return sync_decimator::stop();
+}
+
+void stft_tile_impl::stop_workers()
 {
     {
         std::lock_guard<std::mutex> lock(d_mutex);
@@ -144,11 +175,11 @@ stft_tile_impl::~stft_tile_impl()
     d_go.notify_all();
     for (auto& t : d_workers)
         t.join();
+    d_workers.clear();
 }
 
-void stft_tile_impl::worker(int part)
+void stft_tile_impl::worker(int part, uint64_t seen)
 {
-    uint64_t seen = 0;
     std::unique_lock<std::mutex> lock(d_mutex);
     for (;;) {
         d_go.wait(lock, [&] { return d_stop || d_generation != seen; });
@@ -167,10 +198,11 @@ void stft_tile_impl::worker(int part)
 
 void stft_tile_impl::compute(const gr_complex* x, long n_rows, float* out)
 {
+    // d_workers is empty outside start()..stop(): the rows then run here alone
     const long helpers =
         n_rows < SPLIT_ROWS
             ? 0
-            : std::min<long>((long)d_parts.size(), (n_rows + CHUNK_ROWS - 1) / CHUNK_ROWS) - 1;
+            : std::min<long>((long)d_workers.size() + 1, (n_rows + CHUNK_ROWS - 1) / CHUNK_ROWS) - 1;
     if (helpers == 0) {
         d_parts[0]->rows(x, n_rows, d_hop, out);
         return;
@@ -210,21 +242,27 @@ void stft_tile_impl::forward_tags(int n)
             continue;
         const uint64_t row = tag.offset / d_hop;
         pmt::pmt_t value = tag.value;
-        if (pmt::eqv(tag.key, RX_RATE)) {
-            if (pmt::is_number(value))
-                d_samp_rate = pmt::to_double(value);
-        } else if (pmt::eqv(tag.key, RX_TIME) && d_samp_rate > 0 && pmt::is_tuple(value) &&
-                   pmt::length(value) >= 2) {
-            // (uint64 whole seconds, double fraction) as UHD and the SigMF Source make it;
-            // moved from the tag's sample to the row's first new sample, row*hop
-            const double secs = (double)pmt::to_uint64(pmt::tuple_ref(value, 0)) +
-                                pmt::to_double(pmt::tuple_ref(value, 1));
-            if (secs > 0) {
-                const double t =
-                    secs + (double)((int64_t)(row * d_hop) - (int64_t)tag.offset) / d_samp_rate;
-                const uint64_t whole = (uint64_t)t;
-                value = pmt::make_tuple(pmt::from_uint64(whole), pmt::from_double(t - whole));
+        // A value of another shape than UHD's is forwarded as it came (the Python block
+        // raised in work(), which ends the flowgraph)
+        try {
+            if (pmt::eqv(tag.key, RX_RATE)) {
+                d_samp_rate = pmt::to_double(value); // <= 0: rx_time stays as it came
+            } else if (pmt::eqv(tag.key, RX_TIME) && pmt::is_tuple(value) &&
+                       pmt::length(value) >= 2) {
+                // (uint64 whole seconds, double fraction) as UHD and the SigMF Source make
+                // it; moved from the tag's sample to the row's first new sample, row*hop
+                const double rate = d_samp_rate.load();
+                const double secs = (double)pmt::to_uint64(pmt::tuple_ref(value, 0)) +
+                                    pmt::to_double(pmt::tuple_ref(value, 1));
+                if (rate > 0 && secs > 0) {
+                    const double t =
+                        secs + (double)((int64_t)(row * d_hop) - (int64_t)tag.offset) / rate;
+                    const uint64_t whole = (uint64_t)t;
+                    value = pmt::make_tuple(pmt::from_uint64(whole), pmt::from_double(t - whole));
+                }
             }
+        } catch (const std::exception&) { // pmt::wrong_type
+            value = tag.value;
         }
         add_item_tag(0, row, tag.key, value);
     }

@@ -4,6 +4,7 @@
 #include <gnuradio/rfdetect/stft_rows.h>
 #include <gnuradio/rfdetect/stft_tile.h>
 #include <pmt/pmt.h>
+#include <atomic>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -17,12 +18,15 @@ class stft_tile_impl : public stft_tile
 {
 private:
     const int d_fft_size, d_hop, d_width;
-    double d_samp_rate;
+    // written by work() (rx_rate tags), read by samp_rate() from any thread
+    std::atomic<double> d_samp_rate;
     pmt::pmt_t d_params; // the rfdetect_stft tag's dict
     std::vector<std::unique_ptr<stft_rows>> d_parts; // one kernel state per thread
 
-    // helper threads: each waits for a new generation, then takes rows of the current
-    // call from the shared counter with its own kernel state
+    // helper threads, running from start() to stop() (GNU Radio calls both on the
+    // block's own thread, before its first and after its last work()): each waits for a
+    // new generation, then takes rows of the current call from the shared counter with
+    // its own kernel state
     std::vector<std::thread> d_workers;
     std::mutex d_mutex;
     std::condition_variable d_go, d_done;
@@ -35,7 +39,8 @@ private:
     long d_nrows = 0;
     std::atomic<long> d_next{ 0 };
 
-    void worker(int part);
+    void worker(int part, uint64_t seen);
+    void stop_workers();
     void compute(const gr_complex* x, long n_rows, float* out);
     void forward_tags(int noutput_items);
 
@@ -58,7 +63,10 @@ public:
     int hop() const override { return d_hop; }
     int width() const override { return d_width; }
     int threads() const override { return (int)d_parts.size(); }
-    double samp_rate() const override { return d_samp_rate; }
+    double samp_rate() const override { return d_samp_rate.load(); }
+
+    bool start() override;
+    bool stop() override;
 
     int work(int noutput_items,
              gr_vector_const_void_star& input_items,

@@ -38,10 +38,14 @@ void check(const stft_rows& s, const py::array& x, long n_rows, long hop, const 
                                     std::to_string(s.width()));
     if (n_rows < 0 || hop < 1)
         throw std::invalid_argument("n_rows >= 0 and hop >= 1");
-    const long need = n_rows * hop + (s.fft_size() > hop ? s.fft_size() - hop : 0);
-    if (x.ndim() != 1 || x.shape(0) < need)
-        throw std::invalid_argument("need " + std::to_string(need) + " samples for " +
-                                    std::to_string(n_rows) + " rows");
+    long need; // n_rows*hop + the history, checked for overflow (a huge hop)
+    const bool overflow = __builtin_mul_overflow(n_rows, hop, &need) ||
+                          __builtin_add_overflow(
+                              need, s.fft_size() > hop ? s.fft_size() - hop : 0, &need);
+    if (x.ndim() != 1 || overflow || x.shape(0) < need)
+        throw std::invalid_argument(
+            "need " + (overflow ? std::string("more") : std::to_string(need)) +
+            " samples for " + std::to_string(n_rows) + " rows of hop " + std::to_string(hop));
 }
 
 } // namespace

@@ -17,7 +17,7 @@ import pmt
 from gnuradio import gr
 
 from .messages import to_pmt
-from ..dsp.spectrogram import SpectrogramEngine, SpectrogramParams
+from ..dsp.spectrogram import SpectrogramConfigError, SpectrogramEngine, SpectrogramParams
 from ..dsp.spectrogram_gpu import make_spectrogram_engine
 
 STFT_TAG = "rfdetect_stft"
@@ -25,6 +25,7 @@ STFT_TAG = "rfdetect_stft"
 _ROWS_PER_CALL = 128
 _OUTPUT_ROWS = 8 * _ROWS_PER_CALL
 _FORWARDED = ("rx_time", "rx_freq", "rx_rate", "rfdetect_length")
+_MAX_THREADS = 64  # MAX_THREADS of gr-rfdetect/lib/stft_tile_impl.cc
 _native_lock = threading.Lock()
 _native_said = False
 
@@ -88,7 +89,8 @@ class stft_tile:
             and the CPU is used, with a warning, when they differ (rfdetect.dsp.spectrogram_gpu;
             not yet executed on a GPU).
 
-    Bad parameters raise ValueError (SpectrogramConfigError) naming each problem.
+    Bad parameters (threads < 0 and samp_rate < 0 too) raise ValueError
+    (SpectrogramConfigError) naming each problem, before any block is made.
 
     A class only so that ``stft_tile.__init__`` shows the block's signature to GRC's
     checks and to ``help()``: ``stft_tile(...)`` returns the C++ or the Python block,
@@ -109,6 +111,11 @@ def _make_stft_tile(fft_size, hop, window, width, pooling, normalisation, db_low
                     device):
     p = SpectrogramParams(int(fft_size), int(hop), window, int(width), pooling, normalisation,
                           float(db_low), float(db_high))
+    # the block's own parameters, named as the C++ block names them (same limits)
+    if not 0 <= int(threads) <= _MAX_THREADS:
+        raise SpectrogramConfigError(f"threads={threads} must be between 0 (up to 2) and {_MAX_THREADS}")
+    if not float(samp_rate) >= 0:
+        raise SpectrogramConfigError(f"samp_rate={samp_rate} must be >= 0 (0: unknown)")
     n_threads = int(threads) or None
     if str(device or "auto").strip().lower() == "cpu":
         engine = SpectrogramEngine(p, threads=n_threads)
