@@ -149,8 +149,7 @@ bool stft_tile_impl::start()
         d_stop = false;
     }
     try {
-        // each helper waits for the generation after this one: a helper counted in a
-        // call must not take that call for one it has seen (its d_busy would never come)
+        // each helper waits for the generation after this one
         for (int t = 1; t < (int)d_parts.size(); t++)
             d_workers.emplace_back(&stft_tile_impl::worker, this, t, d_generation);
     } catch (...) { // no thread to be had: join the ones started, then say so
@@ -186,12 +185,13 @@ void stft_tile_impl::worker(int part, uint64_t seen)
         if (d_stop)
             return;
         seen = d_generation;
-        if (part > d_wanted)
-            continue; // this call has enough helpers
+        if (!d_open || part > d_wanted)
+            continue; // the call is done already, or has enough helpers
+        d_active++;
         lock.unlock();
         d_parts[part]->rows_shared(d_x, d_nrows, d_hop, d_out, d_next, CHUNK_ROWS);
         lock.lock();
-        if (--d_busy == 0)
+        if (--d_active == 0)
             d_done.notify_one();
     }
 }
@@ -214,13 +214,17 @@ void stft_tile_impl::compute(const gr_complex* x, long n_rows, float* out)
         d_nrows = n_rows;
         d_next.store(0, std::memory_order_relaxed);
         d_wanted = (int)helpers;
-        d_busy = (int)helpers;
+        d_open = true;
         d_generation++;
     }
     d_go.notify_all();
     d_parts[0]->rows_shared(x, n_rows, d_hop, out, d_next, CHUNK_ROWS);
+    // Every row is taken: close the call and wait only for helpers still making theirs.
+    // A helper the OS has not woken yet (the cores are shared with the blocks upstream)
+    // finds the call closed and skips it, so this thread never waits for a wake-up.
     std::unique_lock<std::mutex> lock(d_mutex);
-    d_done.wait(lock, [&] { return d_busy == 0; });
+    d_open = false;
+    d_done.wait(lock, [&] { return d_active == 0; });
 }
 
 void stft_tile_impl::forward_tags(int n)

@@ -31,8 +31,9 @@ private:
     std::mutex d_mutex;
     std::condition_variable d_go, d_done;
     uint64_t d_generation = 0;
-    int d_busy = 0;
-    int d_wanted = 0; // helpers asked to join this call
+    bool d_open = false; // the call still takes helpers (until the block thread ran out of rows)
+    int d_active = 0;    // helpers making rows of this call
+    int d_wanted = 0;    // helpers asked to join this call
     bool d_stop = false;
     const gr_complex* d_x = nullptr;
     float* d_out = nullptr;
