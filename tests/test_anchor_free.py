@@ -269,6 +269,36 @@ def test_containment_nms_drops_fragments_but_keeps_neighbours():
     assert sorted(postprocess.nms(boxes, scores, labels, 0.5, contained=0.6).tolist()) == [0, 2]
 
 
+def test_same_band_merge_joins_stacked_pieces_but_not_bursts_rows_apart():
+    boxes = np.array([[100, 100, 200, 300],   # a tall signal boxed as three overlapping pieces
+                      [105, 280, 198, 500],
+                      [98, 490, 202, 700],
+                      [100, 702, 200, 740],   # a burst of the same emitter 2 rows after it
+                      [400, 150, 600, 450],   # a wide signal overlapping the first in time only
+                      [420, 440, 520, 460]],  # overlaps the wide one, but in half its band
+                     np.float32)
+    scores = np.array([0.5, 0.9, 0.4, 0.8, 0.7, 0.6], np.float32)
+    labels = np.array([UNKNOWN_LABEL, UNKNOWN_LABEL, 3, 2, 1, 1], np.int64)
+    b, s, lab = postprocess.merge_same_band(boxes, scores, labels, 0.7)
+    assert len(b) == 4 and list(s) == sorted(s, reverse=True)
+    tall = b[np.isclose(s, 0.9)][0]
+    assert tall.tolist() == [98, 100, 202, 700] and lab[np.isclose(s, 0.9)][0] == 3  # the known label
+    assert [98, 100, 202, 700] not in b[~np.isclose(s, 0.9)].tolist()
+    assert [100, 702, 200, 740] in b.tolist() and [420, 440, 520, 460] in b.tolist()
+    # off: nothing changes
+    assert len(decode_anchor_free(*_one_cell_outputs(boxes, scores), 0.1, 0.5, merge_band_iou=0.0)[0]) == 6
+    assert len(decode_anchor_free(*_one_cell_outputs(boxes, scores), 0.1, 0.5, merge_band_iou=0.7)[0]) == 4
+
+
+def _one_cell_outputs(boxes, scores):
+    """anchor_free/1 outputs with one cell per box (objectness = score, class 0 certain)."""
+    n = len(boxes)
+    obj = scores.reshape(1, 1, 1, n).astype(np.float32)
+    probs = np.zeros((1, 4, 1, n), np.float32)
+    probs[0, 0] = 1.0
+    return obj, probs, boxes.T.reshape(1, 4, 1, n).astype(np.float32)
+
+
 def test_class_aware_merge_treats_signal_as_any_label():
     from gnuradio.rfdetect.tracking.nms_merge import NmsMerger
 

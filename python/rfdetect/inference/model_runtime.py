@@ -81,6 +81,8 @@ class CardModel:
             "class_confidence", postprocess.DEFAULT_CLASS_CONFIDENCE))
         # anchor_free/1: also suppress boxes lying this much inside a better one (0: IoU only)
         self.nms_contained = float((card.extra.get("anchor_free") or {}).get("nms_contained", 0.0))
+        # anchor_free/1: join boxes overlapping in time in nearly the same band (0: off)
+        self.merge_band_iou = float((card.extra.get("anchor_free") or {}).get("merge_band_iou", 0.0))
         unknown = [lab for lab in (keep_labels or []) if lab not in self.labels + [self.unknown_label]]
         if unknown:
             raise ModelError(f"model {self.name}: labels {unknown} are not among its labels "
@@ -154,7 +156,7 @@ class CardModel:
             elif self.format == "anchor_free/1":
                 boxes, scores, labels = postprocess.decode_anchor_free(
                     out[0], out[1], out[2], self.score_threshold, self.card.nms_iou, self.class_confidence,
-                    contained=self.nms_contained)
+                    contained=self.nms_contained, merge_band_iou=self.merge_band_iou)
             else:
                 boxes, scores, labels = out
                 boxes, scores, labels = boxes.reshape(-1, 4), scores.reshape(-1), labels.reshape(-1)

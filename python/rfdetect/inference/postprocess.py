@@ -92,6 +92,39 @@ def nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou: float, m
     return np.array(keep, dtype=np.int64)
 
 
+def merge_same_band(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, band_iou: float):
+    """Joins boxes that overlap in time and cover nearly the same band (1-D IoU of their
+    frequency ranges >= ``band_iou``) into their union, until none are left: one emitter
+    cannot send two overlapping bursts in one channel, so such boxes are pieces of one
+    signal (a tall signal boxed as stacked fragments). Boxes that only come close in time
+    (bursts a few rows apart) stay apart. The union keeps the better box's score, and its
+    label unless that one is UNKNOWN_LABEL. Input and output: best score first."""
+    b = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
+    s, lab = np.asarray(scores, np.float32).copy(), np.asarray(labels, np.int64).copy()
+    alive = np.ones(len(b), dtype=bool)
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(b)):
+            if not alive[i]:
+                continue
+            for j in range(i + 1, len(b)):
+                if not alive[j]:
+                    continue
+                t_overlap = min(b[i, 3], b[j, 3]) - max(b[i, 1], b[j, 1])
+                f_inter = min(b[i, 2], b[j, 2]) - max(b[i, 0], b[j, 0])
+                f_union = max(b[i, 2], b[j, 2]) - min(b[i, 0], b[j, 0])
+                if t_overlap > 0 and f_inter > 0 and f_inter >= band_iou * f_union:
+                    hi, lo = (i, j) if s[i] >= s[j] else (j, i)
+                    b[i] = [min(b[i, 0], b[j, 0]), min(b[i, 1], b[j, 1]), max(b[i, 2], b[j, 2]), max(b[i, 3], b[j, 3])]
+                    lab[i] = lab[hi] if lab[hi] != UNKNOWN_LABEL else lab[lo]
+                    s[i] = s[hi]
+                    alive[j] = False
+                    merged = True
+    order = np.flatnonzero(alive)[np.argsort(-s[alive], kind="stable")]
+    return b[order], s[order], lab[order]
+
+
 def decode_dense(scores: np.ndarray, ltrb: np.ndarray, stride: int, score_threshold: float, nms_iou: float,
                  max_out: int = 300):
     """``dense_ltrb/1`` outputs of one tile -> (boxes [N,4], scores [N], labels [N])."""
@@ -188,9 +221,11 @@ def label_rule(objectness: np.ndarray, class_probs: np.ndarray, class_confidence
 
 def decode_anchor_free(objectness: np.ndarray, class_probs: np.ndarray, boxes: np.ndarray, score_threshold: float,
                        nms_iou: float, class_confidence: float = DEFAULT_CLASS_CONFIDENCE,
-                       max_candidates: int = MAX_CANDIDATES, max_out: int = 300, contained: float = 0.0):
+                       max_candidates: int = MAX_CANDIDATES, max_out: int = 300, contained: float = 0.0,
+                       merge_band_iou: float = 0.0):
     """``anchor_free/1`` outputs of one tile -> (boxes [N,4], scores [N], labels [N];
-    label UNKNOWN_LABEL where the class is uncertain)."""
+    label UNKNOWN_LABEL where the class is uncertain). ``merge_band_iou`` > 0: after NMS,
+    :func:`merge_same_band` joins pieces of one signal."""
     obj = np.asarray(objectness, np.float32)[0, 0]
     probs = np.asarray(class_probs, np.float32)[0]
     bx = np.asarray(boxes, np.float32)[0]
@@ -207,4 +242,6 @@ def decode_anchor_free(objectness: np.ndarray, class_probs: np.ndarray, boxes: n
     ok = (scores >= score_threshold) & (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
     b, scores, labels = b[ok], scores[ok], labels[ok]
     keep = nms(b, scores, np.zeros(len(b), np.int64), nms_iou, max_out, contained)
+    if merge_band_iou > 0:
+        return merge_same_band(b[keep], scores[keep], labels[keep], merge_band_iou)
     return b[keep], scores[keep], labels[keep]

@@ -32,7 +32,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Stre
 from fastapi.staticfiles import StaticFiles
 
 from ... import __version__
-from .detection import (BUILTIN, NAME_RE, BadInput, ModelRegistry, RecordingDetector, TileDetectors, UnknownModel,
+from .detection import (NAME_RE, BadInput, ModelRegistry, RecordingDetector, TileDetectors, UnknownModel, builtin_models,
                         decode_image, record_to_detection, scratch_dir, unpack_upload, write_raw_recording)
 from .jobs import (ARCHS, SPECTROGRAM_KEYS, TUNED, WEB_DIR, JobError, JobRunner, JobStore, NoSuchJob, estimate,
                    spectrogram_defaults)
@@ -402,7 +402,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         for n in registry.names():
             try:
                 card = registry.card_dict(n)
-                out.append({"name": n, "card": card, "builtin": n in BUILTIN})
+                out.append({"name": n, "card": card, "builtin": n in builtin_models()})
             except Exception as e:  # a broken model folder is listed with its problem
                 out.append({"name": n, "card": None, "error": str(e)})
         return out

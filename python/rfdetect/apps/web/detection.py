@@ -25,10 +25,14 @@ from ...formats.records import read_jsonl
 from ...formats.sigmf_io import (RecordingError, SigMFRecording, atomic_write_bytes, atomic_write_json,
                                  new_meta, parse_datatype)
 from ...inference.model_card import ModelCard, card_for
-from ...inference.model_runtime import DEFAULT_MODEL, ModelError, load_model, model_candidates
+from ...inference.model_runtime import ModelError, embedded_models, load_model, model_candidates
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-BUILTIN = ("default", "energy")
+
+
+def builtin_models() -> tuple:
+    """``default``, ``energy`` and the package's other embedded models (earlier defaults)."""
+    return ("default", "energy", *(m for m in embedded_models() if m != "default"))
 
 
 class BadInput(ValueError):
@@ -41,7 +45,7 @@ class UnknownModel(LookupError):
 
 # ------------------------------------------------------------------ models
 class ModelRegistry:
-    """The models the service offers: ``default``, ``energy`` and each model under
+    """The models the service offers: ``default``, ``energy``, the other embedded models and each model under
     ``--models`` (a folder ``NAME/`` holding ``*.onnx`` + card, or ``NAME.onnx`` +
     ``NAME.card.json``). Names only: a client never gives a path."""
 
@@ -61,10 +65,11 @@ class ModelRegistry:
         return out
 
     def names(self) -> list:
-        return list(BUILTIN) + [n for n in self.local() if n not in BUILTIN]
+        builtin = builtin_models()
+        return list(builtin) + [n for n in self.local() if n not in builtin]
 
     def spec(self, name: str) -> str:
-        if name in BUILTIN:
+        if name in builtin_models():
             return name
         p = self.local().get(name)
         if p is None:
@@ -75,7 +80,7 @@ class ModelRegistry:
         spec = self.spec(name)
         if spec == "energy":
             return None
-        path = DEFAULT_MODEL if spec == "default" else model_candidates(spec, ("onnxruntime", "pytorch"))[0]
+        path = model_candidates(spec, ("onnxruntime", "pytorch"))[0]
         return ModelCard.load(card_for(path))
 
     def card_dict(self, name: str) -> Optional[dict]:
