@@ -5,8 +5,9 @@
 # How .venv gets the native side: pip installs the package (pure Python, the row kernel
 # module _stft_rows, the console commands); CMake builds gr-rfdetect/ in build/cmake and
 # `native` copies the C++ block module (rfdetect_python*.so) into the package pip
-# installed (or into python/rfdetect/ for a `pip install -e .`), where it loads
-# libgnuradio-rfdetect from build/cmake through its build-tree RPATH.
+# installed, in pip's RECORD (or into python/rfdetect/ for a `pip install -e .`;
+# gr-rfdetect/tools/install_block_module.py), where it loads libgnuradio-rfdetect from
+# build/cmake through its build-tree RPATH.
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -62,12 +63,7 @@ $(STAMPS)/native: $(STAMPS)/installed $(NATIVE_SOURCES)
 	@cmake -S . -B $(CMAKE_BUILD) -DPYTHON_EXECUTABLE=$(abspath $(PY)) >$(CMAKE_BUILD).log 2>&1 || \
 	  { cat $(CMAKE_BUILD).log; exit 1; }
 	@cmake --build $(CMAKE_BUILD) -j2 >>$(CMAKE_BUILD).log 2>&1 || { tail -50 $(CMAKE_BUILD).log; exit 1; }
-	@# a new file renamed over the old (not cp onto it: a process that has the old module
-	@# loaded would crash when its mapped file is rewritten in place)
-	@pkg=$$($(PY) -c "import os, gnuradio.rfdetect as m; print(os.path.dirname(m.__file__))") && \
-	  for so in $(CMAKE_BUILD)/test_modules/gnuradio/rfdetect/rfdetect_python*.so; do \
-	    cp "$$so" "$$pkg/.$$(basename $$so).new" && mv -f "$$pkg/.$$(basename $$so).new" "$$pkg/$$(basename $$so)" || exit 1; \
-	  done && echo "== the C++ block module -> $$pkg"
+	@$(PY) gr-rfdetect/tools/install_block_module.py $(CMAKE_BUILD)/test_modules/gnuradio/rfdetect
 	@$(PY) -c "from gnuradio.rfdetect.blocks.stft_tile import native_block; assert native_block()"
 	@touch $@
 
