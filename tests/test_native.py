@@ -310,3 +310,36 @@ def test_kernel_module_releases_the_gil():
     longest = max(np.diff(during))
     assert t1 - t0 > 0.2, t1 - t0
     assert longest < 0.5 * (t1 - t0), (longest, t1 - t0)
+
+
+def _install_tool():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("install_block_module",
+                                                  ROOT / "gr-rfdetect/tools/install_block_module.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_make_native_clears_an_uninstalls_leftover_and_records_the_module(tmp_path):
+    """`make native`'s copy of the block module is in pip's RECORD (so an uninstall takes
+    it), and a leftover folder without __init__.py (which hides an editable install's
+    package as a namespace package) is cleared; a real package folder is left alone."""
+    tool = _install_tool()
+    stale = tmp_path / "gnuradio" / "rfdetect"
+    (stale / "models" / "default").mkdir(parents=True)
+    (stale / "rfdetect_python.cpython-311-x86_64-linux-gnu.so").write_bytes(b"\0")
+    tool.clear_leftover(str(tmp_path))
+    assert not stale.exists()
+    stale.mkdir(parents=True)
+    (stale / "__init__.py").write_text("")
+    (stale / "rfdetect_python.so").write_bytes(b"\0")
+    tool.clear_leftover(str(tmp_path))
+    assert (stale / "rfdetect_python.so").exists()
+    record = tmp_path / "gr_rfdetect-0.1.0.dist-info" / "RECORD"
+    record.parent.mkdir()
+    record.write_text("gnuradio/rfdetect/__init__.py,sha256=x,0\n")
+    for _ in range(2):
+        tool.add_to_record(str(tmp_path), str(stale / "rfdetect_python.so"))
+    assert record.read_text().splitlines() == ["gnuradio/rfdetect/__init__.py,sha256=x,0",
+                                               "gnuradio/rfdetect/rfdetect_python.so,,"]
