@@ -44,8 +44,9 @@ public:
      * \param normalisation "floor" (dB above the row's noise floor in [0, 1]) or "none"
      * \param db_low dB mapped to 0
      * \param db_high dB mapped to 1
-     * \param samp_rate corrects rx_time until an rx_rate tag comes; 0: unknown
-     * \param threads CPU threads for the rows (0: up to 2)
+     * \param samp_rate corrects rx_time until an rx_rate tag comes; 0: unknown, >= 0
+     * \param threads CPU threads for the rows, 0..64 (0: up to 2); the helpers run
+     *        from start() to stop()
      * \param window_taps fft_size taps to use instead of stft_window(window) (Python
      *        passes SciPy's, so that rows equal training's to the bit); empty: computed
      * \param bin_scale 1/sum(taps^2) as the caller computed it; 0: computed here
