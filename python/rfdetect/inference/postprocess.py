@@ -92,12 +92,17 @@ def nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou: float, m
     return np.array(keep, dtype=np.int64)
 
 
+# boxes must share at least this many rows to be joined: bursts a few rows apart whose
+# predicted edges are a row off still stay apart
+MERGE_MIN_OVERLAP_ROWS = 2.0
+
+
 def merge_same_band(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, band_iou: float):
     """Joins boxes that overlap in time and cover nearly the same band (1-D IoU of their
     frequency ranges >= ``band_iou``) into their union, until none are left: one emitter
     cannot send two overlapping bursts in one channel, so such boxes are pieces of one
     signal (a tall signal boxed as stacked fragments). Boxes that only come close in time
-    (bursts a few rows apart) stay apart. The union keeps the better box's score, and its
+    (bursts a few rows apart, sharing fewer than MERGE_MIN_OVERLAP_ROWS) stay apart. The union keeps the better box's score, and its
     label unless that one is UNKNOWN_LABEL. Input and output: best score first."""
     b = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
     s, lab = np.asarray(scores, np.float32).copy(), np.asarray(labels, np.int64).copy()
@@ -114,7 +119,7 @@ def merge_same_band(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, b
                 t_overlap = min(b[i, 3], b[j, 3]) - max(b[i, 1], b[j, 1])
                 f_inter = min(b[i, 2], b[j, 2]) - max(b[i, 0], b[j, 0])
                 f_union = max(b[i, 2], b[j, 2]) - min(b[i, 0], b[j, 0])
-                if t_overlap > 0 and f_inter > 0 and f_inter >= band_iou * f_union:
+                if t_overlap >= MERGE_MIN_OVERLAP_ROWS and f_inter > 0 and f_inter >= band_iou * f_union:
                     hi, lo = (i, j) if s[i] >= s[j] else (j, i)
                     b[i] = [min(b[i, 0], b[j, 0]), min(b[i, 1], b[j, 1]), max(b[i, 2], b[j, 2]), max(b[i, 3], b[j, 3])]
                     lab[i] = lab[hi] if lab[hi] != UNKNOWN_LABEL else lab[lo]
