@@ -9,9 +9,15 @@ not GNU Radio. The GNU Radio block (the C++ STFT Tile) is built by CMake
 (CMakeLists.txt). If the kernel cannot be built the install goes on without it and the
 spectrogram runs on NumPy at about half the speed, saying so once in the log.
 """
+import os
+import shutil
 import sys
 
 from setuptools import Extension, setup
+try:
+    from setuptools.command.build import build
+except ImportError:  # setuptools < 62.4
+    from distutils.command.build import build
 from setuptools.command.build_ext import build_ext
 
 try:
@@ -28,6 +34,17 @@ KERNEL = Extension("gnuradio.rfdetect.dsp._stft_rows",
                    sources=["gr-rfdetect/lib/stft_rows.cc", "gr-rfdetect/python/bindings/stft_rows_python.cc"],
                    include_dirs=["gr-rfdetect/include", *PYBIND11_INCLUDE], libraries=["fftw3f", "m"],
                    language="c++", extra_compile_args=CXXFLAGS)
+
+
+class clean_build(build):
+    """Starts from an empty build/lib.*: setuptools copies all of it into the wheel, so
+    modules of an earlier layout left there by a previous `pip install .` (the flat
+    package, the ctypes kernel) were installed again beside the current ones."""
+
+    def run(self):
+        if os.path.isdir(self.build_lib):
+            shutil.rmtree(self.build_lib)
+        super().run()
 
 
 class optional_build_ext(build_ext):
@@ -49,4 +66,4 @@ class optional_build_ext(build_ext):
               "install g++, libfftw3-dev and pybind11 for it. Rows will use NumPy.", file=sys.stderr)
 
 
-setup(ext_modules=[KERNEL], cmdclass={"build_ext": optional_build_ext})
+setup(ext_modules=[KERNEL], cmdclass={"build": clean_build, "build_ext": optional_build_ext})
