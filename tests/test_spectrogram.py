@@ -109,7 +109,7 @@ def _noisy_with_signals(p, n_rows, seed):
 @pytest.mark.parametrize("normalisation", ["floor", "none"])
 @pytest.mark.parametrize("fft_size,width", [(1024, 256), (256, 128), (64, 64), (512, 32), (2048, 256)])
 def test_compiled_kernel_equals_numpy_reference(window, pooling, normalisation, fft_size, width):
-    """lib/stft_rows.c against rows_from_spectrum (the reference) for every setting; pool
+    """The C++ row kernel (gr-rfdetect/lib/stft_rows.cc) against rows_from_spectrum (the reference) for every setting; pool
     sizes 4, 2, 1 and 8 take the unrolled pooling loops, 16 the generic one."""
     from gnuradio.rfdetect.dsp.spectrogram import KERNEL_TOLERANCE, SpectrogramEngine
     p = SpectrogramParams(fft_size=fft_size, hop=fft_size // 2, window=window, width=width, pooling=pooling,
