@@ -1,5 +1,5 @@
 """Property-based tests (hypothesis) of NMS Merge and Track Assigner invariants."""
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gnuradio.rfdetect.tracking.nms_merge import NmsMerger
@@ -35,7 +35,8 @@ def tiles(draw):
     return out
 
 
-@settings(max_examples=200, deadline=None)
+# too_slow: on a CPU shared with other work one draw was seen to take 38 s (not a property failure)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tiles(), st.floats(0.1, 1.0), st.booleans(), st.booleans())
 def test_nms_merge_invariants(stream, iou, class_aware, stitch):
     m = NmsMerger(iou_threshold=iou, class_aware=class_aware, stitch=stitch)
