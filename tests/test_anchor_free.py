@@ -269,6 +269,21 @@ def test_containment_nms_drops_fragments_but_keeps_neighbours():
     assert sorted(postprocess.nms(boxes, scores, labels, 0.5, contained=0.6).tolist()) == [0, 2]
 
 
+def test_the_last_partial_tile_mirrors_its_rows_and_keeps_its_geometry():
+    from gnuradio.rfdetect.inference.tile_detector import TileAssembler
+    a = TileAssembler(8, 2, 2)
+    rows = np.arange(26, dtype=np.float32).reshape(13, 2) + 1.0  # no zero row
+    full = a.push(rows)
+    tile, row_start, valid = a.flush()
+    assert [r for _, r in full] == [0] and (row_start, valid) == (6, 7)  # same tile grid as before
+    assert (tile[:7] == rows[6:13]).all()
+    assert (tile[7] == rows[12]).all() and tile.min() > 0  # mirrored, no zero edge
+    short = TileAssembler(8, 2, 2)
+    short.push(rows[:3])
+    tile, row_start, valid = short.flush()
+    assert (row_start, valid) == (0, 3) and (tile[:, 0] == rows[[0, 1, 2, 2, 1, 0, 0, 1], 0]).all()
+
+
 def test_same_band_merge_joins_stacked_pieces_but_not_bursts_rows_apart():
     boxes = np.array([[100, 100, 200, 300],   # a tall signal boxed as three overlapping pieces
                       [105, 280, 198, 500],

@@ -2,7 +2,7 @@
 
 Tiles come from the same code as the Detector block's: rfdetect.dsp.spectrogram
 (StreamingSpectrogram over the recording in chunks, so memory stays bounded) and
-rfdetect.inference.tile_detector.TileAssembler (the same tile height, overlap, and zero-padded
+rfdetect.inference.tile_detector.TileAssembler (the same tile height, overlap, and padded
 last tile). Tile ``i`` of a recording is therefore the tile the Detector sees as its
 tile ``i`` for the same samples (tests/test_training.py checks it file for file).
 

@@ -321,7 +321,6 @@ class TileAssembler:
         self._fill = 0
         self.row_start = 0  # global index of the buffer's first row
         self.rows_seen = 0
-        self._prev = None  # the last full tile's first ``step`` rows, for flush()
 
     def push(self, rows: np.ndarray) -> list[tuple[np.ndarray, int]]:
         out = []
@@ -334,7 +333,6 @@ class TileAssembler:
             i += take
             if self._fill == self.height:
                 out.append((self._buf.copy(), self.row_start))
-                self._prev = self._buf[:self.step].copy()
                 self._buf[:self.overlap] = self._buf[self.step:]
                 self._fill = self.overlap
                 self.row_start += self.step
@@ -342,22 +340,17 @@ class TileAssembler:
         return out
 
     def flush(self) -> Optional[tuple[np.ndarray, int, int]]:
-        """The stream's last rows as one more tile, if no tile has covered them yet:
-        ``(tile, row_start, valid_rows)``. It is the last ``height`` rows of the stream
-        (overlapping the previous tile by more than ``overlap``), not a zero-padded tile:
-        the edge between signal and padding looked like a signal to trained models (a
-        box across the whole band at the end of every recording). Only a stream shorter
-        than one tile is padded, by mirroring its rows, with ``valid_rows`` < ``height``."""
-        fill = self._fill
-        new_rows = fill - (self.overlap if self.row_start > 0 else 0)
+        """The last, partial tile, if it holds rows no tile has covered yet:
+        ``(tile, row_start, valid_rows)``. Its missing rows mirror the rows before them:
+        zero padding made an edge between signal and padding that trained models boxed as a
+        signal across the whole band; a tile of the stream's last ``height`` rows instead
+        overlapped its predecessor so much that NMS Merge left duplicates (class-agnostic
+        AP50 of `energy` on held-out recordings 0.75 -> 0.54)."""
+        new_rows = self._fill - (self.overlap if self.row_start > 0 else 0)
         if new_rows <= 0:
             return None
-        if self._prev is None:
-            tile = np.pad(self._buf[:fill], ((0, self.height - fill), (0, 0)), mode="symmetric")
-            return tile, self.row_start, fill
-        # the previous tile ends ``overlap`` rows into the buffer
-        tile = np.concatenate([self._prev[fill - self.overlap:self.step], self._buf[:fill]])
-        return tile, self.row_start + fill - self.height, self.height
+        tile = np.pad(self._buf[:self._fill], ((0, self.height - self._fill), (0, 0)), mode="symmetric")
+        return tile, self.row_start, self._fill
 
 
 class _ModelStats:
@@ -756,7 +749,7 @@ class TileDetector:
                 continue
             y0, y1 = max(0.0, b.y0), min(float(valid_rows), b.y1)
             if y1 <= y0:
-                continue  # entirely in the zero padding of the last tile
+                continue  # entirely in the padding of the last tile
             s0 = max(0.0, float(self._sample_of_row(row_start + y0)))
             s1 = max(s0, float(self._sample_of_row(row_start + y1)))
             starts_at_edge = y0 <= _EDGE_TOLERANCE_ROWS and row_start > 0
