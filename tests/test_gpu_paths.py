@@ -274,8 +274,8 @@ def test_validate_engine_without_tensorrt_judges_nothing_and_deletes_nothing(mod
 
 
 def test_the_optimisation_profile_maximum_comes_from_the_card(model_dir):
-    from gnuradio.rfdetect.inference.model_runtime import DEFAULT_MODEL
-    default = ModelCard.load(card_for(DEFAULT_MODEL))
+    from gnuradio.rfdetect.inference.model_runtime import EMBEDDED_DIR
+    default = ModelCard.load(card_for(EMBEDDED_DIR / "classic" / "model.onnx"))  # a two_stage model
     assert default.output_format == "crop_classifier/1"
     assert card_max_batch(default) == 1024 * 1024 // 64 ** 2  # one tile of crops
     default.extra["crop_size"] = 32

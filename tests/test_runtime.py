@@ -210,8 +210,8 @@ def test_labels_option_keeps_only_those_labels():
     keep = load_model({"model": "default", "labels": ["tone", "chirp"]}, _default_params(), 1024, profile=CPU)
     every = load_model("default", _default_params(), 1024, profile=CPU)
     assert keep.keep_labels == {"tone", "chirp"} and every.keep_labels is None
-    with pytest.raises(ModelError, match=r"labels \['wifi'\] are not among"):
-        load_model("default?labels=wifi", _default_params(), 1024, profile=CPU)
+    with pytest.raises(ModelError, match=r"labels \['satellite'\] are not among"):
+        load_model("default?labels=satellite", _default_params(), 1024, profile=CPU)
 
 
 def _default_params():

@@ -191,7 +191,7 @@ def build_parser():
 
     d = sub.add_parser("detect", help="run the detection flowgraph on a recording (file mode)")
     d.add_argument("recording")
-    d.add_argument("--model", action="append", help="'default' (the embedded two-stage model, labelled detections), 'energy' (model-free, "
+    d.add_argument("--model", action="append", help="'default' (the embedded anchor_free model, labelled detections), 'classic' (the previous default), 'energy' (model-free, "
                         "label 'signal'), a model file or folder, or a name in RFDETECT_MODEL_DIR; options after '?', "
                         "e.g. 'm.onnx?score=0.6&labels=ofdm|tone&backend=pytorch&name=m1'; repeat for several "
                         "(default: default)")

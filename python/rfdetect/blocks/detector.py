@@ -43,8 +43,9 @@ class detector(gr.sync_block):
     message naming each difference.
 
     Args:
-        models: list (or comma-separated string) of "default" (the embedded two-stage
-            model), "energy" (model-free), model files (.engine, .onnx, .pt with the
+        models: list (or comma-separated string) of "default" (the embedded anchor_free
+            model, realistic corpus), "classic" (the previous default, two-stage), "energy"
+            (model-free), model files (.engine, .onnx, .pt with the
             .card.json beside them), folders (best format that loads here:
             .engine > .onnx > .pt) or names in RFDETECT_MODEL_DIR. Each entry may
             carry its own options: "path?backend=pytorch&score=0.6&labels=ofdm|chirp&name=x"

@@ -23,8 +23,8 @@ from .model_card import ENGINE_CACHE_RE, ENGINE_SUFFIXES, ModelCard, ModelError,
 from ..dsp.spectrogram import SpectrogramParams
 
 BUILTIN_MODELS = ("energy",)
-# the embedded default: two_stage, trained by rfdetect-train on `rfdetect synth` data
-# (python/rfdetect/models/default/README.md has the command that reproduces it)
+# the embedded default: anchor_free, trained by rfdetect-train on rfdetect synth's realistic
+# corpus (python/rfdetect/models/default/README.md has the data recipe and the command)
 EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = EMBEDDED_DIR / "default" / "model.onnx"
 
