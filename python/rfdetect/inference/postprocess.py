@@ -104,30 +104,28 @@ def merge_same_band(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, b
     signal (a tall signal boxed as stacked fragments). Boxes that only come close in time
     (bursts a few rows apart, sharing fewer than MERGE_MIN_OVERLAP_ROWS) stay apart. The union keeps the better box's score, and its
     label unless that one is UNKNOWN_LABEL. Input and output: best score first."""
-    b = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
-    s, lab = np.asarray(scores, np.float32).copy(), np.asarray(labels, np.int64).copy()
-    alive = np.ones(len(b), dtype=bool)
-    merged = True
-    while merged:
-        merged = False
-        for i in range(len(b)):
-            if not alive[i]:
-                continue
-            for j in range(i + 1, len(b)):
-                if not alive[j]:
-                    continue
-                t_overlap = min(b[i, 3], b[j, 3]) - max(b[i, 1], b[j, 1])
-                f_inter = min(b[i, 2], b[j, 2]) - max(b[i, 0], b[j, 0])
-                f_union = max(b[i, 2], b[j, 2]) - min(b[i, 0], b[j, 0])
-                if t_overlap >= MERGE_MIN_OVERLAP_ROWS and f_inter > 0 and f_inter >= band_iou * f_union:
-                    hi, lo = (i, j) if s[i] >= s[j] else (j, i)
-                    b[i] = [min(b[i, 0], b[j, 0]), min(b[i, 1], b[j, 1]), max(b[i, 2], b[j, 2]), max(b[i, 3], b[j, 3])]
-                    lab[i] = lab[hi] if lab[hi] != UNKNOWN_LABEL else lab[lo]
-                    s[i] = s[hi]
-                    alive[j] = False
-                    merged = True
-    order = np.flatnonzero(alive)[np.argsort(-s[alive], kind="stable")]
-    return b[order], s[order], lab[order]
+    b = np.asarray(boxes, np.float32).reshape(-1, 4)
+    s, lab = np.asarray(scores, np.float32), np.asarray(labels, np.int64)
+    order = np.argsort(-s, kind="stable")
+    b, s, lab = b[order].copy(), s[order].copy(), lab[order].copy()
+    while len(b) > 1:
+        t_overlap = np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1])
+        f_inter = np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0])
+        f_union = np.maximum(b[:, None, 2], b[None, :, 2]) - np.minimum(b[:, None, 0], b[None, :, 0])
+        joins = (t_overlap >= MERGE_MIN_OVERLAP_ROWS) & (f_inter > 0) & (f_inter >= band_iou * f_union)
+        np.fill_diagonal(joins, False)
+        rows = np.flatnonzero(joins.any(axis=1))
+        if len(rows) == 0:
+            break
+        i = rows[0]  # the best box that has pieces: it absorbs them, then the pairs are recomputed
+        group = np.concatenate([[i], np.flatnonzero(joins[i])])
+        b[i] = [b[group, 0].min(), b[group, 1].min(), b[group, 2].max(), b[group, 3].max()]
+        known = lab[group][lab[group] != UNKNOWN_LABEL]
+        lab[i] = lab[i] if lab[i] != UNKNOWN_LABEL or len(known) == 0 else known[0]
+        keep = np.ones(len(b), dtype=bool)
+        keep[group[1:]] = False
+        b, s, lab = b[keep], s[keep], lab[keep]
+    return b, s, lab
 
 
 def decode_dense(scores: np.ndarray, ltrb: np.ndarray, stride: int, score_threshold: float, nms_iou: float,
