@@ -26,6 +26,7 @@ from ...formats.sigmf_io import (RecordingError, SigMFRecording, atomic_write_by
                                  new_meta, parse_datatype)
 from ...inference.model_card import ModelCard, card_for
 from ...inference.model_runtime import ModelError, embedded_models, load_model, model_candidates
+from ...inference.tile_detector import TileAssembler
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -138,7 +139,9 @@ class TileDetectors:
         if width != params.width:
             raise BadInput(f"image: model {name!r} takes tiles {params.width} pixels wide (its card's spectrogram "
                            f"width), this image is {width} wide")
-        return params, height
+        # a crop classifier takes tiles of any height; other networks have a fixed input
+        fixed = self.registry.card(name).output_format != "crop_classifier/1"
+        return params, card_height if fixed else height
 
     def detect(self, name: str, tile: np.ndarray, threshold: Optional[float], fft_size=None, hop=None):
         spec = self.registry.spec(name)  # UnknownModel before anything else
@@ -157,11 +160,19 @@ class TileDetectors:
                 card = self.registry.card(name)
                 threshold = card.score_threshold if card is not None else 0.0
             t0 = time.perf_counter()
-            boxes = model.detect(tile)
+            found = []
+            # an image of another height than the model's input: cut into the model's tiles
+            # the way the Detector cuts rows (the last one padded by mirroring its rows)
+            chunks = TileAssembler(height, w, 0)
+            parts = chunks.push(tile)
+            last = chunks.flush()
+            for part, row0, valid in [(t, r, height) for t, r in parts] + ([last] if last else []):
+                found += [(b, row0, valid) for b in model.detect(part)]
             ms = (time.perf_counter() - t0) * 1e3
-        out = [{"bbox": {"x_min": float(b.x0), "y_min": float(b.y0), "x_max": float(b.x1), "y_max": float(b.y1)},
+        out = [{"bbox": {"x_min": float(b.x0), "y_min": float(row0 + max(b.y0, 0.0)), "x_max": float(b.x1),
+                         "y_max": float(row0 + min(b.y1, valid))},
                 "confidence": float(b.score), "signal_name": b.label, "model": name}
-               for b in boxes if b.score >= threshold]
+               for b, row0, valid in found if b.score >= threshold and b.y0 < valid]
         out.sort(key=lambda d: (d["bbox"]["y_min"], d["bbox"]["x_min"]))
         return out, ms
 
