@@ -113,13 +113,12 @@ def test_realtime_mode_never_waits_and_counts_drops():
 def test_classic_model_gives_labelled_detections_at_full_size(tmp_path):
     """The previous default (two_stage, classic profile), still embedded and loadable as
     ``--model classic``, at the STFT Tile's default settings."""
-    import json as _json
     from gnuradio.rfdetect.inference.model_runtime import EMBEDDED_DIR
     from gnuradio.rfdetect.formats.records import from_annotation, match_boxes, read_jsonl
     from gnuradio.rfdetect.formats.sigmf_io import SigMFRecording
     from gnuradio.rfdetect.apps.synth import synth_dataset
     CLASSIC = EMBEDDED_DIR / "classic" / "model.onnx"
-    card = _json.loads(CLASSIC.with_name("model.card.json").read_text())
+    card = json.loads(CLASSIC.with_name("model.card.json").read_text())
     assert CLASSIC.stat().st_size < 20e6 and card["output"]["format"] == "crop_classifier/1"
     [meta] = synth_dataset(tmp_path, n=1, seed=4242, sample_rate=10e6, duration=0.5, snr_db=(12.0, 25.0),
                            n_signals=8)
@@ -146,12 +145,11 @@ def test_default_model_finds_realistic_signals_it_never_saw(tmp_path, seed, floo
     `cellular` recording of a seed no training recipe uses, through `rfdetect detect`'s
     default --model. Measured (2026-11-22): seed 4344: 47 of 59 signals found at IoU 0.3
     (0.80), seed 4345: 23 of 32 (0.72); the floors leave room for another CPU's rounding."""
-    import json as _json
     from gnuradio.rfdetect.inference.model_runtime import DEFAULT_MODEL
     from gnuradio.rfdetect.formats.records import from_annotation, match_boxes, read_jsonl
     from gnuradio.rfdetect.formats.sigmf_io import SigMFRecording
     from gnuradio.rfdetect.apps.synth import synth_dataset
-    card = _json.loads(DEFAULT_MODEL.with_name("model.card.json").read_text())
+    card = json.loads(DEFAULT_MODEL.with_name("model.card.json").read_text())
     assert DEFAULT_MODEL.stat().st_size < 10e6 and card["output"]["format"] == "anchor_free/1"
     assert card["unknown_label"] == "signal" and card["anchor_free"]["merge_band_iou"] > 0
     [meta] = synth_dataset(tmp_path, n=1, seed=seed, sample_rate=20e6, duration=0.21, snr_db=(12.0, 25.0),

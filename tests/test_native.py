@@ -1,7 +1,6 @@
 """The native side (gr-rfdetect/): the C++ STFT Tile against the pybind11 kernel that
 training and the offline detect path use, its tags against the Python block's, its
 errors; the kernel module itself. Real flowgraphs, small sizes (conftest.SMALL)."""
-import glob
 import os
 import subprocess
 import sys

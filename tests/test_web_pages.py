@@ -5,7 +5,6 @@ detections arrive from a real GNU Radio flowgraph publishing over ZeroMQ, and ru
 model on a recording. Screenshots go to the test's tmp folder (SCREENSHOTS below)."""
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
