@@ -32,7 +32,7 @@ CXXFLAGS = ["-O3", "-std=c++17", "-ffp-contract=fast", "-fvisibility=hidden"]
 
 KERNEL = Extension("gnuradio.rfdetect.dsp._stft_rows",
                    sources=["gr-rfdetect/lib/stft_rows.cc", "gr-rfdetect/python/bindings/stft_rows_python.cc"],
-                   include_dirs=["gr-rfdetect/include", *PYBIND11_INCLUDE], libraries=["fftw3f", "m"],
+                   include_dirs=["gr-rfdetect/include", *PYBIND11_INCLUDE], libraries=["fftw3f", "m", "dl"],
                    language="c++", extra_compile_args=CXXFLAGS)
 
 

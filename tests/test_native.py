@@ -79,11 +79,13 @@ def _padded_rows(x, p):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("rows_per_call", ["one", "thousands"])
+@pytest.mark.parametrize("rows_per_call", ["one", "default", "thousands"])
 def test_cpp_block_rows_whatever_the_call_size(threads, rows_per_call):
     """Row 0 is the frame of fft_size-hop zeros and the first hop samples (GNU Radio's
     initial history), a partial hop at the end gives no row, and the rows do not depend on
-    how many rows work() is handed: one per call, or thousands split over the threads."""
+    how many rows work() is handed: one per call, GNU Radio's default buffers (aligned
+    batches, then the 3000 % 256 rows left at the end: alignment, unlike an output
+    multiple, must not drop them), or thousands split over the threads."""
     p = SpectrogramParams(fft_size=SMALL.fft_size, hop=256, width=256)
     x = _noise(3000 * p.hop + p.hop - 1, seed=5)
     x[:p.hop] += 2.0  # row 0 sees these and the zeros before them, nothing else
@@ -91,9 +93,11 @@ def test_cpp_block_rows_whatever_the_call_size(threads, rows_per_call):
     tb = gr.top_block()
     src = blocks.vector_source_c(x.tolist(), False)
     snk = blocks.vector_sink_f(p.width)
+    assert blk.alignment() == 256  # 65536 samples of hop 256, at most a quarter of 1024 rows
     if rows_per_call == "one":
+        blk.set_alignment(1)  # otherwise the scheduler lifts max_noutput_items to the alignment
         blk.set_max_noutput_items(1)
-    else:  # the whole stream in the source's buffer, room for all rows after the block
+    elif rows_per_call == "thousands":  # the whole stream in the source's buffer, room for all rows after the block
         src.set_min_output_buffer(len(x))
         blk.set_min_output_buffer(4096)
     tb.connect(src, blk, snk)
@@ -235,6 +239,61 @@ def test_malformed_rx_tags_pass_through_the_cpp_block():
     assert [(k, o) for k, o, _ in moved] == [("rx_rate", 1), ("rx_time", 1), ("rx_time", 1)]
     assert all(any(pmt.equal(v, t.value) for t in tags) for _, _, v in moved)  # as they came
     assert blk.samp_rate() == RATE
+
+
+def test_rows_are_planned_single_threaded_whatever_fftw_was_told():
+    """GNU Radio's fft_vcc with nthreads=2 leaves FFTW's planner at 2 threads, process-wide;
+    a row plan made after it split every FFT over threads (the C++ STFT Tile fell from
+    about 120 to 16 MS/s in bench/stft.py). FFTW's own hook counts its parallel loops: the
+    rows made after the count was set to 2 run none, keep their bits, and the caller's
+    count is left as it was."""
+    import ctypes
+    from gnuradio import fft
+    from gnuradio.fft import window
+
+    threads_lib = ctypes.CDLL("libfftw3f_threads.so.3")
+    p = SpectrogramParams(fft_size=4096, hop=2048, width=1024)
+    x = _noise(64 * p.hop + p.history, seed=9)
+    before = SpectrogramEngine(p, threads=1, kernel="compiled").compute(x, 64)
+    fft.fft_vcc(4096, True, window.hann(4096), True, 2)  # what a user's flowgraph may hold
+    assert threads_lib.fftwf_planner_nthreads() == 2
+
+    loops = []
+    JOB = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p)
+    LOOP = ctypes.CFUNCTYPE(None, JOB, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p)
+
+    @LOOP
+    def serial_loop(work, jobdata, elsize, njobs, data):  # FFTW's jobs, one after another
+        loops.append(njobs)
+        for i in range(njobs):
+            work(jobdata + i * elsize)
+
+    threads_lib.fftwf_threads_set_callback(serial_loop, None)
+    try:
+        # a threaded plan of this size does run its loop through the hook (the test can fail)
+        lib = ctypes.CDLL("libfftw3f.so.3")
+        lib.fftwf_malloc.restype = ctypes.c_void_p
+        lib.fftwf_plan_dft_1d.restype = ctypes.c_void_p
+        lib.fftwf_plan_dft_1d.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_uint]
+        buf = lib.fftwf_malloc(8 * 4096 * 2)
+        plan = lib.fftwf_plan_dft_1d(4096, buf, buf + 8 * 4096, -1, 1 << 6)  # FFTW_ESTIMATE
+        lib.fftwf_execute(ctypes.c_void_p(plan))
+        threaded_loops = len(loops)
+        lib.fftwf_destroy_plan(ctypes.c_void_p(plan))
+        lib.fftwf_free(ctypes.c_void_p(buf))
+        del loops[:]
+
+        engine = SpectrogramEngine(p, threads=1, kernel="compiled")
+        after = engine.compute(x, 64)
+        block_rows, _ = _run(rfdetect.stft_tile(fft_size=4096, hop=2048, width=1024, threads=1, device="cpu"),
+                             x, width=1024)
+    finally:
+        threads_lib.fftwf_threads_set_callback(ctypes.c_void_p(0), None)  # FFTW's own threads again
+        threads_lib.fftwf_plan_with_nthreads(1)
+    assert threaded_loops > 0, "FFTW did not split a 4096-point plan at 2 threads: this test shows nothing"
+    assert loops == []
+    # the block's row r is the offline row r-1: its stream starts with fft_size-hop zeros
+    assert np.array_equal(after, before) and np.array_equal(block_rows[1:65], before)
 
 
 def test_cpp_window_is_scipys():

@@ -17,6 +17,7 @@
  */
 #include <gnuradio/rfdetect/stft_rows.h>
 
+#include <dlfcn.h>
 #include <fftw3.h>
 #include <cmath>
 #include <cstdint>
@@ -46,6 +47,43 @@ std::mutex& planner_lock()
     static std::mutex m;
     return m;
 }
+
+/* FFTW's planner keeps its thread count as process-wide state, and GNU Radio's FFT blocks
+ * set it (an fft_vcc with nthreads=2 leaves it at 2). A row plan made after one split each
+ * 4096-point FFT over threads: the STFT Tile fell from about 120 to 16 MS/s in bench/stft.py
+ * when it ran after the nthreads=2 chain, and the plan is another algorithm, so its bits
+ * could differ. Rows are always planned single-threaded; the caller's count is restored.
+ * The threads library is looked up only if something already loaded it (RTLD_NOLOAD):
+ * without it, FFTW plans single-threaded anyway. */
+class single_threaded_planning
+{
+public:
+    single_threaded_planning()
+    {
+        void* lib = dlopen("libfftw3f_threads.so.3", RTLD_LAZY | RTLD_NOLOAD);
+        if (!lib)
+            return;
+        d_set = (void (*)(int))dlsym(lib, "fftwf_plan_with_nthreads");
+        auto get = (int (*)())dlsym(lib, "fftwf_planner_nthreads"); // FFTW >= 3.3.9
+        dlclose(lib); // still loaded: whoever loaded it holds it
+        if (!d_set)
+            return;
+        d_saved = get ? get() : 1;
+        if (d_saved != 1)
+            d_set(1);
+    }
+    ~single_threaded_planning()
+    {
+        if (d_set && d_saved != 1)
+            d_set(d_saved);
+    }
+    single_threaded_planning(const single_threaded_planning&) = delete;
+    single_threaded_planning& operator=(const single_threaded_planning&) = delete;
+
+private:
+    void (*d_set)(int) = nullptr;
+    int d_saved = 1;
+};
 
 /* log10 of a positive normal float. x = 2^e * m with m in [sqrt(1/2), sqrt(2))
  * (subtracting the bits of sqrt(1/2) splits it that way without a branch), and
@@ -229,6 +267,7 @@ stft_rows::stft_rows(int fft_size,
      * estimated plan adds a copy of the frame. */
     {
         std::lock_guard<std::mutex> lock(planner_lock());
+        single_threaded_planning one_thread;
         d_plan = fftwf_plan_dft_1d(fft_size,
                                    (fftwf_complex*)d_frame,
                                    (fftwf_complex*)d_spec,
