@@ -264,6 +264,34 @@ def test_resume_continues_where_training_stopped(tiles, tmp_path):
     assert "epoch 2:" in first
 
 
+def test_init_starts_a_new_schedule_from_an_earlier_runs_weights(tiles, tmp_path):
+    """--init loads an earlier checkpoint's weights into a fresh run (new optimiser and
+    schedule, epoch 1): with a learning rate of 0 the weights come out as they went in,
+    and a checkpoint of another architecture, or none, is one named error."""
+    common = ["--tiles", tiles, "--k-folds", "0", "--overfit", "6", "--batch-size", "4", "--early-stop", "50",
+              "--epochs", "1", "--quiet"]
+    train_cli("train", *common, "--out", tmp_path / "a", "--lr", "1e-3")
+    init = tmp_path / "a" / "final" / "last.pt"
+    out = train_cli("train", *common, "--out", tmp_path / "b", "--lr", "0", "--init", init).stdout
+    assert f"starting from the weights of {init}" in out and "epoch 1:" in out
+    before = torch.load(init, weights_only=False)["model"]
+    after = torch.load(tmp_path / "b" / "final" / "last.pt", weights_only=False)["model"]
+    weights = [k for k in before if "running_" not in k and "num_batches" not in k]  # BatchNorm statistics move
+    assert len(weights) > 10 and all(torch.equal(before[k], after[k]) for k in weights)
+    fresh = train_cli("train", *common, "--out", tmp_path / "c", "--lr", "0").stdout
+    assert "starting from" not in fresh
+    fresh_w = torch.load(tmp_path / "c" / "final" / "last.pt", weights_only=False)["model"]
+    assert not all(torch.equal(before[k], fresh_w[k]) for k in weights)
+
+    wrong = train_cli("train", *common, "--out", tmp_path / "d", "--arch", "dense", "--init", init, check=False)
+    assert wrong.returncode != 0 and wrong.stderr.count("error:") == 1
+    assert "does not fit this run" in wrong.stderr and "arch 'anchor_free' (this run: 'dense')" in wrong.stderr
+    missing = train_cli("run", "--data", tmp_path, "--out", tmp_path / "e", "--init", tmp_path / "nope.pt",
+                        check=False)
+    assert missing.returncode != 0 and "--init" in missing.stderr and "no such checkpoint" in missing.stderr
+    assert not (tmp_path / "e" / "work" / "tiles").exists()  # refused before preparing tiles
+
+
 def test_ddp_two_gloo_processes_on_cpu(tiles, tmp_path):
     runs = tmp_path / "ddp"
     cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "rfdetect_training.cli", "train",

@@ -59,6 +59,10 @@ def _train_args(p):
     g.add_argument("--threads", type=int, default=0,
                    help="CPU threads for PyTorch (default: PyTorch's; 1 is faster when other work shares the CPU)")
     g.add_argument("--resume", action="store_true", help="continue from last.pt where training stopped")
+    g.add_argument("--init", metavar="CHECKPOINT",
+                   help="start from the weights of an earlier run's checkpoint (its work/runs/final/best.pt; "
+                        "same arch, backbone and labels) with a fresh schedule: more training, or "
+                        "fine-tuning on new recordings")
     g.add_argument("--score-threshold", type=float, default=None,
                    help="written into the card; default: for anchor_free the threshold that maximises "
                         "class-agnostic F1 on the validation tiles, else 0.5")
@@ -106,7 +110,7 @@ def _config(a, tune):
                        batch_size=tune.batch_size, lr=tune.lr, early_stop=tune.early_stop,
                        warmup_steps=a.warmup_steps, accum=a.accum, clip=a.clip, amp=not a.no_amp, seed=a.seed,
                        overfit=a.overfit, max_minutes=a.max_minutes, device=a.device, workers=a.workers,
-                       progress=not a.quiet)
+                       progress=not a.quiet, init=getattr(a, "init", None))
 
 
 def cmd_train(a):
@@ -234,6 +238,8 @@ def cmd_run(a):
     work = out / "work"
     t0 = time.monotonic()
     a.tiles = str(work / "tiles")
+    if getattr(a, "init", None) and not Path(a.init).is_file():  # before minutes of tile preparation
+        raise FileNotFoundError(f"--init {a.init}: no such checkpoint (a best.pt or last.pt of an earlier run)")
     emit("stage", stage="prepare")
     if a.resume and (work / "tiles" / "dataset.json").is_file():
         print(f"run: reusing prepared tiles in {a.tiles}")

@@ -54,6 +54,7 @@ class TrainConfig:
     progress: bool = True
     augment: tuple = ()
     balance: bool = True
+    init: Optional[str] = None  # a checkpoint whose weights start the run (fresh schedule)
 
 
 def seed_everything(seed: int):
@@ -174,6 +175,27 @@ def validation_ap(arch, model, device, ds, images) -> dict:
     return r
 
 
+def load_init(path, arch, device) -> dict:
+    """The checkpoint ``--init`` names, checked against this run: same architecture,
+    backbone and labels (in order), or one error naming every difference."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--init {path}: no such checkpoint (a best.pt or last.pt of an earlier run)")
+    try:
+        ck = torch.load(path, map_location=device, weights_only=False)
+    except Exception as e:  # pickle, zip or torch's own errors
+        raise ValueError(f"--init {path}: not a training checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(ck, dict) or "model" not in ck:
+        raise ValueError(f"--init {path}: not a training checkpoint (no model weights in it; "
+                         f"model.pt and model.onnx are exports: use work/runs/final/best.pt)")
+    problems = [f"{key} {ck.get(key)!r} (this run: {mine!r})"
+                for key, mine in (("arch", arch.name), ("backbone", arch.backbone), ("labels", list(arch.labels)))
+                if (list(ck.get(key) or []) if key == "labels" else ck.get(key)) != mine]
+    if problems:
+        raise ValueError(f"--init {path}: the checkpoint does not fit this run: " + "; ".join(problems))
+    return ck
+
+
 def fit(arch, ds, train_images, val_images, cfg: TrainConfig, run_dir: Path, resume: bool = False,
         epochs: Optional[int] = None, early_stop: bool = True) -> dict:
     """Train one model; -> {"best_epoch", "best_val_ap50", "best_val_loss", "epochs_run", "checkpoint"}."""
@@ -200,6 +222,12 @@ def fit(arch, ds, train_images, val_images, cfg: TrainConfig, run_dir: Path, res
     start_epoch, best, best_epoch, stale, history = 1, -1.0, 0, 0, []
     best_loss = float("inf")
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    if cfg.init and not (resume and last_path.exists()):
+        ck = load_init(cfg.init, arch, device)
+        model.load_state_dict(ck["model"])
+        if rank == 0:
+            print(f"train: starting from the weights of {cfg.init} (its epoch {ck.get('epoch')}); "
+                  f"new schedule, {epochs} epochs")
     if resume and last_path.exists():
         ck = torch.load(last_path, map_location=device, weights_only=False)
         model.load_state_dict(ck["model"])
