@@ -2,6 +2,7 @@
 profiles and their overrides, per-model options, frequency-split batching,
 concurrent models and their statistics."""
 import logging
+import os
 import shutil
 import time
 
@@ -170,12 +171,27 @@ def test_profile_overrides_parameter_beats_environment_beats_profile(tmp_path):
     assert p == PROFILES["cpu"]
     for bad, msg in [({"RFDETECT_PROFILE": "tpu"}, "profile 'tpu'"), ({"RFDETECT_DEVICE": "gpu0"}, "device 'gpu0'"),
                      ({"RFDETECT_PRECISION": "int4"}, "precision 'int4'"), ({"RFDETECT_BATCH": "many"}, "RFDETECT_BATCH"),
-                     ({"RFDETECT_BACKEND": "tflite"}, "backend 'tflite'")]:
+                     ({"RFDETECT_BACKEND": "tflite"}, "backend 'tflite'"),
+                     ({"RFDETECT_THREADS": "two"}, "RFDETECT_THREADS"), ({"RFDETECT_THREADS": "-1"}, "threads -1")]:
         with pytest.raises(ProfileError, match=msg):
             resolve_profile(env=bad, root=str(tmp_path))
     assert env_score_threshold({"RFDETECT_SCORE_THRESHOLD": "0.7"}) == 0.7
     with pytest.raises(ProfileError, match="must be in"):
         env_score_threshold({"RFDETECT_SCORE_THRESHOLD": "7"})
+
+
+def test_cpu_threads_per_model_come_from_the_profile_into_the_onnx_session(model_dir, tmp_path):
+    """One thread per model unless RFDETECT_THREADS (or the threads parameter) says
+    otherwise; 0 is every core. The number reaches ONNX Runtime's session."""
+    from gnuradio.rfdetect.inference.model_runtime import open_backend
+    assert resolve_profile(env={}, root=str(tmp_path)).cpu_threads == 1
+    assert resolve_profile(env={"RFDETECT_THREADS": "0"}, root=str(tmp_path)).cpu_threads == os.cpu_count()
+    p = resolve_profile(env={"RFDETECT_THREADS": "3"}, root=str(tmp_path))
+    assert p.threads == 3 and "3 CPU thread(s) per model" in p.describe()
+    assert resolve_profile(threads=2, env={"RFDETECT_THREADS": "3"}, root=str(tmp_path)).threads == 2
+    for n in (1, 3):
+        backend = open_backend(model_dir / "model.onnx", p.with_overrides(threads=n))
+        assert backend.session.get_session_options().intra_op_num_threads == n
 
 
 def test_pytorch_on_a_gpu_device_without_a_gpu_is_a_clear_error_then_onnx_is_used(model_dir, caplog):

@@ -10,6 +10,10 @@ desktop-gpu    tensorrt, onnxruntime, pytorch          cuda:0     fp16   0 (from
 cpu            onnxruntime, pytorch                    cpu        fp32   1
 =============  =====================================  =========  =====  =======
 
+``threads`` (CPU threads of one model's ONNX Runtime or PyTorch session): 1 in every
+profile, so that models run side by side on their own cores; RFDETECT_THREADS=N (0: all
+cores) gives one model the machine (docs/runtime.md has the measurement).
+
 Each field can be overridden, most specific first: a block or CLI parameter (when it
 is not "auto"), then an environment variable (RFDETECT_PROFILE, RFDETECT_BACKEND,
 RFDETECT_DEVICE, RFDETECT_PRECISION, RFDETECT_BATCH), then the profile. A grcc-compiled
@@ -37,8 +41,10 @@ class Profile:
     device: str
     precision: str
     batch_size: int  # 0: as many frequency chunks as free GPU memory allows
+    threads: int = 1  # CPU threads per model session; 0: all cores
 
-    def with_overrides(self, backend=None, device=None, precision=None, batch_size=None) -> "Profile":
+    def with_overrides(self, backend=None, device=None, precision=None, batch_size=None,
+                       threads=None) -> "Profile":
         """This profile with the given fields replaced (None/"auto": keep), validated."""
         changes = {}
         if backend not in AUTO:
@@ -61,11 +67,20 @@ class Profile:
             if int(batch_size) < 0:
                 raise ProfileError(f"batch size {batch_size} must be >= 0 (0: from free memory)")
             changes["batch_size"] = int(batch_size)
+        if threads is not None:
+            if int(threads) < 0:
+                raise ProfileError(f"threads {threads} must be >= 0 (0: all cores)")
+            changes["threads"] = int(threads)
         return dataclasses.replace(self, **changes)
+
+    @property
+    def cpu_threads(self) -> int:
+        """Threads for one model's CPU session: ``threads``, or every core for 0."""
+        return self.threads or os.cpu_count() or 1
 
     def describe(self) -> str:
         return (f"profile {self.name}: backends {'>'.join(self.backends)}, device {self.device}, "
-                f"{self.precision}, batch {self.batch_size or 'auto'}")
+                f"{self.precision}, batch {self.batch_size or 'auto'}, {self.cpu_threads} CPU thread(s) per model")
 
 
 PROFILES = {
@@ -110,7 +125,7 @@ def detect_profile(root: str = "/") -> str:
 def resolve_profile(profile: Optional[str] = None, backend: Optional[str] = None,
                     device: Optional[str] = None, precision: Optional[str] = None,
                     batch_size: Optional[int] = None, env: Optional[Mapping[str, str]] = None,
-                    root: str = "/") -> Profile:
+                    root: str = "/", threads: Optional[int] = None) -> Profile:
     """The profile in effect: parameters (unless auto) > environment > detected profile."""
     env = os.environ if env is None else env
 
@@ -128,8 +143,13 @@ def resolve_profile(profile: Optional[str] = None, backend: Optional[str] = None
         batch = None if batch is None else int(batch)
     except ValueError:
         raise ProfileError(f"RFDETECT_BATCH={batch!r} is not an integer") from None
+    n_threads = pick(threads, "RFDETECT_THREADS")
+    try:
+        n_threads = None if n_threads is None else int(n_threads)
+    except ValueError:
+        raise ProfileError(f"RFDETECT_THREADS={n_threads!r} is not an integer") from None
     return PROFILES[name].with_overrides(pick(backend, "RFDETECT_BACKEND"), pick(device, "RFDETECT_DEVICE"),
-                                         pick(precision, "RFDETECT_PRECISION"), batch)
+                                         pick(precision, "RFDETECT_PRECISION"), batch, n_threads)
 
 
 def env_score_threshold(env: Optional[Mapping[str, str]] = None) -> Optional[float]:

@@ -391,7 +391,7 @@ def open_backend(path: Path, profile):
     if path.stat().st_size == 0:
         raise ModelError(f"model {path} is empty")
     cls = OnnxBackend if kind == "onnxruntime" else TorchBackend
-    return cls(path, profile.device, profile.precision)
+    return cls(path, profile.device, profile.precision, intra_threads=profile.cpu_threads)
 
 
 def load_model(spec, params: SpectrogramParams, tile_height: int,
