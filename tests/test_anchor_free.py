@@ -2,6 +2,7 @@
 target assignment, decoding, the label rule, augmentations, streaming tiles, export,
 and that it learns (the seeds' overfit check). Small tiles (128 x 512)."""
 import json
+from pathlib import Path
 import resource
 
 import numpy as np
@@ -325,3 +326,47 @@ def test_class_aware_merge_treats_signal_as_any_label():
     assert one["label"] == "chirp" and one["score"] == 0.9  # one signal, with the name it was given
     two = m.merge([rec("ofdm", 0.9), rec("chirp", 0.6, 1.05e6, 2.0e6)])
     assert sorted(r["label"] for r in two) == ["chirp", "ofdm"]  # two named classes stay apart
+
+
+def _floor_tile(seed=0, h=256, w=512):
+    """A tile at the floor-normalised noise level (0.167 in [0, 1], +-0.05) to draw on."""
+    rng = np.random.default_rng(seed)
+    return (1 / 6 + 0.05 * rng.standard_normal((h, w))).astype(np.float32)
+
+
+def test_refine_edges_moves_rough_edges_to_the_energy_and_leaves_unclear_boxes():
+    t = _floor_tile()
+    t[40:60, 100:300] += 0.3               # a wide burst (an OFDM frame)
+    t[40:60, 198:200] -= 0.3               # with a DC notch in it
+    t[62:70, 100:300] += 0.3               # the next burst, 2 rows after it
+    rows = np.arange(100, 200)
+    t[rows, 350 + (rows - 100)] += 0.4     # a chirp: one column per row
+    t[150:190, 20:60] += 0.02              # a signal hardly above the floor
+    boxes = np.array([[70, 35, 340, 61],     # the burst, boxed too wide and a little early
+                      [100, 62, 300, 70],    # the next burst, right already
+                      [348, 98, 452, 202],   # the chirp, about right
+                      [10, 140, 70, 200]],   # the faint one
+                     np.float32)
+    out = postprocess.refine_edges(t, boxes, 0.35)
+    assert out[0].tolist() == [100, 40, 300, 60]  # the notch does not split it; the next burst is not joined
+    assert out[1].tolist() == [100, 62, 300, 70]
+    assert out[2].tolist() == boxes[2].tolist()   # its profiles are mostly floor: nothing clear to snap to
+    assert out[3].tolist() == boxes[3].tolist()   # under the contrast: the network's edges stay
+    assert postprocess.refine_edges(t, boxes, 0.0).tolist() == boxes.tolist()  # off
+    assert postprocess.refine_edges(t, np.zeros((0, 4), np.float32), 0.35).shape == (0, 4)
+
+
+def test_refine_edges_is_a_card_option_of_the_detector(tmp_path):
+    """anchor_free.refine_edges on a card switches it on in the Detector's model path."""
+    from gnuradio.rfdetect.inference.model_runtime import load_model
+    from gnuradio.rfdetect.dsp.spectrogram import SpectrogramParams
+    default = Path(__file__).resolve().parents[1] / "python" / "rfdetect" / "models" / "default"
+    for v in (0.0, 0.35):
+        d = tmp_path / f"m{v}"
+        d.mkdir()
+        (d / "model.onnx").write_bytes((default / "model.onnx").read_bytes())
+        card = json.loads((default / "model.card.json").read_text())
+        card["anchor_free"]["refine_edges"] = v
+        (d / "model.card.json").write_text(json.dumps(card))
+        m = load_model(str(d), SpectrogramParams(), 1024)
+        assert m.refine_edges == v

@@ -83,6 +83,8 @@ class CardModel:
         self.nms_contained = float((card.extra.get("anchor_free") or {}).get("nms_contained", 0.0))
         # anchor_free/1: join boxes overlapping in time in nearly the same band (0: off)
         self.merge_band_iou = float((card.extra.get("anchor_free") or {}).get("merge_band_iou", 0.0))
+        # anchor_free/1: move box edges to where the energy ends (postprocess.refine_edges; 0: off)
+        self.refine_edges = float((card.extra.get("anchor_free") or {}).get("refine_edges", 0.0))
         unknown = [lab for lab in (keep_labels or []) if lab not in self.labels + [self.unknown_label]]
         if unknown:
             raise ModelError(f"model {self.name}: labels {unknown} are not among its labels "
@@ -157,6 +159,9 @@ class CardModel:
                 boxes, scores, labels = postprocess.decode_anchor_free(
                     out[0], out[1], out[2], self.score_threshold, self.card.nms_iou, self.class_confidence,
                     contained=self.nms_contained, merge_band_iou=self.merge_band_iou)
+                if self.refine_edges > 0:
+                    chunk = x[:, i * self.chunk_width:(i + 1) * self.chunk_width]
+                    boxes = postprocess.refine_edges(chunk, boxes, self.refine_edges)
             else:
                 boxes, scores, labels = out
                 boxes, scores, labels = boxes.reshape(-1, 4), scores.reshape(-1), labels.reshape(-1)
