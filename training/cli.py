@@ -159,7 +159,6 @@ def cmd_evaluate_model(a):
     """A finished model (any format the Detector loads) on a folder of labelled recordings."""
     from gnuradio.rfdetect.inference.hardware_profile import resolve_profile
     from gnuradio.rfdetect.inference.model_runtime import BUILTIN_MODELS, ModelCard, card_for, load_model, model_candidates
-    from gnuradio.rfdetect.dsp.spectrogram import SpectrogramParams
     from .evaluate import evaluate_detector, write_report
     from .prepare import find_recordings
     recs = [str(r) for r in find_recordings(a.recordings)]
