@@ -334,7 +334,8 @@ def _floor_tile(seed=0, h=256, w=512):
     return (1 / 6 + 0.05 * rng.standard_normal((h, w))).astype(np.float32)
 
 
-def test_refine_edges_moves_rough_edges_to_the_energy_and_leaves_unclear_boxes():
+@pytest.mark.parametrize("frac", [0.1, 0.35])  # the cards' value, and a stricter one
+def test_refine_edges_moves_rough_edges_to_the_energy_and_leaves_unclear_boxes(frac):
     t = _floor_tile()
     t[40:60, 100:300] += 0.3               # a wide burst (an OFDM frame)
     t[40:60, 198:200] -= 0.3               # with a DC notch in it
@@ -342,18 +343,36 @@ def test_refine_edges_moves_rough_edges_to_the_energy_and_leaves_unclear_boxes()
     rows = np.arange(100, 200)
     t[rows, 350 + (rows - 100)] += 0.4     # a chirp: one column per row
     t[150:190, 20:60] += 0.02              # a signal hardly above the floor
+    t[100:140, 460:500] += 0.3             # a channel, and its neighbour right after it
+    t[100:140, 500:512] += 0.2
     boxes = np.array([[70, 35, 340, 61],     # the burst, boxed too wide and a little early
                       [100, 62, 300, 70],    # the next burst, right already
                       [348, 98, 452, 202],   # the chirp, about right
-                      [10, 140, 70, 200]],   # the faint one
+                      [10, 140, 70, 200],    # the faint one
+                      [452, 100, 490, 140]], # the channel, boxed too far left and too narrow
                      np.float32)
-    out = postprocess.refine_edges(t, boxes, 0.35)
+    out = postprocess.refine_edges(t, boxes, frac)
     assert out[0].tolist() == [100, 40, 300, 60]  # the notch does not split it; the next burst is not joined
     assert out[1].tolist() == [100, 62, 300, 70]
     assert out[2].tolist() == boxes[2].tolist()   # its profiles are mostly floor: nothing clear to snap to
     assert out[3].tolist() == boxes[3].tolist()   # under the contrast: the network's edges stay
+    # its left edge moves to the energy; on the right the energy runs on into the neighbour
+    # past the search: that edge stays the network's
+    assert out[4].tolist() == [460, 100, 490, 140]
     assert postprocess.refine_edges(t, boxes, 0.0).tolist() == boxes.tolist()  # off
-    assert postprocess.refine_edges(t, np.zeros((0, 4), np.float32), 0.35).shape == (0, 4)
+    assert postprocess.refine_edges(t, np.zeros((0, 4), np.float32), frac).shape == (0, 4)
+    nan_box = np.array([[np.nan, 35, 340, 61]], np.float32)
+    assert np.isnan(postprocess.refine_edges(t, nan_box, frac)[0, 0])  # left as it came, no error
+    t[0, 0] = np.nan  # a NaN pixel does not switch refinement off
+    assert postprocess.refine_edges(t, boxes[:1], frac)[0].tolist() == [100, 40, 300, 60]
+
+
+def test_refine_boxes_drops_boxes_that_snap_onto_one_signal():
+    t = _floor_tile()
+    t[40:60, 100:300] += 0.3
+    boxes = np.array([[90, 38, 310, 62], [80, 36, 320, 61]], np.float32)  # two rough boxes, one signal
+    b, s, lab = postprocess.refine_boxes(t, boxes, np.array([0.5, 0.9], np.float32), np.array([1, 2]), 0.1, 0.5)
+    assert b.tolist() == [[100, 40, 300, 60]] and s.tolist() == [pytest.approx(0.9)] and lab.tolist() == [2]
 
 
 def test_refine_edges_is_a_card_option_of_the_detector(tmp_path):
@@ -368,5 +387,17 @@ def test_refine_edges_is_a_card_option_of_the_detector(tmp_path):
         card = json.loads((default / "model.card.json").read_text())
         card["anchor_free"]["refine_edges"] = v
         (d / "model.card.json").write_text(json.dumps(card))
-        m = load_model(str(d), SpectrogramParams(), 1024)
-        assert m.refine_edges == v
+        models = getattr(test_refine_edges_is_a_card_option_of_the_detector, "models", {})
+        models[v] = load_model(str(d), SpectrogramParams(), 1024)
+        test_refine_edges_is_a_card_option_of_the_detector.models = models
+        assert models[v].refine_edges == v
+    # a tile with clear wide bursts: the boxes with the option on are the boxes without it,
+    # refined (the model path calls the shared post-processing)
+    t = _floor_tile(1, 1024, 1024)
+    t[100:140, 200:600] += 0.4
+    t[300:310, 50:90] += 0.4
+    t[500:700, 700:720] += 0.4
+    off, on = models[0.0].raw(t), models[0.35].raw(t)
+    assert len(off[0]) > 0
+    want = postprocess.refine_boxes(t, *off, 0.35, models[0.0].card.nms_iou)
+    assert np.array_equal(on[0], want[0]) and np.array_equal(on[1], want[1])

@@ -303,9 +303,9 @@ class AnchorFree(Arch):
     # box edges moved to where the energy ends (postprocess.refine_edges), threshold 10 % of
     # the way from the floor to the box's peak: chosen on tuning recordings (rfdetect synth,
     # seeds 8001-8501, no held-out set): class-agnostic AP50 of the embedded default, off /
-    # 0.1 / 0.2: classic 0.28 / 0.38 / 0.38, mixed 0.092 / 0.088 / 0.091, cellular 0.58 /
-    # 0.59 / 0.59, vhf-uhf 0.021 / 0.022 / 0.023, ism-2g4 0.287 / 0.288 / 0.247 (0.2 cuts the
-    # skirts of peaked GFSK spectra); the 24-recording classic model 0.82 / 0.91 on classic
+    # 0.1 / 0.2: classic 0.279 / 0.342 / 0.352, mixed 0.092 / 0.092 / 0.092, cellular 0.579 /
+    # 0.603 / 0.599, vhf-uhf 0.021 / 0.019 / 0.018, ism-2g4 0.287 / 0.272 / 0.272; the
+    # 24-recording classic model 0.824 / 0.912 on classic
     refine_edges = 0.1
     class_confidence = postprocess.DEFAULT_CLASS_CONFIDENCE
 
@@ -327,7 +327,7 @@ class AnchorFree(Arch):
                                                    self.eval_score if score_threshold is None else score_threshold,
                                                    self.nms_iou, self.class_confidence, contained=self.nms_contained,
                                                    merge_band_iou=self.merge_band_iou)
-        return postprocess.refine_edges(tile, b, self.refine_edges), s, lab
+        return postprocess.refine_boxes(tile, b, s, lab, self.refine_edges, self.nms_iou)
 
     def export_module(self, model):
         return _AnchorFreeExport(model)

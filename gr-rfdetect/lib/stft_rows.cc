@@ -52,29 +52,39 @@ std::mutex& planner_lock()
  * set it (an fft_vcc with nthreads=2 leaves it at 2). A row plan made after one split each
  * 4096-point FFT over threads: the STFT Tile fell from about 120 to 16 MS/s in bench/stft.py
  * when it ran after the nthreads=2 chain, and the plan is another algorithm, so its bits
- * could differ. Rows are always planned single-threaded; the caller's count is restored.
- * The threads library is looked up only if something already loaded it (RTLD_NOLOAD):
- * without it, FFTW plans single-threaded anyway. */
+ * could differ. Rows are always planned single-threaded; the caller's count is restored
+ * where FFTW can say what it was (fftwf_planner_nthreads, FFTW >= 3.3.9; before that the
+ * count is left at 1: GNU Radio sets its own before each of its plans). The threads
+ * library is looked up only if something already loaded it (RTLD_NOLOAD): without one,
+ * FFTW plans single-threaded anyway. GNU Radio plans under its own mutex, not this one:
+ * a GNU Radio FFT planned on another thread at the same moment could see the count
+ * change, as FFTW's planner was never safe to share across threads. */
 class single_threaded_planning
 {
 public:
     single_threaded_planning()
     {
-        void* lib = dlopen("libfftw3f_threads.so.3", RTLD_LAZY | RTLD_NOLOAD);
-        if (!lib)
-            return;
-        d_set = (void (*)(int))dlsym(lib, "fftwf_plan_with_nthreads");
-        auto get = (int (*)())dlsym(lib, "fftwf_planner_nthreads"); // FFTW >= 3.3.9
-        dlclose(lib); // still loaded: whoever loaded it holds it
+        // pthreads and OpenMP builds, and builds with the threads in the main library
+        for (const char* name :
+             { "libfftw3f_threads.so.3", "libfftw3f_omp.so.3", "libfftw3f.so.3" }) {
+            void* lib = dlopen(name, RTLD_LAZY | RTLD_NOLOAD);
+            if (!lib)
+                continue;
+            d_set = (void (*)(int))dlsym(lib, "fftwf_plan_with_nthreads");
+            d_get = (int (*)())dlsym(lib, "fftwf_planner_nthreads");
+            dlclose(lib); // still loaded: whoever loaded it holds it
+            if (d_set)
+                break;
+        }
         if (!d_set)
             return;
-        d_saved = get ? get() : 1;
-        if (d_saved != 1)
+        d_saved = d_get ? d_get() : 1;
+        if (d_saved != 1 || !d_get)
             d_set(1);
     }
     ~single_threaded_planning()
     {
-        if (d_set && d_saved != 1)
+        if (d_set && d_get && d_saved != 1)
             d_set(d_saved);
     }
     single_threaded_planning(const single_threaded_planning&) = delete;
@@ -82,6 +92,7 @@ public:
 
 private:
     void (*d_set)(int) = nullptr;
+    int (*d_get)() = nullptr;
     int d_saved = 1;
 };
 

@@ -159,9 +159,9 @@ class CardModel:
                 boxes, scores, labels = postprocess.decode_anchor_free(
                     out[0], out[1], out[2], self.score_threshold, self.card.nms_iou, self.class_confidence,
                     contained=self.nms_contained, merge_band_iou=self.merge_band_iou)
-                if self.refine_edges > 0:
-                    chunk = x[:, i * self.chunk_width:(i + 1) * self.chunk_width]
-                    boxes = postprocess.refine_edges(chunk, boxes, self.refine_edges)
+                boxes, scores, labels = postprocess.refine_boxes(
+                    x[:, i * self.chunk_width:(i + 1) * self.chunk_width], boxes, scores, labels,
+                    self.refine_edges, self.card.nms_iou)
             else:
                 boxes, scores, labels = out
                 boxes, scores, labels = boxes.reshape(-1, 4), scores.reshape(-1), labels.reshape(-1)

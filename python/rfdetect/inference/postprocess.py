@@ -130,73 +130,111 @@ def merge_same_band(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, b
 
 # boxes narrower or shorter than this keep the network's edges that way
 REFINE_MIN_SIZE = 8
+# an edge is where the profile falls below the floor plus this many of its noise deviations
+# (at least): noise alone then rarely reaches the threshold, so the gap between bursts two
+# rows apart stays a gap and an edge does not wander into the noise beside it
+REFINE_NOISE_SIGMAS = 3.0
 
 
-def _snap_extent(profile: np.ndarray, lo: int, hi: int, floor: float, frac: float, min_contrast: float,
-                 min_fill: float, max_gap: int = 2):
+def _snap_extent(profile: np.ndarray, lo: int, hi: int, floor: float, noise: float, frac: float,
+                 min_contrast: float, min_fill: float, max_gap: int, at_start: bool, at_end: bool):
     """The extent [start, stop) of the energy in ``profile`` that the box's [lo, hi)
     holds, or None when the profile does not show it clearly: its peak inside the box
-    under ``min_contrast`` above ``floor``, or less than ``min_fill`` of the box above
-    ``floor + frac * (peak - floor)`` (a chirp's row profile, a signal at the floor)."""
+    under ``min_contrast`` above ``floor``, or less than ``min_fill`` of the box above the
+    threshold (``frac`` of the way from ``floor`` to the peak, and at least
+    REFINE_NOISE_SIGMAS x ``noise`` above ``floor``: a chirp's row profile, a signal at the
+    floor). Runs above the threshold touching the box give the extent, joined across gaps
+    of up to ``max_gap`` pixels (an OFDM DC notch). A side whose run reaches the end of the
+    searched profile (not the tile's edge: ``at_start``/``at_end``) is -1: the energy
+    goes on beyond the search, into a neighbour or a signal the box only partly holds."""
     inside = profile[lo:hi]
     if len(inside) == 0:
         return None
     peak = float(inside.max())
-    if peak - floor < min_contrast:
+    if not peak - floor >= min_contrast:  # NaN too
         return None
-    above = profile >= floor + frac * (peak - floor)
+    above = profile >= floor + max(frac * (peak - floor), REFINE_NOISE_SIGMAS * noise)
     if above[lo:hi].mean() < min_fill:
         return None
     idx = np.flatnonzero(above)
-    # runs of pixels above, joined across gaps of up to max_gap pixels (an OFDM DC notch)
     breaks = np.flatnonzero(np.diff(idx) > max_gap + 1)
     starts = np.concatenate([[idx[0]], idx[breaks + 1]])
     stops = np.concatenate([idx[breaks], [idx[-1]]]) + 1
     touching = (stops > lo) & (starts < hi)
     if not touching.any():
         return None
-    return int(starts[touching].min()), int(stops[touching].max())
+    start, stop = int(starts[touching].min()), int(stops[touching].max())
+    return (-1 if start == 0 and not at_start else start), (-1 if stop == len(profile) and not at_end else stop)
 
 
 def refine_edges(tile: np.ndarray, boxes: np.ndarray, frac: float, margin: float = 0.25,
                  min_contrast: float = 0.05, min_fill: float = 0.5, min_size: int = REFINE_MIN_SIZE) -> np.ndarray:
     """Moves each box's edges to where its signal's energy ends in ``tile``: along
-    frequency from the column profile over the box's rows, along time from the row
-    profile over its columns, each searched up to ``margin`` of the box's size beyond
-    its edges. An edge moves only where its profile shows the signal clearly
-    (:func:`_snap_extent`) and the box spans at least ``min_size`` pixels that way (a
-    row more or less is a third of a three-row burst); otherwise the network's edge stays. For boxes a network
-    places roughly (a wide OFDM burst boxed half again as wide): the threshold is
-    ``frac`` of the way from the tile's noise floor (its median) to the box's peak."""
+    frequency from the column profile (the mean over the box's rows), along time from the
+    row profile over its (new) columns, each searched up to ``margin`` of the box's size
+    beyond its edges. The threshold lies ``frac`` of the way from the tile's noise floor
+    (its median) to the box's peak, and at least REFINE_NOISE_SIGMAS of the profile's
+    noise above the floor. An edge moves only where its profile shows the signal clearly
+    (:func:`_snap_extent`) and the box spans at least ``min_size`` pixels that way (a row
+    more or less is a third of a three-row burst); gaps in time are never bridged, so
+    bursts a few rows apart stay apart. For boxes a network places roughly (a wide OFDM
+    burst boxed half again as wide). Boxes that end up on top of each other are for the
+    caller's NMS (:func:`refine_boxes`)."""
     t = np.asarray(tile, np.float32)
     b = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
-    if len(b) == 0 or frac <= 0:
+    if len(b) == 0 or not frac > 0:
         return b
     h, w = t.shape
-    floor = float(np.median(t[::8, ::8]))
-    smooth = np.array([0.25, 0.5, 0.25], np.float32)
+    sample = t[::8, ::8]
+    floor = float(np.nanmedian(sample))
+    sigma = 1.4826 * float(np.nanmedian(np.abs(sample - floor)))  # one pixel's noise, robustly
+    if not (np.isfinite(floor) and np.isfinite(sigma)):
+        return b
     for n in range(len(b)):
+        if not np.all(np.isfinite(b[n])):
+            continue
         x0, y0, x1, y1 = (float(v) for v in b[n])
         r0, r1 = max(0, int(np.floor(y0))), min(h, int(np.ceil(y1)))
         c0, c1 = max(0, int(np.floor(x0))), min(w, int(np.ceil(x1)))
         if r1 <= r0 or c1 <= c0:
             continue
-        mx, my = int(np.ceil(margin * (c1 - c0))) + 1, int(np.ceil(margin * (r1 - r0))) + 1
         if c1 - c0 >= min_size:
-            a0, a1 = max(0, c0 - mx), min(w, c1 + mx)
-            cols = np.convolve(t[r0:r1, a0:a1].mean(axis=0), smooth, mode="same")
-            got = _snap_extent(cols, c0 - a0, c1 - a0, floor, frac, min_contrast, min_fill)
+            m = int(np.ceil(margin * (c1 - c0))) + 1
+            a0, a1 = max(0, c0 - m), min(w, c1 + m)
+            cols = np.nanmean(t[r0:r1, a0:a1], axis=0)
+            got = _snap_extent(cols, c0 - a0, c1 - a0, floor, sigma / np.sqrt(r1 - r0), frac, min_contrast,
+                               min_fill, 2, a0 == 0, a1 == w)
             if got is not None:
-                c0, c1 = got[0] + a0, got[1] + a0
-                b[n, 0], b[n, 2] = c0, c1
+                if got[0] >= 0:
+                    c0 = got[0] + a0
+                    b[n, 0] = c0
+                if got[1] >= 0:
+                    c1 = got[1] + a0
+                    b[n, 2] = c1
         if r1 - r0 >= min_size:
-            a0, a1 = max(0, r0 - my), min(h, r1 + my)
-            rows = np.convolve(t[a0:a1, c0:c1].mean(axis=1), smooth, mode="same")
-            # no gap is joined in time: bursts of one emitter 2-3 rows apart stay apart
-            got = _snap_extent(rows, r0 - a0, r1 - a0, floor, frac, min_contrast, min_fill, max_gap=0)
+            m = int(np.ceil(margin * (r1 - r0))) + 1
+            a0, a1 = max(0, r0 - m), min(h, r1 + m)
+            rows = np.nanmean(t[a0:a1, c0:c1], axis=1)
+            got = _snap_extent(rows, r0 - a0, r1 - a0, floor, sigma / np.sqrt(c1 - c0), frac, min_contrast,
+                               min_fill, 0, a0 == 0, a1 == h)
             if got is not None:
-                b[n, 1], b[n, 3] = got[0] + a0, got[1] + a0
+                if got[0] >= 0:
+                    b[n, 1] = got[0] + a0
+                if got[1] >= 0:
+                    b[n, 3] = got[1] + a0
     return b
+
+
+def refine_boxes(tile: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, frac: float,
+                 nms_iou: float):
+    """:func:`refine_edges`, then NMS again (two boxes may snap to one signal's edges):
+    the anchor_free post-processing step shared by the Detector and training's evaluation.
+    Input and output: (boxes, scores, labels), best score first."""
+    if not frac > 0 or len(boxes) == 0:
+        return boxes, scores, labels
+    b = refine_edges(tile, boxes, frac)
+    keep = nms(b, scores, np.zeros(len(b), np.int64), nms_iou)
+    return b[keep], np.asarray(scores)[keep], np.asarray(labels)[keep]
 
 
 def decode_dense(scores: np.ndarray, ltrb: np.ndarray, stride: int, score_threshold: float, nms_iou: float,
