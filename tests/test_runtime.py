@@ -185,7 +185,8 @@ def test_cpu_threads_per_model_come_from_the_profile_into_the_onnx_session(model
     otherwise; 0 is every core. The number reaches ONNX Runtime's session."""
     from gnuradio.rfdetect.inference.model_runtime import open_backend
     assert resolve_profile(env={}, root=str(tmp_path)).cpu_threads == 1
-    assert resolve_profile(env={"RFDETECT_THREADS": "0"}, root=str(tmp_path)).cpu_threads == os.cpu_count()
+    assert resolve_profile(env={"RFDETECT_THREADS": "0"}, root=str(tmp_path)).cpu_threads == len(os.sched_getaffinity(0))
+    assert resolve_profile(threads="auto", env={"RFDETECT_THREADS": "3"}, root=str(tmp_path)).threads == 3
     p = resolve_profile(env={"RFDETECT_THREADS": "3"}, root=str(tmp_path))
     assert p.threads == 3 and "3 CPU thread(s) per model" in p.describe()
     assert resolve_profile(threads=2, env={"RFDETECT_THREADS": "3"}, root=str(tmp_path)).threads == 2

@@ -175,14 +175,16 @@ def validation_ap(arch, model, device, ds, images) -> dict:
     return r
 
 
-def load_init(path, arch, device) -> dict:
+def load_init(path, arch) -> dict:
     """The checkpoint ``--init`` names, checked against this run: same architecture,
     backbone and labels (in order), or one error naming every difference."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--init {path}: no such checkpoint (a best.pt or last.pt of an earlier run)")
     try:
-        ck = torch.load(path, map_location=device, weights_only=False)
+        # weights_only=False: checkpoints hold the run's history and config (as --resume's);
+        # load only checkpoints you made or trust, as with any pickle
+        ck = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # pickle, zip or torch's own errors
         raise ValueError(f"--init {path}: not a training checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(ck, dict) or "model" not in ck:
@@ -223,7 +225,7 @@ def fit(arch, ds, train_images, val_images, cfg: TrainConfig, run_dir: Path, res
     best_loss = float("inf")
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     if cfg.init and not (resume and last_path.exists()):
-        ck = load_init(cfg.init, arch, device)
+        ck = load_init(cfg.init, arch)
         model.load_state_dict(ck["model"])
         if rank == 0:
             print(f"train: starting from the weights of {cfg.init} (its epoch {ck.get('epoch')}); "

@@ -67,7 +67,7 @@ class Profile:
             if int(batch_size) < 0:
                 raise ProfileError(f"batch size {batch_size} must be >= 0 (0: from free memory)")
             changes["batch_size"] = int(batch_size)
-        if threads is not None:
+        if threads not in AUTO:
             if int(threads) < 0:
                 raise ProfileError(f"threads {threads} must be >= 0 (0: all cores)")
             changes["threads"] = int(threads)
@@ -76,7 +76,12 @@ class Profile:
     @property
     def cpu_threads(self) -> int:
         """Threads for one model's CPU session: ``threads``, or every core for 0."""
-        return self.threads or os.cpu_count() or 1
+        if self.threads:
+            return self.threads
+        try:  # the cores this process may run on (a container or taskset may give fewer)
+            return len(os.sched_getaffinity(0)) or 1
+        except AttributeError:  # not Linux
+            return os.cpu_count() or 1
 
     def describe(self) -> str:
         return (f"profile {self.name}: backends {'>'.join(self.backends)}, device {self.device}, "
