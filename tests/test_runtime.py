@@ -181,11 +181,13 @@ def test_profile_overrides_parameter_beats_environment_beats_profile(tmp_path):
 
 
 def test_cpu_threads_per_model_come_from_the_profile_into_the_onnx_session(model_dir, tmp_path):
-    """One thread per model unless RFDETECT_THREADS (or the threads parameter) says
-    otherwise; 0 is every core. The number reaches ONNX Runtime's session."""
+    """Every core in the cpu profile, one on GPU profiles, unless RFDETECT_THREADS (or the
+    threads parameter) says otherwise (0: every core). The number reaches ONNX Runtime."""
     from gnuradio.rfdetect.inference.model_runtime import open_backend
-    assert resolve_profile(env={}, root=str(tmp_path)).cpu_threads == 1
-    assert resolve_profile(env={"RFDETECT_THREADS": "0"}, root=str(tmp_path)).cpu_threads == len(os.sched_getaffinity(0))
+    cores = len(os.sched_getaffinity(0))
+    assert resolve_profile(env={}, root=str(tmp_path)).cpu_threads == cores  # the cpu profile: every core
+    assert resolve_profile("jetson", env={}, root=str(tmp_path)).cpu_threads == 1
+    assert resolve_profile(env={"RFDETECT_THREADS": "1"}, root=str(tmp_path)).cpu_threads == 1
     assert resolve_profile(threads="auto", env={"RFDETECT_THREADS": "3"}, root=str(tmp_path)).threads == 3
     p = resolve_profile(env={"RFDETECT_THREADS": "3"}, root=str(tmp_path))
     assert p.threads == 3 and "3 CPU thread(s) per model" in p.describe()

@@ -10,9 +10,12 @@ desktop-gpu    tensorrt, onnxruntime, pytorch          cuda:0     fp16   0 (from
 cpu            onnxruntime, pytorch                    cpu        fp32   1
 =============  =====================================  =========  =====  =======
 
-``threads`` (CPU threads of one model's ONNX Runtime or PyTorch session): 1 in every
-profile, so that models run side by side on their own cores; RFDETECT_THREADS=N (0: all
-cores) gives one model the machine (docs/runtime.md has the measurement).
+``threads`` (CPU threads of one model's ONNX Runtime or PyTorch session): every core this
+process may use in the ``cpu`` profile (0), one on GPU machines (the CPU path there is a
+fallback beside the GPU's work); RFDETECT_THREADS=N overrides it. On the 2-core CPU, 20 MS/s
+real-time playback of the default model: 96 and 108 ms per tile (p50) in two runs at 2 threads
+(13 and 47 tiles dropped) against 114 ms (49 dropped) at one (bench/latency.py; noisy, a shared
+machine).
 
 Each field can be overridden, most specific first: a block or CLI parameter (when it
 is not "auto"), then an environment variable (RFDETECT_PROFILE, RFDETECT_BACKEND,
@@ -91,7 +94,7 @@ class Profile:
 PROFILES = {
     "jetson": Profile("jetson", ("tensorrt", "onnxruntime", "pytorch"), "cuda:0", "fp16", 4),
     "desktop-gpu": Profile("desktop-gpu", ("tensorrt", "onnxruntime", "pytorch"), "cuda:0", "fp16", 0),
-    "cpu": Profile("cpu", ("onnxruntime", "pytorch"), "cpu", "fp32", 1),
+    "cpu": Profile("cpu", ("onnxruntime", "pytorch"), "cpu", "fp32", 1, threads=0),
 }
 
 
