@@ -167,6 +167,23 @@ def _snap_extent(profile: np.ndarray, lo: int, hi: int, floor: float, noise: flo
     return (-1 if start == 0 and not at_start else start), (-1 if stop == len(profile) and not at_end else stop)
 
 
+def _search_window(lo: int, hi: int, n: int, margin: float) -> tuple[int, int]:
+    """[lo, hi) grown by ``margin`` of its size (and a pixel) on each side, within [0, n)."""
+    m = int(np.ceil(margin * (hi - lo))) + 1
+    return max(0, lo - m), min(n, hi + m)
+
+
+def _snap_axis(profile: np.ndarray, lo: int, hi: int, a0: int, at_end: bool, floor: float, noise: float,
+               frac: float, min_contrast: float, min_fill: float, max_gap: int):
+    """:func:`_snap_extent` of a profile that starts at pixel ``a0`` -> (start, stop) in
+    tile pixels, each None where the network's edge stays."""
+    got = _snap_extent(profile, lo - a0, hi - a0, floor, noise, frac, min_contrast, min_fill, max_gap,
+                       a0 == 0, at_end)
+    if got is None:
+        return None, None
+    return (got[0] + a0 if got[0] >= 0 else None), (got[1] + a0 if got[1] >= 0 else None)
+
+
 def refine_edges(tile: np.ndarray, boxes: np.ndarray, frac: float, margin: float = 0.25,
                  min_contrast: float = 0.05, min_fill: float = 0.5, min_size: int = REFINE_MIN_SIZE) -> np.ndarray:
     """Moves each box's edges to where its signal's energy ends in ``tile``: along
@@ -199,29 +216,22 @@ def refine_edges(tile: np.ndarray, boxes: np.ndarray, frac: float, margin: float
         if r1 <= r0 or c1 <= c0:
             continue
         if c1 - c0 >= min_size:
-            m = int(np.ceil(margin * (c1 - c0))) + 1
-            a0, a1 = max(0, c0 - m), min(w, c1 + m)
-            cols = np.nanmean(t[r0:r1, a0:a1], axis=0)
-            got = _snap_extent(cols, c0 - a0, c1 - a0, floor, sigma / np.sqrt(r1 - r0), frac, min_contrast,
-                               min_fill, 2, a0 == 0, a1 == w)
-            if got is not None:
-                if got[0] >= 0:
-                    c0 = got[0] + a0
-                    b[n, 0] = c0
-                if got[1] >= 0:
-                    c1 = got[1] + a0
-                    b[n, 2] = c1
+            a0, a1 = _search_window(c0, c1, w, margin)
+            s0, s1 = _snap_axis(np.nanmean(t[r0:r1, a0:a1], axis=0), c0, c1, a0, a1 == w, floor,
+                                sigma / np.sqrt(r1 - r0), frac, min_contrast, min_fill, 2)
+            if s0 is not None:
+                c0 = b[n, 0] = s0
+            if s1 is not None:
+                c1 = b[n, 2] = s1
         if r1 - r0 >= min_size:
-            m = int(np.ceil(margin * (r1 - r0))) + 1
-            a0, a1 = max(0, r0 - m), min(h, r1 + m)
-            rows = np.nanmean(t[a0:a1, c0:c1], axis=1)
-            got = _snap_extent(rows, r0 - a0, r1 - a0, floor, sigma / np.sqrt(c1 - c0), frac, min_contrast,
-                               min_fill, 0, a0 == 0, a1 == h)
-            if got is not None:
-                if got[0] >= 0:
-                    b[n, 1] = got[0] + a0
-                if got[1] >= 0:
-                    b[n, 3] = got[1] + a0
+            # no gap is bridged in time: bursts of one emitter 2-3 rows apart stay apart
+            a0, a1 = _search_window(r0, r1, h, margin)
+            s0, s1 = _snap_axis(np.nanmean(t[a0:a1, c0:c1], axis=1), r0, r1, a0, a1 == h, floor,
+                                sigma / np.sqrt(c1 - c0), frac, min_contrast, min_fill, 0)
+            if s0 is not None:
+                b[n, 1] = s0
+            if s1 is not None:
+                b[n, 3] = s1
     return b
 
 
