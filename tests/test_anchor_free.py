@@ -380,6 +380,7 @@ def test_refine_edges_is_a_card_option_of_the_detector(tmp_path):
     from gnuradio.rfdetect.inference.model_runtime import load_model
     from gnuradio.rfdetect.dsp.spectrogram import SpectrogramParams
     default = Path(__file__).resolve().parents[1] / "python" / "rfdetect" / "models" / "default"
+    models = {}
     for v in (0.0, 0.35):
         d = tmp_path / f"m{v}"
         d.mkdir()
@@ -387,9 +388,7 @@ def test_refine_edges_is_a_card_option_of_the_detector(tmp_path):
         card = json.loads((default / "model.card.json").read_text())
         card["anchor_free"]["refine_edges"] = v
         (d / "model.card.json").write_text(json.dumps(card))
-        models = getattr(test_refine_edges_is_a_card_option_of_the_detector, "models", {})
         models[v] = load_model(str(d), SpectrogramParams(), 1024)
-        test_refine_edges_is_a_card_option_of_the_detector.models = models
         assert models[v].refine_edges == v
     # a tile with clear wide bursts: the boxes with the option on are the boxes without it,
     # refined (the model path calls the shared post-processing)

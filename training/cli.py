@@ -237,8 +237,9 @@ def cmd_run(a):
     work = out / "work"
     t0 = time.monotonic()
     a.tiles = str(work / "tiles")
-    if getattr(a, "init", None) and not Path(a.init).is_file():  # before minutes of tile preparation
-        raise FileNotFoundError(f"--init {a.init}: no such checkpoint (a best.pt or last.pt of an earlier run)")
+    if getattr(a, "init", None):
+        from .train import require_init_file
+        require_init_file(a.init)
     emit("stage", stage="prepare")
     if a.resume and (work / "tiles" / "dataset.json").is_file():
         print(f"run: reusing prepared tiles in {a.tiles}")

@@ -175,12 +175,19 @@ def validation_ap(arch, model, device, ds, images) -> dict:
     return r
 
 
-def load_init(path, arch) -> dict:
-    """The checkpoint ``--init`` names, checked against this run: same architecture,
-    backbone and labels (in order), or one error naming every difference."""
+def require_init_file(path) -> Path:
+    """``--init``'s checkpoint file, or FileNotFoundError (rfdetect-train run asks before it
+    spends minutes preparing tiles)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--init {path}: no such checkpoint (a best.pt or last.pt of an earlier run)")
+    return path
+
+
+def load_init(path, arch) -> dict:
+    """The checkpoint ``--init`` names, checked against this run: same architecture,
+    backbone and labels (in order), or one error naming every difference."""
+    path = require_init_file(path)
     try:
         # weights_only=False: checkpoints hold the run's history and config (as --resume's);
         # load only checkpoints you made or trust, as with any pickle

@@ -109,7 +109,7 @@ class OnnxBackend:
         self.device = device
         gpu = cuda_index(device)
         so = ort.SessionOptions()
-        so.intra_op_num_threads = max(1, int(intra_threads))  # the profile's: 1 lets models run side by side
+        so.intra_op_num_threads = max(1, int(intra_threads))  # the profile's (hardware_profile.Profile.threads)
         # threads that spin between tiles would take the core the STFT Tile and the source need
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.log_severity_level = 3
