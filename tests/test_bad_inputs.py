@@ -168,3 +168,44 @@ print(opened, hwm / 1024)
     opened, peak_mb = map(float, proc.stdout.split()[-2:])
     assert opened < 2.0  # opening does not read the 20 GB
     assert peak_mb < 400, f"peak resident memory {peak_mb:.0f} MB"  # ~140 MB measured
+
+
+def _source_samples(meta, repeat_items=None, **kw):
+    from gnuradio import blocks, gr
+
+    from gnuradio import rfdetect
+    tb = gr.top_block()
+    src = rfdetect.sigmf_source(str(meta), repeat=repeat_items is not None, **kw)
+    snk = blocks.vector_sink_c()
+    if repeat_items is None:
+        tb.connect(src, snk)
+    else:
+        tb.connect(src, blocks.head(gr.sizeof_gr_complex, repeat_items), snk)
+    tb.run()
+    return src, np.array(snk.data(), np.complex64)
+
+
+@pytest.mark.parametrize("datatype", ["cf32_le", "ci16_le"])
+def test_sigmf_source_gives_the_files_samples_and_zeroes_nan_when_asked(datatype, tmp_path):
+    """cf32 is read straight into GNU Radio's buffer, other types are converted: both give
+    the file's samples (also across a repeat), and nan_policy='zero' zeroes exactly the
+    non-finite ones."""
+    rng = np.random.default_rng(5)
+    x = (0.3 * (rng.standard_normal(70_000) + 1j * rng.standard_normal(70_000))).astype(np.complex64)
+    write_recording(tmp_path / "s", x, new_meta(RATE, datatype))
+    meta = tmp_path / "s.sigmf-meta"
+    want = SigMFRecording.open(meta).read(0, len(x))
+    _, got = _source_samples(meta, repeat_items=2 * len(x) + 123)
+    assert np.array_equal(got, np.concatenate([want, want, want[:123]]))
+    if datatype != "cf32_le":
+        return
+    x[[7, 50_001]] = [np.nan + 0j, complex(1.0, np.inf)]
+    write_recording(tmp_path / "s", x, new_meta(RATE, datatype))
+    src, got = _source_samples(meta, nan_policy="zero")
+    assert src.nonfinite_replaced == 2
+    assert got[7] == 0 and got[50_001] == 0
+    keep = np.ones(len(x), bool)
+    keep[[7, 50_001]] = False
+    assert np.array_equal(got[keep], x[keep])
+    src, got = _source_samples(meta)
+    assert "sample 7 is NaN or Inf" in src.error

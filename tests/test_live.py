@@ -125,6 +125,32 @@ def test_paced_playback_runs_in_real_time_without_drops(tmp_path):
     assert json.loads(json.dumps(recs[0]))["schema"] == "rfdetect.detection/1"
 
 
+def test_paced_source_hands_over_pieces_not_a_trickle(tmp_path):
+    """Real-time playback wakes ~200 times a second (pieces of PACE_CHUNK_S), not
+    thousands of times for a few hundred samples each (a quarter of a core at 5 MS/s,
+    taken from the models), and still keeps to the wall clock."""
+    from gnuradio import blocks, gr
+
+    from gnuradio import rfdetect
+    from gnuradio.rfdetect.blocks.sigmf_source import PACE_CHUNK_S, PACE_LEAD_S
+    rec = _long_recording(tmp_path / "paced", seconds=1.0)
+    src = rfdetect.sigmf_source(str(rec), realtime=True)
+    calls, work = [0], src._work
+
+    def counted(out):
+        calls[0] += 1
+        return work(out)
+    src._work = counted
+    tb = gr.top_block()
+    tb.connect(src, blocks.null_sink(gr.sizeof_gr_complex))
+    t0 = time.perf_counter()
+    tb.run()
+    elapsed = time.perf_counter() - t0
+    assert elapsed >= 1.0 - PACE_LEAD_S - 0.02, "the source ran ahead of the wall clock"
+    assert calls[0] <= 1.5 * elapsed / PACE_CHUNK_S, f"{calls[0]} calls in {elapsed:.2f} s"
+    assert src.overruns == 0
+
+
 def test_closed_stdout_does_not_cut_the_output_file(recording, tmp_path):
     """`rfdetect detect ... | head -1`: printing fails, the JSONL file is still complete."""
     full, cut = tmp_path / "full.jsonl", tmp_path / "cut.jsonl"

@@ -363,7 +363,15 @@ class _AnchorFreeExport(torch.nn.Module):
 
     def forward(self, tile):
         obj, cls, boxes = self.m(tile)
-        return torch.sigmoid(obj), torch.softmax(cls, dim=1), boxes
+        return torch.sigmoid(obj), channel_softmax(cls), boxes
+
+
+def channel_softmax(x: torch.Tensor) -> torch.Tensor:
+    """Softmax over dim 1, written out. ONNX Runtime's Softmax on axis 1 of an NCHW tensor
+    transposes it twice: 8 of the default model's 49 ms per 1024 x 1024 tile on 2 threads
+    (ORT profile); these element-wise ops take under 1 ms."""
+    e = torch.exp(x - x.amax(dim=1, keepdim=True))
+    return e / e.sum(dim=1, keepdim=True)
 
 
 def label_name(labels, index: int, unknown: str = postprocess.DEFAULT_UNKNOWN_LABEL) -> str:
