@@ -177,9 +177,9 @@ def small_tiles(synth_dir, tmp_path_factory):
     return load_dataset(out)
 
 
-@pytest.mark.timeout(900)  # ~20 s on an idle 2-core machine; minutes when the CPU is shared
-def test_overfits_a_few_tiles(small_tiles):
-    """The seeds' sanity check: a detector that cannot overfit six tiles cannot learn."""
+@pytest.fixture(scope="module")
+def overfit(small_tiles):
+    """anchor_free trained 120 steps on six tiles -> (arch, model, those tiles)."""
     ds = small_tiles
     from rfdetect_training.prepare import load_entry
     images = [im for im in ds["images"] if load_entry(ds, im)["bboxes"]][:6]
@@ -196,8 +196,34 @@ def test_overfits_a_few_tiles(small_tiles):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    r = validation_ap(arch, model, "cpu", ds, images)
+    return arch, model.eval(), images
+
+
+@pytest.mark.timeout(900)  # ~20 s on an idle 2-core machine; minutes when the CPU is shared
+def test_overfits_a_few_tiles(overfit, small_tiles):
+    """The seeds' sanity check: a detector that cannot overfit six tiles cannot learn."""
+    arch, model, images = overfit
+    r = validation_ap(arch, model, "cpu", small_tiles, images)
     assert r["class_agnostic_AP"] >= 0.9 and r["mAP"] >= 0.9, r
+
+
+def test_class_confidence_choice_follows_class_certainty(overfit, small_tiles):
+    """--class-confidence auto: with confident classes the largest choice wins a tie; with
+    the class head tempered until the best probability is under 0.5, 0.5 names nothing
+    (mAP 0) and a lower choice that names the signals is taken."""
+    import copy
+
+    from rfdetect_training.train import CLASS_CONFIDENCE_CHOICES, choose_class_confidence
+    arch, model, images = overfit
+    best, tried = choose_class_confidence(arch, model, "cpu", small_tiles, images)
+    assert set(tried) == set(CLASS_CONFIDENCE_CHOICES) and arch.class_confidence == 0.5
+    assert best == 0.5 and tried[0.5]["mAP"] >= 0.9
+    unsure = copy.deepcopy(model)
+    with torch.no_grad():
+        unsure.cls.weight.mul_(0.02)
+        unsure.cls.bias.mul_(0.02)
+    best, tried = choose_class_confidence(arch, unsure, "cpu", small_tiles, images)
+    assert tried[0.5]["mAP"] == 0.0 and best < 0.5 and tried[best]["mAP"] > 0.5, {c: r["mAP"] for c, r in tried.items()}
 
 
 def test_export_has_static_shapes_no_nms_and_the_detector_gets_what_pytorch_gets(small_tiles, tmp_path):

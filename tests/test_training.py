@@ -292,6 +292,30 @@ def test_init_starts_a_new_schedule_from_an_earlier_runs_weights(tiles, tmp_path
     assert not (tmp_path / "e" / "work" / "tiles").exists()  # refused before preparing tiles
 
 
+def test_export_writes_class_confidence_into_the_card_the_detector_reads(tiles, tmp_path):
+    """export --class-confidence goes into the card, where the Detector reads it; an
+    impossible value is one error and no model. (run's choice on validation tiles:
+    test_anchor_free.py::test_class_confidence_choice_follows_class_certainty.)"""
+    import json
+
+    from gnuradio.rfdetect.inference.model_runtime import load_model
+    from rfdetect_training.prepare import load_dataset
+    train_cli("train", "--tiles", tiles, "--k-folds", "0", "--overfit", "6", "--batch-size", "4", "--epochs", "1",
+              "--quiet", "--out", tmp_path / "a")
+    ck = tmp_path / "a" / "final" / "best.pt"
+    ds = load_dataset(tiles)
+    train_cli("export", "--tiles", tiles, "--checkpoint", ck, "--out", tmp_path / "m", "--class-confidence", "0.3",
+              "--no-engine", "--no-torch")
+    card = json.loads((tmp_path / "m" / "model.card.json").read_text())
+    assert card["label_rule"]["class_confidence"] == 0.3
+    m = load_model(str(tmp_path / "m"), ds["params"], ds["tile_height"])
+    assert m.class_confidence == 0.3
+    bad = train_cli("export", "--tiles", tiles, "--checkpoint", ck, "--out", tmp_path / "n", "--class-confidence",
+                    "1.5", "--no-engine", "--no-torch", check=False)
+    assert bad.returncode != 0 and bad.stderr.count("error:") == 1 and "must be in (0, 1]" in bad.stderr
+    assert not (tmp_path / "n" / "model.onnx").exists()
+
+
 def test_ddp_two_gloo_processes_on_cpu(tiles, tmp_path):
     runs = tmp_path / "ddp"
     cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "rfdetect_training.cli", "train",

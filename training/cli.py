@@ -127,14 +127,16 @@ def cmd_train(a):
     return train(arch, ds, _config(a, tune), a.out, resume=a.resume)
 
 
-def _evaluate(ds, checkpoint, val_images, out_dir, device, score_threshold, progress):
+def _evaluate(ds, checkpoint, val_images, out_dir, device, score_threshold, progress, class_confidence=None):
     from .evaluate import evaluate_recordings, evaluate_tiles, validation_recordings, write_report
     from .export import load_checkpoint
     from .train import resolve_device
     dev = resolve_device(device)
-    arch, model = load_checkpoint(checkpoint, ds, dev)
+    arch, model = load_checkpoint(checkpoint, ds, dev, class_confidence)
     report = {"arch": arch.name, "backbone": arch.backbone, "labels": arch.labels,
               "score_threshold": score_threshold, "checkpoint": str(checkpoint)}
+    if hasattr(arch, "class_confidence"):
+        report["class_confidence"] = arch.class_confidence
     report["pixel"] = evaluate_tiles(arch, model, dev, ds, val_images, score_threshold, progress)
     recs = validation_recordings(ds, val_images)
     if recs:
@@ -194,14 +196,14 @@ def cmd_evaluate(a):
     if a.train_run:
         images = json.loads((Path(a.train_run) / "train.json").read_text())["val_tiles"]
     _evaluate(ds, a.checkpoint, images, a.out, a.device, 0.5 if a.score_threshold is None else a.score_threshold,
-              not a.quiet)
+              not a.quiet, a.class_confidence)
 
 
 def cmd_export(a):
     from .export import export_engine, export_onnx, export_torch, load_checkpoint
     from .prepare import load_dataset
     ds = load_dataset(a.tiles)
-    arch, model = load_checkpoint(a.checkpoint, ds, "cpu")
+    arch, model = load_checkpoint(a.checkpoint, ds, "cpu", getattr(a, "class_confidence", None))
     metrics = {}
     if a.report and Path(a.report).is_file():
         r = json.loads(Path(a.report).read_text())
@@ -214,20 +216,32 @@ def cmd_export(a):
     return path
 
 
-def _validation_threshold(ds, checkpoint, val_images, device) -> float:
-    """The card's score threshold: anchor_free's objectness is trained towards box IoU, so
-    0.5 would drop good detections; the threshold that maximises F1 on the validation
-    tiles (never the held-out recordings) is used instead."""
+def _validation_settings(ds, checkpoint, val_images, device, class_confidence=None) -> tuple:
+    """The card's (score threshold, class_confidence), both from the validation tiles
+    (never the held-out recordings). anchor_free only; others get (0.5, None).
+
+    class_confidence: as given, or "auto": train.choose_class_confidence. Threshold: anchor_free's objectness is
+    trained towards box IoU, so 0.5 would drop good detections; the threshold that
+    maximises class-agnostic F1 is used instead."""
     from .export import load_checkpoint
-    from .train import resolve_device, validation_ap
+    from .train import choose_class_confidence, resolve_device, validation_ap
     dev = resolve_device(device)
-    arch, model = load_checkpoint(checkpoint, ds, dev)
+    auto = class_confidence == "auto"
+    arch, model = load_checkpoint(checkpoint, ds, dev, None if auto else class_confidence)
     if arch.name != "anchor_free":
-        return 0.5
-    r = validation_ap(arch, model, dev, ds, val_images)
+        return 0.5, None
+    if auto:
+        best, tried = choose_class_confidence(arch, model, dev, ds, val_images)
+        print("run: class_confidence " + ", ".join(
+            f"{c}: AP50 {r['class_agnostic_AP']:.3f} mAP50 {r['mAP'] or 0:.3f}" for c, r in tried.items())
+            + f" (validation tiles) -> {best}")
+        arch.class_confidence = best
+        r = tried[best]
+    else:
+        r = validation_ap(arch, model, dev, ds, val_images)
     th = round(max(r["best_f1_threshold"], arch.eval_score), 3)
     print(f"run: score threshold {th} (best class-agnostic F1 {r['best_f1']:.3f} on the validation tiles)")
-    return th
+    return th, arch.class_confidence
 
 
 def cmd_run(a):
@@ -250,9 +264,11 @@ def cmd_run(a):
     summary = cmd_train(argparse.Namespace(**{**vars(a), "out": str(work / "runs")}))
     ck = Path(summary["final"]["checkpoint"])
     emit("stage", stage="evaluate")
-    if a.score_threshold is None:
-        a.score_threshold = _validation_threshold(ds, ck, summary["val_tiles"], a.device)
-    report = _evaluate(ds, ck, summary["val_tiles"], work / "report", a.device, a.score_threshold, not a.quiet)
+    if a.score_threshold is None or a.class_confidence == "auto":
+        th, a.class_confidence = _validation_settings(ds, ck, summary["val_tiles"], a.device, a.class_confidence)
+        a.score_threshold = th if a.score_threshold is None else a.score_threshold
+    report = _evaluate(ds, ck, summary["val_tiles"], work / "report", a.device, a.score_threshold, not a.quiet,
+                       a.class_confidence)
     emit("stage", stage="export")
     cmd_export(argparse.Namespace(**{**vars(a), "checkpoint": str(ck), "out": str(out),
                                      "report": str(work / "report" / "report.json")}))
@@ -260,6 +276,16 @@ def cmd_run(a):
     print(f"run: done in {(time.monotonic() - t0) / 60:.1f} min -> {out / 'model.onnx'} "
           f"(try: rfdetect detect REC --model {out / 'model.onnx'})")
     return report
+
+
+def _class_confidence(v: str):
+    return v if v == "auto" else float(v)
+
+
+def _class_confidence_arg(p, default_help, auto=False):
+    p.add_argument("--class-confidence", type=_class_confidence if auto else float, default=None, metavar="P",
+                   help="anchor_free's label rule: a detection whose best class probability is >= P is named, "
+                        "else it is 'signal'; " + default_help)
 
 
 def build_parser():
@@ -297,6 +323,7 @@ def build_parser():
     p.add_argument("--device", default="cpu")
     p.add_argument("--score-threshold", type=float, default=None,
                    help="for precision/recall/F1: default the card's (--model), 0.5 (--checkpoint)")
+    _class_confidence_arg(p, "with --checkpoint; default 0.5 (a --model's card says its own)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("export", help="checkpoint -> model.onnx + card (+ model.pt, + TensorRT engine)")
@@ -305,6 +332,7 @@ def build_parser():
     p.add_argument("--out", required=True)
     p.add_argument("--report", help="report.json whose metrics go into the card")
     p.add_argument("--score-threshold", type=float, default=0.5)
+    _class_confidence_arg(p, "default 0.5")
     p.add_argument("--no-engine", action="store_true")
     p.add_argument("--no-torch", action="store_true", help="skip model.pt (the PyTorch backend's format)")
     p.set_defaults(func=cmd_export)
@@ -313,6 +341,9 @@ def build_parser():
     p.add_argument("--out", required=True)
     p.add_argument("--no-engine", action="store_true")
     p.add_argument("--no-torch", action="store_true", help="skip model.pt")
+    _class_confidence_arg(p, "default 0.5; 'auto': the one of 0.2/0.3/0.4/0.5 with the best validation AP50 "
+                             "(mean of class-agnostic and mAP; more names, and on held-out recordings sometimes "
+                             "a lower class-agnostic AP: docs/training.md)", auto=True)
     _spectrogram_args(p)
     _train_args(p)
     p.set_defaults(func=cmd_run)

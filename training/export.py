@@ -29,7 +29,9 @@ class ExportError(RuntimeError):
     pass
 
 
-def load_checkpoint(path, ds, device="cpu"):
+def load_checkpoint(path, ds, device="cpu", class_confidence=None):
+    """-> (arch, model in eval mode). ``class_confidence``: the label rule's setting
+    (anchor_free; chosen on validation tiles by rfdetect-train run), else the arch's default."""
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"checkpoint not found: {path}")
@@ -38,6 +40,12 @@ def load_checkpoint(path, ds, device="cpu"):
     except Exception as e:  # torch raises several types for a damaged file
         raise ExportError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e})") from None
     arch = make_arch(ck["arch"], ck["labels"], ck["backbone"], ds["params"], ds["tile_height"])
+    if class_confidence is not None:
+        if not hasattr(arch, "class_confidence"):
+            raise ExportError(f"--class-confidence applies to anchor_free, not {arch.name}")
+        if not 0.0 < float(class_confidence) <= 1.0:
+            raise ExportError(f"--class-confidence {class_confidence} must be in (0, 1]")
+        arch.class_confidence = float(class_confidence)
     model = arch.build()
     model.load_state_dict(ck["model"])
     return arch, model.to(device).eval()

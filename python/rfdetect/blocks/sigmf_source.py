@@ -34,7 +34,7 @@ class sigmf_source(gr.sync_block):
         path: recording (base name, .sigmf-meta, .sigmf-data or .sigmf archive).
         repeat: start again at the end (tags are sent again).
         realtime: pace the output at the recording's sample rate, standing in for
-            an SDR. ``max_lag_s`` is how far it ever fell behind the clock because
+            an SDR: pieces of PACE_CHUNK_S, at most PACE_LEAD_S ahead of the clock. ``max_lag_s`` is how far it ever fell behind the clock because
             the flowgraph did not take samples, and ``overruns`` how often it fell
             more than OVERRUN_S behind (where an SDR's buffers would overflow).
         nan_policy: "error" stops the flowgraph with a message naming the sample;
