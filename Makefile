@@ -42,7 +42,17 @@ $(STAMPS)/venv: $(STAMPS)/apt
 	  /usr/bin/python3 -m venv --system-site-packages $(VENV); }
 	@touch $@
 
+# PyTorch's CUDA wheels (the CPU-only torch has no matching torchvision) make .venv ~5.7 GB:
+# say so up front rather than fail half-way with "No space left on device"
+PIP_NEEDS_GB := 6
+
 $(STAMPS)/pip: $(STAMPS)/venv requirements-test.txt constraints.txt
+	@for d in $(VENV) $${TMPDIR:-/tmp}; do \
+	  free=$$(df -Pk "$$d" | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	  if [ "$$free" -lt $(PIP_NEEDS_GB) ]; then \
+	    echo "error: pip needs about $(PIP_NEEDS_GB) GB free for the test and runtime packages (PyTorch with CUDA);" \
+	         "$$d has $$free GB: free some space and run make again" >&2; exit 1; fi; \
+	done
 	@echo "== pip: test and runtime packages (numpy<2 for GNU Radio)"
 	@$(PIP) install -q --disable-pip-version-check -c constraints.txt -r requirements-test.txt
 	@touch $@
