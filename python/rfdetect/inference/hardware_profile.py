@@ -13,7 +13,7 @@ cpu            onnxruntime, pytorch                    cpu        fp32   1
 ``threads`` (CPU threads of one model's ONNX Runtime or PyTorch session): every core this
 process may use in the ``cpu`` profile (0), one on GPU machines (the CPU path there is a
 fallback beside the GPU's work); RFDETECT_THREADS=N overrides it. On the 2-core CPU, 20 MS/s
-real-time playback of the default model: 47-53 ms per tile (p50) at 2 threads, no tile dropped
+real-time playback of the default model: 47-57 ms per tile (p50) at 2 threads, no tile dropped
 (bench/latency.py, docs/performance.md); 68 ms at one thread at 5 MS/s.
 
 Each field can be overridden, most specific first: a block or CLI parameter (when it
