@@ -75,6 +75,32 @@ def test_label_rule_reports_an_uncertain_class_as_signal():
     many = np.full((1, 60), 1 / 60)
     s, lab = label_rule(np.array([0.7]), many, 0.5)
     assert lab.tolist() == [UNKNOWN_LABEL] and s[0] == pytest.approx(0.7)
+    # score rule "objectness": the same labels, every score the objectness
+    scores, labels = label_rule(obj, probs, 0.5, "objectness")
+    assert labels.tolist() == [UNKNOWN_LABEL, 1]
+    assert scores.tolist() == pytest.approx([0.9, 0.8])
+
+
+def test_the_score_rule_decides_which_of_two_boxes_nms_keeps():
+    """Two cells boxing one signal, A better localised and named, B unnamed: objectness x
+    probability keeps B (0.9 x 0.6 < 0.8), objectness alone keeps A."""
+    h, w = H // SY, W // SX
+    obj = np.zeros((1, 1, h, w), np.float32)
+    probs = np.full((1, 3, h, w), 1 / 3, np.float32)
+    boxes = np.zeros((1, 4, h, w), np.float32)
+    for (r, c), o, p, box in (((5, 5), 0.9, (0.2, 0.6, 0.2), (40, 20, 60, 80)),
+                              ((6, 5), 0.8, (0.34, 0.33, 0.33), (41, 22, 61, 82))):
+        obj[0, 0, r, c] = o
+        probs[0, :, r, c] = p
+        boxes[0, :, r, c] = box
+    b, s, lab = decode_anchor_free(obj, probs, boxes, 0.5, 0.5, 0.5)
+    assert lab.tolist() == [UNKNOWN_LABEL] and s[0] == pytest.approx(0.8)
+    assert b.tolist() == [[41, 22, 61, 82]]
+    b, s, lab = decode_anchor_free(obj, probs, boxes, 0.5, 0.5, 0.5, score_rule="objectness")
+    assert lab.tolist() == [1] and s[0] == pytest.approx(0.9)
+    assert b.tolist() == [[40, 20, 60, 80]]
+    with pytest.raises(ValueError, match="label_rule.score 'probability'"):
+        decode_anchor_free(obj, probs, boxes, 0.5, 0.5, 0.5, score_rule="probability")
 
 
 # ---------------------------------------------------------------- augmentations

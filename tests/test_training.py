@@ -292,13 +292,29 @@ def test_init_starts_a_new_schedule_from_an_earlier_runs_weights(tiles, tmp_path
     assert not (tmp_path / "e" / "work" / "tiles").exists()  # refused before preparing tiles
 
 
+def test_max_minutes_fills_its_budget_and_stops_early_only_late_in_the_schedule(tiles, tmp_path):
+    """--max-minutes stretches the schedule to the budget; a validation AP that stops moving
+    (here: learning rate 0, so it never moves) ends the run only after 3/4 of that schedule,
+    when the learning rate is low."""
+    from rfdetect_training.train import MIN_SCHEDULE_FRACTION
+    out = train_cli("train", "--tiles", tiles, "--k-folds", "0", "--overfit", "4", "--batch-size", "4",
+                    "--epochs", "2", "--lr", "0", "--early-stop", "1", "--max-minutes", "0.25",
+                    "--out", tmp_path / "a").stdout
+    ck = torch.load(tmp_path / "a" / "final" / "last.pt", weights_only=False)
+    planned, ran = ck["epochs"], len(ck["history"])
+    assert planned >= 8, out[-2000:]  # stretched from 2 to fill 15 s
+    assert ck["best_epoch"] == 1  # nothing improved after the first epoch
+    assert ran >= int(MIN_SCHEDULE_FRACTION * planned), out[-2000:]
+    assert "early stop" in out or "--max-minutes 0.25 reached" in out
+
+
 def test_export_writes_class_confidence_into_the_card_the_detector_reads(tiles, tmp_path):
     """export --class-confidence goes into the card, where the Detector reads it; an
     impossible value is one error and no model. (run's choice on validation tiles:
     test_anchor_free.py::test_class_confidence_choice_follows_class_certainty.)"""
     import json
 
-    from gnuradio.rfdetect.inference.model_runtime import load_model
+    from gnuradio.rfdetect.inference.model_runtime import ModelError, load_model
     from rfdetect_training.prepare import load_dataset
     train_cli("train", "--tiles", tiles, "--k-folds", "0", "--overfit", "6", "--batch-size", "4", "--epochs", "1",
               "--quiet", "--out", tmp_path / "a")
@@ -308,8 +324,25 @@ def test_export_writes_class_confidence_into_the_card_the_detector_reads(tiles, 
               "--no-engine", "--no-torch")
     card = json.loads((tmp_path / "m" / "model.card.json").read_text())
     assert card["label_rule"]["class_confidence"] == 0.3
+    assert card["label_rule"]["score"] == "objectness_x_probability"
     m = load_model(str(tmp_path / "m"), ds["params"], ds["tile_height"])
-    assert m.class_confidence == 0.3
+    assert m.class_confidence == 0.3 and m.score_rule == "objectness_x_probability"
+    train_cli("export", "--tiles", tiles, "--checkpoint", ck, "--out", tmp_path / "o", "--score-rule",
+              "objectness", "--no-engine", "--no-torch")
+    assert load_model(str(tmp_path / "o"), ds["params"], ds["tile_height"]).score_rule == "objectness"
+    # a card without the key was made under the default rule; a card with an unknown one is refused
+    card = json.loads((tmp_path / "o" / "model.card.json").read_text())
+    for score, expect in ((None, "objectness_x_probability"), ("probability", ModelError)):
+        if score is None:
+            del card["label_rule"]["score"]
+        else:
+            card["label_rule"]["score"] = score
+        (tmp_path / "o" / "model.card.json").write_text(json.dumps(card))
+        if expect is ModelError:
+            with pytest.raises(ModelError, match="label_rule.score 'probability' is not one of objectness"):
+                load_model(str(tmp_path / "o"), ds["params"], ds["tile_height"])
+        else:
+            assert load_model(str(tmp_path / "o"), ds["params"], ds["tile_height"]).score_rule == expect
     bad = train_cli("export", "--tiles", tiles, "--checkpoint", ck, "--out", tmp_path / "n", "--class-confidence",
                     "1.5", "--no-engine", "--no-torch", check=False)
     assert bad.returncode != 0 and bad.stderr.count("error:") == 1 and "must be in (0, 1]" in bad.stderr

@@ -308,6 +308,9 @@ class AnchorFree(Arch):
     # 24-recording classic model 0.824 / 0.912 on classic
     refine_edges = 0.1
     class_confidence = postprocess.DEFAULT_CLASS_CONFIDENCE
+    # rfdetect-train export --score-rule; objectness alone measured better on some models and
+    # tuning sets and worse on others (docs/training.md, "The score rule")
+    score_rule = postprocess.DEFAULT_SCORE_RULE
 
     def build(self):
         return nets.AnchorFreeDetector(len(self.labels))
@@ -326,7 +329,7 @@ class AnchorFree(Arch):
                                                    boxes.float().cpu().numpy(),
                                                    self.eval_score if score_threshold is None else score_threshold,
                                                    self.nms_iou, self.class_confidence, contained=self.nms_contained,
-                                                   merge_band_iou=self.merge_band_iou)
+                                                   merge_band_iou=self.merge_band_iou, score_rule=self.score_rule)
         return postprocess.refine_boxes(tile, b, s, lab, self.refine_edges, self.nms_iou)
 
     def export_module(self, model):
@@ -350,10 +353,8 @@ class AnchorFree(Arch):
                                                         "merge_band_iou": self.merge_band_iou,
                                                         "refine_edges": self.refine_edges},
                 "unknown_label": postprocess.DEFAULT_UNKNOWN_LABEL,
-                "label_rule": {"class_confidence": self.class_confidence,
-                               "rule": "a class whose probability >= class_confidence gives its label and "
-                                       "score objectness x probability; otherwise the label is unknown_label "
-                                       "and the score the objectness"}}
+                "label_rule": {"class_confidence": self.class_confidence, "score": self.score_rule,
+                               "rule": postprocess.SCORE_RULES[self.score_rule]}}
 
 
 class _AnchorFreeExport(torch.nn.Module):

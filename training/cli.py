@@ -203,7 +203,8 @@ def cmd_export(a):
     from .export import export_engine, export_onnx, export_torch, load_checkpoint
     from .prepare import load_dataset
     ds = load_dataset(a.tiles)
-    arch, model = load_checkpoint(a.checkpoint, ds, "cpu", getattr(a, "class_confidence", None))
+    arch, model = load_checkpoint(a.checkpoint, ds, "cpu", getattr(a, "class_confidence", None),
+                                  getattr(a, "score_rule", None))
     metrics = {}
     if a.report and Path(a.report).is_file():
         r = json.loads(Path(a.report).read_text())
@@ -289,6 +290,7 @@ def _class_confidence_arg(p, default_help, auto=False):
 
 
 def build_parser():
+    from gnuradio.rfdetect.inference.postprocess import SCORE_RULES
     ap = argparse.ArgumentParser(prog="rfdetect-train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -333,6 +335,10 @@ def build_parser():
     p.add_argument("--report", help="report.json whose metrics go into the card")
     p.add_argument("--score-threshold", type=float, default=0.5)
     _class_confidence_arg(p, "default 0.5")
+    p.add_argument("--score-rule", choices=list(SCORE_RULES), default=None,
+                   help="anchor_free's detection score: objectness_x_probability (default: a named "
+                        "detection's objectness times its class probability) or objectness (alone, so "
+                        "naming a signal never lowers its rank); docs/model_card.md")
     p.add_argument("--no-engine", action="store_true")
     p.add_argument("--no-torch", action="store_true", help="skip model.pt (the PyTorch backend's format)")
     p.set_defaults(func=cmd_export)

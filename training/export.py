@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gnuradio.rfdetect.inference import postprocess
 from gnuradio.rfdetect.inference.backends import excess_error
 from gnuradio.rfdetect.inference.model_runtime import ModelCard, card_for
 
@@ -29,9 +30,10 @@ class ExportError(RuntimeError):
     pass
 
 
-def load_checkpoint(path, ds, device="cpu", class_confidence=None):
-    """-> (arch, model in eval mode). ``class_confidence``: the label rule's setting
-    (anchor_free; chosen on validation tiles by rfdetect-train run), else the arch's default."""
+def load_checkpoint(path, ds, device="cpu", class_confidence=None, score_rule=None):
+    """-> (arch, model in eval mode). ``class_confidence``, ``score_rule``: the label rule's
+    settings (anchor_free; class_confidence chosen on validation tiles by rfdetect-train run),
+    else the arch's defaults."""
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"checkpoint not found: {path}")
@@ -46,6 +48,12 @@ def load_checkpoint(path, ds, device="cpu", class_confidence=None):
         if not 0.0 < float(class_confidence) <= 1.0:
             raise ExportError(f"--class-confidence {class_confidence} must be in (0, 1]")
         arch.class_confidence = float(class_confidence)
+    if score_rule is not None:
+        if not hasattr(arch, "score_rule"):
+            raise ExportError(f"--score-rule applies to anchor_free, not {arch.name}")
+        if score_rule not in postprocess.SCORE_RULES:
+            raise ExportError(f"--score-rule {score_rule} is not one of {', '.join(postprocess.SCORE_RULES)}")
+        arch.score_rule = score_rule
     model = arch.build()
     model.load_state_dict(ck["model"])
     return arch, model.to(device).eval()

@@ -227,6 +227,10 @@ def load_init(path, arch) -> dict:
     return ck
 
 
+# with --max-minutes, the share of the fitted schedule trained before early stopping may end it
+MIN_SCHEDULE_FRACTION = 0.75
+
+
 def fit(arch, ds, train_images, val_images, cfg: TrainConfig, run_dir: Path, resume: bool = False,
         epochs: Optional[int] = None, early_stop: bool = True) -> dict:
     """Train one model; -> {"best_epoch", "best_val_ap50", "best_val_loss", "epochs_run", "checkpoint"}."""
@@ -250,6 +254,8 @@ def fit(arch, ds, train_images, val_images, cfg: TrainConfig, run_dir: Path, res
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     patience = cfg.early_stop
+    # with --max-minutes: no early stop before this epoch (set below from the fitted schedule)
+    min_epochs = 0
     start_epoch, best, best_epoch, stale, history = 1, -1.0, 0, 0, []
     best_loss = float("inf")
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
@@ -338,6 +344,10 @@ def fit(arch, ds, train_images, val_images, cfg: TrainConfig, run_dir: Path, res
             schedule["steps"] = steps_per_epoch * epochs
             # validation AP on a few recordings is noisy: judge a plateau over a quarter of the run
             patience = max(cfg.early_stop, epochs // 4)
+            # and not while the learning rate is still high: a dozen validation tiles saturate
+            # (AP50 ~0.95) long before the model stops improving on new data (docs/training.md,
+            # "Early stopping and the schedule")
+            min_epochs = int(MIN_SCHEDULE_FRACTION * epochs)
         if rank == 0:
             ck = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                   "scaler": scaler.state_dict(), "epoch": epoch, "best": best, "best_epoch": best_epoch,
@@ -355,7 +365,7 @@ def fit(arch, ds, train_images, val_images, cfg: TrainConfig, run_dir: Path, res
             print(f"epoch {epoch}: train {train_loss:.4f}  val {val_loss:.4f}  AP50 {row['val_ap50']:.3f}  "
                   f"mAP50 {row['val_map50']:.3f}  {row['seconds']} s  (of {epochs})" + ("  *best" if improved else ""),
                   flush=True)
-        if early_stop and stale >= patience:
+        if early_stop and stale >= patience and epoch >= min_epochs:
             if rank == 0:
                 print(f"train: early stop after {stale} epochs without a better validation AP50 "
                       f"(best epoch {best_epoch})")

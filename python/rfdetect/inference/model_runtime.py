@@ -77,8 +77,12 @@ class CardModel:
         # the label rule (rfdetect.inference.postprocess.label_rule): a localised signal whose class
         # is uncertain is reported with this label instead of being dropped
         self.unknown_label = str(card.extra.get("unknown_label", postprocess.DEFAULT_UNKNOWN_LABEL))
-        self.class_confidence = float((card.extra.get("label_rule") or {}).get(
-            "class_confidence", postprocess.DEFAULT_CLASS_CONFIDENCE))
+        rule = card.extra.get("label_rule") or {}
+        self.class_confidence = float(rule.get("class_confidence", postprocess.DEFAULT_CLASS_CONFIDENCE))
+        self.score_rule = str(rule.get("score", postprocess.DEFAULT_SCORE_RULE))
+        if self.score_rule not in postprocess.SCORE_RULES:
+            raise ModelError(f"model {self.name}: its card's label_rule.score {self.score_rule!r} is not one of "
+                             f"{', '.join(postprocess.SCORE_RULES)}")
         # anchor_free/1: also suppress boxes lying this much inside a better one (0: IoU only)
         self.nms_contained = float((card.extra.get("anchor_free") or {}).get("nms_contained", 0.0))
         # anchor_free/1: join boxes overlapping in time in nearly the same band (0: off)
@@ -158,7 +162,7 @@ class CardModel:
             elif self.format == "anchor_free/1":
                 boxes, scores, labels = postprocess.decode_anchor_free(
                     out[0], out[1], out[2], self.score_threshold, self.card.nms_iou, self.class_confidence,
-                    contained=self.nms_contained, merge_band_iou=self.merge_band_iou)
+                    contained=self.nms_contained, merge_band_iou=self.merge_band_iou, score_rule=self.score_rule)
                 boxes, scores, labels = postprocess.refine_boxes(
                     x[:, i * self.chunk_width:(i + 1) * self.chunk_width], boxes, scores, labels,
                     self.refine_edges, self.card.nms_iou)

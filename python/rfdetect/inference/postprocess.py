@@ -32,6 +32,16 @@ FORMATS = ("boxes_scores_labels/1", "dense_ltrb/1", "crop_classifier/1", "anchor
 UNKNOWN_LABEL = -1
 DEFAULT_UNKNOWN_LABEL = "signal"
 DEFAULT_CLASS_CONFIDENCE = 0.5
+# the label rule's score (card key label_rule.score; cards without it were made under the
+# default), each with the words written into the card's label_rule.rule
+SCORE_RULES = {
+    "objectness_x_probability": "a class whose probability >= class_confidence gives its label and score "
+                                "objectness x probability; otherwise the label is unknown_label and the "
+                                "score the objectness",
+    "objectness": "the score is the objectness; the label is the most probable class when its "
+                  "probability >= class_confidence, otherwise unknown_label",
+}
+DEFAULT_SCORE_RULE = "objectness_x_probability"
 # candidates kept (best objectness first) before NMS: bounds its cost on a busy tile
 MAX_CANDIDATES = 2000
 CROP_SIZE = 64
@@ -323,30 +333,40 @@ def classify_proposals(probs: np.ndarray, boxes: np.ndarray, score_threshold: fl
     return np.asarray(boxes, np.float32).reshape(-1, 4)[keep], score[keep], cls[keep].astype(np.int64)
 
 
-def label_rule(objectness: np.ndarray, class_probs: np.ndarray, class_confidence: float):
+def label_rule(objectness: np.ndarray, class_probs: np.ndarray, class_confidence: float,
+               score_rule: str = DEFAULT_SCORE_RULE):
     """The score and label of a detection from its objectness and class probabilities
-    [N] and [N,K]: a confident class (probability >= ``class_confidence``) gives that
-    label and score objectness x probability; otherwise the label is UNKNOWN_LABEL
-    (the card's unknown_label, "signal") and the score is the objectness alone, so a
-    signal that is plainly there is never dropped for want of a class."""
+    [N] and [N,K]. The label is the most probable class when its probability reaches
+    ``class_confidence``, otherwise UNKNOWN_LABEL (the card's unknown_label, "signal"),
+    so a signal that is plainly there is never dropped for want of a class.
+
+    ``score_rule`` (:data:`SCORE_RULES`): "objectness_x_probability" (the default) scores a
+    named detection objectness x its class probability, so of two boxes on one signal NMS
+    prefers an unnamed one to a named one of the same objectness; "objectness" scores by
+    objectness alone, so naming never lowers a box's rank. Neither wins on every model and
+    set (docs/training.md, "The score rule")."""
+    if score_rule not in SCORE_RULES:
+        raise ValueError(f"label_rule.score {score_rule!r} is not one of {sorted(SCORE_RULES)}")
     objectness = np.asarray(objectness, np.float32).reshape(-1)
     class_probs = np.asarray(class_probs, np.float32).reshape(len(objectness), -1)
     if class_probs.shape[1] == 0:
-        return objectness, np.full(len(objectness), UNKNOWN_LABEL, np.int64)
+        return objectness.copy(), np.full(len(objectness), UNKNOWN_LABEL, np.int64)
     best = class_probs.argmax(axis=1)
     p = class_probs[np.arange(len(best)), best]
     confident = p >= class_confidence
-    scores = np.where(confident, objectness * p, objectness).astype(np.float32)
     labels = np.where(confident, best, UNKNOWN_LABEL).astype(np.int64)
-    return scores, labels
+    if score_rule == "objectness":
+        return objectness.copy(), labels
+    return np.where(confident, objectness * p, objectness).astype(np.float32), labels
 
 
 def decode_anchor_free(objectness: np.ndarray, class_probs: np.ndarray, boxes: np.ndarray, score_threshold: float,
                        nms_iou: float, class_confidence: float = DEFAULT_CLASS_CONFIDENCE,
                        max_candidates: int = MAX_CANDIDATES, max_out: int = 300, contained: float = 0.0,
-                       merge_band_iou: float = 0.0):
+                       merge_band_iou: float = 0.0, score_rule: str = DEFAULT_SCORE_RULE):
     """``anchor_free/1`` outputs of one tile -> (boxes [N,4], scores [N], labels [N];
-    label UNKNOWN_LABEL where the class is uncertain). ``merge_band_iou`` > 0: after NMS,
+    label UNKNOWN_LABEL where the class is uncertain; scores by ``score_rule``, which the
+    threshold and NMS use). ``merge_band_iou`` > 0: after NMS,
     :func:`merge_same_band` joins pieces of one signal."""
     obj = np.asarray(objectness, np.float32)[0, 0]
     probs = np.asarray(class_probs, np.float32)[0]
@@ -359,7 +379,7 @@ def decode_anchor_free(objectness: np.ndarray, class_probs: np.ndarray, boxes: n
     if len(cand) == 0:
         return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
     k = probs.shape[0]
-    scores, labels = label_rule(flat[cand], probs.reshape(k, -1)[:, cand].T, class_confidence)
+    scores, labels = label_rule(flat[cand], probs.reshape(k, -1)[:, cand].T, class_confidence, score_rule)
     b = bx.reshape(4, -1)[:, cand].T
     ok = (scores >= score_threshold) & (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
     b, scores, labels = b[ok], scores[ok], labels[ok]
