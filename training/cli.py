@@ -45,7 +45,8 @@ def _train_args(p):
     g.add_argument("--k-folds", type=int)
     g.add_argument("--batch-size", type=int)
     g.add_argument("--lr", type=float)
-    g.add_argument("--early-stop", type=int)
+    g.add_argument("--early-stop", type=int, help="epochs without a better validation AP before training stops "
+                   "(auto-tuned; with --max-minutes at least a quarter of the schedule, and never before 3/4 of it)")
     g.add_argument("--accum", type=int, default=1, help="gradient accumulation steps")
     g.add_argument("--clip", type=float, default=10.0, help="gradient norm clip")
     g.add_argument("--warmup-steps", type=int, default=50)
@@ -53,7 +54,8 @@ def _train_args(p):
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--overfit", type=int, default=0, metavar="N", help="debug: train and validate on N tiles")
     g.add_argument("--max-minutes", type=float, default=0.0, help="time budget: the schedule (epochs, learning-rate decay) is stretched to fill it, no k-fold "
-                        "unless --k-folds is given; training stops sooner only when validation AP stops improving")
+                        "unless --k-folds is given; training stops sooner only when validation AP stops improving, "
+                        "and not before 3/4 of the schedule")
     g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     g.add_argument("--workers", type=int, default=0, help="data loader processes")
     g.add_argument("--threads", type=int, default=0,
