@@ -340,7 +340,8 @@ def build_parser():
     p.add_argument("--score-rule", choices=list(SCORE_RULES), default=None,
                    help="anchor_free's detection score: objectness_x_probability (default: a named "
                         "detection's objectness times its class probability) or objectness (alone, so "
-                        "naming a signal never lowers its rank); docs/model_card.md")
+                        "naming a signal never lowers its rank; the card's threshold and metrics stay those "
+                        "of --score-threshold and --report); docs/model_card.md")
     p.add_argument("--no-engine", action="store_true")
     p.add_argument("--no-torch", action="store_true", help="skip model.pt (the PyTorch backend's format)")
     p.set_defaults(func=cmd_export)

@@ -51,9 +51,10 @@ def load_checkpoint(path, ds, device="cpu", class_confidence=None, score_rule=No
     if score_rule is not None:
         if not hasattr(arch, "score_rule"):
             raise ExportError(f"--score-rule applies to anchor_free, not {arch.name}")
-        if score_rule not in postprocess.SCORE_RULES:
-            raise ExportError(f"--score-rule {score_rule} is not one of {', '.join(postprocess.SCORE_RULES)}")
-        arch.score_rule = score_rule
+        try:
+            arch.score_rule = postprocess.check_score_rule(score_rule)
+        except ValueError as e:
+            raise ExportError(f"--score-rule: {e}") from None
     model = arch.build()
     model.load_state_dict(ck["model"])
     return arch, model.to(device).eval()

@@ -79,10 +79,10 @@ class CardModel:
         self.unknown_label = str(card.extra.get("unknown_label", postprocess.DEFAULT_UNKNOWN_LABEL))
         rule = card.extra.get("label_rule") or {}
         self.class_confidence = float(rule.get("class_confidence", postprocess.DEFAULT_CLASS_CONFIDENCE))
-        self.score_rule = str(rule.get("score", postprocess.DEFAULT_SCORE_RULE))
-        if self.score_rule not in postprocess.SCORE_RULES:
-            raise ModelError(f"model {self.name}: its card's label_rule.score {self.score_rule!r} is not one of "
-                             f"{', '.join(postprocess.SCORE_RULES)}")
+        try:
+            self.score_rule = postprocess.check_score_rule(str(rule.get("score", postprocess.DEFAULT_SCORE_RULE)))
+        except ValueError as e:
+            raise ModelError(f"model {self.name}: its card's {e}") from None
         # anchor_free/1: also suppress boxes lying this much inside a better one (0: IoU only)
         self.nms_contained = float((card.extra.get("anchor_free") or {}).get("nms_contained", 0.0))
         # anchor_free/1: join boxes overlapping in time in nearly the same band (0: off)

@@ -42,6 +42,15 @@ SCORE_RULES = {
                   "probability >= class_confidence, otherwise unknown_label",
 }
 DEFAULT_SCORE_RULE = "objectness_x_probability"
+
+
+def check_score_rule(score_rule: str) -> str:
+    """``score_rule`` if it is one of :data:`SCORE_RULES`, else ValueError naming them."""
+    if score_rule not in SCORE_RULES:
+        raise ValueError(f"label_rule.score {score_rule!r} is not one of {', '.join(SCORE_RULES)}")
+    return score_rule
+
+
 # candidates kept (best objectness first) before NMS: bounds its cost on a busy tile
 MAX_CANDIDATES = 2000
 CROP_SIZE = 64
@@ -345,18 +354,17 @@ def label_rule(objectness: np.ndarray, class_probs: np.ndarray, class_confidence
     prefers an unnamed one to a named one of the same objectness; "objectness" scores by
     objectness alone, so naming never lowers a box's rank. Neither wins on every model and
     set (docs/training.md, "The score rule")."""
-    if score_rule not in SCORE_RULES:
-        raise ValueError(f"label_rule.score {score_rule!r} is not one of {sorted(SCORE_RULES)}")
+    check_score_rule(score_rule)
     objectness = np.asarray(objectness, np.float32).reshape(-1)
     class_probs = np.asarray(class_probs, np.float32).reshape(len(objectness), -1)
     if class_probs.shape[1] == 0:
-        return objectness.copy(), np.full(len(objectness), UNKNOWN_LABEL, np.int64)
+        return objectness, np.full(len(objectness), UNKNOWN_LABEL, np.int64)
     best = class_probs.argmax(axis=1)
     p = class_probs[np.arange(len(best)), best]
     confident = p >= class_confidence
     labels = np.where(confident, best, UNKNOWN_LABEL).astype(np.int64)
     if score_rule == "objectness":
-        return objectness.copy(), labels
+        return objectness, labels
     return np.where(confident, objectness * p, objectness).astype(np.float32), labels
 
 
