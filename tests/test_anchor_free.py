@@ -103,6 +103,48 @@ def test_the_score_rule_decides_which_of_two_boxes_nms_keeps():
         decode_anchor_free(obj, probs, boxes, 0.5, 0.5, 0.5, score_rule="probability")
 
 
+
+def test_the_class_region_names_a_box_from_its_centre_not_from_the_cell_that_gave_it():
+    """A wide box given by a cell near its left edge, which leans to class 0; the cells
+    in the box's central half say class 1. Class region 0 names it from its own cell
+    (class 0), 0.5 from the objectness-weighted centre (class 1), scored with the
+    winning cell's objectness x that probability. Cells outside the central half, and
+    outside the box, do not vote."""
+    h, w = H // SY, W // SX
+    obj = np.zeros((1, 1, h, w), np.float32)
+    probs = np.full((1, 3, h, w), 1 / 3, np.float32)
+    boxes = np.zeros((1, 4, h, w), np.float32)
+    box = (2 * SX, 2 * SY, 10 * SX, 10 * SY)  # cells 2..9 on each axis; central half: 4..7
+    obj[0, 0, 6, 2] = 0.9
+    probs[0, :, 6, 2] = (0.7, 0.2, 0.1)
+    boxes[0, :, 6, 2] = box
+    obj[0, 0, 4:8, 4:8] = 0.3  # below the threshold: they vote, they give no box of their own
+    probs[0, :, 4:8, 4:8] = np.array([0.05, 0.9, 0.05])[:, None, None]
+    obj[0, 0, 3, 9] = 0.45  # inside the box, outside its central half: ignored
+    probs[0, :, 3, 9] = (1.0, 0.0, 0.0)
+    obj[0, 0, 20, 20] = 0.45  # outside the box
+    probs[0, :, 20, 20] = (1.0, 0.0, 0.0)
+    b, s, lab = decode_anchor_free(obj, probs, boxes, 0.5, 0.5, 0.5)
+    assert lab.tolist() == [0] and s[0] == pytest.approx(0.9 * 0.7)
+    b, s, lab = decode_anchor_free(obj, probs, boxes, 0.5, 0.5, 0.5, class_region=0.5, strides=(SY, SX))
+    # the voters: the winning cell itself is not in the central half; 16 cells of 0.3
+    assert b.tolist() == [list(map(float, box))] and lab.tolist() == [1]
+    assert s[0] == pytest.approx(0.9 * 0.9, rel=1e-5)
+    # the whole box (region 1): the edge cells vote too, weighted by their objectness
+    p1 = postprocess.box_class_probs(obj[0, 0], probs[0], np.array([box], np.float32), SY, SX, 1.0)[0]
+    votes = [(0.9, (0.7, 0.2, 0.1)), (0.45, (1.0, 0.0, 0.0))] + [(0.3, (0.05, 0.9, 0.05))] * 16
+    expect = sum(o * np.array(p) for o, p in votes) / sum(o for o, _ in votes)
+    assert p1 == pytest.approx(expect, rel=1e-5)
+    # the threshold applies to the final score: a box named with little confidence drops
+    _, s, lab = decode_anchor_free(obj, probs, boxes, 0.85, 0.5, 0.5, class_region=0.5, strides=(SY, SX))
+    assert len(s) == 0
+    with pytest.raises(ValueError, match="needs the cells' strides"):
+        decode_anchor_free(obj, probs, boxes, 0.5, 0.5, 0.5, class_region=0.5)
+    for bad in (1.5, -0.1, "half", None):
+        with pytest.raises(ValueError, match=r"label_rule.class_region .* is not a number in \[0, 1\]"):
+            postprocess.check_class_region(bad)
+
+
 # ---------------------------------------------------------------- augmentations
 def _painted(boxes, h=H, w=W):
     """A tile whose pixels are 0.9 inside integer boxes and 0.1 elsewhere."""

@@ -347,6 +347,29 @@ def test_export_writes_class_confidence_into_the_card_the_detector_reads(tiles, 
                     "1.5", "--no-engine", "--no-torch", check=False)
     assert bad.returncode != 0 and bad.stderr.count("error:") == 1 and "must be in (0, 1]" in bad.stderr
     assert not (tmp_path / "n" / "model.onnx").exists()
+    # the class region: trained models take the box's central half; --class-region 0 gives the
+    # old rule back; a card without the key (made before it) is read as 0; a bad one is refused
+    assert m.class_region == 0.5 and m.cell_strides == (4.0, 8.0)
+    train_cli("export", "--tiles", tiles, "--checkpoint", ck, "--out", tmp_path / "c", "--class-region", "0",
+              "--no-engine", "--no-torch")
+    assert json.loads((tmp_path / "c" / "model.card.json").read_text())["label_rule"]["class_region"] == 0.0
+    assert load_model(str(tmp_path / "c"), ds["params"], ds["tile_height"]).class_region == 0.0
+    card = json.loads((tmp_path / "m" / "model.card.json").read_text())
+    for region, expect in ((None, 0.0), ("centre", ModelError)):
+        if region is None:
+            del card["label_rule"]["class_region"]
+        else:
+            card["label_rule"]["class_region"] = region
+        (tmp_path / "m" / "model.card.json").write_text(json.dumps(card))
+        if expect is ModelError:
+            with pytest.raises(ModelError, match="label_rule.class_region 'centre' is not a number in"):
+                load_model(str(tmp_path / "m"), ds["params"], ds["tile_height"])
+        else:
+            assert load_model(str(tmp_path / "m"), ds["params"], ds["tile_height"]).class_region == expect
+    bad = train_cli("export", "--tiles", tiles, "--checkpoint", ck, "--out", tmp_path / "r", "--class-region",
+                    "2", "--no-engine", "--no-torch", check=False)
+    assert bad.returncode != 0 and bad.stderr.count("error:") == 1 and "--class-region" in bad.stderr
+    assert not (tmp_path / "r" / "model.onnx").exists()
 
 
 def test_ddp_two_gloo_processes_on_cpu(tiles, tmp_path):

@@ -206,7 +206,7 @@ def cmd_export(a):
     from .prepare import load_dataset
     ds = load_dataset(a.tiles)
     arch, model = load_checkpoint(a.checkpoint, ds, "cpu", getattr(a, "class_confidence", None),
-                                  getattr(a, "score_rule", None))
+                                  getattr(a, "score_rule", None), getattr(a, "class_region", None))
     metrics = {}
     if a.report and Path(a.report).is_file():
         r = json.loads(Path(a.report).read_text())
@@ -342,6 +342,9 @@ def build_parser():
                         "detection's objectness times its class probability) or objectness (alone, so "
                         "naming a signal never lowers its rank; the card's threshold and metrics stay those "
                         "of --score-threshold and --report); docs/model_card.md")
+    p.add_argument("--class-region", type=float, default=None, metavar="R",
+                   help="anchor_free: name a detection from the class probabilities of the central R of its "
+                        "box (0: of the one cell that gave the box; default 0.5); docs/model_card.md")
     p.add_argument("--no-engine", action="store_true")
     p.add_argument("--no-torch", action="store_true", help="skip model.pt (the PyTorch backend's format)")
     p.set_defaults(func=cmd_export)

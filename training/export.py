@@ -30,8 +30,8 @@ class ExportError(RuntimeError):
     pass
 
 
-def load_checkpoint(path, ds, device="cpu", class_confidence=None, score_rule=None):
-    """-> (arch, model in eval mode). ``class_confidence``, ``score_rule``: the label rule's
+def load_checkpoint(path, ds, device="cpu", class_confidence=None, score_rule=None, class_region=None):
+    """-> (arch, model in eval mode). ``class_confidence``, ``score_rule``, ``class_region``: the label rule's
     settings (anchor_free; class_confidence chosen on validation tiles by rfdetect-train run),
     else the arch's defaults."""
     path = Path(path)
@@ -55,6 +55,13 @@ def load_checkpoint(path, ds, device="cpu", class_confidence=None, score_rule=No
             arch.score_rule = postprocess.check_score_rule(score_rule)
         except ValueError as e:
             raise ExportError(f"--score-rule: {e}") from None
+    if class_region is not None:
+        if not hasattr(arch, "class_region"):
+            raise ExportError(f"--class-region applies to anchor_free, not {arch.name}")
+        try:
+            arch.class_region = postprocess.check_class_region(class_region)
+        except ValueError as e:
+            raise ExportError(f"--class-region: {e}") from None
     model = arch.build()
     model.load_state_dict(ck["model"])
     return arch, model.to(device).eval()

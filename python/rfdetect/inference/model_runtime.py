@@ -81,10 +81,18 @@ class CardModel:
         self.class_confidence = float(rule.get("class_confidence", postprocess.DEFAULT_CLASS_CONFIDENCE))
         try:
             self.score_rule = postprocess.check_score_rule(str(rule.get("score", postprocess.DEFAULT_SCORE_RULE)))
+            self.class_region = postprocess.check_class_region(rule.get("class_region",
+                                                                        postprocess.DEFAULT_CLASS_REGION))
         except ValueError as e:
             raise ModelError(f"model {self.name}: its card's {e}") from None
         # anchor_free/1: also suppress boxes lying this much inside a better one (0: IoU only)
         self.nms_contained = float((card.extra.get("anchor_free") or {}).get("nms_contained", 0.0))
+        # anchor_free/1: the head's cells in pixels (rows, columns), for the class region
+        af = card.extra.get("anchor_free") or {}
+        self.cell_strides = (float(af["stride_y"]), float(af["stride_x"])) if "stride_y" in af else None
+        if self.format == "anchor_free/1" and self.class_region > 0 and self.cell_strides is None:
+            raise ModelError(f"model {self.name}: its card's label_rule.class_region needs anchor_free.stride_y "
+                             f"and stride_x")
         # anchor_free/1: join boxes overlapping in time in nearly the same band (0: off)
         self.merge_band_iou = float((card.extra.get("anchor_free") or {}).get("merge_band_iou", 0.0))
         # anchor_free/1: move box edges to where the energy ends (postprocess.refine_edges; 0: off)
@@ -162,7 +170,8 @@ class CardModel:
             elif self.format == "anchor_free/1":
                 boxes, scores, labels = postprocess.decode_anchor_free(
                     out[0], out[1], out[2], self.score_threshold, self.card.nms_iou, self.class_confidence,
-                    contained=self.nms_contained, merge_band_iou=self.merge_band_iou, score_rule=self.score_rule)
+                    contained=self.nms_contained, merge_band_iou=self.merge_band_iou, score_rule=self.score_rule,
+                    class_region=self.class_region, strides=self.cell_strides)
                 boxes, scores, labels = postprocess.refine_boxes(
                     x[:, i * self.chunk_width:(i + 1) * self.chunk_width], boxes, scores, labels,
                     self.refine_edges, self.card.nms_iou)

@@ -24,6 +24,8 @@ Formats:
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 FORMATS = ("boxes_scores_labels/1", "dense_ltrb/1", "crop_classifier/1", "anchor_free/1")
@@ -42,6 +44,25 @@ SCORE_RULES = {
                   "probability >= class_confidence, otherwise unknown_label",
 }
 DEFAULT_SCORE_RULE = "objectness_x_probability"
+
+
+# the label rule's class region (card key label_rule.class_region): 0 (cards without the key)
+# takes a detection's class probabilities from the cell that gave its box; r > 0 averages
+# them over the cells in the central r of the box (per axis), weighted by objectness, so
+# the cells that see what tells two classes apart (an OFDM burst's DC null at its centre)
+# outvote the ones at its edges (docs/training.md, "The class region")
+DEFAULT_CLASS_REGION = 0.0
+
+
+def check_class_region(region) -> float:
+    """``region`` as a float if it is in [0, 1], else ValueError."""
+    try:
+        r = float(region)
+    except (TypeError, ValueError):
+        r = float("nan")
+    if not 0.0 <= r <= 1.0:
+        raise ValueError(f"label_rule.class_region {region!r} is not a number in [0, 1]")
+    return r
 
 
 def check_score_rule(score_rule: str) -> str:
@@ -371,11 +392,21 @@ def label_rule(objectness: np.ndarray, class_probs: np.ndarray, class_confidence
 def decode_anchor_free(objectness: np.ndarray, class_probs: np.ndarray, boxes: np.ndarray, score_threshold: float,
                        nms_iou: float, class_confidence: float = DEFAULT_CLASS_CONFIDENCE,
                        max_candidates: int = MAX_CANDIDATES, max_out: int = 300, contained: float = 0.0,
-                       merge_band_iou: float = 0.0, score_rule: str = DEFAULT_SCORE_RULE):
+                       merge_band_iou: float = 0.0, score_rule: str = DEFAULT_SCORE_RULE,
+                       class_region: float = DEFAULT_CLASS_REGION, strides: Optional[tuple] = None):
     """``anchor_free/1`` outputs of one tile -> (boxes [N,4], scores [N], labels [N];
     label UNKNOWN_LABEL where the class is uncertain; scores by ``score_rule``, which the
     threshold and NMS use). ``merge_band_iou`` > 0: after NMS,
-    :func:`merge_same_band` joins pieces of one signal."""
+    :func:`merge_same_band` joins pieces of one signal.
+
+    ``class_region`` > 0 (needs ``strides``, the cells' (rows, columns) in pixels): NMS
+    and the merge rank boxes by objectness, then each kept box is named from
+    :func:`box_class_probs` over its central ``class_region``, and scored and thresholded
+    by the label rule."""
+    if class_region > 0:
+        return _decode_by_box_class(objectness, class_probs, boxes, score_threshold, nms_iou, class_confidence,
+                                    max_candidates, max_out, contained, merge_band_iou, score_rule,
+                                    check_class_region(class_region), strides)
     obj = np.asarray(objectness, np.float32)[0, 0]
     probs = np.asarray(class_probs, np.float32)[0]
     bx = np.asarray(boxes, np.float32)[0]
@@ -395,3 +426,61 @@ def decode_anchor_free(objectness: np.ndarray, class_probs: np.ndarray, boxes: n
     if merge_band_iou > 0:
         return merge_same_band(b[keep], scores[keep], labels[keep], merge_band_iou)
     return b[keep], scores[keep], labels[keep]
+
+
+def box_class_probs(objectness: np.ndarray, class_probs: np.ndarray, boxes: np.ndarray, stride_y: float,
+                    stride_x: float, region: float) -> np.ndarray:
+    """Class probabilities [N,K] of boxes [N,4] (pixels) from the cell maps objectness
+    [h,w] and class_probs [K,h,w]: the objectness-weighted mean over the cells whose
+    centres lie in the central ``region`` fraction of the box per axis (the cell holding
+    the box centre where none does on an axis)."""
+    h, w = objectness.shape
+    out = np.zeros((len(boxes), class_probs.shape[0]), np.float32)
+
+    def cells(lo, hi, stride, n):
+        margin = (hi - lo) * (1.0 - region) / 2
+        first = max(0, int(np.ceil((lo + margin) / stride - 0.5)))
+        last = min(n - 1, int(np.floor((hi - margin) / stride - 0.5)))
+        if last < first:
+            first = last = min(n - 1, max(0, int((lo + hi) / 2 // stride)))
+        return slice(first, last + 1)
+
+    for i, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, np.float64).reshape(-1, 4)):
+        rows, cols = cells(y0, y1, stride_y, h), cells(x0, x1, stride_x, w)
+        weight = objectness[rows, cols].astype(np.float64)
+        total = weight.sum()
+        if total <= 0:
+            weight, total = np.ones_like(weight), float(weight.size)
+        out[i] = np.tensordot(class_probs[:, rows, cols], weight, axes=([1, 2], [0, 1])) / total
+    return out
+
+
+def _decode_by_box_class(objectness, class_probs, boxes, score_threshold, nms_iou, class_confidence,
+                         max_candidates, max_out, contained, merge_band_iou, score_rule, region, strides):
+    check_score_rule(score_rule)
+    if strides is None:
+        raise ValueError("label_rule.class_region > 0 needs the cells' strides (the card's anchor_free "
+                         "stride_y and stride_x)")
+    obj = np.asarray(objectness, np.float32)[0, 0]
+    probs = np.asarray(class_probs, np.float32)[0]
+    bx = np.asarray(boxes, np.float32)[0]
+    flat = obj.reshape(-1)
+    empty = np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+    cand = np.flatnonzero(flat >= score_threshold)
+    if len(cand) > max_candidates:
+        cand = cand[np.argpartition(-flat[cand], max_candidates - 1)[:max_candidates]]
+    b = bx.reshape(4, -1)[:, cand].T
+    o = flat[cand]
+    ok = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+    b, o = b[ok], o[ok]
+    if len(b) == 0:
+        return empty
+    keep = nms(b, o, np.zeros(len(b), np.int64), nms_iou, max_out, contained)
+    b, o = b[keep], o[keep]
+    if merge_band_iou > 0:
+        b, o, _ = merge_same_band(b, o, np.full(len(b), UNKNOWN_LABEL, np.int64), merge_band_iou)
+    scores, labels = label_rule(o, box_class_probs(obj, probs, b, strides[0], strides[1], region),
+                                class_confidence, score_rule)
+    order = np.argsort(-scores, kind="stable")
+    order = order[scores[order] >= score_threshold]
+    return b[order], scores[order], labels[order]
