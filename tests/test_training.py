@@ -302,7 +302,9 @@ def test_max_minutes_fills_its_budget_and_stops_early_only_late_in_the_schedule(
                     "--out", tmp_path / "a").stdout
     ck = torch.load(tmp_path / "a" / "final" / "last.pt", weights_only=False)
     planned, ran = ck["epochs"], len(ck["history"])
-    assert planned >= 8, out[-2000:]  # stretched from 2 to fill 15 s
+    # stretched from 2 to fill 15 s (about 15 epochs on a quiet 2-core machine, 7 with two
+    # trainings beside it); >= 5 so that 3/4 of it (3) is past where patience 1 stopped (2)
+    assert planned >= 5, out[-2000:]
     assert ck["best_epoch"] == 1  # nothing improved after the first epoch
     assert ran >= int(MIN_SCHEDULE_FRACTION * planned), out[-2000:]
     assert "early stop" in out or "--max-minutes 0.25 reached" in out
