@@ -310,13 +310,29 @@ def test_max_minutes_fills_its_budget_and_stops_early_only_late_in_the_schedule(
     assert "early stop" in out or "--max-minutes 0.25 reached" in out
 
 
+def _check_label_rule_key(model_dir, ds, key, attr, default, bad, message):
+    """A card without label_rule.KEY loads with the model's ``attr`` ``default``; one with ``bad`` is refused."""
+    import json
+
+    from gnuradio.rfdetect.inference.model_runtime import ModelError, load_model
+    path = model_dir / "model.card.json"
+    card = json.loads(path.read_text())
+    del card["label_rule"][key]
+    path.write_text(json.dumps(card))
+    assert getattr(load_model(str(model_dir), ds["params"], ds["tile_height"]), attr) == default
+    card["label_rule"][key] = bad
+    path.write_text(json.dumps(card))
+    with pytest.raises(ModelError, match=message):
+        load_model(str(model_dir), ds["params"], ds["tile_height"])
+
+
 def test_export_writes_class_confidence_into_the_card_the_detector_reads(tiles, tmp_path):
     """export --class-confidence goes into the card, where the Detector reads it; an
     impossible value is one error and no model. (run's choice on validation tiles:
     test_anchor_free.py::test_class_confidence_choice_follows_class_certainty.)"""
     import json
 
-    from gnuradio.rfdetect.inference.model_runtime import ModelError, load_model
+    from gnuradio.rfdetect.inference.model_runtime import load_model
     from rfdetect_training.prepare import load_dataset
     train_cli("train", "--tiles", tiles, "--k-folds", "0", "--overfit", "6", "--batch-size", "4", "--epochs", "1",
               "--quiet", "--out", tmp_path / "a")
@@ -333,18 +349,8 @@ def test_export_writes_class_confidence_into_the_card_the_detector_reads(tiles, 
               "objectness", "--no-engine", "--no-torch")
     assert load_model(str(tmp_path / "o"), ds["params"], ds["tile_height"]).score_rule == "objectness"
     # a card without the key was made under the default rule; a card with an unknown one is refused
-    card = json.loads((tmp_path / "o" / "model.card.json").read_text())
-    for score, expect in ((None, "objectness_x_probability"), ("probability", ModelError)):
-        if score is None:
-            del card["label_rule"]["score"]
-        else:
-            card["label_rule"]["score"] = score
-        (tmp_path / "o" / "model.card.json").write_text(json.dumps(card))
-        if expect is ModelError:
-            with pytest.raises(ModelError, match="label_rule.score 'probability' is not one of objectness"):
-                load_model(str(tmp_path / "o"), ds["params"], ds["tile_height"])
-        else:
-            assert load_model(str(tmp_path / "o"), ds["params"], ds["tile_height"]).score_rule == expect
+    _check_label_rule_key(tmp_path / "o", ds, "score", "score_rule", "objectness_x_probability", "probability",
+                          "label_rule.score 'probability' is not one of objectness")
     bad = train_cli("export", "--tiles", tiles, "--checkpoint", ck, "--out", tmp_path / "n", "--class-confidence",
                     "1.5", "--no-engine", "--no-torch", check=False)
     assert bad.returncode != 0 and bad.stderr.count("error:") == 1 and "must be in (0, 1]" in bad.stderr
@@ -356,18 +362,8 @@ def test_export_writes_class_confidence_into_the_card_the_detector_reads(tiles, 
               "--no-engine", "--no-torch")
     assert json.loads((tmp_path / "c" / "model.card.json").read_text())["label_rule"]["class_region"] == 0.0
     assert load_model(str(tmp_path / "c"), ds["params"], ds["tile_height"]).class_region == 0.0
-    card = json.loads((tmp_path / "m" / "model.card.json").read_text())
-    for region, expect in ((None, 0.0), ("centre", ModelError)):
-        if region is None:
-            del card["label_rule"]["class_region"]
-        else:
-            card["label_rule"]["class_region"] = region
-        (tmp_path / "m" / "model.card.json").write_text(json.dumps(card))
-        if expect is ModelError:
-            with pytest.raises(ModelError, match="label_rule.class_region 'centre' is not a number in"):
-                load_model(str(tmp_path / "m"), ds["params"], ds["tile_height"])
-        else:
-            assert load_model(str(tmp_path / "m"), ds["params"], ds["tile_height"]).class_region == expect
+    _check_label_rule_key(tmp_path / "m", ds, "class_region", "class_region", 0.0, "centre",
+                          "label_rule.class_region 'centre' is not a number in")
     bad = train_cli("export", "--tiles", tiles, "--checkpoint", ck, "--out", tmp_path / "r", "--class-region",
                     "2", "--no-engine", "--no-torch", check=False)
     assert bad.returncode != 0 and bad.stderr.count("error:") == 1 and "--class-region" in bad.stderr

@@ -48,20 +48,17 @@ def load_checkpoint(path, ds, device="cpu", class_confidence=None, score_rule=No
         if not 0.0 < float(class_confidence) <= 1.0:
             raise ExportError(f"--class-confidence {class_confidence} must be in (0, 1]")
         arch.class_confidence = float(class_confidence)
-    if score_rule is not None:
-        if not hasattr(arch, "score_rule"):
-            raise ExportError(f"--score-rule applies to anchor_free, not {arch.name}")
+    for flag, attr, value, check in (("--score-rule", "score_rule", score_rule, postprocess.check_score_rule),
+                                     ("--class-region", "class_region", class_region,
+                                      postprocess.check_class_region)):
+        if value is None:
+            continue
+        if not hasattr(arch, attr):
+            raise ExportError(f"{flag} applies to anchor_free, not {arch.name}")
         try:
-            arch.score_rule = postprocess.check_score_rule(score_rule)
+            setattr(arch, attr, check(value))
         except ValueError as e:
-            raise ExportError(f"--score-rule: {e}") from None
-    if class_region is not None:
-        if not hasattr(arch, "class_region"):
-            raise ExportError(f"--class-region applies to anchor_free, not {arch.name}")
-        try:
-            arch.class_region = postprocess.check_class_region(class_region)
-        except ValueError as e:
-            raise ExportError(f"--class-region: {e}") from None
+            raise ExportError(f"{flag}: {e}") from None
     model = arch.build()
     model.load_state_dict(ck["model"])
     return arch, model.to(device).eval()
