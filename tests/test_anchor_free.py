@@ -145,6 +145,46 @@ def test_the_class_region_names_a_box_from_its_centre_not_from_the_cell_that_gav
             postprocess.check_class_region(bad)
 
 
+
+def test_the_per_box_class_loss_is_the_cross_entropy_of_each_signals_mean_probability():
+    """class_per_box: one term per signal, -log of its mean class probability over its
+    positive cells, averaged over signals; the per-cell loss averages -log p over cells.
+    Trained models use the first (archs.AnchorFree.class_loss)."""
+    h, w = 16, 16
+    obj = torch.full((1, 1, h, w), -5.0)
+    pred = torch.zeros((1, 4, h, w))
+    gt = [torch.tensor([[8.0, 8.0, 72.0, 40.0], [100.0, 20.0, 116.0, 28.0]])]
+    lab = [torch.tensor([1, 2])]
+    assign = nets.anchor_free_targets(gt[0], h, w, 4, 8)
+    cls = torch.zeros((1, 3, h, w))
+    first = torch.nonzero(assign == 0)
+    assert len(first) >= 2 and (assign == 1).sum() >= 1
+    centre = first[len(first) // 2]
+    cls[0, 1, centre[0], centre[1]] = 6.0  # the centre cell is sure of class 1; the others are at 1/3
+    cls.requires_grad_(True)
+
+    def parts(per_box):
+        total = nets.anchor_free_loss(obj, cls, pred, gt, lab, 4, 8, class_per_box=per_box)
+        rest = nets.anchor_free_loss(obj, torch.zeros_like(cls), pred, gt, lab, 4, 8, class_per_box=per_box)
+        return total, rest
+
+    p = torch.softmax(cls.detach()[0], dim=0)
+    mean0 = p[:, first[:, 0], first[:, 1]].mean(dim=1)[1]
+    cells1 = torch.nonzero(assign == 1)
+    mean1 = p[:, cells1[:, 0], cells1[:, 1]].mean(dim=1)[2]
+    want_box = float(-(torch.log(mean0) + torch.log(mean1)) / 2)
+    n_pos = len(first) + len(cells1)
+    ce = -torch.log(p[1, first[:, 0], first[:, 1]]).sum() - torch.log(p[2, cells1[:, 0], cells1[:, 1]]).sum()
+    want_cell = float(ce / n_pos)
+    (box_total, zero_cls_box), (cell_total, zero_cls_cell) = parts(True), parts(False)
+    # the other terms do not depend on the class logits: uniform logits give class loss log(3)
+    assert float(box_total - zero_cls_box) == pytest.approx(want_box - np.log(3), abs=1e-4)
+    assert float(cell_total - zero_cls_cell) == pytest.approx(want_cell - np.log(3), abs=1e-4)
+    assert abs(want_box - want_cell) > 1e-3  # the two rules differ on this case
+    box_total.backward()
+    assert cls.grad is not None and torch.isfinite(cls.grad).all()
+
+
 # ---------------------------------------------------------------- augmentations
 def _painted(boxes, h=H, w=W):
     """A tile whose pixels are 0.9 inside integer boxes and 0.1 elsewhere."""

@@ -343,12 +343,15 @@ def _box_param_l1(pred, gt, stride_y, stride_x):
 
 
 def anchor_free_loss(obj_logits, cls_logits, pred_boxes, gt_boxes, gt_labels, stride_y, stride_x,
-                     box_weight=2.0):
+                     box_weight=2.0, class_per_box=False):
     """Quality focal loss on objectness (target: IoU of the cell's box with its signal,
-    0 elsewhere), cross-entropy on the class at positive cells, GIoU on their boxes."""
+    0 elsewhere), cross-entropy on the class at positive cells, GIoU on their boxes.
+    ``class_per_box``: the class loss is the cross-entropy of each signal's mean class
+    probability over its positive cells, so cells that cannot see what names it may stay
+    unsure (the decode's class region averages the same cells)."""
     b, k, h, w = cls_logits.shape
     obj_t = torch.zeros_like(obj_logits[:, 0])
-    pos_pred, pos_gt, pos_lab, pos_idx = [], [], [], []
+    pos_pred, pos_gt, pos_lab, pos_idx, pos_box = [], [], [], [], []
     for i in range(b):
         assign = anchor_free_targets(gt_boxes[i].cpu(), h, w, stride_y, stride_x).to(obj_logits.device)
         ii, jj = torch.nonzero(assign >= 0, as_tuple=True)
@@ -357,6 +360,7 @@ def anchor_free_loss(obj_logits, cls_logits, pred_boxes, gt_boxes, gt_labels, st
             pos_pred.append(pred_boxes[i, :, ii, jj].t())
             pos_gt.append(gt_boxes[i].to(obj_logits.device)[a])
             pos_lab.append(gt_labels[i].to(obj_logits.device)[a])
+            pos_box.append(a)
             pos_idx.append((torch.full_like(ii, i), ii, jj))
     if pos_pred:
         pred, gt = torch.cat(pos_pred), torch.cat(pos_gt)
@@ -367,7 +371,16 @@ def anchor_free_loss(obj_logits, cls_logits, pred_boxes, gt_boxes, gt_labels, st
         obj_t[bi, yi, xi] = iou.detach().clamp(min=0.0)
         n_pos = max(1.0, float(len(iou)))
         box_loss = (1 - giou).sum() / n_pos + _box_param_l1(pred, gt, stride_y, stride_x).sum() / n_pos
-        cls_loss = F.cross_entropy(cls_logits[bi, :, yi, xi], torch.cat(pos_lab), reduction="sum") / n_pos
+        if class_per_box:
+            gid = bi * (1 + int(max(len(g) for g in gt_boxes))) + torch.cat(pos_box)
+            groups, inv = torch.unique(gid, return_inverse=True)
+            p = torch.softmax(cls_logits[bi, :, yi, xi], dim=1)
+            mean_p = torch.zeros(len(groups), k, device=p.device, dtype=p.dtype).index_add_(0, inv, p)
+            mean_p = mean_p / torch.bincount(inv, minlength=len(groups)).to(p.dtype)[:, None]
+            lab = torch.zeros(len(groups), dtype=torch.long, device=p.device).scatter_(0, inv, torch.cat(pos_lab))
+            cls_loss = F.nll_loss(torch.log(mean_p.clamp(min=1e-8)), lab, reduction="sum") / len(groups)
+        else:
+            cls_loss = F.cross_entropy(cls_logits[bi, :, yi, xi], torch.cat(pos_lab), reduction="sum") / n_pos
     else:
         n_pos = 1.0
         box_loss = pred_boxes.sum() * 0.0
