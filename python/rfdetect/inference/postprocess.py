@@ -389,6 +389,14 @@ def label_rule(objectness: np.ndarray, class_probs: np.ndarray, class_confidence
     return np.where(confident, objectness * p, objectness).astype(np.float32), labels
 
 
+def _candidates(flat: np.ndarray, score_threshold: float, max_candidates: int) -> np.ndarray:
+    """Indices of the cells whose objectness reaches the threshold, the best ``max_candidates``."""
+    cand = np.flatnonzero(flat >= score_threshold)
+    if len(cand) > max_candidates:
+        cand = cand[np.argpartition(-flat[cand], max_candidates - 1)[:max_candidates]]
+    return cand
+
+
 def decode_anchor_free(objectness: np.ndarray, class_probs: np.ndarray, boxes: np.ndarray, score_threshold: float,
                        nms_iou: float, class_confidence: float = DEFAULT_CLASS_CONFIDENCE,
                        max_candidates: int = MAX_CANDIDATES, max_out: int = 300, contained: float = 0.0,
@@ -412,9 +420,7 @@ def decode_anchor_free(objectness: np.ndarray, class_probs: np.ndarray, boxes: n
     bx = np.asarray(boxes, np.float32)[0]
     flat = obj.reshape(-1)
     # a detection's score is at most its objectness: cells below the threshold cannot pass
-    cand = np.flatnonzero(flat >= score_threshold)
-    if len(cand) > max_candidates:
-        cand = cand[np.argpartition(-flat[cand], max_candidates - 1)[:max_candidates]]
+    cand = _candidates(flat, score_threshold, max_candidates)
     if len(cand) == 0:
         return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
     k = probs.shape[0]
@@ -466,9 +472,7 @@ def _decode_by_box_class(objectness, class_probs, boxes, score_threshold, nms_io
     bx = np.asarray(boxes, np.float32)[0]
     flat = obj.reshape(-1)
     empty = np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
-    cand = np.flatnonzero(flat >= score_threshold)
-    if len(cand) > max_candidates:
-        cand = cand[np.argpartition(-flat[cand], max_candidates - 1)[:max_candidates]]
+    cand = _candidates(flat, score_threshold, max_candidates)
     b = bx.reshape(4, -1)[:, cand].T
     o = flat[cand]
     ok = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
