@@ -321,7 +321,8 @@ class AnchorFree(Arch):
     # need be sure, as the class region above reads them; "cell": cross-entropy at every
     # positive cell (before session 11). The 30-minute 24-recording classic case, one run
     # each, tuning recordings (class-agnostic AP50 / mAP50): t-cls20 0.88 / 0.66 -> 0.96 /
-    # 0.76, t-classic 0.90 / 0.83 -> 0.92 / 0.90, TorchSig 16 0.66 -> 0.63 (docs/training.md)
+    # 0.76, t-classic 0.90 / 0.83 -> 0.92 / 0.90, TorchSig 16 0.66 -> 0.63; a second
+    # per-signal run (--seed 1) 0.78 / 0.68 and 0.84 / 0.70: runs spread as widely (docs/training.md)
     class_loss = "box"
 
     def build(self):
