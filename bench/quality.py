@@ -197,16 +197,18 @@ def ap_at_or_above(truth_groups, found_groups, snr_min: float):
     return None if math.isnan(v) else round(v, 4)
 
 
-def evaluate(model_name: str, spec: str, set_name: str, recs: list[str], score_threshold) -> dict:
+def evaluate(model_name: str, spec: str, set_name: str, recs: list[str], score_threshold,
+             truth: str = "resolvable") -> dict:
     """One (model, set), scored as training/evaluate.py evaluate_detector does (the
     truth/found groups kept at hand for AP >= 10 dB)."""
     from rfdetect_training.evaluate import detect_groups, score_groups, write_report
     model, ds, thr = load(spec, score_threshold)
     timed = Timed(model)
     t0 = time.perf_counter()
-    truth_all, found_all = detect_groups(timed, ds, recs, progress=False)
+    truth_all, found_all = detect_groups(timed, ds, recs, progress=False, truth=truth)
     r = score_groups(truth_all, found_all, list(model.labels), thr)
     r["recordings"] = len(recs)
+    r["truth"] = truth
     r["ap50_snr_ge_10"] = ap_at_or_above(truth_all, found_all, 10.0)
     r["tiles"] = len(timed.ms)
     r["ms_per_tile_p50"] = round(sorted(timed.ms)[len(timed.ms) // 2], 1) if timed.ms else None
@@ -301,6 +303,10 @@ def main():
     ap.add_argument("--n", type=int, help="recordings per set (default: all of a folder; a synthetic set's own n)")
     ap.add_argument("--score-threshold", type=float,
                     help="for P/R/F1 and recall (default: each model's card threshold; 0 for energy)")
+    ap.add_argument("--truth", choices=("resolvable", "exact"), default="resolvable",
+                    help="truth boxes smaller than 2 rows x 2 columns of the model's spectrogram widened to "
+                         "that size, as training learns them (default), or the annotations exactly "
+                         "(rfdetect-train evaluate --truth)")
     ap.add_argument("--no-write", action="store_true", help="print only (no docs/ changes)")
     a = ap.parse_args()
     models = named_models(ap, a.model, {} if a.no_default_models else {"default": "default", "energy": "energy"})
@@ -320,7 +326,7 @@ def main():
         set_recs[set_name] = recs = set_recordings(set_name, path, n)
         all_results[set_name] = {}
         for m, spec in models.items():
-            r = evaluate(m, spec, set_name, recs, a.score_threshold)
+            r = evaluate(m, spec, set_name, recs, a.score_threshold, a.truth)
             all_results[set_name][m] = r
             print(f"{set_name:12s} {m:14s} AP50 {fmt(r['ap50']['class_agnostic_AP'])} (>=10 dB "
                   f"{fmt(r['ap50_snr_ge_10'])}) mAP50 {fmt(r['ap50']['mAP']) if r['labels_apply'] else 'n/a'} "
@@ -344,12 +350,14 @@ def main():
     parts += ["**AP50 per class** (sets whose labels are the model's):", "", per_class_table(all_results, names), ""]
     evals = [f"rfdetect-train evaluate --model {spec} --recordings DIR --out REPORT "
              f"--score-threshold {next(iter(all_results.values()))[m]['score_threshold']:g}"
+             + (" --truth exact" if a.truth == "exact" else "")
              for m, spec in models.items()]
     parts += ["Each row is what `" + "`, `".join(evals) + "` reports for that set's recordings "
               "(`bench/.cache/quality/SET/MODEL/report.md`)."]
     body = "\n".join(parts)
     header = stamp(f"models {', '.join(f'{k}={v}' for k, v in models.items())}; "
-                   f"{'quick (2 recordings per set)' if a.quick else 'full sets'}; IoU >= 0.5 in seconds x Hz; "
+                   f"{'quick (2 recordings per set)' if a.quick else 'full sets'}; IoU >= 0.5 in seconds x Hz, "
+                   f"{a.truth} truth; "
                    f"commit {commit}")
     print(header)
     print(body)

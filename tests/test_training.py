@@ -115,6 +115,81 @@ def test_prepare_clips_boxes_at_tile_edges_and_drops_slivers():
     assert c["y_min"] == 0 and abs(c["y_max"] - 28) < 0.01
 
 
+def test_signals_smaller_than_the_spectrogram_shows_are_boxed_at_its_resolution():
+    """A pulse shorter than two rows or a tone narrower than two columns is boxed at that
+    size about its centre (it used to be dropped, so training taught it as background);
+    such boxes of one label that then overlap are one box (pulses 1.5 rows apart), boxes
+    2-3 rows apart stay apart, and boxes of the signal's own size are never touched."""
+    from rfdetect_training.prepare import pixel_boxes, resolution, resolvable_boxes
+    p = SMALL
+    hop = p.hop
+    min_len, min_hz = resolution(p, RATE)
+    assert min_len == 2 * hop and min_hz == 2 * RATE / p.width
+    pulse = lambda s, lab="radar": {"label": lab, "s0": s, "s1": s + 10, "f0": -1e5, "f1": 1e5}  # noqa: E731
+    train = [pulse(10 * hop + int(1.5 * hop * i)) for i in range(5)]  # 1.5 rows apart: one smear
+    apart = [pulse(40 * hop), pulse(40 * hop + 3 * hop)]  # 3 rows apart: two boxes
+    tone = {"label": "tone", "s0": 60 * hop, "s1": 90 * hop, "f0": 5e5, "f1": 5e5 + 1.0}
+    burst = {"label": "radar", "s0": 10 * hop, "s1": 30 * hop, "f0": -1e5, "f1": 1e5}  # not grown, not merged
+    early = pulse(3)
+    other = pulse(10 * hop, lab="drone")  # another label over the train: kept apart
+    out = resolvable_boxes(train + apart + [tone, burst, early, other], min_len, min_hz)
+    assert len(out) == 1 + 2 + 1 + 1 + 1 + 1
+    assert out[0] == burst
+    radar = sorted((b for b in out if b["label"] == "radar" and b is not out[0]), key=lambda b: b["s0"])
+    first, last = train[0], train[-1]
+    assert radar[0]["s0"] == 0 and radar[0]["s1"] == min_len  # moved to start at 0, not before it
+    assert radar[1]["s0"] == pytest.approx((first["s0"] + 5) - hop)
+    assert radar[1]["s1"] == pytest.approx((last["s0"] + 5) + hop)
+    assert [b["s1"] - b["s0"] for b in radar[2:]] == [min_len, min_len]
+    [t] = [b for b in out if b["label"] == "tone"]
+    assert t["f1"] - t["f0"] == pytest.approx(min_hz) and (t["s0"], t["s1"]) == (tone["s0"], tone["s1"])
+    assert [b["s0"] for b in out if b["label"] == "drone"] == [pytest.approx(10 * hop + 5 - hop)]
+    # and prepare's pixel boxes keep them: two rows, two columns
+    px = pixel_boxes(out, p, row_start=0, valid_rows=128, sample_rate=RATE, center_freq=0.0)
+    assert len(px) == len(out)
+    assert pixel_boxes([train[0]], p, row_start=0, valid_rows=128, sample_rate=RATE, center_freq=0.0) == []
+
+
+def test_evaluate_scores_against_the_resolvable_or_the_exact_truth(train_data, tmp_path):
+    """rfdetect-train evaluate --model: by default the truth as the spectrogram shows it
+    (the five pulses 1.5 rows apart count as one box, a 1 Hz tone as two columns), with
+    --truth exact the annotations as written; the report says which."""
+    from rfdetect_training.evaluate import truth_records
+    src = sorted(train_data.glob("*.sigmf-meta"))[0]
+    d = tmp_path / "recs"
+    d.mkdir()
+    meta = json.loads(src.read_text())
+    n_ann = len(meta["annotations"])
+    fc = meta["captures"][0]["core:frequency"]
+    hop = SMALL.hop
+    meta["annotations"] += [{"core:sample_start": 20 * hop + int(1.5 * hop * i), "core:sample_count": 10,
+                             "core:freq_lower_edge": fc - 1e5, "core:freq_upper_edge": fc + 1e5,
+                             "core:label": "radar"} for i in range(5)]
+    meta["annotations"].append({"core:sample_start": 80 * hop, "core:sample_count": 40 * hop,
+                                "core:freq_lower_edge": fc + 5e5, "core:freq_upper_edge": fc + 5e5 + 1,
+                                "core:label": "cw"})
+    (d / "r.sigmf-meta").write_text(json.dumps(meta))
+    os.link(str(src).removesuffix(".sigmf-meta") + ".sigmf-data", d / "r.sigmf-data")
+    rec = SigMFRecording.open(d / "r.sigmf-meta")
+    exact, seen = truth_records(rec), truth_records(rec, params=SMALL)
+    assert len(exact) == n_ann + 6
+    assert len(seen) == len(exact) - 4
+    [t] = [b for b in seen if b["label"] == "cw"]
+    assert (t["f_high"] - t["f_low"]) == pytest.approx(2 * RATE / SMALL.width)
+    counts = {}
+    for rule in ("resolvable", "exact"):
+        out = tmp_path / rule
+        args = ["evaluate", "--model", "energy", "--recordings", d, "--out", out, *SMALL_ARGS, "--quiet"]
+        train_cli(*args, *(["--truth", "exact"] if rule == "exact" else []))
+        r = json.loads((out / "report.json").read_text())["physical"]
+        assert r["truth"] == rule
+        counts[rule] = r["class_agnostic"]["truth"]
+    assert counts == {"resolvable": len(seen), "exact": len(exact)}
+    bad = train_cli("evaluate", "--model", "energy", "--recordings", d, "--out", tmp_path / "x", "--truth", "loose",
+                    check=False)
+    assert bad.returncode != 0 and "--truth" in bad.stderr and not (tmp_path / "x").exists()
+
+
 # ---------------------------------------------------------------- bad data
 def test_bad_data_is_refused_or_skipped_with_reasons(tmp_path, train_data):
     empty = tmp_path / "unlabelled"
@@ -154,6 +229,8 @@ def test_two_stage_run_exports_a_model_that_detect_uses_with_the_right_labels(tw
     assert card["output"]["format"] == "crop_classifier/1"
     assert card["spectrogram"] == SMALL.to_dict() and card["metrics"]["pixel"]["AP50"] > 0.5
     assert card["onnx_check"]["max_excess_error"] <= 1e-4
+    assert torch.load(two_stage_model / "work" / "runs" / "final" / "best.pt",
+                      weights_only=False)["config"]["ema"] == 0.0  # no weight average but for anchor_free
     report = json.loads((two_stage_model / "work" / "report" / "report.json").read_text())
     assert "physical" in report and report["physical"]["recordings"] >= 1
     assert (two_stage_model / "work" / "runs" / "final" / "metrics.csv").is_file()
@@ -256,6 +333,7 @@ def test_resume_continues_where_training_stopped(tiles, tmp_path):
     first = train_cli("train", *common, "--epochs", "2").stdout
     ck1 = torch.load(runs / "final" / "last.pt", weights_only=False)
     assert ck1["epoch"] == 2
+    assert ck1["config"]["ema"] == 2.0 and "raw_model" in ck1  # anchor_free's default weight average
     second = train_cli("train", *common, "--epochs", "4", "--resume").stdout
     assert "resumed from" in second and "at epoch 3" in second and "epoch 1:" not in second
     ck2 = torch.load(runs / "final" / "last.pt", weights_only=False)
@@ -264,12 +342,56 @@ def test_resume_continues_where_training_stopped(tiles, tmp_path):
     assert "epoch 2:" in first
 
 
+def test_the_weight_average_follows_its_recursion_and_warm_up():
+    """--ema's average: w_avg <- d w_avg + (1 - d) w after every optimiser step, d rising
+    as decay x (1 - exp(-steps / warm-up)); BatchNorm's integer counter is copied."""
+    import math
+    from rfdetect_training.train import WeightAverage
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    avg = WeightAverage(net, window=4, warmup=2)
+    expect = net[0].weight.detach().clone()
+    for step in range(1, 6):
+        with torch.no_grad():
+            net[0].weight.add_(float(step))
+            net[1].num_batches_tracked.add_(1)
+        avg.update(net)
+        d = 0.75 * (1 - math.exp(-step / 2))
+        expect = d * expect + (1 - d) * net[0].weight.detach()
+        torch.testing.assert_close(avg.model[0].weight, expect)
+    assert not torch.equal(avg.model[0].weight, net[0].weight)  # it lags the raw weights
+    assert int(avg.model[1].num_batches_tracked) == 5
+    assert not any(p.requires_grad for p in avg.model.parameters())
+    with pytest.raises(ValueError, match="at least one step"):
+        WeightAverage(net, window=0.5, warmup=1)
+
+
+def test_ema_checkpoints_hold_the_average_and_resume_continues_it(tiles, tmp_path):
+    """With --ema the checkpoints' "model" is the average (what validation judged and export
+    ships) and "raw_model" the optimiser's weights; --resume continues both."""
+    runs = tmp_path / "runs"
+    common = ["--tiles", tiles, "--out", runs, "--k-folds", "0", "--overfit", "6", "--batch-size", "2",
+              "--lr", "1e-3", "--early-stop", "50", "--quiet", "--ema", "1"]
+    train_cli("train", *common, "--epochs", "2")
+    ck1 = torch.load(runs / "final" / "last.pt", weights_only=False)
+    assert ck1["config"]["ema"] == 1.0 and ck1["ema_updates"] == 2 * 3  # 6 tiles in batches of 2
+    weights = [k for k, v in ck1["model"].items() if v.dtype.is_floating_point and "running_" not in k]
+    assert len(weights) > 10
+    assert not all(torch.equal(ck1["model"][k], ck1["raw_model"][k]) for k in weights)
+    out = train_cli("train", *common, "--epochs", "3", "--resume").stdout
+    assert "at epoch 3" in out
+    ck2 = torch.load(runs / "final" / "last.pt", weights_only=False)
+    assert ck2["ema_updates"] == 3 * 3
+    bad = train_cli("train", *common[:-2], "--ema", "-1", "--epochs", "1", check=False)
+    assert bad.returncode != 0 and bad.stderr.count("error:") == 1 and "--ema" in bad.stderr
+
+
 def test_init_starts_a_new_schedule_from_an_earlier_runs_weights(tiles, tmp_path):
     """--init loads an earlier checkpoint's weights into a fresh run (new optimiser and
     schedule, epoch 1): with a learning rate of 0 the weights come out as they went in,
     and a checkpoint of another architecture, or none, is one named error."""
+    # --ema 0: an average of equal weights is not always bit-equal to them
     common = ["--tiles", tiles, "--k-folds", "0", "--overfit", "6", "--batch-size", "4", "--early-stop", "50",
-              "--epochs", "1", "--quiet"]
+              "--epochs", "1", "--quiet", "--ema", "0"]
     train_cli("train", *common, "--out", tmp_path / "a", "--lr", "1e-3")
     init = tmp_path / "a" / "final" / "last.pt"
     out = train_cli("train", *common, "--out", tmp_path / "b", "--lr", "0", "--init", init).stdout
@@ -295,7 +417,7 @@ def test_init_starts_a_new_schedule_from_an_earlier_runs_weights(tiles, tmp_path
 def test_max_minutes_fills_its_budget_and_stops_early_only_late_in_the_schedule(tiles, tmp_path):
     """--max-minutes stretches the schedule to the budget; a validation AP that stops moving
     (here: learning rate 0, so it never moves) ends the run only after 3/4 of that schedule,
-    when the learning rate is low."""
+    when the learning rate is low, and the checkpoint comes from that last quarter."""
     from rfdetect_training.train import MIN_SCHEDULE_FRACTION
     out = train_cli("train", "--tiles", tiles, "--k-folds", "0", "--overfit", "4", "--batch-size", "4",
                     "--epochs", "2", "--lr", "0", "--early-stop", "1", "--max-minutes", "0.25",
@@ -305,8 +427,11 @@ def test_max_minutes_fills_its_budget_and_stops_early_only_late_in_the_schedule(
     # stretched from 2 to fill 15 s (about 15 epochs on a quiet 2-core machine, 7 with two
     # trainings beside it); >= 5 so that 3/4 of it (3) is past where patience 1 stopped (2)
     assert planned >= 5, out[-2000:]
-    assert ck["best_epoch"] == 1  # nothing improved after the first epoch
     assert ran >= int(MIN_SCHEDULE_FRACTION * planned), out[-2000:]
+    # nothing improved after the first epoch, and yet the checkpoint is the first of the
+    # schedule's last quarter: an early best (a high learning rate) is not the model
+    assert out.count("*best") == 2, out[-2000:]
+    assert ck["best_epoch"] > 1 and ck["late"] is True
     assert "early stop" in out or "--max-minutes 0.25 reached" in out
 
 

@@ -27,6 +27,20 @@ def _spectrogram_args(p):
     g.add_argument("--overlap", type=int, default=128)
 
 
+# docs/training.md, "Choosing the checkpoint, and a weight average"
+DEFAULT_EMA_EPOCHS = 2.0
+
+
+def _ema_epochs(v: str) -> float:
+    try:
+        x = float(v)
+    except ValueError:
+        x = float("nan")
+    if not x >= 0:
+        raise argparse.ArgumentTypeError(f"{v!r}: give a number of epochs >= 0 (0: no weight average)")
+    return x
+
+
 def _train_args(p):
     from .archs import ARCHS, DEFAULT_ARCH
     from .augment import AUGMENTATIONS
@@ -52,6 +66,10 @@ def _train_args(p):
     g.add_argument("--warmup-steps", type=int, default=50)
     g.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--ema", type=_ema_epochs, default=None, metavar="EPOCHS",
+                   help="validate, choose and export an exponential moving average of the weights that "
+                        f"spans about EPOCHS epochs of steps (0: the raw weights; default {DEFAULT_EMA_EPOCHS:g} "
+                        "for anchor_free, 0 for the others, where it has not been measured)")
     g.add_argument("--overfit", type=int, default=0, metavar="N", help="debug: train and validate on N tiles")
     g.add_argument("--max-minutes", type=float, default=0.0, help="time budget: the schedule (epochs, learning-rate decay) is stretched to fill it, no k-fold "
                         "unless --k-folds is given; training stops sooner only when validation AP stops improving, "
@@ -112,7 +130,8 @@ def _config(a, tune):
                        batch_size=tune.batch_size, lr=tune.lr, early_stop=tune.early_stop,
                        warmup_steps=a.warmup_steps, accum=a.accum, clip=a.clip, amp=not a.no_amp, seed=a.seed,
                        overfit=a.overfit, max_minutes=a.max_minutes, device=a.device, workers=a.workers,
-                       progress=not a.quiet, init=getattr(a, "init", None))
+                       progress=not a.quiet, init=getattr(a, "init", None),
+                       ema=a.ema if a.ema is not None else (DEFAULT_EMA_EPOCHS if a.arch == "anchor_free" else 0.0))
 
 
 def cmd_train(a):
@@ -176,7 +195,7 @@ def cmd_evaluate_model(a):
         score = 0.0 if a.model in BUILTIN_MODELS else card.score_threshold
     model = load_model(f"{a.model}?score={min(score, a.ap_floor)}", params, height, profile=resolve_profile())
     ds = {"params": params, "tile_height": height, "overlap": a.overlap}
-    r = evaluate_detector(model, list(model.labels), ds, recs, score, progress=not a.quiet)
+    r = evaluate_detector(model, list(model.labels), ds, recs, score, progress=not a.quiet, truth=a.truth)
     report = {"arch": a.model, "backbone": "-", "labels": list(model.labels), "score_threshold": score,
               "recordings": a.recordings, "physical": r,
               "pixel_note": "whole recordings only: see the physical section"}
@@ -321,6 +340,10 @@ def build_parser():
     p.add_argument("--recordings", help="folder of labelled SigMF recordings (with --model)")
     p.add_argument("--ap-floor", type=float, default=0.05,
                    help="with --model: detections down to this score feed AP (the threshold applies to P/R/F1)")
+    p.add_argument("--truth", choices=("resolvable", "exact"), default="resolvable",
+                   help="with --model: score against the annotations with boxes smaller than the spectrogram "
+                        "shows (2 rows, 2 columns) widened to that size, as training learns them (default), "
+                        "or against the annotations exactly")
     _spectrogram_args(p)  # with --model energy (a card says them for trained models)
     p.add_argument("--train-run", help="a train output folder: evaluate on its validation tiles")
     p.add_argument("--out", required=True)

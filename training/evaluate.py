@@ -25,6 +25,7 @@ from gnuradio.rfdetect.inference.tile_detector import TileDetector
 
 from .archs import label_name, load_tile
 from .detection_metrics import ap_report, confusion_and_prf, recall_by_snr
+from .prepare import resolution, resolvable_boxes
 from .progress import progress_bar
 
 MATCH_IOU = 0.5
@@ -109,9 +110,11 @@ def score_groups(truth_groups, found_groups, labels, score_threshold) -> dict:
     return out
 
 
-def truth_records(rec, labels=None) -> list[dict]:
+def truth_records(rec, labels=None, params=None) -> list[dict]:
     """A recording's annotations as record-shaped boxes (with ``snr_db`` when given);
-    ``labels``: keep only these (None: all)."""
+    ``labels``: keep only these (None: all); ``params``: the detector's spectrogram
+    settings, to score against the truth it can resolve (prepare.resolvable_boxes: what
+    training learns from), None: the annotations exactly."""
     fs = rec.sample_rate
     out = []
     for a in rec.annotations:
@@ -121,7 +124,11 @@ def truth_records(rec, labels=None) -> list[dict]:
         out.append({"t_start": s0 / fs, "t_stop": (s0 + n) / fs, "f_low": a.get("core:freq_lower_edge"),
                     "f_high": a.get("core:freq_upper_edge"), "label": a.get("core:label", a.get("core:description")),
                     "snr_db": a.get("rfdetect:snr_db")})
-    return [t for t in out if t["f_low"] is not None and t["f_high"] is not None]
+    out = [t for t in out if t["f_low"] is not None and t["f_high"] is not None]
+    if params is None:
+        return out
+    samples, hz = resolution(params, fs)
+    return resolvable_boxes(out, samples / fs, hz, keys=("t_start", "t_stop", "f_low", "f_high"))
 
 
 def _pix_rec(b, label) -> dict:
@@ -159,24 +166,33 @@ def evaluate_recordings(arch, model, device, ds, recordings, score_threshold, pr
     return evaluate_detector(adapter, arch.labels, ds, recordings, score_threshold, progress)
 
 
-def detect_groups(model, ds, recordings, progress=True) -> tuple[list, list]:
+TRUTH_RULES = ("resolvable", "exact")
+
+
+def detect_groups(model, ds, recordings, progress=True, truth="resolvable") -> tuple[list, list]:
     """Each recording's truth boxes and the model's records for it (through the Detector's
-    tile path and NMS Merge) -> (truth groups, found groups), one group per recording."""
+    tile path and NMS Merge) -> (truth groups, found groups), one group per recording.
+    ``truth``: "resolvable" (boxes below the spectrogram's resolution widened to it, as in
+    training: truth_records) or "exact" (the annotations as they are)."""
+    if truth not in TRUTH_RULES:
+        raise ValueError(f"truth={truth!r} is not one of {TRUTH_RULES}")
     truth_all, found_all = [], []
     for path in progress_bar(recordings, enable=progress, desc="evaluate recordings"):
-        truth_all.append(truth_records(SigMFRecording.open(path)))
+        truth_all.append(truth_records(SigMFRecording.open(path),
+                                       params=ds["params"] if truth == "resolvable" else None))
         found_all.append(detect_recording(path, [model], ds))
     return truth_all, found_all
 
 
-def evaluate_detector(model, labels, ds, recordings, score_threshold, progress=True) -> dict:
+def evaluate_detector(model, labels, ds, recordings, score_threshold, progress=True, truth="resolvable") -> dict:
     """Any Detector model (a loaded ONNX/PyTorch/TensorRT CardModel, ``energy``, or a
     training checkpoint) on whole recordings through the Detector's tile path and NMS
     Merge, scored in seconds x Hz. Truth boxes of labels the model does not have count
     for the class-agnostic numbers only."""
-    truth_all, found_all = detect_groups(model, ds, recordings, progress)
+    truth_all, found_all = detect_groups(model, ds, recordings, progress, truth)
     out = score_groups(truth_all, found_all, labels, score_threshold)
     out["recordings"] = len(recordings)
+    out["truth"] = truth
     return out
 
 

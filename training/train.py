@@ -14,6 +14,7 @@ when installed. Under ``torchrun`` each process trains on its share of the tiles
 """
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -55,6 +56,7 @@ class TrainConfig:
     augment: tuple = ()
     balance: bool = True
     init: Optional[str] = None  # a checkpoint whose weights start the run (fresh schedule)
+    ema: float = 0.0  # epochs of steps the weight average spans (0: validate the raw weights)
 
 
 def seed_everything(seed: int):
@@ -227,6 +229,36 @@ def load_init(path, arch) -> dict:
     return ck
 
 
+class WeightAverage:
+    """An exponential moving average of a model's weights and BatchNorm statistics, the
+    weights that are validated, chosen and exported when ``--ema`` is on. Why: with
+    batches of two tiles the weights jump from step to step, and the validation mAP50 of
+    consecutive epochs of one run moved by 0.1-0.2 (docs/training.md); an average over
+    the last ``window`` steps is a steadier model to judge and to ship. Its decay rises
+    from 0 over the first ``warmup`` steps so that the random start fades out."""
+
+    def __init__(self, model: torch.nn.Module, window: float, warmup: float):
+        if not window >= 1:
+            raise ValueError(f"weight average: window must be at least one step, not {window}")
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.decay = 1.0 - 1.0 / window
+        self.warmup = max(float(warmup), 1.0)
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module):
+        self.updates += 1
+        d = self.decay * (1.0 - math.exp(-self.updates / self.warmup))
+        current = model.state_dict()
+        for name, v in self.model.state_dict().items():
+            if v.dtype.is_floating_point:
+                v.mul_(d).add_(current[name].detach(), alpha=1.0 - d)
+            else:  # BatchNorm's batch counter
+                v.copy_(current[name])
+
+
 # with --max-minutes, the share of the fitted schedule trained before early stopping may end it
 MIN_SCHEDULE_FRACTION = 0.75
 
@@ -257,6 +289,7 @@ def fit(arch, ds, train_images, val_images, cfg: TrainConfig, run_dir: Path, res
     # with --max-minutes: no early stop before this epoch (set below from the fitted schedule)
     min_epochs = 0
     start_epoch, best, best_epoch, stale, history = 1, -1.0, 0, 0, []
+    late = False  # in the schedule's last quarter, where the checkpoint is chosen (--max-minutes)
     best_loss = float("inf")
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     if cfg.init and not (resume and last_path.exists()):
@@ -265,14 +298,22 @@ def fit(arch, ds, train_images, val_images, cfg: TrainConfig, run_dir: Path, res
         if rank == 0:
             print(f"train: starting from the weights of {cfg.init} (its epoch {ck.get('epoch')}); "
                   f"new schedule, {epochs} epochs")
+    # the average starts from the weights the run starts from (--init's included)
+    ema = WeightAverage(model, max(1.0, cfg.ema * steps_per_epoch), steps_per_epoch) if cfg.ema else None
     if resume and last_path.exists():
         ck = torch.load(last_path, map_location=device, weights_only=False)
-        model.load_state_dict(ck["model"])
+        # "model" holds the validated weights (the average when --ema is on), "raw_model"
+        # then the weights the optimiser was moving
+        model.load_state_dict(ck.get("raw_model", ck["model"]))
+        if ema:
+            ema.model.load_state_dict(ck["model"])
+            ema.updates = ck.get("ema_updates", 0)
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         scaler.load_state_dict(ck["scaler"])
         start_epoch, best, best_epoch, stale, history = (ck["epoch"] + 1, ck["best"], ck["best_epoch"],
                                                          ck["stale"], ck["history"])
+        late = ck.get("late", False)
         epochs = max(epochs, ck.get("epochs", epochs))
         schedule["steps"] = steps_per_epoch * epochs
         torch.set_rng_state(ck["rng"])
@@ -303,6 +344,8 @@ def fit(arch, ds, train_images, val_images, cfg: TrainConfig, run_dir: Path, res
                 scaler.update()
                 opt.zero_grad(set_to_none=True)
                 sched.step()
+                if ema:
+                    ema.update(model)
             total += loss.item()
             n += 1
             bar.set_postfix(loss=f"{total / n:.4f}")
@@ -315,8 +358,9 @@ def fit(arch, ds, train_images, val_images, cfg: TrainConfig, run_dir: Path, res
             t = torch.tensor([train_loss], device=device)
             dist.all_reduce(t)
             train_loss = float(t) / world
-        val_loss = _val_loss(arch, model, val_loader, device)
-        ap = validation_ap(arch, model, device, ds, val_images)
+        judged = ema.model if ema else model
+        val_loss = _val_loss(arch, judged, val_loader, device)
+        ap = validation_ap(arch, judged, device, ds, val_images)
         row = {"epoch": epoch, "train_loss": round(train_loss, 6), "val_loss": round(val_loss, 6),
                "val_ap50": round(ap["class_agnostic_AP"] or 0.0, 4), "val_map50": round(ap["mAP"] or 0.0, 4),
                "val_precision": ap["at_best_f1"]["precision"], "val_recall": ap["at_best_f1"]["recall"],
@@ -324,13 +368,6 @@ def fit(arch, ds, train_images, val_images, cfg: TrainConfig, run_dir: Path, res
                "lr": opt.param_groups[0]["lr"], "seconds": round(time.monotonic() - t0, 2)}
         history.append(row)
         best_loss = min(best_loss, val_loss)
-        # AP, not loss, picks the checkpoint: the loss rewards confident boxes, AP rewards
-        # finding the signals
-        improved = ap["select"] > best + 1e-6
-        if improved:
-            best, best_epoch, stale = ap["select"], epoch, 0
-        else:
-            stale += 1
         if cfg.max_minutes and early_stop:
             # the schedule follows the time budget: as many epochs as fit in it, re-planned
             # every epoch from the median epoch time (a shared machine's pace changes)
@@ -348,12 +385,28 @@ def fit(arch, ds, train_images, val_images, cfg: TrainConfig, run_dir: Path, res
             # (AP50 ~0.95) long before the model stops improving on new data (docs/training.md,
             # "Early stopping and the schedule")
             min_epochs = int(MIN_SCHEDULE_FRACTION * epochs)
+            if epoch >= min_epochs and not late:
+                late = True
+                # nor is a checkpoint chosen from then: the best so far came at a high learning
+                # rate, when the same tiles' AP said as much as later; the last quarter's best
+                # is the model (docs/training.md, "Choosing the checkpoint")
+                best, stale = -1.0, 0
+        # AP, not loss, picks the checkpoint: the loss rewards confident boxes, AP rewards
+        # finding the signals
+        improved = ap["select"] > best + 1e-6
+        if improved:
+            best, best_epoch, stale = ap["select"], epoch, 0
+        else:
+            stale += 1
         if rank == 0:
-            ck = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            ck = {"model": judged.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                   "scaler": scaler.state_dict(), "epoch": epoch, "best": best, "best_epoch": best_epoch,
-                  "stale": stale, "history": history, "rng": torch.get_rng_state(), "config": asdict(cfg),
+                  "stale": stale, "late": late, "history": history, "rng": torch.get_rng_state(),
+                  "config": asdict(cfg),
                   "epochs": epochs,
                   "arch": arch.name, "backbone": arch.backbone, "labels": arch.labels}
+            if ema:
+                ck.update(raw_model=model.state_dict(), ema_updates=ema.updates)
             _save(ck, last_path)
             if improved or not early_stop:
                 _save(ck, best_path)
