@@ -303,7 +303,8 @@ def main():
     ap.add_argument("--n", type=int, help="recordings per set (default: all of a folder; a synthetic set's own n)")
     ap.add_argument("--score-threshold", type=float,
                     help="for P/R/F1 and recall (default: each model's card threshold; 0 for energy)")
-    ap.add_argument("--truth", choices=("resolvable", "exact"), default="resolvable",
+    from rfdetect_training.prepare import TRUTH_RULES
+    ap.add_argument("--truth", choices=TRUTH_RULES, default="resolvable",
                     help="truth boxes smaller than 2 rows x 2 columns of the model's spectrogram widened to "
                          "that size, as training learns them (default), or the annotations exactly "
                          "(rfdetect-train evaluate --truth)")

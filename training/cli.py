@@ -312,6 +312,7 @@ def _class_confidence_arg(p, default_help, auto=False):
 
 def build_parser():
     from gnuradio.rfdetect.inference.postprocess import SCORE_RULES
+    from .prepare import TRUTH_RULES
     ap = argparse.ArgumentParser(prog="rfdetect-train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -340,7 +341,7 @@ def build_parser():
     p.add_argument("--recordings", help="folder of labelled SigMF recordings (with --model)")
     p.add_argument("--ap-floor", type=float, default=0.05,
                    help="with --model: detections down to this score feed AP (the threshold applies to P/R/F1)")
-    p.add_argument("--truth", choices=("resolvable", "exact"), default="resolvable",
+    p.add_argument("--truth", choices=TRUTH_RULES, default="resolvable",
                    help="with --model: score against the annotations with boxes smaller than the spectrogram "
                         "shows (2 rows, 2 columns) widened to that size, as training learns them (default), "
                         "or against the annotations exactly")

@@ -25,7 +25,7 @@ from gnuradio.rfdetect.inference.tile_detector import TileDetector
 
 from .archs import label_name, load_tile
 from .detection_metrics import ap_report, confusion_and_prf, recall_by_snr
-from .prepare import resolution, resolvable_boxes
+from .prepare import TRUTH_RULES, resolution, resolvable_boxes
 from .progress import progress_bar
 
 MATCH_IOU = 0.5
@@ -164,9 +164,6 @@ def evaluate_recordings(arch, model, device, ds, recordings, score_threshold, pr
     # every box goes through (AP needs the low-score tail); the threshold applies to P/R/F1
     adapter = TorchTileModel(arch, model, device, min(score_threshold, getattr(arch, "eval_score", 0.0)))
     return evaluate_detector(adapter, arch.labels, ds, recordings, score_threshold, progress)
-
-
-TRUTH_RULES = ("resolvable", "exact")
 
 
 def detect_groups(model, ds, recordings, progress=True, truth="resolvable") -> tuple[list, list]:
