@@ -282,6 +282,12 @@ def gpu_table(models: dict, tile, repeats, warmup) -> str:
     return "\n".join(rows)
 
 
+def where(model) -> str:
+    """The backend and device a loaded model runs on (NumPy for energy)."""
+    b = getattr(model, "backend", None)
+    return "NumPy" if b is None else f"{b.kind} {b.device} {getattr(b, 'precision', '')}".strip()
+
+
 def concurrency_table(specs: dict, tile, repeats, warmup, profile):
     models = [load_model(s if ModelSpec.parse(s).model == "energy" else with_option(s, "name", n), PARAMS, HEIGHT,
                          profile=profile) for n, s in specs.items()]
@@ -302,7 +308,7 @@ def concurrency_table(specs: dict, tile, repeats, warmup, profile):
     p_med, p_spread = med_spread(parallel)
     rows = ["| models on one tile | median ms | spread | / slowest single | / one after another |",
             "|---|---|---|---|---|",
-            *[f"| {n} alone | {v:.1f} | | | |" for n, v in singles.items()],
+            *[f"| {n} alone ({where(m)}) | {v:.1f} | | | |" for (n, v), m in zip(singles.items(), models)],
             f"| all {len(models)}, one after another | {s_med:.1f} | {s_spread} | {s_med / slowest:.2f} | 1.00 |",
             f"| all {len(models)}, side by side | {p_med:.1f} | {p_spread} | {p_med / slowest:.2f} | "
             f"{p_med / s_med:.2f} |"]
@@ -311,29 +317,96 @@ def concurrency_table(specs: dict, tile, repeats, warmup, profile):
     return table
 
 
+def has_torch_export(spec: str) -> bool:
+    """Whether a model folder holds the .pt the PyTorch backend loads."""
+    d = Path(ModelSpec.parse(spec).model)
+    return d.is_dir() and (d / "model.pt").is_file()
+
+
 def gpu_stft_table(repeats, warmup):
-    from gnuradio.rfdetect.dsp.spectrogram_gpu import CudaSpectrogramEngine
+    """The GPU spectrogram engine against the CPU kernel (its best thread count), at
+    several rows per call, and where the time of one 1024-row call goes."""
+    from gnuradio.rfdetect.dsp.spectrogram_gpu import (CudaSpectrogramEngine, row_difference, row_tolerance,
+                                                       rows_from_spectrum)
     rng = np.random.default_rng(0)
-    rows_per_call = 1024
-    x = (rng.standard_normal(rows_per_call * PARAMS.hop + PARAMS.history)
-         + 1j * rng.standard_normal(rows_per_call * PARAMS.hop + PARAMS.history)).astype(np.complex64)
-    out = np.empty((rows_per_call, PARAMS.width), np.float32)
-    samples = rows_per_call * PARAMS.hop
-    table = ["| engine | rows per call | median MS/s | spread |", "|---|---|---|---|"]
+    calls = (64, 256, 1024, 4096)
+    n = max(calls) * PARAMS.hop + PARAMS.history
+    x = ((rng.standard_normal(n) + 1j * rng.standard_normal(n)) * np.sqrt(0.5)).astype(np.complex64)
+    out = np.empty((max(calls), PARAMS.width), np.float32)
     gpu = CudaSpectrogramEngine(PARAMS)
-    cpu = SpectrogramEngine(PARAMS)
-    ref = cpu.compute(x, rows_per_call).copy()
-    got = gpu.compute(x, rows_per_call, out)
-    err = float(np.abs(got - ref).max())
-    for name, eng in (("GPU (CuPy/cuFFT, incl. copies)", gpu), ("CPU (FFTW, 2 threads)", cpu)):
-        ms = time_ms(lambda e=eng: e.compute(x, rows_per_call, out), repeats, warmup)
-        rates = [samples / (t / 1e3) / 1e6 for t in ms]
-        med, spread = med_spread(rates)
-        table.append(f"| {name} | {rows_per_call} | {med:.0f} | {spread} |")
-    table.append(f"\nlargest |GPU row - CPU row|: {err:.2e}")
+    cpus = {t: SpectrogramEngine(PARAMS, threads=t) for t in sorted({1, 2, os.cpu_count() or 1})}
+    check = row_difference(gpu, cpus[1], PARAMS)
+    noise = float(np.abs(gpu.compute(x, 1024).astype(np.float64) - cpus[1].compute(x, 1024)).max())
+    table = ["| rows per call | GPU MS/s (CuPy/cuFFT, incl. copies) | spread | CPU kernel MS/s, best threads | "
+             "CPU 1 / 2 / all threads | GPU / best CPU |", "|---|---|---|---|---|---|"]
+    for rows in calls:
+        samples = rows * PARAMS.hop
+
+        def rate(eng):
+            ms = time_ms(lambda: eng.compute(x, rows, out[:rows]), repeats, warmup)
+            return [samples / (t / 1e3) / 1e6 for t in ms]
+        g_med, g_spread = med_spread(rate(gpu), "{:.0f}")
+        c = {t: statistics.median(rate(e)) for t, e in cpus.items()}
+        best_t = max(c, key=c.get)
+        table.append(f"| {rows} | {g_med:.0f} | {g_spread} | {c[best_t]:.0f} ({best_t} thr.) | "
+                     f"{' / '.join(f'{v:.0f}' for v in c.values())} | {g_med / c[best_t]:.2f} |")
+    # one 1024-row call, stage by stage (what StagedSpectrogramEngine._piece does)
+    rows, p, ops = 1024, PARAMS, gpu.ops
+    need = gpu.frames_needed(rows)
+    gpu._grow(rows)
+    plan = gpu._plan(rows)
+    stages = {k: [] for k in ("host copy into pinned buffer", "host -> GPU", "window, FFT, rows (GPU)",
+                              "GPU -> host", "host copy out of pinned buffer")}
+    names = list(stages)
+    with ops.scope():
+        for i in range(warmup + repeats):
+            t = [time.perf_counter()]
+            gpu._stage_in[:need] = x[:need]
+            t.append(time.perf_counter())
+            ops.to_device(gpu._stage_in[:need], gpu._d_in[:need])
+            ops.wait()
+            t.append(time.perf_counter())
+            frames = ops.sliding_frames(gpu._d_in[:need], rows, p.fft_size, p.hop)
+            ops.xp.multiply(frames, gpu._shifted_window, out=gpu._d_frames[:rows])
+            spec = ops.fft(gpu._d_frames[:rows], plan)
+            rows_from_spectrum(ops.xp, spec, p, gpu._bin_scale, gpu._d_out[:rows])
+            ops.wait()
+            t.append(time.perf_counter())
+            ops.to_host(gpu._d_out[:rows], gpu._stage_out[:rows])
+            ops.wait()
+            t.append(time.perf_counter())
+            out[:rows] = gpu._stage_out[:rows]
+            t.append(time.perf_counter())
+            if i >= warmup:
+                for k, name in enumerate(names):
+                    stages[name].append((t[k + 1] - t[k]) * 1e3)
+    total = sum(statistics.median(v) for v in stages.values())
+    table += ["", f"One {rows}-row call ({rows * p.hop / 1e6:.1f} M samples in, {rows * p.width * 4 / 2**20:.0f} MiB "
+              "of rows out), stage by stage (median ms):", "", "| stage | ms | share | MS/s if it were alone |",
+              "|---|---|---|---|"]
+    for name, v in stages.items():
+        m = statistics.median(v)
+        table.append(f"| {name} | {m:.3f} | {m / total:.0%} | {rows * p.hop / (m / 1e3) / 1e6:.0f} |")
+    table.append(f"\nRows against the CPU kernel: largest |GPU row - CPU row| {check:.2e} on the start-up test "
+                 f"frame and {noise:.2e} on 1024 rows of noise (tolerance {row_tolerance(PARAMS):.0e}; rows in [0, 1]).")
+    gpu.close()
+    for e in cpus.values():
+        e.close()
     text = "\n".join(table)
-    print(text)
+    print(text, flush=True)
     return text
+
+
+def gpu_concurrency_tables(specs: dict, tile, repeats, warmup) -> str:
+    """Models on one tile on the GPU (PyTorch, one CUDA stream each), one after another
+    and side by side, in FP32 and FP16."""
+    parts = []
+    for prec in ("fp32", "fp16"):
+        profile = PROFILES["desktop-gpu"].with_overrides("pytorch", "cuda:0", prec)
+        parts += ["", f"**{len(specs)} models on one tile on the GPU** (PyTorch CUDA {prec.upper()}, "
+                      "one CUDA stream and one thread per model):", "",
+                  concurrency_table(specs, tile, repeats, warmup, profile)]
+    return "\n".join(parts)
 
 
 def main():
@@ -353,6 +426,9 @@ def main():
                     help="seconds per slow setup: fewer runs than --repeats when they do not fit (at least 5)")
     ap.add_argument("--no-concurrency", action="store_true", help="skip the several-models table")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--gpu-only", action="store_true",
+                    help="only the GPU tables (CUDA per model, several models on one GPU, GPU STFT), into "
+                         "their own section of docs/performance.md")
     a = ap.parse_args()
     global REPEATS
     REPEATS = a.repeats
@@ -361,6 +437,10 @@ def main():
     models = named_models(ap, a.model, {} if a.no_default_models else {"default": "default", "energy": "energy"})
     archs = [x.partition(":") for x in (a.arch if a.arch is not None else ARCHS) if x != "none"]
     gpu = cuda_available()
+    if a.gpu_only:
+        if not gpu:
+            ap.error("--gpu-only: PyTorch sees no CUDA GPU here")
+        return gpu_only(models, archs, a)
     load0 = os.getloadavg()[0]
     t0 = time.monotonic()
     results = []
@@ -417,6 +497,45 @@ def main():
     print(body)
     if not a.no_write:
         write_section("performance.md", "bench/models.py", header, body)
+
+
+
+
+def gpu_only(models: dict, archs: list, a) -> None:
+    """The GPU tables alone: per model on CUDA, the models that have a .pt side by side
+    on one GPU (one CUDA stream each), the GPU STFT."""
+    import torch
+    load0 = os.getloadavg()[0]
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        tile = real_tile(work)
+        random_specs = {}
+        for arch_name, _, backbone in archs:
+            d, _ = export_random(work, arch_name, backbone or None, tile)
+            random_specs[f"{d.name} (random)"] = str(d)
+        gmodels = {n: s for n, s in models.items() if ModelSpec.parse(s).model != "energy"}
+        gmodels.update(random_specs)
+        parts = ["**Milliseconds per 1024 x 1024 tile on the GPU**, one model at a time (median and quartiles of "
+                 f"detect(): network, decode, NMS; {a.repeats} runs after {a.warmup} warm-up runs):", "",
+                 gpu_table(gmodels, tile, a.repeats, a.warmup)]
+        trio = dict(list({n: s for n, s in gmodels.items() if has_torch_export(s)}.items())[:3])
+        if len(trio) >= 2 and not a.no_concurrency:
+            parts.append(gpu_concurrency_tables(trio, tile, a.repeats, a.warmup))
+        try:
+            parts += ["", "**STFT on the GPU** (default spectrogram: FFT 4096, hop 2048, 1024 columns; "
+                          f"{a.repeats} calls after {a.warmup} warm-up calls):", "",
+                      gpu_stft_table(a.repeats, a.warmup)]
+        except ImportError as e:
+            parts += ["", f"STFT on the GPU: not run ({e})"]
+    body = "\n".join(parts)
+    header = stamp(f"{torch.cuda.get_device_name(0)}, {os.cpu_count()} cores, load average {load0:.1f} at the start "
+                   f"and {os.getloadavg()[0]:.1f} at the end, PyTorch {torch.__version__}, "
+                   f"{(time.monotonic() - t0) / 60:.1f} min, commit {git_commit()}")
+    print(header)
+    print(body)
+    if not a.no_write:
+        write_section("performance.md", "bench/models.py on a GPU", header, body)
 
 
 if __name__ == "__main__":

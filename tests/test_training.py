@@ -84,6 +84,19 @@ def test_prepare_writes_tiles_boxes_and_coco(tiles, train_data):
     assert {c["name"] for c in coco["categories"]} == set(ds["labels"])
 
 
+def test_prepare_with_several_processes_writes_the_same_files(tiles, train_data, tmp_path):
+    out = tmp_path / "tiles"
+    r = train_cli("prepare", "--data", train_data, "--out", out, "--jobs", "2", "--quiet", *SMALL_ARGS)
+    assert "prepare: " in r.stdout and not out.with_name("tiles.partial").exists()
+    files = sorted(p.relative_to(tiles) for p in tiles.rglob("*") if p.is_file())
+    assert len(files) > 20 and files == sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    for f in files:
+        assert (tiles / f).read_bytes() == (out / f).read_bytes(), f
+    bad = train_cli("prepare", "--data", train_data, "--out", tmp_path / "x", "--jobs", "-1", check=False)
+    assert bad.returncode == 2 and "--jobs: '-1': give a number of processes >= 0" in bad.stderr
+    assert not (tmp_path / "x").exists()
+
+
 def test_prepared_tile_equals_the_detector_blocks_tile(tiles, train_data, tmp_path):
     """The tiles the Detector block sees in a real flowgraph (--save-tiles) are the
     prepared tiles, file for file."""

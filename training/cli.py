@@ -27,6 +27,22 @@ def _spectrogram_args(p):
     g.add_argument("--overlap", type=int, default=128)
 
 
+def _jobs_arg(p):
+    p.add_argument("--jobs", type=_jobs, default=1, metavar="N",
+                   help="processes that read the recordings into tiles (0: one per core; default 1); the "
+                        "tiles are the same whatever N")
+
+
+def _jobs(v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{v!r}: give a number of processes >= 0 (0: one per core)")
+    return n
+
+
 # docs/training.md, "Choosing the checkpoint, and a weight average"
 DEFAULT_EMA_EPOCHS = 2.0
 
@@ -99,7 +115,8 @@ def _params(a):
 
 def cmd_prepare(a):
     from .prepare import PrepareOptions, prepare
-    s = prepare(a.data, a.out, PrepareOptions(_params(a), a.tile_height, a.overlap), progress=not a.quiet)
+    s = prepare(a.data, a.out, PrepareOptions(_params(a), a.tile_height, a.overlap), progress=not a.quiet,
+                jobs=a.jobs)
     print(f"prepare: {s['tiles']} tiles ({s['tiles_with_boxes']} with boxes, {s['boxes']} boxes) from "
           f"{s['recordings']} recordings; labels {s['labels']}; {len(s['skipped'])} skipped -> {a.out}")
     return s
@@ -321,6 +338,7 @@ def build_parser():
     p.add_argument("--out", required=True)
     p.add_argument("--quiet", action="store_true")
     _spectrogram_args(p)
+    _jobs_arg(p)
     p.set_defaults(func=cmd_prepare)
     p = sub.add_parser("autotune", help="print the training settings for a prepared folder")
     p.add_argument("--tiles", required=True)
@@ -381,6 +399,7 @@ def build_parser():
                              "(mean of class-agnostic and mAP; more names, and on held-out recordings sometimes "
                              "a lower class-agnostic AP: docs/training.md)", auto=True)
     _spectrogram_args(p)
+    _jobs_arg(p)
     _train_args(p)
     p.set_defaults(func=cmd_run)
     return ap

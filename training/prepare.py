@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,46 +174,90 @@ def recording_tiles(rec: SigMFRecording, opt: PrepareOptions, engine: Spectrogra
         yield last
 
 
-def prepare(data_dir, out_dir, opt: PrepareOptions, progress: bool = True) -> dict:
+def prepare_recording(path: Path, opt: PrepareOptions, engine: SpectrogramEngine, tiles_dir: Path
+                      ) -> tuple[list[dict], list[str]]:
+    """One recording's tiles written as PNGs into ``tiles_dir`` -> (their entries, what
+    was skipped and why). A recording that cannot be read is skipped whole, saying so."""
+    try:
+        rec = SigMFRecording.open(path)
+        boxes, ann_skips = labelled_boxes(rec)
+        boxes = resolvable_boxes(boxes, *resolution(opt.params, rec.sample_rate))
+        skipped = [f"{path.name}: {s}" for s in ann_skips]
+        if not boxes:
+            return [], skipped + [f"{path.name}: no labelled annotations (recording skipped)"]
+        stem = path.name.removesuffix(".sigmf-meta").removesuffix(".sigmf")
+        new = []
+        for i, (tile, row_start, valid) in enumerate(recording_tiles(rec, opt, engine)):
+            first_sample = max(0, int(opt.params.row_to_sample(row_start)))
+            cap = rec.capture_at(first_sample)
+            bb = pixel_boxes(boxes, opt.params, row_start, valid, rec.sample_rate, cap.frequency)
+            name = f"{stem}_{i:04d}"
+            write_tile_png(tiles_dir / f"{name}.png", tile)
+            new.append({"image": f"{name}.png", "width": opt.params.width, "height": opt.tile_height,
+                        "bboxes": bb,
+                        "source": {"recording": str(path), "tile": i, "row_start": int(row_start),
+                                   "rows": int(valid), "sample_rate": rec.sample_rate,
+                                   "center_freq": cap.frequency}})
+        return new, skipped
+    except RecordingError as e:  # corrupt/truncated/NaN: skip the whole recording, say so
+        return [], [f"{path.name}: unreadable ({e}) (recording skipped)"]
+
+
+_worker = {}
+
+
+def _worker_start(opt: PrepareOptions, tiles_dir: str) -> None:
+    # one FFT thread per process: the processes are the parallelism
+    _worker.update(opt=opt, tiles_dir=Path(tiles_dir), engine=SpectrogramEngine(opt.params, threads=1))
+
+
+def _worker_recording(path: Path):
+    return prepare_recording(path, _worker["opt"], _worker["engine"], _worker["tiles_dir"])
+
+
+def _recordings_in_order(recs: list[Path], opt: PrepareOptions, tiles_dir: Path, jobs: int):
+    """Yields prepare_recording's result for each recording, in order; ``jobs`` > 1
+    spreads the recordings over that many processes."""
+    if jobs <= 1 or len(recs) < 2:
+        engine = SpectrogramEngine(opt.params)
+        try:
+            for path in recs:
+                yield prepare_recording(path, opt, engine, tiles_dir)
+        finally:
+            engine.close()
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    # spawn, not fork: the parent may hold PyTorch's or FFTW's threads
+    pool = ProcessPoolExecutor(min(jobs, len(recs)), mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_start, initargs=(opt, str(tiles_dir)))
+    try:
+        yield from pool.map(_worker_recording, recs)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def prepare(data_dir, out_dir, opt: PrepareOptions, progress: bool = True, jobs: int = 1) -> dict:
     """Writes OUT/tiles/*.png|json, OUT/coco.json and OUT/dataset.json; returns the summary.
+    ``jobs`` processes (0: one per core) read the recordings; the output is the same
+    whatever their number.
 
     Writes into OUT.partial and renames it at the end, so OUT is complete or absent.
     """
     out_dir = Path(out_dir)
     recs = find_recordings(data_dir)
+    jobs = (os.cpu_count() or 1) if jobs == 0 else jobs
+    if jobs < 0:
+        raise DataError(f"--jobs {jobs}: give a number of processes, or 0 for one per core")
     work = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
     (work / "tiles").mkdir(parents=True)
-    engine = SpectrogramEngine(opt.params)
     entries, skipped, labels = [], [], set()
     n_boxes = 0
+    results = _recordings_in_order(recs, opt, work / "tiles", jobs)
     try:
-        bar = progress_bar(recs, desc="prepare", unit="rec", enable=progress)
-        for path in bar:
-            try:
-                rec = SigMFRecording.open(path)
-                boxes, ann_skips = labelled_boxes(rec)
-                boxes = resolvable_boxes(boxes, *resolution(opt.params, rec.sample_rate))
-                skipped += [f"{path.name}: {s}" for s in ann_skips]
-                if not boxes:
-                    skipped.append(f"{path.name}: no labelled annotations (recording skipped)")
-                    continue
-                stem = path.name.removesuffix(".sigmf-meta").removesuffix(".sigmf")
-                new = []
-                for i, (tile, row_start, valid) in enumerate(recording_tiles(rec, opt, engine)):
-                    first_sample = max(0, int(opt.params.row_to_sample(row_start)))
-                    cap = rec.capture_at(first_sample)
-                    bb = pixel_boxes(boxes, opt.params, row_start, valid, rec.sample_rate, cap.frequency)
-                    name = f"{stem}_{i:04d}"
-                    write_tile_png(work / "tiles" / f"{name}.png", tile)
-                    new.append({"image": f"{name}.png", "width": opt.params.width, "height": opt.tile_height,
-                                "bboxes": bb,
-                                "source": {"recording": str(path), "tile": i, "row_start": int(row_start),
-                                           "rows": int(valid), "sample_rate": rec.sample_rate,
-                                           "center_freq": cap.frequency}})
-            except RecordingError as e:  # corrupt/truncated/NaN: skip the whole recording, say so
-                skipped.append(f"{path.name}: unreadable ({e}) (recording skipped)")
-                continue
+        for new, skips in progress_bar(results, desc="prepare", unit="rec", total=len(recs), enable=progress):
+            skipped += skips
             for e in new:
                 atomic_write_json(work / "tiles" / e["image"].replace(".png", ".json"), e)
                 labels.update(b["label"] for b in e["bboxes"])
@@ -236,10 +281,9 @@ def prepare(data_dir, out_dir, opt: PrepareOptions, progress: bool = True) -> di
             shutil.rmtree(out_dir)
         work.rename(out_dir)
     except BaseException:
+        results.close()  # the worker processes stop writing before their folder goes
         shutil.rmtree(work, ignore_errors=True)
         raise
-    finally:
-        engine.close()
     for s in skipped:
         print(f"prepare: skipped {s}")
     return summary

@@ -12,6 +12,7 @@ the first input dimension may vary) and ``memory()`` (GPU bytes in use and peak,
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -140,7 +141,7 @@ class TorchBackend:
     """PyTorch for ``.pt``/``.pt2`` exports: a ``torch.export`` program archive (what
     ``rfdetect-train export`` writes; input/output names in its ``rfdetect.json``
     extra file) or, for older exports, a TorchScript module. CPU or CUDA; FP16 on
-    CUDA casts weights and inputs to half and outputs back to float32."""
+    CUDA runs under autocast (float16 convolutions, float32 outputs)."""
 
     kind = "pytorch"
 
@@ -158,13 +159,17 @@ class TorchBackend:
         self.device = "cpu" if gpu is None else f"cuda:{gpu}"
         # FP16 kernels on the CPU are slow or missing; half precision is a GPU feature
         self.precision = "fp16" if precision == "fp16" and gpu is not None else "fp32"
-        self.dtype = torch.float16 if self.precision == "fp16" else torch.float32
         if gpu is None:
             torch.set_num_threads(max(1, int(intra_threads)))
         meta = {TORCH_META: ""}
         try:
             with open(self.path, "rb") as f:  # a buffer: torch.export.load insists on .pt2 names otherwise
                 program = torch.export.load(io.BytesIO(f.read()), extra_files=meta)
+            if gpu is not None:
+                # module().to() leaves the constants the export baked in (index grids) on the
+                # CPU: "Expected all tensors to be on the same device" on the first run
+                from torch.export.passes import move_to_device_pass
+                program = move_to_device_pass(program, self.device)
             module = program.module()
             n_in = len(program.graph_signature.user_inputs)
             n_out = len(program.graph_signature.user_outputs)
@@ -184,21 +189,25 @@ class TorchBackend:
         self.input_names = list(info.get("input_names") or [f"input_{i}" for i in range(n_in or 1)])
         self.output_names = list(info.get("output_names") or [f"output_{i}" for i in range(n_out or 1)])
         self.batch_dynamic = bool(info.get("batch_dynamic", False))
-        self.module = module.to(self.device, self.dtype)
+        self.module = module.to(self.device)
+        # one stream per model: on the default stream the Detector's models, each run from
+        # its own thread, would queue behind one another on the GPU
+        self.stream = None if gpu is None else torch.cuda.Stream(device=self.device)
 
     def run(self, feed: dict, outputs: list) -> list:
         torch = self.torch
-        args = [torch.from_numpy(np.ascontiguousarray(feed[n])).to(self.device, self.dtype)
-                for n in self.input_names]
-        with torch.inference_mode():
+        scope = contextlib.nullcontext() if self.stream is None else torch.cuda.stream(self.stream)
+        # FP16 through autocast, not .half(): the constants baked into an export stay float32,
+        # and a convolution given float16 input with float32 constants would fail
+        half = torch.autocast("cuda", dtype=torch.float16, enabled=self.precision == "fp16")
+        with scope, half, torch.inference_mode():
+            args = [torch.from_numpy(np.ascontiguousarray(feed[n])).to(self.device) for n in self.input_names]
             got = self.module(*args)
-        got = [got] if isinstance(got, torch.Tensor) else list(got)
-        by_name = dict(zip(self.output_names, got))
-        out = []
-        for n in outputs:
-            t = by_name[n]
-            out.append(t.detach().float().cpu().numpy() if t.is_floating_point() else t.detach().cpu().numpy())
-        return out
+            got = [got] if isinstance(got, torch.Tensor) else list(got)
+            by_name = dict(zip(self.output_names, got))
+            # .cpu() waits for this stream's work only
+            return [by_name[n].float().cpu().numpy() if by_name[n].is_floating_point() else by_name[n].cpu().numpy()
+                    for n in outputs]
 
     def memory(self) -> dict:
         torch = self.torch
