@@ -99,3 +99,24 @@ def test_models_side_by_side_on_one_gpu_give_what_they_give_one_after_another(tm
             for a, b in zip(side, serial):
                 for x, y in zip(a, b):
                     np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("amp", [True, False], ids=["mixed precision (the default on CUDA)", "fp32"])
+def test_training_on_cuda_learns_and_exports(tmp_path, amp):
+    import csv
+
+    from conftest import RATE, SMALL_ARGS
+    from gnuradio.rfdetect.apps.synth import synth_dataset
+    from rfdetect_training.cli import main
+    data = tmp_path / "data"
+    synth_dataset(data, n=6, seed=3, sample_rate=RATE, duration=0.3, snr_db=(12.0, 25.0), n_signals=10)
+    out = tmp_path / "model"
+    rc = main(["run", "--data", str(data), "--out", str(out), *SMALL_ARGS, "--arch", "anchor_free", "--epochs", "12",
+               "--device", "cuda", "--no-engine", "--quiet", *([] if amp else ["--no-amp"])])
+    assert rc in (None, 0)
+    rows = list(csv.DictReader(open(out / "work" / "runs" / "final" / "metrics.csv")))
+    assert len(rows) >= 3
+    losses = [float(r["train_loss"]) for r in rows]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses
+    assert max(float(r["val_ap50"]) for r in rows) > 0.05, rows[-1]
+    assert (out / "model.onnx").is_file() and (out / "model.card.json").is_file()
