@@ -4,7 +4,7 @@ parameters; and several models on one tile.
 
     nice -n 10 .venv/bin/python bench/models.py [--model NAME=SPEC ...] [--no-default-models]
                                                 [--arch ARCH[:BACKBONE] ...] [--repeats 20]
-                                                [--warmup 3] [--no-concurrency] [--no-write]
+                                                [--warmup 3] [--no-concurrency] [--no-write] [--gpu-only]
 
 Models, all on one real 1024 x 1024 tile (default spectrogram, a synthetic recording with
 signals, 10 MS/s):
@@ -32,7 +32,10 @@ load from other work on a shared machine falls on all of them alike; a setup slo
 as fit in --cap-s seconds (at least 5; the cell gives n= when fewer). Backends: ONNX Runtime on the CPU with 1 and with 2
 intra-op threads (the Detector uses 1 per model, so that models run side by side), and the
 best of the two; PyTorch on the CPU (the .pt export, the Detector's PyTorch backend) with 1
-and 2 threads. On a machine with a GPU also PyTorch CUDA FP32/FP16 and ONNX Runtime CUDA.
+and 2 threads. With --gpu-only, on a machine with a GPU, instead: PyTorch CUDA FP32/FP16 and
+ONNX Runtime CUDA per model, the models that have a .pt side by side on the GPU (one CUDA
+stream each), and the GPU STFT against the CPU kernel, with where its time goes; into its own
+section of docs/performance.md.
 Parameters are counted in the ONNX graph (its initializers).
 
 A second table runs three models on one tile one after another and side by side (the
@@ -480,23 +483,19 @@ def main():
             parts += ["", f"**{len(trio)} models on one tile** (ONNX Runtime / NumPy on the CPU, one thread per "
                           f"model; anchor_free: {'trained' if af not in random_specs.values() else 'random weights'}):",
                       "", concurrency_table(trio, tile, a.repeats, a.warmup, PROFILES["cpu"])]
-        if gpu:
-            gmodels = {**{n: s for n, s in models.items()}, **{f"{k} (random)": v for k, v in random_specs.items()}}
-            parts += ["", "**On the GPU**:", "", gpu_table(gmodels, tile, a.repeats, a.warmup)]
-            try:
-                parts += ["", "**STFT on the GPU**:", "", gpu_stft_table(a.repeats, a.warmup)]
-            except Exception as e:  # noqa: BLE001 (CuPy missing while torch has CUDA)
-                parts += ["", f"STFT on the GPU: not run ({e})"]
-        else:
-            parts += ["", "No GPU on this machine: the CUDA rows and the GPU STFT were not run."]
+        parts += ["", "The GPU tables are `bench/models.py --gpu-only`'s (their own section below)."]
     body = "\n".join(parts)
     header = stamp(f"{os.cpu_count()} cores, {'GPU' if gpu else 'no GPU'}, load average {load0:.1f} at the start "
                    f"and {os.getloadavg()[0]:.1f} at the end (a shared machine: other work ran), "
                    f"{(time.monotonic() - t0) / 60:.1f} min, commit {git_commit()}")
+    publish(header, body, "bench/models.py", a.no_write)
+
+
+def publish(header: str, body: str, section: str, no_write: bool) -> None:
     print(header)
     print(body)
-    if not a.no_write:
-        write_section("performance.md", "bench/models.py", header, body)
+    if not no_write:
+        write_section("performance.md", section, header, body)
 
 
 
@@ -532,10 +531,7 @@ def gpu_only(models: dict, archs: list, a) -> None:
     header = stamp(f"{torch.cuda.get_device_name(0)}, {os.cpu_count()} cores, load average {load0:.1f} at the start "
                    f"and {os.getloadavg()[0]:.1f} at the end, PyTorch {torch.__version__}, "
                    f"{(time.monotonic() - t0) / 60:.1f} min, commit {git_commit()}")
-    print(header)
-    print(body)
-    if not a.no_write:
-        write_section("performance.md", "bench/models.py on a GPU", header, body)
+    publish(header, body, "bench/models.py on a GPU", a.no_write)
 
 
 if __name__ == "__main__":
