@@ -228,11 +228,15 @@ def _recordings_in_order(recs: list[Path], opt: PrepareOptions, tiles_dir: Path,
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
     # spawn, not fork: the parent may hold PyTorch's or FFTW's threads
     pool = ProcessPoolExecutor(min(jobs, len(recs)), mp_context=multiprocessing.get_context("spawn"),
                                initializer=_worker_start, initargs=(opt, str(tiles_dir)))
     try:
         yield from pool.map(_worker_recording, recs)
+    except BrokenProcessPool:
+        raise DataError(f"a prepare process ended abruptly (out of memory? --jobs {jobs} reads {jobs} recordings "
+                        "at once; try a smaller --jobs)") from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
