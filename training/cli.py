@@ -27,34 +27,28 @@ def _spectrogram_args(p):
     g.add_argument("--overlap", type=int, default=128)
 
 
+def _at_least_zero(convert, what: str):
+    """An argparse type: ``convert`` of the text, refused (one usage error saying
+    ``what`` to give) when it does not parse or is below 0 (NaN included)."""
+    def parse(v: str):
+        try:
+            x = convert(v)
+        except ValueError:
+            x = -1
+        if not x >= 0:
+            raise argparse.ArgumentTypeError(f"{v!r}: give {what}")
+        return x
+    return parse
+
+
 def _jobs_arg(p):
-    p.add_argument("--jobs", type=_jobs, default=1, metavar="N",
-                   help="processes that read the recordings into tiles (0: one per core; default 1); the "
-                        "tiles are the same whatever N")
-
-
-def _jobs(v: str) -> int:
-    try:
-        n = int(v)
-    except ValueError:
-        n = -1
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"{v!r}: give a number of processes >= 0 (0: one per core)")
-    return n
+    p.add_argument("--jobs", type=_at_least_zero(int, "a number of processes >= 0 (0: one per core)"), default=1,
+                   metavar="N", help="processes that read the recordings into tiles (0: one per core; default 1); "
+                                     "the tiles are the same whatever N")
 
 
 # docs/training.md, "Choosing the checkpoint, and a weight average"
 DEFAULT_EMA_EPOCHS = 2.0
-
-
-def _ema_epochs(v: str) -> float:
-    try:
-        x = float(v)
-    except ValueError:
-        x = float("nan")
-    if not x >= 0:
-        raise argparse.ArgumentTypeError(f"{v!r}: give a number of epochs >= 0 (0: no weight average)")
-    return x
 
 
 def _train_args(p):
@@ -82,7 +76,8 @@ def _train_args(p):
     g.add_argument("--warmup-steps", type=int, default=50)
     g.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--ema", type=_ema_epochs, default=None, metavar="EPOCHS",
+    g.add_argument("--ema", type=_at_least_zero(float, "a number of epochs >= 0 (0: no weight average)"),
+                   default=None, metavar="EPOCHS",
                    help="validate, choose and export an exponential moving average of the weights that "
                         f"spans about EPOCHS epochs of steps (0: the raw weights; default {DEFAULT_EMA_EPOCHS:g} "
                         "for anchor_free, 0 for the others, where it has not been measured)")
