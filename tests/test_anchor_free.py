@@ -315,6 +315,27 @@ def test_overfits_a_few_tiles(overfit, small_tiles):
     assert r["class_agnostic_AP"] >= 0.9 and r["mAP"] >= 0.9, r
 
 
+def test_validation_scores_and_loss_come_from_one_pass(overfit, small_tiles):
+    """Training validates with one forward pass per tile: the same AP as predict() gives,
+    and the mean over tiles of the training loss of each tile alone; a channels-last copy
+    of the model (how training runs on the CPU) scores the same."""
+    arch, model, images = overfit
+    plain = validation_ap(arch, model, "cpu", small_tiles, images)
+    joint = validation_ap(arch, model, "cpu", small_tiles, images, with_loss=True)
+    assert "loss" not in plain and joint["class_agnostic_AP"] == plain["class_agnostic_AP"] >= 0.9
+    assert joint["mAP"] == plain["mAP"] and joint["best_f1_threshold"] == plain["best_f1_threshold"]
+    data = arch.dataset(small_tiles, images)
+    with torch.no_grad():
+        per_tile = [float(arch.loss(model, arch.collate([data[i]]), "cpu")) for i in range(len(data))]
+    assert joint["loss"] == pytest.approx(np.mean(per_tile), rel=1e-5) and joint["loss"] > 0
+    import copy
+    nhwc = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    assert nhwc.stem[1][0].weight.is_contiguous(memory_format=torch.channels_last)
+    again = validation_ap(arch, nhwc, "cpu", small_tiles, images, with_loss=True)
+    assert again["class_agnostic_AP"] == pytest.approx(plain["class_agnostic_AP"], abs=0.02)
+    assert again["loss"] == pytest.approx(joint["loss"], rel=1e-3)
+
+
 def test_class_confidence_choice_follows_class_certainty(overfit, small_tiles):
     """--class-confidence auto: with confident classes the largest choice wins a tie; with
     the class head tempered until the best probability is under 0.5, 0.5 names nothing

@@ -153,18 +153,24 @@ def _val_loss(arch, model, loader, device):
     return total / max(n, 1)
 
 
-def validation_ap(arch, model, device, ds, images) -> dict:
+def validation_ap(arch, model, device, ds, images, with_loss: bool = False) -> dict:
     """AP50 on validation tiles (pixel IoU: within a tile the same as seconds x Hz), and the
-    class-agnostic precision/recall/F1 at the score threshold of the best F1."""
+    class-agnostic precision/recall/F1 at the score threshold of the best F1. ``with_loss``
+    (architectures with ``predict_with_loss``): also "loss", the mean loss per tile, from the
+    same forward passes."""
     from .archs import label_name, load_tile
     from .detection_metrics import best_f1_threshold
     from .evaluate import MATCH_IOU, _pix_rec, score_groups
     was = model.training
     model.eval()
-    truth, found = [], []
+    truth, found, losses = [], [], []
     for im in images:
         tile, boxes, labs = load_tile(ds, im)
-        pb, ps, pl = arch.predict(model, tile, device)
+        if with_loss:
+            loss, (pb, ps, pl) = arch.predict_with_loss(model, tile, boxes, labs, device)
+            losses.append(loss)
+        else:
+            pb, ps, pl = arch.predict(model, tile, device)
         truth.append([_pix_rec(b, arch.labels[int(lab)]) for b, lab in zip(boxes, labs)])
         found.append([dict(_pix_rec(b, label_name(arch.labels, lab)), score=float(sc)) for b, sc, lab in zip(pb, ps, pl)])
     model.train(was)
@@ -174,6 +180,8 @@ def validation_ap(arch, model, device, ds, images) -> dict:
              at_best_f1=scores["class_agnostic"])
     parts = [v for v in (r["class_agnostic_AP"], r["mAP"]) if v is not None]
     r["select"] = float(np.mean(parts)) if parts else 0.0
+    if with_loss:
+        r["loss"] = float(np.mean(losses)) if losses else 0.0
     return r
 
 
@@ -279,6 +287,10 @@ def fit(arch, ds, train_images, val_images, cfg: TrainConfig, run_dir: Path, res
     train_loader = _loader(arch, train_set, cfg, True, rank, world)
     val_loader = _loader(arch, val_set, cfg, False, 0, 1)
     model = arch.build().to(device)
+    if device.type == "cpu" and arch.channels_last:
+        # NHWC convolutions: oneDNN's layout on the CPU (docs/training.md, "Training speed
+        # on the CPU"); the weights keep their values, and checkpoints load into either layout
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(train_loader) / cfg.accum))
     schedule = {"steps": steps_per_epoch * epochs}
@@ -359,8 +371,12 @@ def fit(arch, ds, train_images, val_images, cfg: TrainConfig, run_dir: Path, res
             dist.all_reduce(t)
             train_loss = float(t) / world
         judged = ema.model if ema else model
-        val_loss = _val_loss(arch, judged, val_loader, device)
-        ap = validation_ap(arch, judged, device, ds, val_images)
+        if hasattr(arch, "predict_with_loss"):
+            ap = validation_ap(arch, judged, device, ds, val_images, with_loss=True)
+            val_loss = ap["loss"]
+        else:
+            val_loss = _val_loss(arch, judged, val_loader, device)
+            ap = validation_ap(arch, judged, device, ds, val_images)
         row = {"epoch": epoch, "train_loss": round(train_loss, 6), "val_loss": round(val_loss, 6),
                "val_ap50": round(ap["class_agnostic_AP"] or 0.0, 4), "val_map50": round(ap["mAP"] or 0.0, 4),
                "val_precision": ap["at_best_f1"]["precision"], "val_recall": ap["at_best_f1"]["recall"],
