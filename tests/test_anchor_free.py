@@ -384,6 +384,54 @@ def test_export_has_static_shapes_no_nms_and_the_detector_gets_what_pytorch_gets
     assert postprocess.box_iou_matrix(pb, got).max(axis=1).min() > 0.999
 
 
+def test_an_exported_model_comes_back_as_its_network_for_fine_tuning(overfit, small_tiles, tmp_path):
+    """--init MODEL.onnx: the export's folded weights go back into the training network.
+    Eval mode gives the export's outputs; BatchNorm is calibrated so that training mode, on
+    a batch of the calibration tiles, gives them too; other labels leave the class head
+    fresh and keep the rest; other spectrogram settings or another architecture are one
+    error each."""
+    import dataclasses
+
+    from rfdetect_training.archs import _AnchorFreeExport, load_tile
+    from rfdetect_training.export import export_onnx
+    from rfdetect_training.onnx_weights import init_from_export
+    arch, model, images = overfit
+    ds = small_tiles
+    path = export_onnx(arch, model, ds, tmp_path, {}, 0.3)
+    tiles = [load_tile(ds, im)[0] for im in images]
+    batch = torch.from_numpy(np.stack(tiles))[:, None]
+    with torch.no_grad():
+        want = [t.numpy() for t in _AnchorFreeExport(model.eval())(batch)]
+    back = arch.build()
+    line = init_from_export(path, arch, back, tiles)
+    assert "every weight;" in line and f"{len(tiles)} training tiles" in line
+    bns = [m for m in back.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(bns) == 30 and max(float(b.running_mean.abs().max()) for b in bns) > 0.01
+    assert max(float((b.weight - 1).abs().max()) for b in bns) > 0.01  # calibrated, not the identity
+    for mode in ("eval", "train"):
+        getattr(back, mode)()
+        with torch.no_grad():
+            got = [t.numpy() for t in _AnchorFreeExport(back)(batch)]
+        for name, w, g in zip(("objectness", "class_probs", "boxes"), want, got):
+            tol = {"boxes": 0.05}.get(name, 1e-3)
+            assert np.abs(w - g).max() < tol, (mode, name, float(np.abs(w - g).max()))
+
+    other = make_arch("anchor_free", list(reversed(ds["labels"])), None, ds["params"], ds["tile_height"])
+    fresh = other.build()
+    line = init_from_export(path, other, fresh, tiles)
+    assert "class head, which starts fresh" in line
+    assert torch.equal(fresh.box.weight, back.box.weight) and torch.equal(fresh.c4[0][0].weight, back.c4[0][0].weight)
+    assert not torch.equal(fresh.cls.weight, back.cls.weight)
+
+    coarser = make_arch("anchor_free", ds["labels"], None, dataclasses.replace(ds["params"], hop=ds["params"].hop * 2),
+                        ds["tile_height"])
+    with pytest.raises(ValueError, match="other spectrogram settings than these tiles.*hop"):
+        init_from_export(path, coarser, coarser.build(), tiles)
+    dense = make_arch("dense", ds["labels"], "tiny", ds["params"], ds["tile_height"])
+    with pytest.raises(ValueError, match="only an anchor_free run"):
+        init_from_export(path, dense, dense.build(), tiles)
+
+
 def test_channel_softmax_is_softmax_and_safe_for_large_logits():
     from rfdetect_training.archs import channel_softmax
     x = torch.randn(2, 7, 5, 3) * 30

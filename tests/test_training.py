@@ -427,6 +427,30 @@ def test_init_starts_a_new_schedule_from_an_earlier_runs_weights(tiles, tmp_path
     assert not (tmp_path / "e" / "work" / "tiles").exists()  # refused before preparing tiles
 
 
+def test_init_from_an_exported_model(tiles, tmp_path):
+    """--init takes an exported anchor_free model (its model.onnx or folder) as well as a
+    checkpoint: the run starts from its weights (BatchNorm recalibrated on the training
+    tiles) and trains; the embedded default, made for another spectrogram, is one error
+    naming the settings, given before any training; a missing .onnx is refused up front."""
+    common = ["--tiles", tiles, "--k-folds", "0", "--overfit", "4", "--batch-size", "4", "--epochs", "1",
+              "--quiet", "--ema", "0"]
+    first = tmp_path / "a"
+    train_cli("train", *common, "--out", first / "work" / "runs")
+    train_cli("export", "--checkpoint", first / "work" / "runs" / "final" / "best.pt", "--tiles", tiles,
+              "--out", first, "--no-engine", "--no-torch")
+    out = train_cli("train", *common, "--out", tmp_path / "b", "--init", first).stdout
+    assert f"starting from {first / 'model.onnx'}" in out and "every weight;" in out and "epoch 1:" in out
+    assert (tmp_path / "b" / "final" / "best.pt").is_file()
+    default = train_cli("train", *common, "--out", tmp_path / "c", "--init", "default", check=False)
+    assert default.returncode != 0 and default.stderr.count("error:") == 1
+    assert "other spectrogram settings than these tiles" in default.stderr and "fft_size" in default.stderr
+    assert "epoch 1:" not in default.stdout
+    missing = train_cli("run", "--data", tmp_path, "--out", tmp_path / "d", "--init", tmp_path / "nope.onnx",
+                        check=False)
+    assert missing.returncode != 0 and "no such model file" in missing.stderr
+    assert not (tmp_path / "d" / "work" / "tiles").exists()
+
+
 def test_max_minutes_fills_its_budget_and_stops_early_only_late_in_the_schedule(tiles, tmp_path):
     """--max-minutes stretches the schedule to the budget; a validation AP that stops moving
     (here: learning rate 0, so it never moves) ends the run only after 3/4 of that schedule,

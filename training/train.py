@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, WeightedRandomSampler
 
+from .onnx_weights import CALIBRATION_TILES, export_path, init_from_export
 from .progress import emit, progress_bar
 
 
@@ -208,11 +209,17 @@ def choose_class_confidence(arch, model, device, ds, images) -> tuple:
 
 
 def require_init_file(path) -> Path:
-    """``--init``'s checkpoint file, or FileNotFoundError (rfdetect-train run asks before it
-    spends minutes preparing tiles)."""
+    """``--init``'s checkpoint or exported model file, or FileNotFoundError (rfdetect-train
+    run asks before it spends minutes preparing tiles)."""
+    exported = export_path(path)
+    if exported is not None:
+        if not exported.is_file():
+            raise FileNotFoundError(f"--init {path}: no such model file ({exported})")
+        return exported
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"--init {path}: no such checkpoint (a best.pt or last.pt of an earlier run)")
+        raise FileNotFoundError(f"--init {path}: no such checkpoint (a best.pt or last.pt of an earlier run, "
+                                f"an anchor_free model.onnx, or 'default')")
     return path
 
 
@@ -228,7 +235,7 @@ def load_init(path, arch) -> dict:
         raise ValueError(f"--init {path}: not a training checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(ck, dict) or "model" not in ck:
         raise ValueError(f"--init {path}: not a training checkpoint (no model weights in it; "
-                         f"model.pt and model.onnx are exports: use work/runs/final/best.pt)")
+                         f"model.pt is an export: use work/runs/final/best.pt, or the model.onnx beside it)")
     problems = [f"{key} {ck.get(key)!r} (this run: {mine!r})"
                 for key, mine in (("arch", arch.name), ("backbone", arch.backbone), ("labels", list(arch.labels)))
                 if (list(ck.get(key) or []) if key == "labels" else ck.get(key)) != mine]
@@ -305,11 +312,17 @@ def fit(arch, ds, train_images, val_images, cfg: TrainConfig, run_dir: Path, res
     best_loss = float("inf")
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     if cfg.init and not (resume and last_path.exists()):
-        ck = load_init(cfg.init, arch)
-        model.load_state_dict(ck["model"])
+        exported = export_path(cfg.init)
+        if exported is not None:
+            from .archs import load_tile
+            line = init_from_export(exported, arch, model,
+                                    [load_tile(ds, im)[0] for im in train_images[:CALIBRATION_TILES]])
+        else:
+            ck = load_init(cfg.init, arch)
+            model.load_state_dict(ck["model"])
+            line = f"train: starting from the weights of {cfg.init} (its epoch {ck.get('epoch')})"
         if rank == 0:
-            print(f"train: starting from the weights of {cfg.init} (its epoch {ck.get('epoch')}); "
-                  f"new schedule, {epochs} epochs")
+            print(f"{line}; new schedule, {epochs} epochs")
     # the average starts from the weights the run starts from (--init's included)
     ema = WeightAverage(model, max(1.0, cfg.ema * steps_per_epoch), steps_per_epoch) if cfg.ema else None
     if resume and last_path.exists():
