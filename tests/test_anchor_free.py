@@ -387,8 +387,8 @@ def test_export_has_static_shapes_no_nms_and_the_detector_gets_what_pytorch_gets
 def test_an_exported_model_comes_back_as_its_network_for_fine_tuning(overfit, small_tiles, tmp_path):
     """--init MODEL.onnx: the export's folded weights go back into the training network.
     Eval mode gives the export's outputs; BatchNorm is calibrated so that training mode, on
-    a batch of the calibration tiles, gives them too; other labels leave the class head
-    fresh and keep the rest; other spectrogram settings or another architecture are one
+    a batch of the calibration tiles, gives them too; the class head follows the labels by
+    name (a label the model does not know starts fresh); other spectrogram settings or another architecture are one
     error each."""
     import dataclasses
 
@@ -416,12 +416,17 @@ def test_an_exported_model_comes_back_as_its_network_for_fine_tuning(overfit, sm
             tol = {"boxes": 0.05}.get(name, 1e-3)
             assert np.abs(w - g).max() < tol, (mode, name, float(np.abs(w - g).max()))
 
-    other = make_arch("anchor_free", list(reversed(ds["labels"])), None, ds["params"], ds["tile_height"])
+    # labels in another order, and one the model does not know: the class head follows the names
+    labels = list(reversed(ds["labels"])) + ["zz_new"]
+    other = make_arch("anchor_free", labels, None, ds["params"], ds["tile_height"])
     fresh = other.build()
+    new_row = fresh.cls.weight[-1].clone()
     line = init_from_export(path, other, fresh, tiles)
-    assert "class head, which starts fresh" in line
+    assert "class head's rows for ['zz_new'], which the model does not know" in line
     assert torch.equal(fresh.box.weight, back.box.weight) and torch.equal(fresh.c4[0][0].weight, back.c4[0][0].weight)
-    assert not torch.equal(fresh.cls.weight, back.cls.weight)
+    k = len(ds["labels"])
+    assert torch.equal(fresh.cls.weight[:k], back.cls.weight.flip(0)) and torch.equal(fresh.cls.bias[:k], back.cls.bias.flip(0))
+    assert torch.equal(fresh.cls.weight[-1], new_row)  # its fresh initialisation, untouched
 
     coarser = make_arch("anchor_free", ds["labels"], None, dataclasses.replace(ds["params"], hop=ds["params"].hop * 2),
                         ds["tile_height"])

@@ -95,8 +95,8 @@ def _train_args(p):
                         "same arch, backbone and labels) with a fresh schedule: more training, or "
                         "fine-tuning on new recordings; or from an exported anchor_free model: 'default' "
                         "(the embedded default model), an embedded model's name, a model.onnx or its folder "
-                        "(BatchNorm recalibrated on the training tiles; the class head starts fresh unless "
-                        "the labels are the model's)")
+                        "(BatchNorm recalibrated on the training tiles; the class head keeps the model's "
+                        "weights for the labels it knows)")
     g.add_argument("--score-threshold", type=float, default=None,
                    help="written into the card; default: for anchor_free the threshold that maximises "
                         "class-agnostic F1 on the validation tiles, else 0.5")

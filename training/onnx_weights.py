@@ -11,9 +11,10 @@ over the run's first training tiles become the running statistics, the scale v a
 b' + m. Eval mode is still exact (v (z - m) / v + b' + m = z + b'), and a training batch
 whose statistics are near m and v is normalised back to nearly the same values.
 
-The class head is kept when the run's labels are the model's (same names, same order);
-otherwise it starts fresh and only the features, objectness and boxes carry over (a line
-says so). The spectrogram settings must be the model's.
+The class head keeps the model's weights for each of the run's labels the model knows (by
+name, in the run's order); a label the model does not know starts fresh, and the features,
+objectness and boxes carry over whatever the labels (a line says which labels were kept).
+The spectrogram settings must be the model's.
 """
 from __future__ import annotations
 
@@ -75,7 +76,9 @@ def init_from_export(path, arch, model: torch.nn.Module, tiles) -> str:
             values.update({node.output[0]: numpy_helper.to_array(a.t) for a in node.attribute if a.name == "value"})
     onnx_convs = [n for n in graph.node if n.op_type == "Conv"]
     convs = _convs_in_call_order(model, tiles[0].shape)
-    keep_classes = list(card.labels) == list(arch.labels)
+    # the class head's output channel of each of this run's labels in the model, where it has one
+    model_row = {label: i for i, label in enumerate(card.labels)}
+    rows = [model_row.get(label) for label in arch.labels]
     if len(onnx_convs) != len(convs):
         raise ValueError(f"--init {path}: {len(onnx_convs)} convolutions in the model, {len(convs)} in this "
                          f"run's network: another network")
@@ -85,7 +88,8 @@ def init_from_export(path, arch, model: torch.nn.Module, tiles) -> str:
         for node, (name, conv) in zip(onnx_convs, convs):
             w = values[node.input[1]]
             b = values[node.input[2]] if len(node.input) > 2 else np.zeros(w.shape[0], np.float32)
-            if name == "cls" and not keep_classes:
+            if name == "cls":
+                _class_head_rows(conv, w, b, rows)
                 continue
             if tuple(w.shape) != tuple(conv.weight.shape):
                 raise ValueError(f"--init {path}: convolution {name} is {tuple(w.shape)} in the model, "
@@ -102,11 +106,28 @@ def init_from_export(path, arch, model: torch.nn.Module, tiles) -> str:
             bn.running_var.fill_(1.0 - bn.eps)
             folded.append((conv, bn))
     _calibrate(model, folded, tiles)
-    kept = "every weight" if keep_classes else (
-        f"every weight but the class head, which starts fresh (this run's labels {list(arch.labels)} "
-        f"are not the model's {list(card.labels)})")
+    known = [label for label, r in zip(arch.labels, rows) if r is not None]
+    new_labels = [label for label, r in zip(arch.labels, rows) if r is None]
+    if not new_labels:
+        kept = "every weight" + ("" if list(card.labels) == list(arch.labels) else
+                                 f" (the class head for this run's labels {known} of the model's {len(card.labels)})")
+    else:
+        kept = (f"every weight but the class head's rows for {new_labels}, which the model does not know and "
+                f"start fresh" + (f" (kept: {known})" if known else ""))
     return (f"train: starting from {path} ({card.name}): {kept}; BatchNorm statistics from "
             f"{len(tiles)} training tiles")
+
+
+def _class_head_rows(conv, w, b, rows) -> None:
+    """The run's class head from the model's: output channel k takes the model's channel
+    rows[k], or keeps its fresh initialisation where rows[k] is None."""
+    if w.shape[1:] != tuple(conv.weight.shape[1:]):
+        raise ValueError(f"--init: the class head takes {w.shape[1]} features in the model, "
+                         f"{conv.weight.shape[1]} here: another network")
+    for k, r in enumerate(rows):
+        if r is not None:
+            conv.weight[k].copy_(torch.from_numpy(np.array(w[r])))
+            conv.bias[k] = float(b[r])
 
 
 def _convs_in_call_order(model, tile_shape) -> list:
