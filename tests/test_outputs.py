@@ -340,3 +340,26 @@ def test_a_second_reader_sees_jsonl_lines_and_annotations_while_the_flowgraph_ru
     recs = read_jsonl(out)
     assert len(anns) == sum(r["event"] in ("new", "update") for r in recs) > 10
     assert not journal.exists()
+
+
+def test_jsonl_to_a_device_is_written_closed_and_never_removed(tmp_path):
+    """`rfdetect detect --out /dev/null` (the live tests, scripts that only want ZeroMQ):
+    fsync on /dev/null is EINVAL on some kernels, and a failed run must not unlink a
+    device (as root it would remove /dev/null); a regular file is still fsynced and an
+    aborted one still removed."""
+    null = Path(os.devnull)
+    w = JsonlWriter(null)
+    w.add([{"a": 1}])
+    w.commit()
+    w = JsonlWriter(null)
+    w.add([{"a": 1}])
+    w.abort()
+    assert null.exists() and null.is_char_device()
+    regular = tmp_path / "d.jsonl"
+    w = JsonlWriter(regular)
+    w.add([{"a": 1}, {"b": 2}])
+    w.commit()
+    assert regular.read_text().count("\n") == 2
+    w = JsonlWriter(regular)
+    w.abort()
+    assert not regular.exists()

@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import shutil
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -433,13 +434,15 @@ class JsonlWriter:
     sees each tile's records when the tile is done). Every write is whole lines, and a
     write that fails part way is cut back, so each line in the file is a complete
     record; ``commit()`` fsyncs and closes, ``abort()`` (a run that failed) removes the
-    file."""
+    file. A path that is not a regular file (``/dev/null``, a FIFO, a terminal) is written
+    to and closed, never fsynced (some kernels refuse fsync there: EINVAL) nor removed."""
 
     def __init__(self, path):
         self.path = Path(path)
         if not self.path.parent.is_dir():
             raise ValueError(f"output folder does not exist: {self.path.parent}")
         self._f = open(self.path, "wb", buffering=0)
+        self._regular = stat.S_ISREG(os.fstat(self._f.fileno()).st_mode)
         self.count = 0
 
     def add(self, records: Iterable[dict]) -> None:
@@ -453,7 +456,8 @@ class JsonlWriter:
     def commit(self) -> None:
         if self._f is None:
             return
-        os.fsync(self._f.fileno())
+        if self._regular:
+            os.fsync(self._f.fileno())
         self._f.close()
         self._f = None
 
@@ -461,7 +465,7 @@ class JsonlWriter:
         if self._f is not None:
             self._f.close()
             self._f = None
-        if self.path.exists():
+        if self._regular and self.path.is_file():
             self.path.unlink()
 
 
