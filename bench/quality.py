@@ -15,7 +15,7 @@ IoU >= 0.5:
                    weaker signal better than any stronger one counts neither way (ignored)
   mAP50            mean per-class AP50 over the model's classes present in the set, shown only
                    where the labels apply (most truth boxes carry one of the model's labels);
-                   the per-class AP50 table follows
+                   the per-class AP50 table follows, then recall (any label) per truth label
   P / R / F1       class-agnostic, at the model's own score threshold (the card's; 0 for
                    `energy`, as the Detector runs it), one-to-one matching
   recall by SNR    class-agnostic, at that threshold, per band of each annotation's
@@ -271,6 +271,23 @@ def per_class_table(all_results: dict, models: list[str]) -> str:
     return "\n".join(["| set | model | mAP50 | AP50 per class |", "|---|---|---|---|", *rows])
 
 
+def label_recall_table(all_results: dict, models: list[str]) -> str:
+    """Recall (any label) per truth label, most frequent label first, on every set but
+    TorchSig (45 classes of a few signals each): which families a model does not box at all."""
+    rows = []
+    for set_name, res in all_results.items():
+        for m in models:
+            r = res.get(m)
+            if not r or set_name in AGNOSTIC_ONLY or not r.get("recall_by_label"):
+                continue
+            byl = sorted(r["recall_by_label"].items(), key=lambda kv: (-kv[1]["truth"], kv[0]))
+            rows.append(f"| {set_name} | {m} | " + ", ".join(f"{k} {v['recall']:.2f} ({v['truth']})" for k, v in byl)
+                        + " |")
+    if not rows:
+        return "No set's labels match a model's labels."
+    return "\n".join(["| set | model | recall (any label) per truth label (signals) |", "|---|---|---|", *rows])
+
+
 def plot_set(set_name: str, res: dict, models: list[str]) -> str:
     name = f"quality_{_slug(set_name)}.png"
 
@@ -349,6 +366,9 @@ def main():
         if not a.no_write:
             parts += [f"![recall vs SNR, {set_name}]({plot_set(set_name, res, names)})", ""]
     parts += ["**AP50 per class** (sets whose labels are the model's):", "", per_class_table(all_results, names), ""]
+    parts += ["**Recall (any label) per truth label**, at each model's threshold, most frequent first: "
+              "a family with low recall here is not boxed at all; one high here but low in AP50 per "
+              "class is boxed but not named (reported as `signal`):", "", label_recall_table(all_results, names), ""]
     evals = [f"rfdetect-train evaluate --model {spec} --recordings DIR --out REPORT "
              f"--score-threshold {next(iter(all_results.values()))[m]['score_threshold']:g}"
              + (" --truth exact" if a.truth == "exact" else "")

@@ -197,6 +197,9 @@ def test_evaluate_scores_against_the_resolvable_or_the_exact_truth(train_data, t
         r = json.loads((out / "report.json").read_text())["physical"]
         assert r["truth"] == rule
         counts[rule] = r["class_agnostic"]["truth"]
+        by_label = r["recall_by_label"]
+        assert sum(v["truth"] for v in by_label.values()) == counts[rule] and by_label["cw"]["truth"] == 1
+        assert "| truth label | recall (any label) | signals |" in (out / "report.md").read_text()
     assert counts == {"resolvable": len(seen), "exact": len(exact)}
     bad = train_cli("evaluate", "--model", "energy", "--recordings", d, "--out", tmp_path / "x", "--truth", "loose",
                     check=False)
@@ -581,3 +584,27 @@ def test_detection_sets_match_in_any_order_and_differences_are_refused():
         compare_detections([boxes, scores, labels], [boxes[:2], scores[:2], labels[:2]])
     with pytest.raises(ExportError, match="no ONNX counterpart"):
         compare_detections([boxes, scores, labels], [boxes, scores, np.array([1, 1, 3])])
+
+
+def test_a_box_found_but_not_named_counts_as_found_per_truth_label_and_not_as_a_miss():
+    """recall_by_label is class-agnostic per truth label (a family never boxed stands out from
+    one boxed as ``signal``); the confusion matrix puts unnamed boxes in their own column."""
+    from rfdetect_training.detection_metrics import UNNAMED, confusion_and_prf, recall_by_label
+
+    def box(t, f, label, score=None):
+        b = {"t_start": t, "t_stop": t + 1.0, "f_low": f, "f_high": f + 1.0, "label": label}
+        return b if score is None else {**b, "score": score}
+    truth = [[box(0, 0, "ofdm"), box(2, 0, "radar"), box(4, 0, "radar"), box(6, 0, "bpsk")]]
+    found = [[box(0, 0.1, "signal", 0.9), box(2, 0, "radar", 0.8), box(8, 8, "ofdm", 0.7), box(6, 0, "ofdm", 0.6)]]
+    r = recall_by_label(truth, found)
+    assert r == {"ofdm": {"recall": 1.0, "truth": 1}, "radar": {"recall": 0.5, "truth": 2},
+                 "bpsk": {"recall": 1.0, "truth": 1}}
+    assert recall_by_label(truth, found, score_threshold=0.85)["radar"]["recall"] == 0.0
+    c = confusion_and_prf(truth, found, ["ofdm", "radar"], 0.5)
+    names = c["confusion_labels"]
+    assert names == ["ofdm", "radar", UNNAMED, "background"]
+    m = {(names[i], names[j]): v for i, row in enumerate(c["confusion"]) for j, v in enumerate(row) if v}
+    assert m == {("ofdm", UNNAMED): 1, ("radar", "radar"): 1, ("radar", "background"): 1,
+                 (UNNAMED, "ofdm"): 1, ("background", "ofdm"): 1}
+    assert c["per_class"]["ofdm"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "truth": 1, "found": 2}
+    assert c["per_class"]["radar"]["recall"] == 0.5 and c["per_class"]["radar"]["precision"] == 1.0

@@ -5,7 +5,7 @@ scores pixel boxes and physical boxes. Matching is class-agnostic and one-to-one
 IoU (rfdetect.formats.records.match_boxes): a matched pair counts on the confusion matrix at
 (truth label, found label) and is a true positive only when the labels agree; an
 unmatched truth box is a miss (column "background"), an unmatched found box a false
-alarm (row "background").
+alarm (row "background"); a box found but not named is in column "unnamed".
 """
 from __future__ import annotations
 
@@ -14,17 +14,24 @@ import numpy as np
 from gnuradio.rfdetect.formats.records import match_boxes
 
 
+UNNAMED = "unnamed"
+
+
 def confusion_and_prf(truth_groups, found_groups, labels, iou: float) -> dict:
-    names = list(labels) + ["background"]
+    """The confusion matrix has a row and a column for each label, then ``unnamed`` (as a
+    column: found boxes with no label of the model's, the uncertain-class ``signal``; as a
+    row: truth boxes of labels the model does not have), then ``background`` (misses and
+    false alarms). A box found but not named is therefore not counted as a miss."""
+    names = list(labels) + [UNNAMED, "background"]
     idx = {n: i for i, n in enumerate(names)}
-    bg = idx["background"]
+    bg, other = idx["background"], idx[UNNAMED]
     m = np.zeros((len(names), len(names)), dtype=np.int64)
     for truth, found in zip(truth_groups, found_groups):
         t_match, unmatched = match_boxes(truth, found, iou)
         for t, j in zip(truth, t_match):
-            m[idx.get(t["label"], bg), bg if j is None else idx.get(found[j]["label"], bg)] += 1
+            m[idx.get(t["label"], other), bg if j is None else idx.get(found[j]["label"], other)] += 1
         for j in unmatched:
-            m[bg, idx.get(found[j]["label"], bg)] += 1
+            m[bg, idx.get(found[j]["label"], other)] += 1
     per = {}
     for lab in labels:
         i = idx[lab]
@@ -120,21 +127,41 @@ def ap_report(truth_groups, found_groups, labels, iou: float = 0.5) -> dict:
 SNR_BANDS = ((-100.0, 0.0), (0.0, 5.0), (5.0, 10.0), (10.0, 15.0), (15.0, 20.0), (20.0, 100.0))
 
 
-def recall_by_snr(truth_groups, found_groups, iou: float = 0.5, score_threshold: float = 0.0) -> dict:
-    """Class-agnostic recall per SNR band of the truth boxes (their ``snr_db``), counting
-    found boxes scoring at least ``score_threshold``. Bands without truth are left out."""
+def _agnostic_recall(truth_groups, found_groups, key, iou: float, score_threshold: float) -> dict:
+    """Class-agnostic recall of the truth boxes grouped by ``key(truth box)`` (None: left
+    out), counting found boxes scoring at least ``score_threshold``."""
     from gnuradio.rfdetect.formats.records import match_boxes
     hits: dict[str, list] = {}
     for truth, found in zip(truth_groups, found_groups):
         found = [f for f in found if float(f.get("score", 1.0)) >= score_threshold]
         t_match, _ = match_boxes(truth, found, iou)
         for t, m in zip(truth, t_match):
-            snr = t.get("snr_db")
-            if snr is None:
-                continue
-            for lo, hi in SNR_BANDS:
-                if lo <= snr < hi:
-                    name = f"{lo:g}-{hi:g} dB" if -100 < lo and hi < 100 else (f"< {hi:g} dB" if lo <= -100
-                                                                                  else f">= {lo:g} dB")
-                    hits.setdefault(name, []).append(m is not None)
+            k = key(t)
+            if k is not None:
+                hits.setdefault(k, []).append(m is not None)
     return {k: {"recall": round(float(np.mean(v)), 4), "truth": len(v)} for k, v in hits.items()}
+
+
+def _snr_band(t: dict):
+    snr = t.get("snr_db")
+    if snr is None:
+        return None
+    for lo, hi in SNR_BANDS:
+        if lo <= snr < hi:
+            return f"{lo:g}-{hi:g} dB" if -100 < lo and hi < 100 else (f"< {hi:g} dB" if lo <= -100
+                                                                         else f">= {lo:g} dB")
+    return None
+
+
+def recall_by_snr(truth_groups, found_groups, iou: float = 0.5, score_threshold: float = 0.0) -> dict:
+    """Class-agnostic recall per SNR band of the truth boxes (their ``snr_db``), counting
+    found boxes scoring at least ``score_threshold``. Bands without truth are left out."""
+    return _agnostic_recall(truth_groups, found_groups, _snr_band, iou, score_threshold)
+
+
+def recall_by_label(truth_groups, found_groups, iou: float = 0.5, score_threshold: float = 0.0) -> dict:
+    """Class-agnostic recall per truth label: how many signals of each kind were boxed at
+    all, whatever the detection was called (``signal`` included). It tells a family the
+    detector does not localise (every box missed) from one it localises but does not
+    name (per-class recall low, this one high). Labels the model does not have count too."""
+    return _agnostic_recall(truth_groups, found_groups, lambda t: t.get("label"), iou, score_threshold)
