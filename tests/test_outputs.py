@@ -363,3 +363,29 @@ def test_jsonl_to_a_device_is_written_closed_and_never_removed(tmp_path):
     w = JsonlWriter(regular)
     w.abort()
     assert not regular.exists()
+
+
+def test_files_put_in_place_by_rename_get_the_mode_open_would_give(tmp_path):
+    """Recordings, cards and reports are written to a temporary file and renamed: they must
+    not keep mkstemp's 0o600 (a recording made by a service user would be unreadable to
+    everyone else). New files follow the umask, a replaced file keeps its mode."""
+    from gnuradio.rfdetect.formats.sigmf_io import atomic_write_json, write_archive
+    for umask, want in ((0o022, 0o644), (0o077, 0o600)):
+        out = tmp_path / f"u{umask:o}"
+        run_cli("synth", out, "--n", "1", "--seed", "3", "--sample-rate", "1e6", "--duration", "0.02",
+                preexec_fn=lambda m=umask: os.umask(m))
+        files = sorted(out.glob("*.sigmf-*"))
+        assert [f.suffix for f in files] == [".sigmf-data", ".sigmf-meta"]
+        assert {f.name: f.stat().st_mode & 0o777 for f in files} == {f.name: want for f in files}
+    kept = tmp_path / "card.json"
+    kept.write_text("{}")
+    kept.chmod(0o640)
+    atomic_write_json(kept, {"a": 1})
+    assert json.loads(kept.read_text()) == {"a": 1} and kept.stat().st_mode & 0o777 == 0o640
+    old = os.umask(0o022)
+    try:
+        base = str(files[0]).removesuffix(".sigmf-data")
+        arc = write_archive(base, tmp_path / "r.sigmf")
+    finally:
+        os.umask(old)
+    assert arc.stat().st_mode & 0o777 == 0o644

@@ -13,6 +13,7 @@ import math
 import os
 import tarfile
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
@@ -280,14 +281,41 @@ def _parse_meta(raw: bytes, where: str) -> dict:
 
 
 # ---------------------------------------------------------------- writing
+_UMASK_LOCK = threading.Lock()
+
+
+def new_file_mode(path) -> int:
+    """The permission bits a file written over ``path`` should get: those of the file it
+    replaces, else what ``open()`` gives a new file (0o666 less the umask). A temporary
+    file from ``tempfile.mkstemp`` is 0o600, so without this every recording, card and
+    report renamed into place would be readable by its owner only (a recording made by
+    a flowgraph's service user, unreadable to the analyst or the web service)."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        pass
+    try:  # Linux says the umask without changing it
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_file(path, mode: str = "wb", **kw):
     """Open a temporary file in ``path``'s folder for writing; on a clean exit it is
     fsynced and renamed over ``path``, on an exception removed: readers see the old
-    file or the new one, never half of one."""
+    file or the new one, never half of one. The file gets ``new_file_mode(path)``."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent or ".")
     try:
+        os.fchmod(fd, new_file_mode(path))
         with os.fdopen(fd, mode, **kw) as f:
             yield f
             f.flush()
@@ -376,8 +404,11 @@ def write_archive(base, out_path) -> Path:
     base = Path(base)
     out_path = Path(out_path)
     fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=out_path.parent)
-    os.close(fd)
     try:
+        try:
+            os.fchmod(fd, new_file_mode(out_path))
+        finally:
+            os.close(fd)
         with tarfile.open(tmp, "w") as tar:
             for ext in (".sigmf-meta", ".sigmf-data"):
                 tar.add(str(base) + ext, arcname=f"{out_path.stem}/{out_path.stem}{ext}")
