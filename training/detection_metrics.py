@@ -130,7 +130,6 @@ SNR_BANDS = ((-100.0, 0.0), (0.0, 5.0), (5.0, 10.0), (10.0, 15.0), (15.0, 20.0),
 def _agnostic_recall(truth_groups, found_groups, key, iou: float, score_threshold: float) -> dict:
     """Class-agnostic recall of the truth boxes grouped by ``key(truth box)`` (None: left
     out), counting found boxes scoring at least ``score_threshold``."""
-    from gnuradio.rfdetect.formats.records import match_boxes
     hits: dict[str, list] = {}
     for truth, found in zip(truth_groups, found_groups):
         found = [f for f in found if float(f.get("score", 1.0)) >= score_threshold]
