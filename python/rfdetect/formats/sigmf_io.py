@@ -307,6 +307,21 @@ def new_file_mode(path) -> int:
     return 0o666 & ~umask
 
 
+def temp_file_beside(path, suffix: str = ".tmp") -> str:
+    """A new, empty, closed temporary file in ``path``'s folder with ``new_file_mode(path)``,
+    for writers that fill it by name (tarfile, zipfile) and then rename it over ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=suffix, dir=path.parent or ".")
+    try:
+        os.fchmod(fd, new_file_mode(path))
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_file(path, mode: str = "wb", **kw):
     """Open a temporary file in ``path``'s folder for writing; on a clean exit it is
@@ -403,12 +418,8 @@ def write_archive(base, out_path) -> Path:
     """Pack ``base.sigmf-meta``/``-data`` into a ``.sigmf`` archive (atomically)."""
     base = Path(base)
     out_path = Path(out_path)
-    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=out_path.parent)
+    tmp = temp_file_beside(out_path)
     try:
-        try:
-            os.fchmod(fd, new_file_mode(out_path))
-        finally:
-            os.close(fd)
         with tarfile.open(tmp, "w") as tar:
             for ext in (".sigmf-meta", ".sigmf-data"):
                 tar.add(str(base) + ext, arcname=f"{out_path.stem}/{out_path.stem}{ext}")

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -635,18 +634,14 @@ def create_app(cfg: ServeConfig) -> FastAPI:
              responses={200: {"content": {"application/zip": {}}, "description": "zip"}, **_errors(404, 409)})
     def job_download(job_id: int):
         """A zip of the job's model (the export when there is one): ONNX, card, engine."""
-        from ...formats.sigmf_io import new_file_mode
+        from ...formats.sigmf_io import temp_file_beside
         try:
             folder = runner.model_folder(job_id)
         except (NoSuchJob, JobError) as e:
             raise _http(e)
         out = runner.job_dir(job_id) / f"model-job{job_id}.zip"
-        fd, tmp = tempfile.mkstemp(suffix=".zip.tmp", dir=out.parent)
+        tmp = temp_file_beside(out, ".zip.tmp")
         try:
-            try:
-                os.fchmod(fd, new_file_mode(out))
-            finally:
-                os.close(fd)
             with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
                 for f in sorted(folder.iterdir()):
                     if f.is_file():
