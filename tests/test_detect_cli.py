@@ -146,3 +146,19 @@ def test_zmq_subscriber_receives_schema_valid_json_and_sigmf_reads_back(recordin
     starts = [a["core:sample_start"] for a in handle.get_annotations()]
     assert starts == sorted(starts)
     assert handle.read_samples(0, 10).shape == (10,)
+
+
+def test_the_spectrogram_settings_come_from_the_first_trained_models_card():
+    """`rfdetect detect --model classic` runs on the settings classic was trained on
+    (floor), the default model on its own (running_floor), energy alone on the defaults;
+    an option the user gives replaces its field."""
+    import argparse
+    from gnuradio.rfdetect.apps.cli import _params
+    from gnuradio.rfdetect.dsp.spectrogram import SpectrogramParams
+    none = argparse.Namespace(fft_size=None, hop=None, window=None, width=None, pooling=None, normalisation=None)
+    assert _params(none, ["classic"]).normalisation == "floor"
+    assert _params(none, ["energy", "default"]).normalisation == "running_floor"
+    assert _params(none, ["energy"]) == SpectrogramParams()
+    given = argparse.Namespace(**{**vars(none), "normalisation": "floor", "hop": 1024})
+    p = _params(given, ["default"])
+    assert (p.normalisation, p.hop, p.fft_size) == ("floor", 1024, 4096)

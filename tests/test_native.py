@@ -55,7 +55,8 @@ def test_stft_tile_on_the_cpu_is_the_cpp_block():
 
 
 @pytest.mark.parametrize("window,pooling,normalisation", [("hann", "mean", "floor"), ("blackmanharris", "max", "none"),
-                                                          ("boxcar", "mean", "none"), ("hamming", "max", "floor")])
+                                                          ("boxcar", "mean", "none"), ("hamming", "max", "floor"),
+                                                          ("hann", "mean", "running_floor")])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_cpp_block_rows_are_the_kernels_bits(window, pooling, normalisation, threads):
     """The block gets SciPy's taps and bin scale from Python: its rows are the bits of the

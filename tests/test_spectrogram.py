@@ -106,7 +106,7 @@ def _noisy_with_signals(p, n_rows, seed):
 
 @pytest.mark.parametrize("window", ["hann", "hamming", "blackman", "blackmanharris", "boxcar"])
 @pytest.mark.parametrize("pooling", ["mean", "max"])
-@pytest.mark.parametrize("normalisation", ["floor", "none"])
+@pytest.mark.parametrize("normalisation", ["floor", "running_floor", "none"])
 @pytest.mark.parametrize("fft_size,width", [(1024, 256), (256, 128), (64, 64), (512, 32), (2048, 256)])
 def test_compiled_kernel_equals_numpy_reference(window, pooling, normalisation, fft_size, width):
     """The C++ row kernel (gr-rfdetect/lib/stft_rows.cc) against rows_from_spectrum (the reference) for every setting; pool
@@ -119,7 +119,7 @@ def test_compiled_kernel_equals_numpy_reference(window, pooling, normalisation, 
     fast = SpectrogramEngine(p, kernel="compiled").compute(x, n_rows)
     ref = SpectrogramEngine(p, kernel="numpy").compute(x, n_rows)
     assert np.isfinite(fast).all()
-    if normalisation == "floor":
+    if normalisation != "none":
         assert np.abs(fast - ref).max() <= KERNEL_TOLERANCE
     else:  # plain dB, down to -300 (the power floor)
         np.testing.assert_allclose(fast, ref, rtol=0, atol=KERNEL_TOLERANCE * (p.db_high - p.db_low))
@@ -180,16 +180,22 @@ def test_engines_made_in_parallel_threads_agree():
 def test_nan_samples_read_as_silence_in_the_compiled_kernel():
     """A NaN frame (a misbehaving live source; the SigMF Source refuses NaN files) gives
     a flat, finite row (what an all-zero frame gives) instead of NaN reaching the models."""
+    import dataclasses
     from gnuradio.rfdetect.dsp.spectrogram import SpectrogramEngine
     x = _noisy_with_signals(SMALL, 20, 7)
-    clean = SpectrogramEngine(SMALL).compute(x, 20)
-    x[5 * SMALL.hop + 3] = np.nan
-    rows = SpectrogramEngine(SMALL).compute(x, 20)
-    assert np.isfinite(rows).all()
+    bad = x.copy()
+    bad[5 * SMALL.hop + 3] = np.nan
     hit = [r for r in range(20) if r * SMALL.hop <= 5 * SMALL.hop + 3 < r * SMALL.hop + SMALL.fft_size]
-    assert hit and all(np.ptp(rows[r]) == 0.0 and np.ptp(clean[r]) > 0.1 for r in hit)
-    others = [r for r in range(20) if r not in hit]
-    assert np.array_equal(rows[others], clean[others])
+    for norm in ("floor", "running_floor"):
+        p = dataclasses.replace(SMALL, normalisation=norm)
+        clean = SpectrogramEngine(p).compute(x, 20)
+        rows = SpectrogramEngine(p).compute(bad, 20)
+        assert np.isfinite(rows).all()
+        assert hit and all(np.ptp(rows[r]) == 0.0 and np.ptp(clean[r]) > 0.1 for r in hit)
+        # floor: every other row is untouched; running_floor: the rows before it (later
+        # ones are normalised by a history without the silent rows)
+        others = [r for r in range(20) if r not in hit and (norm == "floor" or r < hit[0])]
+        assert others and np.array_equal(rows[others], clean[others])
 
 
 def test_a_missing_kernel_is_named_and_numpy_takes_over(tmp_path, monkeypatch, caplog):
@@ -213,3 +219,103 @@ def test_a_missing_kernel_is_named_and_numpy_takes_over(tmp_path, monkeypatch, c
     monkeypatch.setattr(compiled_rows, "_error", None)
     with pytest.raises(compiled_rows.KernelUnavailable, match="does not load"):
         compiled_rows.load()
+
+
+# ------------------------------------------------------------------ running_floor
+def _band_filling_bursts(p, n_rows, rows, snr_db, frac=0.85, seed=3):
+    """Unit-power noise; in each [r0, r1) of ``rows``, noise filling ``frac`` of the band
+    at ``snr_db`` per bin above it (a Wi-Fi channel in a 20 MS/s capture)."""
+    rng = np.random.default_rng(seed)
+    n = n_rows * p.hop
+    x = (rng.standard_normal(n) + 1j * rng.standard_normal(n)) * np.sqrt(0.5)
+    spec = np.fft.fft((rng.standard_normal(n) + 1j * rng.standard_normal(n)))
+    f = np.fft.fftfreq(n)
+    spec[np.abs(f) > frac / 2] = 0
+    wide = np.fft.ifft(spec) * np.sqrt(10 ** (snr_db / 10) / frac)
+    for r0, r1 in rows:
+        x[r0 * p.hop:r1 * p.hop] += wide[r0 * p.hop:r1 * p.hop]
+    return x.astype(np.complex64)
+
+
+def _db(p, v):
+    return np.asarray(p.db_above_floor(v))
+
+
+@pytest.mark.parametrize("kernel", ["compiled", "numpy"])
+def test_running_floor_keeps_a_band_filling_burst_above_the_floor_and_its_gaps_dark(kernel):
+    """Under "floor" a burst over 85 % of the band is the row's floor: it reads 0 dB and
+    the gap between two bursts 3 rows apart is as bright as they are. Under
+    "running_floor" the bursts read their SNR and the gap reads noise."""
+    from gnuradio.rfdetect.dsp.spectrogram import SpectrogramEngine
+    p = SpectrogramParams(fft_size=1024, hop=512, width=256, normalisation="running_floor")
+    x = _band_filling_bursts(p, 600, [(300, 330), (333, 360)], snr_db=15.0)
+    centre = slice(64, 192)  # inside the burst's band
+    for norm in ("floor", "running_floor"):
+        q = SpectrogramParams(fft_size=1024, hop=512, width=256, normalisation=norm)
+        rows = spectrogram(x, q, SpectrogramEngine(q, kernel=kernel))
+        burst = np.median(_db(q, rows[305:328, centre]))
+        noise = np.median(_db(q, rows[100:280, centre]))
+        gap = _db(q, rows[330:333, centre].mean(axis=1)).min()
+        assert abs(noise - 0.0) < 1.5, (norm, noise)  # noise rows: both say 0 dB
+        if norm == "floor":
+            assert abs(burst) < 1.5 and gap > burst - 3.0, (burst, gap)
+        else:
+            assert 12.0 < burst < 18.0, burst
+            assert gap < 4.0, gap  # the 3-row gap's quietest row is near the noise
+
+
+@pytest.mark.parametrize("kernel", ["compiled", "numpy"])
+def test_running_floor_follows_a_receiver_gain_step_in_the_same_row(kernel):
+    """A gain step moves every column group, the quiet ones too: the floor moves with it
+    at once, up or down, so noise after the step reads 0 dB from its first full row."""
+    from gnuradio.rfdetect.dsp.spectrogram import SpectrogramEngine
+    p = SpectrogramParams(fft_size=1024, hop=512, width=256, normalisation="running_floor")
+    rng = np.random.default_rng(9)
+    n = 900 * p.hop
+    x = ((rng.standard_normal(n) + 1j * rng.standard_normal(n)) * np.sqrt(0.5)).astype(np.complex64)
+    x[300 * p.hop:600 * p.hop] *= np.float32(10 ** (12 / 20))  # +12 dB, then back
+    rows = spectrogram(x, p, SpectrogramEngine(p, kernel=kernel))
+    q = SpectrogramParams(fft_size=1024, hop=512, width=256, normalisation="floor")  # each row on its own
+    own = spectrogram(x, q, SpectrogramEngine(q, kernel=kernel))
+    level, own_level = np.median(_db(p, rows), axis=1), np.median(_db(q, own), axis=1)
+    for r in (100, 302, 450, 602, 800):  # 302, 602: the first rows wholly after each step
+        assert abs(level[r] - own_level[r]) < 0.5 and abs(level[r]) < 2.0, (r, level[r], own_level[r])
+
+
+def test_running_floor_rows_do_not_depend_on_chunks():
+    """The floor's state is the stream's: rows come out the same however the samples
+    are cut (across the 256 rows it tracks, too)."""
+    p = SpectrogramParams(fft_size=1024, hop=512, width=256, normalisation="running_floor")
+    x = _band_filling_bursts(p, 700, [(40, 80), (300, 420), (500, 503)], snr_db=20.0)
+    whole = spectrogram(x, p)
+    s = StreamingSpectrogram(p)
+    cuts = np.sort(np.random.default_rng(4).integers(0, len(x), 25))
+    parts = [s.push(c) for c in np.split(x, cuts)]
+    assert np.array_equal(np.concatenate(parts), whole)
+
+
+def test_numpy_and_compiled_running_floor_states_are_the_same_math():
+    """The NumPy state (the reference, used by the NumPy and GPU engines) and the C++ one
+    (the compiled engine's and the C++ block's) on the same plain-dB rows and floors."""
+    from gnuradio.rfdetect.dsp.compiled_rows import load
+    from gnuradio.rfdetect.dsp.spectrogram import RunningFloor
+    p = SpectrogramParams(fft_size=1024, hop=512, width=64, normalisation="running_floor")
+    rng = np.random.default_rng(2)
+    rows = (rng.standard_normal((700, 64)) * 5 - 30).astype(np.float32)
+    floors = np.stack([rng.normal(-30, 0.3, 700), rng.normal(-32, 0.3, 700)], axis=1).astype(np.float32)
+    floors[200:260, 0] += 15  # a band-filling burst lifts the row floor, not the quietest group
+    floors[400:, :] += 8  # a gain step lifts both
+    a, b = rows.copy(), rows.copy()
+    ref, fast = RunningFloor(p), load().RunningFloor(p.width, p.db_low, p.db_high)
+    for lo, hi in ((0, 1), (1, 250), (250, 700)):
+        ref.normalise(a[lo:hi], floors[lo:hi])
+        fast.normalise(b[lo:hi], floors[lo:hi])
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    # the burst rows were normalised by the tracked floor (quietest group + its usual spread)
+    expect = np.clip((rows[230] - (floors[230, 1] + 2.0 + 1.0) - p.db_low) / (p.db_high - p.db_low), 0, 1)
+    assert np.abs(a[230] - expect).max() < 0.5 / (p.db_high - p.db_low)  # within 0.5 dB
+
+
+def test_running_floor_is_named_among_the_normalisations():
+    with pytest.raises(SpectrogramConfigError, match="running_floor"):
+        SpectrogramParams(normalisation="tracked")

@@ -94,6 +94,30 @@ int main()
     CHECK(gr::rfdetect::stft_param_problems(1024, 512, "hann", 256, "mean", "floor", -10, 50)
               .empty());
 
+    CHECK(gr::rfdetect::stft_param_problems(1024, 512, "hann", 256, "mean", "running_floor", -10, 50)
+              .empty());
+    CHECK(gr::rfdetect::stft_param_problems(1024, 512, "hann", 256, "mean", "tracked", -10, 50)
+              .find("running_floor") != std::string::npos);
+
+    // running_floor: without floor normalisation the kernel gives plain dB and each row's
+    // (floor, quietest group); in the tone rows the floor is the noise's, 20 dB or more
+    // under the tone's column
+    stft_rows plain(N, W, false, false, -10.f, 50.f, bin_scale, win.data());
+    std::vector<float> db(ROWS * W), floors(2 * ROWS);
+    plain.rows(x.data(), ROWS, HOP, db.data(), floors.data());
+    CHECK(floors[2 * 5] >= floors[2 * 5 + 1] && db[5 * W + peak] > floors[2 * 5] + 20.f);
+    // a row whose floor a band-filling signal lifted 15 dB (its quietest group stayed) is
+    // normalised by the quietest group plus the usual spread plus a dB, not by its floor;
+    // a row where both moved 8 dB (a gain step) by its own floor
+    gr::rfdetect::running_floor rf(4 * gr::rfdetect::STFT_FLOOR_GROUPS, -10.f, 50.f);
+    const int RW = 4 * gr::rfdetect::STFT_FLOOR_GROUPS;
+    std::vector<float> rows(3 * RW, -20.f), fl = { -30.f, -32.f, -15.f, -32.f, -22.f, -24.f };
+    rf.normalise(rows.data(), fl.data(), 1);
+    rf.normalise(rows.data() + RW, fl.data() + 2, 2);
+    CHECK(std::fabs(rows[0] - (-20.f + 30.f + 10.f) / 60.f) < 1e-6f);      // its own floor
+    CHECK(std::fabs(rows[RW] - (-20.f + 29.f + 10.f) / 60.f) < 1e-6f);     // -32 + 2 + 1
+    CHECK(std::fabs(rows[2 * RW] - (-20.f + 22.f + 10.f) / 60.f) < 1e-6f); // its own floor
+
     if (failures)
         std::fprintf(stderr, "qa_stft_rows: %d failures\n", failures);
     else

@@ -19,6 +19,7 @@
 
 #include <dlfcn.h>
 #include <fftw3.h>
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -209,10 +210,10 @@ RFD_CLONES void log_rows(float* __restrict__ out,
     }
 }
 
-/* the 25th percentile of the mean power of 32 equal column groups */
-float noise_floor(const float* power, int width)
+/* the mean power of 32 equal column groups, sorted: [FLOOR_RANK] is the row's noise
+ * floor (25th percentile), [0] its quietest group (for running_floor) */
+void sorted_groups(const float* power, int width, float* g)
 {
-    float g[STFT_FLOOR_GROUPS];
     const int gw = width / STFT_FLOOR_GROUPS;
     for (int i = 0; i < STFT_FLOOR_GROUPS; i++) {
         float acc = 0.f;
@@ -227,6 +228,12 @@ float noise_floor(const float* power, int width)
             g[j + 1] = g[j];
         g[j + 1] = v;
     }
+}
+
+float noise_floor(const float* power, int width)
+{
+    float g[STFT_FLOOR_GROUPS];
+    sorted_groups(power, width, g);
     return g[FLOOR_RANK];
 }
 
@@ -310,7 +317,7 @@ void stft_rows::release()
     d_power = nullptr;
 }
 
-void stft_rows::rows(const std::complex<float>* xc, long n_rows, long hop, float* out)
+void stft_rows::rows(const std::complex<float>* xc, long n_rows, long hop, float* out, float* floors)
 {
     const float* x = reinterpret_cast<const float*>(xc);
     const float span = d_db_high - d_db_low;
@@ -335,6 +342,12 @@ void stft_rows::rows(const std::complex<float>* xc, long n_rows, long hop, float
             log_rows(row, d_power, d_width, 10.f / span, offset, 1);
         } else {
             log_rows(row, d_power, d_width, 10.f, 0.f, 0);
+            if (floors) {
+                float g[STFT_FLOOR_GROUPS];
+                sorted_groups(d_power, d_width, g);
+                floors[2 * r] = 10.f * log10_pos(g[FLOOR_RANK]);
+                floors[2 * r + 1] = 10.f * log10_pos(g[0]);
+            }
         }
     }
 }
@@ -344,7 +357,8 @@ long stft_rows::rows_shared(const std::complex<float>* x,
                             long hop,
                             float* out,
                             std::atomic<long>& next,
-                            long chunk)
+                            long chunk,
+                            float* floors)
 {
     if (chunk < 1)
         chunk = 1;
@@ -356,8 +370,46 @@ long stft_rows::rows_shared(const std::complex<float>* x,
         if (a >= n_rows)
             return made;
         long b = a + chunk < n_rows ? a + chunk : n_rows;
-        rows(x + (size_t)a * hop, b - a, hop, out + (size_t)a * d_width);
+        rows(x + (size_t)a * hop, b - a, hop, out + (size_t)a * d_width, floors ? floors + 2 * a : nullptr);
         made += b - a;
+    }
+}
+
+running_floor::running_floor(int width, float db_low, float db_high)
+    : d_width(width), d_db_low(db_low), d_db_high(db_high), d_spread(STFT_RUNNING_FLOOR_ROWS)
+{
+    if (width <= 0 || !(db_high > db_low))
+        throw std::invalid_argument("running_floor: width=" + std::to_string(width) +
+                                    " and db_low < db_high needed");
+    d_sorted.reserve(STFT_RUNNING_FLOOR_ROWS);
+}
+
+void running_floor::normalise(float* rows, const float* floors, long n_rows)
+{
+    const float span = d_db_high - d_db_low;
+    for (long r = 0; r < n_rows; r++) {
+        const float f = floors[2 * r], lowest = floors[2 * r + 1];
+        if (lowest > STFT_RUNNING_FLOOR_SILENT_DB) { // a silent row says nothing of the spread
+            d_spread[d_seen % STFT_RUNNING_FLOOR_ROWS] = f - lowest;
+            d_seen++;
+        }
+        float offset = f + d_db_low; // nothing tracked yet: the row's own floor
+        const long n = d_seen < STFT_RUNNING_FLOOR_ROWS ? d_seen : STFT_RUNNING_FLOOR_ROWS;
+        if (n > 0) {
+            d_sorted.assign(d_spread.begin(), d_spread.begin() + n);
+            std::sort(d_sorted.begin(), d_sorted.end());
+            const float lo = d_sorted[(n - 1) * STFT_RUNNING_FLOOR_QUANTILE / 100];
+            const long c = std::upper_bound(d_sorted.begin(), d_sorted.end(),
+                                            lo + STFT_RUNNING_FLOOR_BAND_DB) - d_sorted.begin();
+            const float spread = d_sorted[(c - 1) / 2];
+            offset = std::min(f, lowest + spread + STFT_RUNNING_FLOOR_BAND_DB) + d_db_low;
+        }
+        float* row = rows + (size_t)r * d_width;
+        for (int c2 = 0; c2 < d_width; c2++) {
+            float v = (row[c2] - offset) / span;
+            v = v > 0.f ? v : 0.f;
+            row[c2] = v < 1.f ? v : 1.f;
+        }
     }
 }
 
@@ -434,9 +486,10 @@ std::string stft_param_problems(int fft_size,
         sep();
         p << "pooling='" << pooling << "' is not one of ('mean', 'max')";
     }
-    if (normalisation != "floor" && normalisation != "none") {
+    if (normalisation != "floor" && normalisation != "running_floor" && normalisation != "none") {
         sep();
-        p << "normalisation='" << normalisation << "' is not one of ('floor', 'none')";
+        p << "normalisation='" << normalisation
+          << "' is not one of ('floor', 'running_floor', 'none')";
     }
     if (!(db_high > db_low)) {
         sep();

@@ -126,6 +126,9 @@ stft_tile_impl::stft_tile_impl(int fft_size,
                                            bin_scale,
                                            w.data()));
 
+    if (normalisation == "running_floor")
+        d_running.reset(new running_floor(width, db_low, db_high));
+
     set_history(fft_size - hop + 1);
     set_min_output_buffer(OUTPUT_ROWS);
     set_alignment((int)std::max<long>(1, std::min<long>(ALIGN_SAMPLES / hop, OUTPUT_ROWS / 4)));
@@ -196,7 +199,7 @@ void stft_tile_impl::worker(int part, uint64_t seen)
             continue; // the call is done already, or has enough helpers
         d_active++;
         lock.unlock();
-        d_parts[part]->rows_shared(d_x, d_nrows, d_hop, d_out, d_next, CHUNK_ROWS);
+        d_parts[part]->rows_shared(d_x, d_nrows, d_hop, d_out, d_next, CHUNK_ROWS, d_floors_out);
         lock.lock();
         if (--d_active == 0)
             d_done.notify_one();
@@ -205,19 +208,26 @@ void stft_tile_impl::worker(int part, uint64_t seen)
 
 void stft_tile_impl::compute(const gr_complex* x, long n_rows, float* out)
 {
+    float* floors = nullptr;
+    if (d_running) {
+        if ((long)d_floors.size() < 2 * n_rows)
+            d_floors.resize(2 * (size_t)n_rows);
+        floors = d_floors.data();
+    }
     // d_workers is empty outside start()..stop(): the rows then run here alone
     const long helpers =
         n_rows < SPLIT_ROWS
             ? 0
             : std::min<long>((long)d_workers.size() + 1, (n_rows + CHUNK_ROWS - 1) / CHUNK_ROWS) - 1;
     if (helpers == 0) {
-        d_parts[0]->rows(x, n_rows, d_hop, out);
+        d_parts[0]->rows(x, n_rows, d_hop, out, floors);
         return;
     }
     {
         std::lock_guard<std::mutex> lock(d_mutex);
         d_x = x;
         d_out = out;
+        d_floors_out = floors;
         d_nrows = n_rows;
         d_next.store(0, std::memory_order_relaxed);
         d_wanted = (int)helpers;
@@ -225,7 +235,7 @@ void stft_tile_impl::compute(const gr_complex* x, long n_rows, float* out)
         d_generation++;
     }
     d_go.notify_all();
-    d_parts[0]->rows_shared(x, n_rows, d_hop, out, d_next, CHUNK_ROWS);
+    d_parts[0]->rows_shared(x, n_rows, d_hop, out, d_next, CHUNK_ROWS, floors);
     // Every row is taken: close the call and wait only for helpers still making theirs.
     // A helper the OS has not woken yet (the cores are shared with the blocks upstream)
     // finds the call closed and skips it, so this thread never waits for a wake-up.
@@ -286,6 +296,8 @@ int stft_tile_impl::work(int noutput_items,
     auto in = static_cast<const gr_complex*>(input_items[0]);
     auto out = static_cast<float*>(output_items[0]);
     compute(in, noutput_items, out);
+    if (d_running) // in stream order, after the threads made the call's rows
+        d_running->normalise(out, d_floors.data(), noutput_items);
     forward_tags(noutput_items);
     return noutput_items;
 }

@@ -22,6 +22,8 @@ private:
     std::atomic<double> d_samp_rate;
     pmt::pmt_t d_params; // the rfdetect_stft tag's dict
     std::vector<std::unique_ptr<stft_rows>> d_parts; // one kernel state per thread
+    std::unique_ptr<running_floor> d_running;        // normalisation "running_floor" only
+    std::vector<float> d_floors;                      // its per-row floors
 
     // helper threads, running from start() to stop() (GNU Radio calls both on the
     // block's own thread, before its first and after its last work()): each waits for a
@@ -37,6 +39,7 @@ private:
     bool d_stop = false;
     const gr_complex* d_x = nullptr;
     float* d_out = nullptr;
+    float* d_floors_out = nullptr;
     long d_nrows = 0;
     std::atomic<long> d_next{ 0 };
 

@@ -48,6 +48,18 @@ void check(const stft_rows& s, const py::array& x, long n_rows, long hop, const 
             " samples for " + std::to_string(n_rows) + " rows of hop " + std::to_string(hop));
 }
 
+float* floors_of(const py::object& floors, long n_rows)
+{
+    if (floors.is_none())
+        return nullptr;
+    auto a = py::reinterpret_borrow<py::array>(floors);
+    if (!py::isinstance<py::array_t<float>>(a) || !(a.flags() & py::array::c_style) ||
+        a.ndim() != 2 || a.shape(1) != 2 || a.shape(0) < n_rows || !a.writeable())
+        throw std::invalid_argument("floors must be a writable contiguous float32 array of at least " +
+                                    std::to_string(n_rows) + " rows of 2");
+    return static_cast<float*>(a.mutable_data());
+}
+
 } // namespace
 
 PYBIND11_MODULE(_stft_rows, m)
@@ -93,18 +105,20 @@ PYBIND11_MODULE(_stft_rows, m)
         .def_property_readonly("width", &stft_rows::width)
         .def(
             "rows",
-            [](stft_rows& s, py::array x, long n_rows, long hop, py::array out) {
+            [](stft_rows& s, py::array x, long n_rows, long hop, py::array out, py::object floors) {
                 check(s, x, n_rows, hop, out);
+                float* fp = floors_of(floors, n_rows);
                 auto xp = static_cast<const std::complex<float>*>(x.data());
                 auto op = static_cast<float*>(out.mutable_data());
                 py::gil_scoped_release nogil;
-                s.rows(xp, n_rows, hop, op);
+                s.rows(xp, n_rows, hop, op, fp);
                 return n_rows;
             },
             py::arg("x"),
             py::arg("n_rows"),
             py::arg("hop"),
             py::arg("out"),
+            py::arg("floors") = py::none(),
             "out[:n_rows] = the rows of x (n_rows*hop + fft_size-hop samples)")
         .def(
             "rows_shared",
@@ -114,12 +128,14 @@ PYBIND11_MODULE(_stft_rows, m)
                long hop,
                py::array out,
                row_counter& counter,
-               long chunk) {
+               long chunk,
+               py::object floors) {
                 check(s, x, n_rows, hop, out);
+                float* fp = floors_of(floors, n_rows);
                 auto xp = static_cast<const std::complex<float>*>(x.data());
                 auto op = static_cast<float*>(out.mutable_data());
                 py::gil_scoped_release nogil;
-                return s.rows_shared(xp, n_rows, hop, op, counter.next, chunk);
+                return s.rows_shared(xp, n_rows, hop, op, counter.next, chunk, fp);
             },
             py::arg("x"),
             py::arg("n_rows"),
@@ -127,8 +143,30 @@ PYBIND11_MODULE(_stft_rows, m)
             py::arg("out"),
             py::arg("counter"),
             py::arg("chunk"),
+            py::arg("floors") = py::none(),
             "rows of one batch shared by the threads calling this with one RowCounter; "
             "returns the rows this call made");
+
+    py::class_<gr::rfdetect::running_floor>(m, "RunningFloor", py::module_local())
+        .def(py::init<int, float, float>(), py::arg("width"), py::arg("db_low"), py::arg("db_high"))
+        .def(
+            "normalise",
+            [](gr::rfdetect::running_floor& s, py::array rows, py::array floors) {
+                if (!py::isinstance<py::array_t<float>>(rows) || !(rows.flags() & py::array::c_style) ||
+                    rows.ndim() != 2 || rows.shape(1) != s.width() || !rows.writeable())
+                    throw std::invalid_argument("rows must be a writable contiguous float32 array of rows of " +
+                                                std::to_string(s.width()));
+                const long n = (long)rows.shape(0);
+                const float* fp = floors_of(floors, n);
+                if (!fp)
+                    throw std::invalid_argument("floors are needed");
+                auto rp = static_cast<float*>(rows.mutable_data());
+                py::gil_scoped_release nogil;
+                s.normalise(rp, fp, n);
+            },
+            py::arg("rows"),
+            py::arg("floors"),
+            "plain-dB rows -> running_floor rows, in place, in stream order");
 
     m.def("window",
           &gr::rfdetect::stft_window,

@@ -2,30 +2,58 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import signal
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 from .. import __version__
-from ..dsp.spectrogram import SpectrogramParams
+from ..dsp.spectrogram import NORMALISATIONS, SpectrogramParams
 
 EXIT_ERROR = 2
 
 
+_SPECTROGRAM_OPTIONS = ("fft_size", "hop", "window", "width", "pooling", "normalisation")
+
+
 def _add_spectrogram_args(p):
     d = SpectrogramParams()
-    g = p.add_argument_group("spectrogram (must match the models' cards)")
-    g.add_argument("--fft-size", type=int, default=d.fft_size)
-    g.add_argument("--hop", type=int, default=d.hop)
-    g.add_argument("--window", default=d.window)
-    g.add_argument("--width", type=int, default=d.width, help="output bins per row (default %(default)s)")
-    g.add_argument("--pooling", default=d.pooling, choices=["mean", "max"])
+    g = p.add_argument_group("spectrogram (default: the first trained model's card, else these; must match "
+                             "the models' cards)")
+    g.add_argument("--fft-size", type=int, help=f"(default {d.fft_size})")
+    g.add_argument("--hop", type=int, help=f"(default {d.hop})")
+    g.add_argument("--window", help=f"(default {d.window})")
+    g.add_argument("--width", type=int, help=f"output bins per row (default {d.width})")
+    g.add_argument("--pooling", choices=["mean", "max"], help=f"(default {d.pooling})")
+    g.add_argument("--normalisation", choices=list(NORMALISATIONS),
+                   help=f"dB above the row's own noise floor, above a floor tracked over the stream "
+                        f"(a signal over most of the band stays visible), or plain dB (default {d.normalisation})")
 
 
-def _params(a) -> SpectrogramParams:
-    return SpectrogramParams(a.fft_size, a.hop, a.window, a.width, a.pooling)
+def _card_params(models) -> Optional[SpectrogramParams]:
+    """The spectrogram of the first model in ``models`` that has a card (energy has none);
+    None where none has (a model that does not load is the Detector's to report)."""
+    from ..inference.model_runtime import BUILTIN_MODELS, ModelCard, ModelError, card_for, model_candidates
+    for m in models or ():
+        name = str(m).split("?")[0]
+        if name in BUILTIN_MODELS:
+            continue
+        try:
+            return ModelCard.load(card_for(model_candidates(name)[0])).spectrogram
+        except (ModelError, OSError, IndexError, ValueError):
+            return None
+    return None
+
+
+def _params(a, models=()) -> SpectrogramParams:
+    """The spectrogram settings: the first trained model's (else the defaults), with each
+    option the user gave in place of its field."""
+    base = _card_params(models) or SpectrogramParams()
+    given = {k: getattr(a, k) for k in _SPECTROGRAM_OPTIONS if getattr(a, k, None) is not None}
+    return dataclasses.replace(base, **given)
 
 
 def cmd_synth(a):
@@ -60,7 +88,8 @@ def _ignore_freq(text):
 def cmd_detect(a):
     from .detect_flowgraph import DetectOptions, run_detect
     from ..formats.records import read_jsonl
-    opt = DetectOptions(models=a.model or ["default"], params=_params(a), tile_height=a.tile_height,
+    models = a.model or ["default"]
+    opt = DetectOptions(models=models, params=_params(a, models), tile_height=a.tile_height,
                         overlap=a.overlap, nms_iou=a.nms_iou, track_max_gap_s=a.max_gap,
                         score_threshold=a.score_threshold, out=a.out, zmq=a.zmq, zmq_wait_s=a.zmq_wait, sigmf_out=a.sigmf_out,
                         echo=not a.quiet, save_tiles=a.save_tiles, profile=a.profile, backend=a.backend,
@@ -90,7 +119,7 @@ def cmd_plot(a):
     from .plot import plot_detections
     from ..formats.records import read_jsonl
     recs = read_jsonl(a.detections) if a.detections else []
-    plot_detections(a.recording, [r for r in recs if r.get("event") != "end"], a.out, _params(a))
+    plot_detections(a.recording, [r for r in recs if r.get("event") != "end"], a.out, _params(a, ["default"]))
     print(a.out)
 
 

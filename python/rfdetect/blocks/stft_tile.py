@@ -77,8 +77,10 @@ class stft_tile:
         window: hann, hamming, blackman, blackmanharris or boxcar.
         width: output bins; fft_size/width adjacent bins are pooled.
         pooling: "mean" or "max" of the pooled bins' power.
-        normalisation: "floor" (dB above the row's noise floor, [db_low, db_high]
-            mapped to [0, 1]) or "none" (plain dB).
+        normalisation: "running_floor" (the default: dB above the noise floor, [db_low,
+            db_high] mapped to [0, 1], with a floor that a signal over most of the band
+            cannot lift: rfdetect.dsp.spectrogram), "floor" (dB above each row's own
+            noise floor) or "none" (plain dB). Must be the models' cards'.
         db_low, db_high: the dB range mapped to [0, 1].
         samp_rate: used to correct rx_time until an rx_rate tag arrives, and passed to
             the Detector (whose own samp_rate is 0 by default).
@@ -97,12 +99,12 @@ class stft_tile:
     never an instance of this class.
     """
 
-    def __new__(cls, fft_size=4096, hop=2048, window="hann", width=1024, pooling="mean", normalisation="floor",
+    def __new__(cls, fft_size=4096, hop=2048, window="hann", width=1024, pooling="mean", normalisation="running_floor",
                 db_low=-10.0, db_high=50.0, samp_rate=0.0, threads=0, device="auto"):
         return _make_stft_tile(fft_size, hop, window, width, pooling, normalisation, db_low, db_high, samp_rate,
                                threads, device)
 
-    def __init__(self, fft_size=4096, hop=2048, window="hann", width=1024, pooling="mean", normalisation="floor",
+    def __init__(self, fft_size=4096, hop=2048, window="hann", width=1024, pooling="mean", normalisation="running_floor",
                  db_low=-10.0, db_high=50.0, samp_rate=0.0, threads=0, device="auto"):
         pass  # never runs: __new__ returns a block of another class
 
@@ -169,13 +171,14 @@ class PyStftTile(gr.decim_block):
         self.set_min_output_buffer(_OUTPUT_ROWS)
         self.set_tag_propagation_policy(gr.TPP_DONT)
         self.engine = engine if engine is not None else SpectrogramEngine(p)
+        self._floor = self.engine.new_floor_state() if p.normalisation == "running_floor" else None
         self.samp_rate = float(samp_rate)
 
     def work(self, input_items, output_items):
         out = output_items[0]
         n = len(out)
         x = input_items[0][self._skip:]
-        self.engine.compute(x, n, out)
+        self.engine.compute(x, n, out, floor_state=self._floor)
         self._forward_tags(n)
         return n
 

@@ -61,7 +61,9 @@ def row_counter():
 class CompiledRows:
     """One thread's kernel state (its FFT plan and frame buffers): ``rows(x, n_rows,
     out)`` fills ``out[:n_rows]`` from complex64 samples ``x`` (``n_rows*hop +
-    history`` of them), exactly like ``SpectrogramEngine.compute``. With a shared
+    history`` of them), exactly like ``SpectrogramEngine.compute``; without floor
+    normalisation and with ``floors`` [n_rows, 2] it also gives each row's floor and
+    quietest column group (dB), for running_floor. With a shared
     ``counter`` (:func:`row_counter`), threads each calling ``rows`` on the same batch
     take chunks of ``chunk`` rows in turn until all are made; it returns the rows this
     call made. The rows run without the GIL."""
@@ -77,7 +79,7 @@ class CompiledRows:
             raise KernelUnavailable(f"the compiled spectrogram kernel could not plan fft_size={params.fft_size}: "
                                     f"{e}") from e
 
-    def rows(self, x: np.ndarray, n_rows: int, out: np.ndarray, counter=None, chunk: int = 16) -> int:
+    def rows(self, x: np.ndarray, n_rows: int, out: np.ndarray, counter=None, chunk: int = 16, floors=None) -> int:
         # the C++ side checks these too; here they are named as callers expect
         if self._state is None:
             raise RuntimeError("this spectrogram kernel state was closed")
@@ -90,8 +92,8 @@ class CompiledRows:
         if len(x) < n_rows * self.params.hop + self.params.history:
             raise ValueError(f"need {n_rows * self.params.hop + self.params.history} samples for {n_rows} rows")
         if counter is None:
-            return self._state.rows(x, n_rows, self.params.hop, out)
-        return self._state.rows_shared(x, n_rows, self.params.hop, out, counter, int(chunk))
+            return self._state.rows(x, n_rows, self.params.hop, out, floors)
+        return self._state.rows_shared(x, n_rows, self.params.hop, out, counter, int(chunk), floors)
 
     def close(self):
         self._state = None  # frees the plan and buffers (the C++ destructor)

@@ -21,6 +21,20 @@ Row convention (documented in docs/architecture.md):
   band, and independent of receiver gain); values are dB above that floor mapped
   linearly from [db_low, db_high] to [0, 1] and clipped. Each row is normalised on
   its own, so rows never depend on how the stream was chunked.
+* Normalisation ``"running_floor"``: the same mapping, above a floor that a signal
+  covering most of the band cannot lift. Under ``"floor"`` a Wi-Fi channel filling
+  83 % of a 20 MS/s capture *is* the 25th percentile, so its rows read as noise and the
+  noise beside it as 17 dB below the floor; the gaps between its frames vanish. Each
+  row also gives its quietest column group, and the spread between its floor and that
+  group is tracked over the last RUNNING_FLOOR_ROWS rows: the median of the spreads
+  within RUNNING_FLOOR_BAND_DB of their RUNNING_FLOOR_QUANTILE-th percentile (the rows
+  where nothing wide was on). The row's floor is then min(its own floor, its quietest
+  group + that spread + RUNNING_FLOOR_BAND_DB): a wideband burst leaves the quietest
+  group (the band edges) where it was, so the floor stays within a dB of the noise; a
+  receiver gain step moves every group, so the floor follows it in the same row; and a
+  row of noise keeps its own floor, as under ``"floor"`` (without the dB, the lower of
+  two noisy estimates would sit a dB under it). The state is a stream's (``RunningFloor``), so rows
+  still never depend on how the stream was chunked, only on the rows before them.
 """
 from __future__ import annotations
 
@@ -48,7 +62,16 @@ except ImportError:  # pragma: no cover - pyfftw is a declared dependency
 
 WINDOWS = ("hann", "hamming", "blackman", "blackmanharris", "boxcar")
 POOLING = ("mean", "max")
-NORMALISATIONS = ("floor", "none")
+NORMALISATIONS = ("floor", "running_floor", "none")
+# running_floor (module docstring): rows tracked, the low percentile of their spreads and
+# the band over it whose median is taken. 256 rows outlast a cluster of Wi-Fi frames (60
+# rows at 20 MS/s) while 10 % of them are quiet; the C++ kernel has the same constants.
+RUNNING_FLOOR_ROWS = 256
+RUNNING_FLOOR_QUANTILE = 10
+RUNNING_FLOOR_BAND_DB = 1.0
+# a row whose quietest group is at the power floor (1e-30: -300 dB) is silence (a zero or
+# NaN frame): it says nothing of the receiver's spread and is not tracked
+RUNNING_FLOOR_SILENT_DB = -290.0
 FLOOR_GROUPS = 32
 FLOOR_PERCENTILE = 25
 # Rows per FFT batch: bounds each thread's aligned buffers (rows*fft_size*8 bytes); a
@@ -100,7 +123,7 @@ class SpectrogramParams:
     window: str = "hann"
     width: int = 1024
     pooling: str = "mean"
-    normalisation: str = "floor"
+    normalisation: str = "running_floor"
     db_low: float = -10.0
     db_high: float = 50.0
 
@@ -269,12 +292,32 @@ class SpectrogramEngine:
     def frames_needed(self, n_rows: int) -> int:
         return n_rows * self.params.hop + self.params.history
 
-    def compute(self, x: np.ndarray, n_rows: int, out: Optional[np.ndarray] = None) -> np.ndarray:
+    def new_floor_state(self):
+        """A stream's running_floor state for rows of this engine (the kernel's own)."""
+        if self.kernel == "compiled":
+            from .compiled_rows import load
+            p = self.params
+            return load().RunningFloor(p.width, p.db_low, p.db_high)
+        return RunningFloor(self.params)
+
+    def compute(self, x: np.ndarray, n_rows: int, out: Optional[np.ndarray] = None,
+                floor_state=None) -> np.ndarray:
+        """Rows; with normalisation running_floor, normalised by ``floor_state`` (a
+        stream's :meth:`new_floor_state`; None: a fresh one, as at a stream's start)."""
         p = self.params
         if out is None:
             out = np.empty((n_rows, p.width), dtype=np.float32)
         if n_rows == 0:
             return out
+        if p.normalisation == "running_floor":
+            floors = np.empty((n_rows, 2), np.float32)
+            self._rows(x, n_rows, out, floors)
+            (floor_state or self.new_floor_state()).normalise(out, floors)
+            return out
+        return self._rows(x, n_rows, out, None)
+
+    def _rows(self, x, n_rows, out, floors):
+        p = self.params
         if len(x) < self.frames_needed(n_rows):
             raise ValueError(f"need {self.frames_needed(n_rows)} samples for {n_rows} rows, got {len(x)}")
         x = np.ascontiguousarray(x, dtype=np.complex64)
@@ -285,31 +328,31 @@ class SpectrogramEngine:
         helpers = 0 if self._pool is None else min(self.threads, -(-n_rows // step)) - 1
         if self.kernel == "compiled":
             counter = row_counter()
-            futures = [self._pool.submit(self._parts[part].rows, x, n_rows, out, counter, step)
+            futures = [self._pool.submit(self._parts[part].rows, x, n_rows, out, counter, step, floors)
                        for part in range(1, helpers + 1)]
-            made = self._parts[0].rows(x, n_rows, out, counter, step)
+            made = self._parts[0].rows(x, n_rows, out, counter, step, floors)
             made += sum(f.result() for f in futures)
             assert made == n_rows, (made, n_rows)
             return out
         frames = np.lib.stride_tricks.sliding_window_view(x, p.fft_size)[::p.hop][:n_rows]
         starts = iter(range(0, n_rows, step))
-        futures = [self._pool.submit(self._drain, part, starts, frames, out, n_rows)
+        futures = [self._pool.submit(self._drain, part, starts, frames, out, n_rows, floors)
                    for part in range(1, helpers + 1)]
-        self._drain(0, starts, frames, out, n_rows)
+        self._drain(0, starts, frames, out, n_rows, floors)
         for f in futures:
             f.result()
         return out
 
-    def _drain(self, part, starts, frames, out, n_rows):
+    def _drain(self, part, starts, frames, out, n_rows, floors):
         for a in starts:  # next() on a range iterator is atomic under the GIL
             b = min(n_rows, a + _BATCH_ROWS)
-            self._compute_batch(self._parts[part], frames[a:b], out[a:b])
+            self._compute_batch(self._parts[part], frames[a:b], out[a:b], None if floors is None else floors[a:b])
 
-    def _compute_batch(self, fft, frames, out):
+    def _compute_batch(self, fft, frames, out, floors=None):
         spec = fft(frames, self._shifted_window)
         if spec.dtype != np.complex64:  # pocketfft on old SciPy promotes; stay in float32
             spec = spec.astype(np.complex64)
-        rows_from_spectrum(np, spec, self.params, self._bin_scale, out)
+        rows_from_spectrum(np, spec, self.params, self._bin_scale, out, floors)
 
     def __del__(self):
         try:
@@ -318,9 +361,11 @@ class SpectrogramEngine:
             pass
 
 
-def rows_from_spectrum(xp, spec, p: SpectrogramParams, bin_scale, out) -> None:
+def rows_from_spectrum(xp, spec, p: SpectrogramParams, bin_scale, out, floors=None) -> None:
     """FFT-shifted spectra [n, fft_size] complex64 -> normalised rows in ``out``
-    [n, width] float32. ``xp`` is NumPy or CuPy: the CPU and GPU engines share this."""
+    [n, width] float32. ``xp`` is NumPy or CuPy: the CPU and GPU engines share this.
+    running_floor: ``out`` gets plain dB and ``floors`` [n, 2] each row's floor and
+    quietest column group in dB, for :class:`RunningFloor`."""
     n = len(spec)
     ri = spec.view(xp.float32)
     if p.pooling == "mean":
@@ -346,6 +391,48 @@ def rows_from_spectrum(xp, spec, p: SpectrogramParams, bin_scale, out) -> None:
         xp.minimum(out, xp.float32(1.0), out=out)
     else:
         out *= xp.float32(10.0)  # plain dB of the pooled power
+        if floors is not None:
+            k = (FLOOR_GROUPS * FLOOR_PERCENTILE) // 100
+            groups = xp.sort(power.reshape(n, FLOOR_GROUPS, p.width // FLOOR_GROUPS).mean(axis=-1), axis=1)
+            floors[:, 0] = xp.log10(groups[:, k]) * xp.float32(10.0)
+            floors[:, 1] = xp.log10(groups[:, 0]) * xp.float32(10.0)
+
+
+class RunningFloor:
+    """One stream's ``running_floor`` state (module docstring): :meth:`normalise` turns
+    plain-dB rows into normalised rows in place, given their ``floors`` [n, 2] (the
+    row's floor and quietest group, dB) from the kernel, in stream order. NumPy; the C++
+    kernel's ``RunningFloor`` does the same in the same order."""
+
+    def __init__(self, params: SpectrogramParams):
+        self.params = params
+        self._spread = np.zeros(0, np.float32)  # the last RUNNING_FLOOR_ROWS - 1 spreads, oldest first
+
+    def normalise(self, rows: np.ndarray, floors: np.ndarray) -> None:
+        n, w = len(rows), RUNNING_FLOOR_ROWS
+        if n == 0:
+            return
+        floors = np.asarray(floors, np.float32)
+        f, lowest = floors[:n, 0], floors[:n, 1]
+        tracked = lowest > np.float32(RUNNING_FLOOR_SILENT_DB)
+        before = len(self._spread)
+        seen = np.concatenate([self._spread, (f - lowest)[tracked]])
+        self._spread = seen[-(w - 1):].copy()
+        # each row's window: the last w tracked spreads up to and including its own (NaN
+        # before the stream began: sorted last, not counted)
+        padded = np.concatenate([np.full(w - before, np.nan, np.float32), seen])
+        ends = np.cumsum(tracked)  # tracked spreads of this call up to each row
+        win = np.sort(np.lib.stride_tricks.sliding_window_view(padded, w)[ends], axis=1)
+        count = w - np.isnan(win).sum(axis=1)
+        at = np.arange(n)
+        lo = win[at, np.maximum(count - 1, 0) * RUNNING_FLOOR_QUANTILE // 100]
+        within = (win <= (lo + np.float32(RUNNING_FLOOR_BAND_DB))[:, None]).sum(axis=1)
+        cap = lowest + win[at, np.maximum(within - 1, 0) // 2] + np.float32(RUNNING_FLOOR_BAND_DB)
+        floor = np.where(count > 0, np.minimum(f, cap), f)  # nothing tracked yet: the row's own
+        p = self.params
+        rows -= (floor + np.float32(p.db_low))[:, None]
+        rows /= np.float32(p.db_high - p.db_low)
+        np.clip(rows, 0.0, 1.0, out=rows)
 
 
 def spectrogram(iq: np.ndarray, params: SpectrogramParams, engine: Optional[SpectrogramEngine] = None,
@@ -373,13 +460,14 @@ class StreamingSpectrogram:
         self.params = params
         self.engine = engine or SpectrogramEngine(params)
         self._carry = np.zeros(params.history, dtype=np.complex64)
+        self._floor = self.engine.new_floor_state() if params.normalisation == "running_floor" else None
         self.rows_out = 0
 
     def push(self, samples: np.ndarray) -> np.ndarray:
         p = self.params
         buf = np.concatenate([self._carry, np.asarray(samples, dtype=np.complex64)])
         n_rows = (len(buf) - p.history) // p.hop
-        rows = self.engine.compute(buf, n_rows)
+        rows = self.engine.compute(buf, n_rows, floor_state=self._floor)
         used = n_rows * p.hop
         self._carry = buf[used:].copy()
         self.rows_out += n_rows

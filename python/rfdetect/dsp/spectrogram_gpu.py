@@ -32,7 +32,8 @@ from typing import Optional
 import numpy as np
 
 from ..gpu import GpuUnavailable, require_cupy
-from .spectrogram import SpectrogramEngine, SpectrogramParams, _window, log, rows_from_spectrum, say_once
+from .spectrogram import (RunningFloor, SpectrogramEngine, SpectrogramParams, _window, log, rows_from_spectrum,
+                          say_once)
 
 # largest |GPU row - CPU row| allowed (rows are in [0, 1]; 1e-3 is 0.06 dB at the
 # default 60 dB range). Stated from float32 FFT rounding (about 1e-7 of the frame's
@@ -194,7 +195,12 @@ class StagedSpectrogramEngine:
             plan = self.plans[bucket] = self.ops.make_plan(self._d_frames[:bucket])
         return plan
 
-    def compute(self, x: np.ndarray, n_rows: int, out: Optional[np.ndarray] = None) -> np.ndarray:
+    def new_floor_state(self):
+        """A stream's running_floor state (on the host: one small pass per call)."""
+        return RunningFloor(self.params)
+
+    def compute(self, x: np.ndarray, n_rows: int, out: Optional[np.ndarray] = None,
+                floor_state=None) -> np.ndarray:
         p = self.params
         if out is None:
             out = np.empty((n_rows, p.width), dtype=np.float32)
@@ -203,13 +209,17 @@ class StagedSpectrogramEngine:
         need = self.frames_needed(n_rows)
         if len(x) < need:
             raise ValueError(f"need {need} samples for {n_rows} rows, got {len(x)}")
+        floors = np.empty((n_rows, 2), np.float32) if p.normalisation == "running_floor" else None
         with self.ops.scope():
             for a in range(0, n_rows, PIECE_ROWS):
                 n = min(PIECE_ROWS, n_rows - a)
-                self._piece(x[a * p.hop:a * p.hop + self.frames_needed(n)], n, out[a:a + n])
+                self._piece(x[a * p.hop:a * p.hop + self.frames_needed(n)], n, out[a:a + n],
+                            None if floors is None else floors[a:a + n])
+        if floors is not None:
+            (floor_state or self.new_floor_state()).normalise(out, floors)
         return out
 
-    def _piece(self, x, n: int, out):
+    def _piece(self, x, n: int, out, floors=None):
         p, xp, ops = self.params, self.ops.xp, self.ops
         bucket = plan_bucket(n)
         self._grow(bucket)
@@ -221,10 +231,13 @@ class StagedSpectrogramEngine:
         xp.multiply(frames, self._shifted_window, out=self._d_frames[:n])
         spec = ops.fft(self._d_frames[:bucket], self._plan(bucket))
         d_out = self._d_out[:n]
-        rows_from_spectrum(xp, spec[:n], p, self._bin_scale, d_out)
+        d_floors = None if floors is None else xp.empty((n, 2), xp.float32)
+        rows_from_spectrum(xp, spec[:n], p, self._bin_scale, d_out, d_floors)
         ops.to_host(d_out, self._stage_out[:n])
         ops.wait()
         out[:] = self._stage_out[:n]
+        if floors is not None:  # 8 bytes a row: no staging buffer
+            floors[:] = xp.asnumpy(d_floors) if hasattr(xp, "asnumpy") else d_floors
 
 
 class CudaSpectrogramEngine(StagedSpectrogramEngine):
@@ -250,7 +263,7 @@ def check_frame(params: SpectrogramParams, n_rows: int = CHECK_ROWS) -> np.ndarr
 def row_tolerance(params: SpectrogramParams) -> float:
     """ROW_TOLERANCE in the rows' own unit: normalised rows map (db_high - db_low) dB
     to [0, 1]; plain-dB rows ("none") are in dB, so the same number of dB."""
-    return ROW_TOLERANCE * (1.0 if params.normalisation == "floor" else params.db_high - params.db_low)
+    return ROW_TOLERANCE * (1.0 if params.normalisation != "none" else params.db_high - params.db_low)
 
 
 def row_gap(got: np.ndarray, ref: np.ndarray, params: SpectrogramParams) -> float:
@@ -261,7 +274,7 @@ def row_gap(got: np.ndarray, ref: np.ndarray, params: SpectrogramParams) -> floa
     if got.shape != ref.shape or not np.all(np.isfinite(got)):
         return float("inf")
     diff = np.abs(got.astype(np.float64) - ref)
-    if params.normalisation != "floor":
+    if params.normalisation == "none":
         diff = diff[ref >= ref.max() - (params.db_high - params.db_low)]
     return float(diff.max())
 

@@ -73,9 +73,9 @@ class EnergyDetector:
     name: str = "energy"
 
     def __post_init__(self):
-        if self.params.normalisation != "floor":
+        if self.params.normalisation not in ("floor", "running_floor"):
             raise ValueError("the energy detector needs rows normalised to the noise floor "
-                             "(normalisation='floor')")
+                             "(normalisation 'floor' or 'running_floor')")
 
     def regions(self, tile: np.ndarray) -> tuple[np.ndarray, list, np.ndarray]:
         """-> (label image, list of slices, smoothed tile)."""

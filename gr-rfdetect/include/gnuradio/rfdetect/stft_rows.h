@@ -48,8 +48,14 @@ public:
     stft_rows(const stft_rows&) = delete;
     stft_rows& operator=(const stft_rows&) = delete;
 
-    /*! x: complex64 samples; row r uses x[r*hop, r*hop + fft_size); out: n_rows*width floats */
-    void rows(const std::complex<float>* x, long n_rows, long hop, float* out);
+    /*! x: complex64 samples; row r uses x[r*hop, r*hop + fft_size); out: n_rows*width
+     * floats; floors (without floor normalisation, when not null): per row the noise
+     * floor and the quietest column group in dB (2*n_rows floats), for running_floor */
+    void rows(const std::complex<float>* x,
+              long n_rows,
+              long hop,
+              float* out,
+              float* floors = nullptr);
 
     /*! Rows [0, n_rows) shared by every thread calling this with the same counter
      * (zero at the start): each takes the next `chunk` rows when it comes free, so a
@@ -59,7 +65,8 @@ public:
                      long hop,
                      float* out,
                      std::atomic<long>& next,
-                     long chunk);
+                     long chunk,
+                     float* floors = nullptr);
 
     int fft_size() const { return d_fft_size; }
     int width() const { return d_width; }
@@ -74,6 +81,32 @@ private:
     void* d_spec;
     float* d_power;
     void* d_plan; // fftwf_plan
+};
+
+/* The "running_floor" normalisation (python/rfdetect/dsp/spectrogram.py says why):
+ * rows this many back, the low quantile (percent) of their floor-over-quietest-group
+ * spread, and the band (dB) over it whose median is the receiver's spread */
+constexpr int STFT_RUNNING_FLOOR_ROWS = 256;
+constexpr int STFT_RUNNING_FLOOR_QUANTILE = 10;
+constexpr float STFT_RUNNING_FLOOR_BAND_DB = 1.0f;
+constexpr float STFT_RUNNING_FLOOR_SILENT_DB = -290.0f; // silent rows are not tracked
+
+/*! One stream's running_floor state: normalise() turns plain-dB rows (the kernel
+ * without floor normalisation) into normalised rows in place, given the kernel's
+ * floors for them, in stream order. */
+class RFDETECT_KERNEL_API running_floor
+{
+public:
+    running_floor(int width, float db_low, float db_high);
+    void normalise(float* rows, const float* floors, long n_rows);
+    int width() const { return d_width; }
+
+private:
+    int d_width;
+    float d_db_low, d_db_high;
+    std::vector<float> d_spread; // the last STFT_RUNNING_FLOOR_ROWS spreads, a ring
+    long d_seen = 0;             // rows seen
+    std::vector<float> d_sorted;
 };
 
 /*! Window taps as scipy.signal.get_window(name, n, fftbins=True) gives them (periodic),

@@ -41,7 +41,9 @@ public:
      * \param window hann, hamming, blackman, blackmanharris or boxcar
      * \param width output values per row; divides fft_size, a multiple of 32
      * \param pooling "mean" or "max" of the pooled bins' power
-     * \param normalisation "floor" (dB above the row's noise floor in [0, 1]) or "none"
+     * \param normalisation "floor" (dB above the row's noise floor in [0, 1]),
+     *        "running_floor" (the same above a floor tracked over the stream, so that a
+     *        signal over most of the band is not taken for the floor) or "none"
      * \param db_low dB mapped to 0
      * \param db_high dB mapped to 1
      * \param samp_rate corrects rx_time until an rx_rate tag comes; 0: unknown, >= 0
@@ -56,7 +58,7 @@ public:
                      const std::string& window = "hann",
                      int width = 1024,
                      const std::string& pooling = "mean",
-                     const std::string& normalisation = "floor",
+                     const std::string& normalisation = "running_floor",
                      float db_low = -10.0f,
                      float db_high = 50.0f,
                      double samp_rate = 0.0,
