@@ -4,8 +4,10 @@
     .venv/bin/python bench/stft.py [--samples 100e6] [--repeats 11]
 
 Flowgraph A: vector_source_c (noise, repeating) -> head -> rfdetect.stft_tile(4096, hop) -> null_sink
-             (the C++ block, gr-rfdetect/lib/stft_tile_impl.cc; for comparison also the Python
-             block it replaced on the CPU, PyStftTile, with the same compiled kernel)
+             (the C++ block, gr-rfdetect/lib/stft_tile_impl.cc, with the default normalisation
+             running_floor and, to show what tracking the floor costs, with "floor"; for
+             comparison also the Python block it replaced on the CPU, PyStftTile, with the
+             same compiled kernel)
 Flowgraph B: vector_source_c -> head -> stream_to_vector(4096) -> fft_vcc(4096, Hann, shift, nthreads)
              -> complex_to_mag_squared(4096) -> nlog10_ff(4096) -> null_sink   (no overlap)
 
@@ -63,14 +65,15 @@ def _source(x, n, large):
     return src, head
 
 
-def run_ours(x, n, fft_size, hop, large=True, python_block=False):
+def run_ours(x, n, fft_size, hop, large=True, python_block=False, normalisation=None):
     tb = gr.top_block()
     src, head = _source(x, n, large)
     if python_block:  # the Python block the C++ one replaced on the CPU, same kernel
         p = SpectrogramParams(fft_size=fft_size, hop=hop)
         stft = PyStftTile(p, engine=SpectrogramEngine(p, kernel="compiled"))
     else:
-        stft = rfdetect.stft_tile(fft_size=fft_size, hop=hop, device="cpu")
+        stft = rfdetect.stft_tile(fft_size=fft_size, hop=hop, device="cpu",
+                                  normalisation=normalisation or SpectrogramParams().normalisation)
         assert isinstance(stft, native_block())
     snk = blocks.null_sink(gr.sizeof_float * stft.params.width)
     tb.connect(src, head, stft, snk)
@@ -208,11 +211,15 @@ def main():
     # (buffers, flowgraph) -> one run's MS/s
     cases = {
         ("large", f"C++ STFT Tile, hop {half} (50 % overlap)"): lambda: run_ours(x, n, N, half),
+        ("large", f"C++ STFT Tile, hop {half}, floor of each row"):
+            lambda: run_ours(x, n, N, half, normalisation="floor"),
         ("large", f"Python STFT Tile (before), hop {half}"): lambda: run_ours(x, n, N, half, python_block=True),
         ("large", f"C++ STFT Tile, hop {N} (no overlap)"): lambda: run_ours(x, n, N, N),
         ("large", "fft_vcc chain, nthreads=1 (no overlap)"): lambda: run_native(x, n, N, 1),
         ("large", "fft_vcc chain, nthreads=2 (no overlap)"): lambda: run_native(x, n, N, 2),
         ("default", f"C++ STFT Tile, hop {half} (50 % overlap)"): lambda: run_ours(x, n, N, half, large=False),
+        ("default", f"C++ STFT Tile, hop {half}, floor of each row"):
+            lambda: run_ours(x, n, N, half, large=False, normalisation="floor"),
         ("default", f"Python STFT Tile (before), hop {half}"):
             lambda: run_ours(x, n, N, half, large=False, python_block=True),
         ("default", "fft_vcc chain, nthreads=1 (no overlap)"): lambda: run_native(x, n, N, 1, large=False),

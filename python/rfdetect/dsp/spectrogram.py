@@ -33,8 +33,9 @@ Row convention (documented in docs/architecture.md):
   group (the band edges) where it was, so the floor stays within a dB of the noise; a
   receiver gain step moves every group, so the floor follows it in the same row; and a
   row of noise keeps its own floor, as under ``"floor"`` (without the dB, the lower of
-  two noisy estimates would sit a dB under it). The state is a stream's (``RunningFloor``), so rows
-  still never depend on how the stream was chunked, only on the rows before them.
+  two noisy estimates would sit a dB under it). The state is a stream's
+  (``RunningFloor``), so rows still never depend on how the stream was chunked, only on
+  the rows before them; silent rows (zero or NaN frames) are not tracked.
 """
 from __future__ import annotations
 
