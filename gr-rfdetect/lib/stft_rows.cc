@@ -389,15 +389,20 @@ void running_floor::normalise(float* rows, const float* floors, long n_rows)
     const float span = d_db_high - d_db_low;
     for (long r = 0; r < n_rows; r++) {
         const float f = floors[2 * r], lowest = floors[2 * r + 1];
-        if (lowest > STFT_RUNNING_FLOOR_SILENT_DB) { // a silent row says nothing of the spread
-            d_spread[d_seen % STFT_RUNNING_FLOOR_ROWS] = f - lowest;
+        const float v = f - lowest;
+        // a silent row says nothing of the spread; the window is kept sorted (one value
+        // out, one in: a sort per row cost the block a third of its speed)
+        if (lowest > STFT_RUNNING_FLOOR_SILENT_DB && std::isfinite(v)) {
+            float& slot = d_spread[d_seen % STFT_RUNNING_FLOOR_ROWS];
+            if (d_seen >= STFT_RUNNING_FLOOR_ROWS)
+                d_sorted.erase(std::lower_bound(d_sorted.begin(), d_sorted.end(), slot));
+            slot = v;
+            d_sorted.insert(std::upper_bound(d_sorted.begin(), d_sorted.end(), v), v);
             d_seen++;
         }
         float offset = f + d_db_low; // nothing tracked yet: the row's own floor
-        const long n = d_seen < STFT_RUNNING_FLOOR_ROWS ? d_seen : STFT_RUNNING_FLOOR_ROWS;
+        const long n = (long)d_sorted.size();
         if (n > 0) {
-            d_sorted.assign(d_spread.begin(), d_spread.begin() + n);
-            std::sort(d_sorted.begin(), d_sorted.end());
             const float lo = d_sorted[(n - 1) * STFT_RUNNING_FLOOR_QUANTILE / 100];
             const long c = std::upper_bound(d_sorted.begin(), d_sorted.end(),
                                             lo + STFT_RUNNING_FLOOR_BAND_DB) - d_sorted.begin();

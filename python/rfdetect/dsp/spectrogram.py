@@ -415,7 +415,7 @@ class RunningFloor:
             return
         floors = np.asarray(floors, np.float32)
         f, lowest = floors[:n, 0], floors[:n, 1]
-        tracked = lowest > np.float32(RUNNING_FLOOR_SILENT_DB)
+        tracked = (lowest > np.float32(RUNNING_FLOOR_SILENT_DB)) & np.isfinite(f - lowest)
         before = len(self._spread)
         seen = np.concatenate([self._spread, (f - lowest)[tracked]])
         self._spread = seen[-(w - 1):].copy()

@@ -106,7 +106,7 @@ private:
     float d_db_low, d_db_high;
     std::vector<float> d_spread; // the last STFT_RUNNING_FLOOR_ROWS spreads, a ring
     long d_seen = 0;             // rows seen
-    std::vector<float> d_sorted;
+    std::vector<float> d_sorted; // the same values, in order
 };
 
 /*! Window taps as scipy.signal.get_window(name, n, fftbins=True) gives them (periodic),
