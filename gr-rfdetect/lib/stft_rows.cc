@@ -389,31 +389,30 @@ void running_floor::normalise(float* rows, const float* floors, long n_rows)
     const float span = d_db_high - d_db_low;
     for (long r = 0; r < n_rows; r++) {
         const float f = floors[2 * r], lowest = floors[2 * r + 1];
-        const float v = f - lowest;
+        const float spread_now = f - lowest;
         // a silent row says nothing of the spread; the window is kept sorted (one value
         // out, one in: a sort per row cost the block a third of its speed)
-        if (lowest > STFT_RUNNING_FLOOR_SILENT_DB && std::isfinite(v)) {
+        if (lowest > STFT_RUNNING_FLOOR_SILENT_DB && std::isfinite(spread_now)) {
             float& slot = d_spread[d_seen % STFT_RUNNING_FLOOR_ROWS];
             if (d_seen >= STFT_RUNNING_FLOOR_ROWS)
                 d_sorted.erase(std::lower_bound(d_sorted.begin(), d_sorted.end(), slot));
-            slot = v;
-            d_sorted.insert(std::upper_bound(d_sorted.begin(), d_sorted.end(), v), v);
+            slot = spread_now;
+            d_sorted.insert(std::upper_bound(d_sorted.begin(), d_sorted.end(), spread_now), spread_now);
             d_seen++;
         }
         float offset = f + d_db_low; // nothing tracked yet: the row's own floor
         const long n = (long)d_sorted.size();
         if (n > 0) {
             const float lo = d_sorted[(n - 1) * STFT_RUNNING_FLOOR_QUANTILE / 100];
-            const long c = std::upper_bound(d_sorted.begin(), d_sorted.end(),
-                                            lo + STFT_RUNNING_FLOOR_BAND_DB) - d_sorted.begin();
-            const float spread = d_sorted[(c - 1) / 2];
+            const long within = std::upper_bound(d_sorted.begin(), d_sorted.end(),
+                                                 lo + STFT_RUNNING_FLOOR_BAND_DB) - d_sorted.begin();
+            const float spread = d_sorted[(within - 1) / 2];
             offset = std::min(f, lowest + spread + STFT_RUNNING_FLOOR_BAND_DB) + d_db_low;
         }
         float* row = rows + (size_t)r * d_width;
-        for (int c2 = 0; c2 < d_width; c2++) {
-            float v = (row[c2] - offset) / span;
-            v = v > 0.f ? v : 0.f;
-            row[c2] = v < 1.f ? v : 1.f;
+        for (int c = 0; c < d_width; c++) {
+            const float level = (row[c] - offset) / span;
+            row[c] = level > 0.f ? (level < 1.f ? level : 1.f) : 0.f;
         }
     }
 }
