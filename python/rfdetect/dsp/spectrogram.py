@@ -51,7 +51,7 @@ import numpy as np
 import scipy.fft
 import scipy.signal
 
-from .compiled_rows import CompiledRows, KernelUnavailable, row_counter
+from .compiled_rows import CompiledRows, KernelUnavailable, load, row_counter
 
 # FFTW as planned here (FFTW_ESTIMATE) ran the NumPy kernel's 32 x 4096 batches 1.7x faster
 # than SciPy's pocketfft in the run of bench/stft.py recorded in docs/performance.md
@@ -296,7 +296,6 @@ class SpectrogramEngine:
     def new_floor_state(self):
         """A stream's running_floor state for rows of this engine (the kernel's own)."""
         if self.kernel == "compiled":
-            from .compiled_rows import load
             p = self.params
             return load().RunningFloor(p.width, p.db_low, p.db_high)
         return RunningFloor(self.params)

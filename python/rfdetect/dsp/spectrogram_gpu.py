@@ -187,6 +187,7 @@ class StagedSpectrogramEngine:
         # zeros: the rows of a bucket beyond a piece are transformed too (and ignored)
         self._d_frames = xp.zeros((rows, p.fft_size), xp.complex64)
         self._d_out = xp.empty((rows, p.width), xp.float32)
+        self._d_floors = xp.empty((rows, 2), xp.float32)  # running_floor: each row's floor, quietest group
         self._cap = rows
 
     def _plan(self, bucket: int):
@@ -231,7 +232,7 @@ class StagedSpectrogramEngine:
         xp.multiply(frames, self._shifted_window, out=self._d_frames[:n])
         spec = ops.fft(self._d_frames[:bucket], self._plan(bucket))
         d_out = self._d_out[:n]
-        d_floors = None if floors is None else xp.empty((n, 2), xp.float32)
+        d_floors = None if floors is None else self._d_floors[:n]
         rows_from_spectrum(xp, spec[:n], p, self._bin_scale, d_out, d_floors)
         ops.to_host(d_out, self._stage_out[:n])
         ops.wait()
