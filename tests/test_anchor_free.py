@@ -389,7 +389,7 @@ def test_an_exported_model_comes_back_as_its_network_for_fine_tuning(overfit, sm
     Eval mode gives the export's outputs; BatchNorm is calibrated so that training mode, on
     a batch of the calibration tiles, gives them too; the class head follows the labels by
     name (a label the model does not know starts fresh); other spectrogram settings or another architecture are one
-    error each."""
+    error each, except another resolution when it is asked for."""
     import dataclasses
 
     from rfdetect_training.archs import _AnchorFreeExport, load_tile
@@ -430,8 +430,20 @@ def test_an_exported_model_comes_back_as_its_network_for_fine_tuning(overfit, sm
 
     coarser = make_arch("anchor_free", ds["labels"], None, dataclasses.replace(ds["params"], hop=ds["params"].hop * 2),
                         ds["tile_height"])
-    with pytest.raises(ValueError, match="other spectrogram settings than these tiles.*hop"):
+    with pytest.raises(ValueError, match="other spectrogram settings than these tiles.*hop.*--init-other-resolution"):
         init_from_export(path, coarser, coarser.build(), tiles)
+    # --init-other-resolution: the same weights start a run at another time grid, and say so
+    regridded = coarser.build()
+    line = init_from_export(path, coarser, regridded, tiles, other_resolution=True)
+    assert f"made at another resolution (hop: {ds['params'].hop} != {ds['params'].hop * 2})" in line
+    assert torch.equal(regridded.c4[0][0].weight, back.c4[0][0].weight)
+    # but never another dB scale: the pixels would mean something else
+    rescaled = make_arch("anchor_free", ds["labels"], None,
+                         dataclasses.replace(ds["params"], hop=ds["params"].hop * 2, db_high=ds["params"].db_high + 10),
+                         ds["tile_height"])
+    with pytest.raises(ValueError, match=r"settings than these tiles \(db_high: [^;]*\): prepare") as err:
+        init_from_export(path, rescaled, rescaled.build(), tiles, other_resolution=True)
+    assert "--init-other-resolution" not in str(err.value)
     dense = make_arch("dense", ds["labels"], "tiny", ds["params"], ds["tile_height"])
     with pytest.raises(ValueError, match="only an anchor_free run"):
         init_from_export(path, dense, dense.build(), tiles)

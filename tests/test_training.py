@@ -434,7 +434,8 @@ def test_init_from_an_exported_model(tiles, tmp_path):
     """--init takes an exported anchor_free model (its model.onnx or folder) as well as a
     checkpoint: the run starts from its weights (BatchNorm recalibrated on the training
     tiles) and trains; the embedded default, made for another spectrogram, is one error
-    naming the settings, given before any training; a missing .onnx is refused up front."""
+    naming the settings, given before any training, unless --init-other-resolution accepts
+    its FFT size, hop and width; a missing .onnx is refused up front."""
     common = ["--tiles", tiles, "--k-folds", "0", "--overfit", "4", "--batch-size", "4", "--epochs", "1",
               "--quiet", "--ema", "0"]
     first = tmp_path / "a"
@@ -447,7 +448,11 @@ def test_init_from_an_exported_model(tiles, tmp_path):
     default = train_cli("train", *common, "--out", tmp_path / "c", "--init", "default", check=False)
     assert default.returncode != 0 and default.stderr.count("error:") == 1
     assert "other spectrogram settings than these tiles" in default.stderr and "fft_size" in default.stderr
-    assert "epoch 1:" not in default.stdout
+    assert "--init-other-resolution" in default.stderr and "epoch 1:" not in default.stdout
+    # asked for: the default's weights start a run at these tiles' finer grid
+    regrid = train_cli("train", *common, "--out", tmp_path / "c", "--init", "default", "--init-other-resolution")
+    assert "made at another resolution (fft_size: 4096 != 1024; hop: 2048 != 512; width: 1024 != 512)" \
+        in regrid.stdout and "epoch 1:" in regrid.stdout
     missing = train_cli("run", "--data", tmp_path, "--out", tmp_path / "d", "--init", tmp_path / "nope.onnx",
                         check=False)
     assert missing.returncode != 0 and "no such model file" in missing.stderr

@@ -97,6 +97,11 @@ def _train_args(p):
                         "(the embedded default model), an embedded model's name, a model.onnx or its folder "
                         "(BatchNorm recalibrated on the training tiles; the class head keeps the model's "
                         "weights for the labels it knows)")
+    g.add_argument("--init-other-resolution", action="store_true",
+                   help="with --init from an exported model: accept one made at another FFT size, hop, window, "
+                        "pooling or width; its weights are then a starting point at this run's resolution "
+                        "(a finer time grid for narrow bursts, say). Normalisation and dB range must still match: "
+                        "they give the pixels their meaning")
     g.add_argument("--score-threshold", type=float, default=None,
                    help="written into the card; default: for anchor_free the threshold that maximises "
                         "class-agnostic F1 on the validation tiles, else 0.5")
@@ -146,6 +151,7 @@ def _config(a, tune):
                        warmup_steps=a.warmup_steps, accum=a.accum, clip=a.clip, amp=not a.no_amp, seed=a.seed,
                        overfit=a.overfit, max_minutes=a.max_minutes, device=a.device, workers=a.workers,
                        progress=not a.quiet, init=getattr(a, "init", None),
+                       init_other_resolution=getattr(a, "init_other_resolution", False),
                        ema=a.ema if a.ema is not None else (DEFAULT_EMA_EPOCHS if a.arch == "anchor_free" else 0.0))
 
 

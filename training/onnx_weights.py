@@ -47,11 +47,18 @@ def export_path(spec) -> Path | None:
     return None
 
 
-def init_from_export(path, arch, model: torch.nn.Module, tiles) -> str:
+# spectrogram settings that set where a pixel is, not what it means: with other_resolution a
+# model made at other values of these still starts a run (the network is fully convolutional)
+RESOLUTION_FIELDS = ("fft_size", "hop", "window", "pooling", "width")
+
+
+def init_from_export(path, arch, model: torch.nn.Module, tiles, other_resolution: bool = False) -> str:
     """Load the exported ``anchor_free`` model at ``path`` into ``model`` (built by ``arch``),
     calibrating BatchNorm on ``tiles`` (2-D float arrays); -> a line saying what was kept.
     ValueError names what does not fit: another architecture or output format, other
-    spectrogram settings, a network of another shape, no calibration tiles."""
+    spectrogram settings (``other_resolution``: other RESOLUTION_FIELDS are accepted, and
+    the line names them; another normalisation or dB range never is), a network of another
+    shape, no calibration tiles."""
     import onnx
     from onnx import numpy_helper
 
@@ -63,9 +70,11 @@ def init_from_export(path, arch, model: torch.nn.Module, tiles) -> str:
         raise ValueError(f"--init {path}: an exported model can start only an anchor_free run from an "
                          f"anchor_free export (this run: {arch.name}; the model: {card.output_format})")
     diffs = card.spectrogram.differences(arch.params)
-    if diffs:
+    resolution = [d for d in diffs if d.split(":")[0] in RESOLUTION_FIELDS] if other_resolution else []
+    if len(diffs) > len(resolution):
         raise ValueError(f"--init {path}: the model was trained on other spectrogram settings than these tiles "
-                         f"({'; '.join(diffs)}): prepare the recordings with the model's settings")
+                         f"({'; '.join(d for d in diffs if d not in resolution)}): prepare the recordings with "
+                         f"the model's settings" + _resolution_hint(diffs, other_resolution))
     tiles = [np.asarray(t, np.float32) for t in tiles][:CALIBRATION_TILES]
     if not tiles:
         raise ValueError(f"--init {path}: no training tile to calibrate BatchNorm on")
@@ -114,8 +123,16 @@ def init_from_export(path, arch, model: torch.nn.Module, tiles) -> str:
     else:
         kept = (f"every weight but the class head's rows for {new_labels}, which the model does not know and "
                 f"start fresh" + (f" (kept: {known})" if known else ""))
-    return (f"train: starting from {path} ({card.name}): {kept}; BatchNorm statistics from "
+    at = f"; made at another resolution ({'; '.join(resolution)})" if resolution else ""
+    return (f"train: starting from {path} ({card.name}): {kept}{at}; BatchNorm statistics from "
             f"{len(tiles)} training tiles")
+
+
+def _resolution_hint(diffs, other_resolution: bool) -> str:
+    """The error's last words: --init-other-resolution where it would have been enough."""
+    if other_resolution or any(d.split(":")[0] not in RESOLUTION_FIELDS for d in diffs):
+        return ""
+    return ", or pass --init-other-resolution to start from its weights at these settings"
 
 
 def _class_head_rows(conv, w, b, rows) -> None:

@@ -57,6 +57,8 @@ class TrainConfig:
     augment: tuple = ()
     balance: bool = True
     init: Optional[str] = None  # a checkpoint whose weights start the run (fresh schedule)
+    # an exported --init model made at another FFT size, hop, window, pooling or width is accepted
+    init_other_resolution: bool = False
     ema: float = 0.0  # epochs of steps the weight average spans (0: validate the raw weights)
 
 
@@ -316,7 +318,8 @@ def fit(arch, ds, train_images, val_images, cfg: TrainConfig, run_dir: Path, res
         if exported is not None:
             from .archs import load_tile
             line = init_from_export(exported, arch, model,
-                                    [load_tile(ds, im)[0] for im in train_images[:CALIBRATION_TILES]])
+                                    [load_tile(ds, im)[0] for im in train_images[:CALIBRATION_TILES]],
+                                    other_resolution=cfg.init_other_resolution)
         else:
             ck = load_init(cfg.init, arch)
             model.load_state_dict(ck["model"])
