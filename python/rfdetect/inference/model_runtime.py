@@ -30,8 +30,9 @@ DEFAULT_MODEL = EMBEDDED_DIR / "default" / "model.onnx"
 
 
 def embedded_models() -> list:
-    """Names of the models shipped in the package (``--model NAME``): ``default`` and the
-    earlier defaults kept loadable (each a folder under models/ with model.onnx and its card)."""
+    """Names of the models shipped in the package (``--model NAME``): ``default``, the
+    earlier defaults kept loadable, and models made for one kind of capture (``narrowband``);
+    each a folder under models/ with model.onnx, its card and a README."""
     if not EMBEDDED_DIR.is_dir():
         return []
     return sorted(d.name for d in EMBEDDED_DIR.iterdir() if (d / "model.onnx").is_file())
