@@ -453,6 +453,9 @@ def test_init_from_an_exported_model(tiles, tmp_path):
     regrid = train_cli("train", *common, "--out", tmp_path / "c", "--init", "default", "--init-other-resolution")
     assert "made at another resolution (fft_size: 4096 != 1024; hop: 2048 != 512; width: 1024 != 512)" \
         in regrid.stdout and "epoch 1:" in regrid.stdout
+    alone = train_cli("run", "--data", tmp_path, "--out", tmp_path / "f", "--init-other-resolution", check=False)
+    assert alone.returncode != 0 and "--init-other-resolution: give --init MODEL too" in alone.stderr
+    assert not (tmp_path / "f" / "work" / "tiles").exists()  # refused before preparing tiles
     missing = train_cli("run", "--data", tmp_path, "--out", tmp_path / "d", "--init", tmp_path / "nope.onnx",
                         check=False)
     assert missing.returncode != 0 and "no such model file" in missing.stderr

@@ -155,7 +155,15 @@ def _config(a, tune):
                        ema=a.ema if a.ema is not None else (DEFAULT_EMA_EPOCHS if a.arch == "anchor_free" else 0.0))
 
 
+def _check_init_args(a):
+    """--init-other-resolution without --init would do nothing: one error before any work."""
+    if getattr(a, "init_other_resolution", False) and not getattr(a, "init", None):
+        raise ValueError("--init-other-resolution: give --init MODEL too (the exported model whose weights "
+                         "start the run at this run's spectrogram settings)")
+
+
 def cmd_train(a):
+    _check_init_args(a)
     if getattr(a, "threads", 0):
         import torch
         torch.set_num_threads(a.threads)
@@ -294,6 +302,7 @@ def cmd_run(a):
     work = out / "work"
     t0 = time.monotonic()
     a.tiles = str(work / "tiles")
+    _check_init_args(a)
     if getattr(a, "init", None):
         from .train import require_init_file
         require_init_file(a.init)
