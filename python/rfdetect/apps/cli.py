@@ -33,19 +33,39 @@ def _add_spectrogram_args(p):
                         f"(a signal over most of the band stays visible), or plain dB (default {d.normalisation})")
 
 
-def _card_params(models) -> Optional[SpectrogramParams]:
-    """The spectrogram of the first model in ``models`` that has a card (energy has none);
-    None where none has (a model that does not load is the Detector's to report)."""
+def _card_settings(models) -> list:
+    """(model, spectrogram) of each model in ``models`` that has a card (energy has none), in
+    order, up to the first whose card cannot be read (a model that does not load is the
+    Detector's to report)."""
     from ..inference.model_runtime import BUILTIN_MODELS, ModelCard, ModelError, card_for, model_candidates
+    out = []
     for m in models or ():
         name = str(m).split("?")[0]
         if name in BUILTIN_MODELS:
             continue
         try:
-            return ModelCard.load(card_for(model_candidates(name)[0])).spectrogram
+            out.append((name, ModelCard.load(card_for(model_candidates(name)[0])).spectrogram))
         except (ModelError, OSError, IndexError, ValueError):
-            return None
-    return None
+            break
+    return out
+
+
+def _card_params(models) -> Optional[SpectrogramParams]:
+    """The spectrogram of the first model in ``models`` that has a card; None where none has."""
+    cards = _card_settings(models)
+    return cards[0][1] if cards else None
+
+
+def _check_one_grid(models) -> None:
+    """Models of one run share its STFT: two trained on different spectrograms are one error
+    that says what to do instead (the Detector alone could only say a card does not match)."""
+    cards = _card_settings(models)
+    for name, params in cards[1:]:
+        diffs = cards[0][1].differences(params)
+        if diffs:
+            raise ValueError(f"models {cards[0][0]} and {name} were trained on different spectrogram settings "
+                             f"({'; '.join(diffs)}) and one run has one spectrogram: run `rfdetect detect` once "
+                             f"per model (or give each its own STFT Tile in a flowgraph)")
 
 
 def _params(a, models=()) -> SpectrogramParams:
@@ -89,6 +109,7 @@ def cmd_detect(a):
     from .detect_flowgraph import DetectOptions, run_detect
     from ..formats.records import read_jsonl
     models = a.model or ["default"]
+    _check_one_grid(models)
     opt = DetectOptions(models=models, params=_params(a, models), tile_height=a.tile_height,
                         overlap=a.overlap, nms_iou=a.nms_iou, track_max_gap_s=a.max_gap,
                         score_threshold=a.score_threshold, out=a.out, zmq=a.zmq, zmq_wait_s=a.zmq_wait, sigmf_out=a.sigmf_out,
