@@ -69,12 +69,15 @@ def init_from_export(path, arch, model: torch.nn.Module, tiles, other_resolution
     if arch.name != "anchor_free" or card.output_format != arch.output_format:
         raise ValueError(f"--init {path}: an exported model can start only an anchor_free run from an "
                          f"anchor_free export (this run: {arch.name}; the model: {card.output_format})")
-    diffs = card.spectrogram.differences(arch.params)
-    resolution = [d for d in diffs if d.split(":")[0] in RESOLUTION_FIELDS] if other_resolution else []
-    if len(diffs) > len(resolution):
+    differ = card.spectrogram.differing_fields(arch.params)
+    accepted = [k for k in differ if k in RESOLUTION_FIELDS] if other_resolution else []
+    refused = [k for k in differ if k not in accepted]
+    if refused:
+        hint = ("" if other_resolution or any(k not in RESOLUTION_FIELDS for k in refused) else
+                ", or pass --init-other-resolution to start from its weights at these settings")
         raise ValueError(f"--init {path}: the model was trained on other spectrogram settings than these tiles "
-                         f"({'; '.join(d for d in diffs if d not in resolution)}): prepare the recordings with "
-                         f"the model's settings" + _resolution_hint(diffs, other_resolution))
+                         f"({'; '.join(card.spectrogram.differences(arch.params, refused))}): prepare the "
+                         f"recordings with the model's settings" + hint)
     tiles = [np.asarray(t, np.float32) for t in tiles][:CALIBRATION_TILES]
     if not tiles:
         raise ValueError(f"--init {path}: no training tile to calibrate BatchNorm on")
@@ -123,16 +126,10 @@ def init_from_export(path, arch, model: torch.nn.Module, tiles, other_resolution
     else:
         kept = (f"every weight but the class head's rows for {new_labels}, which the model does not know and "
                 f"start fresh" + (f" (kept: {known})" if known else ""))
-    at = f"; made at another resolution ({'; '.join(resolution)})" if resolution else ""
+    at = (f"; made at another resolution ({'; '.join(card.spectrogram.differences(arch.params, accepted))})"
+          if accepted else "")
     return (f"train: starting from {path} ({card.name}): {kept}{at}; BatchNorm statistics from "
             f"{len(tiles)} training tiles")
-
-
-def _resolution_hint(diffs, other_resolution: bool) -> str:
-    """The error's last words: --init-other-resolution where it would have been enough."""
-    if other_resolution or any(d.split(":")[0] not in RESOLUTION_FIELDS for d in diffs):
-        return ""
-    return ", or pass --init-other-resolution to start from its weights at these settings"
 
 
 def _class_head_rows(conv, w, b, rows) -> None:

@@ -170,10 +170,15 @@ class SpectrogramParams:
             raise SpectrogramConfigError(f"unknown spectrogram parameters: {sorted(unknown)}")
         return cls(**d)
 
-    def differences(self, other: "SpectrogramParams") -> list[str]:
-        """Human-readable list of fields that differ (empty when equal)."""
+    def differing_fields(self, other: "SpectrogramParams") -> list[str]:
+        """Names of the fields that differ, in field order (empty when equal)."""
         a, b = self.to_dict(), other.to_dict()
-        return [f"{k}: {a[k]!r} != {b[k]!r}" for k in a if a[k] != b[k]]
+        return [k for k in a if a[k] != b[k]]
+
+    def differences(self, other: "SpectrogramParams", fields=None) -> list[str]:
+        """Human-readable list of fields that differ (empty when equal); ``fields``: only these."""
+        a, b = self.to_dict(), other.to_dict()
+        return [f"{k}: {a[k]!r} != {b[k]!r}" for k in self.differing_fields(other) if fields is None or k in fields]
 
     def level(self, db_above_floor: float) -> float:
         """Normalised pixel value of a power ``db_above_floor`` dB over the noise floor."""
