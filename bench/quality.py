@@ -29,6 +29,10 @@ Models (--model NAME=SPEC, repeatable, added to `default` and `energy` unless
 .onnx/.pt file with its card, optionally with `?backend=...` options. Models with a card run
 at the card's spectrogram and tile height; `energy` and `default` at the default spectrogram
 (fft 4096, hop 2048, width 1024), 1024-row tiles; overlap 128 rows for all.
+SPEC `A+B` runs A and B together as `rfdetect detect --model A --model B` does (a Detector
+per spectrogram, one NMS Merge): each model reports only what reaches its card's threshold
+(so its AP has no tail below them), P/R/F1 count everything reported, the truth is at A's
+spectrogram, and ms / tile is the sum of the models' medians.
 
 Held-out sets (--set NAME=DIR for any folder of labelled SigMF; --set NAME for one of the
 defaults below; default: all of them). Synthetic sets are generated here on first use into
@@ -66,6 +70,7 @@ from bench_report import ROOT, git_commit, named_models, save_plot, stamp, write
 HELDOUT = ROOT / "bench" / ".cache" / "heldout"
 RESULTS = ROOT / "bench" / ".cache" / "quality"
 OVERLAP = 128
+COMBINE = "+"  # --model NAME=A+B: models A and B in one run, as `rfdetect detect --model A --model B`
 AP_FLOOR = 0.05  # rfdetect-train evaluate's --ap-floor
 # synthetic held-out sets: seeds 7001-7599 are used by no training recipe of this project
 SYNTH_SETS = {
@@ -157,8 +162,9 @@ class Timed:
         return out
 
 
-def load(spec: str, score_threshold: float | None):
-    """-> (model, ds settings, P/R/F1 threshold), as rfdetect-train evaluate --model loads it."""
+def load(spec: str, score_threshold: float | None, at_threshold: bool = False):
+    """-> (model, ds settings, P/R/F1 threshold), as rfdetect-train evaluate --model loads it;
+    ``at_threshold``: the model reports only what reaches its threshold, as the Detector runs it."""
     from gnuradio.rfdetect.inference.hardware_profile import resolve_profile
     from gnuradio.rfdetect.inference.model_runtime import BUILTIN_MODELS, ModelCard, ModelSpec, card_for, load_model, \
         model_candidates
@@ -170,7 +176,7 @@ def load(spec: str, score_threshold: float | None):
         card = ModelCard.load(card_for(model_candidates(ms.model)[0]))
         params, height, card_thr = card.spectrogram, card.input_shape[2], card.score_threshold
     thr = card_thr if score_threshold is None else score_threshold
-    ms.score_threshold = min(thr, AP_FLOOR)  # AP needs the low-score tail; P/R/F1 use thr
+    ms.score_threshold = thr if at_threshold else min(thr, AP_FLOOR)  # AP needs the low-score tail; P/R/F1 use thr
     model = load_model(ms, params, height, profile=resolve_profile())
     return model, {"params": params, "tile_height": height, "overlap": OVERLAP}, thr
 
@@ -202,25 +208,33 @@ def evaluate(model_name: str, spec: str, set_name: str, recs: list[str], score_t
     """One (model, set), scored as training/evaluate.py evaluate_detector does (the
     truth/found groups kept at hand for AP >= 10 dB)."""
     from rfdetect_training.evaluate import detect_groups, score_groups, write_report
-    model, ds, thr = load(spec, score_threshold)
-    timed = Timed(model)
+    specs = spec.split(COMBINE)
+    loaded = [load(s, score_threshold, at_threshold=len(specs) > 1) for s in specs]
+    (_, ds, thr), branches = loaded[0], loaded[1:]
+    if branches:
+        thr = 0.0  # each model already reports only what reaches its own threshold
+    timed = [Timed(m) for m, _, _ in loaded]
     t0 = time.perf_counter()
-    truth_all, found_all = detect_groups(timed, ds, recs, progress=False, truth=truth)
-    r = score_groups(truth_all, found_all, list(model.labels), thr)
+    truth_all, found_all = detect_groups(timed[0], ds, recs, progress=False, truth=truth,
+                                         branches=[(t, d) for t, (_, d, _) in zip(timed[1:], branches)])
+    labels = list(dict.fromkeys(lab for m, _, _ in loaded for lab in m.labels))
+    r = score_groups(truth_all, found_all, labels, thr)
     r["recordings"] = len(recs)
     r["truth"] = truth
     r["ap50_snr_ge_10"] = ap_at_or_above(truth_all, found_all, 10.0)
-    r["tiles"] = len(timed.ms)
-    r["ms_per_tile_p50"] = round(sorted(timed.ms)[len(timed.ms) // 2], 1) if timed.ms else None
+    r["tiles"] = sum(len(t.ms) for t in timed)
+    # a combination: the sum of its models' medians (each on tiles of its own spectrogram)
+    r["ms_per_tile_p50"] = round(sum(sorted(t.ms)[len(t.ms) // 2] for t in timed), 1) \
+        if all(t.ms for t in timed) else None
     r["wall_s"] = round(time.perf_counter() - t0, 1)
     r["score_threshold"] = thr
-    r["model_labels"] = list(model.labels)
+    r["model_labels"] = labels
     truth_labels = [t["label"] for g in truth_all for t in g]
-    known = sum(lab in set(model.labels) for lab in truth_labels)
+    known = sum(lab in set(labels) for lab in truth_labels)
     r["set_labels"] = sorted(set(truth_labels))
     r["labels_apply"] = set_name not in AGNOSTIC_ONLY and bool(truth_labels) and known >= 0.5 * len(truth_labels)
     write_report(RESULTS / set_name / _slug(model_name),
-                 {"arch": f"{model_name} ({spec})", "backbone": "-", "labels": list(model.labels),
+                 {"arch": f"{model_name} ({spec})", "backbone": "-", "labels": labels,
                   "score_threshold": thr, "recordings": recs, "physical": r,
                   "pixel_note": "whole recordings only: see the physical section"})
     return r
@@ -372,9 +386,16 @@ def main():
     evals = [f"rfdetect-train evaluate --model {spec} --recordings DIR --out REPORT "
              f"--score-threshold {next(iter(all_results.values()))[m]['score_threshold']:g}"
              + (" --truth exact" if a.truth == "exact" else "")
-             for m, spec in models.items()]
-    parts += ["Each row is what `" + "`, `".join(evals) + "` reports for that set's recordings "
-              "(`bench/.cache/quality/SET/MODEL/report.md`)."]
+             for m, spec in models.items() if COMBINE not in spec]
+    combos = [" ".join(f"--model {s}" for s in spec.split(COMBINE)) for spec in models.values() if COMBINE in spec]
+    said = []
+    if evals:
+        said.append("Each row is what `" + "`, `".join(evals) + "` reports for that set's recordings "
+                    "(`bench/.cache/quality/SET/MODEL/report.md`)")
+    if combos:
+        said.append("a row of models joined by `+` is what `rfdetect detect REC " + "`, `rfdetect detect REC ".join(combos)
+                    + "` reports, scored the same way")
+    parts += ["; ".join(said) + "."]
     body = "\n".join(parts)
     header = stamp(f"models {', '.join(f'{k}={v}' for k, v in models.items())}; "
                    f"{'quick (2 recordings per set)' if a.quick else 'full sets'}; IoU >= 0.5 in seconds x Hz, "

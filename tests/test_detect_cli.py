@@ -163,16 +163,19 @@ def test_the_spectrogram_settings_come_from_the_first_trained_models_card():
     assert (p.normalisation, p.hop, p.fft_size) == ("floor", 1024, 4096)
 
 
-def test_models_of_different_spectrograms_in_one_run_are_one_clear_error(recording, tmp_path):
-    """`--model narrowband --model default` cannot share one STFT (fft 2048 / hop 1024 against
-    4096 / 2048): one error naming both models and what to do, before any work, and no output."""
+def test_spectrogram_options_with_models_of_different_spectrograms_are_one_clear_error(recording, tmp_path):
+    """Spectrogram options apply to every model: with `narrowband` (fft 2048 / hop 1024) and
+    `default` (4096 / 2048) one of them cannot match, so that is one error naming both models
+    and what to do, before any work, and no output. (Without the options the two run
+    together, a branch each: tests/test_models.py.)"""
     out = tmp_path / "x.jsonl"
     proc = run_cli("detect", recording, "--model", "narrowband", "--model", "energy", "--model", "default",
-                   "--out", out, "--quiet", check=False)
+                   "--hop", "1024", "--out", out, "--quiet", check=False)
     assert proc.returncode == 2 and proc.stderr.count("error:") == 1, proc.stderr
     assert "models narrowband and default were trained on different spectrogram settings" in proc.stderr
-    assert "fft_size: 2048 != 4096" in proc.stderr and "once per model" in proc.stderr
+    assert "fft_size: 2048 != 4096" in proc.stderr and "leave them out" in proc.stderr
     assert not out.exists() and not (tmp_path / "x.jsonl.partial").exists()
-    # models of one spectrogram still run together
-    run_cli("detect", recording, "--model", "narrowband", "--model", "energy", "--out", out, "--quiet")
+    # models of one spectrogram still run together with the options
+    run_cli("detect", recording, "--model", "narrowband", "--model", "energy", "--hop", "1024", "--out", out,
+            "--quiet")
     assert out.exists()

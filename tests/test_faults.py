@@ -165,3 +165,32 @@ def test_a_subscriber_that_keeps_up_gets_every_record_in_order_from_when_it_join
         assert got[0] == 0
     else:
         assert got[0] > 0
+
+
+def test_a_detector_waits_for_the_merge_while_it_works_and_no_longer():
+    """stream_end.wait_handled, as a Detector whose branch ended first uses it: while the NMS
+    Merge still holds its run and reports progress (other branches' tiles), the deadline
+    moves on; once the merge releases the run it returns True; with nobody holding it and
+    nothing handled it gives up at its deadline (no hang)."""
+    import threading
+    import time as _time
+    from gnuradio.rfdetect.blocks import stream_end
+    run = stream_end.new_run_token()
+    stream_end.hold([run])
+
+    def merge_works_then_releases():
+        for _ in range(8):  # 8 x 0.1 s of progress: longer than the 0.3 s deadline
+            _time.sleep(0.1)
+            stream_end.touch([run])
+        stream_end.release([run])
+
+    t = threading.Thread(target=merge_works_then_releases)
+    t.start()
+    assert stream_end.wait_handled(run, timeout=0.3) is True
+    t.join()
+    # held and never released, no progress: False after the deadline
+    stuck = stream_end.new_run_token()
+    stream_end.hold([stuck])
+    t0 = _time.monotonic()
+    assert stream_end.wait_handled(stuck, timeout=0.3) is False
+    assert _time.monotonic() - t0 < 5

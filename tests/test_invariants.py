@@ -1,4 +1,5 @@
 """Property-based tests (hypothesis) of NMS Merge and Track Assigner invariants."""
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -60,7 +61,7 @@ def test_nms_merge_invariants(stream, iou, class_aware, stitch):
     models_in = {r["model"] for _, rs in stream for r in rs}
     for r in outputs:
         assert t_min <= r["t_start"] < r["t_stop"] <= t_max and r["f_low"] < r["f_high"]
-        assert r["models"] and set(r["models"]) <= models_in and "_held" not in r
+        assert r["models"] and set(r["models"]) <= models_in and not [k for k in r if k.startswith("_")]
     # nothing is held after the final tile
     assert m._held == []
 
@@ -100,3 +101,107 @@ def test_track_assigner_invariants(stream, gate, gap, class_aware):
         assert end["f_low"] <= min(d["f_low"] for d in dets) and end["f_high"] >= max(d["f_high"] for d in dets)
         if class_aware:
             assert {d["label"] for d in dets} == {end["label"]}
+
+
+# ---- one merger fed by two Detectors (models of two spectrograms: tiles of different lengths)
+
+def _tile(stream, i, length, step, n):
+    t0 = i * step
+    return {"stream": stream, "index": i, "t_start": t0, "t_stop": t0 + length,
+            "next_t_start": (i + 1) * step, "final": i == n - 1, "run": f"run-{stream}"}
+
+
+def _rec(stream, tile, t0, t1, f0, f1, score=0.9, label="a"):
+    return {"event": "detection", "t_start": t0, "t_stop": t1, "f_low": f0, "f_high": f1, "label": label,
+            "score": score, "model": f"model-{stream}", "sample_start": int(t0 * RATE),
+            "sample_count": int((t1 - t0) * RATE), "tile": tile["index"], "tile_edge": []}
+
+
+def test_two_inputs_wait_for_the_slower_and_merge_what_both_saw():
+    """Detector A (0.1 s tiles) runs ahead of Detector B (0.05 s tiles). A signal both saw
+    leaves once, naming both models, and only after B has passed it; the run ends once,
+    when both have ended."""
+    m = NmsMerger(inputs=2)
+    a = [_tile("A", i, 0.1, 0.08, 3) for i in range(3)]
+    b = [_tile("B", i, 0.05, 0.04, 6) for i in range(6)]
+    out = []
+    # A's whole run first: nothing may leave while B has not been heard from
+    for i, t in enumerate(a):
+        recs = [_rec("A", t, 0.020, 0.030, 1e3, 5e3)] if i == 0 else []
+        if i == 1:
+            recs = [_rec("A", t, 0.120, 0.150, 9e3, 12e3)]
+        assert m.push(t, recs) == []
+        assert m.out_tile(t)["final"] is False and "run" not in m.out_tile(t)
+    # B saw the first signal too (a slightly different box), and a signal of its own
+    first = m.push(b[0], [_rec("B", b[0], 0.021, 0.031, 1.2e3, 5.1e3, score=0.5)])
+    assert [(r["t_start"], sorted(r["models"])) for r in first] == [(0.020, ["model-A", "model-B"])]
+    assert m.out_tile(b[0])["t_start"] == 0.0
+    out += first
+    for i, t in enumerate(b[1:], start=1):
+        recs = [_rec("B", t, 0.06, 0.07, 30e3, 40e3)] if i == 1 else []
+        got = m.push(t, recs)
+        for r in got:  # B passed it: nothing of B's can still duplicate it
+            assert r["t_stop"] <= t["next_t_start"]
+        out += got
+    assert m.finished and m.out_tile(b[-1])["final"] is True and m._held == []
+    assert sorted((r["t_start"], r["models"][0]) for r in out) == [
+        (0.020, "model-A"), (0.06, "model-B"), (0.120, "model-A")]
+    assert m.records_in == 4 and m.suppressed == 1 and m.records_out == 3
+
+
+def test_more_detectors_than_inputs_is_one_clear_error():
+    m = NmsMerger(inputs=2)
+    m.push(_tile("A", 0, 0.1, 0.08, 2), [])
+    m.push(_tile("B", 0, 0.1, 0.08, 2), [])
+    with pytest.raises(ValueError, match="more Detectors than its inputs=2"):
+        m.push(_tile("C", 0, 0.1, 0.08, 2), [])
+    with pytest.raises(ValueError, match="inputs=0"):
+        NmsMerger(inputs=0)
+
+
+@st.composite
+def two_streams(draw):
+    """Two inputs with tiles of different lengths, interleaved in any order that keeps
+    each input's own order."""
+    streams = []
+    for name, length in (("A", TILE_S), ("B", TILE_S / 2)):
+        step = length - 0.02 * length / TILE_S
+        n = draw(st.integers(1, 5))
+        tiles_ = []
+        for i in range(n):
+            t = _tile(name, i, length, step, n)
+            recs = []
+            for _ in range(draw(st.integers(0, 4))):
+                t0 = t["t_start"] + draw(st.floats(0.0, length * 0.95))
+                t1 = min(t0 + draw(st.floats(0.001, length)), t["t_stop"])
+                f0 = draw(st.floats(-4e5, 4e5))
+                recs.append(_rec(name, t, t0, max(t1, t0 + 1e-4), f0, f0 + draw(st.floats(1e3, 1e5)),
+                                 score=draw(st.floats(0.05, 1.0)), label=draw(st.sampled_from(["a", "b"]))))
+            tiles_.append((t, recs))
+        streams.append(tiles_)
+    order = draw(st.permutations([0] * len(streams[0]) + [1] * len(streams[1])))
+    pos = [0, 0]
+    out = []
+    for k in order:
+        out.append(streams[k][pos[k]])
+        pos[k] += 1
+    return out
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(two_streams(), st.booleans())
+def test_nms_merge_two_inputs_invariants(stream, class_aware):
+    m = NmsMerger(class_aware=class_aware, inputs=2)
+    outputs, finals = [], []
+    for tile, recs in stream:
+        got = m.push(tile, recs)
+        finals.append(m.out_tile(tile)["final"])
+        # what leaves has been seen by both inputs: each reached its end or passed it
+        for r in got:
+            assert not [k for k in r if k.startswith("_")]
+        outputs += got
+    n_in = sum(len(r) for _, r in stream)
+    assert m.records_in == n_in and m.records_out + m.suppressed + m.stitched == n_in
+    assert len(outputs) == m.records_out and m._held == []
+    # the merged run is final exactly once: at its last tile, when both inputs have ended
+    assert finals == [False] * (len(stream) - 1) + [True]

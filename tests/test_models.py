@@ -173,27 +173,42 @@ NARROWBAND_SEED = 4406
 NARROWBAND_FLOORS = (0.75, 0.65)
 
 
-def test_narrowband_model_keeps_tdma_slots_apart(tmp_path):
+@pytest.fixture(scope="module")
+def tdma_recording(tmp_path_factory):
+    """DMR-like TDMA only, 0.5 s at 2 MS/s (a rate `narrowband` was not trained at), 12-25 dB."""
+    from gnuradio.rfdetect.apps.synth import synth_dataset
+    [meta] = synth_dataset(tmp_path_factory.mktemp("tdma"), n=1, seed=NARROWBAND_SEED, sample_rate=2e6,
+                           duration=0.5, snr_db=(12.0, 25.0), n_signals=6, profile="vhf-uhf", classes=["tdma"],
+                           center_freq=450e6)
+    return meta
+
+
+def _tdma_hits(meta, found) -> list:
+    """Each truth burst's matching detection record (None: missed) at IoU 0.5, and the truth."""
+    from gnuradio.rfdetect.formats.records import from_annotation, match_boxes
+    from gnuradio.rfdetect.formats.sigmf_io import SigMFRecording
+    rec = SigMFRecording.open(meta)
+    truth = [from_annotation(a, rec.sample_rate) for a in rec.annotations]
+    matched, _ = match_boxes(truth, found, iou=0.5, class_aware=False)
+    return matched, truth
+
+
+def test_narrowband_model_keeps_tdma_slots_apart(tdma_recording, tmp_path):
     """The embedded `narrowband` model (anchor_free at fft 2048 / hop 1024: twice the
     default's time resolution) through `rfdetect detect --model narrowband`, which takes those
     settings from its card, on DMR-like TDMA at 2 MS/s, a rate it was not trained at: 27.5 ms
     bursts, and in two-slot channels 2.5 ms gaps (about 5 rows at this hop), each burst its
     own box at IoU 0.5."""
     from gnuradio.rfdetect.inference.model_runtime import EMBEDDED_DIR
-    from gnuradio.rfdetect.formats.records import from_annotation, match_boxes, read_jsonl
-    from gnuradio.rfdetect.formats.sigmf_io import SigMFRecording
-    from gnuradio.rfdetect.apps.synth import synth_dataset
+    from gnuradio.rfdetect.formats.records import read_jsonl
     card = json.loads((EMBEDDED_DIR / "narrowband" / "model.card.json").read_text())
     assert (card["spectrogram"]["fft_size"], card["spectrogram"]["hop"]) == (2048, 1024)
-    [meta] = synth_dataset(tmp_path, n=1, seed=NARROWBAND_SEED, sample_rate=2e6, duration=0.5,
-                           snr_db=(12.0, 25.0), n_signals=6, profile="vhf-uhf", classes=["tdma"], center_freq=450e6)
+    meta = tdma_recording
     out = tmp_path / "d.jsonl"
     run_cli("detect", meta, "--model", "narrowband", "--out", out, "--quiet")
     # every burst is a detection record: the first of a channel opens its track, the rest update it
     found = [r for r in read_jsonl(out) if r["event"] in ("new", "update")]
-    rec = SigMFRecording.open(meta)
-    truth = [from_annotation(a, rec.sample_rate) for a in rec.annotations]
-    matched, _ = match_boxes(truth, found, iou=0.5, class_aware=False)
+    matched, truth = _tdma_hits(meta, found)
     # the bursts of a two-slot channel: same band, the next one 30 ms later (2.5 ms after the end)
     pairs = [(i, j) for i, a in enumerate(truth) for j, b in enumerate(truth)
              if abs(a["f_low"] - b["f_low"]) < 1.0 and 0.029 < b["t_start"] - a["t_start"] < 0.031]
@@ -202,3 +217,30 @@ def test_narrowband_model_keeps_tdma_slots_apart(tmp_path):
     min_hits, min_both = NARROWBAND_FLOORS
     assert len(truth) >= 30 and len(pairs) >= 10, (len(truth), len(pairs))
     assert hits >= min_hits * len(truth) and both >= min_both * len(pairs), (hits, len(truth), both, len(pairs))
+
+
+def test_models_of_two_spectrograms_run_together_into_one_merge(tdma_recording, tmp_path):
+    """`rfdetect detect --model narrowband --model default`: the two cards' spectrograms
+    differ (fft 2048 / hop 1024 against 4096 / 2048), so each model gets a branch of its own
+    (STFT Tile + Detector) and both feed one NMS Merge. Every burst `narrowband` finds alone
+    is still found, a burst both box is one record naming both models, no two records are
+    duplicates, and every track ends (the run ended once, after both branches)."""
+    from gnuradio.rfdetect.formats.records import box_iou, read_jsonl
+    alone, both = tmp_path / "alone.jsonl", tmp_path / "both.jsonl"
+    run_cli("detect", tdma_recording, "--model", "narrowband", "--out", alone, "--quiet")
+    proc = run_cli("detect", tdma_recording, "--model", "narrowband", "--model", "default", "--out", both,
+                   "--quiet")
+    assert " + " in proc.stderr, proc.stderr  # tiles of each branch
+    recs = read_jsonl(both)
+    found = [r for r in recs if r["event"] in ("new", "update")]
+    news = {r["track_id"] for r in recs if r["event"] == "new"}
+    assert news and news == {r["track_id"] for r in recs if r["event"] == "end"}
+    names = [set(r["models"]) for r in found]
+    assert len(set().union(*names)) == 2 and any(len(n) == 2 for n in names), names
+    for i, a in enumerate(found):
+        for b in found[i + 1:]:
+            assert a["label"] != b["label"] or box_iou(a, b) < 0.5, (a, b)
+    hits_alone = sum(m is not None for m in _tdma_hits(tdma_recording, [r for r in read_jsonl(alone)
+                                                                         if r["event"] in ("new", "update")])[0])
+    hits_both = sum(m is not None for m in _tdma_hits(tdma_recording, found)[0])
+    assert hits_both >= hits_alone >= 30, (hits_both, hits_alone)

@@ -139,9 +139,8 @@ def _pix_rec(b, label) -> dict:
             "label": label}
 
 
-def detect_recording(path, models, ds) -> list[dict]:
-    """A recording through the Detector's tile path and NMS Merge, without GNU Radio."""
-    rec = SigMFRecording.open(path)
+def _branch_tiles(rec, models, ds) -> list:
+    """(tile info, records) of every tile of one Detector over the recording, in tile order."""
     p = ds["params"]
     tiles = []
     det = TileDetector(models, p, tile_height=ds["tile_height"], overlap=ds["overlap"], mode="file",
@@ -155,9 +154,22 @@ def detect_recording(path, models, ds) -> list[dict]:
     finally:
         det.stop()
         stream.engine.close()
-    merger = NmsMerger(0.5, class_aware=True, stitch=True)
+    return sorted(tiles, key=lambda t: t[0]["index"])
+
+
+def detect_recording(path, models, ds, branches=()) -> list[dict]:
+    """A recording through the Detector's tile path and NMS Merge, without GNU Radio.
+    ``branches``: more (models, ds) on spectrograms of their own, merged in the one NMS
+    Merge as `rfdetect detect` does with models of different cards (their tiles taken in
+    the order their ends arrive in time)."""
+    rec = SigMFRecording.open(path)
+    runs = [(models, ds)] + list(branches)
+    tiles = []
+    for k, (m, d) in enumerate(runs):
+        tiles += [(dict(info, stream=str(k)), recs) for info, recs in _branch_tiles(rec, m, d)]
+    merger = NmsMerger(0.5, class_aware=True, stitch=True, inputs=len(runs))
     out = []
-    for info, recs in sorted(tiles, key=lambda t: t[0]["index"]):
+    for info, recs in sorted(tiles, key=lambda t: (t[0]["final"], t[0]["t_stop"], t[0]["stream"])):
         out += merger.push(info, recs)
     return out
 
@@ -168,18 +180,20 @@ def evaluate_recordings(arch, model, device, ds, recordings, score_threshold, pr
     return evaluate_detector(adapter, arch.labels, ds, recordings, score_threshold, progress)
 
 
-def detect_groups(model, ds, recordings, progress=True, truth="resolvable") -> tuple[list, list]:
+def detect_groups(model, ds, recordings, progress=True, truth="resolvable", branches=()) -> tuple[list, list]:
     """Each recording's truth boxes and the model's records for it (through the Detector's
     tile path and NMS Merge) -> (truth groups, found groups), one group per recording.
     ``truth``: "resolvable" (boxes below the spectrogram's resolution widened to it, as in
-    training: truth_records) or "exact" (the annotations as they are)."""
+    training: truth_records; the first model's spectrogram) or "exact" (the annotations as
+    they are). ``branches``: (model, ds) of models on other spectrograms, merged with it
+    (detect_recording)."""
     if truth not in TRUTH_RULES:
         raise ValueError(f"truth={truth!r} is not one of {TRUTH_RULES}")
     truth_all, found_all = [], []
     for path in progress_bar(recordings, enable=progress, desc="evaluate recordings"):
         truth_all.append(truth_records(SigMFRecording.open(path),
                                        params=ds["params"] if truth == "resolvable" else None))
-        found_all.append(detect_recording(path, [model], ds))
+        found_all.append(detect_recording(path, [model], ds, [([m], d) for m, d in branches]))
     return truth_all, found_all
 
 

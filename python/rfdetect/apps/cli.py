@@ -33,39 +33,24 @@ def _add_spectrogram_args(p):
                         f"(a signal over most of the band stays visible), or plain dB (default {d.normalisation})")
 
 
-def _card_settings(models) -> list:
-    """(model, spectrogram) of each model in ``models`` that has a card (energy has none), in
-    order, up to the first whose card cannot be read (a model that does not load is the
-    Detector's to report)."""
-    from ..inference.model_runtime import BUILTIN_MODELS, ModelCard, ModelError, card_for, model_candidates
-    out = []
-    for m in models or ():
-        name = str(m).split("?")[0]
-        if name in BUILTIN_MODELS:
-            continue
-        try:
-            out.append((name, ModelCard.load(card_for(model_candidates(name)[0])).spectrogram))
-        except (ModelError, OSError, IndexError, ValueError):
-            break
-    return out
-
-
 def _card_params(models) -> Optional[SpectrogramParams]:
     """The spectrogram of the first model in ``models`` that has a card; None where none has."""
-    cards = _card_settings(models)
-    return cards[0][1] if cards else None
+    from .detect_flowgraph import card_spectrogram
+    return next((p for p in map(card_spectrogram, models or ()) if p is not None), None)
 
 
-def _check_one_grid(models) -> None:
-    """Models of one run share its STFT: two trained on different spectrograms are one error
-    that says what to do instead (the Detector alone could only say a card does not match)."""
-    cards = _card_settings(models)
+def _check_one_spectrogram(models) -> None:
+    """Spectrogram options apply to every model: models of different cards then cannot all
+    match, which is one error that names them and says how to run them together."""
+    from .detect_flowgraph import card_spectrogram
+    cards = [(m, p) for m in models or () if (p := card_spectrogram(m)) is not None]
     for name, params in cards[1:]:
         diffs = cards[0][1].differences(params)
         if diffs:
             raise ValueError(f"models {cards[0][0]} and {name} were trained on different spectrogram settings "
-                             f"({'; '.join(diffs)}) and one run has one spectrogram: run `rfdetect detect` once "
-                             f"per model (or give each its own STFT Tile in a flowgraph)")
+                             f"({'; '.join(diffs)}), and the spectrogram options given apply to every model: "
+                             f"leave them out to run each model on the spectrogram of its card (a branch each, "
+                             f"merged into one output)")
 
 
 def _params(a, models=()) -> SpectrogramParams:
@@ -109,8 +94,12 @@ def cmd_detect(a):
     from .detect_flowgraph import DetectOptions, run_detect
     from ..formats.records import read_jsonl
     models = a.model or ["default"]
-    _check_one_grid(models)
-    opt = DetectOptions(models=models, params=_params(a, models), tile_height=a.tile_height,
+    # no spectrogram option given: each model runs on the spectrogram of its card, models
+    # of different cards on branches of their own; given ones apply to every model
+    by_card = not any(getattr(a, k, None) is not None for k in _SPECTROGRAM_OPTIONS)
+    if not by_card:
+        _check_one_spectrogram(models)
+    opt = DetectOptions(models=models, params=_params(a, models), by_card=by_card, tile_height=a.tile_height,
                         overlap=a.overlap, nms_iou=a.nms_iou, track_max_gap_s=a.max_gap,
                         score_threshold=a.score_threshold, out=a.out, zmq=a.zmq, zmq_wait_s=a.zmq_wait, sigmf_out=a.sigmf_out,
                         echo=not a.quiet, save_tiles=a.save_tiles, profile=a.profile, backend=a.backend,
@@ -123,8 +112,8 @@ def cmd_detect(a):
     recs = read_jsonl(a.out)
     dets = [r for r in recs if r["event"] in ("new", "update")]
     tracks = {r["track_id"] for r in recs if r["event"] == "end"}
-    st = res["stats"]
-    print(f"{len(dets)} detections in {len(tracks)} tracks; {st['tiles_done']} tiles; "
+    tiles = " + ".join(str(b["tiles_done"]) for b in res["branch_stats"])
+    print(f"{len(dets)} detections in {len(tracks)} tracks; {tiles} tiles; "
           f"{res['n_samples'] / res['sample_rate']:.2f} s of signal in {dt:.2f} s "
           f"({res['n_samples'] / dt / 1e6:.1f} MS/s); wrote {a.out}"
           + (f", {a.sigmf_out}.sigmf-meta" if a.sigmf_out else ""), file=sys.stderr)

@@ -2,6 +2,13 @@
 
 SigMF Source -> STFT Tile -> Detector -> NMS Merge -> Track Assigner -> sinks
 (JSONL, ZMQ PUB, SigMF annotations), all real GNU Radio blocks.
+
+Models trained on different spectrograms (``default`` and ``narrowband``, say) each get
+a branch of their own, an STFT Tile and a Detector per spectrogram, and every branch
+feeds the one NMS Merge (``spectrogram_branches``)::
+
+    SigMF Source -+- STFT Tile (card A) -> Detector (models of A) -+- NMS Merge -> ...
+                  +- STFT Tile (card B) -> Detector (models of B) -+
 """
 from __future__ import annotations
 
@@ -55,30 +62,72 @@ class DetectOptions:
     # receiver artefacts not reported (the Detector's ignore_dc / ignore_freqs)
     ignore_dc: bool = True
     ignore_freqs: tuple = ()
+    # models trained on different spectrograms: a branch each (spectrogram_branches)
+    # instead of all models on ``params``
+    by_card: bool = False
+
+
+def card_spectrogram(model) -> Optional[SpectrogramParams]:
+    """The spectrogram ``model`` (a Detector model spec) was trained on, from its card; None
+    for a model without a card (``energy``) and one that cannot be found or read (the
+    Detector reports that one when it loads it)."""
+    from ..inference.model_runtime import BUILTIN_MODELS, ModelCard, ModelError, card_for, model_candidates
+    name = (model.get("model", "") if isinstance(model, dict) else str(model)).split("?")[0]
+    if name in BUILTIN_MODELS:
+        return None
+    try:
+        return ModelCard.load(card_for(model_candidates(name)[0])).spectrogram
+    except (ModelError, OSError, IndexError, ValueError):
+        return None
+
+
+def spectrogram_branches(models: list, params: SpectrogramParams) -> list[tuple[list, SpectrogramParams]]:
+    """``models`` grouped by the spectrogram their cards were trained on -> [(models,
+    spectrogram)], in the order the models are given. Models without a card (``energy``)
+    and models whose card matches ``params`` run on ``params``, the first branch."""
+    branches = [([], params)]
+    for m in models:
+        grid = card_spectrogram(m) or params
+        branch = next((b for b in branches if b[1] == grid), None)
+        if branch is None:
+            branch = ([], grid)
+            branches.append(branch)
+        branch[0].append(m)
+    return [b for b in branches if b[0]]
 
 
 class DetectFlowgraph(gr.top_block):
     def __init__(self, recording: str, opt: DetectOptions):
         gr.top_block.__init__(self, "rfdetect detect")
-        p = opt.params
         self.source = sigmf_source(str(recording))
         rec = self.source.recording
-        if rec.n_samples < p.hop:
+        branches = spectrogram_branches(opt.models, opt.params) if opt.by_card else [(opt.models, opt.params)]
+        # every branch needs a row, or its Detector would never end its stream
+        hop = max(p.hop for _, p in branches)
+        if rec.n_samples < hop:
             raise RecordingError(f"{rec.data_path}: the recording has {rec.n_samples} samples, fewer than "
-                                 f"one hop ({p.hop}) of the spectrogram: nothing to detect")
-        self.stft = stft_tile(p.fft_size, p.hop, p.window, p.width, p.pooling, p.normalisation,
-                              p.db_low, p.db_high, rec.sample_rate)
-        self.detector = detector(opt.models, opt.tile_height, min(opt.overlap, opt.tile_height - 1), "file",
-                                 score_threshold=opt.score_threshold, samp_rate=rec.sample_rate,
-                                 center_freq=rec.center_frequency, width=p.width, tile_dir=opt.save_tiles or "",
-                                 profile=opt.profile, backend=opt.backend, device=opt.device,
-                                 precision=opt.precision, batch_size=opt.batch_size, concurrency=opt.concurrency,
-                                 ignore_dc=opt.ignore_dc, ignore_freqs=opt.ignore_freqs)
-        self.detector.configure(p)  # load and check every model before any sample flows
-        self.nms = nms_merge(opt.nms_iou, opt.class_aware)
+                                 f"one hop ({hop}) of the spectrogram: nothing to detect")
+        self.nms = nms_merge(opt.nms_iou, opt.class_aware, inputs=len(branches))
+        self.stfts, self.detectors = [], []
+        for k, (models, p) in enumerate(branches):
+            tile_dir = opt.save_tiles or ""
+            if tile_dir and len(branches) > 1:
+                tile_dir = str(Path(tile_dir) / f"fft{p.fft_size}_hop{p.hop}")
+            stft = stft_tile(p.fft_size, p.hop, p.window, p.width, p.pooling, p.normalisation,
+                             p.db_low, p.db_high, rec.sample_rate)
+            det = detector(models, opt.tile_height, min(opt.overlap, opt.tile_height - 1), "file",
+                           score_threshold=opt.score_threshold, samp_rate=rec.sample_rate,
+                           center_freq=rec.center_frequency, width=p.width, tile_dir=tile_dir,
+                           profile=opt.profile, backend=opt.backend, device=opt.device,
+                           precision=opt.precision, batch_size=opt.batch_size, concurrency=opt.concurrency,
+                           ignore_dc=opt.ignore_dc, ignore_freqs=opt.ignore_freqs)
+            det.configure(p)  # load and check every model before any sample flows
+            self.connect(self.source, stft, det)
+            self.msg_connect(det, "detections", self.nms, "in")
+            self.stfts.append(stft)
+            self.detectors.append(det)
+        self.stft, self.detector = self.stfts[0], self.detectors[0]
         self.tracker = track_assigner(opt.track_iou_gate, opt.track_max_gap_s, opt.class_aware)
-        self.connect(self.source, self.stft, self.detector)
-        self.msg_connect(self.detector, "detections", self.nms, "in")
         self.msg_connect(self.nms, "out", self.tracker, "in")
         self.sinks = []
         if opt.out:
@@ -89,7 +138,8 @@ class DetectFlowgraph(gr.top_block):
             from ..blocks.zmq_pub_sink import zmq_pub_sink
             self.zmq = zmq_pub_sink(opt.zmq)
             self.msg_connect(self.tracker, "out", self.zmq, "in")
-            self.msg_connect(self.detector, "stats", self.zmq, "stats")
+            for det in self.detectors:
+                self.msg_connect(det, "stats", self.zmq, "stats")
         if opt.sigmf_out:
             self.annotations = sigmf_annotation_sink(opt.sigmf_out, str(recording))
             self.msg_connect(self.tracker, "out", self.annotations, "in")
@@ -128,11 +178,12 @@ def run_detect(recording: str, opt: DetectOptions, handle_signals: bool = True) 
             if old:
                 for s, h in old.items():
                     signal.signal(s, h)
-        for blk in (tb.source, tb.detector):
+        for blk in [tb.source] + tb.detectors:
             if blk.error:
                 raise DetectError(blk.error)
-        stats = tb.detector.stats()
-        return {"stats": stats, "interrupted": interrupted.is_set(),
+        # "stats": the first branch's Detector (the only one unless models of several spectrograms ran)
+        branch_stats = [d.stats() for d in tb.detectors]
+        return {"stats": branch_stats[0], "branch_stats": branch_stats, "interrupted": interrupted.is_set(),
                 "zmq": {"sent": tb.zmq.sent, "dropped": tb.zmq.dropped} if opt.zmq else None,
                 "n_samples": tb.source.recording.n_samples, "sample_rate": tb.source.recording.sample_rate}
     except BaseException:
@@ -144,4 +195,4 @@ def run_detect(recording: str, opt: DetectOptions, handle_signals: bool = True) 
         raise
 
 
-__all__ = ["DetectFlowgraph", "DetectOptions", "DetectError", "run_detect", "RecordPublisher"]
+__all__ = ["DetectFlowgraph", "DetectOptions", "DetectError", "run_detect", "spectrogram_branches", "card_spectrogram", "RecordPublisher"]

@@ -172,6 +172,7 @@ class detector(gr.sync_block):
         return found.pop() if len(found) == 1 else None
 
     def _post_tile(self, tile, records):
+        tile["stream"] = self._run  # which Detector, for an NMS Merge fed by several
         if tile.get("final"):
             tile["run"] = self._run
             stream_end.announce(self, tile, ["detections"])

@@ -31,6 +31,13 @@ class MessageBlock(gr.basic_block):
         """One tile's records in; the records to forward out (ignored by a sink)."""
         raise NotImplementedError
 
+    def forwarded_tile(self, tile: dict) -> dict:
+        """The tile to send out with :meth:`handle`'s records (the same one unless overridden)."""
+        return tile
+
+    def forwarded(self, tile: dict) -> None:
+        """Called after ``tile`` (from :meth:`forwarded_tile`) went out."""
+
     def handle_stats(self, stats: dict) -> None:
         """Statistics from the Detector (rfdetect.stats/1); dropped unless overridden."""
 
@@ -47,8 +54,10 @@ class MessageBlock(gr.basic_block):
         try:
             out = self.handle(tile, [dict(r) for r in (obj.get("records") or [])])
             if self._output:
-                stream_end.announce(self, tile, ["out"])
-                self.message_port_pub(pmt.intern("out"), tile_message(tile, out))
+                forward = self.forwarded_tile(tile)
+                stream_end.announce(self, forward, ["out"])
+                self.message_port_pub(pmt.intern("out"), tile_message(forward, out))
+                self.forwarded(forward)
         finally:
             # even when handle() fails: the Detector would wait for this block until its deadline
             stream_end.acknowledge(tile)

@@ -1,5 +1,6 @@
 """NMS Merge block (message in, message out)."""
 from ..tracking.nms_merge import NmsMerger
+from . import stream_end
 from .message_block import MessageBlock
 
 
@@ -17,11 +18,34 @@ class nms_merge(MessageBlock):
             (the label of a localised signal whose class is uncertain, and the energy
             detector's) matches any label, and the kept record takes the known name.
         stitch: join pieces of one signal cut by a tile edge.
+        inputs: how many Detectors are connected to ``in`` (models trained on different
+            spectrograms each need their own STFT Tile and Detector). Records are held
+            until every Detector has passed their time, so that duplicates across them
+            are merged, and the run ends when every Detector's has.
     """
 
-    def __init__(self, iou_threshold=0.5, class_aware=True, stitch=True):
+    def __init__(self, iou_threshold=0.5, class_aware=True, stitch=True, inputs=1):
         MessageBlock.__init__(self, "rfdetect NMS Merge", output=True)
-        self.merger = NmsMerger(float(iou_threshold), bool(class_aware), bool(stitch))
+        self.merger = NmsMerger(float(iou_threshold), bool(class_aware), bool(stitch), inputs=int(inputs))
+        self._runs: list = []  # the final tiles' runs held until every input's has come (stream_end)
 
     def handle(self, tile, records):
-        return self.merger.push(tile, records)
+        out = self.merger.push(tile, records)
+        if self.merger.inputs > 1:
+            stream_end.touch(self._runs)
+            if tile.get("final"):
+                new = stream_end.runs(tile)
+                stream_end.hold(new)
+                self._runs += new
+        return out
+
+    def forwarded_tile(self, tile):
+        out = self.merger.out_tile(tile)
+        if self.merger.inputs > 1 and out.get("final"):
+            out["run"] = list(self._runs)
+        return out
+
+    def forwarded(self, tile):
+        if self.merger.inputs > 1 and tile.get("final"):
+            stream_end.release(self._runs)
+            self._runs = []

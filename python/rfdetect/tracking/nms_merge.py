@@ -19,6 +19,13 @@ merger takes the new records plus those it held back from the previous tile and:
    again) and holds back the rest for one tile. A record already held once is
    emitted anyway, so latency stays bounded and a long signal leaves as a series of
    pieces that the Track Assigner joins under one track ID.
+
+Several Detectors may feed one merger (``inputs`` > 1: models trained on different
+spectrograms, each with its own STFT Tile and Detector; the tile messages say which
+Detector by ``stream``). Their tiles differ in length and arrive interleaved, so "the
+next tile" is the earliest next tile of any input: a record leaves once it ends before
+every input's next tile starts, or once every input has sent, while it was held, a
+tile that reaches its end; the merger's own run ends when every input's has.
 """
 from __future__ import annotations
 
@@ -46,7 +53,7 @@ def _join(a: dict, b: dict) -> dict:
         edge.append("stop")
     out["tile_edge"] = edge
     out["models"] = sorted(set(a.get("models", [a["model"]])) | set(b.get("models", [b["model"]])))
-    out["_held"] = max(a.get("_held", 0), b.get("_held", 0))
+    out["_seen"] = a.get("_seen", set()) | b.get("_seen", set())
     return out
 
 
@@ -60,14 +67,20 @@ def _inside_fraction(r: dict, other: dict) -> float:
 
 class NmsMerger:
     def __init__(self, iou_threshold: float = 0.5, class_aware: bool = True, stitch: bool = True,
-                 containment: float = 0.7):
+                 containment: float = 0.7, inputs: int = 1):
         if not 0.0 < iou_threshold <= 1.0:
             raise ValueError(f"iou_threshold={iou_threshold} must be in (0, 1]")
+        if int(inputs) != inputs or inputs < 1:
+            raise ValueError(f"inputs={inputs} must be a whole number >= 1 (the Detectors that feed the merger)")
         self.iou_threshold = float(iou_threshold)
         self.class_aware = bool(class_aware)
         self.stitch = bool(stitch)
         self.containment = float(containment)
+        self.inputs = int(inputs)
         self._held: list[dict] = []
+        # per input (the tile's "stream"): where its next tile starts, and its last tile's start
+        self._next_start: dict = {}
+        self._last_start: dict = {}
         self.records_in = 0
         self.records_out = 0
         self.suppressed = 0
@@ -81,7 +94,7 @@ class NmsMerger:
 
     def _stitch_score(self, a, b) -> float:
         """> 0 when ``a`` and ``b`` are pieces of one signal cut by a tile edge."""
-        if a.get("tile") == b.get("tile") or not self._same_class(a, b):
+        if _tile_of(a) == _tile_of(b) or not self._same_class(a, b):
             return 0.0
         first, second = (a, b) if a["t_start"] <= b["t_start"] else (b, a)
         if "stop" not in first.get("tile_edge", []) and "start" not in second.get("tile_edge", []):
@@ -93,7 +106,7 @@ class NmsMerger:
     def _duplicate(self, kept: dict, r: dict) -> bool:
         if box_iou(kept, r) >= self.iou_threshold:
             return True
-        if r.get("tile_edge") and kept.get("tile") != r.get("tile"):
+        if r.get("tile_edge") and _tile_of(kept) != _tile_of(r):
             return _inside_fraction(r, kept) >= self.containment
         return False
 
@@ -123,22 +136,59 @@ class NmsMerger:
                 dup["models"] = sorted(set(dup.get("models", [dup["model"]])) | set(r.get("models", [r["model"]])))
         return kept
 
+    def _input_of(self, tile: dict):
+        stream = tile.get("stream", "")
+        if stream not in self._next_start and len(self._next_start) == self.inputs:
+            raise ValueError(f"NMS Merge: tiles from more Detectors than its inputs={self.inputs}: set inputs to "
+                             f"the number of Detectors connected to it")
+        return stream
+
+    @property
+    def finished(self) -> bool:
+        """Every input has sent its final tile."""
+        return len(self._next_start) == self.inputs and all(h == float("inf") for h in self._next_start.values())
+
+    def out_tile(self, tile: dict) -> dict:
+        """The tile message to forward after :meth:`push` of ``tile``: with one input, ``tile``
+        itself; with several, one that says what holds for all of them (time starts no
+        earlier than the slowest input's last tile, and the run is final once every input's is)."""
+        if self.inputs == 1:
+            return tile
+        out = dict(tile, t_start=min(self._last_start.values()), next_t_start=min(self._next_start.values()),
+                   final=self.finished)
+        if not out["final"]:
+            out.pop("run", None)
+        return out
+
     def push(self, tile: dict, records: list[dict]) -> list[dict]:
         """Records of one tile in, records that are final out (sorted by time)."""
+        stream = self._input_of(tile)
         self.records_in += len(records)
-        merged = self.merge(self._held + [dict(r, _held=0) for r in records])
-        horizon = tile.get("next_t_start", float("inf"))
-        final = tile.get("final", False)
+        self._next_start[stream] = float("inf") if tile.get("final") else tile.get("next_t_start", float("inf"))
+        self._last_start[stream] = tile.get("t_start", float("-inf"))
+        reach = float("inf") if tile.get("final") else tile.get("t_stop", float("inf"))
+        for r in self._held:
+            if reach >= r["t_stop"]:
+                r["_seen"].add(stream)
+        merged = self.merge(self._held + [dict(r, _seen=set(), _stream=stream) for r in records])
+        everyone = len(self._next_start) == self.inputs
+        horizon = min(self._next_start.values()) if everyone else float("-inf")
         out, self._held = [], []
         for r in merged:
-            if final or r["t_stop"] <= horizon or r.get("_held", 0) >= 1:
+            # held through a tile of every input that reaches its end: each has seen all of it
+            if r["t_stop"] <= horizon or (everyone and len(r["_seen"]) == self.inputs):
                 out.append(r)
             else:
-                r["_held"] = r.get("_held", 0) + 1
                 self._held.append(r)
         for r in out:
-            r.pop("_held", None)
+            r.pop("_seen", None)
+            r.pop("_stream", None)
             r.setdefault("models", [r["model"]])
         out.sort(key=lambda r: (r["t_start"], r["f_low"]))
         self.records_out += len(out)
         return out
+
+
+def _tile_of(r: dict):
+    """The tile a record was found in, across inputs: (input, tile index)."""
+    return r.get("_stream", ""), r.get("tile")
