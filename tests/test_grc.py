@@ -193,3 +193,30 @@ def test_multi_model_example_runs_three_models_on_one_tile_stream(recording, tmp
     strict = [r for r in recs if "energy_strong" in r["models"]]
     assert strict
     assert all("energy" in r["models"] and r["score"] >= 0.9 for r in strict), strict
+
+
+def test_two_spectrograms_example_merges_both_branches_into_one_output(recording, tmp_path, grc_env):
+    """examples/two_spectrograms.grc: two STFT Tile + Detector branches (here `energy` on a
+    1024-point and `energy_fine` on a 512-point spectrogram) into one NMS Merge with
+    inputs=2. Both branches reach the output, a signal both saw is one record naming both,
+    and every track ends: the run ended once, after both Detectors."""
+    subprocess.run(["grcc", "-o", str(tmp_path), str(ROOT / "examples" / "two_spectrograms.grc")], check=True,
+                   capture_output=True, env=grc_env, timeout=120)
+    out = tmp_path / "two.jsonl"
+    proc = subprocess.run([sys.executable, str(tmp_path / "two_spectrograms.py"), "--recording", str(recording),
+                           "--out", str(out), "--sigmf-out", str(tmp_path / "two"), "--zmq-address",
+                           "tcp://127.0.0.1:0", "--models-wide", "energy", "--fft-size-wide", "1024",
+                           "--hop-wide", "512", "--models-narrow", "energy?name=energy_fine", "--fft-size-narrow",
+                           "512", "--hop-narrow", "256", "--width", "512", "--tile-height", "128", "--overlap", "16"],
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert "did not handle the final tile" not in proc.stderr
+    recs = read_jsonl(out)
+    for r in recs:
+        validate_record(r)
+    news = {r["track_id"] for r in recs if r["event"] == "new"}
+    assert news and news == {r["track_id"] for r in recs if r["event"] == "end"}
+    names = [set(r["models"]) for r in recs if r["event"] != "end"]
+    assert set().union(*names) == {"energy", "energy_fine"}
+    assert {"energy", "energy_fine"} in names
+    assert (tmp_path / "two.sigmf-meta").exists()
