@@ -232,6 +232,26 @@ def test_receiver_tones_are_listed_not_boxed(art):
     assert P[near].sum() >= 0.99 * P.sum(), f"{art}: energy not at the listed frequencies"
 
 
+@pytest.mark.parametrize("art", ["dc", "lo_leak", "spurs"])
+def test_label_lines_boxes_each_receiver_line_as_a_tone_over_the_recording(art):
+    """label_lines: each listed line is one `tone` box over the whole recording, TONE_BINS of
+    a 4096-point FFT wide about it, naming the artefact; its energy is inside the boxes."""
+    iq, anns, plan = render(2, 0, _cfg(n_signals=0, artefacts=(art,), label_lines=True))
+    g = plan.global_meta()["artefacts"]
+    listed = [g[art]] if art != "spurs" else g[art]
+    assert len(anns) == len(listed) >= 1
+    kind = {"spurs": "spur"}.get(art, art)
+    for a, t in zip(anns, listed):
+        assert a["core:label"] == "tone" and a["rfdetect:artefact"] == kind
+        s0, s1, f0, f1 = _box(a)
+        assert (s0, s1) == (0, len(iq))
+        assert (f0 + f1) / 2 == pytest.approx(t["freq_hz"], abs=1e-3)
+        assert f1 - f0 == pytest.approx(TONE_BINS * FS / 4096)
+        # power relative to the noise power of all fs -> SNR over the box's band
+        assert a["rfdetect:snr_db"] == pytest.approx(t["power_db"] + 10 * np.log10(4096 / TONE_BINS), abs=0.02)
+    assert energy_in_boxes(iq, FS, [_box(a) for a in anns], nfft=4096) >= 0.99
+
+
 def test_iq_image_is_boxed_with_its_own_label():
     iq, anns, plan = render(2, 0, _cfg(classes=("lte_dl",), artefacts=("iq_image",), snr_db=(40.0, 40.0)))
     src = [a for a in anns if a["core:label"] == "lte_dl"]

@@ -76,7 +76,8 @@ def cmd_synth(a):
 
     paths = synth_dataset(a.out_dir, a.n, a.seed, a.sample_rate, a.duration, (a.snr_min, a.snr_max),
                           a.signals, names(a.classes) or None, a.center_freq, a.datatype, progress,
-                          profile=a.profile, artefacts=artefacts, overlap=a.overlap, min_gap=a.min_gap)
+                          profile=a.profile, artefacts=artefacts, overlap=a.overlap, min_gap=a.min_gap,
+                          label_lines=a.label_lines)
     for p in paths:
         print(p)
 
@@ -226,6 +227,10 @@ def build_parser():
                    help="samples: bursts of one emitter closer than this share a box (default %(default)s, one row at hop 2048)")
     s.add_argument("--center-freq", type=float, default=915e6)
     s.add_argument("--datatype", default="cf32_le", choices=["cf32_le", "ci16_le", "ci8"])
+    s.add_argument("--label-lines", action="store_true",
+                   help="box the receiver's narrow lines (DC spike, LO leakage, spurs) as `tone` over the whole "
+                        "recording (rfdetect:artefact names which): a line looks exactly like a carrier, so a "
+                        "detector trained with them unboxed learns to leave carriers alone (docs/synth.md)")
     s.set_defaults(func=cmd_synth)
 
     d = sub.add_parser("detect", help="run the detection flowgraph on a recording (file mode)")

@@ -1034,6 +1034,7 @@ class SynthConfig:
     overlap: Optional[float] = None      # chance an emitter may overlap others (None: 1 with the 'overlap' artefact, else 0)
     min_gap: int = 2048                  # samples; bursts closer than this (one emitter, one band) share a box
     noise: bool = True                   # False: emissions and artefacts only (tests measure box energy)
+    label_lines: bool = False            # the receiver's narrow lines (DC, LO leakage, spurs) boxed as `tone`
 
     def check(self) -> None:
         if self.profile not in PROFILES:
@@ -1204,7 +1205,23 @@ class _Plan:
                         anns.append({**a, "core:freq_lower_edge": float(cf - f1), "core:freq_upper_edge": float(cf - f0),
                                      "core:label": IMAGE_LABEL, "rfdetect:image_of": em.label,
                                      "rfdetect:snr_db": round(em.snr_db - self.image[0], 2)})
+        if self.cfg.label_lines:
+            anns += self._line_annotations()
         return anns
+
+    def _line_annotations(self) -> list[dict]:
+        """The receiver's narrow lines as `tone` boxes over the whole recording (label_lines):
+        a line looks exactly like a carrier, so a detector taught to leave them alone leaves
+        tones, and the carriers of NBFM and AM, alone too."""
+        cf, half = self.cfg.center_freq, TONE_BINS / 2 * self.fs / 4096
+        lines = ([("dc", 0.0, 10 * np.log10(abs(self.dc) ** 2))] if self.dc is not None else []) \
+            + ([("lo_leak", *self.lo_leak)] if self.lo_leak else []) + [("spur", f, p) for f, p in self.spurs]
+        # the power is relative to the noise power of all fs; the SNR is over the box's band
+        in_band = 10 * np.log10(4096 / TONE_BINS)
+        return [{"core:sample_start": 0, "core:sample_count": int(self.n_total),
+                 "core:freq_lower_edge": float(cf + f - half), "core:freq_upper_edge": float(cf + f + half),
+                 "core:label": "tone", "rfdetect:snr_db": round(float(p) + in_band, 2), "rfdetect:artefact": kind}
+                for kind, f, p in lines]
 
     def global_meta(self) -> dict:
         cf = self.cfg.center_freq
@@ -1342,12 +1359,15 @@ def synth_recording(seed: int, sample_rate: float = 10e6, duration: float = 1.0,
 def synth_dataset(out_dir, n: int = 4, seed: int = 0, sample_rate: float = 10e6, duration: float = 1.0,
                   snr_db=(5.0, 25.0), n_signals: int = 12, classes=None, center_freq: float = 915e6,
                   datatype: str = "cf32_le", progress=None, profile: str = "classic", artefacts=None,
-                  overlap: Optional[float] = None, min_gap: int = 2048) -> list[Path]:
+                  overlap: Optional[float] = None, min_gap: int = 2048, label_lines: bool = False) -> list[Path]:
     """Write ``n`` recordings ``synth_{seed}_{i:04d}`` into ``out_dir``. ``classes`` None: all of
     the profile's labels. Recording i is the same whatever ``n`` is (deterministic per seed, index)."""
+    if label_lines and profile == "classic":
+        raise ValueError("label_lines: the classic profile has no receiver artefacts to label")
     cfg = SynthConfig(sample_rate, duration, tuple(snr_db), n_signals,
                       tuple(classes) if classes else None, center_freq, profile,
-                      tuple(artefacts) if artefacts is not None else None, overlap, min_gap)
+                      tuple(artefacts) if artefacts is not None else None, overlap, min_gap,
+                      label_lines=label_lines)
     cfg.check()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
