@@ -8,7 +8,8 @@ Detector's DC / spur handling (issue 12, item 3).
 For each seed, `rfdetect synth` writes one noise-only recording (no emitters, profile
 `mixed`, the given artefacts; their frequencies are in the global metadata
 `rfdetect:synth` -> `artefacts`), and the real `rfdetect detect` flowgraph
-(detect_flowgraph.run_detect, default spectrogram and tiles) runs every model on it twice:
+(detect_flowgraph.run_detect, each model at its card's spectrogram, energy at the default one; default
+tiles) runs every model on it three ways:
 
 * no handling: `--keep-dc`, no ignore list: what the detector reports as it is;
 * the default: the DC zone only (a user who has not listed the receiver's spurs);
@@ -56,7 +57,8 @@ def artefact_freqs(meta_path: Path) -> tuple[float, list[float]]:
 
 
 def run_one(rec: Path, spec: str, ignore_dc: bool, spurs: list[float], out: Path) -> dict:
-    opt = DetectOptions(models=[spec], out=str(out), ignore_dc=ignore_dc, ignore_freqs=tuple(spurs))
+    # each model on the spectrogram of its card (energy: the default one)
+    opt = DetectOptions(models=[spec], by_card=True, out=str(out), ignore_dc=ignore_dc, ignore_freqs=tuple(spurs))
     res = run_detect(str(rec), opt)
     news = [r for r in read_jsonl(out) if r["event"] == "new"]
     return {"tracks": news, "ignored": res["stats"].get("detections_ignored", 0),
@@ -120,7 +122,7 @@ def main():
     spec_text = ", ".join(f"{n}={s}" for n, s in models.items())
     header = stamp(f"{a.seeds} noise-only recordings (`rfdetect synth --signals 0 --profile mixed --artefacts "
                    f"{','.join(artefacts)}`, seeds {a.first_seed}-{a.first_seed + a.seeds - 1}) x {a.duration:g} s "
-                   f"at {a.rate / 1e6:g} MS/s, default spectrogram and tiles, models {spec_text}; "
+                   f"at {a.rate / 1e6:g} MS/s, each model at its card's spectrogram (energy: the default), default tiles, models {spec_text}; "
                    f"{(time.time() - t_start) / 60:.0f} min on the shared 2-core CPU")
     print(header)
     print(table)
