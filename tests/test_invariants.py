@@ -149,12 +149,25 @@ def test_two_inputs_wait_for_the_slower_and_merge_what_both_saw():
     assert m.records_in == 4 and m.suppressed == 1 and m.records_out == 3
 
 
-def test_more_detectors_than_inputs_is_one_clear_error():
-    m = NmsMerger(inputs=2)
-    m.push(_tile("A", 0, 0.1, 0.08, 2), [])
-    m.push(_tile("B", 0, 0.1, 0.08, 2), [])
-    with pytest.raises(ValueError, match="more Detectors than its inputs=2"):
-        m.push(_tile("C", 0, 0.1, 0.08, 2), [])
+def test_inputs_announced_before_their_tiles_are_waited_for():
+    """The NMS Merge block announces each Detector (its hello) before any tile: a record of
+    the first input does not leave while the second has sent nothing, however far ahead the
+    first is; an input nobody announced is counted from its first tile."""
+    m = NmsMerger()
+    m.add_input("A")
+    m.add_input("B")
+    assert m.inputs == 2
+    a = [_tile("A", i, 0.1, 0.08, 3) for i in range(3)]
+    assert m.push(a[0], [_rec("A", a[0], 0.02, 0.03, 1e3, 5e3)]) == []
+    assert m.push(a[1], []) == [] and m.push(a[2], []) == []
+    assert not m.finished and m.out_tile(a[2])["final"] is False
+    b = _tile("B", 0, 0.05, 0.04, 1)
+    assert [r["t_start"] for r in m.push(b, [])] == [0.02] and m.finished
+    # without announcements the merger learns its inputs from their tiles
+    u = NmsMerger()
+    u.push(_tile("A", 0, 0.1, 0.08, 2), [])
+    u.push(_tile("B", 0, 0.1, 0.08, 2), [])
+    assert u.inputs == 2
     with pytest.raises(ValueError, match="inputs=0"):
         NmsMerger(inputs=0)
 

@@ -107,7 +107,7 @@ class DetectFlowgraph(gr.top_block):
         if rec.n_samples < hop:
             raise RecordingError(f"{rec.data_path}: the recording has {rec.n_samples} samples, fewer than "
                                  f"one hop ({hop}) of the spectrogram: nothing to detect")
-        self.nms = nms_merge(opt.nms_iou, opt.class_aware, inputs=len(branches))
+        self.nms = nms_merge(opt.nms_iou, opt.class_aware)
         self.stfts, self.detectors = [], []
         for k, (models, p) in enumerate(branches):
             tile_dir = opt.save_tiles or ""

@@ -149,6 +149,9 @@ class detector(gr.sync_block):
         self.engine = TileDetector(models, params, on_tile=self._post_tile, on_stats=self._post_stats, **self.kw)
 
     def start(self):
+        # before any block handles a message (GNU Radio starts every block before any runs): an
+        # NMS Merge that several Detectors feed learns here how many to wait for
+        self.message_port_pub(pmt.intern("detections"), to_pmt({"hello": {"stream": self._run}}))
         # UTC without rx_time tags: no sample is older than the flowgraph's start
         self.kw["start_unix"] = time.time()
         if self.engine is not None:

@@ -38,6 +38,10 @@ class MessageBlock(gr.basic_block):
     def forwarded(self, tile: dict) -> None:
         """Called after ``tile`` (from :meth:`forwarded_tile`) went out."""
 
+    def handle_hello(self, hello: dict) -> None:
+        """A Detector connected to ``in`` says it is there (before its first tile); ignored
+        unless overridden."""
+
     def handle_stats(self, stats: dict) -> None:
         """Statistics from the Detector (rfdetect.stats/1); dropped unless overridden."""
 
@@ -49,6 +53,9 @@ class MessageBlock(gr.basic_block):
         obj = from_pmt(msg)
         if is_stats(obj):
             self.handle_stats(obj)
+            return
+        if "hello" in obj:
+            self.handle_hello(obj["hello"] or {})
             return
         tile = obj.get("tile") or {}
         try:

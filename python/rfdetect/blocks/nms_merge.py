@@ -18,16 +18,21 @@ class nms_merge(MessageBlock):
             (the label of a localised signal whose class is uncertain, and the energy
             detector's) matches any label, and the kept record takes the known name.
         stitch: join pieces of one signal cut by a tile edge.
-        inputs: how many Detectors are connected to ``in`` (models trained on different
-            spectrograms each need their own STFT Tile and Detector). Records are held
-            until every Detector has passed their time, so that duplicates across them
-            are merged, and the run ends when every Detector's has.
+
+    Several Detectors may be connected to ``in`` (models trained on different spectrograms
+    each need their own STFT Tile and Detector). Each says so when the flowgraph starts,
+    so the merger knows how many there are: records are held until every Detector has
+    passed their time (duplicates across them are merged), and the run ends when every
+    Detector's has.
     """
 
-    def __init__(self, iou_threshold=0.5, class_aware=True, stitch=True, inputs=1):
+    def __init__(self, iou_threshold=0.5, class_aware=True, stitch=True):
         MessageBlock.__init__(self, "rfdetect NMS Merge", output=True)
-        self.merger = NmsMerger(float(iou_threshold), bool(class_aware), bool(stitch), inputs=int(inputs))
+        self.merger = NmsMerger(float(iou_threshold), bool(class_aware), bool(stitch))
         self._runs: list = []  # the final tiles' runs held until every input's has come (stream_end)
+
+    def handle_hello(self, hello):
+        self.merger.add_input(str(hello.get("stream", "")))
 
     def handle(self, tile, records):
         out = self.merger.push(tile, records)

@@ -20,9 +20,10 @@ merger takes the new records plus those it held back from the previous tile and:
    emitted anyway, so latency stays bounded and a long signal leaves as a series of
    pieces that the Track Assigner joins under one track ID.
 
-Several Detectors may feed one merger (``inputs`` > 1: models trained on different
-spectrograms, each with its own STFT Tile and Detector; the tile messages say which
-Detector by ``stream``). Their tiles differ in length and arrive interleaved, so "the
+Several Detectors may feed one merger (models trained on different spectrograms, each with
+its own STFT Tile and Detector; the tile messages say which Detector by ``stream``, and each
+Detector announces itself before its first tile: ``add_input``; ``inputs``: how many to
+expect at least). Their tiles differ in length and arrive interleaved, so "the
 next tile" is the earliest next tile of any input: a record leaves once it ends before
 every input's next tile starts, or once every input has sent, while it was held, a
 tile that reaches its end; the merger's own run ends when every input's has.
@@ -136,11 +137,19 @@ class NmsMerger:
                 dup["models"] = sorted(set(dup.get("models", [dup["model"]])) | set(r.get("models", [r["model"]])))
         return kept
 
+    def add_input(self, stream: str) -> None:
+        """An input (a Detector's ``stream``) that will send tiles: nothing it could
+        duplicate leaves before it has passed that time."""
+        if stream not in self._next_start:
+            self._next_start[stream] = float("-inf")
+            self._last_start[stream] = float("-inf")
+            self.inputs = max(self.inputs, len(self._next_start))
+
     def _input_of(self, tile: dict):
         stream = tile.get("stream", "")
+        # an input nobody announced (a merger used without hellos) counts from its first tile
         if stream not in self._next_start and len(self._next_start) == self.inputs:
-            raise ValueError(f"NMS Merge: tiles from more Detectors than its inputs={self.inputs}: set inputs to "
-                             f"the number of Detectors connected to it")
+            self.inputs += 1
         return stream
 
     @property
