@@ -8,7 +8,9 @@ class track_assigner(MessageBlock):
     boundaries, and emits ``new`` / ``update`` / ``end`` events (records in the
     rfdetect.detection/1 schema with ``event`` and ``track_id`` set).
 
-    Gating: a detection continues a track of the same label (if class_aware) when it
+    Gating: a detection continues a track of the same label (if class_aware; ``signal``,
+    a detection whose class was uncertain, matches any label, and a ``signal`` track takes
+    the first name that joins it) when it
     starts at most ``max_gap_s`` after the track's last detection ended and its
     frequency range overlaps the track's last one with IoU >= ``freq_iou_gate`` or,
     for a sweeping signal (a chirp) cut by a tile edge, covers the band both pieces

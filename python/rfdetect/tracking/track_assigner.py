@@ -2,7 +2,9 @@
 
 Gating (all must hold for a detection to continue a track):
 
-* same label (when ``class_aware``);
+* same label (when ``class_aware``), where ``signal`` (a detection whose class was
+  uncertain) matches any label, as in NMS Merge: a signal named in one tile and unsure in
+  the next keeps one track, which takes the first name it is given;
 * time: the detection starts no later than ``max_gap_s`` after the track's last
   detection ended (overlapping pieces always qualify);
 * frequency: the detection continues the track's last detection
@@ -22,6 +24,7 @@ from 1 and are never reused.
 from __future__ import annotations
 
 from ..formats.records import SCHEMA, continuation, utc_source
+from ..inference.postprocess import DEFAULT_UNKNOWN_LABEL as UNKNOWN_LABEL
 
 
 class _Track:
@@ -49,6 +52,8 @@ class _Track:
         if r["t_stop"] >= self.t_stop:
             self.t_stop, self.utc_stop, self.utc_sources[1] = r["t_stop"], r.get("utc_stop"), r.get("utc_source")
         self.f_low, self.f_high = min(self.f_low, r["f_low"]), max(self.f_high, r["f_high"])
+        if self.label == UNKNOWN_LABEL:
+            self.label = r["label"]
         self.last = r
         self.score = max(self.score, r["score"])
         self.models |= set(r.get("models") or [r["model"]])
@@ -82,7 +87,7 @@ class TrackAssigner:
     def _best_track(self, r):
         best, best_score = None, 0.0
         for tr in self.active.values():
-            if self.class_aware and tr.label != r["label"]:
+            if self.class_aware and tr.label != r["label"] and UNKNOWN_LABEL not in (tr.label, r["label"]):
                 continue
             if r["t_start"] - tr.t_stop > self.max_gap_s:
                 continue
