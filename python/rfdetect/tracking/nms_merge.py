@@ -34,6 +34,12 @@ from ..formats.records import box_iou, continuation, utc_source
 from ..inference.postprocess import DEFAULT_UNKNOWN_LABEL as UNKNOWN_LABEL
 
 
+def labels_agree(a: str, b: str) -> bool:
+    """Two labels of one signal: equal, or one of them "signal" (a localised signal whose
+    class is uncertain, or the energy detector's), which matches any label."""
+    return a == b or UNKNOWN_LABEL in (a, b)
+
+
 def _join(a: dict, b: dict) -> dict:
     first, last = (a, b) if a["t_start"] <= b["t_start"] else (b, a)
     out = dict(max(a, b, key=lambda r: r["score"]))
@@ -90,8 +96,7 @@ class NmsMerger:
     def _same_class(self, a, b) -> bool:
         # "signal" (a localised signal whose class is uncertain, or the energy detector's)
         # is the same signal as a named one where they overlap, not a second one
-        return (not self.class_aware or a["label"] == b["label"]
-                or UNKNOWN_LABEL in (a["label"], b["label"]))
+        return not self.class_aware or labels_agree(a["label"], b["label"])
 
     def _stitch_score(self, a, b) -> float:
         """> 0 when ``a`` and ``b`` are pieces of one signal cut by a tile edge."""

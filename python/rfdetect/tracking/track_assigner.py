@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from ..formats.records import SCHEMA, continuation, utc_source
 from ..inference.postprocess import DEFAULT_UNKNOWN_LABEL as UNKNOWN_LABEL
+from .nms_merge import labels_agree
 
 
 class _Track:
@@ -87,7 +88,7 @@ class TrackAssigner:
     def _best_track(self, r):
         best, best_score = None, 0.0
         for tr in self.active.values():
-            if self.class_aware and tr.label != r["label"] and UNKNOWN_LABEL not in (tr.label, r["label"]):
+            if self.class_aware and not labels_agree(tr.label, r["label"]):
                 continue
             if r["t_start"] - tr.t_stop > self.max_gap_s:
                 continue
