@@ -109,7 +109,7 @@ class DetectFlowgraph(gr.top_block):
                                  f"one hop ({hop}) of the spectrogram: nothing to detect")
         self.nms = nms_merge(opt.nms_iou, opt.class_aware)
         self.stfts, self.detectors = [], []
-        for k, (models, p) in enumerate(branches):
+        for models, p in branches:
             tile_dir = opt.save_tiles or ""
             if tile_dir and len(branches) > 1:
                 tile_dir = str(Path(tile_dir) / f"fft{p.fft_size}_hop{p.hop}")
