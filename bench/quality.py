@@ -208,7 +208,14 @@ def evaluate(model_name: str, spec: str, set_name: str, recs: list[str], score_t
     """One (model, set), scored as training/evaluate.py evaluate_detector does (the
     truth/found groups kept at hand for AP >= 10 dB)."""
     from rfdetect_training.evaluate import detect_groups, score_groups, write_report
+    from gnuradio.rfdetect.inference.model_runtime import resolve_auto_for_recording
     specs = spec.split(COMBINE)
+    # 'auto' as `rfdetect detect` resolves it, once per set: every recording must get the same model
+    choices = {tuple(resolve_auto_for_recording(specs, r)[0]) for r in recs}
+    if len(choices) > 1:
+        raise SystemExit(f"set {set_name}: 'auto' picks different models for its recordings ({sorted(choices)}); "
+                         f"score it as separate sets")
+    specs = list(choices.pop()) if choices else specs
     loaded = [load(s, score_threshold, at_threshold=len(specs) > 1) for s in specs]
     (_, ds, thr), branches = loaded[0], loaded[1:]
     if branches:
@@ -220,6 +227,7 @@ def evaluate(model_name: str, spec: str, set_name: str, recs: list[str], score_t
     labels = list(dict.fromkeys(lab for m, _, _ in loaded for lab in m.labels))
     r = score_groups(truth_all, found_all, labels, thr)
     r["recordings"] = len(recs)
+    r["resolved"] = COMBINE.join(specs)
     r["truth"] = truth
     r["ap50_snr_ge_10"] = ap_at_or_above(truth_all, found_all, 10.0)
     r["tiles"] = sum(len(t.ms) for t in timed)
@@ -258,7 +266,8 @@ def set_table(results: dict, models: list[str]) -> str:
             continue
         ap, ca, snr = r["ap50"], r["class_agnostic"], r["recall_by_snr"]
         mAP = fmt(ap.get("mAP")) if r["labels_apply"] else "n/a"
-        rows.append(f"| {m} | {fmt(ap.get('class_agnostic_AP'))} | {fmt(r['ap50_snr_ge_10'])} | {mAP} | "
+        name = m + (f" ({r['resolved']})" if r.get("resolved") not in (None, m) and "auto" in m else "")
+        rows.append(f"| {name} | {fmt(ap.get('class_agnostic_AP'))} | {fmt(r['ap50_snr_ge_10'])} | {mAP} | "
                     f"{ca['precision']:.2f} | {ca['recall']:.2f} | {ca['f1']:.2f} | "
                     + " | ".join(fmt(snr[b]["recall"]) if b in snr else "-" for b, _ in BANDS)
                     + f" | {fmt(r['ms_per_tile_p50'], 0)} | {r['score_threshold']:g} |")

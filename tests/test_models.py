@@ -142,8 +142,8 @@ def test_classic_model_gives_labelled_detections_at_full_size(tmp_path):
 @pytest.mark.parametrize("seed,floor", [(4344, 0.65), (4345, 0.6)])
 def test_default_model_finds_realistic_signals_it_never_saw(tmp_path, seed, floor):
     """The embedded default (anchor_free, trained on the realistic corpus: seeds 500-524) on a
-    `cellular` recording of a seed no training recipe uses, through `rfdetect detect`'s
-    default --model. Measured (2026-11-22): seed 4344: 47 of 59 signals found at IoU 0.3
+    `cellular` recording of a seed no training recipe uses, through `rfdetect detect` with no
+    --model (`auto`: default at 20 MS/s). Measured (2026-11-22): seed 4344: 47 of 59 signals found at IoU 0.3
     (0.80), seed 4345: 23 of 32 (0.72); the floors leave room for another CPU's rounding."""
     from gnuradio.rfdetect.inference.model_runtime import DEFAULT_MODEL
     from gnuradio.rfdetect.formats.records import from_annotation, match_boxes, read_jsonl
@@ -244,3 +244,45 @@ def test_models_of_two_spectrograms_run_together_into_one_merge(tdma_recording, 
                                                                          if r["event"] in ("new", "update")])[0])
     hits_both = sum(m is not None for m in _tdma_hits(tdma_recording, found)[0])
     assert hits_both >= hits_alone >= 30, (hits_both, hits_alone)
+
+
+def test_auto_model_rule():
+    """`auto` (the model `rfdetect detect` runs when none is named): narrowband for a narrow
+    capture tuned below the cellular bands, default otherwise or when the frequency is unknown."""
+    from gnuradio.rfdetect.inference.model_runtime import auto_model, resolve_auto
+    assert auto_model(2e6, 450e6) == "narrowband"
+    assert auto_model(6.4e6, 160e6) == "narrowband"
+    assert auto_model(8e6, 450e6) == "default"       # too wide: Wi-Fi-like and LTE-like spectrum fits
+    assert auto_model(2e6, 915e6) == "default"       # ISM and cellular bands
+    assert auto_model(2e6, None) == "default"
+    assert resolve_auto(["auto?score=0.5", "energy", {"model": "auto"}], 2e6, 450e6) == \
+        ["narrowband?score=0.5", "energy", {"model": "narrowband"}]
+    with pytest.raises(ModelError, match="sample rate"):
+        auto_model(0, 450e6)
+    with pytest.raises(ModelError, match="'auto' stands for"):
+        load_model("auto", SpectrogramParams(), 1024)
+
+
+def test_detect_without_a_model_runs_the_one_made_for_the_capture(tdma_recording, tmp_path):
+    """`rfdetect detect REC` names no model: on 2 MS/s at 450 MHz it runs narrowband (at its
+    card's spectrogram, the records equal `--model narrowband`'s), and says so; the same
+    samples with the centre frequency gone from the metadata run the default model."""
+    import shutil
+    out_auto, out_nb = tmp_path / "auto.jsonl", tmp_path / "nb.jsonl"
+    proc = run_cli("detect", tdma_recording, "--out", out_auto, "--quiet")
+    assert "model auto: narrowband (2 MS/s at 450 MHz" in proc.stderr, proc.stderr
+    run_cli("detect", tdma_recording, "--model", "narrowband", "--out", out_nb, "--quiet")
+
+    def boxes(path):
+        return [(r["event"], r["label"], r["t_start"], r["f_low"], r["score"]) for r in read_jsonl(path)
+                if r["event"] in ("new", "update")]
+    assert boxes(out_auto) and boxes(out_auto) == boxes(out_nb)
+
+    base = tmp_path / "nofreq"
+    shutil.copy(str(tdma_recording).replace(".sigmf-meta", ".sigmf-data"), f"{base}.sigmf-data")
+    meta = json.loads(open(tdma_recording).read())
+    for c in meta["captures"]:
+        c.pop("core:frequency", None)
+    open(f"{base}.sigmf-meta", "w").write(json.dumps(meta))
+    proc = run_cli("detect", f"{base}.sigmf-meta", "--out", tmp_path / "d.jsonl", "--quiet")
+    assert "model auto: default (2 MS/s, centre frequency not in the recording" in proc.stderr, proc.stderr

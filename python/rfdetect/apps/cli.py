@@ -91,10 +91,19 @@ def _ignore_freq(text):
         raise argparse.ArgumentTypeError(str(e).removeprefix("ignore_freqs: ")) from None
 
 
+def _resolve_auto(models, recording):
+    """``auto`` entries replaced by the embedded model made for this capture, saying which."""
+    from ..inference.model_runtime import resolve_auto_for_recording
+    models, note = resolve_auto_for_recording(models, recording)
+    if note:
+        print(f"{note}; --model NAME to choose", file=sys.stderr)
+    return models
+
+
 def cmd_detect(a):
     from .detect_flowgraph import DetectOptions, run_detect
     from ..formats.records import read_jsonl
-    models = a.model or ["default"]
+    models = _resolve_auto(a.model or ["auto"], a.recording)
     # no spectrogram option given: each model runs on the spectrogram of its card, models
     # of different cards on branches of their own; given ones apply to every model
     by_card = not any(getattr(a, k, None) is not None for k in _SPECTROGRAM_OPTIONS)
@@ -235,10 +244,12 @@ def build_parser():
 
     d = sub.add_parser("detect", help="run the detection flowgraph on a recording (file mode)")
     d.add_argument("recording")
-    d.add_argument("--model", action="append", help="'default' (the embedded anchor_free model, labelled detections), 'classic' (the previous default), 'energy' (model-free, "
-                        "label 'signal'), a model file or folder, or a name in RFDETECT_MODEL_DIR; options after '?', "
-                        "e.g. 'm.onnx?score=0.6&labels=ofdm|tone&backend=pytorch&name=m1'; repeat for several "
-                        "(default: default)")
+    d.add_argument("--model", action="append", help="'auto' (the default: the embedded model made for the capture, "
+                        "'narrowband' for one of <= 6.4 MS/s centred below 600 MHz, else 'default'), 'default' (the "
+                        "embedded anchor_free model, labelled detections), 'narrowband', 'classic' (the previous "
+                        "default), 'energy' (model-free, label 'signal'), a model file or folder, or a name in "
+                        "RFDETECT_MODEL_DIR; options after '?', e.g. 'm.onnx?score=0.6&labels=ofdm|tone&backend="
+                        "pytorch&name=m1'; repeat for several")
     d.add_argument("--out", default="detections.jsonl", help="JSONL output (default %(default)s)")
     d.add_argument("--zmq", help="also publish on this ZeroMQ endpoint, e.g. tcp://127.0.0.1:5555")
     d.add_argument("--zmq-wait", type=float, default=0.0,

@@ -38,6 +38,57 @@ def embedded_models() -> list:
     return sorted(d.name for d in EMBEDDED_DIR.iterdir() if (d / "model.onnx").is_file())
 
 
+AUTO_MODEL = "auto"
+# ``auto`` picks narrowband for a capture both narrow and tuned below the cellular bands (VHF and
+# UHF land-mobile: NBFM, AM, DMR-like TDMA, 433 MHz telemetry), the spectrum it was made for; set
+# from tuning recordings only (docs/runtime.md, "auto"): there narrowband led default at 3 and 5
+# MS/s, and it trailed or tied default on ISM, cellular and mixed spectrum at 2 to 8 MS/s.
+NARROW_CAPTURE_MAX_RATE = 6.4e6
+NARROW_CAPTURE_MAX_FREQ = 600e6
+
+
+def auto_model(sample_rate: float, center_frequency: Optional[float]) -> str:
+    """The embedded model ``auto`` stands for on a capture: ``narrowband`` for one of at most
+    NARROW_CAPTURE_MAX_RATE samples/s centred below NARROW_CAPTURE_MAX_FREQ, else
+    ``default`` (also when the centre frequency is not known)."""
+    if not sample_rate or sample_rate <= 0:
+        raise ModelError(f"model 'auto' picks a model by the capture's sample rate, and {sample_rate!r} is not one")
+    if sample_rate <= NARROW_CAPTURE_MAX_RATE and center_frequency is not None \
+            and 0 < center_frequency < NARROW_CAPTURE_MAX_FREQ and "narrowband" in embedded_models():
+        return "narrowband"
+    return "default"
+
+
+def resolve_auto(entries, sample_rate: float, center_frequency: Optional[float]) -> list:
+    """``entries`` (model specs) with each ``auto`` replaced by :func:`auto_model`'s choice,
+    its options (``auto?score=0.5``) kept; other entries unchanged."""
+    if not any(ModelSpec.parse(e).model == AUTO_MODEL for e in entries):
+        return list(entries)
+    out = []
+    for e in entries:
+        if isinstance(e, dict):
+            out.append(dict(e, model=auto_model(sample_rate, center_frequency)) if str(e.get("model", "")).strip() == AUTO_MODEL else e)
+            continue
+        model, sep, query = str(e).partition("?")
+        out.append(auto_model(sample_rate, center_frequency) + sep + query if model.strip() == AUTO_MODEL else e)
+    return out
+
+
+def resolve_auto_for_recording(entries, recording) -> tuple:
+    """(``entries`` with ``auto`` resolved for a SigMF recording's rate and centre frequency,
+    a line saying what ``auto`` chose and why, or None where no entry is ``auto``)."""
+    from ..formats.sigmf_io import SigMFRecording
+    if not any(ModelSpec.parse(e).model == AUTO_MODEL for e in entries):
+        return list(entries), None
+    rec = SigMFRecording.open(recording)
+    freq = rec.center_frequency if rec.frequency_known else None
+    chosen = auto_model(rec.sample_rate, freq)
+    where = f"{rec.sample_rate / 1e6:g} MS/s at {freq / 1e6:g} MHz" if freq is not None \
+        else f"{rec.sample_rate / 1e6:g} MS/s, centre frequency not in the recording"
+    return resolve_auto(entries, rec.sample_rate, freq), f"model auto: {chosen} ({where})"
+
+
+
 # network inputs and outputs each output format needs (rfdetect.inference.postprocess)
 _FORMAT_IO = {
     "boxes_scores_labels/1": (None, ["boxes", "scores", "labels"]),
@@ -300,6 +351,10 @@ class ModelSpec:
 
 
 def _locate(spec: str) -> Path:
+    if spec == AUTO_MODEL:
+        raise ModelError("model 'auto' stands for the embedded model made for the capture's sample rate, which only "
+                         "`rfdetect detect` and the web service know before the flowgraph is built; in a flowgraph "
+                         "name the model (default, narrowband) and give the STFT Tile its card's spectrogram")
     if spec == "default":
         if not DEFAULT_MODEL.is_file():
             raise ModelError(f"the default model is missing from this installation ({DEFAULT_MODEL}); "
