@@ -208,14 +208,8 @@ def evaluate(model_name: str, spec: str, set_name: str, recs: list[str], score_t
     """One (model, set), scored as training/evaluate.py evaluate_detector does (the
     truth/found groups kept at hand for AP >= 10 dB)."""
     from rfdetect_training.evaluate import detect_groups, score_groups, write_report
-    from gnuradio.rfdetect.inference.model_runtime import resolve_auto_for_recording
-    specs = spec.split(COMBINE)
-    # 'auto' as `rfdetect detect` resolves it, once per set: every recording must get the same model
-    choices = {tuple(resolve_auto_for_recording(specs, r)[0]) for r in recs}
-    if len(choices) > 1:
-        raise SystemExit(f"set {set_name}: 'auto' picks different models for its recordings ({sorted(choices)}); "
-                         f"score it as separate sets")
-    specs = list(choices.pop()) if choices else specs
+    from gnuradio.rfdetect.inference.model_runtime import resolve_auto_for_recordings
+    specs, _ = resolve_auto_for_recordings(spec.split(COMBINE), recs)  # 'auto' as `rfdetect detect` resolves it
     loaded = [load(s, score_threshold, at_threshold=len(specs) > 1) for s in specs]
     (_, ds, thr), branches = loaded[0], loaded[1:]
     if branches:

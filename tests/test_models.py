@@ -286,3 +286,8 @@ def test_detect_without_a_model_runs_the_one_made_for_the_capture(tdma_recording
     open(f"{base}.sigmf-meta", "w").write(json.dumps(meta))
     proc = run_cli("detect", f"{base}.sigmf-meta", "--out", tmp_path / "d.jsonl", "--quiet")
     assert "model auto: default (2 MS/s, centre frequency not in the recording" in proc.stderr, proc.stderr
+    # scoring a set with one model (rfdetect-train evaluate, bench/quality.py): auto must mean one model
+    from gnuradio.rfdetect.inference.model_runtime import resolve_auto_for_recordings
+    assert resolve_auto_for_recordings(["auto"], [tdma_recording, tdma_recording])[0] == ["narrowband"]
+    with pytest.raises(ModelError, match="picks different models"):
+        resolve_auto_for_recordings(["auto"], [tdma_recording, f"{base}.sigmf-meta"])

@@ -210,10 +210,14 @@ def _physical_summary(r) -> str:
 def cmd_evaluate_model(a):
     """A finished model (any format the Detector loads) on a folder of labelled recordings."""
     from gnuradio.rfdetect.inference.hardware_profile import resolve_profile
-    from gnuradio.rfdetect.inference.model_runtime import BUILTIN_MODELS, ModelCard, card_for, load_model, model_candidates
+    from gnuradio.rfdetect.inference.model_runtime import BUILTIN_MODELS, ModelCard, card_for, load_model, \
+        model_candidates, resolve_auto_for_recordings
     from .evaluate import evaluate_detector, write_report
     from .prepare import find_recordings
     recs = [str(r) for r in find_recordings(a.recordings)]
+    (a.model,), note = resolve_auto_for_recordings([a.model], recs)
+    if note:
+        print(note, file=sys.stderr)
     if a.model in BUILTIN_MODELS:
         params, height = _params(a), a.tile_height
     else:
@@ -367,7 +371,8 @@ def build_parser():
                                          "--model on --recordings")
     p.add_argument("--tiles", help="prepared tiles (with --checkpoint)")
     p.add_argument("--checkpoint")
-    p.add_argument("--model", help="a model the Detector loads (file, folder, default, energy): scored on "
+    p.add_argument("--model", help="a model the Detector loads (file, folder, default, narrowband, energy, or auto: "
+                                   "the embedded model `rfdetect detect` runs on these recordings): scored on "
                                    "--recordings through the Detector's tile path, in seconds x Hz")
     p.add_argument("--recordings", help="folder of labelled SigMF recordings (with --model)")
     p.add_argument("--ap-floor", type=float, default=0.05,

@@ -88,6 +88,18 @@ def resolve_auto_for_recording(entries, recording) -> tuple:
     return resolve_auto(entries, rec.sample_rate, freq), f"model auto: {chosen} ({where})"
 
 
+def resolve_auto_for_recordings(entries, recordings) -> tuple:
+    """:func:`resolve_auto_for_recording` over a set of recordings scored with one model
+    (``rfdetect-train evaluate``, bench/quality.py): ``auto`` must mean one model for all."""
+    results = [resolve_auto_for_recording(entries, r) for r in recordings] or [(list(entries), None)]
+    picked = {tuple(map(str, res)) for res, _ in results}
+    if len(picked) > 1:
+        raise ModelError(f"model 'auto' picks different models for these recordings ({sorted(picked)}): "
+                         f"evaluate them as separate sets, or name the model")
+    return results[0]
+
+
+
 
 # network inputs and outputs each output format needs (rfdetect.inference.postprocess)
 _FORMAT_IO = {
