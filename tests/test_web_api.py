@@ -172,7 +172,8 @@ def test_detect_on_a_tile_finds_its_known_signals(server, web_data):
 
 
 def test_detect_on_a_tile_with_the_default_model_gives_its_labels(server, web_data):
-    """The embedded default model (1024-wide tiles at fft 4096) through the same endpoint."""
+    """The embedded default model (1024-wide tiles at fft 4096) through the same endpoint: no
+    model named is `auto`, which for a tile (no rate, no centre frequency) is the default."""
     from gnuradio.rfdetect.dsp.spectrogram import SpectrogramParams
     rec = SigMFRecording.open(recordings(web_data)[0])
     rows = spectrogram(rec.read(0, rec.n_samples), SpectrogramParams())
@@ -257,6 +258,23 @@ def test_iqengine_plugin_flow_returns_what_rfdetect_detect_gives(server, web_dat
     for a in got:
         assert {"core:sample_start", "core:sample_count", "core:freq_lower_edge", "core:freq_upper_edge",
                 "core:label", "rfdetect:score", "rfdetect:model"} <= set(a)
+
+
+def test_iqengine_plugin_auto_runs_the_model_made_for_the_capture(server, tmp_path):
+    """The `auto` plugin (no custom parameters) on IQ at 2 MS/s centred on 450 MHz runs
+    `narrowband`, as `rfdetect detect` with no --model does, and gives its annotations."""
+    assert server.client.get("/plugins/auto").json() == {}
+    [meta] = synth_dataset(tmp_path / "vhf", n=1, seed=4406, sample_rate=2e6, duration=0.25, snr_db=(12.0, 25.0),
+                           n_signals=4, profile="vhf-uhf", classes=["tdma"], center_freq=450e6)
+    run_cli("detect", meta, "--model", "narrowband", "--sigmf-out", tmp_path / "out", "--out", tmp_path / "d.jsonl",
+            "--quiet")
+    want = [a for a in json.loads((tmp_path / "out.sigmf-meta").read_text())["annotations"]
+            if a.get("core:generator") == "gr-rfdetect"]
+    assert want and {a["rfdetect:model"] for a in want} == {"anchor_free-narrowband"}  # its card's name
+    md = {"file_name": "vhf.sigmf-data", "sample_rate": 2e6, "center_freq": 450e6, "data_type": "iq/cf32_le"}
+    got = _iqengine_run(server.client, "auto", Path(str(meta).replace(".sigmf-meta", ".sigmf-data")).read_bytes(),
+                        md, {})
+    assert got == want
 
 
 def test_bad_requests_get_one_clear_error(server, web_data):

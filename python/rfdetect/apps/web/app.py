@@ -31,6 +31,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Stre
 from fastapi.staticfiles import StaticFiles
 
 from ... import __version__
+from ...inference.model_runtime import AUTO_MODEL
 from .detection import (NAME_RE, BadInput, ModelRegistry, RecordingDetector, TileDetectors, UnknownModel, builtin_models,
                         decode_image, record_to_detection, scratch_dir, unpack_upload, write_raw_recording)
 from .jobs import (ARCHS, SPECTROGRAM_KEYS, TUNED, WEB_DIR, JobError, JobRunner, JobStore, NoSuchJob, estimate,
@@ -226,7 +227,9 @@ def create_app(cfg: ServeConfig) -> FastAPI:
                archive: Optional[UploadFile] = File(None, description="SigMF .sigmf archive"),
                threshold: Optional[float] = Query(None, ge=0.0, le=1.0,
                                                   description="score threshold (default: the model card's)"),
-               model: str = Query("default", description="default, energy or a model under --models"),
+               model: str = Query("auto", description="auto (a recording: the embedded model made for its rate and "
+                                                      "centre frequency, as `rfdetect detect` picks it; a tile: "
+                                                      "default), default, narrowband, energy or a model under --models"),
                fft_size: Optional[int] = Query(None), hop: Optional[int] = Query(None),
                width: Optional[int] = Query(None), tile_height: Optional[int] = Query(None),
                overlap: Optional[int] = Query(None)):
@@ -268,6 +271,8 @@ def create_app(cfg: ServeConfig) -> FastAPI:
 
     # ------------------------------------------------------------ IQEngine plugins
     def plugin_definition(name: str) -> dict:
+        if registry.spec(name) == AUTO_MODEL:  # its settings are those of the card it picks per recording
+            return {}
         params, height = registry.settings(name)
         card = registry.card(name)
         score = card.score_threshold if card is not None else 0.0
@@ -335,7 +340,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
                     shutil.copyfileobj(iq_file.file, f, 1 << 20)
                 meta_path = write_raw_recording(work, "iq", raw, md["data_type"], float(md["sample_rate"]),
                                                 float(md["center_freq"]))
-                recdet.options(name, **settings)  # bad settings fail now, not in the background
+                recdet.options(recdet.resolve(meta_path, name), **settings)  # bad settings fail now, not later
             except BaseException:
                 shutil.rmtree(work, ignore_errors=True)
                 raise
@@ -357,7 +362,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
                 status["progress"] = 10
                 r = recdet.run(meta_path, name, work, **settings)
                 entry["result"] = {"annotations": r["annotations"], "metadata_file": md,
-                                   "additionalProperties": {"model": name, "timing_ms": round(r["timing_ms"], 1)}}
+                                   "additionalProperties": {"model": r["model"], "timing_ms": round(r["timing_ms"], 1)}}
             except Exception as e:  # the job's error, for IQEngine's status poll
                 status["error"] = f"{type(e).__name__}: {e}" if not isinstance(e, BadInput) else str(e)
             finally:
@@ -492,7 +497,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         truth = [from_annotation(a, rec.sample_rate) for a in rec.annotations
                  if a.get("core:generator") != "gr-rfdetect"]
         dets = [record_to_detection(x, r["params"], r["sample_rate"], r["center_freq"]) for x in r["records"]]
-        return {"model": name, "detections": dets, "truth": truth, "timing_ms": round(r["timing_ms"], 1),
+        return {"model": r["model"], "detections": dets, "truth": truth, "timing_ms": round(r["timing_ms"], 1),
                 "image": f"/api/previews/{png.name}"}
 
     @app.get("/api/previews/{name}", tags=["recordings"], response_class=FileResponse,

@@ -25,15 +25,17 @@ from ...formats.records import read_jsonl
 from ...formats.sigmf_io import (RecordingError, SigMFRecording, atomic_write_bytes, atomic_write_json,
                                  new_meta, parse_datatype)
 from ...inference.model_card import ModelCard, card_for
-from ...inference.model_runtime import ModelError, embedded_models, load_model, model_candidates
+from ...inference.model_runtime import (AUTO_MODEL, ModelError, embedded_models, load_model, model_candidates,
+                                        resolve_auto_for_recording)
 from ...inference.tile_detector import TileAssembler
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def builtin_models() -> tuple:
-    """``default``, ``energy`` and the package's other embedded models (earlier defaults)."""
-    return ("default", "energy", *(m for m in embedded_models() if m != "default"))
+    """``auto`` (recordings only: the embedded model made for the capture, as `rfdetect
+    detect` picks it), ``default``, ``energy`` and the package's other embedded models."""
+    return (AUTO_MODEL, "default", "energy", *(m for m in embedded_models() if m != "default"))
 
 
 class BadInput(ValueError):
@@ -79,7 +81,7 @@ class ModelRegistry:
 
     def card(self, name: str) -> Optional[ModelCard]:
         spec = self.spec(name)
-        if spec == "energy":
+        if spec in ("energy", AUTO_MODEL):  # auto: the card of the model it picks for each recording
             return None
         path = model_candidates(spec, ("onnxruntime", "pytorch"))[0]
         return ModelCard.load(card_for(path))
@@ -144,6 +146,8 @@ class TileDetectors:
         return params, card_height if fixed else height
 
     def detect(self, name: str, tile: np.ndarray, threshold: Optional[float], fft_size=None, hop=None):
+        if name == AUTO_MODEL:  # a tile has no sample rate or centre frequency to pick by
+            name = "default"
         spec = self.registry.spec(name)  # UnknownModel before anything else
         h, w = tile.shape
         params, height = self._params_for(name, w, h, fft_size, hop)
@@ -275,9 +279,20 @@ class RecordingDetector:
         model = spec if threshold is None else f"{spec}?score={float(threshold)}"
         return DetectOptions(models=[model], params=params, tile_height=height, overlap=ov, echo=False)
 
+    def resolve(self, meta_path: Path, name: str) -> str:
+        """``name``, or for ``auto`` the embedded model made for this recording."""
+        if name != AUTO_MODEL:
+            return name
+        try:
+            return resolve_auto_for_recording([name], meta_path)[0][0]
+        except (ModelError, RecordingError) as e:
+            raise BadInput(f"model 'auto': {e}") from None
+
     def run(self, meta_path: Path, name: str, workdir: Path, **settings) -> dict:
-        """-> {"records", "annotations", "params", "tile_height", "sample_rate", "center_freq", "timing_ms"}."""
+        """-> {"records", "annotations", "params", "tile_height", "sample_rate", "center_freq", "timing_ms",
+        "model" (the model run: ``auto`` resolved)}."""
         from ..detect_flowgraph import run_detect
+        name = self.resolve(meta_path, name)
         opt = self.options(name, **settings)
         opt.out = str(workdir / "detections.jsonl")
         opt.sigmf_out = str(workdir / "detected")
@@ -295,7 +310,7 @@ class RecordingDetector:
         annotations = [a for a in out_meta.get("annotations", []) if a.get("core:generator") == "gr-rfdetect"]
         rec = SigMFRecording.open(meta_path)
         return {"records": records, "annotations": annotations, "params": opt.params, "tile_height": opt.tile_height,
-                "sample_rate": rec.sample_rate, "center_freq": rec.center_frequency, "timing_ms": ms}
+                "sample_rate": rec.sample_rate, "center_freq": rec.center_frequency, "timing_ms": ms, "model": name}
 
 
 def record_to_detection(r: dict, params: SpectrogramParams, sample_rate: float, center_freq: float) -> dict:

@@ -589,7 +589,7 @@ class JobRunner:
             raise JobError("the service was started without --models: nowhere to copy the model to")
         src = self.model_folder(job_id)
         dst = self.models_dir / name
-        if dst.exists() or name in ("default", "energy", *embedded_models()):
+        if dst.exists() or name in ("auto", "default", "energy", *embedded_models()):
             raise JobError(f"a model named {name!r} exists already; choose another name")
         self.models_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.models_dir / f".{name}.tmp{os.getpid()}"

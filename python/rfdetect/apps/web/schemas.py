@@ -193,7 +193,8 @@ class RecordingInfo(BaseModel):
 
 class RecordingDetectRequest(BaseModel):
     path: str = Field(description="a recording under --data")
-    model: str = "default"
+    model: str = Field("auto", description="auto: the embedded model made for the recording's rate and centre "
+                                           "frequency (`rfdetect detect`'s rule); or a model name")
     threshold: Optional[float] = Field(None, ge=0.0, le=1.0)
     fft_size: Optional[int] = None
     hop: Optional[int] = None
@@ -210,7 +211,7 @@ class RecordingDetection(Detection):
 
 
 class RecordingDetectResponse(BaseModel):
-    model: str
+    model: str = Field(description="the model run (for auto, the one it picked)")
     detections: list[RecordingDetection]
     truth: list[dict[str, Any]] = Field(description="the recording's ground truth, record-shaped (s x Hz)")
     timing_ms: float
@@ -219,7 +220,8 @@ class RecordingDetectResponse(BaseModel):
 
 class ModelInfo(BaseModel):
     name: str
-    card: Optional[dict[str, Any]] = Field(None, description="the model card (none for energy)")
+    card: Optional[dict[str, Any]] = Field(None, description="the model card (none for energy, and for auto: the "
+                                                             "card of the model it picks per recording)")
     builtin: bool = False
     error: Optional[str] = None
 
