@@ -179,3 +179,22 @@ def test_spectrogram_options_with_models_of_different_spectrograms_are_one_clear
     run_cli("detect", recording, "--model", "narrowband", "--model", "energy", "--hop", "1024", "--out", out,
             "--quiet")
     assert out.exists()
+
+
+def test_a_carrier_longer_than_many_tiles_is_one_record_from_a_file(tmp_path):
+    """`rfdetect detect` plays a file, so NMS Merge holds a signal still going on at a tile's
+    end until it ends: a 0.2 s carrier over seven 33 ms tiles is one record (and one SigMF
+    annotation), not a piece per tile or two."""
+    rng = np.random.default_rng(5)
+    n = int(0.2 * RATE)
+    x = (0.05 * (rng.standard_normal(n) + 1j * rng.standard_normal(n))
+         + 0.5 * np.exp(2j * np.pi * 3e5 * np.arange(n) / RATE)).astype(np.complex64)
+    write_recording(tmp_path / "tone", x, new_meta(RATE, "cf32_le", 100e6))
+    out = tmp_path / "d.jsonl"
+    run_cli("detect", tmp_path / "tone.sigmf-meta", "--model", "energy", "--out", out, "--sigmf-out",
+            tmp_path / "ann", "--quiet", *SMALL_ARGS)
+    on_tone = [r for r in read_jsonl(out) if r["event"] in ("new", "update") and r["f_low"] < 100.3e6 < r["f_high"]]
+    assert len(on_tone) == 1 and on_tone[0]["t_start"] < 0.01 and on_tone[0]["t_stop"] > 0.19, on_tone
+    ann = [a for a in json.loads((tmp_path / "ann.sigmf-meta").read_text())["annotations"]
+           if a["core:freq_lower_edge"] < 100.3e6 < a["core:freq_upper_edge"]]
+    assert len(ann) == 1 and ann[0]["core:sample_count"] > 0.95 * n

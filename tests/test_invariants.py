@@ -3,7 +3,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gnuradio.rfdetect.tracking.nms_merge import NmsMerger
+from gnuradio.rfdetect.tracking.nms_merge import LONG_SIGNALS, NmsMerger
 from gnuradio.rfdetect.formats.records import box_iou
 from gnuradio.rfdetect.tracking.track_assigner import TrackAssigner
 
@@ -28,19 +28,21 @@ def record(draw, tile: int):
 @st.composite
 def tiles(draw):
     n = draw(st.integers(1, 6))
+    mode = draw(st.sampled_from(["file", "realtime", None]))
     out = []
     for i in range(n):
         recs = draw(st.lists(record(i), max_size=8))
-        out.append(({"index": i, "t_start": i * (TILE_S - 0.02), "next_t_start": (i + 1) * (TILE_S - 0.02),
-                     "final": i == n - 1}, recs))
+        tile = {"index": i, "t_start": i * (TILE_S - 0.02), "t_stop": i * (TILE_S - 0.02) + TILE_S,
+                "next_t_start": (i + 1) * (TILE_S - 0.02), "final": i == n - 1}
+        out.append((tile if mode is None else dict(tile, mode=mode), recs))
     return out
 
 
 # too_slow: on a CPU shared with other work one draw was seen to take 38 s (not a property failure)
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(tiles(), st.floats(0.1, 1.0), st.booleans(), st.booleans())
-def test_nms_merge_invariants(stream, iou, class_aware, stitch):
-    m = NmsMerger(iou_threshold=iou, class_aware=class_aware, stitch=stitch)
+@given(tiles(), st.floats(0.1, 1.0), st.booleans(), st.booleans(), st.sampled_from(LONG_SIGNALS))
+def test_nms_merge_invariants(stream, iou, class_aware, stitch, long_signals):
+    m = NmsMerger(iou_threshold=iou, class_aware=class_aware, stitch=stitch, long_signals=long_signals)
     outputs = []
     for tile, recs in stream:
         outputs += m.push(tile, recs)
@@ -106,16 +108,55 @@ def test_track_assigner_invariants(stream, gate, gap, class_aware):
 
 # ---- one merger fed by two Detectors (models of two spectrograms: tiles of different lengths)
 
-def _tile(stream, i, length, step, n):
+def _tile(stream, i, length, step, n, mode=None):
     t0 = i * step
-    return {"stream": stream, "index": i, "t_start": t0, "t_stop": t0 + length,
+    tile = {"stream": stream, "index": i, "t_start": t0, "t_stop": t0 + length,
             "next_t_start": (i + 1) * step, "final": i == n - 1, "run": f"run-{stream}"}
+    return tile if mode is None else dict(tile, mode=mode)
 
 
 def _rec(stream, tile, t0, t1, f0, f1, score=0.9, label="a"):
     return {"event": "detection", "t_start": t0, "t_stop": t1, "f_low": f0, "f_high": f1, "label": label,
             "score": score, "model": f"model-{stream}", "sample_start": int(t0 * RATE),
             "sample_count": int((t1 - t0) * RATE), "tile": tile["index"], "tile_edge": []}
+
+
+def _long_signal_run(m, mode):
+    """0.1 s tiles every 0.08 s: a signal from 0.02 to 0.35 s seen as a piece in each of five
+    tiles (cut by their edges), a 20 ms burst in tile 1, and a piece cut by tile 0's end that
+    tile 1 does not continue. -> [(tile index, records out)]."""
+    t = [_tile("", i, 0.1, 0.08, 6, mode) for i in range(6)]
+
+    def piece(k, t0, t1, f0, edge):
+        return dict(_rec("", t[k], t0, t1, f0, f0 + 1e4), tile_edge=edge)
+    recs = [[piece(0, 0.02, 0.1, 0.0, ["stop"]), piece(0, 0.05, 0.1, 5e5, ["stop"])],
+            [piece(1, 0.08, 0.18, 0.0, ["start", "stop"]), piece(1, 0.10, 0.12, 2e5, [])],
+            [piece(2, 0.16, 0.26, 0.0, ["start", "stop"])],
+            [piece(3, 0.24, 0.34, 0.0, ["start", "stop"])],
+            [piece(4, 0.32, 0.35, 0.0, ["start"])], []]
+    return [(i, m.push(tile, r)) for i, (tile, r) in enumerate(zip(t, recs))]
+
+
+def test_a_signal_longer_than_a_tile_leaves_whole_from_a_file_and_in_pieces_live():
+    """File mode (the Detector's tiles say so; NMS Merge's long_signals "auto"): the signal
+    crossing four tile edges leaves as one record, as soon as a tile shows it has ended;
+    what ends inside a tile, and a piece the next tile does not continue, leave as soon as
+    before. Real-time mode, or "pieces": the same signal leaves in pieces, the earliest one
+    tile after it was first seen (bounded latency)."""
+    out = _long_signal_run(NmsMerger(), "file")
+    by_tile = {i: [(r["t_start"], r["t_stop"], r["f_low"]) for r in rs] for i, rs in out}
+    assert by_tile[1] == [(0.05, 0.1, 5e5), (0.1, 0.12, 2e5)]
+    assert by_tile[4] == [(0.02, 0.35, 0.0)] and by_tile[0] == by_tile[2] == by_tile[3] == by_tile[5] == []
+    for m, mode in ((NmsMerger(), "realtime"), (NmsMerger(long_signals="pieces"), "file"),
+                    (NmsMerger(), None)):
+        out = _long_signal_run(m, mode)
+        pieces = [(r["t_start"], r["t_stop"]) for _, rs in out for r in rs if r["f_low"] == 0.0]
+        assert len(pieces) >= 2 and pieces[0][0] == 0.02 and pieces[-1][1] == 0.35, (mode, pieces)
+        assert [r["t_start"] for r in dict(out)[1] if r["f_low"] == 0.0] == [0.02], (mode, out)
+    out = _long_signal_run(NmsMerger(long_signals="whole"), "realtime")
+    assert [(r["t_start"], r["t_stop"]) for _, rs in out for r in rs if r["f_low"] == 0.0] == [(0.02, 0.35)]
+    with pytest.raises(ValueError, match="long_signals"):
+        NmsMerger(long_signals="all")
 
 
 def test_two_inputs_wait_for_the_slower_and_merge_what_both_saw():

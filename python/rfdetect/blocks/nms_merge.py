@@ -10,7 +10,7 @@ class nms_merge(MessageBlock):
     See rfdetect.tracking.nms_merge for the exact rules.
 
     Message ports: ``in`` (tile messages from the Detector), ``out`` (tile messages
-    with the merged records; a record is held back for at most one tile).
+    with the merged records).
 
     Args:
         iou_threshold: IoU at or above which two records are the same signal.
@@ -18,6 +18,11 @@ class nms_merge(MessageBlock):
             (the label of a localised signal whose class is uncertain, and the energy
             detector's) matches any label, and the kept record takes the known name.
         stitch: join pieces of one signal cut by a tile edge.
+        long_signals: how a signal longer than a tile leaves: "whole" (held until it
+            ends: one record, one SigMF annotation), "pieces" (held no longer than the
+            next tile, the lowest latency: pieces of up to two tiles that the Track
+            Assigner joins under one track ID), or "auto" (default): whole when the
+            Detector runs a file, in pieces in real-time mode.
 
     Several Detectors may be connected to ``in`` (models trained on different spectrograms
     each need their own STFT Tile and Detector). Each says so when the flowgraph starts,
@@ -26,9 +31,9 @@ class nms_merge(MessageBlock):
     Detector's has.
     """
 
-    def __init__(self, iou_threshold=0.5, class_aware=True, stitch=True):
+    def __init__(self, iou_threshold=0.5, class_aware=True, stitch=True, long_signals="auto"):
         MessageBlock.__init__(self, "rfdetect NMS Merge", output=True)
-        self.merger = NmsMerger(float(iou_threshold), bool(class_aware), bool(stitch))
+        self.merger = NmsMerger(float(iou_threshold), bool(class_aware), bool(stitch), long_signals=str(long_signals))
         self._runs: list = []  # the final tiles' runs held until every input's has come (stream_end)
 
     def handle_hello(self, hello):

@@ -677,7 +677,7 @@ class TileDetector:
     def _final_info(self, index, rows_total, tmap):
         t = tmap.seconds(rows_total * self.params.hop)
         return {"index": index, "row_start": rows_total, "rows": 0, "t_start": t, "t_stop": t,
-                "next_t_start": float("inf"), "final": True, "dropped": False}
+                "next_t_start": float("inf"), "final": True, "dropped": False, "mode": self.mode}
 
     def _post_final_stats(self):
         # before the final tile message, so that sinks still running publish them
@@ -713,7 +713,8 @@ class TileDetector:
         s1 = float(self._sample_of_row(row_start + valid_rows))
         nxt = float("inf") if final else tmap.seconds(float(self._sample_of_row(row_start + self.tiles.step)))
         return {"index": index, "row_start": row_start, "rows": valid_rows, "t_start": tmap.seconds(s0),
-                "t_stop": tmap.seconds(s1), "next_t_start": nxt, "final": bool(final), "dropped": False}
+                "t_stop": tmap.seconds(s1), "next_t_start": nxt, "final": bool(final), "dropped": False,
+                "mode": self.mode}
 
     def ignored(self, f_low: float, f_high: float, g: Segment) -> bool:
         """Whether a detection from ``f_low`` to ``f_high`` (absolute Hz, in segment ``g``)

@@ -16,9 +16,14 @@ merger takes the new records plus those it held back from the previous tile and:
    of a long or slanted signal that a neighbouring tile saw whole (same label only
    when ``class_aware``);
 3. emits records that end before the next tile starts (no later tile can see them
-   again) and holds back the rest for one tile. A record already held once is
-   emitted anyway, so latency stays bounded and a long signal leaves as a series of
-   pieces that the Track Assigner joins under one track ID.
+   again) and holds back the rest. A held record leaves once a later tile has covered
+   its end, unless it is still going on (cut by the end of the newest tile, where the
+   next tile may continue it) and ``long_signals`` is "whole": then it grows until the
+   signal ends, so a signal longer than a tile leaves as one record. With "pieces" a
+   record is not held past the next tile, so latency stays bounded and a long signal
+   leaves as a series of pieces that the Track Assigner joins under one track ID.
+   "auto" (the default) is "whole" for a Detector in file mode (its tiles say which)
+   and "pieces" in real-time mode.
 
 Several Detectors may feed one merger (models trained on different spectrograms, each with
 its own STFT Tile and Detector; the tile messages say which Detector by ``stream``, and each
@@ -32,6 +37,13 @@ from __future__ import annotations
 
 from ..formats.records import box_iou, continuation, utc_source
 from ..inference.postprocess import DEFAULT_UNKNOWN_LABEL as UNKNOWN_LABEL
+
+
+# how a signal longer than a tile leaves: whole (held until it ends) or in pieces (bounded
+# latency); auto: whole when the Detector runs a file, in pieces in real time
+LONG_SIGNALS = ("auto", "whole", "pieces")
+# a record cut by a tile's end stops where that tile stops, both computed from one sample index
+EDGE_TOLERANCE_S = 1e-9
 
 
 def labels_agree(a: str, b: str) -> bool:
@@ -74,7 +86,7 @@ def _inside_fraction(r: dict, other: dict) -> float:
 
 class NmsMerger:
     def __init__(self, iou_threshold: float = 0.5, class_aware: bool = True, stitch: bool = True,
-                 containment: float = 0.7, inputs: int = 1):
+                 containment: float = 0.7, inputs: int = 1, long_signals: str = "auto"):
         if not 0.0 < iou_threshold <= 1.0:
             raise ValueError(f"iou_threshold={iou_threshold} must be in (0, 1]")
         if int(inputs) != inputs or inputs < 1:
@@ -84,10 +96,14 @@ class NmsMerger:
         self.stitch = bool(stitch)
         self.containment = float(containment)
         self.inputs = int(inputs)
+        if long_signals not in LONG_SIGNALS:
+            raise ValueError(f"long_signals={long_signals!r} must be one of {', '.join(LONG_SIGNALS)}")
+        self.long_signals = long_signals
         self._held: list[dict] = []
         # per input (the tile's "stream"): where its next tile starts, and its last tile's start
         self._next_start: dict = {}
         self._last_start: dict = {}
+        self._last_stop: dict = {}
         self.records_in = 0
         self.records_out = 0
         self.suppressed = 0
@@ -148,6 +164,7 @@ class NmsMerger:
         if stream not in self._next_start:
             self._next_start[stream] = float("-inf")
             self._last_start[stream] = float("-inf")
+            self._last_stop[stream] = float("-inf")
             self.inputs = max(self.inputs, len(self._next_start))
 
     def _input_of(self, tile: dict):
@@ -181,6 +198,9 @@ class NmsMerger:
         self._next_start[stream] = float("inf") if tile.get("final") else tile.get("next_t_start", float("inf"))
         self._last_start[stream] = tile.get("t_start", float("-inf"))
         reach = float("inf") if tile.get("final") else tile.get("t_stop", float("inf"))
+        self._last_stop[stream] = reach
+        whole = self.long_signals == "whole" or (self.long_signals == "auto" and tile.get("mode") == "file")
+        newest_end = min(self._last_stop.values())
         for r in self._held:
             if reach >= r["t_stop"]:
                 r["_seen"].add(stream)
@@ -190,7 +210,8 @@ class NmsMerger:
         out, self._held = [], []
         for r in merged:
             # held through a tile of every input that reaches its end: each has seen all of it
-            if r["t_stop"] <= horizon or (everyone and len(r["_seen"]) == self.inputs):
+            if r["t_stop"] <= horizon or (everyone and len(r["_seen"]) == self.inputs
+                                          and not (whole and _going_on(r, newest_end))):
                 out.append(r)
             else:
                 self._held.append(r)
@@ -201,6 +222,12 @@ class NmsMerger:
         out.sort(key=lambda r: (r["t_start"], r["f_low"]))
         self.records_out += len(out)
         return out
+
+
+def _going_on(r: dict, newest_end: float) -> bool:
+    """Whether a record may still grow: cut by the end of the newest tile (no tile has
+    seen past it yet)."""
+    return "stop" in r.get("tile_edge", []) and r["t_stop"] >= newest_end - EDGE_TOLERANCE_S
 
 
 def _tile_of(r: dict):

@@ -132,9 +132,11 @@ class TrackAssigner:
     def push(self, tile: dict, records: list[dict]) -> list[dict]:
         """Merged records of one tile in; new/update/end events out.
 
-        Records emitted after this tile start no earlier than this tile does (the
-        NMS Merge holds records back for at most one tile), so tracks that ended
-        ``max_gap_s`` before it are over."""
+        Records emitted after this tile start no earlier than this tile does (NMS
+        Merge holds a record for at most one tile, or, with ``long_signals`` whole, a
+        signal longer than a tile until it ends: that one comes whole, with no
+        earlier piece to continue), so tracks that ended ``max_gap_s`` before it are
+        over."""
         events = self.assign(records)
         if tile.get("final"):
             events += self.end_all()
