@@ -45,7 +45,7 @@ def chirp(n: int, f0_hz: float, f1_hz: float, rate: float = RATE, amp: float = 0
     return (amp * np.exp(2j * np.pi * (f0_hz * t + 0.5 * k * t * t))).astype(np.complex64)
 
 
-def run_chain(tmp_path, iq, tags=(), mode="file", tracks=True, model_delay_s=0.0, **det_kw):
+def run_chain(tmp_path, iq, tags=(), mode="file", tracks=True, model_delay_s=0.0, long_signals="auto", **det_kw):
     """-> (records at the end of the chain, tile dicts at the end of the chain in arrival
     order, the Detector block, host clock (unix) before and after the run)."""
     from gnuradio import blocks, gr
@@ -73,7 +73,7 @@ def run_chain(tmp_path, iq, tags=(), mode="file", tracks=True, model_delay_s=0.0
     tb.connect(src, stft, det)
     last, port = det, "detections"
     blocks_kept = [stft, det, sink]
-    for nxt in ([rfdetect.nms_merge(), rfdetect.track_assigner()] if tracks else []):
+    for nxt in ([rfdetect.nms_merge(long_signals=long_signals), rfdetect.track_assigner()] if tracks else []):
         tb.msg_connect(last, port, nxt, "in")
         last, port = nxt, "out"
         blocks_kept.append(nxt)

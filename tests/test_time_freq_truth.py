@@ -43,10 +43,12 @@ def test_a_retune_in_the_middle_of_a_tile_gives_each_side_its_own_hz(tmp_path):
         for r in side:
             assert r["f_low"] - 5e3 <= fc + 300e3 <= r["f_high"] + 5e3, (fc, r)
             assert r["f_high"] - r["f_low"] < 150e3, r  # a strong tone's window leakage, not a 100 MHz span
-    # the tile that holds the retune reported both sides
-    tile_of_change = 2
-    assert {r["tile"] for r in before if r["event"] != "end"} >= {tile_of_change}
-    assert {r["tile"] for r in after if r["event"] != "end"} >= {tile_of_change}
+    # the tile that holds the retune reported both sides: the tone is on up to the retune
+    # and from it (in file mode each side is one record, from the tiles before and after too)
+    dets = [r for r in recs if r["event"] != "end"]
+    assert max(r["t_stop"] for r in before if r in dets) == pytest.approx(t_change, abs=2 * HOP_S)
+    assert min(r["t_start"] for r in after if r in dets) == pytest.approx(t_change, abs=2 * HOP_S)
+    assert any(r["tile"] == 2 for r in after if r in dets)  # the after side starts in the tile of the change
 
 
 def test_a_rate_change_in_the_middle_of_a_tile_gives_summed_seconds_and_its_own_hz(tmp_path):
@@ -112,13 +114,16 @@ def test_a_record_with_utc_but_no_utc_source_is_refused():
     validate_record(dict(rec, utc_source="host"))
 
 
+@pytest.mark.parametrize("long_signals", ["auto", "pieces"])
 @pytest.mark.parametrize("f0, f1", [(-500e3, 500e3), (500e3, -500e3)], ids=["rising", "falling"])
-def test_a_chirp_across_many_tiles_keeps_one_track(tmp_path, f0, f1):
+def test_a_chirp_across_many_tiles_keeps_one_track(tmp_path, f0, f1, long_signals):
+    """From a file NMS Merge keeps the chirp whole (one record); in pieces (the real-time
+    way), the Track Assigner joins its pieces, whose bands differ tile by tile, into one track."""
     pad, long_ = int(0.05 * RATE), int(0.25 * RATE)  # 0.25 s: eight tiles, 16 overlaps
     n = 2 * pad + long_
     iq = noise(n) + tone(n, 0.4)  # a steady tone at +800 kHz beside it, all the time
     iq[pad:pad + long_] += chirp(long_, f0, f1)
-    recs, _, _, _ = run_chain(tmp_path, iq, [tag(0, "rx_freq", pmt.from_double(0.0))])
+    recs, _, _, _ = run_chain(tmp_path, iq, [tag(0, "rx_freq", pmt.from_double(0.0))], long_signals=long_signals)
     ends = _ends(recs)
     assert len({r["track_id"] for r in recs}) == 2, [(r["event"], r["track_id"], r["t_start"], r["f_low"])
                                                      for r in recs]
@@ -128,7 +133,10 @@ def test_a_chirp_across_many_tiles_keeps_one_track(tmp_path, f0, f1):
     assert chirp_end["t_stop"] == pytest.approx((pad + long_) / RATE, abs=0.005)
     assert chirp_end["f_low"] == pytest.approx(-500e3, abs=20e3)
     assert chirp_end["f_high"] == pytest.approx(500e3, abs=20e3)
-    assert chirp_end["n_detections"] >= 4  # it did come as pieces, joined
+    if long_signals == "pieces":
+        assert chirp_end["n_detections"] >= 4  # it did come as pieces, joined
+    else:
+        assert chirp_end["n_detections"] == 1
     assert tone_end["f_low"] <= 800e3 <= tone_end["f_high"] and tone_end["f_high"] - tone_end["f_low"] < 150e3
 
 
