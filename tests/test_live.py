@@ -67,10 +67,12 @@ def test_interrupt_mid_run_leaves_valid_annotations_and_nothing_half_written(tmp
                              "--save-tiles", str(out_dir / "tiles"), *SMALL_ARGS],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        # wait for the first detection to be printed: the run is under way
-        line = "x"
-        while line and not line.startswith("new"):
+        # wait for five detections to be printed: the run is under way, and the SigMF sink
+        # (a sibling of the printing sink, on its own thread) has had the first ones too
+        line, news = "x", 0
+        while line and news < 5:
             line = proc.stdout.readline()
+            news += line.startswith("new")
         assert line, proc.stderr.read()
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
