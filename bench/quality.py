@@ -386,8 +386,10 @@ def main():
     parts += ["**Recall (any label) per truth label**, at each model's threshold, most frequent first: "
               "a family with low recall here is not boxed at all; one high here but low in AP50 per "
               "class is boxed but not named (reported as `signal`):", "", label_recall_table(all_results, names), ""]
-    evals = [f"rfdetect-train evaluate --model {spec} --recordings DIR --out REPORT "
-             f"--score-threshold {next(iter(all_results.values()))[m]['score_threshold']:g}"
+    # auto's threshold is the card's of the model it picks, which differs by set
+    evals = [f"rfdetect-train evaluate --model {spec} --recordings DIR --out REPORT"
+             + ("" if spec.partition("?")[0] == "auto" else
+                f" --score-threshold {next(iter(all_results.values()))[m]['score_threshold']:g}")
              + (" --truth exact" if a.truth == "exact" else "")
              for m, spec in models.items() if COMBINE not in spec]
     combos = [" ".join(f"--model {s}" for s in spec.split(COMBINE)) for spec in models.values() if COMBINE in spec]
