@@ -72,13 +72,15 @@ def resolve_auto(entries, sample_rate: float, center_frequency: Optional[float])
     its options (``auto?score=0.5``) kept; other entries unchanged."""
     if not any(ModelSpec.parse(e).model == AUTO_MODEL for e in entries):
         return list(entries)
+    chosen = auto_model(sample_rate, center_frequency)
     out = []
     for e in entries:
-        if isinstance(e, dict):
-            out.append(dict(e, model=auto_model(sample_rate, center_frequency)) if str(e.get("model", "")).strip() == AUTO_MODEL else e)
-            continue
-        model, sep, query = str(e).partition("?")
-        out.append(auto_model(sample_rate, center_frequency) + sep + query if model.strip() == AUTO_MODEL else e)
+        if ModelSpec.parse(e).model != AUTO_MODEL:
+            out.append(e)
+        elif isinstance(e, dict):
+            out.append(dict(e, model=chosen))
+        else:
+            out.append(chosen + "".join(str(e).partition("?")[1:]))
     return out
 
 
@@ -105,8 +107,6 @@ def resolve_auto_for_recordings(entries, recordings) -> tuple:
         raise ModelError(f"model 'auto' picks different models for these recordings ({sorted(picked)}): "
                          f"evaluate them as separate sets, or name the model")
     return results[0]
-
-
 
 
 # network inputs and outputs each output format needs (rfdetect.inference.postprocess)
@@ -372,9 +372,10 @@ class ModelSpec:
 
 def _locate(spec: str) -> Path:
     if spec == AUTO_MODEL:
-        raise ModelError("model 'auto' stands for the embedded model made for the capture's sample rate, which only "
-                         "`rfdetect detect` and the web service know before the flowgraph is built; in a flowgraph "
-                         "name the model (default, narrowband) and give the STFT Tile its card's spectrogram")
+        raise ModelError("model 'auto' stands for the embedded model made for the capture's sample rate and centre "
+                         "frequency, which only `rfdetect detect` and the web service know before the flowgraph is "
+                         "built; in a flowgraph name the model (default, narrowband, wideband) and give the STFT Tile "
+                         "its card's spectrogram")
     if spec == "default":
         if not DEFAULT_MODEL.is_file():
             raise ModelError(f"the default model is missing from this installation ({DEFAULT_MODEL}); "

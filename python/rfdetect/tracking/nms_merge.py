@@ -100,7 +100,7 @@ class NmsMerger:
             raise ValueError(f"long_signals={long_signals!r} must be one of {', '.join(LONG_SIGNALS)}")
         self.long_signals = long_signals
         self._held: list[dict] = []
-        # per input (the tile's "stream"): where its next tile starts, and its last tile's start
+        # per input (the tile's "stream"): where its next tile starts, and its last tile's start and end
         self._next_start: dict = {}
         self._last_start: dict = {}
         self._last_stop: dict = {}
