@@ -221,7 +221,8 @@ def evaluate(model_name: str, spec: str, set_name: str, recs: list[str], score_t
     labels = list(dict.fromkeys(lab for m, _, _ in loaded for lab in m.labels))
     r = score_groups(truth_all, found_all, labels, thr)
     r["recordings"] = len(recs)
-    r["resolved"] = COMBINE.join(specs)
+    if specs != spec.split(COMBINE):
+        r["resolved"] = COMBINE.join(specs)  # what 'auto' stood for on this set
     r["truth"] = truth
     r["ap50_snr_ge_10"] = ap_at_or_above(truth_all, found_all, 10.0)
     r["tiles"] = sum(len(t.ms) for t in timed)
@@ -260,7 +261,7 @@ def set_table(results: dict, models: list[str]) -> str:
             continue
         ap, ca, snr = r["ap50"], r["class_agnostic"], r["recall_by_snr"]
         mAP = fmt(ap.get("mAP")) if r["labels_apply"] else "n/a"
-        name = m + (f" ({r['resolved']})" if r.get("resolved") not in (None, m) and "auto" in m else "")
+        name = m + (f" ({r['resolved']})" if r.get("resolved") else "")
         rows.append(f"| {name} | {fmt(ap.get('class_agnostic_AP'))} | {fmt(r['ap50_snr_ge_10'])} | {mAP} | "
                     f"{ca['precision']:.2f} | {ca['recall']:.2f} | {ca['f1']:.2f} | "
                     + " | ".join(fmt(snr[b]["recall"]) if b in snr else "-" for b, _ in BANDS)

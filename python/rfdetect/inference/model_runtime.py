@@ -72,7 +72,11 @@ def resolve_auto(entries, sample_rate: float, center_frequency: Optional[float])
     its options (``auto?score=0.5``) kept; other entries unchanged."""
     if not any(ModelSpec.parse(e).model == AUTO_MODEL for e in entries):
         return list(entries)
-    chosen = auto_model(sample_rate, center_frequency)
+    return _put_model(entries, auto_model(sample_rate, center_frequency))
+
+
+def _put_model(entries, chosen: str) -> list:
+    """``entries`` with ``chosen`` in place of each ``auto``, its options kept."""
     out = []
     for e in entries:
         if ModelSpec.parse(e).model != AUTO_MODEL:
@@ -95,7 +99,7 @@ def resolve_auto_for_recording(entries, recording) -> tuple:
     chosen = auto_model(rec.sample_rate, freq)
     where = f"{rec.sample_rate / 1e6:g} MS/s at {freq / 1e6:g} MHz" if freq is not None \
         else f"{rec.sample_rate / 1e6:g} MS/s, centre frequency not in the recording"
-    return resolve_auto(entries, rec.sample_rate, freq), f"model auto: {chosen} ({where})"
+    return _put_model(entries, chosen), f"model auto: {chosen} ({where})"
 
 
 def resolve_auto_for_recordings(entries, recordings) -> tuple:
