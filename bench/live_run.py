@@ -17,7 +17,9 @@ import zmq
 from gnuradio import blocks, gr
 
 from gnuradio import rfdetect
+from gnuradio.rfdetect.apps.detect_flowgraph import card_spectrogram
 from gnuradio.rfdetect.apps.synth import synth_dataset
+from gnuradio.rfdetect.dsp.spectrogram import SpectrogramParams
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 
@@ -64,7 +66,10 @@ def run_live(meta: Path, seconds: float, models=("default",), queue_size: int = 
     tb = gr.top_block()
     head = blocks.head(gr.sizeof_gr_complex, int(seconds * rate))
     head.set_min_output_buffer(1 << 21)  # as the SigMF Source does (see there)
-    stft = rfdetect.stft_tile(samp_rate=rate)
+    # the models' own spectrogram (their cards'), as `rfdetect detect` runs them; energy: the default
+    grid = next((g for g in map(card_spectrogram, models) if g is not None), SpectrogramParams())
+    stft = rfdetect.stft_tile(grid.fft_size, grid.hop, grid.window, grid.width, grid.pooling, grid.normalisation,
+                              grid.db_low, grid.db_high, samp_rate=rate)
     det = rfdetect.detector(models=list(models), mode="realtime", queue_size=queue_size, samp_rate=rate,
                             center_freq=src.recording.center_frequency, concurrency=concurrency,
                             stats_interval_s=5.0)

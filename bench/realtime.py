@@ -12,6 +12,8 @@ confirmed. Writes its section of docs/performance.md.
 import argparse
 
 from bench_report import stamp, write_section
+from gnuradio.rfdetect.apps.detect_flowgraph import card_spectrogram
+from gnuradio.rfdetect.dsp.spectrogram import SpectrogramParams
 from live_run import at_rate, base_recording, run_live
 
 
@@ -59,7 +61,9 @@ def main():
     table = "\n".join(rows)
     verdict = (f"**Highest sustained rate: {best / 1e6:g} MS/s** ({'+'.join(models)}, {a.confirm:g} s, no drops, "
                f"no stalls)." if best else "No rate was sustained.")
-    header = stamp(f"models {'+'.join(models)}, default spectrogram, 1024-row tiles, realtime mode")
+    grid = next((g for g in map(card_spectrogram, models) if g is not None), SpectrogramParams())
+    header = stamp(f"models {'+'.join(models)}, their card's spectrogram (fft {grid.fft_size}, hop {grid.hop}), "
+                   f"1024-row tiles, realtime mode")
     print(header)
     print(verdict)
     if not a.no_write:

@@ -143,7 +143,7 @@ def test_classic_model_gives_labelled_detections_at_full_size(tmp_path):
 def test_default_model_finds_realistic_signals_it_never_saw(tmp_path, seed, floor):
     """The embedded default (anchor_free, trained on the realistic corpus: seeds 500-524) on a
     `cellular` recording of a seed no training recipe uses, through `rfdetect detect` with no
-    --model (`auto`: default at 20 MS/s). Measured (2026-11-22): seed 4344: 47 of 59 signals found at IoU 0.3
+    --model default. Measured (2026-11-22): seed 4344: 47 of 59 signals found at IoU 0.3
     (0.80), seed 4345: 23 of 32 (0.72); the floors leave room for another CPU's rounding."""
     from gnuradio.rfdetect.inference.model_runtime import DEFAULT_MODEL
     from gnuradio.rfdetect.formats.records import from_annotation, match_boxes, read_jsonl
@@ -155,7 +155,7 @@ def test_default_model_finds_realistic_signals_it_never_saw(tmp_path, seed, floo
     [meta] = synth_dataset(tmp_path, n=1, seed=seed, sample_rate=20e6, duration=0.21, snr_db=(12.0, 25.0),
                            n_signals=8, profile="cellular", center_freq=1.85e9)
     out = tmp_path / "d.jsonl"
-    run_cli("detect", meta, "--out", out, "--quiet")
+    run_cli("detect", meta, "--model", "default", "--out", out, "--quiet")
     found = [r for r in read_jsonl(out) if r["event"] == "new"]
     rec = SigMFRecording.open(meta)
     truth = [from_annotation(a, rec.sample_rate) for a in rec.annotations]
@@ -248,16 +248,15 @@ def test_models_of_two_spectrograms_run_together_into_one_merge(tdma_recording, 
 
 def test_auto_model_rule():
     """`auto` (the model `rfdetect detect` runs when none is named): narrowband for a narrow
-    capture tuned below the cellular bands, wideband for the 2.4 GHz ISM band at any rate,
-    default otherwise or when the frequency is unknown."""
+    capture tuned below the cellular bands, wideband for every other capture, also when the
+    frequency is unknown."""
     from gnuradio.rfdetect.inference.model_runtime import auto_model, resolve_auto
     assert auto_model(2e6, 450e6) == "narrowband"
     assert auto_model(6.4e6, 160e6) == "narrowband"
-    assert auto_model(8e6, 450e6) == "default"       # too wide: Wi-Fi-like and LTE-like spectrum fits
-    assert auto_model(2e6, 915e6) == "default"       # the 915 MHz ISM and the cellular bands
-    assert auto_model(20e6, 2.44e9) == auto_model(2e6, 2.402e9) == "wideband"
-    assert auto_model(20e6, 2.6e9) == auto_model(20e6, 1.85e9) == "default"
-    assert auto_model(2e6, None) == auto_model(20e6, None) == "default"
+    assert auto_model(6.5e6, 450e6) == "wideband"     # too wide: Wi-Fi-like and LTE-like spectrum fits
+    assert auto_model(2e6, 600e6) == "wideband"       # the 915 MHz ISM and the cellular bands
+    assert auto_model(20e6, 2.44e9) == auto_model(2e6, 2.402e9) == auto_model(20e6, 1.85e9) == "wideband"
+    assert auto_model(2e6, None) == auto_model(20e6, None) == "wideband"
     assert resolve_auto(["auto?score=0.5", "energy", {"model": "auto"}], 2e6, 450e6) == \
         ["narrowband?score=0.5", "energy", {"model": "narrowband"}]
     with pytest.raises(ModelError, match="sample rate"):
@@ -269,7 +268,7 @@ def test_auto_model_rule():
 def test_detect_without_a_model_runs_the_one_made_for_the_capture(tdma_recording, tmp_path):
     """`rfdetect detect REC` names no model: on 2 MS/s at 450 MHz it runs narrowband (at its
     card's spectrogram, the records equal `--model narrowband`'s), and says so; the same
-    samples with the centre frequency gone from the metadata run the default model."""
+    samples with the centre frequency gone from the metadata run wideband."""
     import shutil
     out_auto, out_nb = tmp_path / "auto.jsonl", tmp_path / "nb.jsonl"
     proc = run_cli("detect", tdma_recording, "--out", out_auto, "--quiet")
@@ -288,7 +287,7 @@ def test_detect_without_a_model_runs_the_one_made_for_the_capture(tdma_recording
         c.pop("core:frequency", None)
     open(f"{base}.sigmf-meta", "w").write(json.dumps(meta))
     proc = run_cli("detect", f"{base}.sigmf-meta", "--out", tmp_path / "d.jsonl", "--quiet")
-    assert "model auto: default (2 MS/s, centre frequency not in the recording" in proc.stderr, proc.stderr
+    assert "model auto: wideband (2 MS/s, centre frequency not in the recording" in proc.stderr, proc.stderr
     # scoring a set with one model (rfdetect-train evaluate, bench/quality.py): auto must mean one model
     from gnuradio.rfdetect.inference.model_runtime import resolve_auto_for_recordings
     assert resolve_auto_for_recordings(["auto"], [tdma_recording, tdma_recording])[0] == ["narrowband"]
@@ -296,10 +295,11 @@ def test_detect_without_a_model_runs_the_one_made_for_the_capture(tdma_recording
         resolve_auto_for_recordings(["auto"], [tdma_recording, f"{base}.sigmf-meta"])
 
 
-# Measured with the committed model (2026-11-23), IoU 0.5 in seconds x Hz: seed 4411, 24 of 26
-# boxes (the default model: 18); the floor leaves room for another CPU's rounding.
+# Measured with the committed model (2026-11-24, session 20), IoU 0.5 in seconds x Hz: seed
+# 4411, 21 of 26 boxes (the default model: 18; session 19's wideband: 24); the floor leaves
+# room for another CPU's rounding and still fails the default.
 WIDEBAND_SEED = 4411
-WIDEBAND_FLOOR = 0.8
+WIDEBAND_FLOOR = 0.75
 
 
 def test_wideband_model_runs_at_its_card_and_auto_picks_it_in_the_2g4_band(tmp_path):
@@ -330,3 +330,31 @@ def test_wideband_model_runs_at_its_card_and_auto_picks_it_in_the_2g4_band(tmp_p
     matched, _ = match_boxes(truth, found(out_wb), iou=0.5, class_aware=False)
     hits = sum(m is not None for m in matched)
     assert len(truth) >= 20 and hits >= WIDEBAND_FLOOR * len(truth), (hits, len(truth))
+
+
+# Measured (2026-11-24): 11 of the 12 chirps boxed at IoU 0.5 (default: 11; session 19's
+# wideband, which boxed chirps in pieces at this grid: 8).
+CHIRP_SEEDS = (4421, 4424)
+CHIRP_FLOOR = 9
+
+
+def test_wideband_boxes_a_chirp_as_one_box(tmp_path):
+    """A chirp sweeps diagonally over twice as many rows at wideband's grid as at the
+    default's; wideband (which `auto` runs at 915 MHz) must still box each one whole, not in
+    pieces: chirp-only classic recordings at 20 MS/s, seeds no recipe uses."""
+    from gnuradio.rfdetect.apps.synth import synth_dataset
+    from gnuradio.rfdetect.formats.records import from_annotation, match_boxes
+    from gnuradio.rfdetect.formats.sigmf_io import SigMFRecording
+    hits, n = 0, 0
+    for seed in CHIRP_SEEDS:
+        [meta] = synth_dataset(tmp_path / str(seed), n=1, seed=seed, sample_rate=20e6, duration=0.21,
+                               snr_db=(12.0, 25.0), n_signals=6, classes=("chirp",), center_freq=915e6)
+        out = tmp_path / f"{seed}.jsonl"
+        proc = run_cli("detect", meta, "--out", out, "--quiet")
+        assert "model auto: wideband (20 MS/s at 915 MHz" in proc.stderr, proc.stderr
+        rec = SigMFRecording.open(meta)
+        truth = [from_annotation(a, rec.sample_rate) for a in rec.annotations]
+        matched, _ = match_boxes(truth, [r for r in read_jsonl(out) if r["event"] in ("new", "update")],
+                                 iou=0.5, class_aware=False)
+        hits, n = hits + sum(m is not None for m in matched), n + len(truth)
+    assert n == 12 and hits >= CHIRP_FLOOR, (hits, n)

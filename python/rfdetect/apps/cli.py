@@ -245,9 +245,8 @@ def build_parser():
     d = sub.add_parser("detect", help="run the detection flowgraph on a recording (file mode)")
     d.add_argument("recording")
     d.add_argument("--model", action="append", help="'auto' (the default: the embedded model made for the capture, "
-                        "'narrowband' for one of <= 6.4 MS/s centred below 600 MHz, 'wideband' in the 2.4 GHz ISM band, "
-                        "else 'default'), 'default' (the "
-                        "embedded anchor_free model, labelled detections), 'narrowband', 'wideband', 'classic' (the previous "
+                        "'narrowband' for one of <= 6.4 MS/s centred below 600 MHz, else 'wideband'), 'default' (the "
+                        "embedded anchor_free model, labelled detections; a flowgraph's default), 'narrowband', 'wideband', 'classic' (the previous "
                         "default), 'energy' (model-free, label 'signal'), a model file or folder, or a name in "
                         "RFDETECT_MODEL_DIR; options after '?', e.g. 'm.onnx?score=0.6&labels=ofdm|tone&backend="
                         "pytorch&name=m1'; repeat for several")

@@ -41,30 +41,29 @@ def embedded_models() -> list:
 AUTO_MODEL = "auto"
 # ``auto`` picks narrowband for a capture both narrow and tuned below the cellular bands (VHF and
 # UHF land-mobile: NBFM, AM, DMR-like TDMA, 433 MHz telemetry), the spectrum it was made for, and
-# wideband for one centred in the 2.4 GHz ISM band, crowded with short bursts (Wi-Fi frames,
-# Bluetooth hops, BLE adverts, Zigbee) that its finer time grid keeps apart. Set from tuning
-# recordings only (docs/runtime.md, "Which model `auto` runs"): each led default on every tuning
-# set of its spectrum, and narrowband trailed or tied default elsewhere, even at 2 MS/s.
+# wideband for every other capture: its finer time grid keeps bursts a few rows apart (Wi-Fi
+# frames, Bluetooth hops, LTE uplink slots) as separate boxes. Set from tuning recordings only
+# (docs/runtime.md, "Which model `auto` runs"): narrowband led on every VHF/UHF tuning set and
+# trailed or tied elsewhere, even at 2 MS/s; wideband (session 20) led default on 10 of 12
+# other tuning sets and was within 0.02 on the other two. default stays the Detector's
+# default in a flowgraph: at its coarser grid a tile covers twice the time, so it sustains
+# twice the real-time rate on a small CPU (docs/performance.md).
 NARROW_CAPTURE_MAX_RATE = 6.4e6
 NARROW_CAPTURE_MAX_FREQ = 600e6
-ISM_2G4_BAND = (2400e6, 2500e6)
 
 
 def auto_model(sample_rate: float, center_frequency: Optional[float]) -> str:
     """The embedded model ``auto`` stands for on a capture: ``narrowband`` for one of at most
-    NARROW_CAPTURE_MAX_RATE samples/s centred below NARROW_CAPTURE_MAX_FREQ, ``wideband``
-    for one centred in the 2.4 GHz ISM band, else ``default`` (also when the centre
-    frequency is not known)."""
+    NARROW_CAPTURE_MAX_RATE samples/s centred below NARROW_CAPTURE_MAX_FREQ, else
+    ``wideband`` (also when the centre frequency is not known); ``default`` where the
+    chosen model is not in the package."""
     if not sample_rate or sample_rate <= 0:
         raise ModelError(f"model 'auto' picks a model by the capture's sample rate, and {sample_rate!r} is not one")
     have = embedded_models()
-    if center_frequency is not None:
-        if sample_rate <= NARROW_CAPTURE_MAX_RATE and 0 < center_frequency < NARROW_CAPTURE_MAX_FREQ \
-                and "narrowband" in have:
-            return "narrowband"
-        if ISM_2G4_BAND[0] <= center_frequency <= ISM_2G4_BAND[1] and "wideband" in have:
-            return "wideband"
-    return "default"
+    narrow = center_frequency is not None and sample_rate <= NARROW_CAPTURE_MAX_RATE \
+        and 0 < center_frequency < NARROW_CAPTURE_MAX_FREQ
+    chosen = "narrowband" if narrow else "wideband"
+    return chosen if chosen in have else "default"
 
 
 def resolve_auto(entries, sample_rate: float, center_frequency: Optional[float]) -> list:
