@@ -254,7 +254,7 @@ def test_auto_model_rule():
     assert auto_model(2e6, 450e6) == "narrowband"
     assert auto_model(6.4e6, 160e6) == "narrowband"
     assert auto_model(6.5e6, 450e6) == "wideband"     # too wide: Wi-Fi-like and LTE-like spectrum fits
-    assert auto_model(2e6, 600e6) == "wideband"       # the 915 MHz ISM and the cellular bands
+    assert auto_model(2e6, 600e6) == "wideband"       # from 600 MHz: the 915 MHz ISM and the cellular bands
     assert auto_model(20e6, 2.44e9) == auto_model(2e6, 2.402e9) == auto_model(20e6, 1.85e9) == "wideband"
     assert auto_model(2e6, None) == auto_model(20e6, None) == "wideband"
     assert resolve_auto(["auto?score=0.5", "energy", {"model": "auto"}], 2e6, 450e6) == \

@@ -44,10 +44,11 @@ AUTO_MODEL = "auto"
 # wideband for every other capture: its finer time grid keeps bursts a few rows apart (Wi-Fi
 # frames, Bluetooth hops, LTE uplink slots) as separate boxes. Set from tuning recordings only
 # (docs/runtime.md, "Which model `auto` runs"): narrowband led on every VHF/UHF tuning set and
-# trailed or tied elsewhere, even at 2 MS/s; wideband (session 20) led default on 10 of 12
-# other tuning sets and was within 0.02 on the other two. default stays the Detector's
-# default in a flowgraph: at its coarser grid a tile covers twice the time, so it sustains
-# twice the real-time rate on a small CPU (docs/performance.md).
+# trailed or tied elsewhere, even at 2 MS/s; wideband (session 20) led default on 9 of the 12
+# other tuning sets, tied one and was within 0.02 on the other two. default stays the
+# Detector's default in a flowgraph: at its coarser grid a tile covers twice the time, so it
+# sustains a higher real-time rate on a small CPU (40 MS/s against 25 on the 2-core Xeon:
+# docs/training.md, session 20).
 NARROW_CAPTURE_MAX_RATE = 6.4e6
 NARROW_CAPTURE_MAX_FREQ = 600e6
 
