@@ -58,6 +58,12 @@ def rss_mb() -> float:
     return float("nan")
 
 
+def model_grid(models) -> SpectrogramParams:
+    """The spectrogram the models run on: the first card's, as `rfdetect detect` runs a model
+    (all models of one STFT Tile share it); the default for models without a card (energy)."""
+    return next((g for g in map(card_spectrogram, models) if g is not None), SpectrogramParams())
+
+
 def run_live(meta: Path, seconds: float, models=("default",), queue_size: int = 4, concurrency: str = "auto",
              rss_every_s: float = 0.0, attach=None) -> dict:
     """``attach(tb, track_assigner) -> [blocks]``: more sinks on the Track Assigner's output."""
@@ -66,8 +72,7 @@ def run_live(meta: Path, seconds: float, models=("default",), queue_size: int = 
     tb = gr.top_block()
     head = blocks.head(gr.sizeof_gr_complex, int(seconds * rate))
     head.set_min_output_buffer(1 << 21)  # as the SigMF Source does (see there)
-    # the models' own spectrogram (their cards'), as `rfdetect detect` runs them; energy: the default
-    grid = next((g for g in map(card_spectrogram, models) if g is not None), SpectrogramParams())
+    grid = model_grid(models)
     stft = rfdetect.stft_tile(grid.fft_size, grid.hop, grid.window, grid.width, grid.pooling, grid.normalisation,
                               grid.db_low, grid.db_high, samp_rate=rate)
     det = rfdetect.detector(models=list(models), mode="realtime", queue_size=queue_size, samp_rate=rate,

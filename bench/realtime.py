@@ -12,9 +12,7 @@ confirmed. Writes its section of docs/performance.md.
 import argparse
 
 from bench_report import stamp, write_section
-from gnuradio.rfdetect.apps.detect_flowgraph import card_spectrogram
-from gnuradio.rfdetect.dsp.spectrogram import SpectrogramParams
-from live_run import at_rate, base_recording, run_live
+from live_run import at_rate, base_recording, model_grid, run_live
 
 
 def ok(r) -> bool:
@@ -61,7 +59,7 @@ def main():
     table = "\n".join(rows)
     verdict = (f"**Highest sustained rate: {best / 1e6:g} MS/s** ({'+'.join(models)}, {a.confirm:g} s, no drops, "
                f"no stalls)." if best else "No rate was sustained.")
-    grid = next((g for g in map(card_spectrogram, models) if g is not None), SpectrogramParams())
+    grid = model_grid(models)
     header = stamp(f"models {'+'.join(models)}, their card's spectrogram (fft {grid.fft_size}, hop {grid.hop}), "
                    f"1024-row tiles, realtime mode")
     print(header)
