@@ -97,6 +97,36 @@ def test_prepare_with_several_processes_writes_the_same_files(tiles, train_data,
     assert not (tmp_path / "x").exists()
 
 
+def test_prepare_with_labels_boxes_only_those(tiles, train_data, tmp_path):
+    out = tmp_path / "tiles"
+    train_cli("prepare", "--data", train_data, "--out", out, "--labels", "fhss,tone", "--quiet", *SMALL_ARGS)
+    ds = json.loads((out / "dataset.json").read_text())
+    full = json.loads((tiles / "dataset.json").read_text())
+    assert ds["labels"] == ["fhss", "tone"] and ds["label_filter"] == ["fhss", "tone"]
+    seen = [b["label"] for im in ds["images"]
+            for b in json.loads((out / "tiles" / im.replace(".png", ".json")).read_text())["bboxes"]]
+    assert len(seen) == ds["boxes"] and set(seen) == {"fhss", "tone"}
+    assert 0 < ds["boxes"] < full["boxes"] and set(full["labels"]) - {"fhss", "tone"}
+    # a label no recording has is refused before any tile is written, naming the labels there are
+    bad = train_cli("prepare", "--data", train_data, "--out", tmp_path / "x", "--labels", "fhss,blutooth",
+                    "--quiet", *SMALL_ARGS, check=False)
+    assert bad.returncode == 2 and "--labels: blutooth is in no recording" in bad.stderr, bad.stderr
+    assert "fhss" in bad.stderr.split("its labels:")[1]
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()
+
+
+def test_evaluate_with_labels_scores_only_those_truth_boxes(train_data, tmp_path):
+    tones = sum(a["core:label"] == "tone" for p in train_data.glob("*.sigmf-meta")
+                for a in SigMFRecording.open(p).annotations)
+    reports = {}
+    for name, extra in (("all", ()), ("tone", ("--labels", "tone"))):
+        train_cli("evaluate", "--model", "energy", "--recordings", train_data, "--out", tmp_path / name,
+                  "--truth", "exact", "--quiet", *SMALL_ARGS, *extra)
+        reports[name] = json.loads((tmp_path / name / "report.json").read_text())["physical"]["class_agnostic"]
+    assert 0 < tones < reports["all"]["truth"]
+    assert reports["tone"]["truth"] == tones
+
+
 def test_prepared_tile_equals_the_detector_blocks_tile(tiles, train_data, tmp_path):
     """The tiles the Detector block sees in a real flowgraph (--save-tiles) are the
     prepared tiles, file for file."""

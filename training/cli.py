@@ -27,6 +27,19 @@ def _spectrogram_args(p):
     g.add_argument("--overlap", type=int, default=128)
 
 
+def _labels_arg(p, what="train on these labels only (comma-separated); annotations of the others stay unboxed, "
+                         "so the model learns them as background: a detector for one family among many "
+                         "(default: every label in the recordings)"):
+    p.add_argument("--labels", type=_label_list, default=None, metavar="L1,L2", help=what)
+
+
+def _label_list(v: str) -> tuple:
+    labels = tuple(dict.fromkeys(x.strip() for x in v.split(",") if x.strip()))
+    if not labels:
+        raise argparse.ArgumentTypeError(f"{v!r}: give comma-separated labels, say wifi,bt")
+    return labels
+
+
 def _at_least_zero(convert, what: str):
     """An argparse type: ``convert`` of the text, refused (one usage error saying
     ``what`` to give) when it does not parse or is below 0 (NaN included)."""
@@ -118,8 +131,8 @@ def _params(a):
 
 def cmd_prepare(a):
     from .prepare import PrepareOptions, prepare
-    s = prepare(a.data, a.out, PrepareOptions(_params(a), a.tile_height, a.overlap), progress=not a.quiet,
-                jobs=a.jobs)
+    s = prepare(a.data, a.out, PrepareOptions(_params(a), a.tile_height, a.overlap, labels=a.labels),
+                progress=not a.quiet, jobs=a.jobs)
     print(f"prepare: {s['tiles']} tiles ({s['tiles_with_boxes']} with boxes, {s['boxes']} boxes) from "
           f"{s['recordings']} recordings; labels {s['labels']}; {len(s['skipped'])} skipped -> {a.out}")
     return s
@@ -227,7 +240,7 @@ def cmd_evaluate_model(a):
     if score is None:  # the card's own threshold (the energy detector has none: 0)
         score = 0.0 if a.model in BUILTIN_MODELS else card.score_threshold
     model = load_model(f"{a.model}?score={min(score, a.ap_floor)}", params, height, profile=resolve_profile())
-    ds = {"params": params, "tile_height": height, "overlap": a.overlap}
+    ds = {"params": params, "tile_height": height, "overlap": a.overlap, "label_filter": a.labels}
     r = evaluate_detector(model, list(model.labels), ds, recs, score, progress=not a.quiet, truth=a.truth)
     report = {"arch": a.model, "backbone": "-", "labels": list(model.labels), "score_threshold": score,
               "recordings": a.recordings, "physical": r,
@@ -356,6 +369,7 @@ def build_parser():
     p.add_argument("--quiet", action="store_true")
     _spectrogram_args(p)
     _jobs_arg(p)
+    _labels_arg(p)
     p.set_defaults(func=cmd_prepare)
     p = sub.add_parser("autotune", help="print the training settings for a prepared folder")
     p.add_argument("--tiles", required=True)
@@ -382,6 +396,8 @@ def build_parser():
                         "shows (2 rows, 2 columns) widened to that size, as training learns them (default), "
                         "or against the annotations exactly")
     _spectrogram_args(p)  # with --model energy (a card says them for trained models)
+    _labels_arg(p, "with --model: score against the truth boxes of these labels only (a model trained with "
+                   "--labels; default: every truth box counts for the class-agnostic numbers)")
     p.add_argument("--train-run", help="a train output folder: evaluate on its validation tiles")
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="cpu")
@@ -418,6 +434,7 @@ def build_parser():
                              "a lower class-agnostic AP: docs/training.md)", auto=True)
     _spectrogram_args(p)
     _jobs_arg(p)
+    _labels_arg(p)
     _train_args(p)
     p.set_defaults(func=cmd_run)
     return ap

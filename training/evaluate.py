@@ -191,7 +191,8 @@ def detect_groups(model, ds, recordings, progress=True, truth="resolvable", bran
         raise ValueError(f"truth={truth!r} is not one of {TRUTH_RULES}")
     truth_all, found_all = [], []
     for path in progress_bar(recordings, enable=progress, desc="evaluate recordings"):
-        truth_all.append(truth_records(SigMFRecording.open(path),
+        # a model trained with --labels is scored on those labels: the others were its background
+        truth_all.append(truth_records(SigMFRecording.open(path), labels=ds.get("label_filter"),
                                        params=ds["params"] if truth == "resolvable" else None))
         found_all.append(detect_recording(path, [model], ds, [([m], d) for m, d in branches]))
     return truth_all, found_all

@@ -35,6 +35,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -61,6 +62,9 @@ class PrepareOptions:
     tile_height: int = 1024
     overlap: int = 128
     chunk_samples: int = 1 << 20
+    # train on these labels only; annotations of other labels are left unboxed, so training
+    # teaches them as background (a detector for one family among many). None: every label.
+    labels: Optional[tuple] = None
 
 
 def find_recordings(data_dir) -> list[Path]:
@@ -71,6 +75,24 @@ def find_recordings(data_dir) -> list[Path]:
     if not recs:
         raise DataError(f"--data {d}: no SigMF recordings (*.sigmf-meta or *.sigmf) in it")
     return recs
+
+
+def check_labels(recs: list[Path], labels, data_dir) -> None:
+    """Refuses a label filter that names no label of the recordings (a typo would otherwise
+    train a detector of nothing), naming the labels they do have; before any tile is written."""
+    if not labels:
+        raise DataError("--labels: give at least one label")
+    have = set()
+    for path in recs:
+        try:
+            have.update(a["core:label"].strip() for a in SigMFRecording.open(path).annotations
+                        if isinstance(a.get("core:label"), str) and a["core:label"].strip())
+        except RecordingError:
+            continue  # prepare says why it skips it
+    missing = [lab for lab in labels if lab not in have]
+    if missing:
+        raise DataError(f"--labels: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} in no recording of "
+                        f"{data_dir} (its labels: {', '.join(sorted(have)) or 'none'})")
 
 
 def labelled_boxes(rec: SigMFRecording) -> tuple[list[dict], list[str]]:
@@ -181,10 +203,14 @@ def prepare_recording(path: Path, opt: PrepareOptions, engine: SpectrogramEngine
     try:
         rec = SigMFRecording.open(path)
         boxes, ann_skips = labelled_boxes(rec)
+        if opt.labels is not None:
+            boxes = [b for b in boxes if b["label"] in opt.labels]
         boxes = resolvable_boxes(boxes, *resolution(opt.params, rec.sample_rate))
         skipped = [f"{path.name}: {s}" for s in ann_skips]
         if not boxes:
-            return [], skipped + [f"{path.name}: no labelled annotations (recording skipped)"]
+            what = f"no annotation labelled {'/'.join(opt.labels)}" if opt.labels is not None else \
+                "no labelled annotations"
+            return [], skipped + [f"{path.name}: {what} (recording skipped)"]
         stem = path.name.removesuffix(".sigmf-meta").removesuffix(".sigmf")
         new = []
         for i, (tile, row_start, valid) in enumerate(recording_tiles(rec, opt, engine)):
@@ -253,6 +279,8 @@ def prepare(data_dir, out_dir, opt: PrepareOptions, progress: bool = True, jobs:
     jobs = (os.cpu_count() or 1) if jobs == 0 else jobs
     if jobs < 0:
         raise DataError(f"--jobs {jobs}: give a number of processes, or 0 for one per core")
+    if opt.labels is not None:
+        check_labels(recs, opt.labels, data_dir)
     work = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
     (work / "tiles").mkdir(parents=True)
@@ -275,7 +303,8 @@ def prepare(data_dir, out_dir, opt: PrepareOptions, progress: bool = True, jobs:
                             f"after tiling; nothing to learn")
         labels = sorted(labels)
         atomic_write_json(work / "coco.json", to_coco(entries, labels))
-        summary = {"schema": DATASET_SCHEMA, "labels": labels, "spectrogram": opt.params.to_dict(),
+        summary = {"schema": DATASET_SCHEMA, "labels": labels, "label_filter": list(opt.labels or []) or None,
+                   "spectrogram": opt.params.to_dict(),
                    "tile_height": opt.tile_height, "overlap": opt.overlap, "tiles": len(entries),
                    "tiles_with_boxes": sum(1 for e in entries if e["bboxes"]), "boxes": n_boxes,
                    "recordings": len({e["source"]["recording"] for e in entries}), "skipped": skipped,
