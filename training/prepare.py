@@ -85,8 +85,7 @@ def check_labels(recs: list[Path], labels, data_dir) -> None:
     have = set()
     for path in recs:
         try:
-            have.update(a["core:label"].strip() for a in SigMFRecording.open(path).annotations
-                        if isinstance(a.get("core:label"), str) and a["core:label"].strip())
+            have.update(b["label"] for b in labelled_boxes(SigMFRecording.open(path))[0])
         except RecordingError:
             continue  # prepare says why it skips it
     missing = [lab for lab in labels if lab not in have]
@@ -303,7 +302,7 @@ def prepare(data_dir, out_dir, opt: PrepareOptions, progress: bool = True, jobs:
                             f"after tiling; nothing to learn")
         labels = sorted(labels)
         atomic_write_json(work / "coco.json", to_coco(entries, labels))
-        summary = {"schema": DATASET_SCHEMA, "labels": labels, "label_filter": list(opt.labels or []) or None,
+        summary = {"schema": DATASET_SCHEMA, "labels": labels, "label_filter": None if opt.labels is None else list(opt.labels),
                    "spectrogram": opt.params.to_dict(),
                    "tile_height": opt.tile_height, "overlap": opt.overlap, "tiles": len(entries),
                    "tiles_with_boxes": sum(1 for e in entries if e["bboxes"]), "boxes": n_boxes,
