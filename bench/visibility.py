@@ -23,7 +23,8 @@ import numpy as np
 
 from gnuradio.rfdetect.dsp.spectrogram import SpectrogramParams, StreamingSpectrogram
 from gnuradio.rfdetect.formats.sigmf_io import SigMFRecording
-from gnuradio.rfdetect.inference.model_runtime import BUILTIN_MODELS, ModelCard, card_for, model_candidates
+from gnuradio.rfdetect.apps.detect_flowgraph import card_spectrogram
+from gnuradio.rfdetect.inference.model_runtime import BUILTIN_MODELS
 from rfdetect_training.evaluate import truth_records
 from rfdetect_training.prepare import find_recordings
 
@@ -32,9 +33,13 @@ BANDS = ((-100.0, 10.0, "< 10 dB"), (10.0, 15.0, "10-15 dB"), (15.0, 20.0, "15-2
 
 
 def model_spectrogram(spec: str) -> SpectrogramParams:
-    if spec in BUILTIN_MODELS:
+    """The card's spectrogram (the default one for ``energy``); a model that cannot be found is an error."""
+    if spec.split("?")[0] in BUILTIN_MODELS:
         return SpectrogramParams()
-    return ModelCard.load(card_for(model_candidates(spec)[0])).spectrogram
+    p = card_spectrogram(spec)
+    if p is None:
+        sys.exit(f"visibility: model {spec!r} not found, or its card unreadable")
+    return p
 
 
 def rows_db(rec: SigMFRecording, p: SpectrogramParams) -> np.ndarray:
