@@ -181,33 +181,12 @@ def load(spec: str, score_threshold: float | None, at_threshold: bool = False):
     return model, {"params": params, "tile_height": height, "overlap": OVERLAP}, thr
 
 
-def ap_at_or_above(truth_groups, found_groups, snr_min: float):
-    """Class-agnostic AP50 over truth boxes with snr_db >= snr_min; a found box that
-    matches (IoU >= 0.5) a weaker truth box better than every kept one is ignored."""
-    from gnuradio.rfdetect.formats.records import box_iou
-    from rfdetect_training.detection_metrics import average_precision
-    from rfdetect_training.evaluate import MATCH_IOU
-    tg, fg = [], []
-    for truth, found in zip(truth_groups, found_groups):
-        keep = [t for t in truth if t.get("snr_db") is not None and t["snr_db"] >= snr_min]
-        weak = [t for t in truth if not (t.get("snr_db") is not None and t["snr_db"] >= snr_min)]
-        out = []
-        for f in found:
-            w = max((box_iou(t, f) for t in weak), default=0.0)
-            k = max((box_iou(t, f) for t in keep), default=0.0)
-            if not (w >= MATCH_IOU and w > k):
-                out.append(f)
-        tg.append(keep)
-        fg.append(out)
-    v = average_precision(tg, fg, MATCH_IOU, None)
-    return None if math.isnan(v) else round(v, 4)
-
-
 def evaluate(model_name: str, spec: str, set_name: str, recs: list[str], score_threshold,
              truth: str = "resolvable") -> dict:
     """One (model, set), scored as training/evaluate.py evaluate_detector does (the
     truth/found groups kept at hand for AP >= 10 dB)."""
-    from rfdetect_training.evaluate import detect_groups, score_groups, write_report
+    from rfdetect_training.detection_metrics import ap_in_snr_range
+    from rfdetect_training.evaluate import MATCH_IOU, detect_groups, score_groups, write_report
     from gnuradio.rfdetect.inference.model_runtime import resolve_auto_for_recordings
     specs, _ = resolve_auto_for_recordings(spec.split(COMBINE), recs)  # 'auto' as `rfdetect detect` resolves it
     loaded = [load(s, score_threshold, at_threshold=len(specs) > 1) for s in specs]
@@ -224,7 +203,7 @@ def evaluate(model_name: str, spec: str, set_name: str, recs: list[str], score_t
     if specs != spec.split(COMBINE):
         r["resolved"] = COMBINE.join(specs)  # what 'auto' stood for on this set
     r["truth"] = truth
-    r["ap50_snr_ge_10"] = ap_at_or_above(truth_all, found_all, 10.0)
+    r["ap50_snr_ge_10"] = ap_in_snr_range(truth_all, found_all, 10.0, math.inf, MATCH_IOU)
     r["tiles"] = sum(len(t.ms) for t in timed)
     # a combination: the sum of its models' medians (each on tiles of its own spectrogram)
     r["ms_per_tile_p50"] = round(sum(sorted(t.ms)[len(t.ms) // 2] for t in timed), 1) \
@@ -287,6 +266,29 @@ def per_class_table(all_results: dict, models: list[str]) -> str:
     if not rows:
         return "No set's labels match a model's labels."
     return "\n".join(["| set | model | mAP50 | AP50 per class |", "|---|---|---|---|", *rows])
+
+
+def snr_ap_table(all_results: dict, models: list[str]) -> str:
+    """Class-agnostic AP50 per SNR band (training/detection_metrics.py ap_by_snr), with the
+    bands where a model is below ``energy`` (issue 12: at least as good in every band)."""
+    energy = next((m for m in models if m == "energy"), None)
+    rows = ["| set | model | " + " | ".join(f"{s} dB" for _, s in BANDS)
+            + (" | below `energy` in |" if energy else " |"),
+            "|---|---|" + "---|" * len(BANDS) + ("---|" if energy else "")]
+    for set_name, res in all_results.items():
+        base = (res.get(energy) or {}).get("ap50_by_snr", {}) if energy else {}
+        for m in models:
+            by = (res.get(m) or {}).get("ap50_by_snr")
+            if not by:
+                continue
+            ap = {b: (by.get(b) or {}).get("AP") for b, _ in BANDS}
+            row = f"| {set_name} | {m} | " + " | ".join(fmt(ap[b]) for b, _ in BANDS) + " |"
+            if energy:
+                below = [s for b, s in BANDS if ap[b] is not None and (base.get(b) or {}).get("AP") is not None
+                         and ap[b] < base[b]["AP"]]
+                row += " |" if m == energy else f" {', '.join(below) or 'none'} |"
+            rows.append(row)
+    return "\n".join(rows)
 
 
 def label_recall_table(all_results: dict, models: list[str]) -> str:
@@ -384,6 +386,8 @@ def main():
         if not a.no_write:
             parts += [f"![recall vs SNR, {set_name}]({plot_set(set_name, res, names)})", ""]
     parts += ["**AP50 per class** (sets whose labels are the model's):", "", per_class_table(all_results, names), ""]
+    parts += ["**AP50 (any label) per SNR band**: each band's truth only; a found box that matches a signal "
+              "of another band better is neither hit nor false alarm:", "", snr_ap_table(all_results, names), ""]
     parts += ["**Recall (any label) per truth label**, at each model's threshold, most frequent first: "
               "a family with low recall here is not boxed at all; one high here but low in AP50 per "
               "class is boxed but not named (reported as `signal`):", "", label_recall_table(all_results, names), ""]

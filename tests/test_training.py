@@ -646,3 +646,27 @@ def test_a_box_found_but_not_named_counts_as_found_per_truth_label_and_not_as_a_
                  (UNNAMED, "ofdm"): 1, ("background", "ofdm"): 1}
     assert c["per_class"]["ofdm"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "truth": 1, "found": 2}
     assert c["per_class"]["radar"]["recall"] == 0.5 and c["per_class"]["radar"]["precision"] == 1.0
+
+
+def test_ap_per_snr_band_counts_its_own_signals_and_leaves_other_bands_finds_out():
+    """ap_by_snr: a band's AP has that band's truth only; a box found on a signal of another
+    band is neither a hit nor a false alarm there, and a false alarm counts in every band."""
+    from rfdetect_training.detection_metrics import ap_by_snr, ap_in_snr_range
+
+    def box(t, snr=None, score=None):
+        b = {"t_start": t, "t_stop": t + 1.0, "f_low": 0.0, "f_high": 1.0, "label": "x"}
+        if snr is not None:
+            b["snr_db"] = snr
+        return b if score is None else {**b, "score": score}
+    truth = [[box(0, snr=12.0), box(2, snr=3.0), box(4)]]
+    # ranked: a false alarm, the 3 dB signal, the 12 dB signal, the signal without an SNR
+    found = [[box(9, score=0.97), box(2, score=0.95), box(0, score=0.9), box(4, score=0.8)]]
+    # 10-15 dB: the false alarm first, then its own signal (the 3 dB one's box left out): 1/2;
+    # were that box counted as a false alarm it would be 1/3, were the false alarm ignored 1
+    assert ap_in_snr_range(truth, found, 10.0, 15.0) == 0.5
+    assert ap_in_snr_range(truth, found, 0.0, 5.0) == 0.5
+    assert ap_in_snr_range(truth, found, 20.0, 25.0) is None
+    by = ap_by_snr(truth, found)
+    assert by == {"0-5 dB": {"AP": 0.5, "truth": 1}, "10-15 dB": {"AP": 0.5, "truth": 1}}
+    # nothing found in a band that has truth: 0, not None
+    assert ap_in_snr_range(truth, [[box(9, score=0.9)]], 10.0, 15.0) == 0.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gnuradio.rfdetect.formats.records import match_boxes
+from gnuradio.rfdetect.formats.records import box_iou, match_boxes
 
 
 UNNAMED = "unnamed"
@@ -141,15 +141,53 @@ def _agnostic_recall(truth_groups, found_groups, key, iou: float, score_threshol
     return {k: {"recall": round(float(np.mean(v)), 4), "truth": len(v)} for k, v in hits.items()}
 
 
+def _band_name(lo: float, hi: float) -> str:
+    return f"{lo:g}-{hi:g} dB" if -100 < lo and hi < 100 else (f"< {hi:g} dB" if lo <= -100 else f">= {lo:g} dB")
+
+
 def _snr_band(t: dict):
     snr = t.get("snr_db")
     if snr is None:
         return None
     for lo, hi in SNR_BANDS:
         if lo <= snr < hi:
-            return f"{lo:g}-{hi:g} dB" if -100 < lo and hi < 100 else (f"< {hi:g} dB" if lo <= -100
-                                                                         else f">= {lo:g} dB")
+            return _band_name(lo, hi)
     return None
+
+
+def ap_in_snr_range(truth_groups, found_groups, lo: float, hi: float, iou: float = 0.5):
+    """Class-agnostic AP over the truth boxes with ``lo <= snr_db < hi`` (a box without
+    ``snr_db`` is in no range). A found box that matches (IoU >= ``iou``) a truth box
+    outside the range better than every one inside it is left out, neither hit nor false
+    alarm: a band's AP does not charge a detector for finding another band's signals.
+    None where the range holds no truth box."""
+    tg, fg = [], []
+    for truth, found in zip(truth_groups, found_groups):
+        inside = [lo <= t["snr_db"] < hi if t.get("snr_db") is not None else False for t in truth]
+        keep = [t for t, k in zip(truth, inside) if k]
+        other = [t for t, k in zip(truth, inside) if not k]
+        out = []
+        for f in found:
+            o = max((box_iou(t, f) for t in other), default=0.0)
+            if o >= iou and o > max((box_iou(t, f) for t in keep), default=0.0):
+                continue
+            out.append(f)
+        tg.append(keep)
+        fg.append(out)
+    v = average_precision(tg, fg, iou, None)
+    return None if np.isnan(v) else round(float(v), 4)
+
+
+def ap_by_snr(truth_groups, found_groups, iou: float = 0.5) -> dict:
+    """Class-agnostic AP per SNR band (:func:`ap_in_snr_range` over SNR_BANDS, named as
+    :func:`recall_by_snr` names them): {band: {"AP": ..., "truth": n}}, bands without truth
+    left out. Issue 12 asks a model to be at least as good as ``energy`` in every band."""
+    out = {}
+    for lo, hi in SNR_BANDS:
+        n = sum(1 for truth in truth_groups for t in truth if t.get("snr_db") is not None and lo <= t["snr_db"] < hi)
+        if n:
+            out[_band_name(lo, hi)] = {"AP": ap_in_snr_range(truth_groups, found_groups, lo, hi, iou), "truth": n}
+    return out
 
 
 def recall_by_snr(truth_groups, found_groups, iou: float = 0.5, score_threshold: float = 0.0) -> dict:

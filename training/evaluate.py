@@ -24,7 +24,7 @@ from gnuradio.rfdetect.dsp.spectrogram import StreamingSpectrogram
 from gnuradio.rfdetect.inference.tile_detector import TileDetector
 
 from .archs import label_name, load_tile
-from .detection_metrics import ap_report, confusion_and_prf, recall_by_label, recall_by_snr
+from .detection_metrics import ap_by_snr, ap_report, confusion_and_prf, recall_by_label, recall_by_snr
 from .prepare import TRUTH_RULES, resolution, resolvable_boxes
 from .progress import progress_bar
 
@@ -90,9 +90,9 @@ def evaluate_tiles(arch, model, device, ds, images, score_threshold: float, prog
 
 def score_groups(truth_groups, found_groups, labels, score_threshold) -> dict:
     """Every number the reports give, from truth and found boxes per tile or recording:
-    AP50 class-agnostic and per class (all found boxes, by score), and, at the score
-    threshold, precision/recall/F1, the confusion matrix, and recall (any label) by SNR and
-    by truth label."""
+    AP50 class-agnostic, per class and per SNR band (all found boxes, by score), and, at
+    the score threshold, precision/recall/F1, the confusion matrix, and recall (any label)
+    by SNR and by truth label."""
     kept = [[f for f in found if float(f.get("score", 1.0)) >= score_threshold] for found in found_groups]
     out = {"ap50": ap_report(truth_groups, found_groups, labels, MATCH_IOU)}
     out.update(confusion_and_prf(truth_groups, kept, labels, MATCH_IOU))
@@ -108,6 +108,7 @@ def score_groups(truth_groups, found_groups, labels, score_threshold) -> dict:
     out["class_agnostic"] = {"precision": round(p, 4), "recall": round(r, 4),
                              "f1": round(2 * p * r / (p + r), 4) if p + r else 0.0, "truth": agn_t, "found": n_found}
     out["recall_by_snr"] = recall_by_snr(truth_groups, kept, MATCH_IOU)
+    out["ap50_by_snr"] = ap_by_snr(truth_groups, found_groups, MATCH_IOU)
     out["recall_by_label"] = recall_by_label(truth_groups, kept, MATCH_IOU)
     return out
 
@@ -245,8 +246,8 @@ def write_report(out_dir, report: dict) -> Path:
 
 
 def format_ap_lines(r: dict) -> list[str]:
-    """Markdown lines: AP50 class-agnostic and per class, P/R/F1, recall by SNR and by
-    truth label."""
+    """Markdown lines: AP50 class-agnostic and per class, P/R/F1, recall and AP50 by SNR,
+    recall by truth label."""
     ap = r.get("ap50") or {}
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     lines = [f"AP50 class-agnostic {fmt(ap.get('class_agnostic_AP'))}, mAP50 {fmt(ap.get('mAP'))}"]
@@ -259,8 +260,9 @@ def format_ap_lines(r: dict) -> list[str]:
         lines += ["| class | AP50 |", "|---|---|"] + [f"| {k} | {fmt(v)} |" for k, v in ap["per_class_AP"].items()]
         lines.append("")
     if r.get("recall_by_snr"):
-        lines += ["| SNR | recall (any label) | signals |", "|---|---|---|"]
-        lines += [f"| {k} | {v['recall']:.3f} | {v['truth']} |" for k, v in sorted(
+        by_ap = r.get("ap50_by_snr") or {}
+        lines += ["| SNR | recall (any label) | AP50 (any label) | signals |", "|---|---|---|---|"]
+        lines += [f"| {k} | {v['recall']:.3f} | {fmt((by_ap.get(k) or {}).get('AP'))} | {v['truth']} |" for k, v in sorted(
             r["recall_by_snr"].items(), key=lambda kv: float(kv[0].split()[-2].split("-")[0]) if kv[0][0] != "<"
             else -1e9)]
         lines.append("")
