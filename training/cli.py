@@ -223,8 +223,8 @@ def _physical_summary(r) -> str:
 def cmd_evaluate_model(a):
     """A finished model (any format the Detector loads) on a folder of labelled recordings."""
     from gnuradio.rfdetect.inference.hardware_profile import resolve_profile
-    from gnuradio.rfdetect.inference.model_runtime import BUILTIN_MODELS, ModelCard, card_for, load_model, \
-        model_candidates, resolve_auto_for_recordings
+    from gnuradio.rfdetect.inference.model_runtime import BUILTIN_MODELS, ModelCard, builtin_spectrogram, card_for, \
+        load_model, model_candidates, resolve_auto_for_recordings
     from .evaluate import evaluate_detector, write_report
     from .prepare import find_recordings
     recs = [str(r) for r in find_recordings(a.recordings)]
@@ -232,7 +232,7 @@ def cmd_evaluate_model(a):
     if note:
         print(note, file=sys.stderr)
     if a.model in BUILTIN_MODELS:
-        params, height = _params(a), a.tile_height
+        params, height = builtin_spectrogram(a.model) or _params(a), a.tile_height
     else:
         card = ModelCard.load(card_for(model_candidates(a.model)[0]))
         params, height = card.spectrogram, card.input_shape[2]

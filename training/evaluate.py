@@ -92,8 +92,13 @@ def score_groups(truth_groups, found_groups, labels, score_threshold) -> dict:
     """Every number the reports give, from truth and found boxes per tile or recording:
     AP50 class-agnostic, per class and per SNR band (all found boxes, by score), and, at
     the score threshold, precision/recall/F1, the confusion matrix, and recall (any label)
-    by SNR and by truth label."""
-    kept = [[f for f in found if float(f.get("score", 1.0)) >= score_threshold] for found in found_groups]
+    by SNR and by truth label. ``score_threshold``: one number, or {model name: threshold}
+    for the records of several models merged in one run (their ``model`` field)."""
+    if isinstance(score_threshold, dict):  # several models in one run: each at its own threshold
+        kept = [[f for f in found if float(f.get("score", 1.0)) >= score_threshold.get(f.get("model"), 0.0)]
+                for found in found_groups]
+    else:
+        kept = [[f for f in found if float(f.get("score", 1.0)) >= score_threshold] for found in found_groups]
     out = {"ap50": ap_report(truth_groups, found_groups, labels, MATCH_IOU)}
     out.update(confusion_and_prf(truth_groups, kept, labels, MATCH_IOU))
     agn_t = sum(len(t) for t in truth_groups)
@@ -130,8 +135,7 @@ def truth_records(rec, labels=None, params=None) -> list[dict]:
     out = [t for t in out if t["f_low"] is not None and t["f_high"] is not None]
     if params is None:
         return out
-    samples, hz = resolution(params, fs)
-    return resolvable_boxes(out, samples / fs, hz, keys=("t_start", "t_stop", "f_low", "f_high"))
+    return at_resolution(out, params, fs)
 
 
 def _pix_rec(b, label) -> dict:
@@ -192,11 +196,25 @@ def detect_groups(model, ds, recordings, progress=True, truth="resolvable", bran
         raise ValueError(f"truth={truth!r} is not one of {TRUTH_RULES}")
     truth_all, found_all = [], []
     for path in progress_bar(recordings, enable=progress, desc="evaluate recordings"):
+        rec = SigMFRecording.open(path)
         # a model trained with --labels is scored on those labels: the others were its background
-        truth_all.append(truth_records(SigMFRecording.open(path), labels=ds.get("label_filter"),
+        truth_all.append(truth_records(rec, labels=ds.get("label_filter"),
                                        params=ds["params"] if truth == "resolvable" else None))
-        found_all.append(detect_recording(path, [model], ds, [([m], d) for m, d in branches]))
+        found = detect_recording(path, [model], ds, [([m], d) for m, d in branches])
+        found_all.append(at_resolution(found, ds["params"], rec.sample_rate) if truth == "resolvable" else found)
     return truth_all, found_all
+
+
+def at_resolution(boxes: list[dict], params, sample_rate: float) -> list[dict]:
+    """Record-shaped boxes as ``params`` resolves them (prepare.resolvable_boxes): one
+    shorter or narrower than 2 x 2 pixels is widened about its centre, and widened boxes
+    of one label that then overlap become one (found boxes keep the best score). Truth
+    and detections are judged alike under ``--truth resolvable``: the ``pulse`` detector
+    boxes pulses of a few microseconds on a grid of its own, and those would never reach
+    IoU 0.5 with truth widened to 2 rows of the first model's grid. A box already that
+    large is unchanged."""
+    samples, hz = resolution(params, sample_rate)
+    return resolvable_boxes(boxes, samples / sample_rate, hz, keys=("t_start", "t_stop", "f_low", "f_high"))
 
 
 def evaluate_detector(model, labels, ds, recordings, score_threshold, progress=True, truth="resolvable") -> dict:

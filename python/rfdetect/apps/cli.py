@@ -247,7 +247,9 @@ def build_parser():
     d.add_argument("--model", action="append", help="'auto' (the default: the embedded model made for the capture, "
                         "'narrowband' for one of <= 6.4 MS/s centred below 600 MHz, else 'wideband'), 'default' (the "
                         "embedded anchor_free model, labelled detections; a flowgraph's default), 'narrowband', 'wideband', 'classic' (the previous "
-                        "default), 'energy' (model-free, label 'signal'), a model file or folder, or a name in "
+                        "default), 'energy' (model-free, label 'signal'), 'pulse' (model-free, pulses of up to 25 "
+                        "us on a spectrogram of its own, label 'pulse'; e.g. --model auto --model pulse), a model "
+                        "file or folder, or a name in "
                         "RFDETECT_MODEL_DIR; options after '?', e.g. 'm.onnx?score=0.6&labels=ofdm|tone&backend="
                         "pytorch&name=m1'; repeat for several")
     d.add_argument("--out", default="detections.jsonl", help="JSONL output (default %(default)s)")

@@ -68,13 +68,15 @@ class DetectOptions:
 
 
 def card_spectrogram(model) -> Optional[SpectrogramParams]:
-    """The spectrogram ``model`` (a Detector model spec) was trained on, from its card; None
-    for a model without a card (``energy``) and one that cannot be found or read (the
-    Detector reports that one when it loads it)."""
-    from ..inference.model_runtime import BUILTIN_MODELS, ModelCard, ModelError, card_for, model_candidates
+    """The spectrogram ``model`` (a Detector model spec) was trained on, from its card (the
+    ``pulse`` detector: its own fine grid); None for a model that runs on any spectrogram
+    (``energy``) and one that cannot be found or read (the Detector reports that one when
+    it loads it)."""
+    from ..inference.model_runtime import BUILTIN_MODELS, ModelCard, ModelError, builtin_spectrogram, card_for, \
+        model_candidates
     name = (model.get("model", "") if isinstance(model, dict) else str(model)).split("?")[0]
     if name in BUILTIN_MODELS:
-        return None
+        return builtin_spectrogram(name)
     try:
         return ModelCard.load(card_for(model_candidates(name)[0])).spectrogram
     except (ModelError, OSError, IndexError, ValueError):

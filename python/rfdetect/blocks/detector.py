@@ -7,7 +7,8 @@ from gnuradio import gr
 
 from .messages import from_pmt, tile_message, to_pmt
 from ..inference.hardware_profile import resolve_profile
-from ..inference.model_runtime import BUILTIN_MODELS, ModelCard, ModelSpec, card_for, load_model, model_candidates
+from ..inference.model_runtime import BUILTIN_MODELS, ModelCard, ModelSpec, builtin_spectrogram, card_for, load_model, \
+    model_candidates
 from .sigmf_source import LENGTH_TAG
 from ..dsp.spectrogram import SpectrogramParams
 from . import stream_end
@@ -169,6 +170,8 @@ class detector(gr.sync_block):
         found = set()
         for spec in self.model_specs:
             if spec.model in BUILTIN_MODELS:
+                if builtin_spectrogram(spec.model) is not None:
+                    found.add(builtin_spectrogram(spec.model))
                 continue
             card = ModelCard.load(card_for(model_candidates(spec.model)[0]))
             found.add(card.spectrogram)

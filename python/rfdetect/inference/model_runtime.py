@@ -19,10 +19,11 @@ import numpy as np
 
 from . import postprocess
 from .energy_detector import EnergyDetector, PixelBox
+from .pulse_detector import PULSE_SPECTROGRAM, PulseConfigError, PulseDetector
 from .model_card import ENGINE_CACHE_RE, ENGINE_SUFFIXES, ModelCard, ModelError, card_for, onnx_beside
 from ..dsp.spectrogram import SpectrogramParams
 
-BUILTIN_MODELS = ("energy",)
+BUILTIN_MODELS = ("energy", "pulse")
 # the embedded default: anchor_free, trained by rfdetect-train on rfdetect synth's realistic
 # corpus (python/rfdetect/models/default/README.md has the data recipe and the command)
 EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -314,6 +315,34 @@ class EnergyModel(EnergyDetector):
 
 
 
+class PulseModel(PulseDetector):
+    """The pulse detector as a model entry (optional score floor and name)."""
+
+    def __init__(self, params, score_threshold=None, keep_labels=None, name=None):
+        try:
+            super().__init__(params)
+        except PulseConfigError as e:
+            raise ModelError(str(e)) from None
+        if keep_labels and list(keep_labels) != [self.label]:
+            raise ModelError(f"the pulse model has one label, {self.label!r}; labels={keep_labels} do not apply")
+        self.min_score = float(score_threshold or 0.0)
+        if name:
+            self.name = name
+
+    @property
+    def labels(self):
+        return [self.label]
+
+    def detect(self, tile):
+        return [b for b in super().detect(tile) if b.score >= self.min_score]
+
+
+def builtin_spectrogram(name: str) -> Optional[SpectrogramParams]:
+    """The spectrogram a built-in model must run on (``pulse``: its own fine grid), or None
+    for one that runs on whatever it is given (``energy``)."""
+    return PULSE_SPECTROGRAM if name == "pulse" else None
+
+
 # ------------------------------------------------------------------ model manager
 # format -> backend; a folder or name is searched in this order (the first that loads wins)
 # TensorRT engines go by three names: .engine (trtexec's examples, our export), .trt
@@ -394,7 +423,7 @@ def _locate(spec: str) -> Path:
     if base and (Path(base) / spec).exists():
         return Path(base) / spec
     where = f" (nor in RFDETECT_MODEL_DIR={base})" if base else " (set RFDETECT_MODEL_DIR to look up names)"
-    raise ModelError(f"model not found: {spec!r}{where}; give 'energy', an embedded model "
+    raise ModelError(f"model not found: {spec!r}{where}; give 'energy', 'pulse', an embedded model "
                      f"({', '.join(embedded_models())}), a model file, or a folder holding model.onnx "
                      f"and model.card.json")
 
@@ -504,6 +533,8 @@ def load_model(spec, params: SpectrogramParams, tile_height: int,
     score = ms.score_threshold if ms.score_threshold is not None else score_threshold
     if score is None:
         score = env_score_threshold()
+    if ms.model == "pulse":
+        return PulseModel(params, score_threshold=score, keep_labels=ms.labels, name=ms.name)
     if ms.model in BUILTIN_MODELS:
         return EnergyModel(params, score_threshold=score, keep_labels=ms.labels, name=ms.name)
     prof = (profile or resolve_profile()).with_overrides(ms.backend, ms.device, ms.precision)

@@ -627,6 +627,10 @@ class TileDetector:
                 self._post_dropped(item)
                 continue
             _, index, tile, row_start, valid_rows, final, ref, queued_at = item
+            rate = ref.segment_at(max(0.0, float(self._sample_of_row(row_start)))).sample_rate
+            for m in self.models:  # a model that reads lengths in seconds (the pulse detector)
+                if rate and hasattr(m, "set_sample_rate"):
+                    m.set_sample_rate(rate)
             deadline_s = self.deadline_s
             if (self.mode == "realtime" and deadline_s > 0 and not final
                     and time.monotonic() - queued_at > deadline_s):
@@ -646,7 +650,8 @@ class TileDetector:
                     continue
                 st.latency_ms.append(ms)
                 st.tiles += 1
-                records.extend(self.to_records(boxes, name, index, row_start, valid_rows, final, ref))
+                records.extend(self.to_records(boxes, name, index, row_start, valid_rows, final, ref,
+                                               dc_zone=getattr(m, "dc_zone", True)))
             self.tiles_done += 1
             if final:
                 self._post_final_stats()
@@ -716,14 +721,15 @@ class TileDetector:
                 "t_stop": tmap.seconds(s1), "next_t_start": nxt, "final": bool(final), "dropped": False,
                 "mode": self.mode}
 
-    def ignored(self, f_low: float, f_high: float, g: Segment) -> bool:
+    def ignored(self, f_low: float, f_high: float, g: Segment, dc_zone: bool = True) -> bool:
         """Whether a detection from ``f_low`` to ``f_high`` (absolute Hz, in segment ``g``)
-        lies wholly inside the DC zone and the ignored bands, joined where they overlap:
-        a receiver artefact, not a signal. Joined, because two spurs a few bins apart are
-        boxed as one detection spanning both (measured: bench/false_alarms.py, seed 106)."""
+        lies wholly inside the DC zone (unless ``dc_zone`` is False: the model's boxes are
+        never a line) and the ignored bands, joined where they overlap: a receiver
+        artefact, not a signal. Joined, because two spurs a few bins apart are boxed as one
+        detection spanning both (measured: bench/false_alarms.py, seed 106)."""
         # the zone scales with the rate in effect: a spike is as many bins wide at any rate
         half = DC_HALF_WIDTH_BINS * g.sample_rate / self.params.width
-        zones = [(g.center_freq - half, g.center_freq + half)] if self.ignore_dc else []
+        zones = [(g.center_freq - half, g.center_freq + half)] if self.ignore_dc and dc_zone else []
         for z in self.ignore_freqs:
             h = half if z.width_hz is None else z.width_hz / 2
             zones.append((z.freq_hz - h, z.freq_hz + h))
@@ -737,7 +743,8 @@ class TileDetector:
                 return True
         return False
 
-    def to_records(self, boxes, model_name, index, row_start, valid_rows, final, tmap: Timeline) -> list[dict]:
+    def to_records(self, boxes, model_name, index, row_start, valid_rows, final, tmap: Timeline,
+                   dc_zone: bool = True) -> list[dict]:
         """Pixel boxes of one tile -> records. A box that crosses a change of sample rate
         or centre frequency becomes one record per side: each side's Hz come from its own
         segment (a retune moves every signal's column), and seconds are summed over the
@@ -760,7 +767,7 @@ class TileDetector:
                 g = tmap.segment_at(a)
                 f0 = g.center_freq + float(p.column_to_offset_hz(max(0.0, b.x0), g.sample_rate))
                 f1 = g.center_freq + float(p.column_to_offset_hz(min(float(p.width), b.x1), g.sample_rate))
-                if (self.ignore_dc or self.ignore_freqs) and self.ignored(f0, f1, g):
+                if (self.ignore_dc and dc_zone or self.ignore_freqs) and self.ignored(f0, f1, g, dc_zone):
                     self.detections_ignored += 1
                     continue
                 edge = []

@@ -1,0 +1,199 @@
+"""The model-free pulse detector: radar-like pulses of a few microseconds.
+
+The trained models see rows of 2048 samples (102 us at 20 MS/s, 1 ms at 2 MS/s), so a pulse
+of 1-20 us fills a few percent of one window and shows 0-0.3 dB of contrast there
+(docs/training.md, "Radar pulses are not in the models' spectrograms"). This detector runs
+on a spectrogram of its own, fine enough in time to hold a pulse in a row or two:
+:data:`PULSE_SPECTROGRAM` (fft 32, hop 16, plain dB). ``rfdetect detect`` gives it a branch
+of its own beside the models (``--model wideband --model pulse``); in a flowgraph it needs
+its own STFT Tile at those settings.
+
+On a tile of plain-dB rows:
+
+1. power over each column's noise floor (the tile's median / ln 2: the mean of noise);
+2. a 2-row x 3-column mean, divided by the local background: the mean of the same three
+   columns over ``context_rows`` rows ending ``gap_rows`` before the pixel and over as many
+   starting ``gap_rows`` after it, the higher of the two and never under the floor. Where a
+   pulse can be longer than that gap (``max_length_s`` at the sample rate the Detector sets:
+   at 20 MS/s, not at 2), the same with a gap of half the longest pulse too, the better of
+   the two ratios: a long pulse would otherwise be its own background. A pulse stands out of
+   the noise and of a signal it sits beside alike; a signal's own start or end does not, for
+   one of its two sides is the signal itself;
+3. regions above ``min_contrast_db`` (8-connected) of at most ``max_length_s`` (and the
+   window's spread); a region too close to the tile's top or bottom for its background to
+   be measured is left to the neighbouring tile (the Detector's tiles overlap);
+4. the box: the pulse's rows (below; one row of margin each side, the window's spread) and
+   a band. A 32-point FFT cannot show the band of a pulse a window long or longer, so it is
+   boxed at +-2/length about its centre (main lobe and first sidelobes: where ``rfdetect
+   synth`` puts the box of an unmodulated pulse). The pulse's rows run out from the region
+   while its columns hold a quarter of the peak row's power over the floor (the middle of
+   a long pulse stands less above a background it partly fills itself), and its length is
+   the hop times that power summed over those rows over its plateau (the median of the
+   rows over half the peak's): the pulse's length when it spans a window or
+   more (the window's own weight cancels), a little more for a shorter one. A pulse whose
+   -3 dB columns span more than ``swept_ratio`` times that band (and more than the band and
+   the two columns a tone spreads over) is a swept (LFM) pulse: those columns are its band.
+
+Score: ``1 / (1 + exp(-(contrast_db - min_contrast_db - 3) / 2))`` of the region's peak
+contrast over its background: 0.18 at the threshold, 0.5 at 3 dB above it, 0.88 at 7 dB.
+Label ``pulse``: anything pulsed (radar, but also on-off keying) is reported; no claim is
+made about what sent it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import scipy.ndimage as ndi
+
+from ..dsp.spectrogram import SpectrogramParams
+from .energy_detector import PixelBox
+from .postprocess import nms
+
+PULSE_SPECTROGRAM = SpectrogramParams(fft_size=32, hop=16, window="hann", width=32, normalisation="none")
+
+
+class PulseConfigError(ValueError):
+    pass
+
+
+@dataclass
+class PulseDetector:
+    params: SpectrogramParams = PULSE_SPECTROGRAM
+    min_contrast_db: float = 11.0
+    max_length_s: float = 25e-6
+    max_rows: int = 32  # while the sample rate is not known
+    context_rows: int = 6
+    gap_rows: int = 2
+    sample_rate: Optional[float] = None  # set by the Detector (set_sample_rate)
+    edge_fraction: float = 0.05
+    swept_ratio: float = 2.5
+    label: str = "pulse"
+    name: str = "pulse"
+    # the Detector's DC zone (DC_HALF_WIDTH_BINS columns each side: +-2.5 MHz of 32 columns
+    # at 20 MS/s) would hide real pulses, and a DC spike is a line, never a pulse
+    dc_zone = False
+
+    def __post_init__(self):
+        p = self.params
+        if p.normalisation != "none" or p.pool != 1:
+            raise PulseConfigError(
+                f"the pulse detector reads plain-dB rows of unpooled bins (fft {PULSE_SPECTROGRAM.fft_size}, hop "
+                f"{PULSE_SPECTROGRAM.hop}, width {PULSE_SPECTROGRAM.width}, normalisation none); these rows are "
+                f"fft {p.fft_size}, width {p.width}, normalisation {p.normalisation}: give it an STFT Tile of its "
+                f"own, as `rfdetect detect --model pulse` does")
+
+    def set_sample_rate(self, sample_rate: float) -> None:
+        self.sample_rate = float(sample_rate)
+
+    def _rows(self) -> tuple[int, int]:
+        """(the most rows a pulse spans, the long gap): ``max_length_s`` at the sample rate,
+        the window's spread and a row of margin; the long gap half that, where it is longer
+        than ``gap_rows`` (at 20 MS/s, not at 2)."""
+        if not self.sample_rate:
+            return self.max_rows, self.gap_rows
+        rows = int(np.ceil(self.max_length_s * self.sample_rate / self.params.hop)) + 2
+        return rows, max(self.gap_rows, rows // 2 + 1)
+
+    def _contrast(self, tile: np.ndarray, long_gap: int) -> tuple[np.ndarray, np.ndarray]:
+        """(each pixel's 2 x 3 mean over its local background (step 2), each pixel's power
+        over its column's floor), linear. The ratio is the higher
+        of the ratios with the background ``gap_rows`` away and ``long_gap_rows`` away (a
+        pulse longer than twice the short gap would otherwise be its own background)."""
+        lin = np.power(np.float32(10.0), np.asarray(tile, np.float32) / np.float32(10.0))
+        floor = np.median(lin, axis=0) / np.float32(np.log(2.0))
+        floor = np.maximum(floor, np.median(floor) / 2)  # a column a signal filled: not above the others' floor
+        lin /= np.maximum(floor, np.float32(1e-30))[None, :]
+        smooth = ndi.uniform_filter(lin, size=(2, 3), mode="nearest")
+        cols = ndi.uniform_filter1d(lin, 3, axis=1, mode="nearest")
+        csum = np.concatenate([np.zeros((1, lin.shape[1]), np.float64), np.cumsum(cols, axis=0, dtype=np.float64)])
+        n, k, r = len(lin), self.context_rows, np.arange(len(lin))
+        best = np.zeros_like(smooth)
+        for g in sorted({self.gap_rows, long_gap}):
+            a0, a1 = np.clip(r - g - k, 0, n), np.clip(r - g, 0, n)
+            b0, b1 = np.clip(r + 1 + g, 0, n), np.clip(r + 1 + g + k, 0, n)
+            before = (csum[a1] - csum[a0]) / np.maximum(a1 - a0, 1)[:, None]
+            after = (csum[b1] - csum[b0]) / np.maximum(b1 - b0, 1)[:, None]
+            background = np.maximum(np.maximum(before, after), 1.0).astype(np.float32)
+            np.maximum(best, smooth / background, out=best)
+        return best, lin
+
+    def _band(self, rows: np.ndarray, s0: int, length: float) -> tuple[float, float]:
+        """(low, high) column edges of a pulse ``length`` samples long whose power over the
+        floor is ``rows`` (its rows x columns from column ``s0``; step 4)."""
+        spectrum = rows.mean(axis=0)
+        level = 0.5 * float(spectrum.max())
+        half = np.flatnonzero(spectrum >= level)
+        a, b = int(half[0]), int(half[-1])
+        # the -3 dB width, the crossings interpolated between columns
+        left = a - (spectrum[a] - level) / (spectrum[a] - spectrum[a - 1]) if a > 0 else a - 0.5
+        right = b + (spectrum[b] - level) / (spectrum[b] - spectrum[b + 1]) if b + 1 < len(spectrum) else b + 0.5
+        band = 4.0 * self.params.width / length
+        # swept: wider than its band and the 1.44 columns a tone spreads over in a Hann
+        # window, or its rows' centre moving by a column or more from its first third to its last
+        weights = np.clip(rows - 1.0, 0.0, None)
+        centres = (weights @ (np.arange(rows.shape[1]) + 0.5)) / np.maximum(weights.sum(axis=1), 1e-12)
+        third = max(len(centres) // 3, 1)
+        moved = abs(float(np.mean(centres[-third:]) - np.mean(centres[:third])))
+        if right - left > max(self.swept_ratio * band, band + 2.0) or (moved >= 1.0 and right - left > band):
+            lo, hi = min(left + 0.5, float(centres.min())), max(right + 0.5, float(centres.max()))
+            return float(s0 + lo), float(s0 + hi)
+        # the centre between bins: a parabola through the log power of the peak bin and its
+        # neighbours (a 32-point bin is wider than the band of a pulse over 6 us long)
+        k = int(np.argmax(spectrum))
+        centre = s0 + k + 0.5
+        if 0 < k < len(spectrum) - 1:
+            lo, mid, hi = np.log(np.maximum(spectrum[k - 1:k + 2], 1e-12))
+            curve = lo - 2 * mid + hi
+            if curve < 0:
+                centre += float(np.clip(0.5 * (lo - hi) / curve, -0.5, 0.5))
+        return centre - band / 2, centre + band / 2
+
+    def detect(self, tile: np.ndarray) -> list[PixelBox]:
+        tile = np.asarray(tile, np.float32)
+        h, w = tile.shape
+        max_rows, long_gap = self._rows()
+        margin = long_gap + self.context_rows
+        if h < 2 * margin + 1:
+            return []
+        contrast, power = self._contrast(tile, long_gap)
+        mask = contrast > np.float32(10 ** (self.min_contrast_db / 10))
+        edge = max(1, int(np.ceil(w * self.edge_fraction)))  # the receiver's roll-off at the band edges
+        mask[:, :edge] = False
+        mask[:, w - edge:] = False
+        labels, _ = ndi.label(mask, structure=np.ones((3, 3), bool))
+        out = []
+        for i, (ys, xs) in enumerate(ndi.find_objects(labels), start=1):
+            if ys is None or ys.stop - ys.start > max_rows:
+                continue
+            if ys.start < margin or ys.stop > h - margin:
+                continue
+            # the pulse's rows: out from the region while its columns hold a quarter of the
+            # peak row's power (its middle may stand less above a background it fills itself)
+            lo, hi = max(ys.start - max_rows, 0), min(ys.stop + max_rows, h)
+            per_row = np.clip(power[lo:hi, xs] - 1.0, 0.0, None).sum(axis=1)
+            peak = float(per_row[ys.start - lo:ys.stop - lo].max())
+            a, b = ys.start - lo, ys.stop - lo
+            while a > 0 and per_row[a - 1] >= 0.25 * peak:
+                a -= 1
+            while b < len(per_row) and per_row[b] >= 0.25 * peak:
+                b += 1
+            rows = per_row[a:b]
+            plateau = float(np.median(rows[rows >= 0.5 * rows.max()]))  # the peak row alone is noisy
+            if b - a > max_rows:
+                continue  # the middle of a longer burst
+            length = self.params.hop * float(rows.sum()) / max(plateau, 1e-12)
+            ys = slice(lo + a, lo + b)
+            near = slice(max(xs.start - 1, 0), min(xs.stop + 1, w))
+            x0, x1 = self._band(power[ys, near], near.start, length)
+            peak_db = float(10.0 * np.log10(max(float(contrast[ys, xs][labels[ys, xs] == i].max()), 1e-12)))
+            score = 1.0 / (1.0 + np.exp(-(peak_db - self.min_contrast_db - 3.0) / 2.0))
+            out.append(PixelBox(max(x0, 0.0), float(max(ys.start - 1, 0)), min(x1, float(w)), float(min(ys.stop + 1, h)),
+                                float(score), self.label, round(peak_db, 2)))
+        if len(out) > 1:  # two regions of one pulse grow to the same rows
+            boxes = np.array([[b.x0, b.y0, b.x1, b.y1] for b in out], np.float32)
+            keep = nms(boxes, np.array([b.score for b in out], np.float32), np.zeros(len(out), np.int64), 0.5,
+                       max_out=len(out))
+            out = [out[k] for k in keep]
+        return out
