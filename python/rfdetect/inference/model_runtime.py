@@ -294,13 +294,12 @@ def auto_batch(backend, chunk_bytes: int, n_chunks: int) -> int:
     return int(max(1, min(n_chunks, free // 2 // max(1, chunk_bytes * 400))))
 
 
-class EnergyModel(EnergyDetector):
-    """The energy detector as a model entry (optional score floor and name)."""
+class _BuiltinEntry:
+    """A built-in detector as a model entry: its one label, an optional score floor and name."""
 
-    def __init__(self, params, score_threshold=None, keep_labels=None, name=None, **kw):
-        super().__init__(params, **kw)
+    def _as_entry(self, score_threshold, keep_labels, name):
         if keep_labels and list(keep_labels) != [self.label]:
-            raise ModelError(f"the energy model has one label, {self.label!r}; labels={keep_labels} do not apply")
+            raise ModelError(f"the {self.name} model has one label, {self.label!r}; labels={keep_labels} do not apply")
         self.min_score = float(score_threshold or 0.0)
         if name:
             self.name = name
@@ -313,28 +312,23 @@ class EnergyModel(EnergyDetector):
         return [b for b in super().detect(tile) if b.score >= self.min_score]
 
 
+class EnergyModel(_BuiltinEntry, EnergyDetector):
+    """The energy detector as a model entry."""
+
+    def __init__(self, params, score_threshold=None, keep_labels=None, name=None, **kw):
+        EnergyDetector.__init__(self, params, **kw)
+        self._as_entry(score_threshold, keep_labels, name)
 
 
-class PulseModel(PulseDetector):
-    """The pulse detector as a model entry (optional score floor and name)."""
+class PulseModel(_BuiltinEntry, PulseDetector):
+    """The pulse detector as a model entry."""
 
     def __init__(self, params, score_threshold=None, keep_labels=None, name=None):
         try:
-            super().__init__(params)
+            PulseDetector.__init__(self, params)
         except PulseConfigError as e:
             raise ModelError(str(e)) from None
-        if keep_labels and list(keep_labels) != [self.label]:
-            raise ModelError(f"the pulse model has one label, {self.label!r}; labels={keep_labels} do not apply")
-        self.min_score = float(score_threshold or 0.0)
-        if name:
-            self.name = name
-
-    @property
-    def labels(self):
-        return [self.label]
-
-    def detect(self, tile):
-        return [b for b in super().detect(tile) if b.score >= self.min_score]
+        self._as_entry(score_threshold, keep_labels, name)
 
 
 def builtin_spectrogram(name: str) -> Optional[SpectrogramParams]:
