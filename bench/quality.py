@@ -210,7 +210,8 @@ def evaluate(model_name: str, spec: str, set_name: str, recs: list[str], score_t
     r["ms_per_tile_p50"] = round(sum(sorted(t.ms)[len(t.ms) // 2] for t in timed), 1) \
         if all(t.ms for t in timed) else None
     r["wall_s"] = round(time.perf_counter() - t0, 1)
-    r["score_threshold"] = thr
+    # a combination: each model's own threshold, in the order given ("0.25+0")
+    r["score_threshold"] = COMBINE.join(f"{t:g}" for t in at.values()) if branches else thr
     r["model_labels"] = labels
     truth_labels = [t["label"] for g in truth_all for t in g]
     known = sum(lab in set(labels) for lab in truth_labels)
@@ -245,7 +246,7 @@ def set_table(results: dict, models: list[str]) -> str:
         rows.append(f"| {name} | {fmt(ap.get('class_agnostic_AP'))} | {fmt(r['ap50_snr_ge_10'])} | {mAP} | "
                     f"{ca['precision']:.2f} | {ca['recall']:.2f} | {ca['f1']:.2f} | "
                     + " | ".join(fmt(snr[b]["recall"]) if b in snr else "-" for b, _ in BANDS)
-                    + f" | {fmt(r['ms_per_tile_p50'], 0)} | {r['score_threshold']:g} |")
+                    + f" | {fmt(r['ms_per_tile_p50'], 0)} | {r['score_threshold']} |")
     any_r = next(iter(results.values()))
     counts = ", ".join(f"{s}: {any_r['recall_by_snr'][b]['truth']}" for b, s in BANDS if b in any_r["recall_by_snr"])
     rows.append("")

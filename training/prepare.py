@@ -152,7 +152,7 @@ def resolvable_boxes(boxes: list[dict], min_length: float, min_width: float,
             merged.remove(hit)
             b = {**hit, **b, t0: min(hit[t0], b[t0]), t1: max(hit[t1], b[t1]),
                  f0: min(hit[f0], b[f0]), f1: max(hit[f1], b[f1])}
-            if "score" in hit or "score" in b:  # found boxes (evaluate.resolvable_found): the best
+            if "score" in hit or "score" in b:  # found boxes (evaluate.at_resolution): the best score
                 b["score"] = max(float(hit.get("score", 0.0)), float(b.get("score", 0.0)))
     return kept + merged
 
