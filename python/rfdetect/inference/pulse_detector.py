@@ -98,9 +98,8 @@ class PulseDetector:
 
     def _contrast(self, tile: np.ndarray, long_gap: int) -> tuple[np.ndarray, np.ndarray]:
         """(each pixel's 2 x 3 mean over its local background (step 2), each pixel's power
-        over its column's floor), linear. The ratio is the higher
-        of the ratios with the background ``gap_rows`` away and ``long_gap_rows`` away (a
-        pulse longer than twice the short gap would otherwise be its own background)."""
+        over its column's floor), linear. The ratio is the higher of the two with the
+        background ``gap_rows`` and ``long_gap`` rows away."""
         lin = np.power(np.float32(10.0), np.asarray(tile, np.float32) / np.float32(10.0))
         floor = np.median(lin, axis=0) / np.float32(np.log(2.0))
         floor = np.maximum(floor, np.median(floor) / 2)  # a column a signal filled: not above the others' floor
@@ -144,10 +143,10 @@ class PulseDetector:
         k = int(np.argmax(spectrum))
         centre = s0 + k + 0.5
         if 0 < k < len(spectrum) - 1:
-            lo, mid, hi = np.log(np.maximum(spectrum[k - 1:k + 2], 1e-12))
-            curve = lo - 2 * mid + hi
+            below, peak, above = np.log(np.maximum(spectrum[k - 1:k + 2], 1e-12))
+            curve = below - 2 * peak + above
             if curve < 0:
-                centre += float(np.clip(0.5 * (lo - hi) / curve, -0.5, 0.5))
+                centre += float(np.clip(0.5 * (below - above) / curve, -0.5, 0.5))
         return centre - band / 2, centre + band / 2
 
     def detect(self, tile: np.ndarray) -> list[PixelBox]:
@@ -169,6 +168,7 @@ class PulseDetector:
                 continue
             if ys.start < margin or ys.stop > h - margin:
                 continue
+            peak_db = float(10.0 * np.log10(max(float(contrast[ys, xs][labels[ys, xs] == i].max()), 1e-12)))
             # the pulse's rows: out from the region while its columns hold a quarter of the
             # peak row's power (its middle may stand less above a background it fills itself)
             lo, hi = max(ys.start - max_rows, 0), min(ys.stop + max_rows, h)
@@ -179,15 +179,14 @@ class PulseDetector:
                 a -= 1
             while b < len(per_row) and per_row[b] >= 0.25 * peak:
                 b += 1
-            rows = per_row[a:b]
-            plateau = float(np.median(rows[rows >= 0.5 * rows.max()]))  # the peak row alone is noisy
             if b - a > max_rows:
                 continue  # the middle of a longer burst
+            rows = per_row[a:b]
+            plateau = float(np.median(rows[rows >= 0.5 * rows.max()]))  # the peak row alone is noisy
             length = self.params.hop * float(rows.sum()) / max(plateau, 1e-12)
             ys = slice(lo + a, lo + b)
             near = slice(max(xs.start - 1, 0), min(xs.stop + 1, w))
             x0, x1 = self._band(power[ys, near], near.start, length)
-            peak_db = float(10.0 * np.log10(max(float(contrast[ys, xs][labels[ys, xs] == i].max()), 1e-12)))
             score = 1.0 / (1.0 + np.exp(-(peak_db - self.min_contrast_db - 3.0) / 2.0))
             out.append(PixelBox(max(x0, 0.0), float(max(ys.start - 1, 0)), min(x1, float(w)), float(min(ys.stop + 1, h)),
                                 float(score), self.label, round(peak_db, 2)))
