@@ -141,6 +141,10 @@ def _agnostic_recall(truth_groups, found_groups, key, iou: float, score_threshol
     return {k: {"recall": round(float(np.mean(v)), 4), "truth": len(v)} for k, v in hits.items()}
 
 
+def _in_range(t: dict, lo: float, hi: float) -> bool:
+    return t.get("snr_db") is not None and lo <= t["snr_db"] < hi
+
+
 def _band_name(lo: float, hi: float) -> str:
     return f"{lo:g}-{hi:g} dB" if -100 < lo and hi < 100 else (f"< {hi:g} dB" if lo <= -100 else f">= {lo:g} dB")
 
@@ -163,9 +167,8 @@ def ap_in_snr_range(truth_groups, found_groups, lo: float, hi: float, iou: float
     None where the range holds no truth box."""
     tg, fg = [], []
     for truth, found in zip(truth_groups, found_groups):
-        inside = [lo <= t["snr_db"] < hi if t.get("snr_db") is not None else False for t in truth]
-        keep = [t for t, k in zip(truth, inside) if k]
-        other = [t for t, k in zip(truth, inside) if not k]
+        keep = [t for t in truth if _in_range(t, lo, hi)]
+        other = [t for t in truth if not _in_range(t, lo, hi)]
         out = []
         for f in found:
             o = max((box_iou(t, f) for t in other), default=0.0)
@@ -184,7 +187,7 @@ def ap_by_snr(truth_groups, found_groups, iou: float = 0.5) -> dict:
     left out. Issue 12 asks a model to be at least as good as ``energy`` in every band."""
     out = {}
     for lo, hi in SNR_BANDS:
-        n = sum(1 for truth in truth_groups for t in truth if t.get("snr_db") is not None and lo <= t["snr_db"] < hi)
+        n = sum(_in_range(t, lo, hi) for truth in truth_groups for t in truth)
         if n:
             out[_band_name(lo, hi)] = {"AP": ap_in_snr_range(truth_groups, found_groups, lo, hi, iou), "truth": n}
     return out

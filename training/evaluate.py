@@ -94,11 +94,9 @@ def score_groups(truth_groups, found_groups, labels, score_threshold) -> dict:
     the score threshold, precision/recall/F1, the confusion matrix, and recall (any label)
     by SNR and by truth label. ``score_threshold``: one number, or {model name: threshold}
     for the records of several models merged in one run (their ``model`` field)."""
-    if isinstance(score_threshold, dict):  # several models in one run: each at its own threshold
-        kept = [[f for f in found if float(f.get("score", 1.0)) >= score_threshold.get(f.get("model"), 0.0)]
-                for found in found_groups]
-    else:
-        kept = [[f for f in found if float(f.get("score", 1.0)) >= score_threshold] for found in found_groups]
+    def threshold(f):  # several models in one run: each at its own threshold
+        return score_threshold.get(f.get("model"), 0.0) if isinstance(score_threshold, dict) else score_threshold
+    kept = [[f for f in found if float(f.get("score", 1.0)) >= threshold(f)] for found in found_groups]
     out = {"ap50": ap_report(truth_groups, found_groups, labels, MATCH_IOU)}
     out.update(confusion_and_prf(truth_groups, kept, labels, MATCH_IOU))
     agn_t = sum(len(t) for t in truth_groups)

@@ -170,8 +170,9 @@ class detector(gr.sync_block):
         found = set()
         for spec in self.model_specs:
             if spec.model in BUILTIN_MODELS:
-                if builtin_spectrogram(spec.model) is not None:
-                    found.add(builtin_spectrogram(spec.model))
+                grid = builtin_spectrogram(spec.model)
+                if grid is not None:
+                    found.add(grid)
                 continue
             card = ModelCard.load(card_for(model_candidates(spec.model)[0]))
             found.add(card.spectrogram)
