@@ -99,7 +99,7 @@ def _bursts_of(plan, a, fs=FS):
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("seed", [1, 2])
 def test_family_boxes_hold_their_energy_and_are_tight(family, seed):
-    iq, anns, plan = render(seed, 0, _cfg(classes=(family,)))
+    iq, anns, plan = render(seed, 0, _cfg(classes=(family,), profile="generic" if family == "digital" else "mixed"))
     assert anns, f"{family}: no annotation"
     assert {a["core:label"] for a in anns} == {family}
     assert all(0 <= a["core:sample_start"] and a["core:sample_start"] + a["core:sample_count"] <= len(iq) for a in anns)
@@ -133,7 +133,8 @@ def test_family_boxes_hold_their_energy_and_are_tight(family, seed):
 
 def test_label_sets():
     assert labels_for("classic") == CLASSES
-    assert set(labels_for("mixed")) == set(FAMILIES)
+    assert set(labels_for("mixed")) == set(FAMILIES) - {"digital"}
+    assert "digital" in labels_for("generic")
     assert set(labels_for("ism-2g4")) >= {"wifi", "ble", "zigbee", "drone_video", "drone_telemetry"}
     assert set(labels_for("cellular")) >= {"lte_dl", "lte_ul"}
     assert set(labels_for("vhf-uhf")) >= {"nbfm", "am", "tdma"}

@@ -224,7 +224,7 @@ def build_parser():
     s.add_argument("--signals", type=int, default=12, help="emitters per recording (one emitter may have many boxes)")
     s.add_argument("--profile", default="classic",
                    help="signal mix: classic (ofdm,fhss,rb,chirp,tone; the default), ism-2g4, cellular, vhf-uhf, "
-                        "mixed (docs/synth.md)")
+                        "mixed, generic (docs/synth.md)")
     s.add_argument("--classes", default="", help="comma-separated subset of the profile's labels")
     s.add_argument("--artefacts", default=None,
                    help="receiver/channel artefacts: 'all', 'none' or a comma list of dc,lo_leak,iq_image,spurs,"

@@ -258,9 +258,10 @@ class _ClassicPlan:
 
 # ---------------------------------------------------------------- realistic generator: constants
 
-PROFILES = ("classic", "ism-2g4", "cellular", "vhf-uhf", "mixed")
-FAMILIES = ("wifi", "lte_dl", "lte_ul", "ble", "bt", "zigbee", "lora", "drone_video", "drone_telemetry",
-            "nbfm", "am", "tdma", "radar", "dsss", "tone")
+PROFILES = ("classic", "ism-2g4", "cellular", "vhf-uhf", "mixed", "generic")
+FIELD_FAMILIES = ("wifi", "lte_dl", "lte_ul", "ble", "bt", "zigbee", "lora", "drone_video", "drone_telemetry",
+                  "nbfm", "am", "tdma", "radar", "dsss", "tone")
+FAMILIES = FIELD_FAMILIES + ("digital",)
 ARTEFACTS = ("dc", "lo_leak", "iq_image", "spurs", "rolloff", "agc", "clipping",
              "multipath", "fading", "freq_offset", "drift", "overlap", "short_gaps")
 IMAGE_LABEL = "image"
@@ -271,7 +272,11 @@ _MIX = {
                 "lora": 0.5, "dsss": 1, "tone": 0.5},
     "cellular": {"lte_dl": 2, "lte_ul": 4, "dsss": 1, "tone": 0.5},
     "vhf-uhf": {"nbfm": 4, "am": 2, "tdma": 3, "lora": 1.5, "tone": 1, "radar": 0.5, "drone_telemetry": 0.5},
-    "mixed": {f: 1 for f in FAMILIES},
+    # the field families only: a seed's recording stays what it was before `digital` existed
+    "mixed": {f: 1 for f in FIELD_FAMILIES},
+    # no standard's numbers: single-carrier bursts of any width and length, with some of the rest
+    "generic": {"digital": 6, "wifi": 1, "drone_video": 0.5, "am": 1, "nbfm": 1, "lora": 0.5, "tone": 0.5,
+                "dsss": 0.5},
 }
 # chance that each artefact is present in a recording (per emitter for the channel effects)
 _ARTEFACT_P = {"dc": 0.7, "lo_leak": 0.3, "iq_image": 0.4, "spurs": 0.5, "rolloff": 0.8, "agc": 0.3,
@@ -522,6 +527,34 @@ def _src_chips(rc, oqpsk=False):
             return out
         return gen
     return make
+
+
+def _src_symbols(rs, points):
+    """Rectangular-pulse symbols at ``rs`` drawn from the constellation ``points``, continuing between calls."""
+    points = np.asarray(points, complex)
+
+    def make(rng, fs_src, _n):
+        pos = [0]
+
+        def gen(n):
+            k = ((pos[0] + np.arange(n)) * rs / fs_src).astype(np.int64)
+            pos[0] += n
+            return points[rng.integers(0, len(points), k[-1] - k[0] + 1)][k - k[0]]
+        return gen
+    return make
+
+
+def _constellation(kind, rng):
+    if kind == "psk":
+        m = int(rng.choice([2, 4, 8]))
+        return np.exp(2j * np.pi * np.arange(m) / m), f"{m}psk"
+    if kind == "qam":
+        m = int(rng.choice([4, 8]))   # 16- or 64-QAM
+        g = np.arange(m) - (m - 1) / 2
+        pts = (g[:, None] + 1j * g[None, :]).ravel()
+        return pts / np.sqrt(np.mean(np.abs(pts) ** 2)), f"{m * m}qam"
+    low = float(rng.choice([0.0, 0.3]))   # on-off keying, or ASK with a floor
+    return np.array([low, 1.0], complex), "ook" if low == 0 else "ask"
 
 
 def _src_lora(bw, sf, n_payload):
@@ -892,10 +925,40 @@ def _fam_tone(ctx):
     return _Emitter("tone", [_Burst(st, n, 0.0, -half, half, D, _sec(ctx, 1e-3), _src_tone()) for st, n in spans])
 
 
+def _fam_digital(ctx):
+    """Single-carrier digital bursts of no standard (PSK, QAM, OOK/ASK, 2- or 4-FSK): the width
+    (log-uniform over 0.2-35 % of the sample rate), burst lengths and gaps vary as widely as
+    a second generator's do. Linear modulations fill rs (1 + rolloff); FSK the GFSK rule."""
+    rng = ctx.rng
+    kind = str(rng.choice(["psk", "qam", "ask", "fsk"], p=[0.35, 0.2, 0.15, 0.3]))
+    bw = float(np.exp(rng.uniform(np.log(0.002), np.log(0.35)))) * ctx.fs
+    if kind == "fsk":
+        h, levels = float(rng.choice([0.5, 1.0, 2.0])), (1.0, 3.0)[int(rng.integers(2))]
+        rs = bw / (2 * (h / 2 * levels + 0.35))
+        src = _fm(_gfsk_freq(rs, h, levels=(-1.0, 1.0) if levels == 1 else (-3.0, -1.0, 1.0, 3.0)))
+        variant = f"{2 if levels == 1 else 4}fsk"
+    else:
+        rolloff = rng.uniform(0.2, 0.6)
+        rs = bw / (1 + rolloff)
+        points, variant = _constellation(kind, rng)
+        src = _src_symbols(rs, points)
+    half = bw / 2
+    D = ctx.decim(max(4 * rs, 2.5 * half))
+    t0, t1 = ctx.window()
+    if rng.random() < 0.65:
+        spans = _train(ctx, t0, t1, lambda: float(np.exp(rng.uniform(np.log(0.3e-3), np.log(max(0.3, ctx.dur) * 0.4)))),
+                       lambda: ctx.gap(0.2e-3, 30e-3))
+    else:
+        spans = [(_sec(ctx, t0), _sec(ctx, t1 - t0))]
+    return _Emitter("digital", [_Burst(st, n, 0.0, -half, half, D, _ramp_n(ctx, n, 2.0), src) for st, n in spans],
+                    info={"variant": variant, "symbol_rate": rs})
+
+
 _FAMILY_FN = {"wifi": _fam_wifi, "lte_dl": _fam_lte_dl, "lte_ul": _fam_lte_ul, "ble": _fam_ble, "bt": _fam_bt,
               "zigbee": _fam_zigbee, "lora": _fam_lora, "drone_video": _fam_drone_video,
               "drone_telemetry": _fam_drone_telemetry, "nbfm": _fam_nbfm, "am": _fam_am, "tdma": _fam_tdma,
-              "radar": _fam_radar, "dsss": _fam_dsss, "tone": _fam_tone}
+              "radar": _fam_radar, "dsss": _fam_dsss, "tone": _fam_tone,
+              "digital": _fam_digital}
 
 
 # ---------------------------------------------------------------- rendering one burst
