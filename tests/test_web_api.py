@@ -277,6 +277,33 @@ def test_iqengine_plugin_auto_runs_the_model_made_for_the_capture(server, tmp_pa
     assert got == want
 
 
+def test_models_joined_by_plus_run_together_as_rfdetect_detect_does(server, tmp_path):
+    """`/detect?model=auto+pulse` on 40 ms of radar at 20 MS/s (2.8 GHz: `auto` is wideband)
+    gives what `rfdetect detect --model auto --model pulse` gives, pulses included; the
+    `pulse` detector is offered by name, and a tile cannot take two models."""
+    assert "pulse" in server.client.get("/plugins").json()
+    [meta] = synth_dataset(tmp_path / "radar", n=1, seed=4482, sample_rate=20e6, duration=0.04,
+                           snr_db=(18.0, 25.0), n_signals=2, profile="mixed", classes=["radar"], center_freq=2.8e9)
+    out = tmp_path / "d.jsonl"
+    run_cli("detect", meta, "--model", "auto", "--model", "pulse", "--out", out, "--quiet")
+    want = sorted((r["t_start"], r["t_stop"], r["f_low"], r["f_high"], r["label"]) for r in read_jsonl(out)
+                  if r["event"] in ("new", "update"))
+    data = Path(str(meta).replace(".sigmf-meta", ".sigmf-data"))
+    r = server.client.post("/detect", params={"model": "auto+pulse"},
+                           files={"meta": (meta.name, meta.read_bytes()), "data": (data.name, data.read_bytes())})
+    assert r.status_code == 200, r.text
+    got = sorted((d["t_start"], d["t_stop"], d["f_low"], d["f_high"], d["signal_name"]) for d in r.json()["detections"])
+    assert got == want
+    assert sum(g[-1] == "pulse" for g in got) >= 20  # 44 pulses in the recording
+    tile = {"image": ("t.png", _png(np.zeros((64, 512))), "image/png")}
+    r = server.client.post("/detect", params={"model": "default+pulse"}, files=tile)
+    assert r.status_code == 400 and "a tile takes one model" in r.json()["detail"]
+    r = server.client.post("/detect", params={"model": "pulse+pulse"}, files=tile)
+    assert r.status_code == 400 and "named twice" in r.json()["detail"]
+    r = server.client.post("/detect", params={"model": "auto+nope"}, files=tile)
+    assert r.status_code == 404 and "nope" in r.json()["detail"]
+
+
 def test_bad_requests_get_one_clear_error(server, web_data):
     c = server.client
     r = c.post("/detect", files={"image": ("x.png", b"\x89PNG not really", "image/png")})

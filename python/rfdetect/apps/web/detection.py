@@ -25,17 +25,31 @@ from ...formats.records import read_jsonl
 from ...formats.sigmf_io import (RecordingError, SigMFRecording, atomic_write_bytes, atomic_write_json,
                                  new_meta, parse_datatype)
 from ...inference.model_card import ModelCard, card_for
-from ...inference.model_runtime import (AUTO_MODEL, ModelError, embedded_models, load_model, model_candidates,
-                                        resolve_auto_for_recording)
+from ...inference.model_runtime import (AUTO_MODEL, BUILTIN_MODELS, ModelError, builtin_spectrogram, embedded_models,
+                                        load_model, model_candidates, resolve_auto_for_recording)
 from ...inference.tile_detector import TileAssembler
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# models joined by this run together on a recording, as `rfdetect detect --model A --model B`:
+# a branch per spectrogram, one NMS Merge (``auto+pulse``)
+COMBINE = "+"
 
 
 def builtin_models() -> tuple:
     """``auto`` (recordings only: the embedded model made for the capture, as `rfdetect
-    detect` picks it), ``default``, ``energy`` and the package's other embedded models."""
-    return (AUTO_MODEL, "default", "energy", *(m for m in embedded_models() if m != "default"))
+    detect` picks it), ``default``, the model-free detectors (``energy``, ``pulse``) and the
+    package's other embedded models."""
+    return (AUTO_MODEL, "default", *BUILTIN_MODELS, *(m for m in embedded_models() if m != "default"))
+
+
+def split_models(name: str) -> list:
+    """``A+B`` -> [A, B]; one name -> [name]. An empty part or a model named twice is a BadInput."""
+    parts = [p.strip() for p in str(name).split(COMBINE)]
+    if any(not p for p in parts):
+        raise BadInput(f"model {name!r}: an empty name; join models with '{COMBINE}', e.g. auto{COMBINE}pulse")
+    if len(set(parts)) != len(parts):
+        raise BadInput(f"model {name!r}: a model named twice")
+    return parts
 
 
 class BadInput(ValueError):
@@ -72,6 +86,10 @@ class ModelRegistry:
         return list(builtin) + [n for n in self.local() if n not in builtin]
 
     def spec(self, name: str) -> str:
+        """The spec ``rfdetect detect --model`` takes for ``name`` (models joined by '+': each
+        checked, joined the same way)."""
+        if COMBINE in name:
+            return COMBINE.join(self.spec(n) for n in split_models(name))
         if name in builtin_models():
             return name
         p = self.local().get(name)
@@ -80,8 +98,8 @@ class ModelRegistry:
         return str(p)
 
     def card(self, name: str) -> Optional[ModelCard]:
-        spec = self.spec(name)
-        if spec in ("energy", AUTO_MODEL):  # auto: the card of the model it picks for each recording
+        spec = self.spec(split_models(name)[0])
+        if spec in (*BUILTIN_MODELS, AUTO_MODEL):  # auto: the card of the model it picks for each recording
             return None
         path = model_candidates(spec, ("onnxruntime", "pytorch"))[0]
         return ModelCard.load(card_for(path))
@@ -91,10 +109,11 @@ class ModelRegistry:
         return None if c is None else c.to_dict()
 
     def settings(self, name: str) -> tuple:
-        """(SpectrogramParams, tile_height) the model was trained on (energy: the defaults)."""
+        """(SpectrogramParams, tile_height) the model was trained on (the first of models joined
+        by '+'; energy: the defaults; pulse: its own fine grid)."""
         c = self.card(name)
         if c is None:
-            return SpectrogramParams(), 1024
+            return builtin_spectrogram(split_models(name)[0]) or SpectrogramParams(), 1024
         return c.spectrogram, int(c.input_shape[2])
 
 
@@ -146,6 +165,9 @@ class TileDetectors:
         return params, card_height if fixed else height
 
     def detect(self, name: str, tile: np.ndarray, threshold: Optional[float], fft_size=None, hop=None):
+        if COMBINE in name:
+            raise BadInput(f"model {name!r}: a tile takes one model; models joined by '{COMBINE}' run on recordings "
+                           f"(each on its own spectrogram)")
         if name == AUTO_MODEL:  # a tile has no sample rate or centre frequency to pick by
             name = "default"
         spec = self.registry.spec(name)  # UnknownModel before anything else
@@ -265,7 +287,7 @@ class RecordingDetector:
         """The DetectOptions ``rfdetect detect --model NAME`` would use (settings from the card;
         given values override them), as (spec, DetectOptions)."""
         from ..detect_flowgraph import DetectOptions
-        spec = self.registry.spec(name)
+        specs = self.registry.spec(name).split(COMBINE)
         params, height = self.registry.settings(name)
         try:
             params = SpectrogramParams(**{**params.to_dict(), **{k: v for k, v in
@@ -276,15 +298,18 @@ class RecordingDetector:
         ov = int(overlap if overlap is not None else min(128, height // 8))
         if not (8 <= height <= 8192 and 0 <= ov < height):
             raise BadInput(f"tile_height {height} / overlap {ov}: need 8 <= tile_height <= 8192 and 0 <= overlap < it")
-        model = spec if threshold is None else f"{spec}?score={float(threshold)}"
-        return DetectOptions(models=[model], params=params, tile_height=height, overlap=ov, echo=False)
+        models = [s if threshold is None else f"{s}?score={float(threshold)}" for s in specs]
+        # several models: each on the spectrogram of its card, the first on ``params``
+        return DetectOptions(models=models, params=params, tile_height=height, overlap=ov, echo=False,
+                             by_card=len(models) > 1)
 
     def resolve(self, meta_path: Path, name: str) -> str:
-        """``name``, or for ``auto`` the embedded model made for this recording."""
-        if name != AUTO_MODEL:
+        """``name``, with ``auto`` (alone or joined by '+') the embedded model made for this recording."""
+        names = split_models(name)
+        if AUTO_MODEL not in names:
             return name
         try:
-            return resolve_auto_for_recording([name], meta_path)[0][0]
+            return COMBINE.join(resolve_auto_for_recording(names, meta_path)[0])
         except (ModelError, RecordingError) as e:
             raise BadInput(f"model 'auto': {e}") from None
 

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from ...inference.model_runtime import embedded_models
+from .detection import builtin_models
 
 STATES = ("queued", "running", "paused", "interrupted", "cancelled", "failed", "done")
 FINAL = ("cancelled", "failed", "done")
@@ -589,7 +589,7 @@ class JobRunner:
             raise JobError("the service was started without --models: nowhere to copy the model to")
         src = self.model_folder(job_id)
         dst = self.models_dir / name
-        if dst.exists() or name in ("auto", "default", "energy", *embedded_models()):
+        if dst.exists() or name in builtin_models():
             raise JobError(f"a model named {name!r} exists already; choose another name")
         self.models_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.models_dir / f".{name}.tmp{os.getpid()}"
