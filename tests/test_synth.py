@@ -6,7 +6,6 @@ docs/synth.md.
 """
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

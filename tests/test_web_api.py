@@ -282,6 +282,8 @@ def test_models_joined_by_plus_run_together_as_rfdetect_detect_does(server, tmp_
     gives what `rfdetect detect --model auto --model pulse` gives, pulses included; the
     `pulse` detector is offered by name, and a tile cannot take two models."""
     assert "pulse" in server.client.get("/plugins").json()
+    assert server.client.get("/plugins/auto+pulse").json() == {}  # auto's settings: the card it picks
+    assert server.client.get("/plugins/pulse").json()["fft_size"]["default"] == 32
     [meta] = synth_dataset(tmp_path / "radar", n=1, seed=4482, sample_rate=20e6, duration=0.04,
                            snr_db=(18.0, 25.0), n_signals=2, profile="mixed", classes=["radar"], center_freq=2.8e9)
     out = tmp_path / "d.jsonl"

@@ -32,8 +32,8 @@ from fastapi.staticfiles import StaticFiles
 
 from ... import __version__
 from ...inference.model_runtime import AUTO_MODEL
-from .detection import (NAME_RE, BadInput, ModelRegistry, RecordingDetector, TileDetectors, UnknownModel, builtin_models,
-                        decode_image, record_to_detection, scratch_dir, unpack_upload, write_raw_recording)
+from .detection import (COMBINE, NAME_RE, BadInput, ModelRegistry, RecordingDetector, TileDetectors, UnknownModel,
+                        builtin_models, decode_image, record_to_detection, scratch_dir, unpack_upload, write_raw_recording)
 from .jobs import (ARCHS, SPECTROGRAM_KEYS, TUNED, WEB_DIR, JobError, JobRunner, JobStore, NoSuchJob, estimate,
                    spectrogram_defaults)
 from .live import LiveFeed
@@ -273,7 +273,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
 
     # ------------------------------------------------------------ IQEngine plugins
     def plugin_definition(name: str) -> dict:
-        if registry.spec(name) == AUTO_MODEL:  # its settings are those of the card it picks per recording
+        if AUTO_MODEL in registry.spec(name).split(COMBINE):  # the settings of the card it picks per recording
             return {}
         params, height = registry.settings(name)
         card = registry.card(name)
