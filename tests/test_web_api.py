@@ -302,6 +302,8 @@ def test_models_joined_by_plus_run_together_as_rfdetect_detect_does(server, tmp_
     assert r.status_code == 400 and "a tile takes one model" in r.json()["detail"]
     r = server.client.post("/detect", params={"model": "pulse+pulse"}, files=tile)
     assert r.status_code == 400 and "named twice" in r.json()["detail"]
+    r = server.client.get("/plugins/pulse+pulse")
+    assert r.status_code == 400 and "named twice" in r.json()["detail"]
     r = server.client.post("/detect", params={"model": "auto+nope"}, files=tile)
     assert r.status_code == 404 and "nope" in r.json()["detail"]
 

@@ -946,7 +946,8 @@ def _fam_digital(ctx):
     D = ctx.decim(max(4 * rs, 2.5 * half))
     t0, t1 = ctx.window()
     if rng.random() < 0.65:
-        spans = _train(ctx, t0, t1, lambda: float(np.exp(rng.uniform(np.log(0.3e-3), np.log(max(0.3, ctx.dur) * 0.4)))),
+        longest = 0.4 * max(0.3, ctx.dur)   # 40 % of the recording, at least 0.12 s
+        spans = _train(ctx, t0, t1, lambda: float(np.exp(rng.uniform(np.log(0.3e-3), np.log(longest)))),
                        lambda: ctx.gap(0.2e-3, 30e-3))
     else:
         spans = [(_sec(ctx, t0), _sec(ctx, t1 - t0))]

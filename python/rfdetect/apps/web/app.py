@@ -33,7 +33,8 @@ from fastapi.staticfiles import StaticFiles
 from ... import __version__
 from ...inference.model_runtime import AUTO_MODEL
 from .detection import (COMBINE, NAME_RE, BadInput, ModelRegistry, RecordingDetector, TileDetectors, UnknownModel,
-                        builtin_models, decode_image, record_to_detection, scratch_dir, unpack_upload, write_raw_recording)
+                        builtin_models, decode_image, record_to_detection, scratch_dir, unpack_upload,
+                        write_raw_recording)
 from .jobs import (ARCHS, SPECTROGRAM_KEYS, TUNED, WEB_DIR, JobError, JobRunner, JobStore, NoSuchJob, estimate,
                    spectrogram_defaults)
 from .live import LiveFeed
@@ -229,7 +230,8 @@ def create_app(cfg: ServeConfig) -> FastAPI:
                                                   description="score threshold (default: the model card's)"),
                model: str = Query("auto", description="auto (a recording: the embedded model made for its rate and "
                                                       "centre frequency, as `rfdetect detect` picks it; a tile: "
-                                                      "default), default, narrowband, wideband, energy, pulse or a model under --models; "
+                                                      "default), default, narrowband, wideband, energy, pulse or a "
+                                                      "model under --models; "
                                                       "for a recording, several joined by '+' run together, as "
                                                       "`rfdetect detect --model A --model B` (auto+pulse)"),
                fft_size: Optional[int] = Query(None), hop: Optional[int] = Query(None),
@@ -295,12 +297,12 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         return registry.names()
 
     @app.get("/plugins/{name}", tags=["IQEngine plugins"], response_model=dict[str, PluginParam],
-             summary="IQEngine: a plugin's custom parameters", responses=_errors(404))
+             summary="IQEngine: a plugin's custom parameters", responses=_errors(400, 404))
     def plugin_params(name: str):
         """IQEngine: the plugin's custom parameters ``{param: {title, type, default}}``."""
         try:
             return plugin_definition(name)
-        except UnknownModel as e:
+        except (BadInput, UnknownModel) as e:
             raise _http(e)
 
     @app.post("/plugins/{name}", tags=["IQEngine plugins"], response_model=PluginJobStatus,
