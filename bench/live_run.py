@@ -76,7 +76,7 @@ def run_live(meta: Path, seconds: float, models=("default",), queue_size: int = 
     stft = rfdetect.stft_tile(grid.fft_size, grid.hop, grid.window, grid.width, grid.pooling, grid.normalisation,
                               grid.db_low, grid.db_high, samp_rate=rate)
     det = rfdetect.detector(models=list(models), mode="realtime", queue_size=queue_size, samp_rate=rate,
-                            center_freq=src.recording.center_frequency, concurrency=concurrency,
+                            width=grid.width, center_freq=src.recording.center_frequency, concurrency=concurrency,
                             stats_interval_s=5.0)
     nms = rfdetect.nms_merge()
     tracks = rfdetect.track_assigner()
