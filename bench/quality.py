@@ -66,11 +66,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_report import ROOT, git_commit, named_models, save_plot, stamp, write_section  # noqa: E402
+from gnuradio.rfdetect.inference.model_runtime import COMBINE  # noqa: E402  (--model NAME=A+B)
 
 HELDOUT = ROOT / "bench" / ".cache" / "heldout"
 RESULTS = ROOT / "bench" / ".cache" / "quality"
 OVERLAP = 128
-COMBINE = "+"  # --model NAME=A+B: models A and B in one run, as `rfdetect detect --model A --model B`
 AP_FLOOR = 0.05  # rfdetect-train evaluate's --ap-floor
 # synthetic held-out sets: seeds 7001-7599 are used by no training recipe of this project
 SYNTH_SETS = {

@@ -40,6 +40,9 @@ def embedded_models() -> list:
 
 
 AUTO_MODEL = "auto"
+# models joined by this run together, as `rfdetect detect --model A --model B`: a branch per
+# spectrogram into one NMS Merge (the web service's ``auto+pulse``, bench/quality.py's ``NAME=A+B``)
+COMBINE = "+"
 # ``auto`` picks narrowband for a capture both narrow and tuned below the cellular bands (VHF and
 # UHF land-mobile: NBFM, AM, DMR-like TDMA, 433 MHz telemetry), the spectrum it was made for, and
 # wideband for every other capture: its finer time grid keeps bursts a few rows apart (Wi-Fi

@@ -25,14 +25,11 @@ from ...formats.records import read_jsonl
 from ...formats.sigmf_io import (RecordingError, SigMFRecording, atomic_write_bytes, atomic_write_json,
                                  new_meta, parse_datatype)
 from ...inference.model_card import ModelCard, card_for
-from ...inference.model_runtime import (AUTO_MODEL, BUILTIN_MODELS, ModelError, builtin_spectrogram, embedded_models,
-                                        load_model, model_candidates, resolve_auto_for_recording)
+from ...inference.model_runtime import (AUTO_MODEL, BUILTIN_MODELS, COMBINE, ModelError, builtin_spectrogram,
+                                        embedded_models, load_model, model_candidates, resolve_auto_for_recording)
 from ...inference.tile_detector import TileAssembler
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-# models joined by this run together on a recording, as `rfdetect detect --model A --model B`:
-# a branch per spectrogram, one NMS Merge (``auto+pulse``)
-COMBINE = "+"
 
 
 def builtin_models() -> tuple:
