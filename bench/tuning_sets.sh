@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Rebuild the tuning recordings that model choices, thresholds and post-processing rules are
+# judged on (docs/training.md). They are NOT held out: the held-out sets are bench/quality.py's
+# (bench/.cache/heldout, seeds 7001-7599 and TorchSig 20260101), which nothing is tuned on.
+# No seed here is a held-out seed or a corpus seed of any shipped model (500-622).
+#
+#   bench/tuning_sets.sh                 # -> bench/.cache/tuning/<set>
+#   bench/tuning_sets.sh /some/dir       # elsewhere
+#
+# Sets already there are kept (delete one to remake it). The TorchSig set needs the TorchSig
+# venv (bench/torchsig_setup.sh); without it, it is skipped with a message. Then list them:
+#
+#   cd bench && python quality.py --no-write --no-default-models --model w=wideband \
+#       $(bash tuning_sets.sh --args wide)      # the 11 sets outside VHF/UHF
+#   ... $(bash tuning_sets.sh --args vhf)       # the 4 VHF/UHF sets (narrowband's)
+#
+# Before session 24 these lived under /tmp and were lost with the machine; their recipes were
+# partly written down (docs/training.md). The ones written down are kept (t-cls20, t-mixed,
+# t-ism-2g4, t-cell, t-vhf3, TorchSig's seed 20261124); the rest are new, so numbers on them
+# are comparable only with numbers measured on these files. There is no cellular set below
+# 20 MS/s: there the profile's downlink carriers fill the capture for all of it, and under
+# `running_floor` such a carrier is the floor (every model: AP50 0.00 at 2, 5 and 10 MS/s).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+WIDE="t-classic t-cls20 t-cls8 t-mixed t-mixed2 t-mixed8 t-cell t-ism-2g4 t-ism2 t-ism5 t-tsig40"
+VHF="t-vhf3 t-vhf5 v_1M v_2M"
+
+if [ "${1:-}" = "--args" ]; then
+    root="${3:-$here/.cache/tuning}"
+    case "${2:-}" in wide) sets=$WIDE ;; vhf) sets=$VHF ;; *) echo "--args wide|vhf [DIR]" >&2; exit 2 ;; esac
+    for s in $sets; do printf -- '--set %s=%s ' "$s" "$root/$s"; done
+    echo
+    exit 0
+fi
+
+root="${1:-$here/.cache/tuning}"
+rfdetect="${RFDETECT:-$here/../.venv/bin/rfdetect}"
+mkdir -p "$root"
+
+synth() {  # NAME PROFILE N SEED RATE SECONDS SIGNALS CENTRE
+    local dir="$root/$1"
+    if [ -d "$dir" ] && ls "$dir"/*.sigmf-meta >/dev/null 2>&1; then echo "kept $dir"; return; fi
+    rm -rf "$dir.part"
+    "$rfdetect" synth "$dir.part" --profile "$2" --n "$3" --seed "$4" --sample-rate "$5" --duration "$6" \
+        --signals "$7" --snr-min 0 --snr-max 25 --center-freq "$8" >/dev/null
+    mv "$dir.part" "$dir"    # a set is there whole or not at all
+    echo "made $dir"
+}
+
+#     name       profile   n  seed rate    s      emitters centre
+synth t-classic  classic   6  8001 10e6    0.42   7        915e6
+synth t-cls20    classic   16 8101 20e6    0.21   7        915e6
+synth t-cls8     classic   6  8102 8e6     0.5    7        915e6
+synth t-mixed    mixed     4  8201 20e6    0.21   12       915e6
+synth t-mixed2   mixed     4  8202 2e6     1.05   8        915e6
+synth t-mixed8   mixed     4  8203 8e6     0.5    10       915e6
+synth t-cell     cellular  4  8301 20e6    0.21   12       1850e6
+synth t-ism-2g4  ism-2g4   4  8401 20e6    0.21   12       2440e6
+synth t-ism2     ism-2g4   4  8402 2e6     1.05   8        2440e6
+synth t-ism5     ism-2g4   4  8403 5e6     0.42   10       2440e6
+synth t-vhf3     vhf-uhf   4  8501 3e6     0.7    12       450e6
+synth t-vhf5     vhf-uhf   8  8502 5e6     0.42   12       450e6
+synth v_1M       vhf-uhf   4  9911 1e6     2.1    8        160e6
+synth v_2M       vhf-uhf   4  9912 2e6     1.05   8        460e6
+
+tsig="$here/.cache/torchsig-venv/bin/python"
+if [ -d "$root/t-tsig40" ] && ls "$root/t-tsig40"/*.sigmf-meta >/dev/null 2>&1; then
+    echo "kept $root/t-tsig40"
+elif [ -x "$tsig" ]; then
+    rm -rf "$root/t-tsig40.part"
+    "$tsig" "$here/torchsig_sigmf.py" --out "$root/t-tsig40.part" --n 40 --seed 20261124 >/dev/null
+    mv "$root/t-tsig40.part" "$root/t-tsig40"
+    echo "made $root/t-tsig40"
+else
+    echo "skipped t-tsig40: no TorchSig venv at $tsig (run bench/torchsig_setup.sh)" >&2
+fi
