@@ -15,9 +15,10 @@
 #   ... $(bash tuning_sets.sh --args vhf)       # the 4 VHF/UHF sets (narrowband's)
 #
 # Before session 24 these lived under /tmp and were lost with the machine; their recipes were
-# partly written down (docs/training.md). The ones written down are kept (t-cls20, t-mixed,
-# t-ism-2g4, t-cell, t-vhf3, TorchSig's seed 20261124); the rest are new, so numbers on them
-# are comparable only with numbers measured on these files. There is no cellular set below
+# partly written down (docs/training.md, docs/runtime.md). The ones written down in full are
+# kept (t-cls20, t-mixed, t-ism-2g4, t-cell, t-vhf3, TorchSig's seed 20261124); the rest are
+# new (the earlier low-rate sets used seeds 9970-9980 at settings not recorded), so numbers on
+# them are comparable only with numbers measured on these files. There is no cellular set below
 # 20 MS/s: there the profile's downlink carriers fill the capture for all of it, and under
 # `running_floor` such a carrier is the floor (every model: AP50 0.00 at 2, 5 and 10 MS/s).
 set -euo pipefail

@@ -303,8 +303,8 @@ WIDEBAND_FLOOR = 0.75
 
 
 def test_wideband_model_runs_at_its_card_and_auto_picks_it_in_the_2g4_band(tmp_path):
-    """The embedded `wideband` model (the default's network and labels at fft 2048 / hop
-    1024: twice its time resolution) on an ism-2g4 recording of a seed no recipe uses, 20
+    """The embedded `wideband` model (the default's network and labels, plus `digital`, at
+    fft 2048 / hop 1024: twice its time resolution) on an ism-2g4 recording of a seed no recipe uses, 20
     MS/s at 2.44 GHz, through `rfdetect detect` with no --model: `auto` picks it, and the
     records equal `--model wideband`'s, and it boxes most of the bursts."""
     from gnuradio.rfdetect.apps.synth import synth_dataset
@@ -314,7 +314,8 @@ def test_wideband_model_runs_at_its_card_and_auto_picks_it_in_the_2g4_band(tmp_p
     card = json.loads((EMBEDDED_DIR / "wideband" / "model.card.json").read_text())
     default = json.loads((EMBEDDED_DIR / "default" / "model.card.json").read_text())
     assert (card["spectrogram"]["fft_size"], card["spectrogram"]["hop"]) == (2048, 1024)
-    assert card["labels"] == default["labels"] and (EMBEDDED_DIR / "wideband" / "model.onnx").stat().st_size < 10e6
+    assert card["labels"] == sorted(default["labels"] + ["digital"])
+    assert (EMBEDDED_DIR / "wideband" / "model.onnx").stat().st_size < 10e6
     [meta] = synth_dataset(tmp_path, n=1, seed=WIDEBAND_SEED, sample_rate=20e6, duration=0.1, snr_db=(12.0, 25.0),
                            n_signals=8, profile="ism-2g4", center_freq=2.44e9)
     out_auto, out_wb = tmp_path / "auto.jsonl", tmp_path / "wb.jsonl"
