@@ -161,7 +161,8 @@ def test_a_bad_ignore_freq_is_a_one_line_usage_error(spike_and_spur, tmp_path):
 # Measured (2026-11-24) on this recording (synth seed 106, 1 s at 10 MS/s, dc + 2 spurs 10-17
 # dB under the noise power, i.e. about 20 dB over one bin): `rfdetect detect` with no model
 # (auto: wideband, at its card's threshold 0.25) 0 tracks; wideband at 0.205, the threshold
-# its training run chose, 7 (the spurs' scores come and go around it); default 0.
+# its training run chose, 7 (the spurs' scores come and go around it); default 0. Session
+# 24's wideband weights, at their card's 0.28: 0.
 AUTO_FALSE_TRACKS_BOUND = 1
 
 
