@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the tuning recordings that model choices, thresholds and post-processing rules are
 # judged on (docs/training.md). They are NOT held out: the held-out sets are bench/quality.py's
-# (bench/.cache/heldout, seeds 7001-7599 and TorchSig 20260101), which nothing is tuned on.
+# (bench/.cache/heldout: seeds 7001-7599, TorchSig seed 2026), which nothing is tuned on.
 # No seed here is a held-out seed or a corpus seed of any shipped model (500-622).
 #
 #   bench/tuning_sets.sh                 # -> bench/.cache/tuning/<set>
