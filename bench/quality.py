@@ -11,8 +11,9 @@ Each model runs over each held-out set through the Detector's own tile path and 
 IoU >= 0.5:
 
   AP50 any label   class-agnostic AP50 (COCO 101-point), every detection down to the AP floor
-  AP50 >= 10 dB    the same over the signals of 10 dB and more; a detection that matches a
-                   weaker signal better than any stronger one counts neither way (ignored)
+  AP50 >= 10 dB    the same over the signals of 10 dB and more; a detection is about the
+                   signal it overlaps most (IoU), and one about a weaker signal, matched or
+                   not, counts neither way (as COCO's size ranges treat a box of another size)
   mAP50            mean per-class AP50 over the model's classes present in the set, shown only
                    where the labels apply (most truth boxes carry one of the model's labels);
                    the per-class AP50 table follows, then recall (any label) per truth label

@@ -161,10 +161,13 @@ def _snr_band(t: dict):
 
 def ap_in_snr_range(truth_groups, found_groups, lo: float, hi: float, iou: float = 0.5):
     """Class-agnostic AP over the truth boxes with ``lo <= snr_db < hi`` (a box without
-    ``snr_db`` is in no range). A found box that matches (IoU >= ``iou``) a truth box
-    outside the range better than every one inside it is left out, neither hit nor false
-    alarm: a band's AP does not charge a detector for finding another band's signals.
-    None where the range holds no truth box."""
+    ``snr_db`` is in no range). Each found box is about the truth box it overlaps most
+    (highest IoU): one whose signal is outside the range is left out, neither hit nor false
+    alarm, whether it matches that signal or boxes it badly; a box that overlaps no truth
+    box is a false alarm in every range. So each error is charged to one band, that of the
+    signal it was made on, as COCO charges a box to the size range of its own area: a band's
+    AP does not charge a detector for another band's signals. None where the range holds
+    no truth box. (``iou``: the match threshold within the range.)"""
     tg, fg = [], []
     for truth, found in zip(truth_groups, found_groups):
         keep = [t for t in truth if _in_range(t, lo, hi)]
@@ -172,7 +175,7 @@ def ap_in_snr_range(truth_groups, found_groups, lo: float, hi: float, iou: float
         out = []
         for f in found:
             o = max((box_iou(t, f) for t in other), default=0.0)
-            if o >= iou and o > max((box_iou(t, f) for t in keep), default=0.0):
+            if o > 0 and o > max((box_iou(t, f) for t in keep), default=0.0):
                 continue
             out.append(f)
         tg.append(keep)

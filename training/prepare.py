@@ -39,7 +39,7 @@ from typing import Optional
 
 import numpy as np
 
-from gnuradio.rfdetect.formats.sigmf_io import RecordingError, SigMFRecording, atomic_write_json
+from gnuradio.rfdetect.formats.sigmf_io import RecordingError, SigMFRecording, atomic_write_json, find_sigmf_files
 from gnuradio.rfdetect.dsp.spectrogram import SpectrogramEngine, SpectrogramParams, StreamingSpectrogram
 from gnuradio.rfdetect.inference.tile_detector import TileAssembler
 from gnuradio.rfdetect.formats.tile_io import write_tile_png
@@ -71,7 +71,7 @@ def find_recordings(data_dir) -> list[Path]:
     d = Path(data_dir)
     if not d.is_dir():
         raise DataError(f"--data {d}: not a folder")
-    recs = sorted(set(d.rglob("*.sigmf-meta")) | set(d.rglob("*.sigmf")))
+    recs = find_sigmf_files(d)
     if not recs:
         raise DataError(f"--data {d}: no SigMF recordings (*.sigmf-meta or *.sigmf) in it")
     return recs
