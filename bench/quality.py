@@ -13,7 +13,7 @@ IoU >= 0.5:
   AP50 any label   class-agnostic AP50 (COCO 101-point), every detection down to the AP floor
   AP50 >= 10 dB    the same over the signals of 10 dB and more; a detection is about the
                    signal it overlaps most (IoU), and one about a weaker signal, matched or
-                   not, counts neither way (as COCO's size ranges treat a box of another size)
+                   not, counts neither way (by analogy with COCO's size ranges)
   mAP50            mean per-class AP50 over the model's classes present in the set, shown only
                    where the labels apply (most truth boxes carry one of the model's labels);
                    the per-class AP50 table follows, then recall (any label) per truth label
@@ -389,8 +389,9 @@ def main():
         if not a.no_write:
             parts += [f"![recall vs SNR, {set_name}]({plot_set(set_name, res, names)})", ""]
     parts += ["**AP50 per class** (sets whose labels are the model's):", "", per_class_table(all_results, names), ""]
-    parts += ["**AP50 (any label) per SNR band**: each band's truth only; a found box that matches a signal "
-              "of another band better is neither hit nor false alarm:", "", snr_ap_table(all_results, names), ""]
+    parts += ["**AP50 (any label) per SNR band**: each band's truth only; a found box counts in the band of "
+              "the signal it overlaps most (hit or false alarm there, left out of the others); one on no "
+              "signal is a false alarm in every band:", "", snr_ap_table(all_results, names), ""]
     parts += ["**Recall (any label) per truth label**, at each model's threshold, most frequent first: "
               "a family with low recall here is not boxed at all; one high here but low in AP50 per "
               "class is boxed but not named (reported as `signal`):", "", label_recall_table(all_results, names), ""]

@@ -270,9 +270,9 @@ def test_bad_data_is_refused_or_skipped_with_reasons(tmp_path, train_data):
 
 
 def test_data_folders_reached_through_links_are_read_once(tmp_path, train_data):
-    """A corpus assembled from linked folders is read whole (Path.rglob before Python 3.13
-    skips linked folders: session 25 lost 80 of 280 recordings that way); a link loop and a
-    second link to one folder add nothing."""
+    """A corpus assembled from linked folders is read whole (Path.rglob skips linked folders:
+    session 25 lost 80 of 280 recordings that way); a link loop and a second link to one
+    folder add nothing."""
     from rfdetect_training.prepare import find_recordings
     corpus = tmp_path / "corpus"
     (corpus / "own").mkdir(parents=True)
@@ -683,17 +683,22 @@ def test_ap_per_snr_band_counts_its_own_signals_and_leaves_other_bands_finds_out
             b["snr_db"] = snr
         return b if score is None else {**b, "score": score}
     truth = [[box(0, snr=12.0), box(2, snr=3.0), box(4)]]
-    # ranked: a false alarm on no signal, a bad box (IoU 1/3) on the 3 dB signal, the 3 dB
-    # signal, the 12 dB signal, the signal without an SNR
-    found = [[box(9, score=0.97), box(2.5, score=0.96), box(2, score=0.95), box(0, score=0.9), box(4, score=0.8)]]
-    # 10-15 dB: the false alarm first, then its own signal (both of the 3 dB signal's boxes
-    # left out): 1/2; were they counted as false alarms it would be 1/4 (1/3 with only the bad
-    # box counted), were the false alarm ignored 1
+    # a box from 0.8 to 2.6 touches both signals: IoU 0.2/2.6 with the 12 dB one, 0.6/2.2
+    # with the 3 dB one, so it is about the 3 dB signal
+    straddle = {**box(0.8, score=0.955), "t_stop": 2.6}
+    # ranked: a false alarm on no signal, a bad box (IoU 1/3) on the 3 dB signal, the
+    # straddling box, the 3 dB signal, the 12 dB signal, the signal without an SNR
+    found = [[box(9, score=0.97), box(2.5, score=0.96), straddle, box(2, score=0.95), box(0, score=0.9),
+              box(4, score=0.8)]]
+    # 10-15 dB: the false alarm first, then its own signal (the 3 dB signal's three boxes left
+    # out): 1/2; were they counted as false alarms it would be 1/5 (1/3 with only the bad box
+    # or only the straddling one counted), were the false alarm ignored 1
     assert ap_in_snr_range(truth, found, 10.0, 15.0) == 0.5
-    # 0-5 dB: the false alarm and the bad box are false alarms there, then the signal: 1/3
-    assert ap_in_snr_range(truth, found, 0.0, 5.0) == 0.3333
+    # 0-5 dB: the false alarm, the bad box and the straddling box are false alarms there, then
+    # the signal: 1/4 (1/3 were a box touching another band's signal left out of this one)
+    assert ap_in_snr_range(truth, found, 0.0, 5.0) == 0.25
     assert ap_in_snr_range(truth, found, 20.0, 25.0) is None
     by = ap_by_snr(truth, found)
-    assert by == {"0-5 dB": {"AP": 0.3333, "truth": 1}, "10-15 dB": {"AP": 0.5, "truth": 1}}
+    assert by == {"0-5 dB": {"AP": 0.25, "truth": 1}, "10-15 dB": {"AP": 0.5, "truth": 1}}
     # nothing found in a band that has truth: 0, not None
     assert ap_in_snr_range(truth, [[box(9, score=0.9)]], 10.0, 15.0) == 0.0

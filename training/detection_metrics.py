@@ -164,10 +164,12 @@ def ap_in_snr_range(truth_groups, found_groups, lo: float, hi: float, iou: float
     ``snr_db`` is in no range). Each found box is about the truth box it overlaps most
     (highest IoU): one whose signal is outside the range is left out, neither hit nor false
     alarm, whether it matches that signal or boxes it badly; a box that overlaps no truth
-    box is a false alarm in every range. So each error is charged to one band, that of the
-    signal it was made on, as COCO charges a box to the size range of its own area: a band's
-    AP does not charge a detector for another band's signals. None where the range holds
-    no truth box. (``iou``: the match threshold within the range.)"""
+    box is a false alarm in every range, and one overlapping an in-range and an out-of-range
+    box equally counts in both ranges. So an error is charged to the band of the signal it
+    was made on, and a band's AP does not charge a detector for another band's signals. This
+    follows COCO's size ranges by analogy: COCO leaves out an unmatched box of another size
+    by its own area; a box has no SNR of its own, so the signal it overlaps most stands in.
+    None where the range holds no truth box. (``iou``: the match threshold within the range.)"""
     tg, fg = [], []
     for truth, found in zip(truth_groups, found_groups):
         keep = [t for t in truth if _in_range(t, lo, hi)]

@@ -268,8 +268,8 @@ class SigMFRecording:
 def find_sigmf_files(folder) -> list[Path]:
     """Every SigMF recording (``*.sigmf-meta``, ``*.sigmf`` archives) under ``folder``, sorted,
     through folder links too: a corpus assembled from linked folders is read whole (Path.rglob
-    before Python 3.13 does not enter a linked folder). A folder reached twice, by a link loop
-    or two links to one place, is read once."""
+    does not enter a linked folder). A folder reached twice, by a link loop or two links to
+    one place, is read once."""
     out, seen = [], set()
     for root, dirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(root)

@@ -416,9 +416,8 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         return out
 
     def recordings_list():
-        from ...formats.sigmf_io import find_sigmf_files
         out = []
-        for p in find_sigmf_files(data):
+        for p in sorted(set(data.rglob("*.sigmf-meta")) | set(data.rglob("*.sigmf"))):
             rel = p.relative_to(data)
             if rel.parts[0] == WEB_DIR or any(part.startswith(".") for part in rel.parts):
                 continue
