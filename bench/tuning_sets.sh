@@ -13,6 +13,7 @@
 #   cd bench && python quality.py --no-write --no-default-models --model w=wideband \
 #       $(bash tuning_sets.sh --args wide)      # the 11 sets outside VHF/UHF
 #   ... $(bash tuning_sets.sh --args vhf)       # the 4 VHF/UHF sets (narrowband's)
+#   ... $(bash tuning_sets.sh --args radar)     # 2 sets with radar at 20 MS/s (`pulse`)
 #
 # Before session 24 these lived under /tmp and were lost with the machine; their recipes were
 # partly written down (docs/training.md, docs/runtime.md). The ones written down in full are
@@ -26,10 +27,13 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 WIDE="t-classic t-cls20 t-cls8 t-mixed t-mixed2 t-mixed8 t-cell t-ism-2g4 t-ism2 t-ism5 t-tsig40"
 VHF="t-vhf3 t-vhf5 v_1M v_2M"
+# radar at 20 MS/s (session 26): for the `pulse` detector; kept out of WIDE so that WIDE means
+# stay comparable with earlier sessions'
+RADAR="t-mixed20b t-radar"
 
 if [ "${1:-}" = "--args" ]; then
     root="${3:-$here/.cache/tuning}"
-    case "${2:-}" in wide) sets=$WIDE ;; vhf) sets=$VHF ;; *) echo "--args wide|vhf [DIR]" >&2; exit 2 ;; esac
+    case "${2:-}" in wide) sets=$WIDE ;; vhf) sets=$VHF ;; radar) sets=$RADAR ;; *) echo "--args wide|vhf|radar [DIR]" >&2; exit 2 ;; esac
     for s in $sets; do printf -- '--set %s=%s ' "$s" "$root/$s"; done
     echo
     exit 0
@@ -39,12 +43,13 @@ root="${1:-$here/.cache/tuning}"
 rfdetect="${RFDETECT:-$here/../.venv/bin/rfdetect}"
 mkdir -p "$root"
 
-synth() {  # NAME PROFILE N SEED RATE SECONDS SIGNALS CENTRE
-    local dir="$root/$1"
+synth() {  # NAME PROFILE N SEED RATE SECONDS SIGNALS CENTRE [CLASSES]
+    local dir="$root/$1" classes=()
+    if [ -n "${9:-}" ]; then classes=(--classes "$9"); fi
     if [ -d "$dir" ] && ls "$dir"/*.sigmf-meta >/dev/null 2>&1; then echo "kept $dir"; return; fi
     rm -rf "$dir.part"
     "$rfdetect" synth "$dir.part" --profile "$2" --n "$3" --seed "$4" --sample-rate "$5" --duration "$6" \
-        --signals "$7" --snr-min 0 --snr-max 25 --center-freq "$8" >/dev/null
+        --signals "$7" --snr-min 0 --snr-max 25 --center-freq "$8" "${classes[@]}" >/dev/null
     mv "$dir.part" "$dir"    # a set is there whole or not at all
     echo "made $dir"
 }
@@ -64,6 +69,8 @@ synth t-vhf3     vhf-uhf   4  8501 3e6     0.7    12       450e6
 synth t-vhf5     vhf-uhf   8  8502 5e6     0.42   12       450e6
 synth v_1M       vhf-uhf   4  9911 1e6     2.1    8        160e6
 synth v_2M       vhf-uhf   4  9912 2e6     1.05   8        460e6
+synth t-mixed20b mixed     12 8204 20e6    0.21   12       915e6
+synth t-radar    mixed     8  8205 20e6    0.21   6        915e6   radar,bt,wifi,lte_ul
 
 tsig="$here/.cache/torchsig-venv/bin/python"
 if [ -d "$root/t-tsig40" ] && ls "$root/t-tsig40"/*.sigmf-meta >/dev/null 2>&1; then
