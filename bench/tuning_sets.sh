@@ -13,7 +13,7 @@
 #   cd bench && python quality.py --no-write --no-default-models --model w=wideband \
 #       $(bash tuning_sets.sh --args wide)      # the 11 sets outside VHF/UHF
 #   ... $(bash tuning_sets.sh --args vhf)       # the 4 VHF/UHF sets (narrowband's)
-#   ... $(bash tuning_sets.sh --args radar)     # 2 sets with radar at 20 MS/s (`pulse`)
+#   ... $(bash tuning_sets.sh --args radar)     # 2 more sets with radar at 20 MS/s (`pulse`)
 #
 # Before session 24 these lived under /tmp and were lost with the machine; their recipes were
 # partly written down (docs/training.md, docs/runtime.md). The ones written down in full are
