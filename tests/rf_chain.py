@@ -45,9 +45,11 @@ def chirp(n: int, f0_hz: float, f1_hz: float, rate: float = RATE, amp: float = 0
     return (amp * np.exp(2j * np.pi * (f0_hz * t + 0.5 * k * t * t))).astype(np.complex64)
 
 
-def run_chain(tmp_path, iq, tags=(), mode="file", tracks=True, model_delay_s=0.0, long_signals="auto", **det_kw):
+def run_chain(tmp_path, iq, tags=(), mode="file", tracks=True, model_delay_s=0.0, long_signals="auto",
+              paced=False, **det_kw):
     """-> (records at the end of the chain, tile dicts at the end of the chain in arrival
-    order, the Detector block, host clock (unix) before and after the run)."""
+    order, the Detector block, host clock (unix) before and after the run). ``paced``: the
+    samples arrive at RATE (a throttle), as from a receiver, not all at once."""
     from gnuradio import blocks, gr
 
     from gnuradio import rfdetect
@@ -70,7 +72,11 @@ def run_chain(tmp_path, iq, tags=(), mode="file", tracks=True, model_delay_s=0.0
     out = tmp_path / "records.jsonl"
     sink = rfdetect.jsonl_sink(str(out))
     debug = blocks.message_debug()
-    tb.connect(src, stft, det)
+    if paced:
+        throttle = blocks.throttle(gr.sizeof_gr_complex, RATE)
+        tb.connect(src, throttle, stft, det)
+    else:
+        tb.connect(src, stft, det)
     last, port = det, "detections"
     blocks_kept = [stft, det, sink]
     for nxt in ([rfdetect.nms_merge(long_signals=long_signals), rfdetect.track_assigner()] if tracks else []):

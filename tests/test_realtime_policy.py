@@ -117,8 +117,10 @@ def test_the_default_deadline_follows_the_tile_period_and_file_mode_has_none():
 def test_an_overloaded_realtime_flowgraph_delivers_tiles_in_order_through_merge_and_tracks(tmp_path):
     n = int(0.4 * RATE)
     iq = noise(n) + tone(n, 0.1)  # one long tone: a track across every tile
+    # paced as a receiver delivers them (a tile every ~29 ms against a 50 ms model): pushed all
+    # at once, the worker may not wake before the last tile, and only that one is done
     recs, tiles, det, _ = run_chain(tmp_path, iq, mode="realtime", model_delay_s=0.05, queue_size=1,
-                                    deadline_s=0)
+                                    deadline_s=0, paced=True)
     st = det.stats()
     indices = [t["index"] for t in tiles]
     assert st["tiles_dropped"] >= 3 and st["tiles_done"] >= 2, st
