@@ -27,8 +27,8 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 WIDE="t-classic t-cls20 t-cls8 t-mixed t-mixed2 t-mixed8 t-cell t-ism-2g4 t-ism2 t-ism5 t-tsig40"
 VHF="t-vhf3 t-vhf5 v_1M v_2M"
-# radar at 20 MS/s (session 26): for the `pulse` detector; kept out of WIDE so that WIDE means
-# stay comparable with earlier sessions'
+# radar at 20 MS/s (session 26): for the `pulse` detector; kept out of WIDE so that means over WIDE
+# stay comparable with earlier sessions' means
 RADAR="t-mixed20b t-radar"
 
 if [ "${1:-}" = "--args" ]; then
