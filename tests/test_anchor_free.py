@@ -630,3 +630,74 @@ def test_refine_edges_is_a_card_option_of_the_detector(tmp_path):
     assert len(off[0]) > 0
     want = postprocess.refine_boxes(t, *off, 0.35, models[0.0].card.nms_iou)
     assert np.array_equal(on[0], want[0]) and np.array_equal(on[1], want[1])
+
+
+def test_the_in_tile_objectness_target_scores_the_box_the_detector_reports():
+    """target_in_tile: a signal cut by the tile's edge (a carrier, a key-up) whose box runs
+    past that edge is reported cut to the tile (tile_detector.to_records), so its
+    objectness target is the IoU of the cut box (here 1), not of the box as predicted
+    (here 2/3); a box inside the tile gets the same target either way."""
+    h, w = 16, 16  # cells: the tile is 64 rows x 128 columns
+    cut = torch.tensor([[40.0, 32.0, 56.0, 64.0]])      # runs to the tile's last row
+    inside = torch.tensor([[80.0, 8.0, 96.0, 24.0]])
+    lab = [torch.tensor([0])]
+    cls = torch.zeros((1, 2, h, w))
+
+    def case(gt, overshoot_rows):
+        assign = nets.anchor_free_targets(gt, h, w, 4, 8)
+        pos = assign >= 0
+        obj = torch.where(pos, torch.tensor(8.0), torch.tensor(-10.0))[None, None]
+        box = gt[0].clone()
+        box[3] += overshoot_rows
+        pred = box.view(1, 4, 1, 1).expand(1, 4, h, w).clone()
+        raw = nets.anchor_free_loss(obj, cls, pred, [gt], lab, 4, 8, class_per_box=True)
+        in_tile = nets.anchor_free_loss(obj, cls, pred, [gt], lab, 4, 8, class_per_box=True, target_in_tile=True)
+        return float(raw), float(in_tile), obj[0, 0], pos
+
+    def qfl(obj, pos, target):
+        t = torch.where(pos, torch.tensor(target), torch.tensor(0.0))
+        p = torch.sigmoid(obj)
+        return float((torch.nn.functional.binary_cross_entropy_with_logits(obj, t, reduction="none")
+                      * (p - t).abs() ** 2).sum() / t.sum())
+
+    raw, in_tile, obj, pos = case(cut, 16.0)
+    assert int(pos.sum()) >= 2
+    # only the objectness term differs (the box loss is of the box as predicted in both)
+    assert raw - in_tile == pytest.approx(qfl(obj, pos, 32.0 / 48.0) - qfl(obj, pos, 1.0), rel=1e-4)
+    assert raw - in_tile > 0.2  # 0.44: the raw target 2/3 against p ~ 1 costs that much
+    raw, in_tile, _, _ = case(inside, 4.0)
+    assert raw == pytest.approx(in_tile, abs=1e-6)
+
+
+def test_box_voting_takes_the_objectness_weighted_mean_of_the_boxes_nms_folds_in():
+    """vote_boxes / decode_anchor_free(box_vote=IOU): each kept box becomes the
+    objectness-weighted mean of the candidates overlapping it at IOU or more (itself
+    included); a candidate under IOU, another signal's, does not vote; 0 keeps NMS's box."""
+    kept = np.array([[10.0, 10.0, 30.0, 50.0]])
+    near = np.array([14.0, 10.0, 30.0, 54.0])       # IoU 0.71 with the kept box
+    far = np.array([10.0, 40.0, 30.0, 80.0])        # IoU 0.2: not the same box
+    cands = np.vstack([kept, near, far])
+    w = np.array([0.6, 0.3, 0.9])
+    want = (0.6 * kept[0] + 0.3 * near) / 0.9
+    assert postprocess.vote_boxes(kept, cands, w, 0.6)[0] == pytest.approx(want, rel=1e-6)
+    assert postprocess.vote_boxes(kept, cands, w, 0.8)[0] == pytest.approx(kept[0])  # near is under 0.8
+    assert postprocess.vote_boxes(np.zeros((0, 4)), cands, w, 0.6).shape == (0, 4)
+
+    # through the decode: two cells of one signal, the better-scored one's box a little off
+    h, w_ = H // SY, W // SX
+    obj = np.full((1, 1, h, w_), 0.01, np.float32)
+    probs = np.zeros((1, 2, h, w_), np.float32)
+    probs[0, 0] = 1.0
+    boxes = np.zeros((1, 4, h, w_), np.float32)
+    (i0, j0), (i1, j1) = (5, 3), (6, 3)
+    obj[0, 0, i0, j0], obj[0, 0, i1, j1] = 0.8, 0.4
+    boxes[0, :, i0, j0], boxes[0, :, i1, j1] = kept[0], near
+    plain, _, _ = decode_anchor_free(obj, probs, boxes, 0.3, 0.5, 0.5, class_region=0.5, strides=(SY, SX))
+    voted, s, lab = decode_anchor_free(obj, probs, boxes, 0.3, 0.5, 0.5, class_region=0.5, strides=(SY, SX),
+                                       box_vote=0.6)
+    assert plain.tolist() == [kept[0].tolist()]
+    assert voted[0] == pytest.approx((0.8 * kept[0] + 0.4 * near) / 1.2, rel=1e-5)
+    assert lab.tolist() == [0] and len(s) == 1
+    for bad in (1.5, -0.1, "half", None):
+        with pytest.raises(ValueError, match=r"anchor_free.box_vote .* is not a number in \[0, 1\]"):
+            postprocess.check_box_vote(bad)

@@ -495,8 +495,9 @@ def test_init_from_an_exported_model(tiles, tmp_path):
     train_cli("train", *common, "--out", first / "work" / "runs")
     train_cli("export", "--checkpoint", first / "work" / "runs" / "final" / "best.pt", "--tiles", tiles,
               "--out", first, "--no-engine", "--no-torch")
-    out = train_cli("train", *common, "--out", tmp_path / "b", "--init", first).stdout
+    out = train_cli("train", *common, "--out", tmp_path / "b", "--init", first, "--objectness-target", "in_tile").stdout
     assert f"starting from {first / 'model.onnx'}" in out and "every weight;" in out and "epoch 1:" in out
+    assert "train: objectness target in_tile (--objectness-target)" in out
     assert (tmp_path / "b" / "final" / "best.pt").is_file()
     default = train_cli("train", *common, "--out", tmp_path / "c", "--init", "default", check=False)
     assert default.returncode != 0 and default.stderr.count("error:") == 1
@@ -509,6 +510,11 @@ def test_init_from_an_exported_model(tiles, tmp_path):
     alone = train_cli("run", "--data", tmp_path, "--out", tmp_path / "f", "--init-other-resolution", check=False)
     assert alone.returncode != 0 and "--init-other-resolution: give --init MODEL too" in alone.stderr
     assert not (tmp_path / "f" / "work" / "tiles").exists()  # refused before preparing tiles
+    no_obj = train_cli("run", "--data", tmp_path, "--out", tmp_path / "g", "--arch", "two_stage",
+                       "--objectness-target", "in_tile", check=False)
+    assert no_obj.returncode != 0 and no_obj.stderr.count("error:") == 1
+    assert "--objectness-target is anchor_free's; --arch two_stage has no objectness" in no_obj.stderr
+    assert not (tmp_path / "g" / "work" / "tiles").exists()
     missing = train_cli("run", "--data", tmp_path, "--out", tmp_path / "d", "--init", tmp_path / "nope.onnx",
                         check=False)
     assert missing.returncode != 0 and "no such model file" in missing.stderr
@@ -553,12 +559,12 @@ def _check_label_rule_key(model_dir, ds, key, attr, default, bad, message):
 
 
 def test_export_writes_class_confidence_into_the_card_the_detector_reads(tiles, tmp_path):
-    """export --class-confidence goes into the card, where the Detector reads it; an
-    impossible value is one error and no model. (run's choice on validation tiles:
+    """export --class-confidence (and --score-rule, --class-region, --box-vote) goes into the
+    card, where the Detector reads it; an impossible value is one error and no model. (run's choice on validation tiles:
     test_anchor_free.py::test_class_confidence_choice_follows_class_certainty.)"""
     import json
 
-    from gnuradio.rfdetect.inference.model_runtime import load_model
+    from gnuradio.rfdetect.inference.model_runtime import ModelError, load_model
     from rfdetect_training.prepare import load_dataset
     train_cli("train", "--tiles", tiles, "--k-folds", "0", "--overfit", "6", "--batch-size", "4", "--epochs", "1",
               "--quiet", "--out", tmp_path / "a")
@@ -594,6 +600,26 @@ def test_export_writes_class_confidence_into_the_card_the_detector_reads(tiles, 
                     "2", "--no-engine", "--no-torch", check=False)
     assert bad.returncode != 0 and bad.stderr.count("error:") == 1 and "--class-region" in bad.stderr
     assert not (tmp_path / "r" / "model.onnx").exists()
+    # box voting: off unless asked for (the card says 0.0); --box-vote goes into the card and the
+    # Detector reads it; a card without the key (made before it) is read as off; a bad one is refused
+    assert json.loads((tmp_path / "m" / "model.card.json").read_text())["anchor_free"]["box_vote"] == 0.0
+    assert m.box_vote == 0.0
+    train_cli("export", "--tiles", tiles, "--checkpoint", ck, "--out", tmp_path / "v", "--box-vote", "0.6",
+              "--no-engine", "--no-torch")
+    voted = json.loads((tmp_path / "v" / "model.card.json").read_text())
+    assert voted["anchor_free"]["box_vote"] == 0.6
+    assert load_model(str(tmp_path / "v"), ds["params"], ds["tile_height"]).box_vote == 0.6
+    del voted["anchor_free"]["box_vote"]
+    (tmp_path / "v" / "model.card.json").write_text(json.dumps(voted))
+    assert load_model(str(tmp_path / "v"), ds["params"], ds["tile_height"]).box_vote == 0.0
+    voted["anchor_free"]["box_vote"] = 1.5
+    (tmp_path / "v" / "model.card.json").write_text(json.dumps(voted))
+    with pytest.raises(ModelError, match=r"anchor_free.box_vote 1.5 is not a number in \[0, 1\]"):
+        load_model(str(tmp_path / "v"), ds["params"], ds["tile_height"])
+    bad = train_cli("export", "--tiles", tiles, "--checkpoint", ck, "--out", tmp_path / "x", "--box-vote", "2",
+                    "--no-engine", "--no-torch", check=False)
+    assert bad.returncode != 0 and bad.stderr.count("error:") == 1 and "--box-vote" in bad.stderr
+    assert not (tmp_path / "x" / "model.onnx").exists()
 
 
 def test_ddp_two_gloo_processes_on_cpu(tiles, tmp_path):

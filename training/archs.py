@@ -17,6 +17,9 @@ from .prepare import DataError, load_entry
 
 ARCHS = ("anchor_free", "two_stage", "dense", "faster_rcnn")
 DEFAULT_ARCH = "anchor_free"
+# what anchor_free's objectness learns at a positive cell: the IoU with its signal of the cell's
+# box cut to the tile (as the Detector reports it) or of the box as predicted
+OBJECTNESS_TARGETS = ("raw", "in_tile")
 # a proposal that overlaps a labelled box this much takes its label; under BG_IOU it is background
 MATCH_IOU = 0.5
 BG_IOU = 0.3
@@ -309,6 +312,10 @@ class AnchorFree(Arch):
     # 0.603 / 0.599, vhf-uhf 0.021 / 0.019 / 0.018, ism-2g4 0.287 / 0.272 / 0.272; the
     # 24-recording classic model 0.824 / 0.912 on classic
     refine_edges = 0.1
+    # box voting after NMS (postprocess.vote_boxes; 0: off): the embedded narrowband and
+    # wideband cards use 0.6 (docs/training.md, session 27); left off for new runs until
+    # measured on them (rfdetect-train export --box-vote)
+    box_vote = 0.0
     class_confidence = postprocess.DEFAULT_CLASS_CONFIDENCE
     # rfdetect-train export --score-rule; objectness alone measured better on some models and
     # tuning sets and worse on others (docs/training.md, "The score rule")
@@ -326,6 +333,9 @@ class AnchorFree(Arch):
     # 0.76, t-classic 0.90 / 0.83 -> 0.92 / 0.90, TorchSig 16 0.66 -> 0.63; a second
     # per-signal run (--seed 1) 0.78 / 0.68 and 0.84 / 0.70: runs spread as widely (docs/training.md)
     class_loss = "box"
+    # OBJECTNESS_TARGETS: "in_tile", the IoU of a cell's box cut to the tile, as the Detector
+    # reports it (nets.anchor_free_loss target_in_tile); "raw", of the box as predicted
+    objectness_target = "raw"
     # a training step of two 1024 x 1024 tiles on one thread of an AVX-512 Xeon: 0.70 s
     # (NCHW) -> 0.55 s (docs/training.md, "Training speed on the CPU")
     channels_last = True
@@ -338,7 +348,8 @@ class AnchorFree(Arch):
         obj, cls, pred = model(tiles.to(device))
         n = nets.AnchorFreeDetector
         return nets.anchor_free_loss(obj.float(), cls.float(), pred.float(), boxes, labels, n.stride_y, n.stride_x,
-                                     class_per_box=self.class_loss == "box")
+                                     class_per_box=self.class_loss == "box",
+                                     target_in_tile=self.objectness_target == "in_tile")
 
     def predict(self, model, tile, device, score_threshold=None):
         model.eval()
@@ -355,7 +366,8 @@ class AnchorFree(Arch):
             obj, cls, pred = model(torch.from_numpy(tile)[None, None].to(device))
             loss = nets.anchor_free_loss(obj.float(), cls.float(), pred.float(), [torch.from_numpy(boxes)],
                                          [torch.from_numpy(labels)], n.stride_y, n.stride_x,
-                                         class_per_box=self.class_loss == "box")
+                                         class_per_box=self.class_loss == "box",
+                                         target_in_tile=self.objectness_target == "in_tile")
             return float(loss), self._decode(tile, torch.sigmoid(obj), channel_softmax(cls), pred, None)
 
     def _decode(self, tile, obj, cls, boxes, score_threshold):
@@ -366,7 +378,8 @@ class AnchorFree(Arch):
                                                    merge_band_iou=self.merge_band_iou, score_rule=self.score_rule,
                                                    class_region=self.class_region,
                                                    strides=(nets.AnchorFreeDetector.stride_y,
-                                                            nets.AnchorFreeDetector.stride_x))
+                                                            nets.AnchorFreeDetector.stride_x),
+                                                   box_vote=self.box_vote)
         return postprocess.refine_boxes(tile, b, s, lab, self.refine_edges, self.nms_iou)
 
     def export_module(self, model):
@@ -388,7 +401,8 @@ class AnchorFree(Arch):
         return {**super().card_extra(), "anchor_free": {"stride_y": n.stride_y, "stride_x": n.stride_x,
                                                         "nms_contained": self.nms_contained,
                                                         "merge_band_iou": self.merge_band_iou,
-                                                        "refine_edges": self.refine_edges},
+                                                        "refine_edges": self.refine_edges,
+                                                        "box_vote": self.box_vote},
                 "unknown_label": postprocess.DEFAULT_UNKNOWN_LABEL,
                 "label_rule": {"class_confidence": self.class_confidence, "score": self.score_rule,
                                "rule": postprocess.SCORE_RULES[self.score_rule],

@@ -65,7 +65,7 @@ DEFAULT_EMA_EPOCHS = 2.0
 
 
 def _train_args(p):
-    from .archs import ARCHS, DEFAULT_ARCH
+    from .archs import ARCHS, DEFAULT_ARCH, OBJECTNESS_TARGETS
     from .augment import AUGMENTATIONS
     from .nets import BACKBONES
     g = p.add_argument_group("training (unset values come from the auto-tune table)")
@@ -94,6 +94,10 @@ def _train_args(p):
                    help="validate, choose and export an exponential moving average of the weights that "
                         f"spans about EPOCHS epochs of steps (0: the raw weights; default {DEFAULT_EMA_EPOCHS:g} "
                         "for anchor_free, 0 for the others, where it has not been measured)")
+    g.add_argument("--objectness-target", choices=OBJECTNESS_TARGETS, default=None,
+                   help="anchor_free: what a positive cell's objectness learns, the IoU with the signal's box "
+                        "of its box as predicted (raw, the default) or cut to the tile as the Detector reports "
+                        "it (in_tile; measured no better on VHF/UHF: docs/training.md, session 27)")
     g.add_argument("--overfit", type=int, default=0, metavar="N", help="debug: train and validate on N tiles")
     g.add_argument("--max-minutes", type=float, default=0.0, help="time budget: the schedule (epochs, learning-rate decay) is stretched to fill it, no k-fold "
                         "unless --k-folds is given; training stops sooner only when validation AP stops improving, "
@@ -169,10 +173,13 @@ def _config(a, tune):
 
 
 def _check_init_args(a):
-    """--init-other-resolution without --init would do nothing: one error before any work."""
+    """Options that would do nothing, one error before any work: --init-other-resolution
+    without --init; --objectness-target for an architecture without objectness."""
     if getattr(a, "init_other_resolution", False) and not getattr(a, "init", None):
         raise ValueError("--init-other-resolution: give --init MODEL too (the exported model whose weights "
                          "start the run at this run's spectrogram settings)")
+    if getattr(a, "objectness_target", None) and a.arch != "anchor_free":
+        raise ValueError(f"--objectness-target is anchor_free's; --arch {a.arch} has no objectness")
 
 
 def cmd_train(a):
@@ -187,6 +194,10 @@ def cmd_train(a):
     rank, _ = distributed()
     tune = _tune(a, ds, show=rank == 0)
     arch = make_arch(a.arch, ds["labels"], a.backbone, ds["params"], ds["tile_height"])
+    if getattr(a, "objectness_target", None):
+        arch.objectness_target = a.objectness_target
+        if rank == 0:
+            print(f"train: objectness target {arch.objectness_target} (--objectness-target)")
     return train(arch, ds, _config(a, tune), a.out, resume=a.resume)
 
 
@@ -271,7 +282,8 @@ def cmd_export(a):
     from .prepare import load_dataset
     ds = load_dataset(a.tiles)
     arch, model = load_checkpoint(a.checkpoint, ds, "cpu", getattr(a, "class_confidence", None),
-                                  getattr(a, "score_rule", None), getattr(a, "class_region", None))
+                                  getattr(a, "score_rule", None), getattr(a, "class_region", None),
+                                  getattr(a, "box_vote", None))
     metrics = {}
     if a.report and Path(a.report).is_file():
         r = json.loads(Path(a.report).read_text())
@@ -421,6 +433,10 @@ def build_parser():
     p.add_argument("--class-region", type=float, default=None, metavar="R",
                    help="anchor_free: name a detection from the class probabilities of the central R of its "
                         "box (0: of the one cell that gave the box; default 0.5); docs/model_card.md")
+    p.add_argument("--box-vote", type=float, default=None, metavar="IOU",
+                   help="anchor_free: each box NMS keeps becomes the objectness-weighted mean of the "
+                        "candidate boxes overlapping it at IOU or more (0: off, the default; the embedded "
+                        "narrowband and wideband use 0.6); docs/model_card.md")
     p.add_argument("--no-engine", action="store_true")
     p.add_argument("--no-torch", action="store_true", help="skip model.pt (the PyTorch backend's format)")
     p.set_defaults(func=cmd_export)

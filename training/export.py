@@ -30,10 +30,11 @@ class ExportError(RuntimeError):
     pass
 
 
-def load_checkpoint(path, ds, device="cpu", class_confidence=None, score_rule=None, class_region=None):
+def load_checkpoint(path, ds, device="cpu", class_confidence=None, score_rule=None, class_region=None,
+                    box_vote=None):
     """-> (arch, model in eval mode). ``class_confidence``, ``score_rule``, ``class_region``: the label rule's
-    settings (anchor_free; class_confidence chosen on validation tiles by rfdetect-train run),
-    else the arch's defaults."""
+    settings (anchor_free; class_confidence chosen on validation tiles by rfdetect-train run);
+    ``box_vote``: anchor_free's box voting IoU (0: off); else the arch's defaults."""
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"checkpoint not found: {path}")
@@ -50,7 +51,8 @@ def load_checkpoint(path, ds, device="cpu", class_confidence=None, score_rule=No
         arch.class_confidence = float(class_confidence)
     for flag, attr, value, check in (("--score-rule", "score_rule", score_rule, postprocess.check_score_rule),
                                      ("--class-region", "class_region", class_region,
-                                      postprocess.check_class_region)):
+                                      postprocess.check_class_region),
+                                     ("--box-vote", "box_vote", box_vote, postprocess.check_box_vote)):
         if value is None:
             continue
         if not hasattr(arch, attr):

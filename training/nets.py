@@ -343,12 +343,16 @@ def _box_param_l1(pred, gt, stride_y, stride_x):
 
 
 def anchor_free_loss(obj_logits, cls_logits, pred_boxes, gt_boxes, gt_labels, stride_y, stride_x,
-                     box_weight=2.0, class_per_box=False):
+                     box_weight=2.0, class_per_box=False, target_in_tile=False):
     """Quality focal loss on objectness (target: IoU of the cell's box with its signal,
     0 elsewhere), cross-entropy on the class at positive cells, GIoU on their boxes.
     ``class_per_box``: the class loss is the cross-entropy of each signal's mean class
     probability over its positive cells, so cells that cannot see what names it may stay
-    unsure (the decode's class region averages the same cells)."""
+    unsure (the decode's class region averages the same cells).
+    ``target_in_tile``: the objectness target is the IoU of the cell's box cut to the tile,
+    as the Detector reports it (tile_detector.to_records), so a box that runs past the edge
+    of a tile its signal runs past too (a carrier, a key-up, a tone) is not scored down for
+    rows no one will see."""
     b, k, h, w = cls_logits.shape
     obj_t = torch.zeros_like(obj_logits[:, 0])
     pos_pred, pos_gt, pos_lab, pos_idx, pos_box = [], [], [], [], []
@@ -365,6 +369,9 @@ def anchor_free_loss(obj_logits, cls_logits, pred_boxes, gt_boxes, gt_labels, st
     if pos_pred:
         pred, gt = torch.cat(pos_pred), torch.cat(pos_gt)
         iou, giou = _giou(pred, gt)
+        if target_in_tile:
+            tile = torch.tensor([w * stride_x, h * stride_y], dtype=pred.dtype, device=pred.device).repeat(2)
+            iou, _ = _giou(torch.minimum(pred.clamp(min=0), tile), gt)
         bi = torch.cat([p[0] for p in pos_idx])
         yi = torch.cat([p[1] for p in pos_idx])
         xi = torch.cat([p[2] for p in pos_idx])

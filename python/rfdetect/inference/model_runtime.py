@@ -175,6 +175,11 @@ class CardModel:
                              f"and stride_x")
         # anchor_free/1: join boxes overlapping in time in nearly the same band (0: off)
         self.merge_band_iou = float((card.extra.get("anchor_free") or {}).get("merge_band_iou", 0.0))
+        # anchor_free/1: each kept box the mean of the candidates overlapping it this much (0: off)
+        try:
+            self.box_vote = postprocess.check_box_vote(af.get("box_vote", 0.0))
+        except ValueError as e:
+            raise ModelError(f"model {self.name}: its card's {e}") from None
         # anchor_free/1: move box edges to where the energy ends (postprocess.refine_edges; 0: off)
         self.refine_edges = float((card.extra.get("anchor_free") or {}).get("refine_edges", 0.0))
         unknown = [lab for lab in (keep_labels or []) if lab not in self.labels + [self.unknown_label]]
@@ -251,7 +256,7 @@ class CardModel:
                 boxes, scores, labels = postprocess.decode_anchor_free(
                     out[0], out[1], out[2], self.score_threshold, self.card.nms_iou, self.class_confidence,
                     contained=self.nms_contained, merge_band_iou=self.merge_band_iou, score_rule=self.score_rule,
-                    class_region=self.class_region, strides=self.cell_strides)
+                    class_region=self.class_region, strides=self.cell_strides, box_vote=self.box_vote)
                 boxes, scores, labels = postprocess.refine_boxes(
                     x[:, i * self.chunk_width:(i + 1) * self.chunk_width], boxes, scores, labels,
                     self.refine_edges, self.card.nms_iou)

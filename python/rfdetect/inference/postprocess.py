@@ -132,6 +132,34 @@ def nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou: float, m
     return np.array(keep, dtype=np.int64)
 
 
+def check_box_vote(iou) -> float:
+    """``anchor_free.box_vote`` as a float if it is in [0, 1] (0: off), else ValueError."""
+    try:
+        v = float(iou)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if not 0.0 <= v <= 1.0:
+        raise ValueError(f"anchor_free.box_vote {iou!r} is not a number in [0, 1]")
+    return v
+
+
+def vote_boxes(kept: np.ndarray, boxes: np.ndarray, weights: np.ndarray, iou: float) -> np.ndarray:
+    """Each of the boxes NMS ``kept`` [N,4] replaced by the ``weights``-weighted mean of the
+    candidate ``boxes`` [M,4] whose IoU with it is at least ``iou`` (box voting, as in
+    YOLOv5's merge NMS). Every positive cell of a signal predicts a box for it, and the one
+    with the highest objectness is often not the best: on the VHF/UHF tuning tiles the
+    best-scoring cell's box meets its signal at IoU 0.42 (median) where the best cell's
+    meets it at 0.68 (docs/training.md, session 27). A kept box is its own candidate."""
+    kept = np.asarray(kept, np.float64).reshape(-1, 4)
+    if len(kept) == 0:
+        return kept.astype(np.float32)
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    w = (box_iou_matrix(kept, boxes) >= iou) * np.asarray(weights, np.float64)[None, :]
+    total = w.sum(axis=1, keepdims=True)
+    voted = np.where(total > 0, (w @ boxes) / np.where(total > 0, total, 1.0), kept)
+    return voted.astype(np.float32)
+
+
 # boxes must share at least this many rows to be joined: bursts a few rows apart whose
 # predicted edges are a row off still stay apart
 MERGE_MIN_OVERLAP_ROWS = 2.0
@@ -401,7 +429,8 @@ def decode_anchor_free(objectness: np.ndarray, class_probs: np.ndarray, boxes: n
                        nms_iou: float, class_confidence: float = DEFAULT_CLASS_CONFIDENCE,
                        max_candidates: int = MAX_CANDIDATES, max_out: int = 300, contained: float = 0.0,
                        merge_band_iou: float = 0.0, score_rule: str = DEFAULT_SCORE_RULE,
-                       class_region: float = DEFAULT_CLASS_REGION, strides: Optional[tuple] = None):
+                       class_region: float = DEFAULT_CLASS_REGION, strides: Optional[tuple] = None,
+                       box_vote: float = 0.0):
     """``anchor_free/1`` outputs of one tile -> (boxes [N,4], scores [N], labels [N];
     label UNKNOWN_LABEL where the class is uncertain; scores by ``score_rule``, which the
     threshold and NMS use). ``merge_band_iou`` > 0: after NMS,
@@ -410,11 +439,15 @@ def decode_anchor_free(objectness: np.ndarray, class_probs: np.ndarray, boxes: n
     ``class_region`` > 0 (needs ``strides``, the cells' (rows, columns) in pixels): NMS
     and the merge rank boxes by objectness, then each kept box is named from
     :func:`box_class_probs` over its central ``class_region``, and scored and thresholded
-    by the label rule."""
+    by the label rule.
+
+    ``box_vote`` > 0: each box NMS keeps becomes the objectness-weighted mean of the
+    candidates that overlap it at that IoU or more (:func:`vote_boxes`)."""
+    box_vote = check_box_vote(box_vote)
     if class_region > 0:
         return _decode_by_box_class(objectness, class_probs, boxes, score_threshold, nms_iou, class_confidence,
                                     max_candidates, max_out, contained, merge_band_iou, score_rule,
-                                    check_class_region(class_region), strides)
+                                    check_class_region(class_region), strides, box_vote)
     obj = np.asarray(objectness, np.float32)[0, 0]
     probs = np.asarray(class_probs, np.float32)[0]
     bx = np.asarray(boxes, np.float32)[0]
@@ -429,9 +462,10 @@ def decode_anchor_free(objectness: np.ndarray, class_probs: np.ndarray, boxes: n
     ok = (scores >= score_threshold) & (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
     b, scores, labels = b[ok], scores[ok], labels[ok]
     keep = nms(b, scores, np.zeros(len(b), np.int64), nms_iou, max_out, contained)
+    kept = vote_boxes(b[keep], b, scores, box_vote) if box_vote > 0 else b[keep]
     if merge_band_iou > 0:
-        return merge_same_band(b[keep], scores[keep], labels[keep], merge_band_iou)
-    return b[keep], scores[keep], labels[keep]
+        return merge_same_band(kept, scores[keep], labels[keep], merge_band_iou)
+    return kept, scores[keep], labels[keep]
 
 
 def box_class_probs(objectness: np.ndarray, class_probs: np.ndarray, boxes: np.ndarray, stride_y: float,
@@ -462,7 +496,8 @@ def box_class_probs(objectness: np.ndarray, class_probs: np.ndarray, boxes: np.n
 
 
 def _decode_by_box_class(objectness, class_probs, boxes, score_threshold, nms_iou, class_confidence,
-                         max_candidates, max_out, contained, merge_band_iou, score_rule, region, strides):
+                         max_candidates, max_out, contained, merge_band_iou, score_rule, region, strides,
+                         box_vote=0.0):
     check_score_rule(score_rule)
     if strides is None:
         raise ValueError("label_rule.class_region > 0 needs the cells' strides (the card's anchor_free "
@@ -480,7 +515,7 @@ def _decode_by_box_class(objectness, class_probs, boxes, score_threshold, nms_io
     if len(b) == 0:
         return empty
     keep = nms(b, o, np.zeros(len(b), np.int64), nms_iou, max_out, contained)
-    b, o = b[keep], o[keep]
+    b, o = (vote_boxes(b[keep], b, o, box_vote) if box_vote > 0 else b[keep]), o[keep]
     if merge_band_iou > 0:
         b, o, _ = merge_same_band(b, o, np.full(len(b), UNKNOWN_LABEL, np.int64), merge_band_iou)
     scores, labels = label_rule(o, box_class_probs(obj, probs, b, strides[0], strides[1], region),
