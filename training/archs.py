@@ -312,9 +312,9 @@ class AnchorFree(Arch):
     # 0.603 / 0.599, vhf-uhf 0.021 / 0.019 / 0.018, ism-2g4 0.287 / 0.272 / 0.272; the
     # 24-recording classic model 0.824 / 0.912 on classic
     refine_edges = 0.1
-    # box voting after NMS (postprocess.vote_boxes; 0: off): the embedded narrowband and
-    # wideband cards use 0.6 (docs/training.md, session 27); left off for new runs until
-    # measured on them (rfdetect-train export --box-vote)
+    # box voting after NMS (postprocess.vote_boxes; 0: off; rfdetect-train export --box-vote):
+    # +0.006 mean AP50 on the tuning sets at 0.6 with narrowband and wideband, no better on the
+    # held-out sets (docs/training.md, session 27), so off here and in every embedded card
     box_vote = 0.0
     class_confidence = postprocess.DEFAULT_CLASS_CONFIDENCE
     # rfdetect-train export --score-rule; objectness alone measured better on some models and

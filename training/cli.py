@@ -435,8 +435,8 @@ def build_parser():
                         "box (0: of the one cell that gave the box; default 0.5); docs/model_card.md")
     p.add_argument("--box-vote", type=float, default=None, metavar="IOU",
                    help="anchor_free: each box NMS keeps becomes the objectness-weighted mean of the "
-                        "candidate boxes overlapping it at IOU or more (0: off, the default; the embedded "
-                        "narrowband and wideband use 0.6); docs/model_card.md")
+                        "candidate boxes overlapping it at IOU or more (0: off, the default, as in every "
+                        "embedded model); docs/model_card.md, docs/training.md session 27")
     p.add_argument("--no-engine", action="store_true")
     p.add_argument("--no-torch", action="store_true", help="skip model.pt (the PyTorch backend's format)")
     p.set_defaults(func=cmd_export)
