@@ -632,6 +632,31 @@ def test_refine_edges_is_a_card_option_of_the_detector(tmp_path):
     assert np.array_equal(on[0], want[0]) and np.array_equal(on[1], want[1])
 
 
+def test_box_vote_is_a_card_option_of_the_detector(tmp_path):
+    """anchor_free.box_vote on a card switches box voting on in the Detector's model path."""
+    from gnuradio.rfdetect.inference.model_runtime import load_model
+    from gnuradio.rfdetect.dsp.spectrogram import SpectrogramParams
+    default = Path(__file__).resolve().parents[1] / "python" / "rfdetect" / "models" / "default"
+    models = {}
+    for v in (0.0, 0.6):
+        d = tmp_path / f"m{v}"
+        d.mkdir()
+        (d / "model.onnx").write_bytes((default / "model.onnx").read_bytes())
+        card = json.loads((default / "model.card.json").read_text())
+        card["anchor_free"]["box_vote"] = v
+        card["anchor_free"]["refine_edges"] = 0.0
+        (d / "model.card.json").write_text(json.dumps(card))
+        models[v] = load_model(str(d), SpectrogramParams(), 1024)
+        assert models[v].box_vote == v
+    t = _floor_tile(1, 1024, 1024)
+    t[100:140, 200:600] += 0.4
+    t[300:310, 50:90] += 0.4
+    t[500:700, 700:720] += 0.4
+    off, on = models[0.0].raw(t), models[0.6].raw(t)
+    assert len(off[0]) > 0 and len(on[0]) > 0
+    assert not np.array_equal(on[0], off[0])  # the voted boxes moved
+
+
 def test_the_in_tile_objectness_target_scores_the_box_the_detector_reports():
     """target_in_tile: a signal cut by the tile's edge (a carrier, a key-up) whose box runs
     past that edge is reported cut to the tile (tile_detector.to_records), so its
@@ -674,8 +699,8 @@ def test_box_voting_takes_the_objectness_weighted_mean_of_the_boxes_nms_folds_in
     objectness-weighted mean of the candidates overlapping it at IOU or more (itself
     included); a candidate under IOU, another signal's, does not vote; 0 keeps NMS's box."""
     kept = np.array([[10.0, 10.0, 30.0, 50.0]])
-    near = np.array([14.0, 10.0, 30.0, 54.0])       # IoU 0.71 with the kept box
-    far = np.array([10.0, 40.0, 30.0, 80.0])        # IoU 0.2: not the same box
+    near = np.array([14.0, 10.0, 30.0, 54.0])       # IoU 0.74 with the kept box
+    far = np.array([10.0, 40.0, 30.0, 80.0])        # IoU 0.14: not the same box
     cands = np.vstack([kept, near, far])
     w = np.array([0.6, 0.3, 0.9])
     want = (0.6 * kept[0] + 0.3 * near) / 0.9
@@ -691,6 +716,7 @@ def test_box_voting_takes_the_objectness_weighted_mean_of_the_boxes_nms_folds_in
     boxes = np.zeros((1, 4, h, w_), np.float32)
     (i0, j0), (i1, j1) = (5, 3), (6, 3)
     obj[0, 0, i0, j0], obj[0, 0, i1, j1] = 0.8, 0.4
+    probs[0, :, i1, j1] = (0.6, 0.4)  # its score (objectness x probability) is 0.24, not 0.4
     boxes[0, :, i0, j0], boxes[0, :, i1, j1] = kept[0], near
     plain, _, _ = decode_anchor_free(obj, probs, boxes, 0.3, 0.5, 0.5, class_region=0.5, strides=(SY, SX))
     voted, s, lab = decode_anchor_free(obj, probs, boxes, 0.3, 0.5, 0.5, class_region=0.5, strides=(SY, SX),
@@ -698,6 +724,9 @@ def test_box_voting_takes_the_objectness_weighted_mean_of_the_boxes_nms_folds_in
     assert plain.tolist() == [kept[0].tolist()]
     assert voted[0] == pytest.approx((0.8 * kept[0] + 0.4 * near) / 1.2, rel=1e-5)
     assert lab.tolist() == [0] and len(s) == 1
+    # the cell's-own-class path (class_region 0) weighs the votes by objectness too
+    voted0, _, _ = decode_anchor_free(obj, probs, boxes, 0.2, 0.5, 0.5, class_region=0.0, box_vote=0.6)
+    assert voted0[0] == pytest.approx((0.8 * kept[0] + 0.4 * near) / 1.2, rel=1e-5)
     for bad in (1.5, -0.1, "half", None):
         with pytest.raises(ValueError, match=r"anchor_free.box_vote .* is not a number in \[0, 1\]"):
             postprocess.check_box_vote(bad)

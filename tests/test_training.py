@@ -488,7 +488,8 @@ def test_init_from_an_exported_model(tiles, tmp_path):
     checkpoint: the run starts from its weights (BatchNorm recalibrated on the training
     tiles) and trains; the embedded default, made for another spectrogram, is one error
     naming the settings, given before any training, unless --init-other-resolution accepts
-    its FFT size, hop and width; a missing .onnx is refused up front."""
+    its FFT size, hop and width; a missing .onnx is refused up front. --objectness-target
+    in_tile is taken (and said); for an architecture without objectness it is refused up front."""
     common = ["--tiles", tiles, "--k-folds", "0", "--overfit", "4", "--batch-size", "4", "--epochs", "1",
               "--quiet", "--ema", "0"]
     first = tmp_path / "a"

@@ -95,9 +95,9 @@ def _train_args(p):
                         f"spans about EPOCHS epochs of steps (0: the raw weights; default {DEFAULT_EMA_EPOCHS:g} "
                         "for anchor_free, 0 for the others, where it has not been measured)")
     g.add_argument("--objectness-target", choices=OBJECTNESS_TARGETS, default=None,
-                   help="anchor_free: what a positive cell's objectness learns, the IoU with the signal's box "
-                        "of its box as predicted (raw, the default) or cut to the tile as the Detector reports "
-                        "it (in_tile; measured no better on VHF/UHF: docs/training.md, session 27)")
+                   help="anchor_free: what a positive cell's objectness learns, the IoU of the cell's box with "
+                        "its signal's box: as predicted (raw, the default) or cut to the tile, as the Detector "
+                        "reports it (in_tile; measured no better on VHF/UHF: docs/training.md, session 27)")
     g.add_argument("--overfit", type=int, default=0, metavar="N", help="debug: train and validate on N tiles")
     g.add_argument("--max-minutes", type=float, default=0.0, help="time budget: the schedule (epochs, learning-rate decay) is stretched to fill it, no k-fold "
                         "unless --k-folds is given; training stops sooner only when validation AP stops improving, "
@@ -172,7 +172,7 @@ def _config(a, tune):
                        ema=a.ema if a.ema is not None else (DEFAULT_EMA_EPOCHS if a.arch == "anchor_free" else 0.0))
 
 
-def _check_init_args(a):
+def _check_train_args(a):
     """Options that would do nothing, one error before any work: --init-other-resolution
     without --init; --objectness-target for an architecture without objectness."""
     if getattr(a, "init_other_resolution", False) and not getattr(a, "init", None):
@@ -183,7 +183,7 @@ def _check_init_args(a):
 
 
 def cmd_train(a):
-    _check_init_args(a)
+    _check_train_args(a)
     if getattr(a, "threads", 0):
         import torch
         torch.set_num_threads(a.threads)
@@ -331,7 +331,7 @@ def cmd_run(a):
     work = out / "work"
     t0 = time.monotonic()
     a.tiles = str(work / "tiles")
-    _check_init_args(a)
+    _check_train_args(a)
     if getattr(a, "init", None):
         from .train import require_init_file
         require_init_file(a.init)

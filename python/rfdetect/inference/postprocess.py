@@ -54,15 +54,20 @@ DEFAULT_SCORE_RULE = "objectness_x_probability"
 DEFAULT_CLASS_REGION = 0.0
 
 
-def check_class_region(region) -> float:
-    """``region`` as a float if it is in [0, 1], else ValueError."""
+def _unit_interval(value, key: str) -> float:
+    """``value`` as a float if it is in [0, 1], else ValueError naming the card ``key``."""
     try:
-        r = float(region)
+        v = float(value)
     except (TypeError, ValueError):
-        r = float("nan")
-    if not 0.0 <= r <= 1.0:
-        raise ValueError(f"label_rule.class_region {region!r} is not a number in [0, 1]")
-    return r
+        v = float("nan")
+    if not 0.0 <= v <= 1.0:
+        raise ValueError(f"{key} {value!r} is not a number in [0, 1]")
+    return v
+
+
+def check_class_region(region) -> float:
+    """``label_rule.class_region`` as a float if it is in [0, 1], else ValueError."""
+    return _unit_interval(region, "label_rule.class_region")
 
 
 def check_score_rule(score_rule: str) -> str:
@@ -134,22 +139,19 @@ def nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou: float, m
 
 def check_box_vote(iou) -> float:
     """``anchor_free.box_vote`` as a float if it is in [0, 1] (0: off), else ValueError."""
-    try:
-        v = float(iou)
-    except (TypeError, ValueError):
-        v = float("nan")
-    if not 0.0 <= v <= 1.0:
-        raise ValueError(f"anchor_free.box_vote {iou!r} is not a number in [0, 1]")
-    return v
+    return _unit_interval(iou, "anchor_free.box_vote")
 
 
 def vote_boxes(kept: np.ndarray, boxes: np.ndarray, weights: np.ndarray, iou: float) -> np.ndarray:
     """Each of the boxes NMS ``kept`` [N,4] replaced by the ``weights``-weighted mean of the
     candidate ``boxes`` [M,4] whose IoU with it is at least ``iou`` (box voting, as in
     YOLOv5's merge NMS). Every positive cell of a signal predicts a box for it, and the one
-    with the highest objectness is often not the best: on the VHF/UHF tuning tiles the
-    best-scoring cell's box meets its signal at IoU 0.42 (median) where the best cell's
-    meets it at 0.68 (docs/training.md, session 27). A kept box is its own candidate."""
+    with the highest objectness is often not the best: on the VHF/UHF tuning tiles,
+    `narrowband`'s box for an NBFM key-up from the cell with the highest objectness meets it
+    at IoU 0.43 (median) where the best cell's meets it at 0.67 (docs/training.md, session
+    27). A kept box is its own candidate. Only cells over the decode's score threshold are
+    candidates, so fewer vote at a card's threshold than at the AP floor; an ``iou`` under
+    the NMS IoU lets boxes that NMS kept apart vote into each other."""
     kept = np.asarray(kept, np.float64).reshape(-1, 4)
     if len(kept) == 0:
         return kept.astype(np.float32)
@@ -460,9 +462,9 @@ def decode_anchor_free(objectness: np.ndarray, class_probs: np.ndarray, boxes: n
     scores, labels = label_rule(flat[cand], probs.reshape(k, -1)[:, cand].T, class_confidence, score_rule)
     b = bx.reshape(4, -1)[:, cand].T
     ok = (scores >= score_threshold) & (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
-    b, scores, labels = b[ok], scores[ok], labels[ok]
+    b, scores, labels, o = b[ok], scores[ok], labels[ok], flat[cand][ok]
     keep = nms(b, scores, np.zeros(len(b), np.int64), nms_iou, max_out, contained)
-    kept = vote_boxes(b[keep], b, scores, box_vote) if box_vote > 0 else b[keep]
+    kept = vote_boxes(b[keep], b, o, box_vote) if box_vote > 0 else b[keep]
     if merge_band_iou > 0:
         return merge_same_band(kept, scores[keep], labels[keep], merge_band_iou)
     return kept, scores[keep], labels[keep]
