@@ -605,27 +605,37 @@ def test_refine_boxes_drops_boxes_that_snap_onto_one_signal():
     assert b.tolist() == [[100, 40, 300, 60]] and s.tolist() == [pytest.approx(0.9)] and lab.tolist() == [2]
 
 
-def test_refine_edges_is_a_card_option_of_the_detector(tmp_path):
-    """anchor_free.refine_edges on a card switches it on in the Detector's model path."""
+def _default_model_with(tmp_path, **anchor_free):
+    """The embedded default model, loaded through a copy of its card with these
+    ``anchor_free`` keys set."""
     from gnuradio.rfdetect.inference.model_runtime import load_model
     from gnuradio.rfdetect.dsp.spectrogram import SpectrogramParams
     default = Path(__file__).resolve().parents[1] / "python" / "rfdetect" / "models" / "default"
-    models = {}
-    for v in (0.0, 0.35):
-        d = tmp_path / f"m{v}"
-        d.mkdir()
-        (d / "model.onnx").write_bytes((default / "model.onnx").read_bytes())
-        card = json.loads((default / "model.card.json").read_text())
-        card["anchor_free"]["refine_edges"] = v
-        (d / "model.card.json").write_text(json.dumps(card))
-        models[v] = load_model(str(d), SpectrogramParams(), 1024)
-        assert models[v].refine_edges == v
-    # a tile with clear wide bursts: the boxes with the option on are the boxes without it,
-    # refined (the model path calls the shared post-processing)
+    d = tmp_path / "_".join(f"{k}{v}" for k, v in anchor_free.items())
+    d.mkdir()
+    (d / "model.onnx").write_bytes((default / "model.onnx").read_bytes())
+    card = json.loads((default / "model.card.json").read_text())
+    card["anchor_free"].update(anchor_free)
+    (d / "model.card.json").write_text(json.dumps(card))
+    return load_model(str(d), SpectrogramParams(), 1024)
+
+
+def _bursts_tile():
+    """A tile with clear wide bursts and a narrow one."""
     t = _floor_tile(1, 1024, 1024)
     t[100:140, 200:600] += 0.4
     t[300:310, 50:90] += 0.4
     t[500:700, 700:720] += 0.4
+    return t
+
+
+def test_refine_edges_is_a_card_option_of_the_detector(tmp_path):
+    """anchor_free.refine_edges on a card switches it on in the Detector's model path."""
+    models = {v: _default_model_with(tmp_path, refine_edges=v) for v in (0.0, 0.35)}
+    assert [m.refine_edges for m in models.values()] == [0.0, 0.35]
+    # the boxes with the option on are the boxes without it, refined (the model path calls
+    # the shared post-processing)
+    t = _bursts_tile()
     off, on = models[0.0].raw(t), models[0.35].raw(t)
     assert len(off[0]) > 0
     want = postprocess.refine_boxes(t, *off, 0.35, models[0.0].card.nms_iou)
@@ -634,24 +644,9 @@ def test_refine_edges_is_a_card_option_of_the_detector(tmp_path):
 
 def test_box_vote_is_a_card_option_of_the_detector(tmp_path):
     """anchor_free.box_vote on a card switches box voting on in the Detector's model path."""
-    from gnuradio.rfdetect.inference.model_runtime import load_model
-    from gnuradio.rfdetect.dsp.spectrogram import SpectrogramParams
-    default = Path(__file__).resolve().parents[1] / "python" / "rfdetect" / "models" / "default"
-    models = {}
-    for v in (0.0, 0.6):
-        d = tmp_path / f"m{v}"
-        d.mkdir()
-        (d / "model.onnx").write_bytes((default / "model.onnx").read_bytes())
-        card = json.loads((default / "model.card.json").read_text())
-        card["anchor_free"]["box_vote"] = v
-        card["anchor_free"]["refine_edges"] = 0.0
-        (d / "model.card.json").write_text(json.dumps(card))
-        models[v] = load_model(str(d), SpectrogramParams(), 1024)
-        assert models[v].box_vote == v
-    t = _floor_tile(1, 1024, 1024)
-    t[100:140, 200:600] += 0.4
-    t[300:310, 50:90] += 0.4
-    t[500:700, 700:720] += 0.4
+    models = {v: _default_model_with(tmp_path, box_vote=v, refine_edges=0.0) for v in (0.0, 0.6)}
+    assert [m.box_vote for m in models.values()] == [0.0, 0.6]
+    t = _bursts_tile()
     off, on = models[0.0].raw(t), models[0.6].raw(t)
     assert len(off[0]) > 0 and len(on[0]) > 0
     assert not np.array_equal(on[0], off[0])  # the voted boxes moved
