@@ -313,8 +313,8 @@ class AnchorFree(Arch):
     # 24-recording classic model 0.824 / 0.912 on classic
     refine_edges = 0.1
     # box voting after NMS (postprocess.vote_boxes; 0: off; rfdetect-train export --box-vote):
-    # +0.006 mean AP50 on the tuning sets at 0.6 with narrowband and wideband, no better on the
-    # held-out sets (docs/training.md, session 27), so off here and in every embedded card
+    # at 0.6, +0.005 (narrowband) and +0.006 (wideband) mean AP50 on the tuning sets, no better
+    # on the held-out sets (docs/training.md, session 27), so off here and in every embedded card
     box_vote = 0.0
     class_confidence = postprocess.DEFAULT_CLASS_CONFIDENCE
     # rfdetect-train export --score-rule; objectness alone measured better on some models and
