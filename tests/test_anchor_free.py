@@ -638,8 +638,62 @@ def test_refine_edges_is_a_card_option_of_the_detector(tmp_path):
     t = _bursts_tile()
     off, on = models[0.0].raw(t), models[0.35].raw(t)
     assert len(off[0]) > 0
-    want = postprocess.refine_boxes(t, *off, 0.35, models[0.0].card.nms_iou)
+    want = postprocess.refine_boxes(t, *off, 0.35, models[0.0].card.nms_iou, models[0.35].refine_min_rows)
     assert np.array_equal(on[0], want[0]) and np.array_equal(on[1], want[1])
+
+
+def test_refine_edges_snaps_short_bursts_in_time_from_min_rows():
+    """Boxes under ``min_size`` rows keep the network's time edges unless ``min_rows`` lets
+    them snap; then the burst need fill only REFINE_SHORT_FILL of the box's rows (the network
+    boxes a 2-3-row burst 5-6 rows tall), and bursts two rows apart still stay apart."""
+    t = _floor_tile(2)
+    t[50:53, 100:300] += 0.3               # a 3-row burst (a Wi-Fi ACK at 20 MS/s)
+    t[80:82, 100:300] += 0.3               # two 2-row bursts, 2 rows apart
+    t[84:86, 100:300] += 0.3
+    t[120:123, 100:300] += 0.02            # a short one hardly above the floor
+    boxes = np.array([[100, 48, 300, 55],    # 7 rows for 3: the burst fills 3/7 of it
+                      [100, 79, 300, 83],    # the first of the pair, a row early
+                      [100, 119, 300, 125]],  # the faint one
+                     np.float32)
+    assert postprocess.refine_edges(t, boxes, 0.1).tolist() == boxes.tolist()  # under 8 rows: as placed
+    out = postprocess.refine_edges(t, boxes, 0.1, min_rows=2)
+    assert out[0].tolist() == [100, 50, 300, 53]
+    assert out[1].tolist() == [100, 80, 300, 82]  # not joined to the burst two rows later
+    assert out[2].tolist() == boxes[2].tolist()   # nothing clear to snap to
+    # a box of min_size rows or more keeps the stricter fill (half its rows): 3 of 16 do not move it
+    tall = np.array([[100, 45, 300, 61]], np.float32)
+    assert postprocess.refine_edges(t, tall, 0.1, min_rows=2)[0, [1, 3]].tolist() == [45, 61]
+    # min_rows above min_size holds back boxes the default would snap
+    t = _floor_tile(3)
+    t[40:50, 100:300] += 0.3
+    long = np.array([[100, 38, 300, 52]], np.float32)
+    assert postprocess.refine_edges(t, long, 0.1).tolist() == [[100, 40, 300, 50]]
+    assert postprocess.refine_edges(t, long, 0.1, min_rows=16).tolist() == long.tolist()
+    for bad in (0, 1.5, -2, "two", None, float("nan")):
+        with pytest.raises(ValueError, match=r"anchor_free.refine_min_rows .* is not a whole number of rows >= 1"):
+            postprocess.check_refine_min_rows(bad)
+    assert postprocess.check_refine_min_rows(2.0) == 2
+
+
+def test_refine_min_rows_is_a_card_option_of_the_detector(tmp_path):
+    """anchor_free.refine_min_rows on a card reaches the Detector's model path: its boxes
+    are the unrefined boxes refined with that many rows; a bad value is refused."""
+    from gnuradio.rfdetect.inference.model_runtime import ModelError
+    plain = _default_model_with(tmp_path, refine_edges=0.0)
+    models = {v: _default_model_with(tmp_path, refine_min_rows=v) for v in (8, 2)}
+    assert [m.refine_min_rows for m in models.values()] == [8, 2]
+    t = _bursts_tile()
+    t[800:803, 300:700] += 0.4  # a 3-row burst
+    raw = plain.raw(t)
+    assert len(raw[0]) > 0
+    got = {}
+    for v, m in models.items():
+        got[v] = m.raw(t)
+        want = postprocess.refine_boxes(t, *raw, m.refine_edges, m.card.nms_iou, v)
+        assert np.array_equal(got[v][0], want[0]) and np.array_equal(got[v][1], want[1])
+    assert not np.array_equal(got[8][0], got[2][0])  # the short burst's box moved
+    with pytest.raises(ModelError, match=r"anchor_free.refine_min_rows 0 is not a whole number"):
+        _default_model_with(tmp_path, refine_min_rows=0)
 
 
 def test_box_vote_is_a_card_option_of_the_detector(tmp_path):

@@ -560,8 +560,8 @@ def _check_label_rule_key(model_dir, ds, key, attr, default, bad, message):
 
 
 def test_export_writes_class_confidence_into_the_card_the_detector_reads(tiles, tmp_path):
-    """export --class-confidence (and --score-rule, --class-region, --box-vote) goes into the
-    card, where the Detector reads it; an impossible value is one error and no model. (run's choice on validation tiles:
+    """export --class-confidence (and --score-rule, --class-region, --box-vote,
+    --refine-min-rows) goes into the card, where the Detector reads it; an impossible value is one error and no model. (run's choice on validation tiles:
     test_anchor_free.py::test_class_confidence_choice_follows_class_certainty.)"""
     import json
 
@@ -601,26 +601,41 @@ def test_export_writes_class_confidence_into_the_card_the_detector_reads(tiles, 
                     "2", "--no-engine", "--no-torch", check=False)
     assert bad.returncode != 0 and bad.stderr.count("error:") == 1 and "--class-region" in bad.stderr
     assert not (tmp_path / "r" / "model.onnx").exists()
-    # box voting: off unless asked for (the card says 0.0); --box-vote goes into the card and the
-    # Detector reads it; a card without the key (made before it) is read as off; a bad one is refused
-    assert json.loads((tmp_path / "m" / "model.card.json").read_text())["anchor_free"]["box_vote"] == 0.0
-    assert m.box_vote == 0.0
-    train_cli("export", "--tiles", tiles, "--checkpoint", ck, "--out", tmp_path / "v", "--box-vote", "0.6",
-              "--no-engine", "--no-torch")
-    voted = json.loads((tmp_path / "v" / "model.card.json").read_text())
-    assert voted["anchor_free"]["box_vote"] == 0.6
-    assert load_model(str(tmp_path / "v"), ds["params"], ds["tile_height"]).box_vote == 0.6
-    del voted["anchor_free"]["box_vote"]
-    (tmp_path / "v" / "model.card.json").write_text(json.dumps(voted))
-    assert load_model(str(tmp_path / "v"), ds["params"], ds["tile_height"]).box_vote == 0.0
-    voted["anchor_free"]["box_vote"] = 1.5
-    (tmp_path / "v" / "model.card.json").write_text(json.dumps(voted))
-    with pytest.raises(ModelError, match=r"anchor_free.box_vote 1.5 is not a number in \[0, 1\]"):
-        load_model(str(tmp_path / "v"), ds["params"], ds["tile_height"])
-    bad = train_cli("export", "--tiles", tiles, "--checkpoint", ck, "--out", tmp_path / "x", "--box-vote", "2",
-                    "--no-engine", "--no-torch", check=False)
-    assert bad.returncode != 0 and bad.stderr.count("error:") == 1 and "--box-vote" in bad.stderr
-    assert not (tmp_path / "x" / "model.onnx").exists()
+    # box voting: off unless asked for (the card says 0.0)
+    _check_anchor_free_key(tiles, ck, ds, tmp_path, m, "--box-vote", "box_vote", 0.0, 0.6, "2", 1.5,
+                           r"anchor_free.box_vote 1.5 is not a number in \[0, 1\]")
+    # time edges of boxes from 8 rows tall unless asked for
+    _check_anchor_free_key(tiles, ck, ds, tmp_path, m, "--refine-min-rows", "refine_min_rows", 8, 2, "0", 0.5,
+                           r"anchor_free.refine_min_rows 0.5 is not a whole number of rows >= 1")
+
+
+def _check_anchor_free_key(tiles, ck, ds, tmp_path, m, flag, key, default, value, bad_flag, bad_card, match):
+    """An anchor_free card key with an export flag: the model ``m`` exported without the flag
+    has ``default`` in its card and Detector; the flag's ``value`` goes into the card and the
+    Detector reads it; a card without the key (made before it) is read as ``default``; a bad
+    card value is refused when loading, a bad flag with one error and no model."""
+    import json
+
+    from gnuradio.rfdetect.inference.model_runtime import ModelError, load_model
+    assert json.loads((tmp_path / "m" / "model.card.json").read_text())["anchor_free"][key] == default
+    assert getattr(m, key) == default
+    out = tmp_path / key
+    train_cli("export", "--tiles", tiles, "--checkpoint", ck, "--out", out, flag, str(value), "--no-engine",
+              "--no-torch")
+    card = json.loads((out / "model.card.json").read_text())
+    assert card["anchor_free"][key] == value
+    assert getattr(load_model(str(out), ds["params"], ds["tile_height"]), key) == value
+    del card["anchor_free"][key]
+    (out / "model.card.json").write_text(json.dumps(card))
+    assert getattr(load_model(str(out), ds["params"], ds["tile_height"]), key) == default
+    card["anchor_free"][key] = bad_card
+    (out / "model.card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match=match):
+        load_model(str(out), ds["params"], ds["tile_height"])
+    bad = train_cli("export", "--tiles", tiles, "--checkpoint", ck, "--out", tmp_path / f"bad_{key}", flag,
+                    bad_flag, "--no-engine", "--no-torch", check=False)
+    assert bad.returncode != 0 and bad.stderr.count("error:") == 1 and flag in bad.stderr
+    assert not (tmp_path / f"bad_{key}" / "model.onnx").exists()
 
 
 def test_ddp_two_gloo_processes_on_cpu(tiles, tmp_path):

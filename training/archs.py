@@ -312,6 +312,11 @@ class AnchorFree(Arch):
     # 0.603 / 0.599, vhf-uhf 0.021 / 0.019 / 0.018, ism-2g4 0.287 / 0.272 / 0.272; the
     # 24-recording classic model 0.824 / 0.912 on classic
     refine_edges = 0.1
+    # boxes at least this many rows tall have their time edges refined (rfdetect-train export
+    # --refine-min-rows): 2 raised wideband's mean AP50 over 13 tuning sets 0.555 -> 0.568 and
+    # the default's 0.493 -> 0.503 but lowered narrowband's over the 4 VHF/UHF sets 0.445 ->
+    # 0.436 (docs/training.md, session 28), so a new model keeps the earlier 8
+    refine_min_rows = postprocess.REFINE_MIN_SIZE
     # box voting after NMS (postprocess.vote_boxes; 0: off; rfdetect-train export --box-vote):
     # at 0.6, +0.005 (narrowband) and +0.006 (wideband) mean AP50 on the tuning sets, no better
     # on the held-out sets (docs/training.md, session 27), so off here and in every embedded card
@@ -380,7 +385,7 @@ class AnchorFree(Arch):
                                                    strides=(nets.AnchorFreeDetector.stride_y,
                                                             nets.AnchorFreeDetector.stride_x),
                                                    box_vote=self.box_vote)
-        return postprocess.refine_boxes(tile, b, s, lab, self.refine_edges, self.nms_iou)
+        return postprocess.refine_boxes(tile, b, s, lab, self.refine_edges, self.nms_iou, self.refine_min_rows)
 
     def export_module(self, model):
         return _AnchorFreeExport(model)
@@ -402,6 +407,7 @@ class AnchorFree(Arch):
                                                         "nms_contained": self.nms_contained,
                                                         "merge_band_iou": self.merge_band_iou,
                                                         "refine_edges": self.refine_edges,
+                                                        "refine_min_rows": self.refine_min_rows,
                                                         "box_vote": self.box_vote},
                 "unknown_label": postprocess.DEFAULT_UNKNOWN_LABEL,
                 "label_rule": {"class_confidence": self.class_confidence, "score": self.score_rule,

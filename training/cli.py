@@ -283,7 +283,7 @@ def cmd_export(a):
     ds = load_dataset(a.tiles)
     arch, model = load_checkpoint(a.checkpoint, ds, "cpu", getattr(a, "class_confidence", None),
                                   getattr(a, "score_rule", None), getattr(a, "class_region", None),
-                                  getattr(a, "box_vote", None))
+                                  getattr(a, "box_vote", None), getattr(a, "refine_min_rows", None))
     metrics = {}
     if a.report and Path(a.report).is_file():
         r = json.loads(Path(a.report).read_text())
@@ -437,6 +437,10 @@ def build_parser():
                    help="anchor_free: each box NMS keeps becomes the objectness-weighted mean of the "
                         "candidate boxes overlapping it at IOU or more (0: off, the default, as in every "
                         "embedded model); docs/model_card.md, docs/training.md session 27")
+    p.add_argument("--refine-min-rows", type=int, default=None, metavar="ROWS",
+                   help="anchor_free: refine the time edges of boxes at least ROWS rows tall from the "
+                        "energy (default 8; `wideband` and `default` ship with 2); docs/model_card.md, "
+                        "docs/training.md session 28")
     p.add_argument("--no-engine", action="store_true")
     p.add_argument("--no-torch", action="store_true", help="skip model.pt (the PyTorch backend's format)")
     p.set_defaults(func=cmd_export)

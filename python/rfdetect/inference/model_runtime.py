@@ -182,6 +182,12 @@ class CardModel:
             raise ModelError(f"model {self.name}: its card's {e}") from None
         # anchor_free/1: move box edges to where the energy ends (postprocess.refine_edges; 0: off)
         self.refine_edges = float((card.extra.get("anchor_free") or {}).get("refine_edges", 0.0))
+        # anchor_free/1: boxes this many rows tall or more have their time edges refined too
+        try:
+            self.refine_min_rows = postprocess.check_refine_min_rows(
+                af.get("refine_min_rows", postprocess.REFINE_MIN_SIZE))
+        except ValueError as e:
+            raise ModelError(f"model {self.name}: its card's {e}") from None
         unknown = [lab for lab in (keep_labels or []) if lab not in self.labels + [self.unknown_label]]
         if unknown:
             raise ModelError(f"model {self.name}: labels {unknown} are not among its labels "
@@ -259,7 +265,7 @@ class CardModel:
                     class_region=self.class_region, strides=self.cell_strides, box_vote=self.box_vote)
                 boxes, scores, labels = postprocess.refine_boxes(
                     x[:, i * self.chunk_width:(i + 1) * self.chunk_width], boxes, scores, labels,
-                    self.refine_edges, self.card.nms_iou)
+                    self.refine_edges, self.card.nms_iou, self.refine_min_rows)
             else:
                 boxes, scores, labels = out
                 boxes, scores, labels = boxes.reshape(-1, 4), scores.reshape(-1), labels.reshape(-1)

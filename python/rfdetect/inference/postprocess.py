@@ -198,12 +198,28 @@ def merge_same_band(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, b
     return b, s, lab
 
 
-# boxes narrower or shorter than this keep the network's edges that way
+# boxes narrower or shorter than this keep the network's edges that way (rows: unless the
+# card's anchor_free.refine_min_rows says otherwise)
 REFINE_MIN_SIZE = 8
+# a box shorter than REFINE_MIN_SIZE rows is snapped in time when at least this fraction of its
+# rows shows the signal: the network boxes a burst of 2-3 rows (a Wi-Fi ACK at 20 MS/s) 5-6
+# rows tall, so its burst fills a third to a half of the box (docs/training.md, session 28)
+REFINE_SHORT_FILL = 0.2
 # an edge is where the profile falls below the floor plus this many of its noise deviations
 # (at least): noise alone then rarely reaches the threshold, so the gap between bursts two
 # rows apart stays a gap and an edge does not wander into the noise beside it
 REFINE_NOISE_SIGMAS = 3.0
+
+
+def check_refine_min_rows(rows) -> int:
+    """``anchor_free.refine_min_rows`` as an int >= 1, else ValueError naming the key."""
+    try:
+        v = float(rows)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if not (v >= 1 and v == int(v)):
+        raise ValueError(f"anchor_free.refine_min_rows {rows!r} is not a whole number of rows >= 1")
+    return int(v)
 
 
 def _snap_extent(profile: np.ndarray, lo: int, hi: int, floor: float, noise: float, frac: float,
@@ -255,22 +271,25 @@ def _snap_axis(profile: np.ndarray, lo: int, hi: int, a0: int, at_end: bool, flo
 
 
 def refine_edges(tile: np.ndarray, boxes: np.ndarray, frac: float, margin: float = 0.25,
-                 min_contrast: float = 0.05, min_fill: float = 0.5, min_size: int = REFINE_MIN_SIZE) -> np.ndarray:
+                 min_contrast: float = 0.05, min_fill: float = 0.5, min_size: int = REFINE_MIN_SIZE,
+                 min_rows: Optional[int] = None) -> np.ndarray:
     """Moves each box's edges to where its signal's energy ends in ``tile``: along
     frequency from the column profile (the mean over the box's rows), along time from the
     row profile over its (new) columns, each searched up to ``margin`` of the box's size
     beyond its edges. The threshold lies ``frac`` of the way from the tile's noise floor
     (its median) to the box's peak, and at least REFINE_NOISE_SIGMAS of the profile's
     noise above the floor. An edge moves only where its profile shows the signal clearly
-    (:func:`_snap_extent`) and the box spans at least ``min_size`` pixels that way (a row
-    more or less is a third of a three-row burst); gaps in time are never bridged, so
-    bursts a few rows apart stay apart. For boxes a network places roughly (a wide OFDM
+    (:func:`_snap_extent`) and the box spans at least ``min_size`` pixels that way, or in
+    time at least ``min_rows`` (default ``min_size``) rows; a box shorter than ``min_size``
+    rows then needs only REFINE_SHORT_FILL of its rows to show the signal. Gaps in time are
+    never bridged, so bursts a few rows apart stay apart. For boxes a network places roughly (a wide OFDM
     burst boxed half again as wide). Boxes that end up on top of each other are for the
     caller's NMS (:func:`refine_boxes`)."""
     t = np.asarray(tile, np.float32)
     b = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
     if len(b) == 0 or not frac > 0:
         return b
+    min_rows = min_size if min_rows is None else min_rows
     h, w = t.shape
     sample = t[::8, ::8]
     floor = float(np.nanmedian(sample))
@@ -293,11 +312,12 @@ def refine_edges(tile: np.ndarray, boxes: np.ndarray, frac: float, margin: float
                 c0 = b[n, 0] = s0
             if s1 is not None:
                 c1 = b[n, 2] = s1
-        if r1 - r0 >= min_size:
+        if r1 - r0 >= min_rows:
+            fill = min_fill if r1 - r0 >= min_size else min(min_fill, REFINE_SHORT_FILL)
             # no gap is bridged in time: bursts of one emitter 2-3 rows apart stay apart
             a0, a1 = _search_window(r0, r1, h, margin)
             s0, s1 = _snap_axis(np.nanmean(t[a0:a1, c0:c1], axis=1), r0, r1, a0, a1 == h, floor,
-                                sigma / np.sqrt(c1 - c0), frac, min_contrast, min_fill, 0)
+                                sigma / np.sqrt(c1 - c0), frac, min_contrast, fill, 0)
             if s0 is not None:
                 b[n, 1] = s0
             if s1 is not None:
@@ -306,13 +326,14 @@ def refine_edges(tile: np.ndarray, boxes: np.ndarray, frac: float, margin: float
 
 
 def refine_boxes(tile: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, frac: float,
-                 nms_iou: float):
-    """:func:`refine_edges`, then NMS again (two boxes may snap to one signal's edges):
-    the anchor_free post-processing step shared by the Detector and training's evaluation.
-    Input and output: (boxes, scores, labels), best score first."""
+                 nms_iou: float, min_rows: int = REFINE_MIN_SIZE):
+    """:func:`refine_edges` (``min_rows``: the card's anchor_free.refine_min_rows), then NMS
+    again (two boxes may snap to one signal's edges): the anchor_free post-processing step
+    shared by the Detector and training's evaluation. Input and output: (boxes, scores,
+    labels), best score first."""
     if not frac > 0 or len(boxes) == 0:
         return boxes, scores, labels
-    b = refine_edges(tile, boxes, frac)
+    b = refine_edges(tile, boxes, frac, min_rows=min_rows)
     keep = nms(b, scores, np.zeros(len(b), np.int64), nms_iou)
     return b[keep], np.asarray(scores)[keep], np.asarray(labels)[keep]
 
