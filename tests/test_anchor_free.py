@@ -645,9 +645,11 @@ def test_refine_edges_is_a_card_option_of_the_detector(tmp_path):
 def test_refine_edges_snaps_short_bursts_in_time_from_min_rows():
     """Boxes under ``min_size`` rows keep the network's time edges unless ``min_rows`` lets
     them snap; then the burst need fill only REFINE_SHORT_FILL of the box's rows (the network
-    boxes a 2-3-row burst 5-6 rows tall), and bursts two rows apart still stay apart."""
+    boxes a 2-3-row burst 5-6 rows tall), the rows its energy leaks into are not the burst,
+    and bursts two rows apart still stay apart."""
     t = _floor_tile(2)
     t[50:53, 100:300] += 0.3               # a 3-row burst (a Wi-Fi ACK at 20 MS/s)
+    t[[49, 53], 100:300] += 0.06           # leaking into the rows beside it (overlapping windows)
     t[80:82, 100:300] += 0.3               # two 2-row bursts, 2 rows apart
     t[84:86, 100:300] += 0.3
     t[120:123, 100:300] += 0.02            # a short one hardly above the floor

@@ -604,15 +604,18 @@ def test_export_writes_class_confidence_into_the_card_the_detector_reads(tiles, 
     # box voting: off unless asked for (the card says 0.0)
     _check_anchor_free_key(tiles, ck, ds, tmp_path, m, "--box-vote", "box_vote", 0.0, 0.6, "2", 1.5,
                            r"anchor_free.box_vote 1.5 is not a number in \[0, 1\]")
-    # time edges of boxes from 8 rows tall unless asked for
-    _check_anchor_free_key(tiles, ck, ds, tmp_path, m, "--refine-min-rows", "refine_min_rows", 8, 2, "0", 0.5,
-                           r"anchor_free.refine_min_rows 0.5 is not a whole number of rows >= 1")
+    # time edges of boxes from 2 rows tall unless asked for
+    # (a card from before the key: 8, as then)
+    _check_anchor_free_key(tiles, ck, ds, tmp_path, m, "--refine-min-rows", "refine_min_rows", 2, 4, "0", 0.5,
+                           r"anchor_free.refine_min_rows 0.5 is not a whole number of rows >= 1", absent=8)
 
 
-def _check_anchor_free_key(tiles, ck, ds, tmp_path, m, flag, key, default, value, bad_flag, bad_card, match):
+def _check_anchor_free_key(tiles, ck, ds, tmp_path, m, flag, key, default, value, bad_flag, bad_card, match,
+                           absent=None):
     """An anchor_free card key with an export flag: the model ``m`` exported without the flag
     has ``default`` in its card and Detector; the flag's ``value`` goes into the card and the
-    Detector reads it; a card without the key (made before it) is read as ``default``; a bad
+    Detector reads it; a card without the key (made before it) is read as ``absent`` (by
+    default ``default``); a bad
     card value is refused when loading, a bad flag with one error and no model."""
     import json
 
@@ -627,7 +630,8 @@ def _check_anchor_free_key(tiles, ck, ds, tmp_path, m, flag, key, default, value
     assert getattr(load_model(str(out), ds["params"], ds["tile_height"]), key) == value
     del card["anchor_free"][key]
     (out / "model.card.json").write_text(json.dumps(card))
-    assert getattr(load_model(str(out), ds["params"], ds["tile_height"]), key) == default
+    assert getattr(load_model(str(out), ds["params"], ds["tile_height"]), key) == (
+        default if absent is None else absent)
     card["anchor_free"][key] = bad_card
     (out / "model.card.json").write_text(json.dumps(card))
     with pytest.raises(ModelError, match=match):

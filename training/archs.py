@@ -313,10 +313,11 @@ class AnchorFree(Arch):
     # 24-recording classic model 0.824 / 0.912 on classic
     refine_edges = 0.1
     # boxes at least this many rows tall have their time edges refined (rfdetect-train export
-    # --refine-min-rows): 2 raised wideband's mean AP50 over 13 tuning sets 0.555 -> 0.568 and
-    # the default's 0.493 -> 0.503 but lowered narrowband's over the 4 VHF/UHF sets 0.445 ->
-    # 0.436 (docs/training.md, session 28), so a new model keeps the earlier 8
-    refine_min_rows = postprocess.REFINE_MIN_SIZE
+    # --refine-min-rows; before session 28, 8): 2 raised the mean class-agnostic AP50 on the
+    # tuning sets of all three embedded models, wideband 0.555 -> 0.571 and default 0.493 ->
+    # 0.505 (13 wide and radar sets), narrowband 0.445 -> 0.453 (4 VHF/UHF sets), no set down
+    # (docs/training.md, session 28)
+    refine_min_rows = 2
     # box voting after NMS (postprocess.vote_boxes; 0: off; rfdetect-train export --box-vote):
     # at 0.6, +0.005 (narrowband) and +0.006 (wideband) mean AP50 on the tuning sets, no better
     # on the held-out sets (docs/training.md, session 27), so off here and in every embedded card
