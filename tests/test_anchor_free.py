@@ -337,16 +337,21 @@ def test_validation_scores_and_loss_come_from_one_pass(overfit, small_tiles):
 
 
 def test_class_confidence_choice_follows_class_certainty(overfit, small_tiles):
-    """--class-confidence auto: with confident classes the largest choice wins a tie; with
-    the class head tempered until the best probability is under 0.5, 0.5 names nothing
-    (mAP 0) and a lower choice that names the signals is taken."""
+    """--class-confidence auto: with confident classes every choice names alike, the best
+    wins and the largest of those tied with it; with the class head tempered until the best
+    probability is under 0.5, 0.5 names nothing (mAP 0) and a lower choice that names the
+    signals is taken. (Confident choices still differ a little in class-agnostic AP: a box
+    left unnamed scores its objectness, and the NMS after refine_edges keeps by score.)"""
     import copy
 
     from rfdetect_training.train import CLASS_CONFIDENCE_CHOICES, choose_class_confidence
     arch, model, images = overfit
     best, tried = choose_class_confidence(arch, model, "cpu", small_tiles, images)
     assert set(tried) == set(CLASS_CONFIDENCE_CHOICES) and arch.class_confidence == 0.5
-    assert best == 0.5 and tried[0.5]["mAP"] >= 0.9
+    assert tried[0.5]["mAP"] >= 0.9 and len({r["mAP"] for r in tried.values()}) == 1
+    select = {c: r["select"] for c, r in tried.items()}
+    tied = [c for c in CLASS_CONFIDENCE_CHOICES if select[c] == max(select.values())]
+    assert len(tied) >= 2 and best == max(tied), select
     unsure = copy.deepcopy(model)
     with torch.no_grad():
         unsure.cls.weight.mul_(0.02)
