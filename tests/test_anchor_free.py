@@ -349,9 +349,7 @@ def test_class_confidence_choice_follows_class_certainty(overfit, small_tiles):
     best, tried = choose_class_confidence(arch, model, "cpu", small_tiles, images)
     assert set(tried) == set(CLASS_CONFIDENCE_CHOICES) and arch.class_confidence == 0.5
     assert tried[0.5]["mAP"] >= 0.9 and len({r["mAP"] for r in tried.values()}) == 1
-    select = {c: r["select"] for c, r in tried.items()}
-    tied = [c for c in CLASS_CONFIDENCE_CHOICES if select[c] == max(select.values())]
-    assert len(tied) >= 2 and best == max(tied), select
+    assert tried[best]["select"] == max(r["select"] for r in tried.values())
     unsure = copy.deepcopy(model)
     with torch.no_grad():
         unsure.cls.weight.mul_(0.02)
@@ -667,7 +665,8 @@ def test_refine_edges_snaps_short_bursts_in_time_from_min_rows():
     assert out[0].tolist() == [100, 50, 300, 53]
     assert out[1].tolist() == [100, 80, 300, 82]  # not joined to the burst two rows later
     assert out[2].tolist() == boxes[2].tolist()   # nothing clear to snap to
-    # a box of min_size rows or more keeps the stricter fill (half its rows): 3 of 16 do not move it
+    # a box of min_size rows or more keeps the stricter fill (half its rows): the burst and the
+    # two rows it leaks into, 5 of 16, do not move it
     tall = np.array([[100, 45, 300, 61]], np.float32)
     assert postprocess.refine_edges(t, tall, 0.1, min_rows=2)[0, [1, 3]].tolist() == [45, 61]
     # min_rows above min_size holds back boxes the default would snap
@@ -676,10 +675,12 @@ def test_refine_edges_snaps_short_bursts_in_time_from_min_rows():
     long = np.array([[100, 38, 300, 52]], np.float32)
     assert postprocess.refine_edges(t, long, 0.1).tolist() == [[100, 40, 300, 50]]
     assert postprocess.refine_edges(t, long, 0.1, min_rows=16).tolist() == long.tolist()
-    for bad in (0, 1.5, -2, "two", None, float("nan")):
+    for bad in (0, 1.5, -2, "two", None, float("nan"), float("inf"), 10 ** 400, True):
         with pytest.raises(ValueError, match=r"anchor_free.refine_min_rows .* is not a whole number of rows >= 1"):
             postprocess.check_refine_min_rows(bad)
     assert postprocess.check_refine_min_rows(2.0) == 2
+    with pytest.raises(ValueError, match="refine_min_rows"):  # the Python API checks it too
+        postprocess.refine_edges(t, long, 0.1, min_rows=0)
 
 
 def test_refine_min_rows_is_a_card_option_of_the_detector(tmp_path):
@@ -786,3 +787,40 @@ def test_box_voting_takes_the_objectness_weighted_mean_of_the_boxes_nms_folds_in
     for bad in (1.5, -0.1, "half", None):
         with pytest.raises(ValueError, match=r"anchor_free.box_vote .* is not a number in \[0, 1\]"):
             postprocess.check_box_vote(bad)
+
+
+def test_class_confidence_ties_go_to_the_larger_choice(monkeypatch):
+    """choose_class_confidence: of choices with the same validation score the largest wins
+    (it names the fewest detections); a strictly better smaller one still wins."""
+    from gnuradio.rfdetect.dsp.spectrogram import SpectrogramParams
+    from rfdetect_training import train
+    arch = make_arch("anchor_free", ["a", "b"], None, SpectrogramParams(), 64)
+    scores = {}
+    monkeypatch.setattr(train, "validation_ap", lambda a, *args, **kw: {"select": scores[a.class_confidence]})
+    scores.update({c: 0.7 for c in train.CLASS_CONFIDENCE_CHOICES})
+    assert train.choose_class_confidence(arch, None, "cpu", None, [])[0] == max(train.CLASS_CONFIDENCE_CHOICES)
+    low = min(train.CLASS_CONFIDENCE_CHOICES)
+    scores[low] = 0.71
+    assert train.choose_class_confidence(arch, None, "cpu", None, [])[0] == low
+
+
+def test_training_evaluation_refines_short_boxes_with_the_archs_min_rows(monkeypatch):
+    """training's decode (validation AP, rfdetect-train evaluate --checkpoint) passes the
+    arch's refine_min_rows to the shared refinement, as the Detector passes its card's."""
+    from gnuradio.rfdetect.dsp.spectrogram import SpectrogramParams
+    arch = make_arch("anchor_free", ["a"], None, SpectrogramParams(), 64)
+    got = []
+
+    def spy(tile, b, s, lab, frac, nms_iou, min_rows=postprocess.REFINE_MIN_SIZE):
+        got.append(min_rows)
+        return b, s, lab
+    monkeypatch.setattr(postprocess, "refine_boxes", spy)
+    h, w = 16, 8
+    obj = torch.zeros((1, 1, h, w))
+    obj[0, 0, 4, 4] = 0.9
+    boxes = torch.zeros((1, 4, h, w))
+    boxes[0, :, 4, 4] = torch.tensor([20.0, 16.0, 60.0, 19.0])
+    for rows in (2, 8):
+        arch.refine_min_rows = rows
+        arch._decode(np.zeros((64, 64), np.float32), obj, torch.ones((1, 1, h, w)), boxes, 0.5)
+    assert got == [2, 8]

@@ -439,7 +439,8 @@ def build_parser():
                         "embedded model); docs/model_card.md, docs/training.md session 27")
     p.add_argument("--refine-min-rows", type=int, default=None, metavar="ROWS",
                    help="anchor_free: refine the time edges of boxes at least ROWS rows tall from the "
-                        "energy (default 2; 8 before session 28); docs/model_card.md, "
+                        "energy (default 2, also for checkpoints from before session 28, which had 8; the card's "
+                        "threshold and metrics stay those of --score-threshold and --report); docs/model_card.md, "
                         "docs/training.md session 28")
     p.add_argument("--no-engine", action="store_true")
     p.add_argument("--no-torch", action="store_true", help="skip model.pt (the PyTorch backend's format)")

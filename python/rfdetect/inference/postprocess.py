@@ -24,6 +24,7 @@ Formats:
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import numpy as np
@@ -221,9 +222,9 @@ def check_refine_min_rows(rows) -> int:
     """``anchor_free.refine_min_rows`` as an int >= 1, else ValueError naming the key."""
     try:
         v = float(rows)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         v = float("nan")
-    if not (v >= 1 and v == int(v)):
+    if isinstance(rows, bool) or not (math.isfinite(v) and v >= 1 and v == int(v)):
         raise ValueError(f"anchor_free.refine_min_rows {rows!r} is not a whole number of rows >= 1")
     return int(v)
 
@@ -296,7 +297,7 @@ def refine_edges(tile: np.ndarray, boxes: np.ndarray, frac: float, margin: float
     b = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
     if len(b) == 0 or not frac > 0:
         return b
-    min_rows = min_size if min_rows is None else min_rows
+    min_rows = min_size if min_rows is None else check_refine_min_rows(min_rows)
     h, w = t.shape
     sample = t[::8, ::8]
     floor = float(np.nanmedian(sample))
