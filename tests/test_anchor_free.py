@@ -824,3 +824,26 @@ def test_training_evaluation_refines_short_boxes_with_the_archs_min_rows(monkeyp
         arch.refine_min_rows = rows
         arch._decode(np.zeros((64, 64), np.float32), obj, torch.ones((1, 1, h, w)), boxes, 0.5)
     assert got == [2, 8]
+
+
+@pytest.mark.parametrize("class_region", [0.0, 0.5])
+def test_a_wide_burst_does_not_starve_a_short_one_of_candidates(class_region):
+    """Over MAX_CANDIDATES cells, each local objectness peak is a candidate before the
+    plateau of a wide burst: a short burst scoring lower than the wide one's thousands of
+    cells is still found (it was not, when candidates went by objectness alone)."""
+    h, w = 128, 64
+    obj = np.full((1, 1, h, w), 0.01, np.float32)
+    probs = np.zeros((1, 2, h, w), np.float32)
+    probs[0, 0] = 1.0
+    boxes = np.zeros((1, 4, h, w), np.float32)
+    obj[0, 0, :100, :40] = 0.7                      # 4000 cells of one wide burst
+    obj[0, 0, 50, 20] = 0.75                        # its peak
+    boxes[0, :, :100, :40] = np.array([0, 0, 320, 400], np.float32)[:, None, None]
+    obj[0, 0, 110, 50] = 0.4                        # a short burst elsewhere
+    boxes[0, :, 110, 50] = [396, 439, 412, 442]
+    kw = dict(class_region=class_region, strides=(4.0, 8.0)) if class_region else {}
+    b, s, lab = decode_anchor_free(obj, probs, boxes, 0.3, 0.5, 0.5, max_candidates=2000, **kw)
+    assert sorted(map(tuple, b.tolist())) == [(0, 0, 320, 400), (396, 439, 412, 442)]
+    # under the budget nothing changes: every cell over the threshold is a candidate
+    b, _, _ = decode_anchor_free(obj, probs, boxes, 0.3, 0.5, 0.5, max_candidates=10000, **kw)
+    assert len(b) == 2

@@ -78,7 +78,10 @@ def check_score_rule(score_rule: str) -> str:
     return score_rule
 
 
-# candidates kept (best objectness first) before NMS: bounds its cost on a busy tile
+# candidates kept before NMS: bounds its cost on a busy tile. Over it, the cells whose
+# objectness is the highest of their 3 x 3 neighbourhood come first (each signal's peak), then
+# the rest by objectness: taken by objectness alone, a wide burst's thousands of cells filled
+# the budget and the short bursts beside it were never candidates (docs/training.md, session 28)
 MAX_CANDIDATES = 2000
 CROP_SIZE = 64
 # context kept around a proposal in a crop: this fraction of its size on each side, at least CROP_MIN_PAD pixels
@@ -121,20 +124,16 @@ def nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou: float, m
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     labels = np.asarray(labels)
     keep: list[int] = []
-    suppressed = np.zeros(len(order), dtype=bool)
-    for pos, i in enumerate(order):
-        if suppressed[pos]:
-            continue
+    # the boxes still in play, best first: each kept box is compared with these only, so a
+    # signal's hundreds of cells cost one comparison each, not one per box kept after them
+    left = order
+    while len(left) and len(keep) < max_out:
+        i, rest = left[0], left[1:]
         keep.append(int(i))
-        if len(keep) >= max_out:
-            break
-        rest = order[pos + 1:]
-        same = labels[rest] == labels[i]
-        ious = box_iou_matrix(boxes[i:i + 1], boxes[rest])[0]
-        hit = ious >= iou
+        hit = box_iou_matrix(boxes[i:i + 1], boxes[rest])[0] >= iou
         if contained > 0:
             hit |= box_iomin_matrix(boxes[i:i + 1], boxes[rest])[0] >= contained
-        suppressed[pos + 1:] |= same & hit
+        left = rest[~(hit & (labels[rest] == labels[i]))]
     return np.array(keep, dtype=np.int64)
 
 
@@ -450,12 +449,40 @@ def label_rule(objectness: np.ndarray, class_probs: np.ndarray, class_confidence
     return np.where(confident, objectness * p, objectness).astype(np.float32), labels
 
 
-def _candidates(flat: np.ndarray, score_threshold: float, max_candidates: int) -> np.ndarray:
-    """Indices of the cells whose objectness reaches the threshold, the best ``max_candidates``."""
+def _best(cells: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """The ``n`` of ``cells`` (flat indices) with the highest ``values`` (all of them if fewer)."""
+    if len(cells) <= n:
+        return cells
+    if n <= 0:
+        return cells[:0]
+    return cells[np.argpartition(-values[cells], n - 1)[:n]]
+
+
+def _local_peaks(a: np.ndarray) -> np.ndarray:
+    """Cells of the map ``a`` [h,w] at least as high as their 8 neighbours, and higher than
+    those before them in raster order: a flat plateau has one peak (its first cell), not
+    one per cell."""
+    p = np.pad(a, 1, constant_values=-np.inf)
+    h, w = a.shape
+
+    def at(dy, dx):
+        return p[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+    before = np.maximum.reduce([at(-1, -1), at(-1, 0), at(-1, 1), at(0, -1)])
+    after = np.maximum.reduce([at(0, 1), at(1, -1), at(1, 0), at(1, 1)])
+    return (a > before) & (a >= after)
+
+
+def _candidates(obj: np.ndarray, score_threshold: float, max_candidates: int) -> np.ndarray:
+    """Flat indices of the cells of the objectness map ``obj`` [h,w] that reach the threshold;
+    over ``max_candidates`` of them, the local peaks (:func:`_local_peaks`) first, best first,
+    then the other cells by objectness."""
+    flat = obj.reshape(-1)
     cand = np.flatnonzero(flat >= score_threshold)
-    if len(cand) > max_candidates:
-        cand = cand[np.argpartition(-flat[cand], max_candidates - 1)[:max_candidates]]
-    return cand
+    if len(cand) <= max_candidates:
+        return cand
+    peak = _local_peaks(obj).reshape(-1)[cand]
+    first = _best(cand[peak], flat, max_candidates)
+    return np.concatenate([first, _best(cand[~peak], flat, max_candidates - len(first))])
 
 
 def decode_anchor_free(objectness: np.ndarray, class_probs: np.ndarray, boxes: np.ndarray, score_threshold: float,
@@ -486,7 +513,7 @@ def decode_anchor_free(objectness: np.ndarray, class_probs: np.ndarray, boxes: n
     bx = np.asarray(boxes, np.float32)[0]
     flat = obj.reshape(-1)
     # a detection's score is at most its objectness: cells below the threshold cannot pass
-    cand = _candidates(flat, score_threshold, max_candidates)
+    cand = _candidates(obj, score_threshold, max_candidates)
     if len(cand) == 0:
         return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
     k = probs.shape[0]
@@ -540,7 +567,7 @@ def _decode_by_box_class(objectness, class_probs, boxes, score_threshold, nms_io
     bx = np.asarray(boxes, np.float32)[0]
     flat = obj.reshape(-1)
     empty = np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
-    cand = _candidates(flat, score_threshold, max_candidates)
+    cand = _candidates(obj, score_threshold, max_candidates)
     b = bx.reshape(4, -1)[:, cand].T
     o = flat[cand]
     ok = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
