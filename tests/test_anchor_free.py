@@ -836,8 +836,10 @@ def test_a_wide_burst_does_not_starve_a_short_one_of_candidates(class_region):
     probs = np.zeros((1, 2, h, w), np.float32)
     probs[0, 0] = 1.0
     boxes = np.zeros((1, 4, h, w), np.float32)
-    obj[0, 0, :100, :40] = 0.7                      # 4000 cells of one wide burst
+    rng = np.random.default_rng(0)
+    obj[0, 0, :100, :40] = 0.7 + 0.02 * rng.standard_normal((100, 40))  # 4000 cells of one wide burst
     obj[0, 0, 50, 20] = 0.75                        # its peak
+    obj[0, 0, 0, 0] = np.nan                        # a NaN cell is never a candidate, nor a peak's rival
     boxes[0, :, :100, :40] = np.array([0, 0, 320, 400], np.float32)[:, None, None]
     obj[0, 0, 110, 50] = 0.4                        # a short burst elsewhere
     boxes[0, :, 110, 50] = [396, 439, 412, 442]
