@@ -212,6 +212,57 @@ def test_environment_score_threshold_replaces_the_cards(model_dir, monkeypatch):
     assert len(high.detect(tile)) < len(low.detect(tile))
 
 
+def _with_card(model_dir, **change):
+    """model_dir's card with ``change`` ({"thresholds": {...}, "output": {...}}) merged in."""
+    import json
+    path = card_for(model_dir / "model.onnx")
+    card = json.loads(path.read_text())
+    for key, sub in change.items():
+        card[key].update(sub)
+    path.write_text(json.dumps(card))
+
+
+def test_card_score_floor_holds_whatever_threshold_the_model_is_run_at(model_dir):
+    """thresholds.min_score: a model asked for boxes down to 0 (as AP scoring asks) still
+    reports none under its card's floor; without the key it reports them."""
+    tile = _tile_with_burst()
+    low = load_model(f"{model_dir}?score=0", SMALL, H, profile=CPU)
+    every = low.detect(tile)
+    floor = float(np.median([b.score for b in every]))
+    assert low.score_threshold == 0 and min(b.score for b in every) < floor
+    _with_card(model_dir, thresholds={"min_score": floor})
+    floored = load_model(f"{model_dir}?score=0", SMALL, H, profile=CPU)
+    kept = floored.detect(tile)
+    assert floored.score_threshold == floor
+    assert kept and len(kept) < len(every) and min(b.score for b in kept) >= floor
+    higher = (floor + 1) / 2  # a threshold over the floor is the one that holds
+    assert load_model(f"{model_dir}?score={higher}", SMALL, H, profile=CPU).score_threshold == higher
+
+
+def test_card_width_cap_drops_wider_boxes(model_dir):
+    """output.max_box_columns: boxes wider than that many tile columns are not reported (the
+    grid model's boxes are 16 columns wide)."""
+    tile = _tile_with_burst()
+    assert load_model(str(model_dir), SMALL, H, profile=CPU).detect(tile)
+    _with_card(model_dir, output={"max_box_columns": 16})
+    assert load_model(str(model_dir), SMALL, H, profile=CPU).detect(tile)
+    _with_card(model_dir, output={"max_box_columns": 15})
+    assert load_model(str(model_dir), SMALL, H, profile=CPU).detect(tile) == []
+
+
+@pytest.mark.parametrize("change,msg", [
+    ({"thresholds": {"min_score": 1.5}}, "thresholds.min_score 1.5 must be in"),
+    ({"thresholds": {"min_score": "high"}}, "thresholds.min_score 'high' must be in"),
+    ({"output": {"max_box_columns": 0}}, "output.max_box_columns 0 must be a whole number"),
+    ({"output": {"max_box_columns": 2.5}}, "output.max_box_columns 2.5 must be a whole number"),
+    ({"output": {"max_box_columns": True}}, "output.max_box_columns True must be a whole number"),
+])
+def test_bad_card_floor_or_width_cap_is_one_clear_error(model_dir, change, msg):
+    _with_card(model_dir, **change)
+    with pytest.raises(ModelError, match=msg):
+        load_model(str(model_dir), SMALL, H, profile=CPU)
+
+
 # ---------------------------------------------------------------- per-model options
 def test_model_entries_parse_from_strings_and_dicts():
     s = ModelSpec.parse("/m/x.onnx?backend=pytorch&score=0.6&labels=ofdm|chirp&name=x1")

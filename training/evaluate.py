@@ -215,12 +215,15 @@ def at_resolution(boxes: list[dict], params, sample_rate: float) -> list[dict]:
     return resolvable_boxes(boxes, samples / sample_rate, hz, keys=("t_start", "t_stop", "f_low", "f_high"))
 
 
-def evaluate_detector(model, labels, ds, recordings, score_threshold, progress=True, truth="resolvable") -> dict:
+def evaluate_detector(model, labels, ds, recordings, score_threshold, progress=True, truth="resolvable",
+                      branches=()) -> dict:
     """Any Detector model (a loaded ONNX/PyTorch/TensorRT CardModel, ``energy``, or a
     training checkpoint) on whole recordings through the Detector's tile path and NMS
     Merge, scored in seconds x Hz. Truth boxes of labels the model does not have count
-    for the class-agnostic numbers only."""
-    truth_all, found_all = detect_groups(model, ds, recordings, progress, truth)
+    for the class-agnostic numbers only. ``branches``: (model, ds) of models on other
+    spectrograms run with it (detect_groups); ``score_threshold`` may then be a dict of
+    thresholds by model name (score_groups)."""
+    truth_all, found_all = detect_groups(model, ds, recordings, progress, truth, branches)
     out = score_groups(truth_all, found_all, labels, score_threshold)
     out["recordings"] = len(recordings)
     out["truth"] = truth

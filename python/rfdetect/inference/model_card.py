@@ -7,6 +7,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from ..dsp.spectrogram import SpectrogramConfigError, SpectrogramParams
 from ..formats.sigmf_io import atomic_write_json
@@ -33,6 +34,12 @@ class ModelCard:
     input_dtype: str = "float32"
     score_threshold: float = 0.5
     nms_iou: float = 0.5
+    # the model reports nothing under this score, whatever threshold it is run at: its
+    # low-score boxes are not signals (narrowband-zoom: an OFDM subcarrier at its fine grid)
+    min_score: float = 0.0
+    # nor boxes wider than this many tile columns (None: any): a model run beside another on a
+    # finer grid reports only the channels that the other's grid cannot resolve
+    max_box_columns: Optional[int] = None
     metrics: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
@@ -47,6 +54,10 @@ class ModelCard:
             "thresholds": {"score": self.score_threshold, "nms_iou": self.nms_iou},
             "metrics": self.metrics,
         }
+        if self.min_score > 0:
+            d["thresholds"]["min_score"] = self.min_score
+        if self.max_box_columns is not None:
+            d["output"]["max_box_columns"] = self.max_box_columns
         d.update(self.extra)
         return d
 
@@ -72,13 +83,19 @@ class ModelCard:
             raise ModelError(f"{where}: bad \"spectrogram\": {e}") from None
         fmt = (d.get("output") or {}).get("format")
         need(fmt in OUTPUT_FORMATS, f"output.format {fmt!r} is not one of {OUTPUT_FORMATS}")
+        max_cols = (d.get("output") or {}).get("max_box_columns")
+        need(max_cols is None or (isinstance(max_cols, int) and not isinstance(max_cols, bool) and max_cols >= 1),
+             f"output.max_box_columns {max_cols!r} must be a whole number of columns >= 1")
         th = d.get("thresholds") or {}
         score = th.get("score", 0.5)
-        need(isinstance(score, (int, float)) and 0 <= score <= 1, "thresholds.score must be in [0, 1]")
+        need(_unit(score), "thresholds.score must be in [0, 1]")
+        min_score = th.get("min_score", 0.0)
+        need(_unit(min_score), f"thresholds.min_score {min_score!r} must be in [0, 1]")
         known = {"schema", "name", "labels", "input", "spectrogram", "output", "thresholds", "metrics"}
         return cls(name=d["name"], labels=labels, input_shape=shape, spectrogram=spec, output_format=fmt,
                    input_name=inp.get("name", "tile"), score_threshold=float(score),
-                   nms_iou=float(th.get("nms_iou", 0.5)), metrics=d.get("metrics") or {},
+                   nms_iou=float(th.get("nms_iou", 0.5)), min_score=float(min_score), max_box_columns=max_cols,
+                   metrics=d.get("metrics") or {},
                    extra={k: v for k, v in d.items() if k not in known})
 
     @classmethod
@@ -109,6 +126,10 @@ class ModelCard:
         if list(self.input_shape) != want:
             raise ModelError(f"model {where} takes tiles of shape {self.input_shape}, but the Detector "
                              f"makes {want} (tile height {tile_height}, width {params.width})")
+
+
+def _unit(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
 
 
 def _model_base(path: Path) -> Path:
