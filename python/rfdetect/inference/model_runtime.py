@@ -75,10 +75,10 @@ def auto_model(sample_rate: float, center_frequency: Optional[float]) -> str:
 # narrowband-zoom: narrowband's network on an 8 times finer grid (a 16384-point FFT, 2.4 kHz
 # columns at 20 MS/s), for the channels under two of wideband's columns (12.5 kHz TDMA, NBFM, AM,
 # tones), which wideband's grid cannot resolve. Its card keeps only boxes of at most 12 of its
-# columns, and none under its threshold. Set from tuning recordings only (docs/training.md,
-# session 29): the mean class-agnostic AP50 over the 13 wideband tuning sets rose 0.591 -> 0.597,
-# t-mixed20b 0.70 -> 0.73; outside this range its grid is coarser than narrowband's training
-# grid (above) or needlessly fine (below). It costs 8 network runs per tile of 0.42 s at 20 MS/s.
+# columns, and none under its threshold. Set from tuning recordings only (docs/runtime.md,
+# "narrowband-zoom beside wideband"): the mean class-agnostic AP50 over the 10 tuning sets of
+# 8-20 MS/s rose 0.673 -> 0.680 (t-mixed20b 0.70 -> 0.73). In this range its columns (1-3 kHz)
+# are those of narrowband's training grids. It costs 8 network runs per tile of 0.42 s at 20 MS/s.
 ZOOM_MODEL = "narrowband-zoom"
 ZOOM_MIN_RATE = 8e6
 ZOOM_MAX_RATE = 25e6
