@@ -22,7 +22,8 @@ overlaps the DC frequency (or a listed spur's) +- the DC zone's half width is co
 its section of docs/performance.md.
 
 Models: --model NAME=SPEC, repeatable (SPEC as for `rfdetect detect --model`, e.g.
-`--model anchor_free=/path/to/model_dir`); given any, they replace the defaults
+`--model anchor_free=/path/to/model_dir`; `auto`, and A+B for two models run together, as
+`rfdetect detect` runs them); given any, they replace the defaults
 `default=default` and `energy=energy`.
 """
 import argparse
@@ -40,6 +41,7 @@ from gnuradio.rfdetect.formats.records import read_jsonl
 from gnuradio.rfdetect.dsp.spectrogram import SpectrogramParams
 from gnuradio.rfdetect.apps.synth import synth_dataset
 from gnuradio.rfdetect.inference.tile_detector import DC_HALF_WIDTH_BINS
+from gnuradio.rfdetect.inference.model_runtime import COMBINE, resolve_auto_for_recording
 
 DEFAULT_MODELS = ["default=default", "energy=energy"]
 # (row label, ignore_dc, list the spurs)
@@ -57,8 +59,10 @@ def artefact_freqs(meta_path: Path) -> tuple[float, list[float]]:
 
 
 def run_one(rec: Path, spec: str, ignore_dc: bool, spurs: list[float], out: Path) -> dict:
-    # each model on the spectrogram of its card (energy: the default one)
-    opt = DetectOptions(models=[spec], by_card=True, out=str(out), ignore_dc=ignore_dc, ignore_freqs=tuple(spurs))
+    # each model on the spectrogram of its card (energy: the default one); A+B and auto as
+    # `rfdetect detect` runs them (auto: wideband+narrowband-zoom at 8-25 MS/s)
+    models, _ = resolve_auto_for_recording(spec.split(COMBINE), str(rec))
+    opt = DetectOptions(models=models, by_card=True, out=str(out), ignore_dc=ignore_dc, ignore_freqs=tuple(spurs))
     res = run_detect(str(rec), opt)
     news = [r for r in read_jsonl(out) if r["event"] == "new"]
     return {"tracks": news, "ignored": res["stats"].get("detections_ignored", 0),
