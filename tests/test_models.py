@@ -412,8 +412,8 @@ CHIRP_FLOOR = 9
 
 def test_wideband_boxes_a_chirp_as_one_box(tmp_path):
     """A chirp sweeps diagonally over twice as many rows at wideband's grid as at the
-    default's; wideband (which `auto` runs at 915 MHz) must still box each one whole, not in
-    pieces: chirp-only classic recordings at 20 MS/s, seeds no recipe uses."""
+    default's; wideband (which `auto` runs at 915 MHz, narrowband-zoom beside it) must still box
+    each one whole, not in pieces: chirp-only classic recordings at 20 MS/s, seeds no recipe uses."""
     from gnuradio.rfdetect.apps.synth import synth_dataset
     from gnuradio.rfdetect.formats.records import from_annotation, match_boxes
     from gnuradio.rfdetect.formats.sigmf_io import SigMFRecording
@@ -423,7 +423,7 @@ def test_wideband_boxes_a_chirp_as_one_box(tmp_path):
                                snr_db=(12.0, 25.0), n_signals=6, classes=("chirp",), center_freq=915e6)
         out = tmp_path / f"{seed}.jsonl"
         proc = run_cli("detect", meta, "--out", out, "--quiet")
-        assert "model auto: wideband (20 MS/s at 915 MHz" in proc.stderr, proc.stderr
+        assert "model auto: wideband+narrowband-zoom (20 MS/s at 915 MHz" in proc.stderr, proc.stderr
         rec = SigMFRecording.open(meta)
         truth = [from_annotation(a, rec.sample_rate) for a in rec.annotations]
         matched, _ = match_boxes(truth, [r for r in read_jsonl(out) if r["event"] in ("new", "update")],
