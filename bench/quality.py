@@ -164,22 +164,10 @@ class Timed:
 
 
 def load(spec: str, score_threshold: float | None):
-    """-> (model, ds settings, P/R/F1 threshold), as rfdetect-train evaluate --model loads it:
-    reporting down to the AP floor (AP needs the low-score tail; P/R/F1 use the threshold)."""
-    from gnuradio.rfdetect.inference.hardware_profile import resolve_profile
-    from gnuradio.rfdetect.inference.model_runtime import BUILTIN_MODELS, ModelCard, ModelSpec, builtin_spectrogram, \
-        card_for, load_model, model_candidates
-    from gnuradio.rfdetect.dsp.spectrogram import SpectrogramParams
-    ms = ModelSpec.parse(spec)
-    if ms.model in BUILTIN_MODELS:
-        params, height, card_thr = builtin_spectrogram(ms.model) or SpectrogramParams(), 1024, 0.0
-    else:
-        card = ModelCard.load(card_for(model_candidates(ms.model)[0]))
-        params, height, card_thr = card.spectrogram, card.input_shape[2], card.score_threshold
-    thr = card_thr if score_threshold is None else score_threshold
-    ms.score_threshold = min(thr, AP_FLOOR)
-    model = load_model(ms, params, height, profile=resolve_profile())
-    return model, {"params": params, "tile_height": height, "overlap": OVERLAP}, thr
+    """-> (model, ds settings, P/R/F1 threshold), as rfdetect-train evaluate --model loads it."""
+    from rfdetect_training.evaluate import load_for_scoring
+    (loaded,), _, _ = load_for_scoring([spec], score_threshold, AP_FLOOR, overlap=OVERLAP)
+    return loaded
 
 
 def evaluate(model_name: str, spec: str, set_name: str, recs: list[str], score_threshold,
@@ -192,14 +180,13 @@ def evaluate(model_name: str, spec: str, set_name: str, recs: list[str], score_t
     specs, _ = resolve_auto_for_recordings(spec.split(COMBINE), recs)  # 'auto' as `rfdetect detect` resolves it
     # every model down to the AP floor, so that AP sees each model's whole curve; P/R/F1 take
     # each model's records at its own threshold, as `rfdetect detect` runs them together
-    loaded = [load(s, score_threshold) for s in specs]
+    from rfdetect_training.evaluate import load_for_scoring
+    loaded, labels, at = load_for_scoring(specs, score_threshold, AP_FLOOR, overlap=OVERLAP)
     (_, ds, thr), branches = loaded[0], loaded[1:]
-    at = {m.name: t for m, _, t in loaded} if branches else thr
     timed = [Timed(m) for m, _, _ in loaded]
     t0 = time.perf_counter()
     truth_all, found_all = detect_groups(timed[0], ds, recs, progress=False, truth=truth,
                                          branches=[(t, d) for t, (_, d, _) in zip(timed[1:], branches)])
-    labels = list(dict.fromkeys(lab for m, _, _ in loaded for lab in m.labels))
     r = score_groups(truth_all, found_all, labels, at)
     r["recordings"] = len(recs)
     if specs != spec.split(COMBINE):

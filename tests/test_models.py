@@ -266,6 +266,19 @@ def test_auto_model_rule():
     assert auto_models(2e6, 450e6) == ["narrowband"]
     assert resolve_auto(["auto?score=0.5", "energy"], 20e6, 915e6) == ["wideband?score=0.5", "narrowband-zoom",
                                                                         "energy"]
+    # the model beside it: where and how auto's networks run, the labels it has; named once
+    assert resolve_auto(["auto?device=cpu&labels=tdma|wifi&name=w"], 20e6, 915e6) == \
+        ["wideband?device=cpu&labels=tdma|wifi&name=w", "narrowband-zoom?device=cpu&labels=tdma"]
+    assert resolve_auto([{"model": "auto", "labels": ["wifi"]}], 20e6, 915e6) == [{"model": "wideband",
+                                                                                   "labels": ["wifi"]}]
+    assert resolve_auto([{"model": "auto"}], 20e6, 915e6) == [{"model": "wideband"}, {"model": "narrowband-zoom"}]
+    assert resolve_auto(["auto", "narrowband-zoom?score=0.5"], 20e6, 915e6) == ["wideband",
+                                                                               "narrowband-zoom?score=0.5"]
+    assert resolve_auto(["auto?name=a", "auto?name=b"], 20e6, 915e6) == ["wideband?name=a", "narrowband-zoom",
+                                                                         "wideband?name=b"]
+    # one spectrogram forced on every model, or a capture shorter than the zoom's FFT: one model
+    assert resolve_auto(["auto"], 20e6, 915e6, companions=False) == resolve_auto(["auto"], 20e6, 915e6, 16383) == \
+        ["wideband"]
     with pytest.raises(ModelError, match="sample rate"):
         auto_model(0, 450e6)
     with pytest.raises(ModelError, match="'auto' stands for"):
@@ -402,6 +415,9 @@ def test_auto_finds_tdma_bursts_at_20msps_with_narrowband_zoom(tmp_path):
     assert r["arch"] == "wideband+narrowband-zoom" and "tdma" in r["labels"] and "wifi" in r["labels"]
     assert sorted(r["score_threshold"]) == ["anchor_free-narrowband-zoom", "anchor_free-wideband"]
     assert r["physical"]["recall_by_label"]["tdma"]["recall"] >= ZOOM_FLOOR, r["physical"]["recall_by_label"]
+    # a spectrogram option forces one grid on every model: auto then stands for wideband alone
+    proc = run_cli("detect", meta, "--hop", "1024", "--out", tmp_path / "hop.jsonl", "--quiet")
+    assert "model auto: wideband (20 MS/s at 450 MHz" in proc.stderr, proc.stderr
 
 
 # Measured (2026-11-24): 11 of the 12 chirps boxed at IoU 0.5 (default: 11; session 19's

@@ -230,7 +230,7 @@ def test_card_score_floor_holds_whatever_threshold_the_model_is_run_at(model_dir
     every = low.detect(tile)
     floor = float(np.median([b.score for b in every]))
     assert low.score_threshold == 0 and min(b.score for b in every) < floor
-    _with_card(model_dir, thresholds={"min_score": floor})
+    _with_card(model_dir, thresholds={"score": floor, "min_score": floor})  # the floor is at most the card's
     floored = load_model(f"{model_dir}?score=0", SMALL, H, profile=CPU)
     kept = floored.detect(tile)
     assert floored.score_threshold == floor
@@ -253,6 +253,7 @@ def test_card_width_cap_drops_wider_boxes(model_dir):
 @pytest.mark.parametrize("change,msg", [
     ({"thresholds": {"min_score": 1.5}}, "thresholds.min_score 1.5 must be in"),
     ({"thresholds": {"min_score": "high"}}, "thresholds.min_score 'high' must be in"),
+    ({"thresholds": {"min_score": 0.9}}, "thresholds.min_score 0.9 is over thresholds.score 0.5"),
     ({"output": {"max_box_columns": 0}}, "output.max_box_columns 0 must be a whole number"),
     ({"output": {"max_box_columns": 2.5}}, "output.max_box_columns 2.5 must be a whole number"),
     ({"output": {"max_box_columns": True}}, "output.max_box_columns True must be a whole number"),

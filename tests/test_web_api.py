@@ -278,7 +278,8 @@ def test_iqengine_plugin_auto_runs_the_model_made_for_the_capture(server, tmp_pa
 
 
 def test_models_joined_by_plus_run_together_as_rfdetect_detect_does(server, tmp_path):
-    """`/detect?model=auto+pulse` on 40 ms of radar at 20 MS/s (2.8 GHz: `auto` is wideband)
+    """`/detect?model=auto+pulse` on 40 ms of radar at 20 MS/s (2.8 GHz: `auto` is wideband and
+    narrowband-zoom)
     gives what `rfdetect detect --model auto --model pulse` gives, pulses included; the
     `pulse` detector is offered by name, and a tile cannot take two models."""
     assert "pulse" in server.client.get("/plugins").json()
@@ -297,6 +298,10 @@ def test_models_joined_by_plus_run_together_as_rfdetect_detect_does(server, tmp_
     got = sorted((d["t_start"], d["t_stop"], d["f_low"], d["f_high"], d["signal_name"]) for d in r.json()["detections"])
     assert got == want
     assert sum(g[-1] == "pulse" for g in got) >= 20  # 44 pulses in the recording
+    # a model auto stands for, named as well, runs once
+    r = server.client.post("/detect", params={"model": "auto+narrowband-zoom"},
+                           files={"meta": (meta.name, meta.read_bytes()), "data": (data.name, data.read_bytes())})
+    assert r.status_code == 200, r.text
     tile = {"image": ("t.png", _png(np.zeros((64, 512))), "image/png")}
     r = server.client.post("/detect", params={"model": "default+pulse"}, files=tile)
     assert r.status_code == 400 and "a tile takes one model" in r.json()["detail"]

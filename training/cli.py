@@ -233,43 +233,25 @@ def _physical_summary(r) -> str:
 
 def cmd_evaluate_model(a):
     """A finished model (any format the Detector loads) on a folder of labelled recordings."""
-    from gnuradio.rfdetect.inference.hardware_profile import resolve_profile
-    from gnuradio.rfdetect.inference.model_runtime import BUILTIN_MODELS, COMBINE, ModelCard, ModelSpec, \
-        builtin_spectrogram, card_for, load_model, model_candidates, resolve_auto_for_recordings
-    from .evaluate import evaluate_detector, write_report
+    from gnuradio.rfdetect.inference.model_runtime import COMBINE, resolve_auto_for_recordings
+    from .evaluate import evaluate_detector, load_for_scoring, write_report
     from .prepare import find_recordings
     recs = [str(r) for r in find_recordings(a.recordings)]
+    # 'auto' may stand for a model and one beside it on a grid of its own: scored together
     specs, note = resolve_auto_for_recordings([a.model], recs)
     if note:
         print(note, file=sys.stderr)
-    loaded = []
-    for spec in specs:  # 'auto' may stand for a model and one beside it on a grid of its own
-        ms = ModelSpec.parse(spec)
-        name = ms.model
-        if name in BUILTIN_MODELS:
-            params, height = builtin_spectrogram(name) or _params(a), a.tile_height
-        else:
-            card = ModelCard.load(card_for(model_candidates(name)[0]))
-            params, height = card.spectrogram, card.input_shape[2]
-        score = a.score_threshold if a.score_threshold is not None else ms.score_threshold
-        if score is None:  # the card's own threshold (the energy detector has none: 0)
-            score = 0.0 if name in BUILTIN_MODELS else card.score_threshold
-        ms.score_threshold = min(score, a.ap_floor)  # AP needs the low-score tail; P/R/F1 take `score`
-        model = load_model(ms, params, height, profile=resolve_profile())
-        ds = {"params": params, "tile_height": height, "overlap": a.overlap, "label_filter": a.labels}
-        loaded.append((model, ds, score))
-    (model, ds, score), branches = loaded[0], loaded[1:]
-    if branches:  # each model's records at its own threshold for P/R/F1, as they run together
-        score = {m.name: t for m, _, t in loaded}
-    labels = list(dict.fromkeys(lab for m, _, _ in loaded for lab in m.labels))
+    loaded, labels, score = load_for_scoring(specs, a.score_threshold, a.ap_floor, _params(a), a.tile_height,
+                                             a.overlap, a.labels)
+    (model, ds, _), branches = loaded[0], loaded[1:]
     r = evaluate_detector(model, labels, ds, recs, score, progress=not a.quiet, truth=a.truth,
                           branches=[(m, d) for m, d, _ in branches])
-    a.model = COMBINE.join(specs)
-    report = {"arch": a.model, "backbone": "-", "labels": labels, "score_threshold": score,
+    name = COMBINE.join(specs)
+    report = {"arch": name, "backbone": "-", "labels": labels, "score_threshold": score,
               "recordings": a.recordings, "physical": r,
               "pixel_note": "whole recordings only: see the physical section"}
     path = write_report(a.out, report)
-    print(f"evaluate: {a.model} on {len(recs)} recordings: {_physical_summary(r)} -> {path}")
+    print(f"evaluate: {name} on {len(recs)} recordings: {_physical_summary(r)} -> {path}")
     return report
 
 

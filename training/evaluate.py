@@ -215,6 +215,37 @@ def at_resolution(boxes: list[dict], params, sample_rate: float) -> list[dict]:
     return resolvable_boxes(boxes, samples / sample_rate, hz, keys=("t_start", "t_stop", "f_low", "f_high"))
 
 
+def load_for_scoring(specs, score_threshold=None, ap_floor: float = 0.05, default_params=None,
+                     default_height: int = 1024, overlap: int = 128, label_filter=None):
+    """Detector model entries (``auto`` already resolved) loaded as ``rfdetect-train evaluate
+    --model`` scores them: each runs down to ``ap_floor`` (AP needs the low-score tail), and P/R/F1
+    take its threshold: ``score_threshold``, else the entry's ``?score=``, else its card's (0 for
+    ``energy`` and ``pulse``). Built-in models run on their own grid or ``default_params``.
+    -> ([(model, ds settings, threshold)], every model's labels, the threshold for score_groups:
+    one number, or by model name where several run together)."""
+    from gnuradio.rfdetect.dsp.spectrogram import SpectrogramParams
+    from gnuradio.rfdetect.inference.hardware_profile import resolve_profile
+    from gnuradio.rfdetect.inference.model_runtime import BUILTIN_MODELS, ModelCard, ModelSpec, \
+        builtin_spectrogram, card_for, load_model, model_candidates
+    loaded = []
+    for spec in specs:
+        ms = ModelSpec.parse(spec)
+        if ms.model in BUILTIN_MODELS:
+            params = builtin_spectrogram(ms.model) or default_params or SpectrogramParams()
+            height, card_threshold = default_height, 0.0
+        else:
+            card = ModelCard.load(card_for(model_candidates(ms.model)[0]))
+            params, height, card_threshold = card.spectrogram, card.input_shape[2], card.score_threshold
+        threshold = next(t for t in (score_threshold, ms.score_threshold, card_threshold) if t is not None)
+        ms.score_threshold = min(threshold, ap_floor)
+        model = load_model(ms, params, height, profile=resolve_profile())
+        ds = {"params": params, "tile_height": height, "overlap": overlap, "label_filter": label_filter}
+        loaded.append((model, ds, threshold))
+    labels = list(dict.fromkeys(lab for m, _, _ in loaded for lab in m.labels))
+    at = {m.name: t for m, _, t in loaded} if len(loaded) > 1 else loaded[0][2]
+    return loaded, labels, at
+
+
 def evaluate_detector(model, labels, ds, recordings, score_threshold, progress=True, truth="resolvable",
                       branches=()) -> dict:
     """Any Detector model (a loaded ONNX/PyTorch/TensorRT CardModel, ``energy``, or a

@@ -91,10 +91,11 @@ def _ignore_freq(text):
         raise argparse.ArgumentTypeError(str(e).removeprefix("ignore_freqs: ")) from None
 
 
-def _resolve_auto(models, recording):
-    """``auto`` entries replaced by the embedded model made for this capture, saying which."""
+def _resolve_auto(models, recording, companions=True):
+    """``auto`` entries replaced by the embedded model made for this capture, saying which
+    (``companions``: model_runtime.auto_models)."""
     from ..inference.model_runtime import resolve_auto_for_recording
-    models, note = resolve_auto_for_recording(models, recording)
+    models, note = resolve_auto_for_recording(models, recording, companions)
     if note:
         print(f"{note}; --model NAME to choose", file=sys.stderr)
     return models
@@ -103,10 +104,11 @@ def _resolve_auto(models, recording):
 def cmd_detect(a):
     from .detect_flowgraph import DetectOptions, run_detect
     from ..formats.records import read_jsonl
-    models = _resolve_auto(a.model or ["auto"], a.recording)
     # no spectrogram option given: each model runs on the spectrogram of its card, models
-    # of different cards on branches of their own; given ones apply to every model
+    # of different cards on branches of their own; given ones apply to every model (so `auto`
+    # then stands for one model, without one beside it on a grid of its own)
     by_card = not any(getattr(a, k, None) is not None for k in _SPECTROGRAM_OPTIONS)
+    models = _resolve_auto(a.model or ["auto"], a.recording, companions=by_card)
     if not by_card:
         _check_one_spectrogram(models)
     opt = DetectOptions(models=models, params=_params(a, models), by_card=by_card, tile_height=a.tile_height,
@@ -245,8 +247,10 @@ def build_parser():
     d = sub.add_parser("detect", help="run the detection flowgraph on a recording (file mode)")
     d.add_argument("recording")
     d.add_argument("--model", action="append", help="'auto' (the default: the embedded model made for the capture, "
-                        "'narrowband' for one of <= 6.4 MS/s centred below 600 MHz, else 'wideband'), 'default' (the "
-                        "embedded anchor_free model, labelled detections; a flowgraph's default), 'narrowband', 'wideband', 'classic' (the previous "
+                        "'narrowband' for one of <= 6.4 MS/s centred below 600 MHz, else 'wideband', with "
+                        "'narrowband-zoom' beside it at 8-25 MS/s unless a spectrogram option is given), 'default' (the "
+                        "embedded anchor_free model, labelled detections; a flowgraph's default), 'narrowband', 'wideband', "
+                        "'narrowband-zoom', 'classic' (the previous "
                         "default), 'energy' (model-free, label 'signal'), 'pulse' (model-free, pulses of up to 25 "
                         "us on a spectrogram of its own, label 'pulse'; e.g. --model auto --model pulse), a model "
                         "file or folder, or a name in "

@@ -88,9 +88,11 @@ class ModelCard:
              f"output.max_box_columns {max_cols!r} must be a whole number of columns >= 1")
         th = d.get("thresholds") or {}
         score = th.get("score", 0.5)
-        need(_unit(score), "thresholds.score must be in [0, 1]")
+        need(_in_unit_interval(score), "thresholds.score must be in [0, 1]")
         min_score = th.get("min_score", 0.0)
-        need(_unit(min_score), f"thresholds.min_score {min_score!r} must be in [0, 1]")
+        need(_in_unit_interval(min_score), f"thresholds.min_score {min_score!r} must be in [0, 1]")
+        need(min_score <= score, f"thresholds.min_score {min_score!r} is over thresholds.score {score!r}: the "
+                                 f"floor under every threshold cannot be above the card's own")
         known = {"schema", "name", "labels", "input", "spectrogram", "output", "thresholds", "metrics"}
         return cls(name=d["name"], labels=labels, input_shape=shape, spectrogram=spec, output_format=fmt,
                    input_name=inp.get("name", "tile"), score_threshold=float(score),
@@ -128,7 +130,7 @@ class ModelCard:
                              f"makes {want} (tile height {tile_height}, width {params.width})")
 
 
-def _unit(v) -> bool:
+def _in_unit_interval(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
 
 

@@ -84,49 +84,95 @@ ZOOM_MIN_RATE = 8e6
 ZOOM_MAX_RATE = 25e6
 
 
-def auto_models(sample_rate: float, center_frequency: Optional[float]) -> list:
+def auto_models(sample_rate: float, center_frequency: Optional[float], n_samples: Optional[int] = None,
+                companions: bool = True) -> list:
     """The embedded models ``auto`` stands for on a capture: :func:`auto_model`'s choice, then
-    ZOOM_MODEL where that is ``wideband`` and the rate is ZOOM_MIN_RATE to ZOOM_MAX_RATE (and
-    ZOOM_MODEL is in the package)."""
+    ZOOM_MODEL where that is ``wideband``, the rate is ZOOM_MIN_RATE to ZOOM_MAX_RATE, ZOOM_MODEL
+    is in the package, ``companions`` holds (False: one spectrogram is forced on every model,
+    and ZOOM_MODEL runs only on its own) and the capture (``n_samples``, when known) fills at
+    least one of ZOOM_MODEL's FFT windows."""
     chosen = auto_model(sample_rate, center_frequency)
-    if chosen == "wideband" and ZOOM_MIN_RATE <= sample_rate <= ZOOM_MAX_RATE and ZOOM_MODEL in embedded_models():
-        return [chosen, ZOOM_MODEL]
-    return [chosen]
+    if not (companions and chosen == "wideband" and ZOOM_MIN_RATE <= sample_rate <= ZOOM_MAX_RATE
+            and ZOOM_MODEL in embedded_models()):
+        return [chosen]
+    if n_samples is not None and n_samples < _zoom_card().spectrogram.fft_size:
+        return [chosen]
+    return [chosen, ZOOM_MODEL]
 
 
-def resolve_auto(entries, sample_rate: float, center_frequency: Optional[float]) -> list:
-    """``entries`` (model specs) with each ``auto`` replaced by :func:`auto_models`' choice,
-    its options (``auto?score=0.5``) kept for the first; other entries unchanged."""
+def _zoom_card() -> ModelCard:
+    return ModelCard.load(EMBEDDED_DIR / ZOOM_MODEL / "model.card.json")
+
+
+def resolve_auto(entries, sample_rate: float, center_frequency: Optional[float], n_samples: Optional[int] = None,
+                 companions: bool = True) -> list:
+    """``entries`` (model specs) with ``auto`` replaced by :func:`auto_models`' choice
+    (:func:`_put_models`); other entries unchanged."""
     if not any(ModelSpec.parse(e).model == AUTO_MODEL for e in entries):
         return list(entries)
-    return _put_models(entries, auto_models(sample_rate, center_frequency))
+    return _put_models(entries, auto_models(sample_rate, center_frequency, n_samples, companions))
+
+
+# auto's options that a model beside its choice takes too: where and how the networks run
+_COMPANION_OPTIONS = ("backend", "device", "precision")
 
 
 def _put_models(entries, chosen: list) -> list:
-    """``entries`` with ``chosen`` in place of each ``auto``: the first with auto's options, the
-    others (a model beside it, on a grid of its own) at their cards' settings."""
+    """``entries`` with ``chosen[0]`` in place of each ``auto``, with all of auto's options, and
+    each model beside it (``chosen[1:]``, on a grid of its own) once, after the first ``auto``,
+    unless the entries name it already. A model beside it takes auto's backend, device and
+    precision, and of auto's ``labels`` those it has (it is left out where it has none of
+    them); its score threshold and name are its card's."""
+    named = {ModelSpec.parse(e).model for e in entries}
     out = []
     for e in entries:
-        if ModelSpec.parse(e).model != AUTO_MODEL:
+        spec = ModelSpec.parse(e)
+        if spec.model != AUTO_MODEL:
             out.append(e)
             continue
-        if isinstance(e, dict):
-            out.append(dict(e, model=chosen[0]))
-        else:
-            out.append(chosen[0] + "".join(str(e).partition("?")[1:]))
-        out += chosen[1:]
+        out.append(dict(e, model=chosen[0]) if isinstance(e, dict)
+                   else chosen[0] + "".join(str(e).partition("?")[1:]))
+        for extra in chosen[1:]:
+            if extra in named:
+                continue
+            named.add(extra)
+            companion = _companion(extra, spec)
+            if companion is not None:
+                out.append(companion if isinstance(e, dict) else _spec_text(companion))
     return out
 
 
-def resolve_auto_for_recording(entries, recording) -> tuple:
-    """(``entries`` with ``auto`` resolved for a SigMF recording's rate and centre frequency,
-    a line saying what ``auto`` chose and why, or None where no entry is ``auto``)."""
+def _companion(name: str, auto_spec: "ModelSpec") -> Optional[dict]:
+    """The entry (a dict) of ``name`` running beside ``auto_spec``'s choice, or None where
+    auto's ``labels`` leave it nothing to report."""
+    out = {"model": name}
+    out.update({k: getattr(auto_spec, k) for k in _COMPANION_OPTIONS if getattr(auto_spec, k) is not None})
+    if auto_spec.labels:
+        card = ModelCard.load(EMBEDDED_DIR / name / "model.card.json")
+        has = set(card.labels) | {str(card.extra.get("unknown_label", postprocess.DEFAULT_UNKNOWN_LABEL))}
+        labels = [lab for lab in auto_spec.labels if lab in has]
+        if not labels:
+            return None
+        out["labels"] = labels
+    return out
+
+
+def _spec_text(entry: dict) -> str:
+    """A dict entry as ``model?key=value&labels=a|b`` (ModelSpec.parse reads it back)."""
+    opts = [f"{k}={'|'.join(v) if isinstance(v, list) else v}" for k, v in entry.items() if k != "model"]
+    return entry["model"] + ("?" + "&".join(opts) if opts else "")
+
+
+def resolve_auto_for_recording(entries, recording, companions: bool = True) -> tuple:
+    """(``entries`` with ``auto`` resolved for a SigMF recording's rate, centre frequency and
+    length, a line saying what ``auto`` chose and why, or None where no entry is ``auto``).
+    ``companions``: False where one spectrogram is forced on every model (:func:`auto_models`)."""
     from ..formats.sigmf_io import SigMFRecording
     if not any(ModelSpec.parse(e).model == AUTO_MODEL for e in entries):
         return list(entries), None
     rec = SigMFRecording.open(recording)
     freq = rec.center_frequency if rec.frequency_known else None
-    chosen = auto_models(rec.sample_rate, freq)
+    chosen = auto_models(rec.sample_rate, freq, rec.n_samples, companions)
     where = f"{rec.sample_rate / 1e6:g} MS/s at {freq / 1e6:g} MHz" if freq is not None \
         else f"{rec.sample_rate / 1e6:g} MS/s, centre frequency not in the recording"
     return _put_models(entries, chosen), f"model auto: {COMBINE.join(chosen)} ({where})"
@@ -309,6 +355,9 @@ class CardModel:
         for (x0, y0, x1, y1), s, lab in zip(boxes, scores, labels):
             if s < self.score_threshold or not (x1 > x0 and y1 > y0):
                 continue
+            # after NMS on purpose: a wide box (a piece of a wideband signal at a fine grid) has
+            # already suppressed the lower-scoring narrow boxes inside it (its subcarriers:
+            # anchor_free.nms_contained), and now goes itself
             if self.max_box_columns is not None and x1 - x0 > self.max_box_columns:
                 continue
             li = int(lab)
@@ -445,8 +494,8 @@ def _locate(spec: str) -> Path:
     if spec == AUTO_MODEL:
         raise ModelError("model 'auto' stands for the embedded model made for the capture's sample rate and centre "
                          "frequency, which only `rfdetect detect` and the web service know before the flowgraph is "
-                         "built; in a flowgraph name the model (default, narrowband, wideband) and give the STFT Tile "
-                         "its card's spectrogram")
+                         "built; in a flowgraph name the model (default, narrowband, wideband, narrowband-zoom) and "
+                         "give the STFT Tile its card's spectrogram")
     if spec == "default":
         if not DEFAULT_MODEL.is_file():
             raise ModelError(f"the default model is missing from this installation ({DEFAULT_MODEL}); "
