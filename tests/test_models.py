@@ -258,12 +258,14 @@ def test_auto_model_rule():
     assert auto_model(20e6, 2.44e9) == auto_model(2e6, 2.402e9) == auto_model(20e6, 1.85e9) == "wideband"
     assert auto_model(2e6, None) == auto_model(20e6, None) == "wideband"
     assert resolve_auto(["auto?score=0.5", "energy", {"model": "auto"}], 2e6, 450e6) == \
-        ["narrowband?score=0.5", "energy", {"model": "narrowband"}]
+        ["narrowband?score=0.5", "narrowband-x2", "energy", {"model": "narrowband"}]
     # beside wideband from 8 to 25 MS/s: narrowband's network on a grid fine enough for 12.5 kHz channels
     assert auto_models(20e6, 915e6) == auto_models(8e6, 2.44e9) == auto_models(25e6, None) == \
         ["wideband", "narrowband-zoom"]
     assert auto_models(7.9e6, 915e6) == auto_models(25.1e6, 915e6) == ["wideband"]
-    assert auto_models(2e6, 450e6) == ["narrowband"]
+    # beside narrowband: its network on a grid twice as fine (a 12.5 kHz channel is 2 columns at 5 MS/s)
+    assert auto_models(2e6, 450e6) == auto_models(6.4e6, 160e6) == ["narrowband", "narrowband-x2"]
+    assert resolve_auto(["auto"], 2e6, 450e6, 4095) == ["narrowband"]  # shorter than the x2 grid's FFT
     assert resolve_auto(["auto?score=0.5", "energy"], 20e6, 915e6) == ["wideband?score=0.5", "narrowband-zoom",
                                                                         "energy"]
     # the model beside it: where and how auto's networks run, the labels it has; named once
@@ -286,14 +288,15 @@ def test_auto_model_rule():
 
 
 def test_detect_without_a_model_runs_the_one_made_for_the_capture(tdma_recording, tmp_path):
-    """`rfdetect detect REC` names no model: on 2 MS/s at 450 MHz it runs narrowband (at its
-    card's spectrogram, the records equal `--model narrowband`'s), and says so; the same
-    samples with the centre frequency gone from the metadata run wideband."""
+    """`rfdetect detect REC` names no model: on 2 MS/s at 450 MHz it runs narrowband with
+    narrowband-x2 beside it (each at its card's spectrogram, the records equal those of the two
+    named), and says so; the same samples with the centre frequency gone from the metadata run
+    wideband."""
     import shutil
     out_auto, out_nb = tmp_path / "auto.jsonl", tmp_path / "nb.jsonl"
     proc = run_cli("detect", tdma_recording, "--out", out_auto, "--quiet")
-    assert "model auto: narrowband (2 MS/s at 450 MHz" in proc.stderr, proc.stderr
-    run_cli("detect", tdma_recording, "--model", "narrowband", "--out", out_nb, "--quiet")
+    assert "model auto: narrowband+narrowband-x2 (2 MS/s at 450 MHz" in proc.stderr, proc.stderr
+    run_cli("detect", tdma_recording, "--model", "narrowband", "--model", "narrowband-x2", "--out", out_nb, "--quiet")
 
     def boxes(path):
         return [(r["event"], r["label"], r["t_start"], r["f_low"], r["score"]) for r in read_jsonl(path)
@@ -310,7 +313,8 @@ def test_detect_without_a_model_runs_the_one_made_for_the_capture(tdma_recording
     assert "model auto: wideband (2 MS/s, centre frequency not in the recording" in proc.stderr, proc.stderr
     # scoring a set with one model (rfdetect-train evaluate, bench/quality.py): auto must mean one model
     from gnuradio.rfdetect.inference.model_runtime import resolve_auto_for_recordings
-    assert resolve_auto_for_recordings(["auto"], [tdma_recording, tdma_recording])[0] == ["narrowband"]
+    assert resolve_auto_for_recordings(["auto"], [tdma_recording, tdma_recording])[0] == ["narrowband",
+                                                                                          "narrowband-x2"]
     with pytest.raises(ModelError, match="picks different models"):
         resolve_auto_for_recordings(["auto"], [tdma_recording, f"{base}.sigmf-meta"])
 
@@ -357,11 +361,13 @@ def test_wideband_model_runs_at_its_card_and_auto_picks_it_in_the_2g4_band(tmp_p
     assert len(truth) >= 20 and hits >= WIDEBAND_FLOOR * len(truth), (hits, len(truth))
 
 
-def test_narrowband_zoom_is_narrowband_on_a_finer_grid():
-    """narrowband-zoom ships narrowband's weights (the same file: retraining narrowband means
-    copying its model.onnx here) and narrowband's card but for the keys it lists as changed."""
+@pytest.mark.parametrize("name,factor", [("narrowband-zoom", 8), ("narrowband-x2", 2)])
+def test_narrowband_on_a_finer_grid_is_narrowband(name, factor):
+    """narrowband-zoom and narrowband-x2 ship narrowband's weights (the same file: retraining
+    narrowband means copying its model.onnx there) and narrowband's card but for the keys they
+    list as changed: an FFT ``factor`` times longer, run as chunks of narrowband's width."""
     from gnuradio.rfdetect.inference.model_runtime import EMBEDDED_DIR, ModelCard
-    nb, zoom = EMBEDDED_DIR / "narrowband", EMBEDDED_DIR / "narrowband-zoom"
+    nb, zoom = EMBEDDED_DIR / "narrowband", EMBEDDED_DIR / name
     assert (zoom / "model.onnx").read_bytes() == (nb / "model.onnx").read_bytes()
     a, b = json.loads((nb / "model.card.json").read_text()), json.loads((zoom / "model.card.json").read_text())
     changed = b.pop("derived_from")["changed"]
@@ -371,7 +377,9 @@ def test_narrowband_zoom_is_narrowband_on_a_finer_grid():
             (card[top].pop(sub, None) if sub else card.pop(top, None))
     assert a == b
     card = ModelCard.load(zoom / "model.card.json")
-    assert card.spectrogram.width == 8 * card.input_shape[3] and card.spectrogram.fft_size == 16384
+    base = ModelCard.load(nb / "model.card.json").spectrogram
+    assert card.spectrogram.width == factor * card.input_shape[3] == factor * base.width
+    assert (card.spectrogram.fft_size, card.spectrogram.hop) == (factor * base.fft_size, factor * base.hop)
     assert card.min_score == card.score_threshold and card.max_box_columns == 12
 
 

@@ -71,37 +71,39 @@ def auto_model(sample_rate: float, center_frequency: Optional[float]) -> str:
     return chosen if chosen in have else "default"
 
 
-# beside wideband on a capture of ZOOM_MIN_RATE to ZOOM_MAX_RATE, ``auto`` also runs
-# narrowband-zoom: narrowband's network on an 8 times finer grid (a 16384-point FFT, 2.4 kHz
-# columns at 20 MS/s), for the channels under two of wideband's columns (12.5 kHz TDMA, NBFM, AM,
-# tones), which wideband's grid cannot resolve. Its card keeps only boxes of at most 12 of its
-# columns, and none under its threshold. Set from tuning recordings only (docs/runtime.md,
-# "narrowband-zoom beside wideband"): the mean class-agnostic AP50 over the 10 tuning sets of
-# 8-20 MS/s rose 0.673 -> 0.680 (t-mixed20b 0.70 -> 0.73). In this range its columns (1-3 kHz)
-# are those of narrowband's training grids. It costs 8 network runs per tile of 0.42 s at 20 MS/s.
-ZOOM_MODEL = "narrowband-zoom"
-ZOOM_MIN_RATE = 8e6
-ZOOM_MAX_RATE = 25e6
+# the models ``auto`` runs beside its choice: narrowband's network on a finer grid, for channels
+# that the choice's grid shows in a column or two, as (choice, model, lowest rate, highest rate).
+# Each card keeps only boxes of at most 12 of its columns, and none under its threshold
+# (docs/model_card.md). Set from tuning recordings only (docs/runtime.md, "Models beside
+# `auto`'s choice" and "`narrowband-zoom` beside `wideband`"):
+# - narrowband-zoom (8 times finer: 2.4 kHz columns at 20 MS/s) beside wideband, for 12.5 kHz
+#   TDMA, NBFM, AM and tones under two of wideband's 19.5 kHz columns: mean class-agnostic AP50
+#   over the 10 tuning sets of 8-20 MS/s 0.673 -> 0.680 (t-mixed20b 0.70 -> 0.73). In this range
+#   its columns (1-3 kHz) are those of narrowband's training grids;
+# - narrowband-x2 (twice as fine) beside narrowband: mean over the 4 VHF/UHF tuning sets
+#   0.456 -> 0.480 (5 MS/s 0.35 -> 0.42, where a TDMA channel is under two columns).
+AUTO_COMPANIONS = (("wideband", "narrowband-zoom", 8e6, 25e6),
+                   ("narrowband", "narrowband-x2", 0.0, NARROW_CAPTURE_MAX_RATE))
 
 
 def auto_models(sample_rate: float, center_frequency: Optional[float], n_samples: Optional[int] = None,
                 companions: bool = True) -> list:
     """The embedded models ``auto`` stands for on a capture: :func:`auto_model`'s choice, then
-    ZOOM_MODEL where that is ``wideband``, the rate is ZOOM_MIN_RATE to ZOOM_MAX_RATE, ZOOM_MODEL
-    is in the package, ``companions`` holds (False: one spectrogram is forced on every model,
-    and ZOOM_MODEL runs only on its own) and the capture (``n_samples``, when known) fills at
-    least one of ZOOM_MODEL's FFT windows."""
+    the model of AUTO_COMPANIONS beside it where the rate is in its range, it is in the package,
+    ``companions`` holds (False: one spectrogram is forced on every model, and such a model
+    runs only on its own) and the capture (``n_samples``, when known) fills at least one of its
+    FFT windows."""
     chosen = auto_model(sample_rate, center_frequency)
-    if not (companions and chosen == "wideband" and ZOOM_MIN_RATE <= sample_rate <= ZOOM_MAX_RATE
-            and ZOOM_MODEL in embedded_models()):
-        return [chosen]
-    if n_samples is not None and n_samples < _zoom_card().spectrogram.fft_size:
-        return [chosen]
-    return [chosen, ZOOM_MODEL]
+    out = [chosen]
+    for choice, extra, low, high in AUTO_COMPANIONS if companions else ():
+        if choice == chosen and low <= sample_rate <= high and extra in embedded_models() \
+                and (n_samples is None or n_samples >= _embedded_card(extra).spectrogram.fft_size):
+            out.append(extra)
+    return out
 
 
-def _zoom_card() -> ModelCard:
-    return ModelCard.load(EMBEDDED_DIR / ZOOM_MODEL / "model.card.json")
+def _embedded_card(name: str) -> ModelCard:
+    return ModelCard.load(EMBEDDED_DIR / name / "model.card.json")
 
 
 def resolve_auto(entries, sample_rate: float, center_frequency: Optional[float], n_samples: Optional[int] = None,
@@ -148,7 +150,7 @@ def _companion(name: str, auto_spec: "ModelSpec") -> Optional[dict]:
     out = {"model": name}
     out.update({k: getattr(auto_spec, k) for k in _COMPANION_OPTIONS if getattr(auto_spec, k) is not None})
     if auto_spec.labels:
-        card = ModelCard.load(EMBEDDED_DIR / name / "model.card.json")
+        card = _embedded_card(name)
         has = set(card.labels) | {str(card.extra.get("unknown_label", postprocess.DEFAULT_UNKNOWN_LABEL))}
         labels = [lab for lab in auto_spec.labels if lab in has]
         if not labels:
@@ -494,7 +496,7 @@ def _locate(spec: str) -> Path:
     if spec == AUTO_MODEL:
         raise ModelError("model 'auto' stands for the embedded model made for the capture's sample rate and centre "
                          "frequency, which only `rfdetect detect` and the web service know before the flowgraph is "
-                         "built; in a flowgraph name the model (default, narrowband, wideband, narrowband-zoom) and "
+                         "built; in a flowgraph name the model (default, narrowband, wideband, ...) and "
                          "give the STFT Tile its card's spectrogram")
     if spec == "default":
         if not DEFAULT_MODEL.is_file():
