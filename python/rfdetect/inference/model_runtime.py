@@ -81,9 +81,11 @@ def auto_model(sample_rate: float, center_frequency: Optional[float]) -> str:
 #   over the 10 tuning sets of 8-20 MS/s 0.673 -> 0.680 (t-mixed20b 0.70 -> 0.73). In this range
 #   its columns (1-3 kHz) are those of narrowband's training grids;
 # - narrowband-x2 (twice as fine) beside narrowband: mean over the 4 VHF/UHF tuning sets
-#   0.456 -> 0.480 (5 MS/s 0.35 -> 0.42, where a TDMA channel is under two columns).
+#   0.456 -> 0.480 (5 MS/s 0.35 -> 0.42, where a TDMA channel is under two columns). From
+#   1.6 MS/s, where its columns (rate / 2048) reach narrowband's training grids (0.78-6.25 kHz);
+#   the one tuning set below, at 1 MS/s, lost 0.005 with it.
 AUTO_COMPANIONS = (("wideband", "narrowband-zoom", 8e6, 25e6),
-                   ("narrowband", "narrowband-x2", 0.0, NARROW_CAPTURE_MAX_RATE))
+                   ("narrowband", "narrowband-x2", 1.6e6, NARROW_CAPTURE_MAX_RATE))
 
 
 def auto_models(sample_rate: float, center_frequency: Optional[float], n_samples: Optional[int] = None,
