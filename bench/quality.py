@@ -163,13 +163,6 @@ class Timed:
         return out
 
 
-def load(spec: str, score_threshold: float | None):
-    """-> (model, ds settings, P/R/F1 threshold), as rfdetect-train evaluate --model loads it."""
-    from rfdetect_training.evaluate import load_for_scoring
-    (loaded,), _, _ = load_for_scoring([spec], score_threshold, AP_FLOOR, overlap=OVERLAP)
-    return loaded
-
-
 def evaluate(model_name: str, spec: str, set_name: str, recs: list[str], score_threshold,
              truth: str = "resolvable") -> dict:
     """One (model, set), scored as training/evaluate.py evaluate_detector does (the
