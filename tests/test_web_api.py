@@ -314,6 +314,30 @@ def test_models_joined_by_plus_run_together_as_rfdetect_detect_does(server, tmp_
     assert r.status_code == 404 and "nope" in r.json()["detail"]
 
 
+def test_auto_with_spectrogram_settings_is_one_model_as_in_rfdetect_detect(server, tmp_path):
+    """`/detect?model=auto` on TDMA and LoRa at 20 MS/s runs wideband with narrowband-zoom beside it
+    (the zoom boxes bursts wideband cannot see); given `hop`, it runs wideband alone, as
+    `rfdetect detect --hop` does, and gives the same records."""
+    from gnuradio.rfdetect.apps.synth import ARTEFACTS
+    [meta] = synth_dataset(tmp_path / "tdma", n=1, seed=4439, sample_rate=20e6, duration=0.045, snr_db=(15.0, 25.0),
+                           n_signals=8, profile="vhf-uhf", classes=["tdma", "lora"], center_freq=450e6,
+                           artefacts=[a for a in ARTEFACTS if a != "drift"])
+    data = Path(str(meta).replace(".sigmf-meta", ".sigmf-data"))
+    files = {"meta": (meta.name, meta.read_bytes()), "data": (data.name, data.read_bytes())}
+    r = server.client.post("/detect", params={"model": "auto"}, files=files)
+    assert r.status_code == 200, r.text
+    assert any("anchor_free-narrowband-zoom" in d["models"] for d in r.json()["detections"]), r.json()
+    r = server.client.post("/detect", params={"model": "auto", "hop": 1024}, files=files)
+    assert r.status_code == 200, r.text
+    got = r.json()["detections"]
+    assert got and not any("anchor_free-narrowband-zoom" in d["models"] for d in got)
+    out = tmp_path / "d.jsonl"
+    run_cli("detect", meta, "--hop", "1024", "--out", out, "--quiet")
+    want = sorted((r["t_start"], r["t_stop"], r["f_low"], r["f_high"]) for r in read_jsonl(out)
+                  if r["event"] in ("new", "update"))
+    assert sorted((d["t_start"], d["t_stop"], d["f_low"], d["f_high"]) for d in got) == want
+
+
 def test_bad_requests_get_one_clear_error(server, web_data):
     c = server.client
     r = c.post("/detect", files={"image": ("x.png", b"\x89PNG not really", "image/png")})

@@ -345,7 +345,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
                     shutil.copyfileobj(iq_file.file, f, 1 << 20)
                 meta_path = write_raw_recording(work, "iq", raw, md["data_type"], float(md["sample_rate"]),
                                                 float(md["center_freq"]))
-                recdet.options(recdet.resolve(meta_path, name), **settings)  # bad settings fail now, not later
+                recdet.options(recdet.resolve(meta_path, name, **settings), **settings)  # bad settings fail now, not later
             except BaseException:
                 shutil.rmtree(work, ignore_errors=True)
                 raise

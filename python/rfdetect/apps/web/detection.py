@@ -272,6 +272,10 @@ def unpack_upload(folder: Path, meta_bytes: Optional[bytes], data_path: Optional
     return meta
 
 
+# the request settings that set the spectrogram (RecordingDetector.options)
+_SPECTROGRAM_SETTINGS = ("fft_size", "hop", "width")
+
+
 class RecordingDetector:
     """Runs ``rfdetect detect``'s flowgraph on a recording, one run at a time."""
 
@@ -300,13 +304,17 @@ class RecordingDetector:
         return DetectOptions(models=models, params=params, tile_height=height, overlap=ov, echo=False,
                              by_card=len(models) > 1)
 
-    def resolve(self, meta_path: Path, name: str) -> str:
-        """``name``, with ``auto`` (alone or joined by '+') the embedded model made for this recording."""
+    def resolve(self, meta_path: Path, name: str, **settings) -> str:
+        """``name``, with ``auto`` (alone or joined by '+') the embedded models made for this
+        recording. Given spectrogram ``settings`` (fft_size, hop, width) make ``auto`` one model,
+        as ``rfdetect detect --hop N`` does: a model beside its choice runs on a grid of its own,
+        which those settings would contradict."""
         names = split_models(name)
         if AUTO_MODEL not in names:
             return name
+        forced = any(settings.get(k) for k in _SPECTROGRAM_SETTINGS)
         try:
-            return COMBINE.join(resolve_auto_for_recording(names, meta_path)[0])
+            return COMBINE.join(resolve_auto_for_recording(names, meta_path, companions=not forced)[0])
         except (ModelError, RecordingError) as e:
             raise BadInput(f"model 'auto': {e}") from None
 
@@ -314,7 +322,7 @@ class RecordingDetector:
         """-> {"records", "annotations", "params", "tile_height", "sample_rate", "center_freq", "timing_ms",
         "model" (the model run: ``auto`` resolved)}."""
         from ..detect_flowgraph import run_detect
-        name = self.resolve(meta_path, name)
+        name = self.resolve(meta_path, name, **settings)
         opt = self.options(name, **settings)
         opt.out = str(workdir / "detections.jsonl")
         opt.sigmf_out = str(workdir / "detected")
@@ -343,7 +351,8 @@ def record_to_detection(r: dict, params: SpectrogramParams, sample_rate: float, 
     y0 = float(params.sample_to_row(r["sample_start"]))
     y1 = float(params.sample_to_row(r["sample_start"] + r["sample_count"]))
     return {"bbox": {"x_min": round(x0, 2), "y_min": round(y0, 2), "x_max": round(x1, 2), "y_max": round(y1, 2)},
-            "confidence": float(r["score"]), "signal_name": r["label"], "model": r.get("model"),
+            "confidence": float(r["score"]), "signal_name": r["label"],
+            "models": list(r.get("models") or [r["model"]]),
             "t_start": float(r["t_start"]), "t_stop": float(r["t_stop"]), "f_low": float(r["f_low"]),
             "f_high": float(r["f_high"]), "sample_start": int(r["sample_start"]),
             "sample_count": int(r["sample_count"]), "track_id": r.get("track_id")}

@@ -29,6 +29,8 @@ class Detection(BaseModel):
     t_stop: Optional[float] = Field(None, description="SigMF uploads only: seconds from the first sample")
     f_low: Optional[float] = Field(None, description="SigMF uploads only: absolute Hz")
     f_high: Optional[float] = Field(None, description="SigMF uploads only: absolute Hz")
+    models: Optional[list[str]] = Field(None, description="SigMF uploads only: the models that boxed it (of "
+                                        "several joined by '+', or of those 'auto' ran)")
 
 
 class DetectResponse(BaseModel):
