@@ -26,9 +26,10 @@ class nms_merge(MessageBlock):
 
     Several Detectors may be connected to ``in`` (models trained on different spectrograms
     each need their own STFT Tile and Detector). Each says so when the flowgraph starts,
-    so the merger knows how many there are: records are held until every Detector has
-    passed their time (duplicates across them are merged), and the run ends when every
-    Detector's has.
+    so the merger knows how many there are. Each Detector's records are stitched and
+    merged on their own, as for a lone Detector; then they are held until every Detector
+    has passed their time, and duplicates across Detectors are merged, so the records out do
+    not depend on which Detector runs faster. The run ends when every Detector's has.
     """
 
     def __init__(self, iou_threshold=0.5, class_aware=True, stitch=True, long_signals="auto"):

@@ -28,10 +28,16 @@ merger takes the new records plus those it held back from the previous tile and:
 Several Detectors may feed one merger (models trained on different spectrograms, each with
 its own STFT Tile and Detector; the tile messages say which Detector by ``stream``, and each
 Detector announces itself before its first tile: ``add_input``; ``inputs``: how many to
-expect at least). Their tiles differ in length and arrive interleaved, so "the
-next tile" is the earliest next tile of any input: a record leaves once it ends before
-every input's next tile starts, or once every input has sent, while it was held, a
-tile that reaches its end; the merger's own run ends when every input's has.
+expect at least). Their tiles differ in length and arrive interleaved, in an order that
+depends on how fast each runs. So that the outcome does not depend on that order, each
+input's tiles go through steps 1-3 on their own, exactly as a lone Detector's would; what an
+input is done with then waits for the others, and duplicates across inputs (step 2's rule,
+between records of different inputs) are removed a group of overlapping records at a time,
+once nothing more can join the group: every input's next tile starts after it, and no record
+an input still holds overlaps it in time. A record held while its signal goes on (``long_signals``
+whole) holds back only what overlaps its band so far; were its band to grow later to reach a
+record that has left, the two would both stay. Pieces are not stitched across inputs. The
+merger's own run ends when every input's has.
 """
 from __future__ import annotations
 
@@ -99,11 +105,8 @@ class NmsMerger:
         if long_signals not in LONG_SIGNALS:
             raise ValueError(f"long_signals={long_signals!r} must be one of {', '.join(LONG_SIGNALS)}")
         self.long_signals = long_signals
-        self._held: list[dict] = []
-        # per input (the tile's "stream"): where its next tile starts, and its last tile's start and end
-        self._next_start: dict = {}
-        self._last_start: dict = {}
-        self._last_stop: dict = {}
+        self._inputs: dict = {}  # the tile's "stream" -> _Input
+        self._waiting: list[dict] = []  # done by their input, waiting for the others
         self.records_in = 0
         self.records_out = 0
         self.suppressed = 0
@@ -161,67 +164,162 @@ class NmsMerger:
     def add_input(self, stream: str) -> None:
         """An input (a Detector's ``stream``) that will send tiles: nothing it could
         duplicate leaves before it has passed that time."""
-        if stream not in self._next_start:
-            self._next_start[stream] = float("-inf")
-            self._last_start[stream] = float("-inf")
-            self._last_stop[stream] = float("-inf")
-            self.inputs = max(self.inputs, len(self._next_start))
+        if stream not in self._inputs:
+            self._inputs[stream] = _Input()
+            self.inputs = max(self.inputs, len(self._inputs))
 
-    def _input_of(self, tile: dict):
+    def _input_of(self, tile: dict) -> "_Input":
         stream = tile.get("stream", "")
         # an input nobody announced (a merger used without hellos) counts from its first tile
-        if stream not in self._next_start and len(self._next_start) == self.inputs:
+        if stream not in self._inputs and len(self._inputs) == self.inputs:
             self.inputs += 1
-        return stream
+        return self._inputs.setdefault(stream, _Input())
 
     @property
     def finished(self) -> bool:
         """Every input has sent its final tile."""
-        return len(self._next_start) == self.inputs and all(h == float("inf") for h in self._next_start.values())
+        return len(self._inputs) == self.inputs and all(i.next_start == float("inf") for i in self._inputs.values())
+
+    @property
+    def pending(self) -> list[dict]:
+        """Records in, not yet out: held by their input's merge, or waiting for the other inputs."""
+        return [r for i in self._inputs.values() for r in i.held] + self._waiting
 
     def out_tile(self, tile: dict) -> dict:
         """The tile message to forward after :meth:`push` of ``tile``: with one input, ``tile``
         itself; with several, one that says what holds for all of them (time starts no
-        earlier than the slowest input's last tile, and the run is final once every input's is)."""
+        earlier than the slowest input's last tile or a record still to leave, and the run is
+        final once every input's is)."""
         if self.inputs == 1:
             return tile
-        out = dict(tile, t_start=min(self._last_start.values()), next_t_start=min(self._next_start.values()),
-                   final=self.finished)
+        waiting = [r["t_start"] for r in self.pending if not r.get("_growing")]
+        out = dict(tile, t_start=min([i.last_start for i in self._inputs.values()] + waiting),
+                   next_t_start=min(i.next_start for i in self._inputs.values()), final=self.finished)
         if not out["final"]:
             out.pop("run", None)
         return out
 
     def push(self, tile: dict, records: list[dict]) -> list[dict]:
         """Records of one tile in, records that are final out (sorted by time)."""
-        stream = self._input_of(tile)
+        stream = tile.get("stream", "")
+        inp = self._input_of(tile)
         self.records_in += len(records)
-        self._next_start[stream] = float("inf") if tile.get("final") else tile.get("next_t_start", float("inf"))
-        self._last_start[stream] = tile.get("t_start", float("-inf"))
-        reach = float("inf") if tile.get("final") else tile.get("t_stop", float("inf"))
-        self._last_stop[stream] = reach
-        whole = self.long_signals == "whole" or (self.long_signals == "auto" and tile.get("mode") == "file")
-        newest_end = min(self._last_stop.values())
-        for r in self._held:
-            if reach >= r["t_stop"]:
-                r["_seen"].add(stream)
-        merged = self.merge(self._held + [dict(r, _seen=set(), _stream=stream) for r in records])
-        everyone = len(self._next_start) == self.inputs
-        horizon = min(self._next_start.values()) if everyone else float("-inf")
-        out, self._held = [], []
-        for r in merged:
-            # held through a tile of every input that reaches its end: each has seen all of it
-            if r["t_stop"] <= horizon or (everyone and len(r["_seen"]) == self.inputs
-                                          and not (whole and _going_on(r, newest_end))):
-                out.append(r)
-            else:
-                self._held.append(r)
+        done = self._push_input(inp, stream, tile, records)
+        if self.inputs == 1:
+            out = done
+        else:
+            self._waiting += done
+            out = self._across_inputs()
         for r in out:
-            r.pop("_seen", None)
-            r.pop("_stream", None)
+            for k in ("_seen", "_stream", "_growing"):
+                r.pop(k, None)
             r.setdefault("models", [r["model"]])
         out.sort(key=lambda r: (r["t_start"], r["f_low"]))
         self.records_out += len(out)
         return out
+
+    def _push_input(self, inp: "_Input", stream: str, tile: dict, records: list[dict]) -> list[dict]:
+        """One input's tile merged with what that input holds, exactly as a lone Detector's
+        would be: -> the records no later tile of this input can change."""
+        inp.next_start = float("inf") if tile.get("final") else tile.get("next_t_start", float("inf"))
+        inp.last_start = tile.get("t_start", float("-inf"))
+        reach = float("inf") if tile.get("final") else tile.get("t_stop", float("inf"))
+        whole = self.long_signals == "whole" or (self.long_signals == "auto" and tile.get("mode") == "file")
+        for r in inp.held:
+            if reach >= r["t_stop"]:
+                r["_seen"].add(stream)
+        merged = self.merge(inp.held + [dict(r, _seen=set(), _stream=stream) for r in records])
+        out, inp.held = [], []
+        for r in merged:
+            # held through a later tile that reaches its end: the input has seen all of it
+            growing = whole and _going_on(r, reach)
+            if r["t_stop"] <= inp.next_start or (r["_seen"] and not growing):
+                out.append(r)
+            else:
+                r["_growing"] = growing
+                inp.held.append(r)
+        return out
+
+    def _across_inputs(self) -> list[dict]:
+        """Duplicates across inputs removed from the records their inputs are done with, a
+        group of overlapping records at a time, once nothing more can join the group: every
+        input's next tile starts after it, and no record an input still holds overlaps it in
+        time (one that grows until its signal ends, in time and band). The outcome is then
+        the same whatever order the inputs' tiles came in."""
+        if len(self._inputs) < self.inputs:
+            return []
+        horizon = min(i.next_start for i in self._inputs.values())
+        held = [h for i in self._inputs.values() for h in i.held]
+
+        def ready(r):
+            return r["t_stop"] <= horizon and not any(
+                h["t_start"] < r["t_stop"] and (not h["_growing"] or (h["f_low"] < r["f_high"] and r["f_low"] < h["f_high"]))
+                for h in held)
+        out, waiting = [], []
+        for group in _overlapping_groups(self._waiting):
+            if all(ready(r) for r in group):
+                out += self._suppress_across(group)
+            else:
+                waiting += group
+        self._waiting = waiting
+        return out
+
+    def _suppress_across(self, group: list[dict]) -> list[dict]:
+        """Greedy NMS over one group, complete records first, then by score (the rest of the
+        key only makes the order total): a record goes when a kept one of another input
+        duplicates it. Records of one input were merged with each other already."""
+        kept: list[dict] = []
+        for r in sorted(group, key=_priority):
+            dup = next((k for k in kept if k["_stream"] != r["_stream"] and self._same_class(k, r)
+                        and self._duplicate(k, r)), None)
+            if dup is None:
+                kept.append(r)
+                continue
+            self.suppressed += 1
+            if dup["label"] == UNKNOWN_LABEL and r["label"] != UNKNOWN_LABEL:
+                dup["label"] = r["label"]
+            dup["models"] = sorted(set(dup.get("models", [dup["model"]])) | set(r.get("models", [r["model"]])))
+        return kept
+
+
+class _Input:
+    """What the merger knows of one input: the records its merge holds, where its next tile
+    starts, and where its last one started."""
+
+    def __init__(self):
+        self.held: list[dict] = []
+        self.next_start = float("-inf")
+        self.last_start = float("-inf")
+
+
+def _priority(r: dict) -> tuple:
+    return (bool(r.get("tile_edge")), -r["score"], str(r["_stream"]), r["t_start"], r["f_low"], r["t_stop"],
+            r["f_high"], str(r["label"]), str(r.get("model")))
+
+
+def _overlapping_groups(records: list[dict]) -> list[list[dict]]:
+    """``records`` in groups joined by boxes that overlap (positive time x frequency area),
+    each group in the given order."""
+    parent = list(range(len(records)))
+
+    def root(k):
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+    order = sorted(range(len(records)), key=lambda k: records[k]["t_start"])
+    for n, a in enumerate(order):
+        ra = records[a]
+        for b in order[n + 1:]:
+            rb = records[b]
+            if rb["t_start"] >= ra["t_stop"]:
+                break
+            if rb["f_low"] < ra["f_high"] and ra["f_low"] < rb["f_high"]:
+                parent[root(a)] = root(b)
+    groups: dict = {}
+    for k in range(len(records)):
+        groups.setdefault(root(k), []).append(records[k])
+    return list(groups.values())
 
 
 def _going_on(r: dict, newest_end: float) -> bool:
