@@ -204,7 +204,8 @@ def test_sigmf_upload_returns_seconds_and_hz_as_rfdetect_detect(server, web_data
         assert got == want and len(got) >= 3
         rec = SigMFRecording.open(meta)
         for d in dets:  # the tile shape plus seconds from the first sample and absolute Hz around 915 MHz
-            assert set(d) == {"bbox", "confidence", "signal_name", "t_start", "t_stop", "f_low", "f_high"}
+            assert set(d) == {"bbox", "confidence", "signal_name", "t_start", "t_stop", "f_low", "f_high", "models"}
+            assert d["models"] == ["energy"], d
             assert 0 <= d["t_start"] < d["t_stop"] <= rec.n_samples / RATE + 1e-9
             assert rec.center_frequency - RATE / 2 <= d["f_low"] < d["f_high"] <= rec.center_frequency + RATE / 2
     # the truth is found in seconds x Hz
@@ -423,7 +424,7 @@ def test_openapi_documents_every_endpoint(server):
     schemas = spec["components"]["schemas"]
     assert set(schemas["DetectResponse"]["properties"]) == {"detections", "timing_ms"}
     assert set(schemas["Detection"]["properties"]) == {"bbox", "confidence", "signal_name", "t_start", "t_stop",
-                                                       "f_low", "f_high"}
+                                                       "f_low", "f_high", "models"}
     assert {"core:sample_start", "core:sample_count", "core:freq_lower_edge", "core:freq_upper_edge",
             "core:label"} <= set(schemas["SigMFAnnotation"]["properties"])
 

@@ -40,6 +40,9 @@ class ModelCard:
     # nor boxes wider than this many tile columns (None: any): a model run beside another on a
     # finer grid reports only the channels that the other's grid cannot resolve
     max_box_columns: Optional[int] = None
+    # nor boxes taller than this many tile rows (None: any): a model run beside another on a
+    # grid finer in time reports only the bursts too short for the other's rows
+    max_box_rows: Optional[int] = None
     metrics: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
@@ -58,6 +61,8 @@ class ModelCard:
             d["thresholds"]["min_score"] = self.min_score
         if self.max_box_columns is not None:
             d["output"]["max_box_columns"] = self.max_box_columns
+        if self.max_box_rows is not None:
+            d["output"]["max_box_rows"] = self.max_box_rows
         d.update(self.extra)
         return d
 
@@ -83,9 +88,10 @@ class ModelCard:
             raise ModelError(f"{where}: bad \"spectrogram\": {e}") from None
         fmt = (d.get("output") or {}).get("format")
         need(fmt in OUTPUT_FORMATS, f"output.format {fmt!r} is not one of {OUTPUT_FORMATS}")
-        max_cols = (d.get("output") or {}).get("max_box_columns")
-        need(max_cols is None or (isinstance(max_cols, int) and not isinstance(max_cols, bool) and max_cols >= 1),
-             f"output.max_box_columns {max_cols!r} must be a whole number of columns >= 1")
+        max_cols, max_rows = ((d.get("output") or {}).get(k) for k in ("max_box_columns", "max_box_rows"))
+        for key, v, what in (("max_box_columns", max_cols, "columns"), ("max_box_rows", max_rows, "rows")):
+            need(v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+                 f"output.{key} {v!r} must be a whole number of {what} >= 1")
         th = d.get("thresholds") or {}
         score = th.get("score", 0.5)
         need(_in_unit_interval(score), "thresholds.score must be in [0, 1]")
@@ -97,6 +103,7 @@ class ModelCard:
         return cls(name=d["name"], labels=labels, input_shape=shape, spectrogram=spec, output_format=fmt,
                    input_name=inp.get("name", "tile"), score_threshold=float(score),
                    nms_iou=float(th.get("nms_iou", 0.5)), min_score=float(min_score), max_box_columns=max_cols,
+                   max_box_rows=max_rows,
                    metrics=d.get("metrics") or {},
                    extra={k: v for k, v in d.items() if k not in known})
 

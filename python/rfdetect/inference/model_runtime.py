@@ -222,6 +222,7 @@ class CardModel:
         asked = card.score_threshold if score_threshold is None else float(score_threshold)
         self.score_threshold = max(asked, card.min_score)  # nothing under the card's floor, even for AP
         self.max_box_columns = card.max_box_columns
+        self.max_box_rows = card.max_box_rows
         self.keep_labels = set(keep_labels) if keep_labels else None
         inputs, outputs = _FORMAT_IO[self.format]
         missing = [n for n in outputs if n not in backend.output_names]
@@ -363,6 +364,8 @@ class CardModel:
             # already suppressed the lower-scoring narrow boxes inside it (its subcarriers:
             # anchor_free.nms_contained), and now goes itself
             if self.max_box_columns is not None and x1 - x0 > self.max_box_columns:
+                continue
+            if self.max_box_rows is not None and y1 - y0 > self.max_box_rows:
                 continue
             li = int(lab)
             if li == postprocess.UNKNOWN_LABEL:
