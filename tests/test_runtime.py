@@ -250,6 +250,19 @@ def test_card_width_cap_drops_wider_boxes(model_dir):
     assert load_model(str(model_dir), SMALL, H, profile=CPU).detect(tile) == []
 
 
+def test_card_height_cap_drops_taller_boxes(model_dir):
+    """output.max_box_rows: boxes taller than that many tile rows are not reported; with the
+    cap at the tallest box's height every box stays."""
+    tile = _tile_with_burst()
+    boxes = load_model(str(model_dir), SMALL, H, profile=CPU).detect(tile)
+    heights = sorted(b.y1 - b.y0 for b in boxes)
+    assert heights and heights[0] > 2, heights
+    _with_card(model_dir, output={"max_box_rows": int(np.ceil(heights[-1]))})
+    assert len(load_model(str(model_dir), SMALL, H, profile=CPU).detect(tile)) == len(boxes)
+    _with_card(model_dir, output={"max_box_rows": int(np.ceil(heights[0])) - 1})
+    assert load_model(str(model_dir), SMALL, H, profile=CPU).detect(tile) == []
+
+
 @pytest.mark.parametrize("change,msg", [
     ({"thresholds": {"min_score": 1.5}}, "thresholds.min_score 1.5 must be in"),
     ({"thresholds": {"min_score": "high"}}, "thresholds.min_score 'high' must be in"),
@@ -257,6 +270,8 @@ def test_card_width_cap_drops_wider_boxes(model_dir):
     ({"output": {"max_box_columns": 0}}, "output.max_box_columns 0 must be a whole number"),
     ({"output": {"max_box_columns": 2.5}}, "output.max_box_columns 2.5 must be a whole number"),
     ({"output": {"max_box_columns": True}}, "output.max_box_columns True must be a whole number"),
+    ({"output": {"max_box_rows": 0}}, "output.max_box_rows 0 must be a whole number of rows"),
+    ({"output": {"max_box_rows": "tall"}}, "output.max_box_rows 'tall' must be a whole number of rows"),
 ])
 def test_bad_card_floor_or_width_cap_is_one_clear_error(model_dir, change, msg):
     _with_card(model_dir, **change)
