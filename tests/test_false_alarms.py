@@ -168,8 +168,8 @@ AUTO_FALSE_TRACKS_BOUND = 1
 
 
 def test_first_run_reports_no_unlisted_spur(tmp_path):
-    """What a field user's first `rfdetect detect REC` runs (`auto`, here `wideband` and
-    `narrowband-zoom` at 915 MHz) on noise with a DC spike and two strong spurs nobody listed: no false track beyond
+    """What a field user's first `rfdetect detect REC` runs (`auto`, here `wideband`,
+    `narrowband-zoom` and `wideband-short` at 915 MHz) on noise with a DC spike and two strong spurs nobody listed: no false track beyond
     the bound, where the same model at its training run's threshold makes several."""
     rec = synth_dataset(tmp_path, n=1, seed=106, sample_rate=10e6, duration=1.0, n_signals=0, profile="mixed",
                         artefacts=("dc", "spurs"), center_freq=FC)[0]
@@ -179,7 +179,7 @@ def test_first_run_reports_no_unlisted_spur(tmp_path):
         return sum(r["event"] == "new" for r in read_jsonl(tmp_path / "d.jsonl")), proc.stderr
 
     first_run, said = tracks()
-    assert "model auto: wideband+narrowband-zoom (10 MS/s" in said, said
+    assert "model auto: wideband+narrowband-zoom+wideband-short (10 MS/s" in said, said
     assert first_run <= AUTO_FALSE_TRACKS_BOUND, f"{first_run} false tracks on 1 s of artefact noise"
     # the recording does exercise the spurs: just under the card's threshold they are reported
     assert tracks("--model", "wideband?score=0.205")[0] > AUTO_FALSE_TRACKS_BOUND

@@ -259,30 +259,35 @@ def test_auto_model_rule():
     assert auto_model(2e6, None) == auto_model(20e6, None) == "wideband"
     assert resolve_auto(["auto?score=0.5", "energy", {"model": "auto"}], 2e6, 450e6) == \
         ["narrowband?score=0.5", "narrowband-x2", "energy", {"model": "narrowband"}]
-    # beside wideband from 8 to 25 MS/s: narrowband's network on a grid fine enough for 12.5 kHz channels
+    # beside wideband from 8 to 25 MS/s: narrowband's network on a grid fine enough for 12.5 kHz
+    # channels; from 2 to 25 MS/s: wideband's network on rows half as long, for short bursts
     assert auto_models(20e6, 915e6) == auto_models(8e6, 2.44e9) == auto_models(25e6, None) == \
-        ["wideband", "narrowband-zoom"]
-    assert auto_models(7.9e6, 915e6) == auto_models(25.1e6, 915e6) == ["wideband"]
+        ["wideband", "narrowband-zoom", "wideband-short"]
+    assert auto_models(7.9e6, 915e6) == auto_models(2e6, 2.44e9) == ["wideband", "wideband-short"]
+    assert auto_models(25.1e6, 915e6) == auto_models(1.9e6, 2.44e9) == ["wideband"]
     # beside narrowband: its network on a grid twice as fine (a 12.5 kHz channel is 2 columns at 5 MS/s)
     assert auto_models(2e6, 450e6) == auto_models(6.4e6, 160e6) == auto_models(1.6e6, 160e6) == \
         ["narrowband", "narrowband-x2"]
     assert auto_models(1.5e6, 160e6) == ["narrowband"]  # its columns would be finer than narrowband's training
     assert resolve_auto(["auto"], 2e6, 450e6, 4095) == ["narrowband"]  # shorter than the x2 grid's FFT
     assert resolve_auto(["auto?score=0.5", "energy"], 20e6, 915e6) == ["wideband?score=0.5", "narrowband-zoom",
-                                                                        "energy"]
+                                                                        "wideband-short", "energy"]
     # the model beside it: where and how auto's networks run, the labels it has; named once
     assert resolve_auto(["auto?device=cpu&labels=tdma|wifi&name=w"], 20e6, 915e6) == \
-        ["wideband?device=cpu&labels=tdma|wifi&name=w", "narrowband-zoom?device=cpu&labels=tdma"]
-    assert resolve_auto([{"model": "auto", "labels": ["wifi"]}], 20e6, 915e6) == [{"model": "wideband",
-                                                                                   "labels": ["wifi"]}]
-    assert resolve_auto([{"model": "auto"}], 20e6, 915e6) == [{"model": "wideband"}, {"model": "narrowband-zoom"}]
-    assert resolve_auto(["auto", "narrowband-zoom?score=0.5"], 20e6, 915e6) == ["wideband",
+        ["wideband?device=cpu&labels=tdma|wifi&name=w", "narrowband-zoom?device=cpu&labels=tdma",
+         "wideband-short?device=cpu&labels=tdma|wifi"]
+    assert resolve_auto([{"model": "auto", "labels": ["wifi"]}], 20e6, 915e6) == [
+        {"model": "wideband", "labels": ["wifi"]}, {"model": "wideband-short", "labels": ["wifi"]}]
+    assert resolve_auto([{"model": "auto"}], 20e6, 915e6) == [{"model": "wideband"}, {"model": "narrowband-zoom"},
+                                                              {"model": "wideband-short"}]
+    assert resolve_auto(["auto", "narrowband-zoom?score=0.5"], 20e6, 915e6) == ["wideband", "wideband-short",
                                                                                "narrowband-zoom?score=0.5"]
     assert resolve_auto(["auto?name=a", "auto?name=b"], 20e6, 915e6) == ["wideband?name=a", "narrowband-zoom",
-                                                                         "wideband?name=b"]
-    # one spectrogram forced on every model, or a capture shorter than the zoom's FFT: one model
-    assert resolve_auto(["auto"], 20e6, 915e6, companions=False) == resolve_auto(["auto"], 20e6, 915e6, 16383) == \
+                                                                         "wideband-short", "wideband?name=b"]
+    # one spectrogram forced on every model: one model; a capture shorter than a companion's FFT: not that one
+    assert resolve_auto(["auto"], 20e6, 915e6, companions=False) == resolve_auto(["auto"], 20e6, 915e6, 1023) == \
         ["wideband"]
+    assert resolve_auto(["auto"], 20e6, 915e6, 16383) == ["wideband", "wideband-short"]
     with pytest.raises(ModelError, match="sample rate"):
         auto_model(0, 450e6)
     with pytest.raises(ModelError, match="'auto' stands for"):
@@ -313,7 +318,7 @@ def test_detect_without_a_model_runs_the_one_made_for_the_capture(tdma_recording
         c.pop("core:frequency", None)
     open(f"{base}.sigmf-meta", "w").write(json.dumps(meta))
     proc = run_cli("detect", f"{base}.sigmf-meta", "--out", tmp_path / "d.jsonl", "--quiet")
-    assert "model auto: wideband (2 MS/s, centre frequency not in the recording" in proc.stderr, proc.stderr
+    assert "model auto: wideband+wideband-short (2 MS/s, centre frequency not in the recording" in proc.stderr, proc.stderr
     # scoring a set (rfdetect-train evaluate, bench/quality.py): auto must mean one choice for all of it
     from gnuradio.rfdetect.inference.model_runtime import resolve_auto_for_recordings
     assert resolve_auto_for_recordings(["auto"], [tdma_recording, tdma_recording])[0] == ["narrowband",
@@ -334,8 +339,8 @@ def test_wideband_model_runs_at_its_card_and_auto_picks_it_in_the_2g4_band(tmp_p
     """The embedded `wideband` model (the default's network and labels, plus `digital`, at
     fft 2048 / hop 1024: twice its time resolution) on an ism-2g4 recording of a seed no recipe uses, 20
     MS/s at 2.44 GHz, through `rfdetect detect` with no --model: `auto` picks it (with
-    narrowband-zoom beside it), the records equal those of the two named, and wideband boxes most
-    of the bursts."""
+    narrowband-zoom and wideband-short beside it), the records equal those of the three named,
+    and wideband boxes most of the bursts."""
     from gnuradio.rfdetect.apps.synth import synth_dataset
     from gnuradio.rfdetect.formats.records import from_annotation, match_boxes
     from gnuradio.rfdetect.formats.sigmf_io import SigMFRecording
@@ -349,9 +354,9 @@ def test_wideband_model_runs_at_its_card_and_auto_picks_it_in_the_2g4_band(tmp_p
                            n_signals=8, profile="ism-2g4", center_freq=2.44e9)
     out_auto, out_wb = tmp_path / "auto.jsonl", tmp_path / "wb.jsonl"
     proc = run_cli("detect", meta, "--out", out_auto, "--quiet")
-    assert "model auto: wideband+narrowband-zoom (20 MS/s at 2440 MHz" in proc.stderr, proc.stderr
-    run_cli("detect", meta, "--model", "wideband", "--model", "narrowband-zoom", "--out", out_auto.with_suffix(".2"),
-            "--quiet")
+    assert "model auto: wideband+narrowband-zoom+wideband-short (20 MS/s at 2440 MHz" in proc.stderr, proc.stderr
+    run_cli("detect", meta, "--model", "wideband", "--model", "narrowband-zoom", "--model", "wideband-short",
+            "--out", out_auto.with_suffix(".2"), "--quiet")
     run_cli("detect", meta, "--model", "wideband", "--out", out_wb, "--quiet")
 
     def found(path):
@@ -364,26 +369,45 @@ def test_wideband_model_runs_at_its_card_and_auto_picks_it_in_the_2g4_band(tmp_p
     assert len(truth) >= 20 and hits >= WIDEBAND_FLOOR * len(truth), (hits, len(truth))
 
 
-@pytest.mark.parametrize("name,factor", [("narrowband-zoom", 8), ("narrowband-x2", 2)])
-def test_narrowband_on_a_finer_grid_is_narrowband(name, factor):
-    """narrowband-zoom and narrowband-x2 ship narrowband's weights (the same file: retraining
-    narrowband means copying its model.onnx there) and narrowband's card but for the keys they
-    list as changed: an FFT ``factor`` times longer, run as chunks of narrowband's width."""
+def _derived(base_name, name):
+    """(card of ``name``, card of ``base_name``), after checking that ``name`` ships the weights
+    of ``base_name`` (the same file: retraining the base means copying its model.onnx there)
+    and its card but for the keys it lists as changed."""
     from gnuradio.rfdetect.inference.model_runtime import EMBEDDED_DIR, ModelCard
-    nb, zoom = EMBEDDED_DIR / "narrowband", EMBEDDED_DIR / name
-    assert (zoom / "model.onnx").read_bytes() == (nb / "model.onnx").read_bytes()
-    a, b = json.loads((nb / "model.card.json").read_text()), json.loads((zoom / "model.card.json").read_text())
+    base, derived = EMBEDDED_DIR / base_name, EMBEDDED_DIR / name
+    assert (derived / "model.onnx").read_bytes() == (base / "model.onnx").read_bytes()
+    a, b = json.loads((base / "model.card.json").read_text()), json.loads((derived / "model.card.json").read_text())
+    assert b["derived_from"]["model"] == base_name
     changed = b.pop("derived_from")["changed"]
     for key in changed:
         top, _, sub = key.partition(".")
         for card in (a, b):
             (card[top].pop(sub, None) if sub else card.pop(top, None))
     assert a == b
-    card = ModelCard.load(zoom / "model.card.json")
-    base = ModelCard.load(nb / "model.card.json").spectrogram
+    return ModelCard.load(derived / "model.card.json"), ModelCard.load(base / "model.card.json")
+
+
+@pytest.mark.parametrize("name,factor", [("narrowband-zoom", 8), ("narrowband-x2", 2)])
+def test_narrowband_on_a_finer_grid_is_narrowband(name, factor):
+    """narrowband-zoom and narrowband-x2 are narrowband's network and card on an FFT ``factor``
+    times longer, run as chunks of narrowband's width, keeping only boxes a few columns wide."""
+    card, base = _derived("narrowband", name)
+    base = base.spectrogram
     assert card.spectrogram.width == factor * card.input_shape[3] == factor * base.width
     assert (card.spectrogram.fft_size, card.spectrogram.hop) == (factor * base.fft_size, factor * base.hop)
-    assert card.min_score == card.score_threshold and card.max_box_columns == 12
+    assert card.min_score == card.score_threshold and card.max_box_columns == 12 and card.max_box_rows is None
+
+
+def test_wideband_short_is_wideband_on_rows_half_as_long():
+    """wideband-short is wideband's network and card on rows half as long (fft and hop halved)
+    with columns as wide (no pooling instead of wideband's 2 bins), keeping only boxes of at
+    most 64 rows."""
+    card, base = _derived("wideband", "wideband-short")
+    p, q = card.spectrogram, base.spectrogram
+    assert (p.fft_size, p.hop) == (q.fft_size // 2, q.hop // 2)
+    assert p.width == q.width == card.input_shape[3] and p.pool == 1 and q.pool == 2
+    assert card.min_score == card.score_threshold == base.score_threshold
+    assert card.max_box_rows == 64 and card.max_box_columns is None
 
 
 # Measured (2026-11-24, session 29): auto boxes 35 of the 37 bursts at IoU 0.5 (wideband alone:
@@ -404,7 +428,7 @@ def test_auto_finds_tdma_bursts_at_20msps_with_narrowband_zoom(tmp_path):
                            n_signals=8, profile="vhf-uhf", classes=["tdma"], center_freq=450e6, artefacts=artefacts)
     out_auto, out_wb = tmp_path / "auto.jsonl", tmp_path / "wb.jsonl"
     proc = run_cli("detect", meta, "--out", out_auto, "--quiet")
-    assert "model auto: wideband+narrowband-zoom (20 MS/s at 450 MHz" in proc.stderr, proc.stderr
+    assert "model auto: wideband+narrowband-zoom+wideband-short (20 MS/s at 450 MHz" in proc.stderr, proc.stderr
     run_cli("detect", meta, "--model", "wideband", "--out", out_wb, "--quiet")
 
     def hits(path):
@@ -421,10 +445,12 @@ def test_auto_finds_tdma_bursts_at_20msps_with_narrowband_zoom(tmp_path):
     report = tmp_path / "report"
     proc = run_cli("evaluate", "--model", "auto", "--recordings", tmp_path, "--out", report, "--quiet",
                    prog="rfdetect-train", timeout=300)
-    assert "model auto: wideband+narrowband-zoom" in proc.stderr, proc.stderr
+    assert "model auto: wideband+narrowband-zoom+wideband-short" in proc.stderr, proc.stderr
     r = json.loads((report / "report.json").read_text())
-    assert r["arch"] == "wideband+narrowband-zoom" and "tdma" in r["labels"] and "wifi" in r["labels"]
-    assert sorted(r["score_threshold"]) == ["anchor_free-narrowband-zoom", "anchor_free-wideband"]
+    assert r["arch"] == "wideband+narrowband-zoom+wideband-short"
+    assert "tdma" in r["labels"] and "wifi" in r["labels"]
+    assert sorted(r["score_threshold"]) == ["anchor_free-narrowband-zoom", "anchor_free-wideband",
+                                          "anchor_free-wideband-short"]
     assert r["physical"]["recall_by_label"]["tdma"]["recall"] >= ZOOM_FLOOR, r["physical"]["recall_by_label"]
     # a spectrogram option forces one grid on every model: auto then stands for wideband alone
     proc = run_cli("detect", meta, "--hop", "1024", "--out", tmp_path / "hop.jsonl", "--quiet")
@@ -466,7 +492,8 @@ CHIRP_FLOOR = 9
 def test_wideband_boxes_a_chirp_as_one_box(tmp_path):
     """A chirp sweeps diagonally over twice as many rows at wideband's grid as at the
     default's; wideband (which `auto` runs at 915 MHz, narrowband-zoom beside it) must still box
-    each one whole, not in pieces: chirp-only classic recordings at 20 MS/s, seeds no recipe uses."""
+    each one whole, not in pieces: chirp-only classic recordings at 20 MS/s, seeds no recipe uses
+    (narrowband-zoom and wideband-short beside it too)."""
     from gnuradio.rfdetect.apps.synth import synth_dataset
     from gnuradio.rfdetect.formats.records import from_annotation, match_boxes
     from gnuradio.rfdetect.formats.sigmf_io import SigMFRecording
@@ -476,7 +503,7 @@ def test_wideband_boxes_a_chirp_as_one_box(tmp_path):
                                snr_db=(12.0, 25.0), n_signals=6, classes=("chirp",), center_freq=915e6)
         out = tmp_path / f"{seed}.jsonl"
         proc = run_cli("detect", meta, "--out", out, "--quiet")
-        assert "model auto: wideband+narrowband-zoom (20 MS/s at 915 MHz" in proc.stderr, proc.stderr
+        assert "model auto: wideband+narrowband-zoom+wideband-short (20 MS/s at 915 MHz" in proc.stderr, proc.stderr
         rec = SigMFRecording.open(meta)
         truth = [from_annotation(a, rec.sample_rate) for a in rec.annotations]
         matched, _ = match_boxes(truth, [r for r in read_jsonl(out) if r["event"] in ("new", "update")],

@@ -280,9 +280,8 @@ def test_iqengine_plugin_auto_runs_the_model_made_for_the_capture(server, tmp_pa
 
 
 def test_models_joined_by_plus_run_together_as_rfdetect_detect_does(server, tmp_path):
-    """`/detect?model=auto+pulse` on 40 ms of radar at 20 MS/s (2.8 GHz: `auto` is wideband and
-    narrowband-zoom)
-    gives what `rfdetect detect --model auto --model pulse` gives, pulses included; the
+    """`/detect?model=auto+pulse` on 40 ms of radar at 20 MS/s (2.8 GHz: `auto` is wideband,
+    narrowband-zoom and wideband-short) gives what `rfdetect detect --model auto --model pulse` gives, pulses included; the
     `pulse` detector is offered by name, and a tile cannot take two models."""
     assert "pulse" in server.client.get("/plugins").json()
     assert server.client.get("/plugins/auto+pulse").json() == {}  # auto's settings: the card it picks
@@ -316,9 +315,9 @@ def test_models_joined_by_plus_run_together_as_rfdetect_detect_does(server, tmp_
 
 
 def test_auto_with_spectrogram_settings_is_one_model_as_in_rfdetect_detect(server, tmp_path):
-    """`/detect?model=auto` on TDMA and LoRa at 20 MS/s runs wideband with narrowband-zoom beside it
-    (the zoom boxes bursts wideband cannot see); given `hop`, it runs wideband alone, as
-    `rfdetect detect --hop` does, and gives the same records."""
+    """`/detect?model=auto` on TDMA and LoRa at 20 MS/s runs wideband with narrowband-zoom (and
+    wideband-short) beside it (the zoom boxes bursts wideband cannot see); given `hop`, it runs
+    wideband alone, as `rfdetect detect --hop` does, and gives the same records."""
     from gnuradio.rfdetect.apps.synth import ARTEFACTS
     [meta] = synth_dataset(tmp_path / "tdma", n=1, seed=4439, sample_rate=20e6, duration=0.045, snr_db=(15.0, 25.0),
                            n_signals=8, profile="vhf-uhf", classes=["tdma", "lora"], center_freq=450e6,

@@ -71,11 +71,12 @@ def auto_model(sample_rate: float, center_frequency: Optional[float]) -> str:
     return chosen if chosen in have else "default"
 
 
-# the models ``auto`` runs beside its choice: narrowband's network on a finer grid, for channels
-# that the choice's grid shows in a column or two, as (choice, model, lowest rate, highest rate).
-# Each card keeps only boxes of at most 12 of its columns, and none under its threshold
-# (docs/model_card.md). Set from tuning recordings only (docs/runtime.md, "Models beside
-# `auto`'s choice" and "`narrowband-zoom` beside `wideband`"):
+# the models ``auto`` runs beside its choice, as (choice, model, lowest rate, highest rate): a
+# network on a finer grid, for what the choice's grid shows in a column or two (narrowband's
+# network, whose cards keep only boxes of at most 12 of its columns) or in a row or two
+# (wideband's, on rows half as long, whose card keeps only boxes of at most 64 rows); each
+# reports nothing under its threshold (docs/model_card.md). Set from tuning recordings only
+# (docs/runtime.md, "Models beside `auto`'s choice" and "`narrowband-zoom` beside `wideband`"):
 # - narrowband-zoom (8 times finer: 2.4 kHz columns at 20 MS/s) beside wideband, for 12.5 kHz
 #   TDMA, NBFM, AM and tones under two of wideband's 19.5 kHz columns: mean class-agnostic AP50
 #   over the 10 tuning sets of 8-20 MS/s 0.673 -> 0.680 (t-mixed20b 0.70 -> 0.73). In this range
@@ -83,8 +84,13 @@ def auto_model(sample_rate: float, center_frequency: Optional[float]) -> str:
 # - narrowband-x2 (twice as fine) beside narrowband: mean over the 4 VHF/UHF tuning sets
 #   0.456 -> 0.480 (5 MS/s 0.35 -> 0.42, where a TDMA channel is under two columns). From
 #   1.6 MS/s, where its columns (rate / 2048) reach narrowband's training grids (0.78-6.25 kHz);
-#   the one tuning set below, at 1 MS/s, lost 0.005 with it.
+#   the one tuning set below, at 1 MS/s, lost 0.005 with it;
+# - wideband-short (rows of 25.6 us at 20 MS/s) beside wideband, for bursts of a few of
+#   wideband's rows (BLE, drone telemetry, radar pulse trains): mean over the 10 tuning sets
+#   of 8-20 MS/s 0.673 -> 0.687, and over the 3 of 2-5 MS/s 0.319 -> 0.383. The rates of
+#   those sets.
 AUTO_COMPANIONS = (("wideband", "narrowband-zoom", 8e6, 25e6),
+                   ("wideband", "wideband-short", 2e6, 25e6),
                    ("narrowband", "narrowband-x2", 1.6e6, NARROW_CAPTURE_MAX_RATE))
 
 
