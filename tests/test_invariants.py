@@ -235,6 +235,29 @@ def _stream_tiles(draw, name, length, mode=None, edges=False):
     return tiles_
 
 
+def test_a_long_carrier_holds_back_only_what_could_be_its_duplicate():
+    """File mode: input A holds a narrow carrier that goes on through all its tiles (one record,
+    as a lone Detector gives it); input B's short bursts across the carrier's band leave with
+    the tile they came in, not when the carrier ends. A piece of the carrier that B saw, cut by
+    its tile's end, waits for it and is merged into it."""
+    m = NmsMerger(inputs=2)
+    a = [_tile("A", i, 0.1, 0.08, 6, "file") for i in range(6)]
+    b = [_tile("B", i, 0.1, 0.08, 6, "file") for i in range(6)]
+    carrier = [dict(_rec("A", t, t["t_start"], t["t_stop"] if i < 5 else 0.45, 0.0, 1e4, score=0.9),
+                    tile_edge=(["start"] if i else []) + (["stop"] if i < 5 else [])) for i, t in enumerate(a)]
+    out = []
+    for i in range(6):
+        out += [(i, r) for r in m.push(a[i], [carrier[i]])]
+        bursts = [_rec("B", b[i], b[i]["t_start"] + 0.03, b[i]["t_start"] + 0.035, -1e5, 1e5, score=0.5)]
+        if i == 0:
+            bursts.append(dict(_rec("B", b[i], 0.0, 0.1, 0.0, 1.1e4, score=0.5), tile_edge=["stop"]))
+        out += [(i, r) for r in m.push(b[i], bursts)]
+    assert [(i, r["t_start"], r["t_stop"], r["models"]) for i, r in out if r["f_high"] == 1e4] == [
+        (5, 0.0, 0.45, ["model-A", "model-B"])]  # the carrier, whole, with B's piece of it
+    assert [i for i, r in out if r["f_high"] == 1e5] == [0, 1, 2, 3, 4, 5]
+    assert m.pending == [] and m.suppressed == 1
+
+
 def _interleave(streams, order):
     pos = [0] * len(streams)
     out = []

@@ -35,8 +35,8 @@ input is done with then waits for the others, and duplicates across inputs (step
 between records of different inputs) are removed a group of overlapping records at a time,
 once nothing more can join the group: every input's next tile starts after it, and no record
 an input still holds overlaps it in time. A record held while its signal goes on (``long_signals``
-whole) holds back only what overlaps its band so far; were its band to grow later to reach a
-record that has left, the two would both stay. Pieces are not stitched across inputs. The
+whole) holds back only what lies in its band so far and could still be found its duplicate;
+were its band to grow later to reach a record that has left, the two would both stay. Pieces are not stitched across inputs. The
 merger's own run ends when every input's has.
 """
 from __future__ import annotations
@@ -234,6 +234,7 @@ class NmsMerger:
             # held through a later tile that reaches its end: the input has seen all of it
             growing = whole and _going_on(r, reach)
             if r["t_stop"] <= inp.next_start or (r["_seen"] and not growing):
+                r.pop("_growing", None)
                 out.append(r)
             else:
                 r["_growing"] = growing
@@ -253,8 +254,7 @@ class NmsMerger:
 
         def ready(r):
             return r["t_stop"] <= horizon and not any(
-                h["t_start"] < r["t_stop"] and (not h["_growing"] or (h["f_low"] < r["f_high"] and r["f_low"] < h["f_high"]))
-                for h in held)
+                h["t_start"] < r["t_stop"] and (not h["_growing"] or self._may_meet(h, r)) for h in held)
         out, waiting = [], []
         for group in _overlapping_groups(self._waiting):
             if all(ready(r) for r in group):
@@ -263,6 +263,23 @@ class NmsMerger:
                 waiting += group
         self._waiting = waiting
         return out
+
+    def _may_meet(self, growing: dict, r: dict) -> bool:
+        """Whether a record that grows until its signal ends (later in time, its band a union)
+        may still be found a duplicate of ``r``, or ``r`` of it: their bands overlap now, and
+        ``r`` is large enough, and shares enough of the band, for an IoU over the threshold with it
+        (the IoU of a box with one that grows only falls), or is cut by a tile edge (so may lie
+        inside it), or it lies inside ``r`` now. A long carrier then holds back only what could be a copy of it, not
+        every burst across its band until it ends."""
+        f_common = min(growing["f_high"], r["f_high"]) - max(growing["f_low"], r["f_low"])
+        if f_common <= 0:
+            return False
+        area = (growing["t_stop"] - growing["t_start"]) * (growing["f_high"] - growing["f_low"])
+        own = (r["t_stop"] - r["t_start"]) * (r["f_high"] - r["f_low"])
+        # the most the two can share: r's time from the growing one's start on, in the band both hold
+        common = max(r["t_stop"] - max(r["t_start"], growing["t_start"]), 0.0) * f_common
+        iou_possible = own >= self.iou_threshold * area and common >= self.iou_threshold * own
+        return iou_possible or bool(r.get("tile_edge")) or _inside_fraction(growing, r) >= self.containment
 
     def _suppress_across(self, group: list[dict]) -> list[dict]:
         """Greedy NMS over one group, complete records first, then by score (the rest of the
