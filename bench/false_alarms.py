@@ -60,7 +60,7 @@ def artefact_freqs(meta_path: Path) -> tuple[float, list[float]]:
 
 def run_one(rec: Path, spec: str, ignore_dc: bool, spurs: list[float], out: Path) -> dict:
     # each model on the spectrogram of its card (energy: the default one); A+B and auto as
-    # `rfdetect detect` runs them (auto: wideband+narrowband-zoom at 8-25 MS/s)
+    # `rfdetect detect` runs them (auto: wideband+narrowband-zoom+wideband-short at 8-25 MS/s)
     models, _ = resolve_auto_for_recording(spec.split(COMBINE), str(rec))
     opt = DetectOptions(models=models, by_card=True, out=str(out), ignore_dc=ignore_dc, ignore_freqs=tuple(spurs))
     res = run_detect(str(rec), opt)

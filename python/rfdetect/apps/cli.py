@@ -248,10 +248,11 @@ def build_parser():
     d.add_argument("recording")
     d.add_argument("--model", action="append", help="'auto' (the default: the embedded model made for the capture, "
                         "'narrowband' for one of <= 6.4 MS/s centred below 600 MHz with 'narrowband-x2' beside it, else "
-                        "'wideband', with 'narrowband-zoom' beside it at 8-25 MS/s; no model beside it when a "
+                        "'wideband', with 'wideband-short' beside it at 2-25 MS/s and 'narrowband-zoom' at 8-25 MS/s; no model "
+                        "beside it when a "
                         "spectrogram option is given), 'default' (the "
                         "embedded anchor_free model, labelled detections; a flowgraph's default), 'narrowband', 'wideband', "
-                        "'narrowband-zoom', 'narrowband-x2', 'classic' (the previous "
+                        "'narrowband-zoom', 'narrowband-x2', 'wideband-short', 'classic' (the previous "
                         "default), 'energy' (model-free, label 'signal'), 'pulse' (model-free, pulses of up to 25 "
                         "us on a spectrogram of its own, label 'pulse'; e.g. --model auto --model pulse), a model "
                         "file or folder, or a name in "

@@ -230,7 +230,8 @@ def create_app(cfg: ServeConfig) -> FastAPI:
                                                   description="score threshold (default: the model card's)"),
                model: str = Query("auto", description="auto (a recording: the embedded model made for its rate and "
                                                       "centre frequency, as `rfdetect detect` picks it; a tile: "
-                                                      "default), default, narrowband, wideband, narrowband-zoom, narrowband-x2, energy, "
+                                                      "default), default, narrowband, wideband, narrowband-zoom, narrowband-x2, "
+                                                      "wideband-short, energy, "
                                                       "pulse or a "
                                                       "model under --models; "
                                                       "for a recording, several joined by '+' run together, as "
