@@ -14,6 +14,7 @@
 #       $(bash tuning_sets.sh --args wide)      # the 11 sets outside VHF/UHF
 #   ... $(bash tuning_sets.sh --args vhf)       # the 4 VHF/UHF sets (narrowband's)
 #   ... $(bash tuning_sets.sh --args radar)     # 2 more sets with radar at 20 MS/s (`pulse`)
+#   ... $(bash tuning_sets.sh --args vhflow)    # VHF/UHF at 0.8-1.5 MS/s (v_1M and 3 more)
 #
 # Before session 24 these lived under /tmp and were lost with the machine; their recipes were
 # partly written down (docs/training.md, docs/runtime.md). The ones written down in full are
@@ -30,10 +31,16 @@ VHF="t-vhf3 t-vhf5 v_1M v_2M"
 # radar at 20 MS/s (session 26): for the `pulse` detector; kept out of WIDE so that means over WIDE
 # stay comparable with earlier sessions' means
 RADAR="t-mixed20b t-radar"
+# VHF/UHF below 1.6 MS/s (session 30), where narrowband's rows are 0.6-1.3 ms: for a model on
+# shorter rows beside it; kept out of VHF for the same reason
+VHFLOW="v_1M v_800k v_1.2M v_1.5M"
 
 if [ "${1:-}" = "--args" ]; then
     root="${3:-$here/.cache/tuning}"
-    case "${2:-}" in wide) sets=$WIDE ;; vhf) sets=$VHF ;; radar) sets=$RADAR ;; *) echo "--args wide|vhf|radar [DIR]" >&2; exit 2 ;; esac
+    case "${2:-}" in
+        wide) sets=$WIDE ;; vhf) sets=$VHF ;; radar) sets=$RADAR ;; vhflow) sets=$VHFLOW ;;
+        *) echo "--args wide|vhf|radar|vhflow [DIR]" >&2; exit 2 ;;
+    esac
     for s in $sets; do printf -- '--set %s=%s ' "$s" "$root/$s"; done
     echo
     exit 0
@@ -71,6 +78,9 @@ synth v_1M       vhf-uhf   4  9911 1e6     2.1    8        160e6
 synth v_2M       vhf-uhf   4  9912 2e6     1.05   8        460e6
 synth t-mixed20b mixed     12 8204 20e6    0.21   12       915e6
 synth t-radar    mixed     8  8205 20e6    0.21   6        915e6   radar,bt,wifi,lte_ul
+synth v_800k     vhf-uhf   4  8503 0.8e6   2.6    8        160e6
+synth v_1.2M     vhf-uhf   4  8504 1.2e6   1.75   8        450e6
+synth v_1.5M     vhf-uhf   4  8505 1.5e6   1.4    10       450e6
 
 tsig="$here/.cache/torchsig-venv/bin/python"
 if [ -d "$root/t-tsig40" ] && ls "$root/t-tsig40"/*.sigmf-meta >/dev/null 2>&1; then
