@@ -3,7 +3,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gnuradio.rfdetect.tracking.nms_merge import LONG_SIGNALS, NmsMerger
+from gnuradio.rfdetect.tracking.nms_merge import LONG_SIGNALS, NmsMerger, labels_agree
 from gnuradio.rfdetect.formats.records import box_iou
 from gnuradio.rfdetect.tracking.track_assigner import TrackAssigner
 
@@ -214,8 +214,10 @@ def test_inputs_announced_before_their_tiles_are_waited_for():
         NmsMerger(inputs=0)
 
 
-def _stream_tiles(draw, name, length, mode=None, edges=False):
-    """One input's tiles (``length`` s, overlapping by a fifth) with up to 4 records each."""
+def _stream_tiles(draw, name, length, mode=None, edges=False, shared=False):
+    """One input's tiles (``length`` s, overlapping by a fifth) with up to 4 records each;
+    ``shared``: bands from a few that overlap, so that the inputs box the same signals and
+    pieces stitch into wider bands."""
     step = length - 0.02 * length / TILE_S
     n = draw(st.integers(1, 5))
     tiles_ = []
@@ -225,8 +227,9 @@ def _stream_tiles(draw, name, length, mode=None, edges=False):
         for _ in range(draw(st.integers(0, 4))):
             t0 = t["t_start"] + draw(st.floats(0.0, length * 0.95))
             t1 = min(t0 + draw(st.floats(0.001, length)), t["t_stop"])
-            f0 = draw(st.floats(-4e5, 4e5))
-            r = _rec(name, t, t0, max(t1, t0 + 1e-4), f0, f0 + draw(st.floats(1e3, 1e5)),
+            f0 = draw(st.sampled_from([0.0, 4e3, 6e3, 1.2e4]) if shared else st.floats(-4e5, 4e5))
+            bw = draw(st.sampled_from([1e4, 1.6e4]) if shared else st.floats(1e3, 1e5))
+            r = _rec(name, t, t0, max(t1, t0 + 1e-4), f0, f0 + bw,
                      score=draw(st.floats(0.05, 1.0)), label=draw(st.sampled_from(["a", "b", "signal"] if edges else ["a", "b"])))
             if edges:
                 r["tile_edge"] = draw(st.sampled_from([[], ["start"], ["stop"], ["start", "stop"]]))
@@ -237,9 +240,10 @@ def _stream_tiles(draw, name, length, mode=None, edges=False):
 
 def test_a_long_carrier_holds_back_only_what_could_be_its_duplicate():
     """File mode: input A holds a narrow carrier that goes on through all its tiles (one record,
-    as a lone Detector gives it); input B's short bursts across the carrier's band leave with
-    the tile they came in, not when the carrier ends. A piece of the carrier that B saw, cut by
-    its tile's end, waits for it and is merged into it."""
+    as a lone Detector gives it); input B's short bursts across the carrier's band leave within
+    two tiles (once the carrier is too large for them to be its duplicate, however its band
+    might grow), not when the carrier ends. A piece of the carrier that B saw, cut by its
+    tile's end, waits for it and is merged into it."""
     m = NmsMerger(inputs=2)
     a = [_tile("A", i, 0.1, 0.08, 6, "file") for i in range(6)]
     b = [_tile("B", i, 0.1, 0.08, 6, "file") for i in range(6)]
@@ -254,8 +258,52 @@ def test_a_long_carrier_holds_back_only_what_could_be_its_duplicate():
         out += [(i, r) for r in m.push(b[i], bursts)]
     assert [(i, r["t_start"], r["t_stop"], r["models"]) for i, r in out if r["f_high"] == 1e4] == [
         (5, 0.0, 0.45, ["model-A", "model-B"])]  # the carrier, whole, with B's piece of it
-    assert [i for i, r in out if r["f_high"] == 1e5] == [0, 1, 2, 3, 4, 5]
+    left = [i for i, r in out if r["f_high"] == 1e5]
+    assert len(left) == 6 and all(k <= i <= k + 2 for k, i in enumerate(left)), left
     assert m.pending == [] and m.suppressed == 1
+
+
+def test_two_inputs_boxing_a_signal_that_never_ends_let_its_pieces_go_tile_by_tile():
+    """Real-time mode (pieces): both inputs box a carrier that goes on for the whole run, each
+    in pieces cut by its own tiles (0.1 s and 0.05 s). The merger's memory stays bounded: each
+    piece leaves a few tiles after it was seen (B's pieces inside A's merged into them), not
+    when the signal ends."""
+    m = NmsMerger(inputs=2)
+    n_a, n_b = 100, 200
+    tiles = [(_tile("A", i, 0.1, 0.08, n_a, "realtime"), 0.1) for i in range(n_a)] + \
+            [(_tile("B", i, 0.05, 0.04, n_b, "realtime"), 0.05) for i in range(n_b)]
+    tiles.sort(key=lambda x: (x[0]["t_stop"], x[0]["stream"]))
+    out, most = [], 0
+    for t, _ in tiles:
+        piece = dict(_rec(t["stream"], t, t["t_start"], t["t_stop"], 0.0, 1e4, score=0.9 if t["stream"] == "A" else 0.5),
+                     tile_edge=(["start"] if t["index"] else []) + (["stop"] if not t["final"] else []))
+        got = m.push(t, [piece])
+        out += [(t["t_stop"], r) for r in got]
+        most = max(most, len(m.pending))
+    assert most <= 8, most
+    assert m.pending == [] and m.records_in == n_a + n_b == m.records_out + m.suppressed + m.stitched
+    late = [when - r["t_stop"] for when, r in out]
+    assert out and max(late) <= 0.3, max(late)  # no record waited more than a few tiles
+
+
+def test_a_held_record_whose_band_grows_is_still_merged_with_its_copy():
+    """File mode: A holds a piece cut by its tile's end, 0-10 kHz; its next tile's piece, 0-16
+    kHz, is stitched onto it and widens its band. B boxed the same signal at 4.5-16 kHz, which
+    overlaps the held piece too little to be its copy until the band grows. Whichever input's
+    second tile comes first, one record leaves, naming both models (B's box: A's joined piece
+    keeps the first piece's cut, and a cut record yields to a whole one)."""
+    def run(order):
+        m = NmsMerger(inputs=2)
+        a = [_tile("A", i, 0.1, 0.08, 2, "file") for i in range(2)]
+        b = [_tile("B", i, 0.1, 0.08, 2, "file") for i in range(2)]
+        tiles = {"A": iter([(a[0], [dict(_rec("A", a[0], 0.02, 0.1, 0.0, 1e4), tile_edge=["stop"])]),
+                            (a[1], [dict(_rec("A", a[1], 0.08, 0.1, 0.0, 1.6e4), tile_edge=["start"])])]),
+                 "B": iter([(b[0], [_rec("B", b[0], 0.02, 0.08, 4.5e3, 1.6e4, score=0.8)]), (b[1], [])])}
+        out = []
+        for stream in order:
+            out += m.push(*next(tiles[stream]))
+        return [(r["t_start"], r["t_stop"], r["f_low"], r["f_high"], r["models"]) for r in out]
+    assert run("ABAB") == run("AABB") == [(0.02, 0.08, 4.5e3, 1.6e4, ["model-A", "model-B"])]
 
 
 def _interleave(streams, order):
@@ -281,6 +329,12 @@ def _run(stream, **kw):
     for tile, recs in stream:
         out += m.push(tile, [dict(r) for r in recs])
     assert m.finished and m.pending == []
+    # no two records out of different inputs are duplicates by the merger's own rule
+    for i, a in enumerate(out):
+        for b in out[i + 1:]:
+            if set(a["models"]).isdisjoint(b["models"]) and (not kw.get("class_aware", True)
+                                                           or labels_agree(a["label"], b["label"])):
+                assert box_iou(a, b) < m.iou_threshold, (a, b)
     return sorted((r["t_start"], r["t_stop"], r["f_low"], r["f_high"], r["label"], r["score"], tuple(r["models"]))
                   for r in out)
 
@@ -290,12 +344,14 @@ def two_inputs_two_orders(draw):
     """Two inputs (tile edges, "signal" labels, file or real-time mode) and two orders in
     which their tiles might reach the merger."""
     mode = draw(st.sampled_from([None, "realtime", "file"]))
-    streams = [_stream_tiles(draw, name, length, mode, edges=True) for name, length in (("A", TILE_S), ("B", TILE_S / 2))]
+    shared = draw(st.booleans())
+    streams = [_stream_tiles(draw, name, length, mode, edges=True, shared=shared)
+               for name, length in (("A", TILE_S), ("B", TILE_S / 2))]
     slots = [0] * len(streams[0]) + [1] * len(streams[1])
     return streams, draw(st.permutations(slots)), draw(st.permutations(slots))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(two_inputs_two_orders(), st.sampled_from(["auto", "pieces"]), st.booleans())
 def test_nms_merge_of_two_inputs_does_not_depend_on_the_order_their_tiles_come_in(case, long_signals, class_aware):
     """The Detectors of a flowgraph run at their own pace, so their tiles reach the merger in

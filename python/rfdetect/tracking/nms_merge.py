@@ -31,13 +31,13 @@ Detector announces itself before its first tile: ``add_input``; ``inputs``: how 
 expect at least). Their tiles differ in length and arrive interleaved, in an order that
 depends on how fast each runs. So that the outcome does not depend on that order, each
 input's tiles go through steps 1-3 on their own, exactly as a lone Detector's would; what an
-input is done with then waits for the others, and duplicates across inputs (step 2's rule,
-between records of different inputs) are removed a group of overlapping records at a time,
-once nothing more can join the group: every input's next tile starts after it, and no record
-an input still holds overlaps it in time. A record held while its signal goes on (``long_signals``
-whole) holds back only what lies in its band so far and could still be found its duplicate;
-were its band to grow later to reach a record that has left, the two would both stay. Pieces are not stitched across inputs. The
-merger's own run ends when every input's has.
+input is done with then waits for the others. Duplicates across inputs (step 2's rule, between
+records of different inputs) are removed a group at a time, records joined by such pairs, once
+nothing more can join the group: every input's next tile starts after it, and no record another
+input still holds could yet turn out a duplicate of one of its records (the test allows for a
+held record to grow in time and in band, as a long signal or a sweep being stitched does). A
+record that can be no one's duplicate leaves as soon as every input has passed it. Pieces are
+not stitched across inputs. The merger's own run ends when every input's has.
 """
 from __future__ import annotations
 
@@ -97,6 +97,8 @@ class NmsMerger:
             raise ValueError(f"iou_threshold={iou_threshold} must be in (0, 1]")
         if int(inputs) != inputs or inputs < 1:
             raise ValueError(f"inputs={inputs} must be a whole number >= 1 (the Detectors that feed the merger)")
+        if not 0.0 < containment <= 1.0:
+            raise ValueError(f"containment={containment} must be in (0, 1]")
         self.iou_threshold = float(iou_threshold)
         self.class_aware = bool(class_aware)
         self.stitch = bool(stitch)
@@ -188,12 +190,10 @@ class NmsMerger:
     def out_tile(self, tile: dict) -> dict:
         """The tile message to forward after :meth:`push` of ``tile``: with one input, ``tile``
         itself; with several, one that says what holds for all of them (time starts no
-        earlier than the slowest input's last tile or a record still to leave, and the run is
-        final once every input's is)."""
+        earlier than the slowest input's last tile, and the run is final once every input's is)."""
         if self.inputs == 1:
             return tile
-        waiting = [r["t_start"] for r in self.pending if not r.get("_growing")]
-        out = dict(tile, t_start=min([i.last_start for i in self._inputs.values()] + waiting),
+        out = dict(tile, t_start=min(i.last_start for i in self._inputs.values()),
                    next_t_start=min(i.next_start for i in self._inputs.values()), final=self.finished)
         if not out["final"]:
             out.pop("run", None)
@@ -211,7 +211,7 @@ class NmsMerger:
             self._waiting += done
             out = self._across_inputs()
         for r in out:
-            for k in ("_seen", "_stream", "_growing"):
+            for k in ("_seen", "_stream"):
                 r.pop(k, None)
             r.setdefault("models", [r["model"]])
         out.sort(key=lambda r: (r["t_start"], r["f_low"]))
@@ -232,31 +232,29 @@ class NmsMerger:
         out, inp.held = [], []
         for r in merged:
             # held through a later tile that reaches its end: the input has seen all of it
-            growing = whole and _going_on(r, reach)
-            if r["t_stop"] <= inp.next_start or (r["_seen"] and not growing):
-                r.pop("_growing", None)
+            if r["t_stop"] <= inp.next_start or (r["_seen"] and not (whole and _going_on(r, reach))):
                 out.append(r)
             else:
-                r["_growing"] = growing
                 inp.held.append(r)
         return out
 
     def _across_inputs(self) -> list[dict]:
         """Duplicates across inputs removed from the records their inputs are done with, a
-        group of overlapping records at a time, once nothing more can join the group: every
-        input's next tile starts after it, and no record an input still holds overlaps it in
-        time (one that grows until its signal ends, in time and band). The outcome is then
-        the same whatever order the inputs' tiles came in."""
+        group at a time (records joined by pairs of different inputs that are duplicates by
+        step 2's rule, whatever their labels), once nothing more can join the group: every
+        input's next tile starts after it, and no record another input still holds could yet
+        turn out a duplicate of one of its records. The outcome is then the same whatever
+        order the inputs' tiles came in."""
         if len(self._inputs) < self.inputs:
             return []
         horizon = min(i.next_start for i in self._inputs.values())
-        held = [h for i in self._inputs.values() for h in i.held]
+        held = [(stream, i.next_start, h) for stream, i in self._inputs.items() for h in i.held]
 
         def ready(r):
             return r["t_stop"] <= horizon and not any(
-                h["t_start"] < r["t_stop"] and (not h["_growing"] or self._may_meet(h, r)) for h in held)
+                stream != r["_stream"] and self._may_become_duplicates(h, first, r) for stream, first, h in held)
         out, waiting = [], []
-        for group in _overlapping_groups(self._waiting):
+        for group in _groups(self._waiting, self._duplicates_across):
             if all(ready(r) for r in group):
                 out += self._suppress_across(group)
             else:
@@ -264,22 +262,25 @@ class NmsMerger:
         self._waiting = waiting
         return out
 
-    def _may_meet(self, growing: dict, r: dict) -> bool:
-        """Whether a record that grows until its signal ends (later in time, its band a union)
-        may still be found a duplicate of ``r``, or ``r`` of it: their bands overlap now, and
-        ``r`` is large enough, and shares enough of the band, for an IoU over the threshold with it
-        (the IoU of a box with one that grows only falls), or is cut by a tile edge (so may lie
-        inside it), or it lies inside ``r`` now. A long carrier then holds back only what could be a copy of it, not
-        every burst across its band until it ends."""
-        f_common = min(growing["f_high"], r["f_high"]) - max(growing["f_low"], r["f_low"])
-        if f_common <= 0:
+    def _duplicates_across(self, a: dict, b: dict) -> bool:
+        """Whether step 2 could drop one of ``a``, ``b`` (different inputs) for the other."""
+        return a["_stream"] != b["_stream"] and (self._duplicate(a, b) or self._duplicate(b, a))
+
+    def _may_become_duplicates(self, h: dict, next_start: float, r: dict) -> bool:
+        """Whether ``h``, a record its input still holds, may yet be found a duplicate of ``r``
+        or ``r`` of it. ``h`` may still grow: later in time, back to where its input's next
+        tile starts (``next_start``), and in band by any amount (a sweep stitched on), but its
+        area only grows and ``r`` is final. So the test takes only time and areas: the part of
+        ``r``'s time that ``h`` may share, and ``r``'s band."""
+        shared = r["t_stop"] - max(r["t_start"], min(h["t_start"], next_start))
+        if shared <= 0:
             return False
-        area = (growing["t_stop"] - growing["t_start"]) * (growing["f_high"] - growing["f_low"])
-        own = (r["t_stop"] - r["t_start"]) * (r["f_high"] - r["f_low"])
-        # the most the two can share: r's time from the growing one's start on, in the band both hold
-        common = max(r["t_stop"] - max(r["t_start"], growing["t_start"]), 0.0) * f_common
-        iou_possible = own >= self.iou_threshold * area and common >= self.iou_threshold * own
-        return iou_possible or bool(r.get("tile_edge")) or _inside_fraction(growing, r) >= self.containment
+        length, band = r["t_stop"] - r["t_start"], r["f_high"] - r["f_low"]
+        area = max((h["t_stop"] - h["t_start"]) * (h["f_high"] - h["f_low"]), 1e-30)
+        iou = length * band >= self.iou_threshold * area and shared >= self.iou_threshold * length
+        r_inside = bool(r.get("tile_edge")) and shared >= self.containment * length
+        h_inside = shared * band >= self.containment * area
+        return iou or r_inside or h_inside
 
     def _suppress_across(self, group: list[dict]) -> list[dict]:
         """Greedy NMS over one group, complete records first, then by score (the rest of the
@@ -314,9 +315,9 @@ def _priority(r: dict) -> tuple:
             r["f_high"], str(r["label"]), str(r.get("model")))
 
 
-def _overlapping_groups(records: list[dict]) -> list[list[dict]]:
-    """``records`` in groups joined by boxes that overlap (positive time x frequency area),
-    each group in the given order."""
+def _groups(records: list[dict], linked) -> list[list[dict]]:
+    """``records`` in groups joined by ``linked`` pairs (which overlap in time), each group in
+    the given order."""
     parent = list(range(len(records)))
 
     def root(k):
@@ -326,12 +327,10 @@ def _overlapping_groups(records: list[dict]) -> list[list[dict]]:
         return k
     order = sorted(range(len(records)), key=lambda k: records[k]["t_start"])
     for n, a in enumerate(order):
-        ra = records[a]
         for b in order[n + 1:]:
-            rb = records[b]
-            if rb["t_start"] >= ra["t_stop"]:
+            if records[b]["t_start"] >= records[a]["t_stop"]:
                 break
-            if rb["f_low"] < ra["f_high"] and ra["f_low"] < rb["f_high"]:
+            if linked(records[a], records[b]):
                 parent[root(a)] = root(b)
     groups: dict = {}
     for k in range(len(records)):
