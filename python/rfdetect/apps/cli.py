@@ -247,7 +247,8 @@ def build_parser():
     d = sub.add_parser("detect", help="run the detection flowgraph on a recording (file mode)")
     d.add_argument("recording")
     d.add_argument("--model", action="append", help="'auto' (the default: the embedded model made for the capture, "
-                        "'narrowband' for one of <= 6.4 MS/s centred below 600 MHz with 'narrowband-x2' beside it, else "
+                        "'narrowband' for one of <= 6.4 MS/s centred below 600 MHz with 'narrowband-x2' (from 1.6 MS/s) and "
+                        "'wideband-short' (from 0.8 MS/s) beside it, else "
                         "'wideband', with 'wideband-short' beside it at 2-25 MS/s and 'narrowband-zoom' at 8-25 MS/s; no model "
                         "beside it when a "
                         "spectrogram option is given), 'default' (the "

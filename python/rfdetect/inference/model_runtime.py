@@ -87,11 +87,14 @@ def auto_model(sample_rate: float, center_frequency: Optional[float]) -> str:
 #   the one tuning set below, at 1 MS/s, lost 0.005 with it;
 # - wideband-short (rows of 25.6 us at 20 MS/s) beside wideband, for bursts of a few of
 #   wideband's rows (BLE, drone telemetry, radar pulse trains): mean over the 10 tuning sets
-#   of 8-20 MS/s 0.673 -> 0.687, and over the 3 of 2-5 MS/s 0.319 -> 0.383. The rates of
-#   those sets.
+#   of 8-20 MS/s 0.673 -> 0.687, and over the 3 of 2-5 MS/s 0.319 -> 0.383 (from 2 MS/s, the
+#   lowest of those sets' rates); and beside narrowband (the drone telemetry bursts of VHF/UHF
+#   captures), over the 7 VHF/UHF sets of 0.8-5 MS/s 0.592 -> 0.639, none down by more than
+#   0.002 (v_1M 0.25 -> 0.54); from 0.8 MS/s, the lowest of those sets' rates.
 AUTO_COMPANIONS = (("wideband", "narrowband-zoom", 8e6, 25e6),
                    ("wideband", "wideband-short", 2e6, 25e6),
-                   ("narrowband", "narrowband-x2", 1.6e6, NARROW_CAPTURE_MAX_RATE))
+                   ("narrowband", "narrowband-x2", 1.6e6, NARROW_CAPTURE_MAX_RATE),
+                   ("narrowband", "wideband-short", 0.8e6, NARROW_CAPTURE_MAX_RATE))
 
 
 def auto_models(sample_rate: float, center_frequency: Optional[float], n_samples: Optional[int] = None,
