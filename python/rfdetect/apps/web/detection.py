@@ -307,8 +307,8 @@ class RecordingDetector:
     def resolve(self, meta_path: Path, name: str, **settings) -> str:
         """``name``, with ``auto`` (alone or joined by '+') the embedded models made for this
         recording. Given spectrogram ``settings`` (fft_size, hop, width) make ``auto`` one model,
-        as ``rfdetect detect --hop N`` does: a model beside its choice runs on a grid of its own,
-        which those settings would contradict."""
+        as ``rfdetect detect --hop N`` does, so that one request means the same here and there
+        (a model beside auto's choice is made for its own card's grid)."""
         names = split_models(name)
         if AUTO_MODEL not in names:
             return name
