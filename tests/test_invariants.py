@@ -39,7 +39,7 @@ def tiles(draw):
 
 
 # too_slow: on a CPU shared with other work one draw was seen to take 38 s (not a property failure)
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(tiles(), st.floats(0.1, 1.0), st.booleans(), st.booleans(), st.sampled_from(LONG_SIGNALS))
 def test_nms_merge_invariants(stream, iou, class_aware, stitch, long_signals):
     m = NmsMerger(iou_threshold=iou, class_aware=class_aware, stitch=stitch, long_signals=long_signals)
@@ -68,7 +68,7 @@ def test_nms_merge_invariants(stream, iou, class_aware, stitch, long_signals):
     assert m.pending == []
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True)
 @given(tiles(), st.floats(0.1, 1.0), st.floats(0.0, 0.05), st.booleans())
 def test_track_assigner_invariants(stream, gate, gap, class_aware):
     merger = NmsMerger()
@@ -286,6 +286,70 @@ def test_two_inputs_boxing_a_signal_that_never_ends_let_its_pieces_go_tile_by_ti
     assert out and max(late) <= 0.3, max(late)  # no record waited more than a few tiles
 
 
+def test_pieces_held_for_another_input_still_join_their_track():
+    """Real-time mode: the forwarded tile says where time starts for what can still leave, so
+    the Track Assigner joins every piece of a signal that never ends under one track, however
+    long the merger held a piece for the other input."""
+    for ahead in (0, 3):  # B's tiles in time order with A's, or A three tiles ahead
+        m, ta = NmsMerger(inputs=2), TrackAssigner()
+        a = [_tile("A", i, 0.1, 0.08, 40, "realtime") for i in range(40)]
+        b = [_tile("B", i, 0.05, 0.04, 80, "realtime") for i in range(80)]
+        order = sorted([(t["t_stop"] - (0.24 if ahead and t["stream"] == "A" else 0.0), t["stream"], t) for t in a + b],
+                       key=lambda x: (x[0], x[1]))
+        events = []
+        for _, _, t in order:
+            piece = dict(_rec(t["stream"], t, t["t_start"], t["t_stop"], 0.0, 1e4,
+                              score=0.9 if t["stream"] == "A" else 0.5),
+                         tile_edge=(["start"] if t["index"] else []) + (["stop"] if not t["final"] else []))
+            got = m.push(t, [piece])
+            events += ta.push(m.out_tile(t), got)
+        news = [e for e in events if e["event"] == "new"]
+        assert len(news) == 1 and sum(e["event"] == "update" for e in events) >= 10, (ahead, len(news))
+
+
+def test_a_held_record_may_yet_become_a_duplicate_by_iou_or_by_lying_inside():
+    """File mode, two tiles per input. A holds a piece cut by its tile's end; B's record would
+    be its duplicate once A's piece is whole: by IoU (B is most of A's piece's time), or by A's
+    later piece lying inside B. Whichever input's second tile comes first, one record leaves."""
+    def run(a_piece, b_rec, order):
+        m = NmsMerger(inputs=2)
+        a = [_tile("A", i, 0.1, 0.08, 2, "file") for i in range(2)]
+        b = [_tile("B", i, 0.1, 0.08, 2, "file") for i in range(2)]
+        tiles = {"A": iter([(a[0], [a_piece(a[0])]), (a[1], [])]), "B": iter([(b[0], [b_rec(b[0])]), (b[1], [])])}
+        out = []
+        for stream in order:
+            out += m.push(*next(tiles[stream]))
+        return sorted((r["t_start"], r["t_stop"], tuple(r["models"])) for r in out)
+    cases = [  # (A's held piece, B's record)
+        (lambda t: dict(_rec("A", t, 0.0, 0.1, 0.0, 1e4), tile_edge=["stop"]),
+         lambda t: _rec("B", t, 0.0, 0.065, 0.0, 1e4, score=0.5)),
+        (lambda t: dict(_rec("A", t, 0.05, 0.09, 0.0, 1e4), tile_edge=["start"]),
+         lambda t: _rec("B", t, 0.0, 0.079, -1e4, 2e4, score=0.5)),
+    ]
+    for a_piece, b_rec in cases:
+        first = run(a_piece, b_rec, "ABAB")
+        assert first == run(a_piece, b_rec, "AABB") and len(first) == 1, first
+
+
+def test_a_long_carrier_does_not_hold_cut_records_of_another_band():
+    """File mode: A's carrier goes on through the whole file; B's bursts, cut by B's tile
+    edges or not, lie 200-300 kHz away. They leave within two tiles, so the merger's memory
+    does not grow with the file."""
+    m = NmsMerger(inputs=2)
+    n = 60
+    a = [_tile("A", i, 0.1, 0.08, n, "file") for i in range(n)]
+    b = [_tile("B", i, 0.1, 0.08, n, "file") for i in range(n)]
+    most = 0
+    for i in range(n):
+        m.push(a[i], [dict(_rec("A", a[i], a[i]["t_start"], a[i]["t_stop"], 0.0, 1e3),
+                           tile_edge=(["start"] if i else []) + (["stop"] if i < n - 1 else []))])
+        m.push(b[i], [_rec("B", b[i], b[i]["t_start"] + 0.01, b[i]["t_start"] + 0.02, 2e5, 3e5, score=0.5),
+                      dict(_rec("B", b[i], b[i]["t_start"] + 0.09, b[i]["t_stop"], 2e5, 3e5, score=0.5),
+                           tile_edge=["stop"])])
+        most = max(most, len(m.pending))
+    assert most <= 6 and m.pending == [], most
+
+
 def test_a_held_record_whose_band_grows_is_still_merged_with_its_copy():
     """File mode: A holds a piece cut by its tile's end, 0-10 kHz; its next tile's piece, 0-16
     kHz, is stitched onto it and widens its band. B boxed the same signal at 4.5-16 kHz, which
@@ -351,7 +415,7 @@ def two_inputs_two_orders(draw):
     return streams, draw(st.permutations(slots)), draw(st.permutations(slots))
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(two_inputs_two_orders(), st.sampled_from(["auto", "pieces"]), st.booleans())
 def test_nms_merge_of_two_inputs_does_not_depend_on_the_order_their_tiles_come_in(case, long_signals, class_aware):
     """The Detectors of a flowgraph run at their own pace, so their tiles reach the merger in
@@ -365,7 +429,7 @@ def test_nms_merge_of_two_inputs_does_not_depend_on_the_order_their_tiles_come_i
     assert _run(_interleave([streams[0]] + silent, one), **kw) == alone
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(two_streams(), st.booleans())
 def test_nms_merge_two_inputs_invariants(stream, class_aware):
     m = NmsMerger(class_aware=class_aware, inputs=2)

@@ -35,9 +35,10 @@ input is done with then waits for the others. Duplicates across inputs (step 2's
 records of different inputs) are removed a group at a time, records joined by such pairs, once
 nothing more can join the group: every input's next tile starts after it, and no record another
 input still holds could yet turn out a duplicate of one of its records (the test allows for a
-held record to grow in time and in band, as a long signal or a sweep being stitched does). A
-record that can be no one's duplicate leaves as soon as every input has passed it. Pieces are
-not stitched across inputs. The merger's own run ends when every input's has.
+held record to grow in time and in band, as a long signal or a sweep being stitched does; the
+one exception: whether a record cut by a tile edge lies inside a long signal still going on is
+judged by that signal's band so far). A record that can be no one's duplicate leaves as soon as
+every input has passed it. Pieces are not stitched across inputs. The merger's own run ends when every input's has.
 """
 from __future__ import annotations
 
@@ -190,10 +191,13 @@ class NmsMerger:
     def out_tile(self, tile: dict) -> dict:
         """The tile message to forward after :meth:`push` of ``tile``: with one input, ``tile``
         itself; with several, one that says what holds for all of them (time starts no
-        earlier than the slowest input's last tile, and the run is final once every input's is)."""
+        earlier than the slowest input's last tile or a record still waiting for the other
+        inputs, so that the Track Assigner does not end the track it continues; and the run is
+        final once every input's is)."""
         if self.inputs == 1:
             return tile
-        out = dict(tile, t_start=min(i.last_start for i in self._inputs.values()),
+        starts = [i.last_start for i in self._inputs.values()] + [r["t_start"] for r in self._waiting]
+        out = dict(tile, t_start=min(starts),
                    next_t_start=min(i.next_start for i in self._inputs.values()), final=self.finished)
         if not out["final"]:
             out.pop("run", None)
@@ -211,7 +215,7 @@ class NmsMerger:
             self._waiting += done
             out = self._across_inputs()
         for r in out:
-            for k in ("_seen", "_stream"):
+            for k in ("_seen", "_stream", "_growing"):
                 r.pop(k, None)
             r.setdefault("models", [r["model"]])
         out.sort(key=lambda r: (r["t_start"], r["f_low"]))
@@ -232,9 +236,12 @@ class NmsMerger:
         out, inp.held = [], []
         for r in merged:
             # held through a later tile that reaches its end: the input has seen all of it
-            if r["t_stop"] <= inp.next_start or (r["_seen"] and not (whole and _going_on(r, reach))):
+            growing = whole and _going_on(r, reach)
+            if r["t_stop"] <= inp.next_start or (r["_seen"] and not growing):
+                r.pop("_growing", None)
                 out.append(r)
             else:
+                r["_growing"] = growing
                 inp.held.append(r)
         return out
 
@@ -248,11 +255,11 @@ class NmsMerger:
         if len(self._inputs) < self.inputs:
             return []
         horizon = min(i.next_start for i in self._inputs.values())
-        held = [(stream, i.next_start, h) for stream, i in self._inputs.items() for h in i.held]
+        held = [(stream, h) for stream, i in self._inputs.items() for h in i.held]
 
         def ready(r):
             return r["t_stop"] <= horizon and not any(
-                stream != r["_stream"] and self._may_become_duplicates(h, first, r) for stream, first, h in held)
+                stream != r["_stream"] and self._may_become_duplicates(h, r) for stream, h in held)
         out, waiting = [], []
         for group in _groups(self._waiting, self._duplicates_across):
             if all(ready(r) for r in group):
@@ -266,20 +273,29 @@ class NmsMerger:
         """Whether step 2 could drop one of ``a``, ``b`` (different inputs) for the other."""
         return a["_stream"] != b["_stream"] and (self._duplicate(a, b) or self._duplicate(b, a))
 
-    def _may_become_duplicates(self, h: dict, next_start: float, r: dict) -> bool:
+    def _may_become_duplicates(self, h: dict, r: dict) -> bool:
         """Whether ``h``, a record its input still holds, may yet be found a duplicate of ``r``
-        or ``r`` of it. ``h`` may still grow: later in time, back to where its input's next
-        tile starts (``next_start``), and in band by any amount (a sweep stitched on), but its
-        area only grows and ``r`` is final. So the test takes only time and areas: the part of
-        ``r``'s time that ``h`` may share, and ``r``'s band."""
-        shared = r["t_stop"] - max(r["t_start"], min(h["t_start"], next_start))
+        or ``r`` of it. ``h`` may still grow, later in time and in band by any amount (a sweep
+        stitched on), and back in time no further than its input's next tile, which starts
+        after ``r`` ends; its area only grows, while ``r`` is final. So the IoU test and the
+        test of ``h`` inside ``r`` take only time and areas. Whether ``r``, cut by a tile edge,
+        lies inside ``h`` takes ``h``'s band as it is when ``h`` grows until its signal ends (a
+        carrier through a whole file would otherwise hold every cut record of another input,
+        whatever its band, as long); a band that grows later onto such a record leaves the two
+        side by side."""
+        shared = r["t_stop"] - max(r["t_start"], h["t_start"])
         if shared <= 0:
             return False
         length, band = r["t_stop"] - r["t_start"], r["f_high"] - r["f_low"]
-        area = max((h["t_stop"] - h["t_start"]) * (h["f_high"] - h["f_low"]), 1e-30)
-        iou = length * band >= self.iou_threshold * area and shared >= self.iou_threshold * length
-        r_inside = bool(r.get("tile_edge")) and shared >= self.containment * length
-        h_inside = shared * band >= self.containment * area
+        h_length = h["t_stop"] - h["t_start"]
+        area = max(h_length * (h["f_high"] - h["f_low"]), 1e-30)
+        # the IoU is at most shared / the longer of the two, and at most r's area over h's
+        iou = shared >= self.iou_threshold * max(length, h_length) and length * band >= self.iou_threshold * area
+        h_inside = shared >= self.containment * h_length and shared * band >= self.containment * area
+        common = band
+        if h.get("_growing"):
+            common = max(min(h["f_high"], r["f_high"]) - max(h["f_low"], r["f_low"]), 0.0)
+        r_inside = bool(r.get("tile_edge")) and shared * common >= self.containment * length * band
         return iou or r_inside or h_inside
 
     def _suppress_across(self, group: list[dict]) -> list[dict]:
