@@ -84,7 +84,7 @@ def auto_model(sample_rate: float, center_frequency: Optional[float]) -> str:
 # - narrowband-x2 (twice as fine) beside narrowband: mean over the 4 VHF/UHF tuning sets
 #   0.456 -> 0.480 (5 MS/s 0.35 -> 0.42, where a TDMA channel is under two columns). From
 #   1.6 MS/s, where its columns (rate / 2048) reach narrowband's training grids (0.78-6.25 kHz);
-#   the one tuning set below, at 1 MS/s, lost 0.005 with it;
+#   v_1M (1 MS/s) lost 0.005 with it;
 # - wideband-short (rows of 25.6 us at 20 MS/s) beside wideband, for bursts of a few of
 #   wideband's rows (BLE, drone telemetry, radar pulse trains): mean over the 10 tuning sets
 #   of 8-20 MS/s 0.673 -> 0.687, and over the 3 of 2-5 MS/s 0.319 -> 0.383 (from 2 MS/s, the
