@@ -152,16 +152,23 @@ class NmsMerger:
             recs[i] = _join(recs[i], recs[j])
             del recs[j]
             self.stitched += 1
+        return self._suppress(recs, lambda r: (bool(r.get("tile_edge")), -r["score"]))
+
+    def _suppress(self, records: list[dict], order, across_inputs: bool = False) -> list[dict]:
+        """Greedy NMS in ``order`` (a sort key): a record goes when a kept one duplicates it
+        (``across_inputs``: a kept one of another input), and the kept one takes its models
+        and, for "signal", its name."""
         kept: list[dict] = []
-        for r in sorted(recs, key=lambda r: (bool(r.get("tile_edge")), -r["score"])):
-            dup = next((k for k in kept if self._same_class(k, r) and self._duplicate(k, r)), None)
+        for r in sorted(records, key=order):
+            dup = next((k for k in kept if (not across_inputs or k["_stream"] != r["_stream"])
+                        and self._same_class(k, r) and self._duplicate(k, r)), None)
             if dup is None:
                 kept.append(r)
-            else:
-                self.suppressed += 1
-                if dup["label"] == UNKNOWN_LABEL and r["label"] != UNKNOWN_LABEL:
-                    dup["label"] = r["label"]  # the kept box takes the name a duplicate knew
-                dup["models"] = sorted(set(dup.get("models", [dup["model"]])) | set(r.get("models", [r["model"]])))
+                continue
+            self.suppressed += 1
+            if dup["label"] == UNKNOWN_LABEL and r["label"] != UNKNOWN_LABEL:
+                dup["label"] = r["label"]  # the kept box takes the name a duplicate knew
+            dup["models"] = sorted(set(dup.get("models", [dup["model"]])) | set(r.get("models", [r["model"]])))
         return kept
 
     def add_input(self, stream: str) -> None:
@@ -263,7 +270,9 @@ class NmsMerger:
         out, waiting = [], []
         for group in _groups(self._waiting, self._duplicates_across):
             if all(ready(r) for r in group):
-                out += self._suppress_across(group)
+                # complete records first, then by score; the rest of the key makes the order
+                # total. Records of one input were merged with each other already.
+                out += self._suppress(group, _priority, across_inputs=True)
             else:
                 waiting += group
         self._waiting = waiting
@@ -297,24 +306,6 @@ class NmsMerger:
             common = max(min(h["f_high"], r["f_high"]) - max(h["f_low"], r["f_low"]), 0.0)
         r_inside = bool(r.get("tile_edge")) and shared * common >= self.containment * length * band
         return iou or r_inside or h_inside
-
-    def _suppress_across(self, group: list[dict]) -> list[dict]:
-        """Greedy NMS over one group, complete records first, then by score (the rest of the
-        key only makes the order total): a record goes when a kept one of another input
-        duplicates it. Records of one input were merged with each other already."""
-        kept: list[dict] = []
-        for r in sorted(group, key=_priority):
-            dup = next((k for k in kept if k["_stream"] != r["_stream"] and self._same_class(k, r)
-                        and self._duplicate(k, r)), None)
-            if dup is None:
-                kept.append(r)
-                continue
-            self.suppressed += 1
-            if dup["label"] == UNKNOWN_LABEL and r["label"] != UNKNOWN_LABEL:
-                dup["label"] = r["label"]
-            dup["models"] = sorted(set(dup.get("models", [dup["model"]])) | set(r.get("models", [r["model"]])))
-        return kept
-
 
 class _Input:
     """What the merger knows of one input: the records its merge holds, where its next tile
