@@ -451,3 +451,51 @@ def test_nms_merge_two_inputs_invariants(stream, class_aware):
                 assert box_iou(a, b) < 0.5
     # the merged run is final exactly once: at its last tile, when both inputs have ended
     assert finals == [False] * (len(stream) - 1) + [True]
+
+
+def _messages(stream, **kw):
+    """The tile messages the merger sends for ``stream`` (one input's tiles interleaved with
+    the other's), and the Track Assigner's events after them, in the order they come."""
+    m, ta = NmsMerger(**kw), TrackAssigner()
+    sent, events = [], []
+    for tile, recs in stream:
+        for out_tile, got in m.push_tiles(tile, [dict(r) for r in recs]):
+            sent.append(((out_tile["t_start"], out_tile["next_t_start"], out_tile["final"]),
+                         [(r["t_start"], r["t_stop"], r["f_low"], r["f_high"], r["label"], r["models"]) for r in got]))
+            events += [(e["event"], e["track_id"], e["t_start"], e["f_low"]) for e in ta.push(out_tile, got)]
+    assert m.finished and sent[-1][0][2] is True and [s for s in sent if s[0][2]] == [sent[-1]]
+    return sent, events
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(two_inputs_two_orders(), st.sampled_from(["auto", "pieces"]))
+def test_nms_merge_sends_the_same_messages_whatever_order_the_tiles_come_in(case, long_signals):
+    """Not only the records: the messages they leave in, their order, and so the Track
+    Assigner's track IDs are the same for every interleaving of the Detectors' tiles (two
+    runs of `rfdetect detect` with several branches numbered their tracks differently)."""
+    streams, one, other = case
+    kw = dict(inputs=2, long_signals=long_signals)
+    assert _messages(_interleave(streams, one), **kw) == _messages(_interleave(streams, other), **kw)
+
+
+def test_tiles_of_several_inputs_are_merged_in_time_order():
+    """A runs three tiles ahead of B: its tiles wait (records included, in ``pending``) and
+    are merged when B's tiles say nothing earlier can still come; each merged tile is one
+    message, in time order."""
+    m = NmsMerger()
+    m.add_input("A")
+    m.add_input("B")
+    a = [_tile("A", i, 0.1, 0.08, 3) for i in range(3)]
+    b = [_tile("B", i, 0.05, 0.04, 6) for i in range(6)]
+    for t in a:
+        assert m.push_tiles(t, [_rec("A", t, t["t_start"] + 0.01, t["t_start"] + 0.02, 1e3, 5e3)]) == []
+    assert len(m.pending) == 3 and not m.finished
+    got = m.push_tiles(b[0], [])
+    # B's first tile (0-0.05 s, next from 0.04) lets A's first (from 0) go, not A's second (from 0.08)
+    assert [t["t_start"] for t, _ in got] == [0.0, 0.0] and len(m.pending) == 2
+    sent = got
+    for t in b[1:]:
+        sent += m.push_tiles(t, [])
+    starts = [t["t_start"] for t, _ in sent]
+    assert len(sent) == 9 and starts == sorted(starts) and sent[-1][0]["final"] and m.finished
+    assert [r["t_start"] for _, rs in sent for r in rs] == [0.01, 0.09, 0.17] and m.pending == []

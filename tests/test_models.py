@@ -309,10 +309,9 @@ def test_detect_without_a_model_runs_the_one_made_for_the_capture(tdma_recording
     run_cli("detect", tdma_recording, "--model", "narrowband", "--model", "narrowband-x2", "--model", "wideband-short",
             "--out", out_nb, "--quiet")
 
-    def boxes(path):  # sorted: the three branches' tiles meet the merge in an order thread timing sets,
-        # and records of different pushes may leave in either order (the records are the same)
-        return sorted((r["event"], r["label"], r["t_start"], r["f_low"], r["score"]) for r in read_jsonl(path)
-                      if r["event"] in ("new", "update"))
+    def boxes(path):  # in order, track IDs too: the merge takes the branches' tiles in time order
+        return [(r["event"], r["track_id"], r["label"], r["t_start"], r["f_low"], r["score"]) for r in read_jsonl(path)
+                if r["event"] in ("new", "update", "end")]
     assert boxes(out_auto) and boxes(out_auto) == boxes(out_nb)
     assert any("anchor_free-narrowband-x2" in r["models"] for r in read_jsonl(out_auto) if r["event"] == "new")
 
@@ -367,9 +366,9 @@ def test_wideband_model_runs_at_its_card_and_auto_picks_it_in_the_2g4_band(tmp_p
     def found(path):
         return [r for r in read_jsonl(path) if r["event"] in ("new", "update")]
 
-    def boxes(path):  # records of different merge pushes may leave in either order (thread timing)
-        return sorted((r["event"], r["label"], r["t_start"], r["t_stop"], r["f_low"], r["f_high"], r["score"])
-                      for r in found(path))
+    def boxes(path):  # in order, track IDs too: the merge takes the branches' tiles in time order
+        return [(r["event"], r["track_id"], r["label"], r["t_start"], r["t_stop"], r["f_low"], r["f_high"], r["score"])
+                for r in read_jsonl(path) if r["event"] in ("new", "update", "end")]
     assert boxes(out_auto) and boxes(out_auto) == boxes(out_auto.with_suffix(".2"))
     rec = SigMFRecording.open(meta)
     truth = [from_annotation(a, rec.sample_rate) for a in rec.annotations]

@@ -180,6 +180,8 @@ class detector(gr.sync_block):
 
     def _post_tile(self, tile, records):
         tile["stream"] = self._run  # which Detector, for an NMS Merge fed by several
+        # what it runs, the same on every run: NMS Merge's order for tiles of one time span
+        tile["branch"] = "+".join(spec.model for spec in self.model_specs)
         if tile.get("final"):
             tile["run"] = self._run
             stream_end.announce(self, tile, ["detections"])

@@ -1,6 +1,6 @@
 """The shell every rfdetect message-in block shares (NMS Merge, Track Assigner and the
 three sinks): tile messages arrive on ``in``; what the block's plain object returns goes
-out on ``out`` as a tile message with the same tile; the final tile of a file run is
+out on ``out`` as tile messages (one with the same tile, unless the block says otherwise); the final tile of a file run is
 announced to the blocks downstream and acknowledged (``stream_end``), so that the
 Detector knows when every block has handled it."""
 import pmt
@@ -35,6 +35,13 @@ class MessageBlock(gr.basic_block):
         """The tile to send out with :meth:`handle`'s records (the same one unless overridden)."""
         return tile
 
+    def handle_messages(self, tile: dict, records: list) -> list:
+        """One tile's records in; the tile messages to send out, as (tile, records): by default
+        one, :meth:`forwarded_tile` with :meth:`handle`'s records. A block may send none or
+        several (NMS Merge, which merges the tiles of several Detectors in time order)."""
+        out = self.handle(tile, records)
+        return [(self.forwarded_tile(tile), out)]
+
     def forwarded(self, tile: dict) -> None:
         """Called after ``tile`` (from :meth:`forwarded_tile`) went out."""
 
@@ -59,12 +66,11 @@ class MessageBlock(gr.basic_block):
             return
         tile = obj.get("tile") or {}
         try:
-            out = self.handle(tile, [dict(r) for r in (obj.get("records") or [])])
-            if self._output:
-                forward = self.forwarded_tile(tile)
-                stream_end.announce(self, forward, ["out"])
-                self.message_port_pub(pmt.intern("out"), tile_message(forward, out))
-                self.forwarded(forward)
+            for forward, out in self.handle_messages(tile, [dict(r) for r in (obj.get("records") or [])]):
+                if self._output:
+                    stream_end.announce(self, forward, ["out"])
+                    self.message_port_pub(pmt.intern("out"), tile_message(forward, out))
+                    self.forwarded(forward)
         finally:
             # even when handle() fails: the Detector would wait for this block until its deadline
             stream_end.acknowledge(tile)

@@ -28,8 +28,10 @@ class nms_merge(MessageBlock):
     each need their own STFT Tile and Detector). Each says so when the flowgraph starts,
     so the merger knows how many there are. Each Detector's records are stitched and
     merged on their own, as for a lone Detector; then they are held until every Detector
-    has passed their time, and duplicates across Detectors are merged, so the records out do
-    not depend on which Detector runs faster. The run ends when every Detector's has.
+    has passed their time, and duplicates across Detectors are merged. The tiles are merged
+    in time order, whichever Detector runs faster, so the records out and the tile messages
+    they leave in are the same on every run of a recording. The run ends when every
+    Detector's has.
     """
 
     def __init__(self, iou_threshold=0.5, class_aware=True, stitch=True, long_signals="auto"):
@@ -40,20 +42,17 @@ class nms_merge(MessageBlock):
     def handle_hello(self, hello):
         self.merger.add_input(str(hello.get("stream", "")))
 
-    def handle(self, tile, records):
-        out = self.merger.push(tile, records)
+    def handle_messages(self, tile, records):
+        out = self.merger.push_tiles(tile, records)
         if self.merger.inputs > 1:
             stream_end.touch(self._runs)
             if tile.get("final"):
                 new = stream_end.runs(tile)
                 stream_end.hold(new)
                 self._runs += new
-        return out
-
-    def forwarded_tile(self, tile):
-        out = self.merger.out_tile(tile)
-        if self.merger.inputs > 1 and out.get("final"):
-            out["run"] = list(self._runs)
+            for fwd, _ in out:
+                if fwd.get("final"):
+                    fwd["run"] = list(self._runs)
         return out
 
     def forwarded(self, tile):

@@ -29,9 +29,12 @@ Several Detectors may feed one merger (models trained on different spectrograms,
 its own STFT Tile and Detector; the tile messages say which Detector by ``stream``, and each
 Detector announces itself before its first tile: ``add_input``; ``inputs``: how many to
 expect at least). Their tiles differ in length and arrive interleaved, in an order that
-depends on how fast each runs. So that the outcome does not depend on that order, each
-input's tiles go through steps 1-3 on their own, exactly as a lone Detector's would; what an
-input is done with then waits for the others. Duplicates across inputs (step 2's rule, between
+depends on how fast each runs. The merger takes them in time order instead (a tile waits
+until no other input can still send one that starts earlier), so that the records out, the
+tile messages they leave in and the track IDs after them are the same on every run. Each
+input's tiles go through steps 1-3 on their own, exactly as a lone Detector's would (another
+Detector's records cannot change how its pieces are joined); what an input is done with then
+waits for the others. Duplicates across inputs (step 2's rule, between
 records of different inputs) are removed a group at a time, records joined by such pairs, once
 nothing more can join the group: every input's next tile starts after it, and no record another
 input still holds could yet turn out a duplicate of one of its records (the test allows for a
@@ -41,6 +44,8 @@ judged by that signal's band so far). A record that can be no one's duplicate le
 every input has passed it. Pieces are not stitched across inputs. The merger's own run ends when every input's has.
 """
 from __future__ import annotations
+
+from collections import deque
 
 from ..formats.records import box_iou, continuation, utc_source
 from ..inference.postprocess import DEFAULT_UNKNOWN_LABEL as UNKNOWN_LABEL
@@ -187,23 +192,26 @@ class NmsMerger:
 
     @property
     def finished(self) -> bool:
-        """Every input has sent its final tile."""
+        """Every input's final tile has been merged."""
         return len(self._inputs) == self.inputs and all(i.next_start == float("inf") for i in self._inputs.values())
 
     @property
     def pending(self) -> list[dict]:
-        """Records in, not yet out: held by their input's merge, or waiting for the other inputs."""
-        return [r for i in self._inputs.values() for r in i.held] + self._waiting
+        """Records in, not yet out: in tiles waiting for an earlier tile of another input, held
+        by their input's merge, or waiting for the other inputs."""
+        return [r for i in self._inputs.values() for r in i.held + [r for _, rs in i.queued for r in rs]] + self._waiting
 
     def out_tile(self, tile: dict) -> dict:
         """The tile message to forward after :meth:`push` of ``tile``: with one input, ``tile``
         itself; with several, one that says what holds for all of them (time starts no
-        earlier than the slowest input's last tile or a record still waiting for the other
-        inputs, so that the Track Assigner does not end the track it continues; and the run is
-        final once every input's is)."""
+        earlier than the last merged tile of the slowest input or a record still waiting for
+        the other inputs, so that the Track Assigner does not end the track it continues; and
+        the run is final once every input's is)."""
         if self.inputs == 1:
             return tile
-        starts = [i.last_start for i in self._inputs.values()] + [r["t_start"] for r in self._waiting]
+        # an input with no tile merged yet sends nothing before the tiles merged so far (time order)
+        starts = [i.last_start for i in self._inputs.values() if i.last_start > float("-inf")] + [
+            r["t_start"] for r in self._waiting] or [tile.get("t_start", float("-inf"))]
         out = dict(tile, t_start=min(starts),
                    next_t_start=min(i.next_start for i in self._inputs.values()), final=self.finished)
         if not out["final"]:
@@ -211,21 +219,48 @@ class NmsMerger:
         return out
 
     def push(self, tile: dict, records: list[dict]) -> list[dict]:
-        """Records of one tile in, records that are final out (sorted by time)."""
-        stream = tile.get("stream", "")
+        """Records of one tile in, records that are final out (those of each tile merged
+        now, sorted by time): :meth:`push_tiles` without the tiles."""
+        return [r for _, recs in self.push_tiles(tile, records) for r in recs]
+
+    def push_tiles(self, tile: dict, records: list[dict]) -> list[tuple[dict, list[dict]]]:
+        """One tile message in; the tile messages to forward, each as (tile, its records out).
+        With one input: ``tile`` and what it makes final. With several, each tile waits until
+        no other input can still send one that comes before it in time (:func:`_tile_order`),
+        and the tiles are merged in that order, whatever order their Detectors' threads sent
+        them in: each merged tile gives one message (:meth:`out_tile`). So the records out,
+        the messages they come in and the Track Assigner's events after them are the same
+        on every run of one recording."""
         inp = self._input_of(tile)
         self.records_in += len(records)
-        done = self._push_input(inp, stream, tile, records)
         if self.inputs == 1:
-            out = done
-        else:
-            self._waiting += done
-            out = self._across_inputs()
+            return [(tile, self._out(self._push_input(inp, tile.get("stream", ""), tile, records)))]
+        inp.queued.append((tile, records))
+        return self._merge_queued()
+
+    def _merge_queued(self) -> list[tuple[dict, list[dict]]]:
+        out = []
+        while len(self._inputs) >= self.inputs:
+            heads = [(_tile_order(i.queued[0][0], s), s) for s, i in self._inputs.items() if i.queued]
+            if not heads:
+                break
+            first, stream = min(heads)
+            # an input with nothing queued sends its next tile from next_start on (-inf: not
+            # heard from yet); one starting where this one does may yet come first
+            if any(not i.queued and i.next_start <= first[0] for s, i in self._inputs.items() if s != stream):
+                break
+            inp = self._inputs[stream]
+            tile, records = inp.queued.popleft()
+            self._waiting += self._push_input(inp, stream, tile, records)
+            out.append((self.out_tile(tile), self._out(self._across_inputs())))
+        return out
+
+    def _out(self, out: list[dict]) -> list[dict]:
         for r in out:
             for k in ("_seen", "_stream", "_growing"):
                 r.pop(k, None)
             r.setdefault("models", [r["model"]])
-        out.sort(key=lambda r: (r["t_start"], r["f_low"]))
+        out.sort(key=lambda r: (r["t_start"], r["f_low"], r["t_stop"], r["f_high"], str(r["label"])))
         self.records_out += len(out)
         return out
 
@@ -308,18 +343,28 @@ class NmsMerger:
         return iou or r_inside or h_inside
 
 class _Input:
-    """What the merger knows of one input: the records its merge holds, where its next tile
-    starts, and where its last one started."""
+    """What the merger knows of one input: the tiles it sent that wait to be merged, the
+    records its merge holds, where its next tile starts, and where its last merged one
+    started."""
 
     def __init__(self):
+        self.queued: deque = deque()  # (tile, records)
         self.held: list[dict] = []
         self.next_start = float("-inf")
         self.last_start = float("-inf")
 
 
 def _priority(r: dict) -> tuple:
-    return (bool(r.get("tile_edge")), -r["score"], str(r["_stream"]), r["t_start"], r["f_low"], r["t_stop"],
-            r["f_high"], str(r["label"]), str(r.get("model")))
+    # the Detector's stream is a random token: last, for records alike in all else
+    return (bool(r.get("tile_edge")), -r["score"], r["t_start"], r["f_low"], r["t_stop"], r["f_high"],
+            str(r["label"]), str(r.get("model")), str(r["_stream"]))
+
+
+def _tile_order(tile: dict, stream: str) -> tuple:
+    """The order tiles of several inputs are merged in: by time, then by what the Detector
+    runs (``branch``: the same on every run, where ``stream`` is a random token)."""
+    return (tile.get("t_start", float("-inf")), tile.get("t_stop", float("-inf")), str(tile.get("branch", "")),
+            stream)
 
 
 def _groups(records: list[dict], linked) -> list[list[dict]]:
