@@ -454,8 +454,8 @@ def main():
         for name, spec in models.items():
             card = None
             if ModelSpec.parse(spec).model != "energy":
-                from gnuradio.rfdetect.inference.model_runtime import model_candidates
-                card = ModelCard.load(card_for(model_candidates(ModelSpec.parse(spec).model)[0]))
+                from gnuradio.rfdetect.inference.model_runtime import model_card_file
+                card = ModelCard.load(model_card_file(ModelSpec.parse(spec).model))
             info = {"arch": "energy" if card is None else card.extra.get("architecture", card.output_format),
                     "weights": "none" if card is None else "trained"}
             r, su = setups(name, spec, info, tile)

@@ -499,3 +499,28 @@ def test_tiles_of_several_inputs_are_merged_in_time_order():
     starts = [t["t_start"] for t, _ in sent]
     assert len(sent) == 9 and starts == sorted(starts) and sent[-1][0]["final"] and m.finished
     assert [r["t_start"] for _, rs in sent for r in rs] == [0.01, 0.09, 0.17] and m.pending == []
+
+
+def test_a_record_waits_for_a_held_one_that_may_grow_into_its_duplicate():
+    """Found by hypothesis (iou 0.125): R ends before the next tile, B is held at the tile's end;
+    the next tile's piece D, stitched onto B, makes a box whose IoU with R is 0.12502. R used to
+    have left already, so both came out. Now R waits with B (the forwarded tile starts no later
+    than R, so that a track R continues is not ended), meets the union in the next merge, and
+    one of the two is dropped."""
+    def rec(t0, t1, f1, tile, edge=()):
+        return {"t_start": t0, "t_stop": t1, "f_low": 0.0, "f_high": f1, "label": "a", "score": 1.0, "model": "m1",
+                "sample_start": int(t0 * RATE), "sample_count": int((t1 - t0) * RATE), "tile": tile,
+                "tile_edge": list(edge)}
+    t0 = {"index": 0, "t_start": 0.0, "t_stop": 0.1, "next_t_start": 0.08, "final": False, "mode": "file"}
+    t1 = {"index": 1, "t_start": 0.08, "t_stop": 0.18, "next_t_start": 0.16, "final": True, "mode": "file"}
+    r, b = rec(0.0546875, 0.078125, 4401.0, 0), rec(0.0625, 0.1, 1000.0, 0)
+    m = NmsMerger(iou_threshold=0.125)
+    first = m.push_tiles(t0, [rec(0.0, 0.0625, 1000.0, 0), b, r])
+    (tile, out), = first
+    assert [x["t_start"] for x in out] == [0.0] and len(m.pending) == 2
+    assert tile is t0 or tile == t0
+    # a message forwarded while R waits starts no later than R
+    assert m.out_tile(dict(t1, final=False))["t_start"] == 0.0546875
+    (_, out2), = m.push_tiles(t1, [rec(0.08, 0.1425, 1702.0, 1, ["start"])])
+    assert m.pending == [] and m.stitched == 1 and m.suppressed == 1 and len(out2) == 1
+    assert box_iou(dict(b, t_stop=0.1425, f_high=1702.0), r) >= 0.125  # the union would have been R's duplicate

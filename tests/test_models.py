@@ -378,12 +378,14 @@ def test_wideband_model_runs_at_its_card_and_auto_picks_it_in_the_2g4_band(tmp_p
 
 
 def _derived(base_name, name):
-    """(card of ``name``, card of ``base_name``), after checking that ``name`` ships the weights
-    of ``base_name`` (the same file: retraining the base means copying its model.onnx there)
+    """(card of ``name``, card of ``base_name``), after checking that ``name`` runs the network
+    of ``base_name`` (it ships no model file: its candidates are the base's, with its own card)
     and its card but for the keys it lists as changed."""
-    from gnuradio.rfdetect.inference.model_runtime import EMBEDDED_DIR, ModelCard
+    from gnuradio.rfdetect.inference.model_runtime import EMBEDDED_DIR, ModelCard, model_candidates, model_card_file
     base, derived = EMBEDDED_DIR / base_name, EMBEDDED_DIR / name
-    assert (derived / "model.onnx").read_bytes() == (base / "model.onnx").read_bytes()
+    assert not list(derived.glob("*.onnx")) and (base / "model.onnx").is_file()
+    assert model_candidates(name) == model_candidates(base_name) == [base / "model.onnx"]
+    assert model_card_file(name) == derived / "model.card.json" and model_card_file(base_name) == base / "model.card.json"
     a, b = json.loads((base / "model.card.json").read_text()), json.loads((derived / "model.card.json").read_text())
     assert b["derived_from"]["model"] == base_name
     changed = b.pop("derived_from")["changed"]

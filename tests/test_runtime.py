@@ -61,6 +61,31 @@ def test_engine_that_cannot_load_here_falls_back_to_onnx_and_says_why(model_dir,
     assert boxes and boxes[0].label == "burst" and 300 <= boxes[0].x0 < 340
 
 
+def test_a_model_that_runs_another_models_network_ships_only_its_card(model_dir, tmp_path):
+    """A folder with a card whose ``derived_from`` names a model folder beside it, and no model
+    file of its own, runs that folder's network under its own card (the embedded zoom, x2 and
+    short models: one copy of each network in the package). A base that is not there, or is
+    itself such a folder, is one clear error; a model file of its own wins."""
+    import json
+    card = json.loads((model_dir / "model.card.json").read_text())
+    d = tmp_path / "grid-strict"
+    d.mkdir()
+    (d / "model.card.json").write_text(json.dumps(dict(card, thresholds=dict(card["thresholds"], score=0.95),
+                                                        derived_from={"model": "grid", "changed": ["thresholds.score"]})))
+    m = load_model(str(d), SMALL, H, profile=CPU)
+    assert m.backend.path == model_dir / "model.onnx" and m.score_threshold == 0.95
+    assert load_model(str(model_dir), SMALL, H, profile=CPU).score_threshold != 0.95
+    assert model_candidates(str(d), ("onnxruntime",)) == [model_dir / "model.onnx"]
+    for base in ("missing", "grid-strict"):
+        bad = tmp_path / f"bad-{base}"
+        bad.mkdir()
+        (bad / "model.card.json").write_text(json.dumps(dict(card, derived_from={"model": base})))
+        with pytest.raises(ModelError, match=rf"runs the network of '{base}' \(derived_from\)"):
+            load_model(str(bad), SMALL, H, profile=CPU)
+    shutil.copy(model_dir / "model.onnx", d / "model.onnx")
+    assert model_candidates(str(d), ("onnxruntime",)) == [d / "model.onnx"]
+
+
 def test_model_names_resolve_in_rfdetect_model_dir(model_dir, monkeypatch):
     monkeypatch.setenv("RFDETECT_MODEL_DIR", str(model_dir.parent))
     m = load_model("grid", SMALL, H, profile=CPU)

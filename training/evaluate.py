@@ -226,7 +226,7 @@ def load_for_scoring(specs, score_threshold=None, ap_floor: float = 0.05, defaul
     from gnuradio.rfdetect.dsp.spectrogram import SpectrogramParams
     from gnuradio.rfdetect.inference.hardware_profile import resolve_profile
     from gnuradio.rfdetect.inference.model_runtime import BUILTIN_MODELS, ModelCard, ModelSpec, \
-        builtin_spectrogram, card_for, load_model, model_candidates
+        builtin_spectrogram, load_model, model_card_file
     loaded = []
     for spec in specs:
         ms = ModelSpec.parse(spec)
@@ -234,7 +234,7 @@ def load_for_scoring(specs, score_threshold=None, ap_floor: float = 0.05, defaul
             params = builtin_spectrogram(ms.model) or default_params or SpectrogramParams()
             height, card_threshold = default_height, 0.0
         else:
-            card = ModelCard.load(card_for(model_candidates(ms.model)[0]))
+            card = ModelCard.load(model_card_file(ms.model))
             params, height, card_threshold = card.spectrogram, card.input_shape[2], card.score_threshold
         threshold = next(t for t in (score_threshold, ms.score_threshold, card_threshold) if t is not None)
         ms.score_threshold = min(threshold, ap_floor)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from gnuradio.rfdetect.inference.model_card import ModelCard, card_for
-from gnuradio.rfdetect.inference.model_runtime import DEFAULT_MODEL, EMBEDDED_DIR, embedded_models
+from gnuradio.rfdetect.inference.model_runtime import DEFAULT_MODEL, EMBEDDED_DIR, embedded_models, network_dir
 
 # training tiles whose activations calibrate the BatchNorm statistics
 CALIBRATION_TILES = 8
@@ -33,17 +33,18 @@ CALIBRATION_TILES = 8
 def export_path(spec) -> Path | None:
     """The ONNX file ``--init`` names, when it names an export rather than a checkpoint:
     ``default``, another embedded model's name, a .onnx file, or a folder holding
-    model.onnx; else None."""
+    model.onnx (for a model that runs another's network, such as ``wideband-short``, that
+    model's file: the same weights); else None."""
     spec = str(spec)
     if spec == "default":
         return DEFAULT_MODEL
     if spec in embedded_models() and not Path(spec).exists():
-        return EMBEDDED_DIR / spec / "model.onnx"
+        return network_dir(EMBEDDED_DIR / spec) / "model.onnx"
     p = Path(spec)
     if p.suffix == ".onnx":
         return p
-    if p.is_dir() and (p / "model.onnx").is_file():
-        return p / "model.onnx"
+    if p.is_dir() and (network_dir(p) / "model.onnx").is_file():
+        return network_dir(p) / "model.onnx"
     return None
 
 

@@ -72,13 +72,13 @@ def card_spectrogram(model) -> Optional[SpectrogramParams]:
     ``pulse`` detector: its own fine grid); None for a model that runs on any spectrogram
     (``energy``) and one that cannot be found or read (the Detector reports that one when
     it loads it)."""
-    from ..inference.model_runtime import BUILTIN_MODELS, ModelCard, ModelError, builtin_spectrogram, card_for, \
-        model_candidates
+    from ..inference.model_runtime import BUILTIN_MODELS, ModelCard, ModelError, builtin_spectrogram, \
+        model_card_file
     name = (model.get("model", "") if isinstance(model, dict) else str(model)).split("?")[0]
     if name in BUILTIN_MODELS:
         return builtin_spectrogram(name)
     try:
-        return ModelCard.load(card_for(model_candidates(name)[0])).spectrogram
+        return ModelCard.load(model_card_file(name)).spectrogram
     except (ModelError, OSError, IndexError, ValueError):
         return None
 

@@ -7,8 +7,8 @@ from gnuradio import gr
 
 from .messages import from_pmt, tile_message, to_pmt
 from ..inference.hardware_profile import resolve_profile
-from ..inference.model_runtime import BUILTIN_MODELS, ModelCard, ModelSpec, builtin_spectrogram, card_for, load_model, \
-    model_candidates
+from ..inference.model_runtime import BUILTIN_MODELS, ModelCard, ModelSpec, builtin_spectrogram, load_model, \
+    model_candidates, model_card_file
 from .sigmf_source import LENGTH_TAG
 from ..dsp.spectrogram import SpectrogramParams
 from . import stream_end
@@ -174,7 +174,7 @@ class detector(gr.sync_block):
                 if grid is not None:
                     found.add(grid)
                 continue
-            card = ModelCard.load(card_for(model_candidates(spec.model)[0]))
+            card = ModelCard.load(model_card_file(spec.model))
             found.add(card.spectrogram)
         return found.pop() if len(found) == 1 else None
 

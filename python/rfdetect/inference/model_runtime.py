@@ -8,6 +8,7 @@ silently detect worse.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -33,10 +34,39 @@ DEFAULT_MODEL = EMBEDDED_DIR / "default" / "model.onnx"
 def embedded_models() -> list:
     """Names of the models shipped in the package (``--model NAME``): ``default``, the
     earlier defaults kept loadable, and models made for one kind of capture (``narrowband``);
-    each a folder under models/ with model.onnx, its card and a README."""
+    each a folder under models/ with model.onnx (or, for a model that runs another's network
+    on other settings, that model's: :func:`network_dir`), its card and a README."""
     if not EMBEDDED_DIR.is_dir():
         return []
-    return sorted(d.name for d in EMBEDDED_DIR.iterdir() if (d / "model.onnx").is_file())
+    return sorted(d.name for d in EMBEDDED_DIR.iterdir() if (network_dir(d) / "model.onnx").is_file())
+
+
+def derived_from(folder: Path) -> Optional[str]:
+    """The model whose network the model in ``folder`` runs (its card's ``derived_from``:
+    docs/model_card.md), when the folder holds no model file of its own; else None."""
+    folder = Path(folder)
+    card = folder / "model.card.json"
+    if not folder.is_dir() or not card.is_file() or any(f.suffix in FORMAT_BACKEND for f in folder.iterdir()):
+        return None
+    try:
+        base = (json.loads(card.read_text()).get("derived_from") or {}).get("model")
+    except (OSError, ValueError, AttributeError):
+        return None  # the card's own loading names what is wrong with it
+    return str(base) if base else None
+
+
+def network_dir(folder: Path) -> Path:
+    """Where the network of the model in ``folder`` is: ``folder``, or for a model whose card
+    says it runs another's network (``derived_from``) and that ships no model file, the folder
+    of that model beside it. The card stays the folder's own."""
+    base = derived_from(folder)
+    if base is None:
+        return Path(folder)
+    home = Path(folder).parent / base
+    if derived_from(home) is not None or not home.is_dir():
+        raise ModelError(f"model {folder}: its card runs the network of {base!r} (derived_from), but "
+                         f"{home} is not a model folder with a network of its own")
+    return home
 
 
 AUTO_MODEL = "auto"
@@ -531,6 +561,16 @@ def _locate(spec: str) -> Path:
                      f"and model.card.json")
 
 
+def model_card_file(spec: str, path: Optional[Path] = None) -> Path:
+    """The card of model ``spec`` for the model file ``path`` found for it (default: the first
+    of :func:`model_candidates`): the card beside the file, or the folder's own for a model that
+    runs another's network (:func:`network_dir`)."""
+    p = _locate(spec)
+    if p.is_dir() and derived_from(p) is not None:
+        return p / "model.card.json"
+    return card_for(path if path is not None else model_candidates(spec)[0])
+
+
 def model_candidates(spec: str, backends=("tensorrt", "onnxruntime", "pytorch")) -> list:
     """Model files for ``spec``, best first: a TensorRT engine (.engine > .trt > .plan) >
     .onnx > .pt, keeping the formats whose backend is in ``backends``. A file given by
@@ -547,6 +587,7 @@ def model_candidates(spec: str, backends=("tensorrt", "onnxruntime", "pytorch"))
         if p.suffix in ENGINE_SUFFIXES and "onnxruntime" in backends and onnx_beside(p).is_file():
             cands.append(onnx_beside(p))
         return cands
+    p = network_dir(p)
     cands = []
     if "tensorrt" in backends:
         engines = [f for ext in ENGINE_SUFFIXES for f in sorted(p.glob("*" + ext))]
@@ -643,8 +684,7 @@ def load_model(spec, params: SpectrogramParams, tile_height: int,
     prof = (profile or resolve_profile()).with_overrides(ms.backend, ms.device, ms.precision)
     skipped = []
     for path in model_candidates(ms.model, prof.backends):
-        card_file = card_for(path)
-        card = ModelCard.load(card_file)
+        card = ModelCard.load(model_card_file(ms.model, path))
         card.check_compatible(params, tile_height, str(path))
         try:
             backend = open_backend(path, prof)

@@ -16,8 +16,10 @@ merger takes the new records plus those it held back from the previous tile and:
    of a long or slanted signal that a neighbouring tile saw whole (same label only
    when ``class_aware``);
 3. emits records that end before the next tile starts (no later tile can see them
-   again) and holds back the rest. A held record leaves once a later tile has covered
-   its end, unless it is still going on (cut by the end of the newest tile, where the
+   again) and holds back the rest; a record that a held one could yet become a duplicate
+   of by growing (a later piece stitched on) waits with it, unchanged, until the two have
+   met in a merge or the held one has grown too long for it (a tile or two). A held record
+   leaves once a later tile has covered its end, unless it is still going on (cut by the end of the newest tile, where the
    next tile may continue it) and ``long_signals`` is "whole": then it grows until the
    signal ends, so a signal longer than a tile leaves as one record. With "pieces" a
    record is not held past the next tile, so latency stays bounded and a long signal
@@ -127,7 +129,7 @@ class NmsMerger:
 
     def _stitch_score(self, a, b) -> float:
         """> 0 when ``a`` and ``b`` are pieces of one signal cut by a tile edge."""
-        if _tile_of(a) == _tile_of(b) or not self._same_class(a, b):
+        if _tile_of(a) == _tile_of(b) or not self._same_class(a, b) or a.get("_final") or b.get("_final"):
             return 0.0
         first, second = (a, b) if a["t_start"] <= b["t_start"] else (b, a)
         if "stop" not in first.get("tile_edge", []) and "start" not in second.get("tile_edge", []):
@@ -203,15 +205,16 @@ class NmsMerger:
 
     def out_tile(self, tile: dict) -> dict:
         """The tile message to forward after :meth:`push` of ``tile``: with one input, ``tile``
-        itself; with several, one that says what holds for all of them (time starts no
+        itself (starting no later than a record that waits for a held one); with several, one that says what holds for all of them (time starts no
         earlier than the last merged tile of the slowest input or a record still waiting for
         the other inputs, so that the Track Assigner does not end the track it continues; and
         the run is final once every input's is)."""
+        waits = [r["t_start"] for i in self._inputs.values() for r in i.held if r.get("_final")]
         if self.inputs == 1:
-            return tile
+            return dict(tile, t_start=min([tile.get("t_start", float("-inf"))] + waits)) if waits else tile
         # an input with no tile merged yet sends nothing before the tiles merged so far (time order)
         starts = [i.last_start for i in self._inputs.values() if i.last_start > float("-inf")] + [
-            r["t_start"] for r in self._waiting] or [tile.get("t_start", float("-inf"))]
+            r["t_start"] for r in self._waiting] + waits or [tile.get("t_start", float("-inf"))]
         out = dict(tile, t_start=min(starts),
                    next_t_start=min(i.next_start for i in self._inputs.values()), final=self.finished)
         if not out["final"]:
@@ -234,7 +237,8 @@ class NmsMerger:
         inp = self._input_of(tile)
         self.records_in += len(records)
         if self.inputs == 1:
-            return [(tile, self._out(self._push_input(inp, tile.get("stream", ""), tile, records)))]
+            recs = self._out(self._push_input(inp, tile.get("stream", ""), tile, records))
+            return [(self.out_tile(tile), recs)]
         inp.queued.append((tile, records))
         return self._merge_queued()
 
@@ -257,7 +261,7 @@ class NmsMerger:
 
     def _out(self, out: list[dict]) -> list[dict]:
         for r in out:
-            for k in ("_seen", "_stream", "_growing"):
+            for k in ("_seen", "_stream", "_growing", "_final"):
                 r.pop(k, None)
             r.setdefault("models", [r["model"]])
         out.sort(key=lambda r: (r["t_start"], r["f_low"], r["t_stop"], r["f_high"], str(r["label"])))
@@ -275,16 +279,26 @@ class NmsMerger:
             if reach >= r["t_stop"]:
                 r["_seen"].add(stream)
         merged = self.merge(inp.held + [dict(r, _seen=set(), _stream=stream) for r in records])
-        out, inp.held = [], []
+        done, inp.held = [], []
         for r in merged:
             # held through a later tile that reaches its end: the input has seen all of it
             growing = whole and _going_on(r, reach)
             if r["t_stop"] <= inp.next_start or (r["_seen"] and not growing):
                 r.pop("_growing", None)
-                out.append(r)
+                done.append(r)
             else:
                 r["_growing"] = growing
                 inp.held.append(r)
+        # a held record may yet grow (a later piece stitched on) into a duplicate of one that
+        # is done: that one waits with it, unchanged (no piece joins it), until the two have
+        # met in a merge or the held one can no longer become its duplicate
+        out = []
+        for r in done:
+            if any(self._may_become_duplicates(h, r, cut_inside=False) for h in inp.held if not h.get("_final")):
+                r["_final"] = True
+                inp.held.append(r)
+            else:
+                out.append(r)
         return out
 
     def _across_inputs(self) -> list[dict]:
@@ -317,7 +331,7 @@ class NmsMerger:
         """Whether step 2 could drop one of ``a``, ``b`` (different inputs) for the other."""
         return a["_stream"] != b["_stream"] and (self._duplicate(a, b) or self._duplicate(b, a))
 
-    def _may_become_duplicates(self, h: dict, r: dict) -> bool:
+    def _may_become_duplicates(self, h: dict, r: dict, cut_inside: bool = True) -> bool:
         """Whether ``h``, a record its input still holds, may yet be found a duplicate of ``r``
         or ``r`` of it. ``h`` may still grow, later in time and in band by any amount (a sweep
         stitched on), and back in time no further than its input's next tile, which starts
@@ -326,7 +340,9 @@ class NmsMerger:
         lies inside ``h`` takes ``h``'s band as it is when ``h`` grows until its signal ends (a
         carrier through a whole file would otherwise hold every cut record of another input,
         whatever its band, as long); a band that grows later onto such a record leaves the two
-        side by side."""
+        side by side. Without ``cut_inside`` that last test is left out (one input's own
+        records: a cut record that the input's merge kept beside a long signal would otherwise
+        wait for as long as the signal lasts)."""
         shared = r["t_stop"] - max(r["t_start"], h["t_start"])
         if shared <= 0:
             return False
@@ -339,7 +355,7 @@ class NmsMerger:
         common = band
         if h.get("_growing"):
             common = max(min(h["f_high"], r["f_high"]) - max(h["f_low"], r["f_low"]), 0.0)
-        r_inside = bool(r.get("tile_edge")) and shared * common >= self.containment * length * band
+        r_inside = cut_inside and bool(r.get("tile_edge")) and shared * common >= self.containment * length * band
         return iou or r_inside or h_inside
 
 class _Input:

@@ -26,7 +26,8 @@ from ...formats.sigmf_io import (RecordingError, SigMFRecording, atomic_write_by
                                  new_meta, parse_datatype)
 from ...inference.model_card import ModelCard, card_for
 from ...inference.model_runtime import (AUTO_MODEL, BUILTIN_MODELS, COMBINE, ModelError, builtin_spectrogram,
-                                        embedded_models, load_model, model_candidates, resolve_auto_for_recording)
+                                        embedded_models, load_model, model_candidates, model_card_file,
+                                        resolve_auto_for_recording)
 from ...inference.tile_detector import TileAssembler
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -98,8 +99,7 @@ class ModelRegistry:
         spec = self.spec(split_models(name)[0])
         if spec in (*BUILTIN_MODELS, AUTO_MODEL):  # auto: the card of the model it picks for each recording
             return None
-        path = model_candidates(spec, ("onnxruntime", "pytorch"))[0]
-        return ModelCard.load(card_for(path))
+        return ModelCard.load(model_card_file(spec, model_candidates(spec, ("onnxruntime", "pytorch"))[0]))
 
     def card_dict(self, name: str) -> Optional[dict]:
         c = self.card(name)
