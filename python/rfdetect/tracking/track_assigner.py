@@ -135,8 +135,10 @@ class TrackAssigner:
         Records emitted after this tile start no earlier than this tile does (NMS
         Merge holds a record for at most one tile, or, with ``long_signals`` whole, a
         signal longer than a tile until it ends: that one comes whole, with no
-        earlier piece to continue), so tracks that ended ``max_gap_s`` before it are
-        over."""
+        earlier piece to continue; a record it holds longer, waiting for another
+        input or for a held record that may grow into its duplicate, moves the
+        forwarded tile's start back to its own), so tracks that ended ``max_gap_s``
+        before it are over."""
         events = self.assign(records)
         if tile.get("final"):
             events += self.end_all()
