@@ -524,3 +524,41 @@ def test_a_record_waits_for_a_held_one_that_may_grow_into_its_duplicate():
     (_, out2), = m.push_tiles(t1, [rec(0.08, 0.1425, 1702.0, 1, ["start"])])
     assert m.pending == [] and m.stitched == 1 and m.suppressed == 1 and len(out2) == 1
     assert box_iou(dict(b, t_stop=0.1425, f_high=1702.0), r) >= 0.125  # the union would have been R's duplicate
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_detectors_that_run_the_same_models_are_ordered_by_the_order_they_were_made(data):
+    """Two Detectors with one model list and one tile grid (two receivers into one NMS Merge):
+    their tiles tie on time and ``branch``. Their ``stream`` tokens are new on every run, so the
+    order must come from ``detector`` (the blocks' unique IDs): swapping which of them drew the
+    smaller token changes no message and no track ID."""
+    streams = [_stream_tiles(data.draw, name, TILE_S, edges=True, shared=True) for name in ("P", "Q")]
+    order = data.draw(st.permutations([0] * len(streams[0]) + [1] * len(streams[1])))
+
+    def run(tokens):
+        named = [[(dict(t, stream=tokens[k], branch="default", detector=10 + k, run=f"run-{tokens[k]}"),
+                   [dict(r, model=f"m{k}") for r in recs]) for t, recs in s] for k, s in enumerate(streams)]
+        return _messages(_interleave(named, order), inputs=2)
+    assert run(("a", "b")) == run(("b", "a"))
+
+
+def test_a_bad_record_is_dropped_with_one_error_and_the_tiles_go_on(caplog):
+    """A record without a number the merge orders by (or with its box inverted) is dropped and
+    named in one logged error; the tile and the other records go on, so the tiles of other
+    inputs queued behind it are not lost."""
+    import logging
+    caplog.set_level(logging.ERROR, "rfdetect.merge")
+    m = NmsMerger()
+    m.add_input("A")
+    m.add_input("B")
+    a = [_tile("A", i, 0.1, 0.08, 2) for i in range(2)]
+    b = [_tile("B", i, 0.1, 0.08, 2) for i in range(2)]
+    good = _rec("A", a[0], 0.01, 0.02, 1e3, 5e3)
+    bad = [dict(good, score=None), dict(good, t_stop=0.005), {k: v for k, v in good.items() if k != "model"}]
+    assert m.push_tiles(a[0], [good] + bad) == [] and m.push_tiles(a[1], []) == []
+    sent = m.push_tiles(b[0], []) + m.push_tiles(b[1], [])
+    assert [r["t_start"] for _, rs in sent for r in rs] == [0.01] and sent[-1][0]["final"] and m.finished
+    assert m.records_rejected == 3 and m.records_in == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 3 and "no number 'score'" in errors[0] and "inverted box" in errors[1]

@@ -521,3 +521,26 @@ def test_wideband_boxes_a_chirp_as_one_box(tmp_path):
                                  iou=0.5, class_aware=False)
         hits, n = hits + sum(m is not None for m in matched), n + len(truth)
     assert n == 12 and hits >= CHIRP_FLOOR, (hits, n)
+
+
+def test_a_companion_starts_training_and_is_offered_by_the_web_service_under_its_own_card(tmp_path):
+    """`rfdetect-train run --init narrowband-zoom` starts from narrowband's weights but is checked
+    against the zoom's own card (its grid); the web service lists a companion folder among the
+    models of its --models folder, and gives its card, not its model's."""
+    import shutil
+    from gnuradio.rfdetect.apps.web.detection import ModelRegistry
+    from gnuradio.rfdetect.inference.model_runtime import EMBEDDED_DIR
+    from rfdetect_training.onnx_weights import export_card, export_path
+    assert export_path("narrowband-zoom") == EMBEDDED_DIR / "narrowband" / "model.onnx"
+    assert export_card("narrowband-zoom") == EMBEDDED_DIR / "narrowband-zoom" / "model.card.json"
+    assert export_card("narrowband") == EMBEDDED_DIR / "narrowband" / "model.card.json"
+    models = tmp_path / "models"
+    shutil.copytree(EMBEDDED_DIR / "narrowband", models / "nb")
+    (models / "nb-zoom").mkdir()
+    card = json.loads((EMBEDDED_DIR / "narrowband-zoom" / "model.card.json").read_text())
+    (models / "nb-zoom" / "model.card.json").write_text(json.dumps(dict(card, derived_from={"model": "nb"})))
+    (models / "lost").mkdir()
+    (models / "lost" / "model.card.json").write_text(json.dumps(dict(card, derived_from={"model": "gone"})))
+    reg = ModelRegistry(models)
+    assert sorted(reg.local()) == ["nb", "nb-zoom"]
+    assert reg.card("nb-zoom").spectrogram.fft_size == 8 * reg.card("nb").spectrogram.fft_size

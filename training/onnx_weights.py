@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from gnuradio.rfdetect.inference.model_card import ModelCard, card_for
-from gnuradio.rfdetect.inference.model_runtime import DEFAULT_MODEL, EMBEDDED_DIR, embedded_models, network_dir
+from gnuradio.rfdetect.inference.model_runtime import DEFAULT_MODEL, EMBEDDED_DIR, derived_from, embedded_models, \
+    network_dir
 
 # training tiles whose activations calibrate the BatchNorm statistics
 CALIBRATION_TILES = 8
@@ -53,9 +54,22 @@ def export_path(spec) -> Path | None:
 RESOLUTION_FIELDS = ("fft_size", "hop", "window", "pooling", "width")
 
 
-def init_from_export(path, arch, model: torch.nn.Module, tiles, other_resolution: bool = False) -> str:
+def export_card(spec) -> Path | None:
+    """The card that goes with :func:`export_path` of ``spec``: the one beside the file, or
+    for a model that runs another's network (``wideband-short``) its own."""
+    spec = str(spec)
+    folder = Path(spec) if Path(spec).is_dir() else (EMBEDDED_DIR / spec if spec in embedded_models() else None)
+    if folder is not None and derived_from(folder) is not None:
+        return folder / "model.card.json"
+    path = export_path(spec)
+    return None if path is None else card_for(path)
+
+
+def init_from_export(path, arch, model: torch.nn.Module, tiles, other_resolution: bool = False,
+                     card_file=None) -> str:
     """Load the exported ``anchor_free`` model at ``path`` into ``model`` (built by ``arch``),
     calibrating BatchNorm on ``tiles`` (2-D float arrays); -> a line saying what was kept.
+    ``card_file``: the model's card (default: the one beside ``path``; :func:`export_card`).
     ValueError names what does not fit: another architecture or output format, other
     spectrogram settings (``other_resolution``: other RESOLUTION_FIELDS are accepted, and
     the line names them; another normalisation or dB range never is), a network of another
@@ -66,7 +80,7 @@ def init_from_export(path, arch, model: torch.nn.Module, tiles, other_resolution
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"--init {path}: no such model file")
-    card = ModelCard.load(card_for(path))
+    card = ModelCard.load(card_file or card_for(path))
     if arch.name != "anchor_free" or card.output_format != arch.output_format:
         raise ValueError(f"--init {path}: an exported model can start only an anchor_free run from an "
                          f"anchor_free export (this run: {arch.name}; the model: {card.output_format})")

@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, WeightedRandomSampler
 
-from .onnx_weights import CALIBRATION_TILES, export_path, init_from_export
+from .onnx_weights import CALIBRATION_TILES, export_card, export_path, init_from_export
 from .progress import emit, progress_bar
 
 
@@ -319,7 +319,7 @@ def fit(arch, ds, train_images, val_images, cfg: TrainConfig, run_dir: Path, res
             from .archs import load_tile
             line = init_from_export(exported, arch, model,
                                     [load_tile(ds, im)[0] for im in train_images[:CALIBRATION_TILES]],
-                                    other_resolution=cfg.init_other_resolution)
+                                    other_resolution=cfg.init_other_resolution, card_file=export_card(cfg.init))
         else:
             ck = load_init(cfg.init, arch)
             model.load_state_dict(ck["model"])

@@ -180,8 +180,10 @@ class detector(gr.sync_block):
 
     def _post_tile(self, tile, records):
         tile["stream"] = self._run  # which Detector, for an NMS Merge fed by several
-        # what it runs, the same on every run: NMS Merge's order for tiles of one time span
+        # the same on every run (the token is not): NMS Merge's order for tiles of one time
+        # span, by what the Detector runs, then by the order the blocks were made in
         tile["branch"] = "+".join(spec.model for spec in self.model_specs)
+        tile["detector"] = int(self.unique_id())
         if tile.get("final"):
             tile["run"] = self._run
             stream_end.announce(self, tile, ["detections"])

@@ -47,6 +47,8 @@ every input has passed it. Pieces are not stitched across inputs. The merger's o
 """
 from __future__ import annotations
 
+import logging
+import numbers
 from collections import deque
 
 from ..formats.records import box_iou, continuation, utc_source
@@ -58,6 +60,9 @@ from ..inference.postprocess import DEFAULT_UNKNOWN_LABEL as UNKNOWN_LABEL
 LONG_SIGNALS = ("auto", "whole", "pieces")
 # a record cut by a tile's end stops where that tile stops, both computed from one sample index
 EDGE_TOLERANCE_S = 1e-9
+# what the merge orders and compares records by: numbers every record must have
+RECORD_KEYS = ("t_start", "t_stop", "f_low", "f_high", "score", "sample_start", "sample_count")
+log = logging.getLogger("rfdetect.merge")
 
 
 def labels_agree(a: str, b: str) -> bool:
@@ -119,6 +124,7 @@ class NmsMerger:
         self._waiting: list[dict] = []  # done by their input, waiting for the others
         self.records_in = 0
         self.records_out = 0
+        self.records_rejected = 0
         self.suppressed = 0
         self.stitched = 0
 
@@ -235,12 +241,28 @@ class NmsMerger:
         the messages they come in and the Track Assigner's events after them are the same
         on every run of one recording."""
         inp = self._input_of(tile)
+        records = self._valid(tile, records)
         self.records_in += len(records)
         if self.inputs == 1:
             recs = self._out(self._push_input(inp, tile.get("stream", ""), tile, records))
             return [(self.out_tile(tile), recs)]
         inp.queued.append((tile, records))
         return self._merge_queued()
+
+    def _valid(self, tile: dict, records: list[dict]) -> list[dict]:
+        """``records`` without those the merge cannot order or compare (each named in one logged
+        error): one bad record must not stop the tiles of every input queued behind it."""
+        good = []
+        for r in records:
+            bad = next((k for k in RECORD_KEYS if not isinstance(r.get(k), numbers.Real) or r[k] != r[k]), None)
+            if bad is None and r["t_stop"] >= r["t_start"] and r["f_high"] >= r["f_low"] and "label" in r \
+                    and "model" in r:
+                good.append(r)
+                continue
+            self.records_rejected += 1
+            log.error("NMS Merge: a record of tile %s (stream %s) has %s; it is dropped: %r", tile.get("index"),
+                      tile.get("stream", ""), f"no number {bad!r}" if bad else "no label or model, or an inverted box", r)
+        return good
 
     def _merge_queued(self) -> list[tuple[dict, list[dict]]]:
         out = []
@@ -256,7 +278,8 @@ class NmsMerger:
             inp = self._inputs[stream]
             tile, records = inp.queued.popleft()
             self._waiting += self._push_input(inp, stream, tile, records)
-            out.append((self.out_tile(tile), self._out(self._across_inputs())))
+            recs = self._out(self._across_inputs())
+            out.append((self.out_tile(tile), recs))
         return out
 
     def _out(self, out: list[dict]) -> list[dict]:
@@ -378,9 +401,10 @@ def _priority(r: dict) -> tuple:
 
 def _tile_order(tile: dict, stream: str) -> tuple:
     """The order tiles of several inputs are merged in: by time, then by what the Detector
-    runs (``branch``: the same on every run, where ``stream`` is a random token)."""
+    runs (``branch``), then by the order the Detector blocks were made in (``detector``): the
+    same on every run, where ``stream`` is a random token."""
     return (tile.get("t_start", float("-inf")), tile.get("t_stop", float("-inf")), str(tile.get("branch", "")),
-            stream)
+            int(tile.get("detector", 0)), stream)
 
 
 def _groups(records: list[dict], linked) -> list[list[dict]]:
