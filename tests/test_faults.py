@@ -194,3 +194,47 @@ def test_a_detector_waits_for_the_merge_while_it_works_and_no_longer():
     t0 = _time.monotonic()
     assert stream_end.wait_handled(stuck, timeout=0.3) is False
     assert _time.monotonic() - t0 < 5
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_merge_block_ends_a_run_of_two_detectors_once_whatever_order_their_tiles_come_in(seed):
+    """The NMS Merge block, fed as GNU Radio feeds it (hello, then tile messages with the final
+    one's run token announced by its Detector), in a random interleaving of two Detectors: it
+    sends the tiles in time order, exactly one final message and that one last, carrying both
+    run tokens; no token is left waiting in stream_end (each Detector may end), and every
+    record is accounted for."""
+    import random
+    from gnuradio.rfdetect.blocks import stream_end
+    from gnuradio.rfdetect.blocks.messages import from_pmt, tile_message, to_pmt
+    from gnuradio.rfdetect.blocks.nms_merge import nms_merge
+    rng = random.Random(seed)
+    block = nms_merge()
+    sent = []
+    block.message_port_pub = lambda port, msg: sent.append(from_pmt(msg))  # no subscriber: keep what it sends
+    runs = [stream_end.new_run_token() for _ in range(2)]
+    for run in runs:
+        block._on_message(to_pmt({"hello": {"stream": run}}))
+    streams = []
+    for k, (run, length) in enumerate(zip(runs, (0.1, 0.05))):
+        n = rng.randint(1, 6)
+        streams.append([({"index": i, "t_start": i * 0.8 * length, "t_stop": (i * 0.8 + 1) * length,
+                          "next_t_start": (i + 1) * 0.8 * length, "final": i == n - 1, "mode": "file",
+                          "stream": run, "branch": f"m{k}", "detector": k, "run": run},
+                         [{"t_start": i * 0.8 * length + 0.01, "t_stop": i * 0.8 * length + 0.02, "f_low": k * 1e4,
+                           "f_high": k * 1e4 + 1e3, "label": "a", "score": 0.9, "model": f"m{k}", "sample_start": 0,
+                           "sample_count": 1, "tile": i, "tile_edge": []}]) for i in range(n)])
+    order = [0] * len(streams[0]) + [1] * len(streams[1])
+    rng.shuffle(order)
+    pos = [0, 0]
+    for k in order:
+        tile, records = streams[k][pos[k]]
+        pos[k] += 1
+        if tile["final"]:
+            stream_end._add([tile["run"]], 1)  # the Detector expects its one rfdetect subscriber
+        block._on_message(tile_message(tile, records))
+    finals = [m for m in sent if m["tile"].get("final")]
+    assert len(finals) == 1 and sent[-1] is finals[0] and sorted(finals[0]["tile"]["run"]) == sorted(runs)
+    assert all(stream_end._pending.get(run, 0) == 0 for run in runs)
+    starts = [m["tile"]["t_start"] for m in sent]
+    assert starts == sorted(starts) and len(sent) == len(order)
+    assert sum(len(m["records"]) for m in sent) == len(order) == block.merger.records_out
