@@ -504,6 +504,15 @@ def test_init_from_an_exported_model(tiles, tmp_path):
     assert default.returncode != 0 and default.stderr.count("error:") == 1
     assert "other spectrogram settings than these tiles" in default.stderr and "fft_size" in default.stderr
     assert "--init-other-resolution" in default.stderr and "epoch 1:" not in default.stdout
+    # a companion folder beside it (its card's derived_from runs a's network) is checked against
+    # its own card: another hop here, where a's own card would fit these tiles
+    card = json.loads((first / "model.card.json").read_text())
+    (tmp_path / "a-short").mkdir()
+    (tmp_path / "a-short" / "model.card.json").write_text(json.dumps(dict(
+        card, spectrogram=dict(card["spectrogram"], hop=card["spectrogram"]["hop"] * 2), derived_from={"model": "a"})))
+    short = train_cli("train", *common, "--out", tmp_path / "s", "--init", tmp_path / "a-short", check=False)
+    assert short.returncode != 0 and "other spectrogram settings than these tiles" in short.stderr \
+        and "hop" in short.stderr and "epoch 1:" not in short.stdout
     # asked for: the default's weights start a run at these tiles' finer grid
     regrid = train_cli("train", *common, "--out", tmp_path / "c", "--init", "default", "--init-other-resolution")
     assert "made at another resolution (fft_size: 4096 != 1024; hop: 2048 != 512; width: 1024 != 512)" \

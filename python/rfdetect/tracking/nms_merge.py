@@ -284,7 +284,7 @@ class NmsMerger:
 
     def _out(self, out: list[dict]) -> list[dict]:
         for r in out:
-            for k in ("_seen", "_stream", "_growing", "_final"):
+            for k in ("_seen", "_stream", "_rank", "_growing", "_final"):
                 r.pop(k, None)
             r.setdefault("models", [r["model"]])
         out.sort(key=lambda r: (r["t_start"], r["f_low"], r["t_stop"], r["f_high"], str(r["label"])))
@@ -301,7 +301,8 @@ class NmsMerger:
         for r in inp.held:
             if reach >= r["t_stop"]:
                 r["_seen"].add(stream)
-        merged = self.merge(inp.held + [dict(r, _seen=set(), _stream=stream) for r in records])
+        rank = _tile_order(tile, stream)[2:]  # which input, the same on every run
+        merged = self.merge(inp.held + [dict(r, _seen=set(), _stream=stream, _rank=rank) for r in records])
         done, inp.held = [], []
         for r in merged:
             # held through a later tile that reaches its end: the input has seen all of it
@@ -394,9 +395,9 @@ class _Input:
 
 
 def _priority(r: dict) -> tuple:
-    # the Detector's stream is a random token: last, for records alike in all else
+    # the input's rank (not its stream, a random token) settles records alike in all else
     return (bool(r.get("tile_edge")), -r["score"], r["t_start"], r["f_low"], r["t_stop"], r["f_high"],
-            str(r["label"]), str(r.get("model")), str(r["_stream"]))
+            str(r["label"]), str(r.get("model")), r["_rank"])
 
 
 def _tile_order(tile: dict, stream: str) -> tuple:
