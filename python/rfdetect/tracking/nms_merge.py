@@ -19,9 +19,10 @@ merger takes the new records plus those it held back from the previous tile and:
    again) and holds back the rest; a record that a held one could yet become a duplicate
    of by growing (a later piece stitched on) waits with it, unchanged, until the two have
    met in a merge or the held one has grown too long for it (a tile or two). A held record
-   leaves once a later tile has covered its end, unless it is still going on (cut by the end of the newest tile, where the
-   next tile may continue it) and ``long_signals`` is "whole": then it grows until the
-   signal ends, so a signal longer than a tile leaves as one record. With "pieces" a
+   leaves once a later tile has covered its end, unless it is still going on (cut by the
+   end of the newest tile, where the next tile may continue it) and ``long_signals`` is
+   "whole": then it grows until the signal ends, so a signal longer than a tile leaves as
+   one record. With "pieces" a
    record is not held past the next tile, so latency stays bounded and a long signal
    leaves as a series of pieces that the Track Assigner joins under one track ID.
    "auto" (the default) is "whole" for a Detector in file mode (its tiles say which)
@@ -36,8 +37,8 @@ until no other input can still send one that starts earlier), so that the record
 tile messages they leave in and the track IDs after them are the same on every run. Each
 input's tiles go through steps 1-3 on their own, exactly as a lone Detector's would (another
 Detector's records cannot change how its pieces are joined); what an input is done with then
-waits for the others. Duplicates across inputs (step 2's rule, between
-records of different inputs) are removed a group at a time, records joined by such pairs, once
+waits for the others. Duplicates across inputs (step 2's rule, between records of different
+inputs) are removed a group at a time, records joined by such pairs, once
 nothing more can join the group: every input's next tile starts after it, and no record another
 input still holds could yet turn out a duplicate of one of its records (the test allows for a
 held record to grow in time and in band, as a long signal or a sweep being stitched does; the
@@ -211,10 +212,10 @@ class NmsMerger:
 
     def out_tile(self, tile: dict) -> dict:
         """The tile message to forward after :meth:`push` of ``tile``: with one input, ``tile``
-        itself (starting no later than a record that waits for a held one); with several, one that says what holds for all of them (time starts no
-        earlier than the last merged tile of the slowest input or a record still waiting for
-        the other inputs, so that the Track Assigner does not end the track it continues; and
-        the run is final once every input's is)."""
+        itself (starting no later than a record that waits for a held one); with several, one
+        that says what holds for all of them (time starts no earlier than the last merged tile
+        of the slowest input or a record still waiting, so that the Track Assigner does not end
+        the track it continues; and the run is final once every input's is)."""
         waits = [r["t_start"] for i in self._inputs.values() for r in i.held if r.get("_final")]
         if self.inputs == 1:
             return dict(tile, t_start=min([tile.get("t_start", float("-inf"))] + waits)) if waits else tile
