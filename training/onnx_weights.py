@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from gnuradio.rfdetect.inference.model_card import ModelCard, card_for
-from gnuradio.rfdetect.inference.model_runtime import DEFAULT_MODEL, EMBEDDED_DIR, derived_from, embedded_models, \
-    network_dir
+from gnuradio.rfdetect.inference.model_runtime import DEFAULT_MODEL, EMBEDDED_DIR, embedded_models, \
+    model_card_file, network_dir
 
 # training tiles whose activations calibrate the BatchNorm statistics
 CALIBRATION_TILES = 8
@@ -57,12 +57,8 @@ RESOLUTION_FIELDS = ("fft_size", "hop", "window", "pooling", "width")
 def export_card(spec) -> Path | None:
     """The card that goes with :func:`export_path` of ``spec``: the one beside the file, or
     for a model that runs another's network (``wideband-short``) its own."""
-    spec = str(spec)
-    folder = Path(spec) if Path(spec).is_dir() else (EMBEDDED_DIR / spec if spec in embedded_models() else None)
-    if folder is not None and derived_from(folder) is not None:
-        return folder / "model.card.json"
     path = export_path(spec)
-    return None if path is None else card_for(path)
+    return None if path is None else model_card_file(str(spec), path)
 
 
 def init_from_export(path, arch, model: torch.nn.Module, tiles, other_resolution: bool = False,

@@ -1,8 +1,8 @@
 """The shell every rfdetect message-in block shares (NMS Merge, Track Assigner and the
 three sinks): tile messages arrive on ``in``; what the block's plain object returns goes
-out on ``out`` as tile messages (one with the same tile, unless the block says otherwise); the final tile of a file run is
-announced to the blocks downstream and acknowledged (``stream_end``), so that the
-Detector knows when every block has handled it."""
+out on ``out`` as tile messages (one with the same tile, unless the block says otherwise);
+the final tile of a file run is announced to the blocks downstream and acknowledged
+(``stream_end``), so that the Detector knows when every block has handled it."""
 import pmt
 from gnuradio import gr
 

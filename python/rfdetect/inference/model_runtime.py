@@ -38,13 +38,16 @@ def embedded_models() -> list:
     on other settings, that model's: :func:`network_dir`), its card and a README."""
     if not EMBEDDED_DIR.is_dir():
         return []
-    return sorted(d.name for d in EMBEDDED_DIR.iterdir() if _has_network(d))
+    return sorted(d.name for d in EMBEDDED_DIR.iterdir() if runs_a_network(d, "model.onnx"))
 
 
-def _has_network(folder: Path) -> bool:
+def runs_a_network(folder: Path, pattern: str = "*.onnx") -> bool:
+    """Whether ``folder`` is a model that can run: a file matching ``pattern`` in it, or in the
+    folder whose network it runs (:func:`network_dir`); a broken companion is not one (naming
+    it gives its error; tests/test_models.py checks the shipped ones)."""
     try:
-        return (network_dir(folder) / "model.onnx").is_file()
-    except ModelError:  # a broken companion is not offered (tests/test_models.py checks the shipped ones)
+        return any(network_dir(folder).glob(pattern))
+    except ModelError:
         return False
 
 

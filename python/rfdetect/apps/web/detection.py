@@ -27,7 +27,7 @@ from ...formats.sigmf_io import (RecordingError, SigMFRecording, atomic_write_by
 from ...inference.model_card import ModelCard, card_for
 from ...inference.model_runtime import (AUTO_MODEL, BUILTIN_MODELS, COMBINE, ModelError, builtin_spectrogram,
                                         embedded_models, load_model, model_candidates, model_card_file,
-                                        network_dir, resolve_auto_for_recording)
+                                        resolve_auto_for_recording, runs_a_network)
 from ...inference.tile_detector import TileAssembler
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -48,15 +48,6 @@ def split_models(name: str) -> list:
     if len(set(parts)) != len(parts):
         raise BadInput(f"model {name!r}: a model named twice")
     return parts
-
-
-def _runs_a_network(folder: Path) -> bool:
-    """A model folder with an .onnx of its own, or one that runs another folder's beside it
-    (its card's ``derived_from``, docs/model_card.md)."""
-    try:
-        return any(network_dir(folder).glob("*.onnx"))
-    except ModelError:
-        return False
 
 
 class BadInput(ValueError):
@@ -82,7 +73,7 @@ class ModelRegistry:
         if not d or not d.is_dir():
             return out
         for p in sorted(d.iterdir()):
-            if p.is_dir() and NAME_RE.match(p.name) and _runs_a_network(p) and any(p.glob("*.card.json")):
+            if p.is_dir() and NAME_RE.match(p.name) and runs_a_network(p) and any(p.glob("*.card.json")):
                 out[p.name] = p
             elif p.suffix == ".onnx" and NAME_RE.match(p.stem) and card_for(p).is_file():
                 out.setdefault(p.stem, p)
