@@ -15,6 +15,7 @@
 #   ... $(bash tuning_sets.sh --args vhf)       # the 4 VHF/UHF sets (narrowband's)
 #   ... $(bash tuning_sets.sh --args radar)     # 2 more sets with radar at 20 MS/s (`pulse`)
 #   ... $(bash tuning_sets.sh --args vhflow)    # VHF/UHF at 0.8-1.5 MS/s (v_1M and 3 more)
+#   ... $(bash tuning_sets.sh --args vhfradar)  # VHF/UHF at 1.8-2.5 MS/s with radar pulse trains
 #
 # Before session 24 these lived under /tmp and were lost with the machine; their recipes were
 # partly written down (docs/training.md, docs/runtime.md). The ones written down in full are
@@ -34,12 +35,15 @@ RADAR="t-mixed20b t-radar"
 # VHF/UHF below 1.6 MS/s (session 30), where narrowband's rows are 0.6-1.3 ms: for a model on
 # shorter rows beside it; kept out of VHF for the same reason
 VHFLOW="v_1M v_800k v_1.2M v_1.5M"
+# VHF/UHF with radar pulse trains (session 32): the VHF sets above hold almost none (t-vhf3 and
+# v_2M: no pulse found or missed), so nothing about radar at these rates could be judged on them
+VHFRADAR="t-vhfr t-vhfrad t-vhfrad2"
 
 if [ "${1:-}" = "--args" ]; then
     root="${3:-$here/.cache/tuning}"
     case "${2:-}" in
-        wide) sets=$WIDE ;; vhf) sets=$VHF ;; radar) sets=$RADAR ;; vhflow) sets=$VHFLOW ;;
-        *) echo "--args wide|vhf|radar|vhflow [DIR]" >&2; exit 2 ;;
+        wide) sets=$WIDE ;; vhf) sets=$VHF ;; radar) sets=$RADAR ;; vhflow) sets=$VHFLOW ;; vhfradar) sets=$VHFRADAR ;;
+        *) echo "--args wide|vhf|radar|vhflow|vhfradar [DIR]" >&2; exit 2 ;;
     esac
     for s in $sets; do printf -- '--set %s=%s ' "$s" "$root/$s"; done
     echo
@@ -81,6 +85,9 @@ synth t-radar    mixed     8  8205 20e6    0.21   6        915e6   radar,bt,wifi
 synth v_800k     vhf-uhf   4  8503 0.8e6   2.6    8        160e6
 synth v_1.2M     vhf-uhf   4  8504 1.2e6   1.75   8        450e6
 synth v_1.5M     vhf-uhf   4  8505 1.5e6   1.4    10       450e6
+synth t-vhfr     vhf-uhf   8  8506 2.5e6   0.84   12       433e6
+synth t-vhfrad   vhf-uhf   6  8507 1.8e6   1.2    10       150e6   radar,tdma,nbfm,drone_telemetry
+synth t-vhfrad2  vhf-uhf   12 8508 2.2e6   0.8    10       400e6   radar,tdma,drone_telemetry
 
 tsig="$here/.cache/torchsig-venv/bin/python"
 if [ -d "$root/t-tsig40" ] && ls "$root/t-tsig40"/*.sigmf-meta >/dev/null 2>&1; then

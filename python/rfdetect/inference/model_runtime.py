@@ -130,11 +130,18 @@ def auto_model(sample_rate: float, center_frequency: Optional[float]) -> str:
 #   of 8-20 MS/s 0.673 -> 0.687, and over the 3 of 2-5 MS/s 0.319 -> 0.383 (from 2 MS/s, the
 #   lowest of those sets' rates); and beside narrowband (the drone telemetry bursts of VHF/UHF
 #   captures), over the 7 VHF/UHF sets of 0.8-5 MS/s 0.592 -> 0.639, none down by more than
-#   0.002 (v_1M 0.25 -> 0.54); from 0.8 MS/s, the lowest of those sets' rates.
+#   0.002 (v_1M 0.25 -> 0.54); from 0.8 MS/s, the lowest of those sets' rates;
+# - pulse (the model-free detector on its own fine grid) beside narrowband, for radar pulses,
+#   which no network's rows show at these rates: on the 3 VHF/UHF tuning sets with radar
+#   (t-vhfr, t-vhfrad, t-vhfrad2) 0.620 -> 0.646 (t-vhfrad2 0.630 -> 0.691), and the other 3
+#   sets from 1.6 MS/s (t-vhf3, t-vhf5, v_2M) within 0.001. From 1.6 MS/s: below it a 32-sample window is longer
+#   than most pulses, a swept pulse's band reads too narrow, and the 1 and 1.5 MS/s sets lost
+#   0.021 and 0.008 (docs/runtime.md, "`pulse` beside `narrowband`").
 AUTO_COMPANIONS = (("wideband", "narrowband-zoom", 8e6, 25e6),
                    ("wideband", "wideband-short", 2e6, 25e6),
                    ("narrowband", "narrowband-x2", 1.6e6, NARROW_CAPTURE_MAX_RATE),
-                   ("narrowband", "wideband-short", 0.8e6, NARROW_CAPTURE_MAX_RATE))
+                   ("narrowband", "wideband-short", 0.8e6, NARROW_CAPTURE_MAX_RATE),
+                   ("narrowband", "pulse", 1.6e6, NARROW_CAPTURE_MAX_RATE))
 
 
 def auto_models(sample_rate: float, center_frequency: Optional[float], n_samples: Optional[int] = None,
@@ -147,14 +154,30 @@ def auto_models(sample_rate: float, center_frequency: Optional[float], n_samples
     chosen = auto_model(sample_rate, center_frequency)
     out = [chosen]
     for choice, extra, low, high in AUTO_COMPANIONS if companions else ():
-        if choice == chosen and low <= sample_rate <= high and extra in embedded_models() \
-                and (n_samples is None or n_samples >= _embedded_card(extra).spectrogram.fft_size):
+        if choice == chosen and low <= sample_rate <= high \
+                and (extra in BUILTIN_MODELS or extra in embedded_models()) \
+                and (n_samples is None or n_samples >= _companion_fft_size(extra)):
             out.append(extra)
     return out
 
 
 def _embedded_card(name: str) -> ModelCard:
     return ModelCard.load(EMBEDDED_DIR / name / "model.card.json")
+
+
+def _companion_fft_size(name: str) -> int:
+    """The FFT window of the spectrogram a model beside auto's choice runs on."""
+    own = builtin_spectrogram(name) if name in BUILTIN_MODELS else None
+    return (own or _embedded_card(name).spectrogram).fft_size
+
+
+def _companion_labels(name: str) -> set:
+    """What a model beside auto's choice can report: its labels and the label of what it
+    cannot name."""
+    if name == "pulse":
+        return {PulseDetector.label}
+    card = _embedded_card(name)
+    return set(card.labels) | {str(card.extra.get("unknown_label", postprocess.DEFAULT_UNKNOWN_LABEL))}
 
 
 def resolve_auto(entries, sample_rate: float, center_frequency: Optional[float], n_samples: Optional[int] = None,
@@ -201,8 +224,7 @@ def _companion(name: str, auto_spec: "ModelSpec") -> Optional[dict]:
     out = {"model": name}
     out.update({k: getattr(auto_spec, k) for k in _COMPANION_OPTIONS if getattr(auto_spec, k) is not None})
     if auto_spec.labels:
-        card = _embedded_card(name)
-        has = set(card.labels) | {str(card.extra.get("unknown_label", postprocess.DEFAULT_UNKNOWN_LABEL))}
+        has = _companion_labels(name)
         labels = [lab for lab in auto_spec.labels if lab in has]
         if not labels:
             return None
