@@ -58,7 +58,6 @@ import scipy.ndimage as ndi
 
 from ..dsp.spectrogram import SpectrogramParams
 from .energy_detector import PixelBox
-from .postprocess import nms
 
 PULSE_SPECTROGRAM = SpectrogramParams(fft_size=32, hop=16, window="hann", width=32, normalisation="none")
 # the contrast scored 0.5: fixed where the threshold was before session 32 (11 dB + 3), so that
