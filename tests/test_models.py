@@ -275,6 +275,7 @@ def test_auto_model_rule():
     assert auto_models(1.5e6, 160e6) == auto_models(0.8e6, 160e6) == ["narrowband", "wideband-short"]
     assert auto_models(0.79e6, 160e6) == ["narrowband"]
     assert resolve_auto(["auto"], 2e6, 450e6, 4095) == ["narrowband", "wideband-short", "pulse"]  # shorter than x2's FFT
+    assert resolve_auto(["auto"], 2e6, 450e6, 1023) == ["narrowband", "pulse"]  # shorter than wideband-short's
     assert resolve_auto(["auto"], 2e6, 450e6, 31) == ["narrowband"]
     # pulse has one label: beside auto only where auto's labels name it
     assert resolve_auto(["auto?labels=tdma"], 2e6, 450e6) == [

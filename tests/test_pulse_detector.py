@@ -205,4 +205,31 @@ def test_a_short_swept_pulse_is_one_box():
     for s in starts:
         r0, r1 = _rows_of(s, length)
         assert any(b.y0 < r1 and r0 < b.y1 for b in found), (s, found)
-    assert len(found) <= len(starts) + 1, found
+    assert len(found) <= len(starts) + 2, found
+
+
+@pytest.mark.parametrize("snr_db,neighbour", [(18.0, 1.0), (25.0, 2.0)])
+def test_a_pulse_beside_a_short_signal(snr_db, neighbour):
+    """A pulse 1.2 MHz from a 2 MHz-wide signal that is on for a third of the tile: too short
+    for the columns' floor to take it in, so it fills the band step's margin before and after
+    the pulse as during it. The pulse is found while it stands enough over that signal in the
+    widened band (here the signal 10 and 16 dB over the noise in its band); a stronger signal
+    beside it hides it, the band step's cost (measured, session 32: an 18 dB pulse is lost
+    beside the signal at 16 dB, a 25 dB one at 19.5 dB; docs/runtime.md)."""
+    rng = np.random.default_rng(5)
+    n = 1024 * P.hop
+    x = _noise(rng, n)
+    start, length, f = 12000, 40, -1.2e6
+    x[start:start + length] += _tone_burst(rng, length, f, snr_db)
+    band = np.fft.ifft(np.where(np.abs(np.fft.fftfreq(n, 1 / FS) + 3.5e6) < 1e6, np.fft.fft(_noise(rng, n)), 0))
+    x[9000:14000] += neighbour * band[9000:14000] / np.std(band)
+    tile = spectrogram(x, P)
+    r0, r1 = _rows_of(start, length)
+    col = float(P.offset_hz_to_column(f, FS))
+
+    def found(**settings):
+        det = PulseDetector(**settings)
+        det.set_sample_rate(FS)
+        return [b for b in det.detect(tile) if b.y0 < r1 and r0 < b.y1 and b.x0 <= col <= b.x1]
+    assert len(found()) == 1
+    assert len(found(min_step_db=-np.inf)) == 1

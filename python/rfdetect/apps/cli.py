@@ -92,7 +92,7 @@ def _ignore_freq(text):
 
 
 def _resolve_auto(models, recording, companions=True):
-    """``auto`` entries replaced by the embedded model made for this capture, saying which
+    """``auto`` entries replaced by the models made for this capture, saying which
     (``companions``: model_runtime.auto_models)."""
     from ..inference.model_runtime import resolve_auto_for_recording
     models, note = resolve_auto_for_recording(models, recording, companions)
@@ -247,8 +247,8 @@ def build_parser():
     d = sub.add_parser("detect", help="run the detection flowgraph on a recording (file mode)")
     d.add_argument("recording")
     d.add_argument("--model", action="append", help="'auto' (the default: the embedded model made for the capture, "
-                        "'narrowband' for one of <= 6.4 MS/s centred below 600 MHz with 'narrowband-x2' (from 1.6 MS/s) and "
-                        "'wideband-short' (from 0.8 MS/s) beside it, else "
+                        "'narrowband' for one of <= 6.4 MS/s centred below 600 MHz with 'narrowband-x2' and 'pulse' (from "
+                        "1.6 MS/s) and 'wideband-short' (from 0.8 MS/s) beside it, else "
                         "'wideband', with 'wideband-short' beside it at 2-25 MS/s and 'narrowband-zoom' at 8-25 MS/s; no model "
                         "beside it when a "
                         "spectrogram option is given), 'default' (the "

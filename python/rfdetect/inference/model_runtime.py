@@ -112,7 +112,7 @@ def auto_model(sample_rate: float, center_frequency: Optional[float]) -> str:
 
 
 # the models ``auto`` runs beside its choice, as (choice, model, lowest rate, highest rate): a
-# network on a finer grid, for what the choice's grid shows in a column or two (narrowband's
+# detector on a finer grid, for what the choice's grid shows in a column or two (narrowband's
 # network, whose cards keep only boxes of at most 12 of its columns) or in a row or two
 # (wideband's, on rows half as long, whose card keeps only boxes of at most 64 rows); each
 # reports nothing under its threshold (docs/model_card.md). Set from tuning recordings only
@@ -146,8 +146,9 @@ AUTO_COMPANIONS = (("wideband", "narrowband-zoom", 8e6, 25e6),
 
 def auto_models(sample_rate: float, center_frequency: Optional[float], n_samples: Optional[int] = None,
                 companions: bool = True) -> list:
-    """The embedded models ``auto`` stands for on a capture: :func:`auto_model`'s choice, then
-    the model of AUTO_COMPANIONS beside it where the rate is in its range, it is in the package,
+    """The models ``auto`` stands for on a capture: :func:`auto_model`'s choice, then each
+    model of AUTO_COMPANIONS beside it where the rate is in its range, it is in the package
+    (or built in),
     ``companions`` holds (False: one spectrogram is forced on every model, and such a model
     runs only on its own) and the capture (``n_samples``, when known) fills at least one of its
     FFT windows."""
@@ -174,8 +175,8 @@ def _companion_fft_size(name: str) -> int:
 def _companion_labels(name: str) -> set:
     """What a model beside auto's choice can report: its labels and the label of what it
     cannot name."""
-    if name == "pulse":
-        return {PulseDetector.label}
+    if name in BUILTIN_MODELS:
+        return {PulseDetector.label if name == "pulse" else EnergyDetector.label}
     card = _embedded_card(name)
     return set(card.labels) | {str(card.extra.get("unknown_label", postprocess.DEFAULT_UNKNOWN_LABEL))}
 

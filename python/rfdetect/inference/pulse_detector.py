@@ -17,8 +17,8 @@ On a tile of plain-dB rows:
    pulse can be longer than that gap (``max_length_s`` at the sample rate the Detector sets:
    at 20 MS/s, not at 2), the same with a gap of half the longest pulse too, the better of
    the two ratios: a long pulse would otherwise be its own background. A pulse stands out of
-   the noise and of a signal it sits beside alike; a signal's own start or end does not, for
-   one of its two sides is the signal itself;
+   the noise and of a signal it sits beside alike (but see step 5); a signal's own start or
+   end does not, for one of its two sides is the signal itself;
 3. regions above ``min_contrast_db`` (8-connected) of at most ``max_length_s`` (and the
    window's spread); a region too close to the tile's top or bottom for its background to
    be measured is left to the neighbouring tile (the Detector's tiles overlap);
@@ -38,9 +38,12 @@ On a tile of plain-dB rows:
    same sum's mean over ``context_rows`` rows ending ``gap_rows`` before its box, and as many after
    (the higher; never under one column of noise). A pulse comes out of its band's background;
    a symbol of a frequency-keyed burst (drone telemetry, Bluetooth) only takes over the power
-   its neighbouring tone held a symbol before, so the widened band does not step up. Chosen on
-   tuning recordings (docs/training.md, session 32): with it, the contrast threshold could come
-   down from 11 to 9 dB.
+   its neighbouring tone held a symbol before, so the widened band does not step up. The
+   cost: a pulse whose widened band reaches a signal beside it that is on for too little of
+   the tile for the floor to take it in (under half) steps up only by its own power over that
+   signal's, and is lost where that is under 9 dB (docs/runtime.md). Chosen on tuning
+   recordings (docs/training.md, session 32): with it, the contrast threshold could come down
+   from 11 to 9 dB.
 
 Score: ``1 / (1 + exp(-(contrast_db - SCORE_MIDPOINT_DB) / 2))`` of the region's peak
 contrast over its background: 0.08 at the 9 dB threshold, 0.18 at 11 dB, 0.5 at 14 dB, 0.88 at
@@ -164,17 +167,23 @@ class PulseDetector:
                 centre += float(np.clip(0.5 * (below - above) / curve, -0.5, 0.5))
         return centre - band / 2, centre + band / 2
 
-    def _band_step_db(self, power: np.ndarray, ys: slice, x0: float, x1: float) -> float:
-        """How far (dB) the pulse's band, widened by ``step_margin_columns``, steps up in its
-        strongest row over the rows around it (step 5); ``power`` is over each column's floor."""
+    def _stands_out_of_its_band(self, power: np.ndarray, ys: slice, x0: float, x1: float) -> bool:
+        """Step 5: whether the pulse's band, widened, steps up over the rows around it: its
+        power came from nowhere, not from the columns beside it. ``power`` is over each
+        column's floor."""
         m = self.step_margin_columns
         c0, c1 = max(int(np.floor(x0)) - m, 0), min(int(np.ceil(x1)) + m, power.shape[1])
-        excess = power[:, c0:c1].sum(axis=1, dtype=np.float64) - (c1 - c0)
+        widened = power[:, c0:c1].sum(axis=1, dtype=np.float64) - (c1 - c0)
         g, k = self.gap_rows + 1, self.context_rows  # + the box's row of margin (the window's spread)
-        before = excess[max(ys.start - g - k, 0):max(ys.start - g, 0)]
-        after = excess[ys.stop + g:ys.stop + g + k]
-        background = max(before.mean() if len(before) else 0.0, after.mean() if len(after) else 0.0, 1.0)
-        return float(10.0 * np.log10(max(float(excess[ys].max()), 1e-12) / background))
+        around = np.r_[max(ys.start - g - k, 0):max(ys.start - g, 0), ys.stop + g:min(ys.stop + g + k, len(power))]
+        if len(around) == 0:
+            return True  # nothing around it to compare with: the contrast alone decides
+        before, after = around[around < ys.start], around[around >= ys.stop]
+
+        def level(x):  # the higher mean of the rows before and after
+            return max(x[before].mean() if len(before) else -np.inf, x[after].mean() if len(after) else -np.inf)
+        peak = ys.start + int(np.argmax(widened[ys]))
+        return 10.0 * np.log10(max(widened[peak], 1e-12) / max(level(widened), 1.0)) >= self.min_step_db
 
     def detect(self, tile: np.ndarray) -> list[PixelBox]:
         tile = np.asarray(tile, np.float32)
@@ -214,7 +223,7 @@ class PulseDetector:
             ys = slice(lo + a, lo + b)
             near = slice(max(xs.start - 1, 0), min(xs.stop + 1, w))
             x0, x1 = self._band(power[ys, near], near.start, length)
-            if self._band_step_db(power, ys, x0, x1) < self.min_step_db:
+            if not self._stands_out_of_its_band(power, ys, x0, x1):
                 continue
             score = 1.0 / (1.0 + np.exp(-(peak_db - SCORE_MIDPOINT_DB) / 2.0))
             out.append(PixelBox(max(x0, 0.0), float(max(ys.start - 1, 0)), min(x1, float(w)), float(min(ys.stop + 1, h)),
@@ -224,24 +233,27 @@ class PulseDetector:
 
 def _joined(boxes: list) -> list:
     """Boxes that share half the rows of the shorter and overlap in band, or nearly
-    (JOIN_GAP_COLUMNS), as one (the higher score's): the regions of one pulse, which grow to the same rows. A swept pulse shorter than
-    the window shows as two or more, split where its spectrum dips (session 32; before, only
-    boxes at IoU 0.5 were one)."""
+    (JOIN_GAP_COLUMNS), as one (the higher score's): the regions of one pulse, which grow to
+    the same rows. A swept pulse shorter than the window shows as two or more, split where its
+    spectrum dips (session 32; before, only boxes at IoU 0.5 were one)."""
     out = sorted(boxes, key=lambda b: (b.y0, b.x0))
     joined = True
-    while joined and len(out) > 1:
+    while joined:  # until no two join: a joined box may reach one it did not before
         joined = False
-        for i in range(len(out)):
-            for j in range(i + 1, len(out)):
-                a, b = out[i], out[j]
+        i = 0
+        while i < len(out):
+            a, j = out[i], i + 1
+            while j < len(out) and out[j].y0 < a.y1:  # sorted by y0: none further shares a row
+                b = out[j]
                 rows = min(a.y1, b.y1) - max(a.y0, b.y0)
-                if rows >= 0.5 * min(a.y1 - a.y0, b.y1 - b.y0) and a.x0 <= b.x1 + JOIN_GAP_COLUMNS and b.x0 <= a.x1 + JOIN_GAP_COLUMNS:
+                if rows >= 0.5 * min(a.y1 - a.y0, b.y1 - b.y0) and a.x0 <= b.x1 + JOIN_GAP_COLUMNS \
+                        and b.x0 <= a.x1 + JOIN_GAP_COLUMNS:
                     best = a if a.score >= b.score else b
-                    out[i] = PixelBox(min(a.x0, b.x0), min(a.y0, b.y0), max(a.x1, b.x1), max(a.y1, b.y1),
-                                      best.score, best.label, best.snr_db)
+                    a = out[i] = PixelBox(min(a.x0, b.x0), a.y0, max(a.x1, b.x1), max(a.y1, b.y1),
+                                          best.score, best.label, best.snr_db)
                     del out[j]
                     joined = True
-                    break
-            if joined:
-                break
+                else:
+                    j += 1
+            i += 1
     return out
