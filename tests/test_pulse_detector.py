@@ -39,8 +39,8 @@ def test_finds_pulses_on_noise_and_beside_a_signal_but_not_a_burst_or_its_edges(
     pulses = [(2000, 40, 3e6), (5000, 100, 1e6), (9000, 200, 6e6), (12000, 40, -1.2e6)]
     for start, length, f in pulses:
         x[start:start + length] += _tone_burst(rng, length, f, 18.0)
-    # a band of noise-like signal 2 MHz wide, on from sample 3000 to 14000, beside the last
-    # pulse (which sits 1.2 MHz below it); and a burst far longer than a pulse
+    # a band of noise-like signal 2 MHz wide (-4.5 to -2.5 MHz), on from sample 3000 to 14000,
+    # beside the last pulse (1.3 MHz above its upper edge); and a burst far longer than a pulse
     band = np.fft.ifft(np.where(np.abs(np.fft.fftfreq(n, 1 / FS) + 3.5e6) < 1e6, np.fft.fft(_noise(rng, n)), 0))
     x[3000:14000] += 10 * band[3000:14000] / np.std(band)
     x[1000:1000 + 4000] += _tone_burst(rng, 4000, -8e6, 18.0)
@@ -205,24 +205,25 @@ def test_a_short_swept_pulse_is_one_box():
     for s in starts:
         r0, r1 = _rows_of(s, length)
         assert any(b.y0 < r1 and r0 < b.y1 for b in found), (s, found)
-    assert len(found) <= len(starts) + 2, found
+    assert len(found) <= len(starts) + 2, found  # a box more than measured: another CPU's rounding
 
 
-@pytest.mark.parametrize("snr_db,neighbour", [(18.0, 1.0), (25.0, 2.0)])
-def test_a_pulse_beside_a_short_signal(snr_db, neighbour):
-    """A pulse 1.2 MHz from a 2 MHz-wide signal that is on for a third of the tile: too short
-    for the columns' floor to take it in, so it fills the band step's margin before and after
-    the pulse as during it. The pulse is found while it stands enough over that signal in the
-    widened band (here the signal 10 and 16 dB over the noise in its band); a stronger signal
-    beside it hides it, the band step's cost (measured, session 32: an 18 dB pulse is lost
-    beside the signal at 16 dB, a 25 dB one at 19.5 dB; docs/runtime.md)."""
+@pytest.mark.parametrize("snr_db,neighbour_db,found_it", [(18.0, 10.0, True), (25.0, 16.0, True),
+                                                          (18.0, 16.0, False), (25.0, 19.5, False)])
+def test_a_pulse_beside_a_short_signal(snr_db, neighbour_db, found_it):
+    """A pulse at -1.2 MHz, 1.3 MHz above a 2 MHz-wide signal (-4.5 to -2.5 MHz) that is on for
+    a third of the tile: too short for the columns' floor to take it in, so it fills the band
+    step's margin before and after the pulse as during it. The pulse is found while it stands
+    out of that signal enough, and lost beyond: the band step's cost (docs/runtime.md). Without
+    the step it is found in every case. Each level is over the noise in the signal's own band."""
     rng = np.random.default_rng(5)
     n = 1024 * P.hop
     x = _noise(rng, n)
     start, length, f = 12000, 40, -1.2e6
     x[start:start + length] += _tone_burst(rng, length, f, snr_db)
     band = np.fft.ifft(np.where(np.abs(np.fft.fftfreq(n, 1 / FS) + 3.5e6) < 1e6, np.fft.fft(_noise(rng, n)), 0))
-    x[9000:14000] += neighbour * band[9000:14000] / np.std(band)
+    # unit power spread over 2 of the 20 MHz is 10 dB over the noise's density
+    x[9000:14000] += 10 ** ((neighbour_db - 10.0) / 20) * band[9000:14000] / np.std(band)
     tile = spectrogram(x, P)
     r0, r1 = _rows_of(start, length)
     col = float(P.offset_hz_to_column(f, FS))
@@ -231,5 +232,5 @@ def test_a_pulse_beside_a_short_signal(snr_db, neighbour):
         det = PulseDetector(**settings)
         det.set_sample_rate(FS)
         return [b for b in det.detect(tile) if b.y0 < r1 and r0 < b.y1 and b.x0 <= col <= b.x1]
-    assert len(found()) == 1
+    assert len(found()) == (1 if found_it else 0)
     assert len(found(min_step_db=-np.inf)) == 1

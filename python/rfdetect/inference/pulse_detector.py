@@ -15,7 +15,7 @@ On a tile of plain-dB rows:
    columns over ``context_rows`` rows ending ``gap_rows`` before the pixel and over as many
    starting ``gap_rows`` after it, the higher of the two and never under the floor. Where a
    pulse can be longer than that gap (``max_length_s`` at the sample rate the Detector sets:
-   at 20 MS/s, not at 2), the same with a gap of half the longest pulse too, the better of
+   from about 1 MS/s), the same with a gap of half the longest pulse too, the better of
    the two ratios: a long pulse would otherwise be its own background. A pulse stands out of
    the noise and of a signal it sits beside alike (but see step 5); a signal's own start or
    end does not, for one of its two sides is the signal itself;
@@ -108,7 +108,7 @@ class PulseDetector:
     def _rows(self) -> tuple[int, int]:
         """(the most rows a pulse spans, the long gap): ``max_length_s`` at the sample rate,
         the window's spread and a row of margin; the long gap half that, where it is longer
-        than ``gap_rows`` (at 20 MS/s, not at 2)."""
+        than ``gap_rows`` (from about 1 MS/s)."""
         if not self.sample_rate:
             return self.max_rows, self.gap_rows
         rows = int(np.ceil(self.max_length_s * self.sample_rate / self.params.hop)) + 2
