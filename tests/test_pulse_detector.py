@@ -174,8 +174,9 @@ def test_a_keyed_burst_is_not_a_pulse_but_a_faint_radar_pulse_is(tmp_path):
                            snr_db=(10.0, 12.0), n_signals=1, profile="vhf-uhf", classes=["radar"], center_freq=450e6)
     rec, found = _pulses_in(meta)
     _, at_11_db = _pulses_in(meta, min_contrast_db=11.0)
-    truth = [(a["core:sample_start"] / rec.sample_rate, (a["core:sample_start"] + a["core:sample_count"]) / rec.sample_rate,
-              a["core:freq_lower_edge"] - rec.center_frequency, a["core:freq_upper_edge"] - rec.center_frequency)
+    fs, fc = rec.sample_rate, rec.center_frequency
+    truth = [(a["core:sample_start"] / fs, (a["core:sample_start"] + a["core:sample_count"]) / fs,
+              a["core:freq_lower_edge"] - fc, a["core:freq_upper_edge"] - fc)
              for a in rec.annotations if a["core:label"] == "radar"]
 
     def hits(pulses):  # truth pulses with a found pulse on their rows and in their band
@@ -195,7 +196,8 @@ def test_a_short_swept_pulse_is_one_box():
     rng = np.random.default_rng(2)
     x = _noise(rng, 1024 * P.hop)
     t = np.arange(length) / fs
-    chirp = np.sqrt(10 ** 1.2 * sweep / fs) * np.exp(2j * np.pi * (-sweep / 2 * t + 0.5 * sweep / (length / fs) * t ** 2))
+    sweep_phase = -sweep / 2 * t + 0.5 * sweep / (length / fs) * t ** 2
+    chirp = np.sqrt(10 ** 1.2 * sweep / fs) * np.exp(2j * np.pi * sweep_phase)
     starts = [2000 + 1500 * k for k in range(8)]
     for s in starts:
         x[s:s + length] += chirp

@@ -134,9 +134,10 @@ def auto_model(sample_rate: float, center_frequency: Optional[float]) -> str:
 # - pulse (the model-free detector on its own fine grid) beside narrowband, for radar pulses,
 #   which no network's rows show at these rates: on the 3 VHF/UHF tuning sets with radar
 #   (t-vhfr, t-vhfrad, t-vhfrad2) 0.620 -> 0.646 (t-vhfrad2 0.630 -> 0.691), and the other 3
-#   sets from 1.6 MS/s (t-vhf3, t-vhf5, v_2M) within 0.001. From 1.6 MS/s: below it a 32-sample window is longer
-#   than most pulses, a swept pulse's band reads too narrow, and the 1 and 1.5 MS/s sets lost
-#   0.021 and 0.008 (docs/runtime.md, "`pulse` beside `narrowband`").
+#   sets from 1.6 MS/s (t-vhf3, t-vhf5, v_2M) within 0.001. From 1.6 MS/s: below it a
+#   32-sample window is longer than most pulses, a swept pulse's band reads too narrow, and
+#   the 1 and 1.5 MS/s sets lost 0.021 and 0.008 (docs/runtime.md, "`pulse` beside
+#   `narrowband`").
 AUTO_COMPANIONS = (("wideband", "narrowband-zoom", 8e6, 25e6),
                    ("wideband", "wideband-short", 2e6, 25e6),
                    ("narrowband", "narrowband-x2", 1.6e6, NARROW_CAPTURE_MAX_RATE),

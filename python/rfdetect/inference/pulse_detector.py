@@ -35,8 +35,8 @@ On a tile of plain-dB rows:
    the two columns a tone spreads over) is a swept (LFM) pulse: those columns are its band;
 5. the band step: the pulse's power over the floor, summed over its band widened by
    ``step_margin_columns`` each side, in its strongest row, at least ``min_step_db`` over the
-   same sum's mean over ``context_rows`` rows ending ``gap_rows`` before its box, and as many after
-   (the higher; never under one column of noise). A pulse comes out of its band's background;
+   same sum's mean over ``context_rows`` rows ending ``gap_rows`` before its box, and as many
+   after (the higher; never under one column of noise). A pulse comes out of its band's background;
    a symbol of a frequency-keyed burst (drone telemetry, Bluetooth) only takes over the power
    its neighbouring tone held a symbol before, so the widened band does not step up. The
    cost: a pulse whose widened band reaches a signal beside it that is on for too little of
