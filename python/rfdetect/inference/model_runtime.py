@@ -19,12 +19,13 @@ from typing import Optional
 import numpy as np
 
 from . import postprocess
+from .carrier_detector import CARRIER_SPECTROGRAM, CarrierConfigError, CarrierDetector
 from .energy_detector import EnergyDetector, PixelBox
 from .pulse_detector import PULSE_SPECTROGRAM, PulseConfigError, PulseDetector
 from .model_card import ENGINE_CACHE_RE, ENGINE_SUFFIXES, ModelCard, ModelError, card_for, onnx_beside
 from ..dsp.spectrogram import SpectrogramParams
 
-BUILTIN_MODELS = ("energy", "pulse")
+BUILTIN_MODELS = ("energy", "pulse", "carrier")
 # the embedded default: anchor_free, trained by rfdetect-train on rfdetect synth's realistic
 # corpus (python/rfdetect/models/default/README.md has the data recipe and the command)
 EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -177,7 +178,7 @@ def _companion_labels(name: str) -> set:
     """What a model beside auto's choice can report: its labels and the label of what it
     cannot name."""
     if name in BUILTIN_MODELS:
-        return {PulseDetector.label if name == "pulse" else EnergyDetector.label}
+        return set(_BUILTIN_LABELS[name])
     card = _embedded_card(name)
     return set(card.labels) | {str(card.extra.get("unknown_label", postprocess.DEFAULT_UNKNOWN_LABEL))}
 
@@ -467,26 +468,35 @@ def auto_batch(backend, chunk_bytes: int, n_chunks: int) -> int:
     return int(max(1, min(n_chunks, free // 2 // max(1, chunk_bytes * 400))))
 
 
+# what each built-in detector reports
+_BUILTIN_LABELS = {"energy": (EnergyDetector.label,), "pulse": (PulseDetector.label,),
+                   "carrier": (CarrierDetector.label, CarrierDetector.tone_label)}
+
+
 class _BuiltinEntry:
-    """A built-in detector as a model entry: its one label, an optional score floor and name."""
+    """A built-in detector as a model entry: its labels, an optional score floor and name."""
 
     def _as_entry(self, score_threshold, keep_labels, name):
-        if keep_labels and list(keep_labels) != [self.label]:
-            raise ModelError(f"the {self.name} model has one label, {self.label!r}; labels={keep_labels} do not apply")
+        own = list(_BUILTIN_LABELS[type(self).builtin])
+        if keep_labels and not set(keep_labels) <= set(own):
+            raise ModelError(f"the {self.name} model reports {', '.join(map(repr, own))}; "
+                             f"labels={list(keep_labels)} do not apply")
+        self.keep = set(keep_labels or own)
         self.min_score = float(score_threshold or 0.0)
         if name:
             self.name = name
 
     @property
     def labels(self):
-        return [self.label]
+        return [lab for lab in _BUILTIN_LABELS[type(self).builtin] if lab in self.keep]
 
     def detect(self, tile):
-        return [b for b in super().detect(tile) if b.score >= self.min_score]
+        return [b for b in super().detect(tile) if b.score >= self.min_score and b.label in self.keep]
 
 
 class EnergyModel(_BuiltinEntry, EnergyDetector):
     """The energy detector as a model entry."""
+    builtin = "energy"
 
     def __init__(self, params, score_threshold=None, keep_labels=None, name=None, **kw):
         EnergyDetector.__init__(self, params, **kw)
@@ -495,6 +505,7 @@ class EnergyModel(_BuiltinEntry, EnergyDetector):
 
 class PulseModel(_BuiltinEntry, PulseDetector):
     """The pulse detector as a model entry."""
+    builtin = "pulse"
 
     def __init__(self, params, score_threshold=None, keep_labels=None, name=None):
         try:
@@ -504,10 +515,22 @@ class PulseModel(_BuiltinEntry, PulseDetector):
         self._as_entry(score_threshold, keep_labels, name)
 
 
+class CarrierModel(_BuiltinEntry, CarrierDetector):
+    """The carrier detector as a model entry."""
+    builtin = "carrier"
+
+    def __init__(self, params, score_threshold=None, keep_labels=None, name=None):
+        try:
+            CarrierDetector.__init__(self, params)
+        except CarrierConfigError as e:
+            raise ModelError(str(e)) from None
+        self._as_entry(score_threshold, keep_labels, name)
+
+
 def builtin_spectrogram(name: str) -> Optional[SpectrogramParams]:
-    """The spectrogram a built-in model must run on (``pulse``: its own fine grid), or None
-    for one that runs on whatever it is given (``energy``)."""
-    return PULSE_SPECTROGRAM if name == "pulse" else None
+    """The spectrogram a built-in model must run on (``pulse``, ``carrier``: a grid of its
+    own), or None for one that runs on whatever it is given (``energy``)."""
+    return {"pulse": PULSE_SPECTROGRAM, "carrier": CARRIER_SPECTROGRAM}.get(name)
 
 
 # ------------------------------------------------------------------ model manager
@@ -590,7 +613,7 @@ def _locate(spec: str) -> Path:
     if base and (Path(base) / spec).exists():
         return Path(base) / spec
     where = f" (nor in RFDETECT_MODEL_DIR={base})" if base else " (set RFDETECT_MODEL_DIR to look up names)"
-    raise ModelError(f"model not found: {spec!r}{where}; give 'energy', 'pulse', an embedded model "
+    raise ModelError(f"model not found: {spec!r}{where}; give 'energy', 'pulse', 'carrier', an embedded model "
                      f"({', '.join(embedded_models())}), a model file, or a folder holding model.onnx "
                      f"and model.card.json")
 
@@ -713,6 +736,8 @@ def load_model(spec, params: SpectrogramParams, tile_height: int,
         score = env_score_threshold()
     if ms.model == "pulse":
         return PulseModel(params, score_threshold=score, keep_labels=ms.labels, name=ms.name)
+    if ms.model == "carrier":
+        return CarrierModel(params, score_threshold=score, keep_labels=ms.labels, name=ms.name)
     if ms.model in BUILTIN_MODELS:
         return EnergyModel(params, score_threshold=score, keep_labels=ms.labels, name=ms.name)
     prof = (profile or resolve_profile()).with_overrides(ms.backend, ms.device, ms.precision)

@@ -1,0 +1,200 @@
+"""The model-free carrier detector: continuous carriers (NBFM and AM voice, CW tones).
+
+The trained models miss most of them at VHF/UHF (docs/training.md, "Continuous carriers"):
+the receiver's own lines (DC, LO leakage, spurs) look exactly like a carrier, are not
+signals, and the models were taught them as background. What tells a carrier from a
+receiver line is time: a receiver line is on for all of the capture, a transmitter keys up
+and down. This detector runs on a spectrogram of its own, :data:`CARRIER_SPECTROGRAM` (fft
+4096, hop 2048, plain dB: a tone is two of its bins wide, the box convention of ``rfdetect
+synth``), and reports a carrier only where it starts or stops inside the tile or is wider
+than a line.
+
+On a tile of plain-dB rows:
+
+1. power over each row's noise floor (the row's median / ln 2: a receiver's gain step moves
+   the floor and the carrier alike);
+2. candidates: regions of at least ``min_rows`` rows where an ``smooth_rows`` x 3 mean is
+   over ``min_db`` (3 dB); each gives the column of its time-averaged peak, the carrier's
+   column (one per ``same_column`` columns);
+3. the carrier's rows: where a 3-row mean of its three columns is over ``on_db`` (2 dB),
+   with the gaps between filled unless they are keyed off: a gap is off when its power over
+   the floor is under ``gap_sigmas`` noise deviations of a mean over as many pixels and under
+   ``gap_share`` of the carrier's own. A weak carrier dips under the threshold from the
+   noise alone; a keyed one drops to the floor;
+4. for each run of rows: the time-averaged spectrum over them, and the band about the
+   carrier's column whose 3-column mean is 1 dB over the floor. Kept where the carrier's three
+   columns hold ``min_line_share`` of the band's power (a carrier: TDMA and FSK bursts have
+   none) and are on for ``min_on_share`` of the rows. A run over the whole tile at most
+   ``line_columns`` wide is a receiver line and is dropped;
+5. boxes: a run at most ``tone_columns`` wide is a line (label ``tone``), boxed two bins wide
+   about its peak (a parabola through the log power of the peak and its neighbours); a wider
+   one is a voice carrier (label ``signal``: AM or FM is not told apart), boxed over its band.
+   The runs of one carrier column of which any is wide are one transmission and are joined
+   across gaps of up to ``join_s`` (the carrier between words can read as a line, or dip).
+
+Score: ``1 / (1 + exp(-(peak_db - SCORE_MIDPOINT_DB) / 2))`` of the carrier column's mean
+power over the floor.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import scipy.ndimage as ndi
+
+from ..dsp.spectrogram import SpectrogramParams
+from .energy_detector import PixelBox
+
+CARRIER_SPECTROGRAM = SpectrogramParams(fft_size=4096, hop=2048, window="hann", width=4096, normalisation="none")
+SCORE_MIDPOINT_DB = 14.0
+
+
+class CarrierConfigError(ValueError):
+    pass
+
+
+def _db(x):
+    return float(10.0 * np.log10(max(float(x), 1e-12)))
+
+
+@dataclass
+class CarrierDetector:
+    params: SpectrogramParams = CARRIER_SPECTROGRAM
+    min_db: float = 3.0
+    min_peak_db: float = 6.0
+    on_db: float = 2.0
+    band_db: float = 1.0
+    smooth_rows: int = 8
+    min_rows: int = 20
+    same_column: int = 2
+    gap_sigmas: float = 3.0
+    gap_share: float = 0.2
+    min_line_share: float = 0.7
+    min_on_share: float = 0.9
+    line_columns: int = 8
+    tone_columns: int = 7
+    join_s: float = 0.015
+    edge_fraction: float = 0.05
+    sample_rate: Optional[float] = None  # set by the Detector (set_sample_rate)
+    label: str = "signal"
+    tone_label: str = "tone"
+    name: str = "carrier"
+
+    def __post_init__(self):
+        p = self.params
+        if p.normalisation != "none" or p.pool != 1:
+            c = CARRIER_SPECTROGRAM
+            raise CarrierConfigError(
+                f"the carrier detector reads plain-dB rows of unpooled bins (fft {c.fft_size}, hop {c.hop}, width "
+                f"{c.width}, normalisation none); these rows are fft {p.fft_size}, width {p.width}, normalisation "
+                f"{p.normalisation}: give it an STFT Tile of its own, as `rfdetect detect --model carrier` does")
+
+    def set_sample_rate(self, sample_rate: float) -> None:
+        self.sample_rate = float(sample_rate)
+
+    def _join_rows(self) -> int:
+        if not self.sample_rate:
+            return 30
+        return int(round(self.join_s * self.sample_rate / self.params.hop))
+
+    def _runs(self, x: np.ndarray, on: np.ndarray) -> list:
+        """Step 3: runs of ``on`` rows, with gaps that are not keyed off filled."""
+        on = on.copy()  # the caller's rows stay as measured: the share of them on is a test of its own
+        excess = float(x[on].mean() - 1.0) if on.any() else 0.0
+        gaps, _ = ndi.label(~on)
+        for (sl,) in ndi.find_objects(gaps):
+            if sl.start == 0 or sl.stop == len(on):
+                continue
+            g = sl.stop - sl.start
+            if g < 3 or float(x[sl].mean()) - 1.0 > min(self.gap_sigmas / np.sqrt(3.0 * g), self.gap_share * excess):
+                on[sl] = True
+        runs, _ = ndi.label(on)
+        return [sl for (sl,) in ndi.find_objects(runs) if sl.stop - sl.start >= max(self.min_rows // 2, 3)]
+
+    def _column_boxes(self, power: np.ndarray, kc: int) -> list:
+        n, w = power.shape
+        x = power[:, max(kc - 1, 0):kc + 2].mean(axis=1)
+        on = ndi.uniform_filter1d(x, 3) > 10 ** (self.on_db / 10)
+        runs = self._runs(x, on)
+        band_level = 10 ** (self.band_db / 10) - 1.0
+        out = []
+        for sl in runs:
+            c0, c1 = max(kc - 64, 0), min(kc + 65, w)
+            s = power[sl, c0:c1].mean(axis=0) - 1.0
+            k = kc - c0
+            smooth = ndi.uniform_filter1d(s, 3)
+            a = k
+            while a > 0 and smooth[a - 1] > band_level:
+                a -= 1
+            b = k
+            while b < len(s) - 1 and smooth[b + 1] > band_level:
+                b += 1
+            band = float(np.clip(s[a:b + 1], 0, None).sum())
+            line = float(np.clip(s[max(k - 1, 0):k + 2], 0, None).sum()) / max(band, 1e-12)
+            if line < self.min_line_share or float(on[sl].mean()) < self.min_on_share:
+                continue
+            columns = b - a + 1
+            if sl.start <= 1 and sl.stop >= n - 1 and columns <= self.line_columns:
+                continue  # a receiver line: on for all of the tile
+            peak_db = _db(s[k])
+            if peak_db < self.min_peak_db:
+                continue
+            score = float(1.0 / (1.0 + np.exp(-(peak_db - SCORE_MIDPOINT_DB) / 2.0)))
+            if columns <= self.tone_columns:
+                centre = kc + 0.5
+                if 0 < k < len(s) - 1 and s[k - 1:k + 2].min() > 0:
+                    below, peak, above = np.log(s[k - 1:k + 2])
+                    curve = below - 2 * peak + above
+                    if curve < 0:
+                        centre += float(np.clip(0.5 * (below - above) / curve, -0.5, 0.5))
+                out.append(PixelBox(centre - 1.0, float(sl.start), centre + 1.0, float(sl.stop), score,
+                                    self.tone_label, round(peak_db, 2)))
+            else:
+                out.append(PixelBox(float(c0 + a), float(sl.start), float(c0 + b + 1), float(sl.stop), score,
+                                    self.label, round(peak_db, 2)))
+        return self._joined(out)
+
+    def _joined(self, boxes: list) -> list:
+        """Step 5: the runs of a carrier column of which any is wide, joined across short gaps."""
+        if not any(b.label == self.label for b in boxes):
+            return boxes
+        gap = self._join_rows()
+        boxes = sorted(boxes, key=lambda b: b.y0)
+        out = [boxes[0]]
+        for b in boxes[1:]:
+            a = out[-1]
+            if b.y0 - a.y1 <= gap:
+                best = a if a.score >= b.score else b
+                out[-1] = PixelBox(min(a.x0, b.x0), a.y0, max(a.x1, b.x1), max(a.y1, b.y1), best.score,
+                                   self.label, best.snr_db)
+            else:
+                out.append(b)
+        return out
+
+    def detect(self, tile: np.ndarray) -> list[PixelBox]:
+        tile = np.asarray(tile, np.float32)
+        n, w = tile.shape
+        if n < self.min_rows:
+            return []
+        lin = np.power(np.float32(10.0), tile / np.float32(10.0))
+        floor = np.median(lin, axis=1) / np.float32(np.log(2.0))
+        power = lin / np.maximum(floor, np.float32(1e-30))[:, None]
+        mask = ndi.uniform_filter(power, size=(self.smooth_rows, 3), mode="nearest") > np.float32(10 ** (self.min_db / 10))
+        edge = max(1, int(np.ceil(w * self.edge_fraction)))  # the receiver's roll-off at the band edges
+        mask[:, :edge] = False
+        mask[:, w - edge:] = False
+        mask = ndi.binary_closing(mask, structure=np.ones((3, 3), bool))
+        labels, _ = ndi.label(mask, structure=np.ones((3, 3), bool))
+        candidates = []
+        for ys, xs in ndi.find_objects(labels):
+            if ys.stop - ys.start >= self.min_rows:
+                spectrum = power[ys, xs].mean(axis=0)
+                candidates.append((float(spectrum.max()), xs.start + int(np.argmax(spectrum))))
+        out, columns = [], []
+        for _, kc in sorted(candidates, reverse=True):
+            if any(abs(kc - c) <= self.same_column for c in columns):
+                continue
+            columns.append(kc)
+            out.extend(self._column_boxes(power, kc))
+        return out

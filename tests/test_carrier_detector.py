@@ -1,0 +1,149 @@
+"""The model-free carrier detector (rfdetect.inference.carrier_detector): a keyed tone and a
+voice carrier are boxed, a receiver line (a spur over the whole capture, through a gain
+step) is not; its own spectrogram and labels; through `rfdetect detect` on a synth
+recording, and none on artefact noise."""
+import numpy as np
+import pytest
+
+from gnuradio.rfdetect.dsp.spectrogram import SpectrogramParams, spectrogram
+from gnuradio.rfdetect.formats.records import box_iou, read_jsonl
+from gnuradio.rfdetect.inference.carrier_detector import CARRIER_SPECTROGRAM, CarrierDetector
+from gnuradio.rfdetect.inference.model_runtime import ModelError, load_model
+
+from conftest import run_cli
+
+FS = 2e6
+P = CARRIER_SPECTROGRAM
+N = 1024 * P.hop  # one tile of rows: 1.05 s
+
+
+def _noise(rng, n):
+    return (rng.standard_normal(n) + 1j * rng.standard_normal(n)) / np.sqrt(2)
+
+
+def _line(n, freq, bin_db, phase=0.0):
+    """A line ``bin_db`` over the noise in one bin of the 4096-point FFT."""
+    amp = np.sqrt(10 ** (bin_db / 10) / P.fft_size)
+    return amp * np.exp(2j * np.pi * freq / FS * np.arange(n) + 1j * phase)
+
+
+def _row(t):
+    return float(P.sample_to_row(t * FS))
+
+
+def _col(f):
+    return float(P.offset_hz_to_column(f, FS))
+
+
+def _detect(x):
+    det = CarrierDetector()
+    det.set_sample_rate(FS)
+    return det.detect(spectrogram(x.astype(np.complex64), P))
+
+
+def test_a_keyed_tone_is_boxed_and_a_receiver_line_is_not():
+    """A tone keyed on twice (0.10-0.40 s and 0.50-0.80 s, a 100 ms gap) is two `tone`
+    boxes two bins wide about its frequency; a spur as strong, on for the whole capture, is
+    no box, and neither is a gain step of 6 dB at 0.6 s (it moves the floor and the lines
+    alike)."""
+    rng = np.random.default_rng(3)
+    x = _noise(rng, N)
+    tone = _line(N, 300e3 + 100.0, 15.0)
+    for t0, t1 in ((0.10, 0.40), (0.50, 0.80)):
+        x[int(t0 * FS):int(t1 * FS)] += tone[int(t0 * FS):int(t1 * FS)]
+    x += _line(N, -500e3, 15.0, phase=1.0)
+    x[int(0.6 * FS):] *= 10 ** (6 / 20)
+    found = _detect(x)
+    assert len(found) == 2, found
+    for b, (t0, t1) in zip(sorted(found, key=lambda b: b.y0), ((0.10, 0.40), (0.50, 0.80))):
+        assert b.label == "tone" and 0.0 < b.score <= 1.0, b
+        assert b.x1 - b.x0 == pytest.approx(2.0)
+        assert abs((b.x0 + b.x1) / 2 - _col(300e3 + 100.0)) < 0.5, b
+        assert abs(b.y0 - _row(t0)) < 6 and abs(b.y1 - _row(t1)) < 6, (b, _row(t0), _row(t1))
+
+
+def _am(rng, n, freq, carrier_bin_db, audio_hz=4500.0):
+    """An AM voice carrier: a carrier ``carrier_bin_db`` over the noise in its bin, modulated
+    80 % by noise-like audio of 100-``audio_hz`` Hz."""
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    f = np.fft.rfftfreq(n, 1 / FS)
+    spectrum[(f < 100) | (f > audio_hz)] = 0
+    audio = np.fft.irfft(spectrum, n)
+    audio = np.clip(audio / (3 * audio.std()), -1, 1)
+    return (1 + 0.8 * audio) * _line(n, freq, carrier_bin_db)
+
+
+def test_an_am_carrier_is_one_box_over_its_band_even_when_on_for_all_the_tile():
+    """Two AM voice carriers, one keyed up at 0.2-0.9 s, one on for the whole capture: each
+    is one `signal` box over most of its +-4.5 kHz band (a receiver line has no sidebands)."""
+    rng = np.random.default_rng(5)
+    x = _noise(rng, N)
+    keyed = _am(rng, N, -200e3, 25.0)
+    x[int(0.2 * FS):int(0.9 * FS)] += keyed[int(0.2 * FS):int(0.9 * FS)]
+    x += _am(rng, N, 400e3, 25.0)
+    found = _detect(x)
+    assert len(found) == 2, found
+    for b in found:
+        assert b.label == "signal", b
+    keyed_box, always = sorted(found, key=lambda b: b.x0)
+    for b, f in ((keyed_box, -200e3), (always, 400e3)):
+        lo, hi = (float(P.column_to_offset_hz(c, FS)) - f for c in (b.x0, b.x1))
+        assert -5.5e3 < lo < -2.5e3 and 2.5e3 < hi < 5.5e3, (lo, hi)
+    assert abs(keyed_box.y0 - _row(0.2)) < 6 and abs(keyed_box.y1 - _row(0.9)) < 6, keyed_box
+    assert always.y0 <= 1 and always.y1 >= 1023, always
+
+
+def test_noise_alone_gives_nothing():
+    rng = np.random.default_rng(9)
+    assert _detect(_noise(rng, N)) == []
+
+
+def test_runs_only_on_its_own_spectrogram_and_keeps_the_labels_asked_for():
+    with pytest.raises(ModelError, match="fft 4096, hop 2048, width 4096, normalisation none"):
+        load_model("carrier", SpectrogramParams(), 1024)
+    with pytest.raises(ModelError, match="reports 'signal', 'tone'"):
+        load_model("carrier?labels=pulse", P, 1024)
+    assert load_model("carrier", P, 1024).labels == ["signal", "tone"]
+    tones = load_model("carrier?labels=tone", P, 1024)
+    assert tones.labels == ["tone"]
+    rng = np.random.default_rng(5)
+    x = _noise(rng, N) + _am(rng, N, 400e3, 25.0)
+    x[int(0.2 * FS):int(0.5 * FS)] += _line(N, 100e3, 15.0)[int(0.2 * FS):int(0.5 * FS)]
+    tile = spectrogram(x.astype(np.complex64), P)
+    assert sorted(b.label for b in load_model("carrier", P, 1024).detect(tile)) == ["signal", "tone"]
+    assert [b.label for b in tones.detect(tile)] == ["tone"]
+
+
+def test_rfdetect_detect_boxes_the_carriers_of_a_synth_recording(tmp_path):
+    """`rfdetect detect REC --model carrier` on a vhf-uhf recording of NBFM, AM and tones:
+    records in seconds and Hz, and at least half of the carriers at 10 dB and more boxed at
+    IoU 0.5."""
+    from gnuradio.rfdetect.apps.synth import synth_dataset
+    from gnuradio.rfdetect.formats.sigmf_io import SigMFRecording
+    from rfdetect_training.evaluate import truth_records
+    [meta] = synth_dataset(tmp_path, n=1, seed=CARRIER_SEED, sample_rate=FS, duration=1.0, snr_db=(10.0, 25.0),
+                           n_signals=6, profile="vhf-uhf", classes=["nbfm", "am", "tone"], center_freq=160e6)
+    out = tmp_path / "d.jsonl"
+    run_cli("detect", meta, "--model", "carrier", "--out", out, "--quiet")
+    recs = [r for r in read_jsonl(out) if r["event"] in ("new", "update")]
+    assert recs and {r["label"] for r in recs} <= {"signal", "tone"}
+    rec = SigMFRecording.open(meta)
+    truth = truth_records(rec)
+    hits = sum(any(box_iou(t, r) >= 0.5 for r in recs) for t in truth)
+    assert len(truth) >= 4 and hits >= 0.5 * len(truth), (hits, len(truth), truth, recs)
+
+
+CARRIER_SEED = 4601
+
+
+def test_no_carrier_on_noise_with_receiver_lines(tmp_path):
+    """A DC spike, spurs and LO leakage are lines over the whole capture, and a gain step
+    moves them with the floor: `rfdetect detect --model carrier` reports nothing (the DC
+    zone is the Detector's, as for any model)."""
+    from gnuradio.rfdetect.apps.synth import synth_dataset
+    out = tmp_path / "d.jsonl"
+    for seed in (106, 107):
+        [rec] = synth_dataset(tmp_path, n=1, seed=seed, sample_rate=FS, duration=1.0, n_signals=0, profile="vhf-uhf",
+                              artefacts=("dc", "spurs", "lo_leak", "agc"), center_freq=160e6)
+        run_cli("detect", rec, "--model", "carrier", "--out", out, "--quiet")
+        assert [r for r in read_jsonl(out) if r["event"] in ("new", "update")] == [], seed
