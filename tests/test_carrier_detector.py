@@ -75,7 +75,7 @@ def _am(rng, n, freq, carrier_bin_db, audio_hz=4500.0):
 
 def test_an_am_carrier_is_one_box_over_its_band_even_when_on_for_all_the_tile():
     """Two AM voice carriers, one keyed up at 0.2-0.9 s, one on for the whole capture: each
-    is one `signal` box over most of its +-4.5 kHz band (a receiver line has no sidebands)."""
+    is one `signal` box over its +-4.5 kHz band (a receiver line has no sidebands)."""
     rng = np.random.default_rng(5)
     x = _noise(rng, N)
     keyed = _am(rng, N, -200e3, 25.0)
@@ -88,7 +88,7 @@ def test_an_am_carrier_is_one_box_over_its_band_even_when_on_for_all_the_tile():
     keyed_box, always = sorted(found, key=lambda b: b.x0)
     for b, f in ((keyed_box, -200e3), (always, 400e3)):
         lo, hi = (float(P.column_to_offset_hz(c, FS)) - f for c in (b.x0, b.x1))
-        assert -5.5e3 < lo < -2.5e3 and 2.5e3 < hi < 5.5e3, (lo, hi)
+        assert -6e3 < lo < -3e3 and 3e3 < hi < 6e3, (lo, hi)  # +-4.5 kHz, and the 3-bin smoothing
     assert abs(keyed_box.y0 - _row(0.2)) < 6 and abs(keyed_box.y1 - _row(0.9)) < 6, keyed_box
     assert always.y0 <= 1 and always.y1 >= 1023, always
 
@@ -114,26 +114,27 @@ def test_runs_only_on_its_own_spectrogram_and_keeps_the_labels_asked_for():
     assert [b.label for b in tones.detect(tile)] == ["tone"]
 
 
-def test_rfdetect_detect_boxes_the_carriers_of_a_synth_recording(tmp_path):
-    """`rfdetect detect REC --model carrier` on a vhf-uhf recording of NBFM, AM and tones:
-    records in seconds and Hz, and at least half of the carriers at 10 dB and more boxed at
-    IoU 0.5."""
+def test_rfdetect_detect_boxes_the_voice_carriers_of_a_synth_recording(tmp_path):
+    """`rfdetect detect REC --model carrier` on a vhf-uhf recording of NBFM and AM voice at
+    10-25 dB, with the profile's receiver artefacts (fading, spurs, a gain step...): records in
+    seconds and Hz, and most of the transmissions boxed at IoU 0.5."""
     from gnuradio.rfdetect.apps.synth import synth_dataset
     from gnuradio.rfdetect.formats.sigmf_io import SigMFRecording
     from rfdetect_training.evaluate import truth_records
     [meta] = synth_dataset(tmp_path, n=1, seed=CARRIER_SEED, sample_rate=FS, duration=1.0, snr_db=(10.0, 25.0),
-                           n_signals=6, profile="vhf-uhf", classes=["nbfm", "am", "tone"], center_freq=160e6)
+                           n_signals=6, profile="vhf-uhf", classes=["nbfm", "am"], center_freq=160e6)
     out = tmp_path / "d.jsonl"
     run_cli("detect", meta, "--model", "carrier", "--out", out, "--quiet")
     recs = [r for r in read_jsonl(out) if r["event"] in ("new", "update")]
     assert recs and {r["label"] for r in recs} <= {"signal", "tone"}
-    rec = SigMFRecording.open(meta)
-    truth = truth_records(rec)
+    truth = [t for t in truth_records(SigMFRecording.open(meta)) if t["label"] in ("nbfm", "am")]
     hits = sum(any(box_iou(t, r) >= 0.5 for r in recs) for t in truth)
-    assert len(truth) >= 4 and hits >= 0.5 * len(truth), (hits, len(truth), truth, recs)
+    assert len(truth) >= 4 and hits >= CARRIER_FLOOR * len(truth), (hits, len(truth), truth, recs)
 
 
-CARRIER_SEED = 4601
+# Measured (session 33): seed 4601, 6 of 6 NBFM and AM transmissions boxed (10 records); seeds
+# 4602-4604: 5, 6 and 2 of 6. The floor leaves room for another CPU's rounding.
+CARRIER_SEED, CARRIER_FLOOR = 4601, 0.8
 
 
 def test_no_carrier_on_noise_with_receiver_lines(tmp_path):

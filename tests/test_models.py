@@ -258,7 +258,8 @@ def test_auto_model_rule():
     assert auto_model(20e6, 2.44e9) == auto_model(2e6, 2.402e9) == auto_model(20e6, 1.85e9) == "wideband"
     assert auto_model(2e6, None) == auto_model(20e6, None) == "wideband"
     assert resolve_auto(["auto?score=0.5", "energy", {"model": "auto"}], 2e6, 450e6) == \
-        ["narrowband?score=0.5", "narrowband-x2", "wideband-short", "pulse", "energy", {"model": "narrowband"}]
+        ["narrowband?score=0.5", "narrowband-x2", "wideband-short", "pulse", "carrier", "energy",
+         {"model": "narrowband"}]
     # beside wideband from 8 to 25 MS/s: narrowband's network on a grid fine enough for 12.5 kHz
     # channels; from 2 to 25 MS/s: wideband's network on rows half as long, for short bursts
     assert auto_models(20e6, 915e6) == auto_models(8e6, 2.44e9) == auto_models(25e6, None) == \
@@ -267,21 +268,28 @@ def test_auto_model_rule():
     assert auto_models(25.1e6, 915e6) == auto_models(1.9e6, 2.44e9) == ["wideband"]
     # beside narrowband: its network on a grid twice as fine (a 12.5 kHz channel is 2 columns at 5 MS/s)
     # and wideband's network on short rows too, from 0.8 MS/s (drone telemetry bursts), and the
-    # model-free pulse detector from 1.6 MS/s (radar pulses)
+    # model-free pulse detector from 1.6 MS/s (radar pulses), and the model-free carrier
+    # detector from 0.8 MS/s (NBFM, AM, tones)
     assert auto_models(2e6, 450e6) == auto_models(6.4e6, 160e6) == auto_models(1.6e6, 160e6) == \
-        ["narrowband", "narrowband-x2", "wideband-short", "pulse"]
+        ["narrowband", "narrowband-x2", "wideband-short", "pulse", "carrier"]
     # x2's columns would be finer than narrowband's training grids; pulse's 32-sample window
     # longer than most pulses
-    assert auto_models(1.5e6, 160e6) == auto_models(0.8e6, 160e6) == ["narrowband", "wideband-short"]
+    assert auto_models(1.5e6, 160e6) == auto_models(0.8e6, 160e6) == ["narrowband", "wideband-short", "carrier"]
     assert auto_models(0.79e6, 160e6) == ["narrowband"]
-    assert resolve_auto(["auto"], 2e6, 450e6, 4095) == ["narrowband", "wideband-short", "pulse"]  # shorter than x2's FFT
+    assert resolve_auto(["auto"], 2e6, 450e6, 4096) == ["narrowband", "narrowband-x2", "wideband-short", "pulse",
+                                                      "carrier"]
+    assert resolve_auto(["auto"], 2e6, 450e6, 4095) == ["narrowband", "wideband-short", "pulse"]  # shorter than x2's
+    # and carrier's FFT
     assert resolve_auto(["auto"], 2e6, 450e6, 1023) == ["narrowband", "pulse"]  # shorter than wideband-short's
     assert resolve_auto(["auto"], 2e6, 450e6, 31) == ["narrowband"]
-    # pulse has one label: beside auto only where auto's labels name it
+    # pulse (label pulse) and carrier (labels signal and tone): beside auto only where auto's
+    # labels name theirs, and only those
     assert resolve_auto(["auto?labels=tdma"], 2e6, 450e6) == [
         "narrowband?labels=tdma", "narrowband-x2?labels=tdma", "wideband-short?labels=tdma"]
     assert resolve_auto(["auto?labels=tdma|pulse"], 2e6, 450e6) == [
         "narrowband?labels=tdma|pulse", "narrowband-x2?labels=tdma", "wideband-short?labels=tdma", "pulse?labels=pulse"]
+    assert resolve_auto(["auto?labels=tone"], 2e6, 450e6) == [
+        "narrowband?labels=tone", "narrowband-x2?labels=tone", "wideband-short?labels=tone", "carrier?labels=tone"]
     assert resolve_auto(["auto?score=0.5", "energy"], 20e6, 915e6) == ["wideband?score=0.5", "narrowband-zoom",
                                                                         "wideband-short", "energy"]
     # the model beside it: where and how auto's networks run, the labels it has; named once
@@ -308,15 +316,16 @@ def test_auto_model_rule():
 
 def test_detect_without_a_model_runs_the_one_made_for_the_capture(tdma_recording, tmp_path):
     """`rfdetect detect REC` names no model: on 2 MS/s at 450 MHz it runs narrowband with
-    narrowband-x2, wideband-short and pulse beside it (each at its own spectrogram, the records
-    equal those of the four named), and says so; the same samples with the centre frequency gone from
+    narrowband-x2, wideband-short, pulse and carrier beside it (each at its own spectrogram, the
+    records equal those of the five named), and says so; the same samples with the centre frequency gone from
     the metadata run wideband (and wideband-short)."""
     import shutil
     out_auto, out_nb = tmp_path / "auto.jsonl", tmp_path / "nb.jsonl"
     proc = run_cli("detect", tdma_recording, "--out", out_auto, "--quiet")
-    assert "model auto: narrowband+narrowband-x2+wideband-short+pulse (2 MS/s at 450 MHz" in proc.stderr, proc.stderr
+    assert "model auto: narrowband+narrowband-x2+wideband-short+pulse+carrier (2 MS/s at 450 MHz" in proc.stderr, \
+        proc.stderr
     run_cli("detect", tdma_recording, "--model", "narrowband", "--model", "narrowband-x2", "--model", "wideband-short",
-            "--model", "pulse", "--out", out_nb, "--quiet")
+            "--model", "pulse", "--model", "carrier", "--out", out_nb, "--quiet")
 
     def boxes(path):  # in order, track IDs too: the merge takes the branches' tiles in time order
         return [(r["event"], r["track_id"], r["label"], r["t_start"], r["f_low"], r["score"]) for r in read_jsonl(path)
@@ -335,7 +344,7 @@ def test_detect_without_a_model_runs_the_one_made_for_the_capture(tdma_recording
     # scoring a set (rfdetect-train evaluate, bench/quality.py): auto must mean one choice for all of it
     from gnuradio.rfdetect.inference.model_runtime import resolve_auto_for_recordings
     assert resolve_auto_for_recordings(["auto"], [tdma_recording, tdma_recording])[0] == [
-        "narrowband", "narrowband-x2", "wideband-short", "pulse"]
+        "narrowband", "narrowband-x2", "wideband-short", "pulse", "carrier"]
     with pytest.raises(ModelError, match="picks different models"):
         resolve_auto_for_recordings(["auto"], [tdma_recording, f"{base}.sigmf-meta"])
 
@@ -496,7 +505,7 @@ def test_auto_runs_narrowband_x2_beside_narrowband_for_tdma_at_5msps(tmp_path):
         matched, truth = _tdma_hits(meta, [r for r in read_jsonl(out) if r["event"] in ("new", "update")])
         return sum(m is not None for m in matched), len(truth), proc.stderr
     n_auto, _, said = hits()
-    assert "model auto: narrowband+narrowband-x2+wideband-short+pulse (5 MS/s at 450 MHz" in said, said
+    assert "model auto: narrowband+narrowband-x2+wideband-short+pulse+carrier (5 MS/s at 450 MHz" in said, said
     n_x2, n, _ = hits("--model", "narrowband", "--model", "narrowband-x2")
     n_nb, _, _ = hits("--model", "narrowband")
     min_share, min_gain = X2_FLOORS

@@ -263,17 +263,18 @@ def test_iqengine_plugin_flow_returns_what_rfdetect_detect_gives(server, web_dat
 
 def test_iqengine_plugin_auto_runs_the_model_made_for_the_capture(server, tmp_path):
     """The `auto` plugin (no custom parameters) on IQ at 2 MS/s centred on 450 MHz runs
-    `narrowband`, `narrowband-x2`, `wideband-short` and `pulse`, as `rfdetect detect` with no
-    --model does, and gives their annotations."""
+    `narrowband`, `narrowband-x2`, `wideband-short`, `pulse` and `carrier`, as `rfdetect detect`
+    with no --model does, and gives their annotations."""
     assert server.client.get("/plugins/auto").json() == {}
     [meta] = synth_dataset(tmp_path / "vhf", n=1, seed=4406, sample_rate=2e6, duration=0.25, snr_db=(12.0, 25.0),
                            n_signals=4, profile="vhf-uhf", classes=["tdma"], center_freq=450e6)
     run_cli("detect", meta, "--model", "narrowband", "--model", "narrowband-x2", "--model", "wideband-short",
-            "--model", "pulse", "--sigmf-out", tmp_path / "out", "--out", tmp_path / "d.jsonl", "--quiet")
+            "--model", "pulse", "--model", "carrier", "--sigmf-out", tmp_path / "out", "--out", tmp_path / "d.jsonl",
+            "--quiet")
     want = [a for a in json.loads((tmp_path / "out.sigmf-meta").read_text())["annotations"]
             if a.get("core:generator") == "gr-rfdetect"]
     assert {"anchor_free-narrowband", "anchor_free-narrowband-x2"} <= {a["rfdetect:model"] for a in want} <= {
-        "anchor_free-narrowband", "anchor_free-narrowband-x2", "anchor_free-wideband-short", "pulse"}
+        "anchor_free-narrowband", "anchor_free-narrowband-x2", "anchor_free-wideband-short", "pulse", "carrier"}
     md = {"file_name": "vhf.sigmf-data", "sample_rate": 2e6, "center_freq": 450e6, "data_type": "iq/cf32_le"}
     got = _iqengine_run(server.client, "auto", Path(str(meta).replace(".sigmf-meta", ".sigmf-data")).read_bytes(),
                         md, {})

@@ -69,7 +69,7 @@ class DetectOptions:
 
 def card_spectrogram(model) -> Optional[SpectrogramParams]:
     """The spectrogram ``model`` (a Detector model spec) was trained on, from its card (the
-    ``pulse`` detector: its own fine grid); None for a model that runs on any spectrogram
+    ``pulse`` and ``carrier`` detectors: a grid of their own); None for a model that runs on any spectrogram
     (``energy``) and one that cannot be found or read (the Detector reports that one when
     it loads it)."""
     from ..inference.model_runtime import BUILTIN_MODELS, ModelCard, ModelError, builtin_spectrogram, \

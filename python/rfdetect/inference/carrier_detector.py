@@ -20,17 +20,37 @@ On a tile of plain-dB rows:
    with the gaps between filled unless they are keyed off: a gap is off when its power over
    the floor is under ``gap_sigmas`` noise deviations of a mean over as many pixels and under
    ``gap_share`` of the carrier's own. A weak carrier dips under the threshold from the
-   noise alone; a keyed one drops to the floor;
-4. for each run of rows: the time-averaged spectrum over them, and the band about the
-   carrier's column whose 3-column mean is 1 dB over the floor. Kept where the carrier's three
-   columns hold ``min_line_share`` of the band's power (a carrier: TDMA and FSK bursts have
-   none) and are on for ``min_on_share`` of the rows. A run over the whole tile at most
-   ``line_columns`` wide is a receiver line and is dropped;
+   noise alone; a keyed one drops to the floor. Gaps shorter than the window (a few ms at
+   2 MS/s) do not show;
+4. for each run of rows, the time-averaged spectrum over them, over the noise beside it
+   (the 25th percentile of 512 columns about it: the receiver's filters shape the noise by
+   tenths of a dB), and its band: the columns about the carrier's column whose 3-column mean
+   is ``band_db`` (1 dB) over that. Kept where:
+
+   - its three columns are on for ``min_on_share`` of the rows and hold ``min_line_share``
+     of the band's power, or ``min_line_share_long`` where the run lasts ``voice_s`` or
+     more: a carrier has a line where its power gathers; a burst of FSK or TDMA has none,
+     and lasts tens of ms; strong FM voice spreads its power over its deviation, and lasts
+     seconds;
+   - a band wider than a line loses under ``dip_depth`` of the median of the DIP_ROWS rows
+     about it in at most ``max_dip_share`` of its rows: FM and AM hold their power (fading
+     moves it slowly); a train of TDMA bursts drops between them (at 5 MS/s a 2.5 ms slot
+     gap is a row or two);
+   - it is not a receiver line: at most ``line_columns`` wide and on for all of the tile,
+     or in a column on for three quarters of it (the 25th percentile of a 16-row mean over
+     ``held_db``), as a weak spur is where it dips into the noise;
+   - its peak is ``min_peak_db`` over the noise;
 5. boxes: a run at most ``tone_columns`` wide is a line (label ``tone``), boxed two bins wide
    about its peak (a parabola through the log power of the peak and its neighbours); a wider
-   one is a voice carrier (label ``signal``: AM or FM is not told apart), boxed over its band.
-   The runs of one carrier column of which any is wide are one transmission and are joined
-   across gaps of up to ``join_s`` (the carrier between words can read as a line, or dip).
+   one is a voice carrier (label ``signal``: AM or FM is not told apart), boxed over its band
+   at a lower level where the run is long enough to average the noise down (``band_sigmas``
+   deviations of the mean, and at least ``min_band_level``). The runs of one carrier column
+   of which any is wide are one transmission and are joined across gaps of up to ``join_s``.
+
+The costs, measured on tuning recordings (docs/runtime.md, "Continuous carriers"): a tone
+keyed on for three quarters of a tile or more, with gaps shorter than the window, reads as
+a receiver line and is not reported; an AM carrier too weak for its sidebands to show is
+boxed as a line; a train of TDMA bursts is sometimes one box.
 
 Score: ``1 / (1 + exp(-(peak_db - SCORE_MIDPOINT_DB) / 2))`` of the carrier column's mean
 power over the floor.
@@ -48,10 +68,22 @@ from .energy_detector import PixelBox
 
 CARRIER_SPECTROGRAM = SpectrogramParams(fft_size=4096, hop=2048, window="hann", width=4096, normalisation="none")
 SCORE_MIDPOINT_DB = 14.0
+DIP_ROWS = 31
 
 
 class CarrierConfigError(ValueError):
     pass
+
+
+def _edges(spectrum: np.ndarray, k: int, level: float) -> tuple[int, int]:
+    """The first and last column of the run of ``spectrum`` over ``level`` about column ``k``."""
+    a = k
+    while a > 0 and spectrum[a - 1] > level:
+        a -= 1
+    b = k
+    while b < len(spectrum) - 1 and spectrum[b + 1] > level:
+        b += 1
+    return a, b
 
 
 def _db(x):
@@ -65,14 +97,21 @@ class CarrierDetector:
     min_peak_db: float = 6.0
     on_db: float = 2.0
     band_db: float = 1.0
+    band_sigmas: float = 5.0
+    min_band_level: float = 0.1
     smooth_rows: int = 8
     min_rows: int = 20
     same_column: int = 2
     gap_sigmas: float = 3.0
     gap_share: float = 0.2
     min_line_share: float = 0.7
+    min_line_share_long: float = 0.3
+    voice_s: float = 0.1
+    max_dip_share: float = 0.045
+    dip_depth: float = 0.1
     min_on_share: float = 0.9
     line_columns: int = 8
+    held_db: float = 1.0
     tone_columns: int = 7
     join_s: float = 0.015
     edge_fraction: float = 0.05
@@ -92,6 +131,25 @@ class CarrierDetector:
 
     def set_sample_rate(self, sample_rate: float) -> None:
         self.sample_rate = float(sample_rate)
+
+    def _voice_rows(self) -> int:
+        if not self.sample_rate:
+            return 50
+        return int(np.ceil(self.voice_s * self.sample_rate / self.params.hop))
+
+    def _dip_share(self, band: np.ndarray) -> float:
+        """The share of rows whose power over the floor in the band is under ``dip_depth`` of the
+        median of the DIP_ROWS rows about them: a carrier, FM or AM, holds its power (fading
+        moves it slowly); a train of bursts drops between them. Rows whose median is too close
+        to the noise to tell do not count."""
+        per_row = (band[2:-2] - 1.0).sum(axis=1)  # not the rows its start and end spread into
+        if len(per_row) < DIP_ROWS:
+            return 0.0
+        local = ndi.median_filter(per_row, DIP_ROWS, mode="nearest")
+        clear = local > 5.0 * np.sqrt(band.shape[1])
+        if not clear.any():
+            return 0.0
+        return float(np.mean(per_row[clear] < self.dip_depth * local[clear]))
 
     def _join_rows(self) -> int:
         if not self.sample_rate:
@@ -117,25 +175,33 @@ class CarrierDetector:
         x = power[:, max(kc - 1, 0):kc + 2].mean(axis=1)
         on = ndi.uniform_filter1d(x, 3) > 10 ** (self.on_db / 10)
         runs = self._runs(x, on)
-        band_level = 10 ** (self.band_db / 10) - 1.0
+        # on for three quarters of the tile or more, even where a weak one dips into the noise
+        held = float(np.percentile(ndi.uniform_filter1d(x, 16), 25)) > 10 ** (self.held_db / 10)
         out = []
         for sl in runs:
             c0, c1 = max(kc - 64, 0), min(kc + 65, w)
-            s = power[sl, c0:c1].mean(axis=0) - 1.0
+            # over the noise beside it: the floor is the row's median, and the receiver's
+            # filters shape the noise by a few tenths of a dB from column to column
+            around = power[sl, max(kc - 256, 0):kc + 257].mean(axis=0)
+            s = power[sl, c0:c1].mean(axis=0) - max(float(np.percentile(around, 25)), 1.0)
             k = kc - c0
             smooth = ndi.uniform_filter1d(s, 3)
-            a = k
-            while a > 0 and smooth[a - 1] > band_level:
-                a -= 1
-            b = k
-            while b < len(s) - 1 and smooth[b + 1] > band_level:
-                b += 1
+            a, b = _edges(smooth, k, 10 ** (self.band_db / 10) - 1.0)
+            columns = b - a + 1
             band = float(np.clip(s[a:b + 1], 0, None).sum())
             line = float(np.clip(s[max(k - 1, 0):k + 2], 0, None).sum()) / max(band, 1e-12)
-            if line < self.min_line_share or float(on[sl].mean()) < self.min_on_share:
+            # the box's edges: lower where the run is long enough to average the noise down
+            # (band_sigmas deviations of a mean over its rows x 3 columns)
+            box_level = max(self.band_sigmas / np.sqrt(3.0 * (sl.stop - sl.start)), self.min_band_level)
+            if box_level < 10 ** (self.band_db / 10) - 1.0:
+                a, b = _edges(smooth, k, box_level)
+            long_enough = sl.stop - sl.start >= self._voice_rows()
+            if float(on[sl].mean()) < self.min_on_share \
+                    or line < (self.min_line_share_long if long_enough else self.min_line_share):
                 continue
-            columns = b - a + 1
-            if sl.start <= 1 and sl.stop >= n - 1 and columns <= self.line_columns:
+            if columns > self.tone_columns and self._dip_share(power[sl, c0 + a:c0 + b + 1]) > self.max_dip_share:
+                continue  # a train of bursts (TDMA), not one carrier
+            if (held or sl.start <= 1 and sl.stop >= n - 1) and columns <= self.line_columns:
                 continue  # a receiver line: on for all of the tile
             peak_db = _db(s[k])
             if peak_db < self.min_peak_db:
@@ -180,7 +246,8 @@ class CarrierDetector:
         lin = np.power(np.float32(10.0), tile / np.float32(10.0))
         floor = np.median(lin, axis=1) / np.float32(np.log(2.0))
         power = lin / np.maximum(floor, np.float32(1e-30))[:, None]
-        mask = ndi.uniform_filter(power, size=(self.smooth_rows, 3), mode="nearest") > np.float32(10 ** (self.min_db / 10))
+        smooth = ndi.uniform_filter(power, size=(self.smooth_rows, 3), mode="nearest")
+        mask = smooth > np.float32(10 ** (self.min_db / 10))
         edge = max(1, int(np.ceil(w * self.edge_fraction)))  # the receiver's roll-off at the band edges
         mask[:, :edge] = False
         mask[:, w - edge:] = False

@@ -139,11 +139,17 @@ def auto_model(sample_rate: float, center_frequency: Optional[float]) -> str:
 #   32-sample window is longer than most pulses, a swept pulse's band reads too narrow, and
 #   the 1 and 1.5 MS/s sets lost 0.021 and 0.008 (docs/runtime.md, "`pulse` beside
 #   `narrowband`").
+# - carrier (the model-free detector of continuous carriers on its own 4096-bin grid) beside
+#   narrowband, for NBFM, AM and keyed tones, which the networks were taught as background
+#   with the receiver's lines: over the 10 VHF/UHF tuning sets of 0.8-5 MS/s 0.641 -> 0.658
+#   (see docs/training.md, session 33, for the run with its final settings); from 0.8 MS/s,
+#   the lowest of those sets' rates.
 AUTO_COMPANIONS = (("wideband", "narrowband-zoom", 8e6, 25e6),
                    ("wideband", "wideband-short", 2e6, 25e6),
                    ("narrowband", "narrowband-x2", 1.6e6, NARROW_CAPTURE_MAX_RATE),
                    ("narrowband", "wideband-short", 0.8e6, NARROW_CAPTURE_MAX_RATE),
-                   ("narrowband", "pulse", 1.6e6, NARROW_CAPTURE_MAX_RATE))
+                   ("narrowband", "pulse", 1.6e6, NARROW_CAPTURE_MAX_RATE),
+                   ("narrowband", "carrier", 0.8e6, NARROW_CAPTURE_MAX_RATE))
 
 
 def auto_models(sample_rate: float, center_frequency: Optional[float], n_samples: Optional[int] = None,

@@ -232,7 +232,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
                                                       "centre frequency, as `rfdetect detect` picks it; a tile: "
                                                       "default), default, narrowband, wideband, narrowband-zoom, narrowband-x2, "
                                                       "wideband-short, energy, "
-                                                      "pulse or a "
+                                                      "pulse, carrier or a "
                                                       "model under --models; "
                                                       "for a recording, several joined by '+' run together, as "
                                                       "`rfdetect detect --model A --model B` (auto+pulse)"),

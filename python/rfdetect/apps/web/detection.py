@@ -35,8 +35,8 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 def builtin_models() -> tuple:
     """``auto`` (recordings only: the embedded model made for the capture, as `rfdetect
-    detect` picks it), ``default``, the model-free detectors (``energy``, ``pulse``) and the
-    package's other embedded models."""
+    detect` picks it), ``default``, the model-free detectors (``energy``, ``pulse``,
+    ``carrier``) and the package's other embedded models."""
     return (AUTO_MODEL, "default", *BUILTIN_MODELS, *(m for m in embedded_models() if m != "default"))
 
 
@@ -107,7 +107,7 @@ class ModelRegistry:
 
     def settings(self, name: str) -> tuple:
         """(SpectrogramParams, tile_height) the model was trained on (the first of models joined
-        by '+'; energy: the defaults; pulse: its own fine grid)."""
+        by '+'; energy: the defaults; pulse, carrier: a grid of its own)."""
         c = self.card(name)
         if c is None:
             return builtin_spectrogram(split_models(name)[0]) or SpectrogramParams(), 1024
