@@ -3,7 +3,7 @@
 Detector's DC / spur handling (issue 12, item 3).
 
     nice -n 10 .venv/bin/python bench/false_alarms.py [--model NAME=SPEC ...] [--seeds 10]
-        [--duration 2] [--rate 10e6] [--artefacts dc,spurs] [--no-write]
+        [--duration 2] [--rate 10e6] [--center-freq 915e6] [--artefacts dc,spurs] [--no-write]
 
 For each seed, `rfdetect synth` writes one noise-only recording (no emitters, profile
 `mixed`, the given artefacts; their frequencies are in the global metadata
@@ -76,6 +76,8 @@ def main():
     ap.add_argument("--first-seed", type=int, default=100)
     ap.add_argument("--duration", type=float, default=2.0, help="seconds per recording (default %(default)s)")
     ap.add_argument("--rate", type=float, default=10e6)
+    ap.add_argument("--center-freq", type=float, default=915e6,
+                    help="centre frequency in the metadata (default %(default)g; `auto` picks its models by it)")
     ap.add_argument("--artefacts", default="dc,spurs", help="synth artefacts (default %(default)s)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/performance.md alone")
     a = ap.parse_args()
@@ -91,7 +93,7 @@ def main():
         tmp = Path(tmp)
         for seed in range(a.first_seed, a.first_seed + a.seeds):
             rec = synth_dataset(tmp / "rec", n=1, seed=seed, sample_rate=a.rate, duration=a.duration,
-                                n_signals=0, profile="mixed", artefacts=artefacts)[0]
+                                n_signals=0, profile="mixed", artefacts=artefacts, center_freq=a.center_freq)[0]
             dc, spurs = artefact_freqs(rec)
 
             def near(track, freqs):
@@ -126,7 +128,7 @@ def main():
     spec_text = ", ".join(f"{n}={s}" for n, s in models.items())
     header = stamp(f"{a.seeds} noise-only recordings (`rfdetect synth --signals 0 --profile mixed --artefacts "
                    f"{','.join(artefacts)}`, seeds {a.first_seed}-{a.first_seed + a.seeds - 1}) x {a.duration:g} s "
-                   f"at {a.rate / 1e6:g} MS/s, each model at its card's spectrogram (energy: the default), default tiles, models {spec_text}; "
+                   f"at {a.rate / 1e6:g} MS/s ({a.center_freq / 1e6:g} MHz), each model at its card's spectrogram (energy: the default), default tiles, models {spec_text}; "
                    f"{(time.time() - t_start) / 60:.0f} min on the shared 2-core CPU")
     print(header)
     print(table)

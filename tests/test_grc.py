@@ -222,6 +222,31 @@ def test_two_spectrograms_example_merges_both_branches_into_one_output(recording
     assert (tmp_path / "two.sigmf-meta").exists()
 
 
+def test_vhf_carriers_example_runs_the_carrier_detector_beside_narrowband(tmp_path, grc_env):
+    """examples/vhf_carriers.grc: narrowband's branch and the `carrier` detector's (its own STFT
+    Tile at fft 4096 / hop 2048 / width 4096, plain dB) into one NMS Merge. On 1 s of NBFM and
+    AM voice at 2 MS/s (10-25 dB) the carriers reach the output as tracks of `carrier`'s, and
+    every track ends."""
+    from gnuradio.rfdetect.apps.synth import synth_dataset
+    [rec] = synth_dataset(tmp_path, n=1, seed=4601, sample_rate=2e6, duration=1.0, snr_db=(10.0, 25.0),
+                          n_signals=6, profile="vhf-uhf", classes=["nbfm", "am"], center_freq=160e6)
+    subprocess.run(["grcc", "-o", str(tmp_path), str(ROOT / "examples" / "vhf_carriers.grc")], check=True,
+                   capture_output=True, env=grc_env, timeout=120)
+    out = tmp_path / "carriers.jsonl"
+    proc = subprocess.run([sys.executable, str(tmp_path / "vhf_carriers.py"), "--recording", str(rec),
+                           "--out", str(out), "--sigmf-out", str(tmp_path / "carriers"), "--zmq-address",
+                           "tcp://127.0.0.1:0"],
+                          capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    recs = read_jsonl(out)
+    for r in recs:
+        validate_record(r)
+    carriers = {r["track_id"] for r in recs if r["event"] == "new" and "carrier" in r["models"]}
+    assert len(carriers) >= 4, recs  # 6 transmissions in the recording, all 6 boxed by `carrier` alone
+    news = {r["track_id"] for r in recs if r["event"] == "new"}
+    assert news and news == {r["track_id"] for r in recs if r["event"] == "end"}
+
+
 def test_radar_pulses_example_runs_the_pulse_detector_beside_a_model(tmp_path, grc_env):
     """examples/radar_pulses.grc: a model's branch and the `pulse` detector's (its own STFT
     Tile at fft 32 / hop 16 / width 32, plain dB) into one NMS Merge. On 40 ms of radar pulses
