@@ -16,6 +16,7 @@
 #   ... $(bash tuning_sets.sh --args radar)     # 2 more sets with radar at 20 MS/s (`pulse`)
 #   ... $(bash tuning_sets.sh --args vhflow)    # VHF/UHF at 0.8-1.5 MS/s (v_1M and 3 more)
 #   ... $(bash tuning_sets.sh --args vhfradar)  # VHF/UHF at 1.8-2.5 MS/s with radar pulse trains
+#   ... $(bash tuning_sets.sh --args vhf2)      # the held-out vhf-uhf settings, another seed
 #
 # Before session 24 these lived under /tmp and were lost with the machine; their recipes were
 # partly written down (docs/training.md, docs/runtime.md). The ones written down in full are
@@ -38,12 +39,16 @@ VHFLOW="v_1M v_800k v_1.2M v_1.5M"
 # VHF/UHF with radar pulse trains (session 32): the VHF sets above hold almost none (t-vhf3 and
 # v_2M: no pulse found or missed), so nothing about radar at these rates could be judged on them
 VHFRADAR="t-vhfr t-vhfrad t-vhfrad2"
+# the held-out vhf-uhf set's settings (2 MS/s, 1.05 s, 12 emitters, 450 MHz) with another seed
+# (session 33): what moves on the held-out set can be looked into here without tuning on it
+VHF2="t-vhf2"
 
 if [ "${1:-}" = "--args" ]; then
     root="${3:-$here/.cache/tuning}"
     case "${2:-}" in
         wide) sets=$WIDE ;; vhf) sets=$VHF ;; radar) sets=$RADAR ;; vhflow) sets=$VHFLOW ;; vhfradar) sets=$VHFRADAR ;;
-        *) echo "--args wide|vhf|radar|vhflow|vhfradar [DIR]" >&2; exit 2 ;;
+        vhf2) sets=$VHF2 ;;
+        *) echo "--args wide|vhf|radar|vhflow|vhfradar|vhf2 [DIR]" >&2; exit 2 ;;
     esac
     for s in $sets; do printf -- '--set %s=%s ' "$s" "$root/$s"; done
     echo
@@ -88,6 +93,7 @@ synth v_1.5M     vhf-uhf   4  8505 1.5e6   1.4    10       450e6
 synth t-vhfr     vhf-uhf   8  8506 2.5e6   0.84   12       433e6
 synth t-vhfrad   vhf-uhf   6  8507 1.8e6   1.2    10       150e6   radar,tdma,nbfm,drone_telemetry
 synth t-vhfrad2  vhf-uhf   12 8508 2.2e6   0.8    10       400e6   radar,tdma,drone_telemetry
+synth t-vhf2     vhf-uhf   12 8509 2e6     1.05   12       450e6
 
 tsig="$here/.cache/torchsig-venv/bin/python"
 if [ -d "$root/t-tsig40" ] && ls "$root/t-tsig40"/*.sigmf-meta >/dev/null 2>&1; then

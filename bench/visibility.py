@@ -24,7 +24,7 @@ import numpy as np
 from gnuradio.rfdetect.dsp.spectrogram import SpectrogramParams, StreamingSpectrogram
 from gnuradio.rfdetect.formats.sigmf_io import SigMFRecording
 from gnuradio.rfdetect.apps.detect_flowgraph import card_spectrogram
-from gnuradio.rfdetect.inference.model_runtime import BUILTIN_MODELS
+from gnuradio.rfdetect.inference.model_runtime import BUILTIN_MODELS, builtin_spectrogram
 from rfdetect_training.evaluate import truth_records
 from rfdetect_training.prepare import find_recordings
 
@@ -33,9 +33,10 @@ BANDS = ((-100.0, 10.0, "< 10 dB"), (10.0, 15.0, "10-15 dB"), (15.0, 20.0, "15-2
 
 
 def model_spectrogram(spec: str) -> SpectrogramParams:
-    """The card's spectrogram (the default one for ``energy``); a model that cannot be found is an error."""
+    """The card's spectrogram (a built-in's own grid; the default one for ``energy``); a model that
+    cannot be found is an error."""
     if spec.split("?")[0] in BUILTIN_MODELS:
-        return SpectrogramParams()
+        return builtin_spectrogram(spec.split("?")[0]) or SpectrogramParams()
     p = card_spectrogram(spec)
     if p is None:
         sys.exit(f"visibility: model {spec!r} not found, or its card unreadable")

@@ -56,8 +56,7 @@ def test_a_keyed_tone_is_boxed_and_a_receiver_line_is_not():
     found = _detect(x)
     assert len(found) == 2, found
     for b, (t0, t1) in zip(sorted(found, key=lambda b: b.y0), ((0.10, 0.40), (0.50, 0.80))):
-        assert b.label == "tone" and 0.0 < b.score <= 1.0, b
-        assert b.x1 - b.x0 == pytest.approx(2.0)
+        assert b.label == "tone" and 9.0 < b.snr_db < 18.0, b  # 15 dB in its bin; measured 12
         assert abs((b.x0 + b.x1) / 2 - _col(300e3 + 100.0)) < 0.5, b
         assert abs(b.y0 - _row(t0)) < 6 and abs(b.y1 - _row(t1)) < 6, (b, _row(t0), _row(t1))
 
@@ -101,8 +100,12 @@ def test_noise_alone_gives_nothing():
 def test_runs_only_on_its_own_spectrogram_and_keeps_the_labels_asked_for():
     with pytest.raises(ModelError, match="fft 4096, hop 2048, width 4096, normalisation none"):
         load_model("carrier", SpectrogramParams(), 1024)
-    with pytest.raises(ModelError, match="reports 'signal', 'tone'"):
-        load_model("carrier?labels=pulse", P, 1024)
+    with pytest.raises(ModelError, match=r"reports 'signal', 'tone'; labels \['pulse'\] are not among them"):
+        load_model("carrier?labels=tone|pulse", P, 1024)
+    with pytest.raises(ModelError, match="fft 4096, hop 2048.*these rows differ \\(fft_size: 1024 != 4096"):
+        load_model("carrier", SpectrogramParams(fft_size=1024, hop=512, width=1024, normalisation="none"), 1024)
+    with pytest.raises(ModelError, match="tiles of at least 128 rows \\(tile height 64\\)"):
+        load_model("carrier", P, 64)
     assert load_model("carrier", P, 1024).labels == ["signal", "tone"]
     tones = load_model("carrier?labels=tone", P, 1024)
     assert tones.labels == ["tone"]
@@ -114,27 +117,29 @@ def test_runs_only_on_its_own_spectrogram_and_keeps_the_labels_asked_for():
     assert [b.label for b in tones.detect(tile)] == ["tone"]
 
 
-def test_rfdetect_detect_boxes_the_voice_carriers_of_a_synth_recording(tmp_path):
-    """`rfdetect detect REC --model carrier` on a vhf-uhf recording of NBFM and AM voice at
+def test_rfdetect_detect_boxes_the_voice_carriers_of_synth_recordings(tmp_path):
+    """`rfdetect detect REC --model carrier` on four vhf-uhf recordings of NBFM and AM voice at
     10-25 dB, with the profile's receiver artefacts (fading, spurs, a gain step...): records in
     seconds and Hz, and most of the transmissions boxed at IoU 0.5."""
     from gnuradio.rfdetect.apps.synth import synth_dataset
     from gnuradio.rfdetect.formats.sigmf_io import SigMFRecording
     from rfdetect_training.evaluate import truth_records
-    [meta] = synth_dataset(tmp_path, n=1, seed=CARRIER_SEED, sample_rate=FS, duration=1.0, snr_db=(10.0, 25.0),
-                           n_signals=6, profile="vhf-uhf", classes=["nbfm", "am"], center_freq=160e6)
-    out = tmp_path / "d.jsonl"
-    run_cli("detect", meta, "--model", "carrier", "--out", out, "--quiet")
-    recs = [r for r in read_jsonl(out) if r["event"] in ("new", "update")]
-    assert recs and {r["label"] for r in recs} <= {"signal", "tone"}
-    truth = [t for t in truth_records(SigMFRecording.open(meta)) if t["label"] in ("nbfm", "am")]
-    hits = sum(any(box_iou(t, r) >= 0.5 for r in recs) for t in truth)
-    assert len(truth) >= 4 and hits >= CARRIER_FLOOR * len(truth), (hits, len(truth), truth, recs)
+    hits, truth = 0, []
+    for meta in synth_dataset(tmp_path, n=4, seed=CARRIER_SEED, sample_rate=FS, duration=1.0, snr_db=(10.0, 25.0),
+                              n_signals=6, profile="vhf-uhf", classes=["nbfm", "am"], center_freq=160e6):
+        out = tmp_path / "d.jsonl"
+        run_cli("detect", meta, "--model", "carrier", "--out", out, "--quiet")
+        recs = [r for r in read_jsonl(out) if r["event"] in ("new", "update")]
+        assert {r["label"] for r in recs} <= {"signal", "tone"}
+        these = [t for t in truth_records(SigMFRecording.open(meta)) if t["label"] in ("nbfm", "am")]
+        hits += sum(any(box_iou(t, r) >= 0.5 for r in recs) for t in these)
+        truth += these
+    assert len(truth) >= 16 and hits >= CARRIER_FLOOR * len(truth), (hits, len(truth))
 
 
-# Measured (session 33): seed 4601, 6 of 6 NBFM and AM transmissions boxed (10 records); seeds
-# 4602-4604: 5, 6 and 2 of 6. The floor leaves room for another CPU's rounding.
-CARRIER_SEED, CARRIER_FLOOR = 4601, 0.8
+# Measured (session 33): seed 4601, recordings 0-3: 6, 4, 5 and 5 of 6 NBFM and AM
+# transmissions boxed (20 of 24). The floor leaves room for another CPU's rounding.
+CARRIER_SEED, CARRIER_FLOOR = 4601, 0.7
 
 
 def test_no_carrier_on_noise_with_receiver_lines(tmp_path):

@@ -278,8 +278,8 @@ def test_auto_model_rule():
     assert auto_models(0.79e6, 160e6) == ["narrowband"]
     assert resolve_auto(["auto"], 2e6, 450e6, 4096) == ["narrowband", "narrowband-x2", "wideband-short", "pulse",
                                                       "carrier"]
-    assert resolve_auto(["auto"], 2e6, 450e6, 4095) == ["narrowband", "wideband-short", "pulse"]  # shorter than x2's
-    # and carrier's FFT
+    # shorter than x2's and carrier's FFT
+    assert resolve_auto(["auto"], 2e6, 450e6, 4095) == ["narrowband", "wideband-short", "pulse"]
     assert resolve_auto(["auto"], 2e6, 450e6, 1023) == ["narrowband", "pulse"]  # shorter than wideband-short's
     assert resolve_auto(["auto"], 2e6, 450e6, 31) == ["narrowband"]
     # pulse (label pulse) and carrier (labels signal and tone): beside auto only where auto's

@@ -71,7 +71,7 @@ def test_noise_alone_gives_no_pulse():
 def test_runs_only_on_its_own_spectrogram():
     with pytest.raises(ModelError, match="fft 32, hop 16, width 32, normalisation none"):
         load_model("pulse", SpectrogramParams(), 1024)
-    with pytest.raises(ModelError, match=r"reports 'pulse'; labels=\['radar'\] do not apply"):
+    with pytest.raises(ModelError, match=r"reports 'pulse'; labels \['radar'\] are not among them"):
         load_model("pulse?labels=radar", P, 1024)
     assert load_model("pulse", P, 1024).labels == ["pulse"]
 

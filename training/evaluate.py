@@ -220,7 +220,7 @@ def load_for_scoring(specs, score_threshold=None, ap_floor: float = 0.05, defaul
     """Detector model entries (``auto`` already resolved) loaded as ``rfdetect-train evaluate
     --model`` scores them: each runs down to ``ap_floor`` (AP needs the low-score tail), and P/R/F1
     take its threshold: ``score_threshold``, else the entry's ``?score=``, else its card's (0 for
-    ``energy`` and ``pulse``). Built-in models run on their own grid or ``default_params``.
+    the built-in ``energy``, ``pulse`` and ``carrier``). Built-in models run on their own grid or ``default_params``.
     -> ([(model, ds settings, threshold)], every model's labels, the threshold for score_groups:
     one number, or by model name where several run together)."""
     from gnuradio.rfdetect.dsp.spectrogram import SpectrogramParams

@@ -257,8 +257,8 @@ def build_parser():
                         "default), 'energy' (model-free, label 'signal'), 'pulse' (model-free, pulses of up to 25 "
                         "us on a spectrogram of its own, label 'pulse'; e.g. --model auto --model pulse), 'carrier' "
                         "(model-free, continuous carriers: NBFM and AM voice, label 'signal', and keyed tones, label "
-                        "'tone', on a 4096-bin spectrogram of its own; a line on for a whole tile is the receiver's "
-                        "and is not reported), a model "
+                        "'tone', on a 4096-bin spectrogram of its own; a line on for a whole tile, or three quarters of "
+                        "it, is taken for the receiver's and is not reported), a model "
                         "file or folder, or a name in "
                         "RFDETECT_MODEL_DIR; options after '?', e.g. 'm.onnx?score=0.6&labels=ofdm|tone&backend="
                         "pytorch&name=m1'; repeat for several")

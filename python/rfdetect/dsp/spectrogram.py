@@ -206,6 +206,18 @@ class SpectrogramParams:
         return ((f + 0.5 * sample_rate / self.fft_size) / sample_rate + 0.5) * self.width
 
 
+def own_grid_error(params: SpectrogramParams, own: SpectrogramParams, detector: str) -> Optional[str]:
+    """What is wrong with rows of ``params`` for a model-free detector that reads only rows of
+    its own grid ``own`` (plain dB, unpooled: its thresholds are in that grid's bins and rows);
+    None where they are those rows."""
+    diffs = params.differences(own, fields=("fft_size", "hop", "window", "width", "normalisation"))
+    if not diffs:
+        return None
+    return (f"the {detector} detector reads plain-dB rows of unpooled bins (fft {own.fft_size}, hop {own.hop}, "
+            f"width {own.width}, normalisation {own.normalisation}); these rows differ ({'; '.join(diffs)}): give it "
+            f"an STFT Tile of its own, as `rfdetect detect --model {detector}` does")
+
+
 def _window(params: SpectrogramParams) -> np.ndarray:
     return scipy.signal.get_window(params.window, params.fft_size, fftbins=True).astype(np.float32)
 

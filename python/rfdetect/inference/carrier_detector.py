@@ -9,43 +9,48 @@ and down. This detector runs on a spectrogram of its own, :data:`CARRIER_SPECTRO
 synth``), and reports a carrier only where it starts or stops inside the tile or is wider
 than a line.
 
-On a tile of plain-dB rows:
+On a tile of plain-dB rows (at least MIN_TILE_ROWS of them; a non-finite pixel reads as no
+power):
 
 1. power over each row's noise floor (the row's median / ln 2: a receiver's gain step moves
    the floor and the carrier alike);
 2. candidates: regions of at least ``min_rows`` rows where an ``smooth_rows`` x 3 mean is
-   over ``min_db`` (3 dB); each gives the column of its time-averaged peak, the carrier's
-   column (one per ``same_column`` columns);
-3. the carrier's rows: where a 3-row mean of its three columns is over ``on_db`` (2 dB),
-   with the gaps between filled unless they are keyed off: a gap is off when its power over
-   the floor is under ``gap_sigmas`` noise deviations of a mean over as many pixels and under
-   ``gap_share`` of the carrier's own. A weak carrier dips under the threshold from the
-   noise alone; a keyed one drops to the floor. Gaps shorter than the window (a few ms at
-   2 MS/s) do not show;
-4. for each run of rows, the time-averaged spectrum over them, over the noise beside it
-   (the 25th percentile of 512 columns about it: the receiver's filters shape the noise by
-   tenths of a dB), and its band: the columns about the carrier's column whose 3-column mean
-   is ``band_db`` (1 dB) over that. Kept where:
+   over ``min_db`` (3 dB), outside the ``edge_fraction`` of columns at each band edge (the
+   receiver's roll-off: a carrier there is not looked for); each gives the column of its
+   time-averaged peak, the carrier's column (one per ``same_column`` columns);
+3. the carrier's rows: where a 3-row mean of its three columns is over ``on_db`` (2 dB). A
+   gap between them is filled where it is under 3 rows, or where the power in it is over the
+   floor by more than the lower of ``gap_sigmas`` noise deviations of a mean over as many
+   pixels and ``gap_share`` of the carrier's own power over the floor: a weak carrier dips
+   under the threshold from the noise alone; a keyed one drops to the floor. Runs of under
+   ``min_rows`` / 2 rows are dropped. A gap shorter than the window (2 ms at 2 MS/s, and the
+   3 rows always filled) does not show;
+4. for each run, the time-averaged spectrum over its rows, less the noise beside it (the 25th
+   percentile of the 513 columns about it, or the floor where that is lower: the receiver's
+   filters shape the noise by tenths of a dB), and its band: the columns about the carrier's
+   column whose 3-column mean is ``band_db`` (1 dB of the floor) over that. Kept where:
 
    - its three columns are on for ``min_on_share`` of the rows and hold ``min_line_share``
      of the band's power, or ``min_line_share_long`` where the run lasts ``voice_s`` or
      more: a carrier has a line where its power gathers; a burst of FSK or TDMA has none,
      and lasts tens of ms; strong FM voice spreads its power over its deviation, and lasts
      seconds;
-   - a band wider than a line loses under ``dip_depth`` of the median of the DIP_ROWS rows
-     about it in at most ``max_dip_share`` of its rows: FM and AM hold their power (fading
-     moves it slowly); a train of TDMA bursts drops between them (at 5 MS/s a 2.5 ms slot
-     gap is a row or two);
-   - it is not a receiver line: at most ``line_columns`` wide and on for all of the tile,
-     or in a column on for three quarters of it (the 25th percentile of a 16-row mean over
+   - a band wider than ``line_columns`` loses under ``dip_depth`` of the median of the
+     DIP_ROWS rows about it in at most ``max_dip_share`` of its rows (not counting 2 rows at
+     each end; a run under DIP_ROWS + 4 rows is not tested): FM and AM hold their power
+     (fading moves it slowly); a train of TDMA bursts drops between them (at 5 MS/s a 2.5 ms
+     slot gap is a row or two);
+   - it is not a receiver line: at most ``line_columns`` wide, and on for all of the tile or
+     in a column on for three quarters of it (the 25th percentile of a 16-row mean over
      ``held_db``), as a weak spur is where it dips into the noise;
    - its peak is ``min_peak_db`` over the noise;
-5. boxes: a run at most ``tone_columns`` wide is a line (label ``tone``), boxed two bins wide
-   about its peak (a parabola through the log power of the peak and its neighbours); a wider
-   one is a voice carrier (label ``signal``: AM or FM is not told apart), boxed over its band
-   at a lower level where the run is long enough to average the noise down (``band_sigmas``
-   deviations of the mean, and at least ``min_band_level``). The runs of one carrier column
-   of which any is wide are one transmission and are joined across gaps of up to ``join_s``.
+5. boxes: a run at most ``line_columns`` wide is a line (label ``tone``), boxed two bins wide
+   about its peak (:func:`_offset_of_peak`); a wider one is a voice carrier (label
+   ``signal``: AM or FM is not told apart), boxed over its band, at a lower level where the
+   run is long enough to average the noise down (``band_sigmas`` deviations of the mean, and
+   at least ``min_box_excess``). The runs of one carrier column of which any is wide are one
+   transmission and are joined across gaps of up to ``join_s``. Lengths in seconds are in
+   rows of the rate the Detector sets, or of ASSUMED_SAMPLE_RATE.
 
 The costs, measured on tuning recordings (docs/runtime.md, "Continuous carriers"): a tone
 keyed on for three quarters of a tile or more, with gaps shorter than the window, reads as
@@ -53,7 +58,7 @@ a receiver line and is not reported; an AM carrier too weak for its sidebands to
 boxed as a line; a train of TDMA bursts is sometimes one box.
 
 Score: ``1 / (1 + exp(-(peak_db - SCORE_MIDPOINT_DB) / 2))`` of the carrier column's mean
-power over the floor.
+power over the noise beside it (step 4): 0.5 at 14 dB, as ``pulse``'s.
 """
 from __future__ import annotations
 
@@ -63,12 +68,17 @@ from typing import Optional
 import numpy as np
 import scipy.ndimage as ndi
 
-from ..dsp.spectrogram import SpectrogramParams
+from ..dsp.spectrogram import SpectrogramParams, own_grid_error
 from .energy_detector import PixelBox
 
 CARRIER_SPECTROGRAM = SpectrogramParams(fft_size=4096, hop=2048, window="hann", width=4096, normalisation="none")
 SCORE_MIDPOINT_DB = 14.0
+# the rows about each row whose median its power is judged against (the TDMA test, step 4)
 DIP_ROWS = 31
+# a shorter tile cannot tell a receiver line (on for three quarters of it) from a keyed carrier
+MIN_TILE_ROWS = 128
+# rows are taken to be this rate's where the Detector has not set one (a bare tile)
+ASSUMED_SAMPLE_RATE = 2e6
 
 
 class CarrierConfigError(ValueError):
@@ -86,6 +96,20 @@ def _edges(spectrum: np.ndarray, k: int, level: float) -> tuple[int, int]:
     return a, b
 
 
+def _offset_of_peak(three: np.ndarray) -> float:
+    """Where the peak of a line lies between bins, from its bin and the two beside it: a
+    parabola through their log power; where a neighbour holds no power over the noise (a line
+    between two bins fills both and leaves the third empty), their centroid."""
+    if len(three) != 3:
+        return 0.0
+    if three.min() > 0:
+        below, peak, above = np.log(three)
+        curve = below - 2 * peak + above
+        return float(np.clip(0.5 * (below - above) / curve, -0.5, 0.5)) if curve < 0 else 0.0
+    weights = np.clip(three, 0.0, None)
+    return float(np.clip((weights[2] - weights[0]) / max(float(weights.sum()), 1e-12), -0.5, 0.5))
+
+
 def _db(x):
     return float(10.0 * np.log10(max(float(x), 1e-12)))
 
@@ -98,7 +122,7 @@ class CarrierDetector:
     on_db: float = 2.0
     band_db: float = 1.0
     band_sigmas: float = 5.0
-    min_band_level: float = 0.1
+    min_box_excess: float = 0.1  # linear, over the noise: 0.4 dB
     smooth_rows: int = 8
     min_rows: int = 20
     same_column: int = 2
@@ -110,9 +134,8 @@ class CarrierDetector:
     max_dip_share: float = 0.045
     dip_depth: float = 0.1
     min_on_share: float = 0.9
-    line_columns: int = 8
+    line_columns: int = 7
     held_db: float = 1.0
-    tone_columns: int = 7
     join_s: float = 0.015
     edge_fraction: float = 0.05
     sample_rate: Optional[float] = None  # set by the Detector (set_sample_rate)
@@ -121,21 +144,27 @@ class CarrierDetector:
     name: str = "carrier"
 
     def __post_init__(self):
-        p = self.params
-        if p.normalisation != "none" or p.pool != 1:
-            c = CARRIER_SPECTROGRAM
+        problem = own_grid_error(self.params, CARRIER_SPECTROGRAM, self.name)
+        if problem:
+            raise CarrierConfigError(problem)
+
+    def reported_labels(self) -> list:
+        return [self.label, self.tone_label]
+
+    def check_tile_height(self, rows: int) -> None:
+        if int(rows) < MIN_TILE_ROWS:
             raise CarrierConfigError(
-                f"the carrier detector reads plain-dB rows of unpooled bins (fft {c.fft_size}, hop {c.hop}, width "
-                f"{c.width}, normalisation none); these rows are fft {p.fft_size}, width {p.width}, normalisation "
-                f"{p.normalisation}: give it an STFT Tile of its own, as `rfdetect detect --model carrier` does")
+                f"the {self.name} detector needs tiles of at least {MIN_TILE_ROWS} rows (tile height {rows}): it "
+                f"follows a carrier down the tile, and tells a receiver's line by how much of the tile it holds")
 
     def set_sample_rate(self, sample_rate: float) -> None:
         self.sample_rate = float(sample_rate)
 
+    def _rows_of(self, seconds: float) -> int:
+        return int(np.ceil(seconds * (self.sample_rate or ASSUMED_SAMPLE_RATE) / self.params.hop))
+
     def _voice_rows(self) -> int:
-        if not self.sample_rate:
-            return 50
-        return int(np.ceil(self.voice_s * self.sample_rate / self.params.hop))
+        return self._rows_of(self.voice_s)
 
     def _dip_share(self, band: np.ndarray) -> float:
         """The share of rows whose power over the floor in the band is under ``dip_depth`` of the
@@ -152,9 +181,7 @@ class CarrierDetector:
         return float(np.mean(per_row[clear] < self.dip_depth * local[clear]))
 
     def _join_rows(self) -> int:
-        if not self.sample_rate:
-            return 30
-        return int(round(self.join_s * self.sample_rate / self.params.hop))
+        return self._rows_of(self.join_s)
 
     def _runs(self, x: np.ndarray, on: np.ndarray) -> list:
         """Step 3: runs of ``on`` rows, with gaps that are not keyed off filled."""
@@ -192,14 +219,14 @@ class CarrierDetector:
             line = float(np.clip(s[max(k - 1, 0):k + 2], 0, None).sum()) / max(band, 1e-12)
             # the box's edges: lower where the run is long enough to average the noise down
             # (band_sigmas deviations of a mean over its rows x 3 columns)
-            box_level = max(self.band_sigmas / np.sqrt(3.0 * (sl.stop - sl.start)), self.min_band_level)
+            box_level = max(self.band_sigmas / np.sqrt(3.0 * (sl.stop - sl.start)), self.min_box_excess)
             if box_level < 10 ** (self.band_db / 10) - 1.0:
                 a, b = _edges(smooth, k, box_level)
             long_enough = sl.stop - sl.start >= self._voice_rows()
             if float(on[sl].mean()) < self.min_on_share \
                     or line < (self.min_line_share_long if long_enough else self.min_line_share):
                 continue
-            if columns > self.tone_columns and self._dip_share(power[sl, c0 + a:c0 + b + 1]) > self.max_dip_share:
+            if columns > self.line_columns and self._dip_share(power[sl, c0 + a:c0 + b + 1]) > self.max_dip_share:
                 continue  # a train of bursts (TDMA), not one carrier
             if (held or sl.start <= 1 and sl.stop >= n - 1) and columns <= self.line_columns:
                 continue  # a receiver line: on for all of the tile
@@ -207,13 +234,8 @@ class CarrierDetector:
             if peak_db < self.min_peak_db:
                 continue
             score = float(1.0 / (1.0 + np.exp(-(peak_db - SCORE_MIDPOINT_DB) / 2.0)))
-            if columns <= self.tone_columns:
-                centre = kc + 0.5
-                if 0 < k < len(s) - 1 and s[k - 1:k + 2].min() > 0:
-                    below, peak, above = np.log(s[k - 1:k + 2])
-                    curve = below - 2 * peak + above
-                    if curve < 0:
-                        centre += float(np.clip(0.5 * (below - above) / curve, -0.5, 0.5))
+            if columns <= self.line_columns:
+                centre = kc + 0.5 + _offset_of_peak(s[max(k - 1, 0):k + 2] if 0 < k < len(s) - 1 else s[k:k + 1])
                 out.append(PixelBox(centre - 1.0, float(sl.start), centre + 1.0, float(sl.stop), score,
                                     self.tone_label, round(peak_db, 2)))
             else:
@@ -240,6 +262,8 @@ class CarrierDetector:
 
     def detect(self, tile: np.ndarray) -> list[PixelBox]:
         tile = np.asarray(tile, np.float32)
+        if not np.isfinite(tile).all():  # a NaN would spread down its column and across its row's floor
+            tile = np.where(np.isfinite(tile), tile, np.float32(-300.0))
         n, w = tile.shape
         if n < self.min_rows:
             return []

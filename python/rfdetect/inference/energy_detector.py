@@ -72,6 +72,9 @@ class EnergyDetector:
     label: str = "signal"
     name: str = "energy"
 
+    def reported_labels(self) -> list:
+        return [self.label]
+
     def __post_init__(self):
         if self.params.normalisation not in ("floor", "running_floor"):
             raise ValueError("the energy detector needs rows normalised to the noise floor "

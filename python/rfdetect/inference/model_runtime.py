@@ -141,9 +141,8 @@ def auto_model(sample_rate: float, center_frequency: Optional[float]) -> str:
 #   `narrowband`").
 # - carrier (the model-free detector of continuous carriers on its own 4096-bin grid) beside
 #   narrowband, for NBFM, AM and keyed tones, which the networks were taught as background
-#   with the receiver's lines: over the 10 VHF/UHF tuning sets of 0.8-5 MS/s 0.641 -> 0.658
-#   (see docs/training.md, session 33, for the run with its final settings); from 0.8 MS/s,
-#   the lowest of those sets' rates.
+#   with the receiver's lines: over the 10 VHF/UHF tuning sets of 0.8-5 MS/s 0.641 -> 0.662
+#   (docs/runtime.md, "Continuous carriers"); from 0.8 MS/s, the lowest of those sets' rates.
 AUTO_COMPANIONS = (("wideband", "narrowband-zoom", 8e6, 25e6),
                    ("wideband", "wideband-short", 2e6, 25e6),
                    ("narrowband", "narrowband-x2", 1.6e6, NARROW_CAPTURE_MAX_RATE),
@@ -184,7 +183,8 @@ def _companion_labels(name: str) -> set:
     """What a model beside auto's choice can report: its labels and the label of what it
     cannot name."""
     if name in BUILTIN_MODELS:
-        return set(_BUILTIN_LABELS[name])
+        detector = {"pulse": PulseDetector, "carrier": CarrierDetector}.get(name)
+        return set((detector() if detector else EnergyDetector(SpectrogramParams())).reported_labels())
     card = _embedded_card(name)
     return set(card.labels) | {str(card.extra.get("unknown_label", postprocess.DEFAULT_UNKNOWN_LABEL))}
 
@@ -474,19 +474,15 @@ def auto_batch(backend, chunk_bytes: int, n_chunks: int) -> int:
     return int(max(1, min(n_chunks, free // 2 // max(1, chunk_bytes * 400))))
 
 
-# what each built-in detector reports
-_BUILTIN_LABELS = {"energy": (EnergyDetector.label,), "pulse": (PulseDetector.label,),
-                   "carrier": (CarrierDetector.label, CarrierDetector.tone_label)}
-
-
 class _BuiltinEntry:
     """A built-in detector as a model entry: its labels, an optional score floor and name."""
 
     def _as_entry(self, score_threshold, keep_labels, name):
-        own = list(_BUILTIN_LABELS[type(self).builtin])
-        if keep_labels and not set(keep_labels) <= set(own):
+        own = self.reported_labels()
+        unknown = [lab for lab in (keep_labels or []) if lab not in own]
+        if unknown:
             raise ModelError(f"the {self.name} model reports {', '.join(map(repr, own))}; "
-                             f"labels={list(keep_labels)} do not apply")
+                             f"labels {unknown} are not among them")
         self.keep = set(keep_labels or own)
         self.min_score = float(score_threshold or 0.0)
         if name:
@@ -494,7 +490,7 @@ class _BuiltinEntry:
 
     @property
     def labels(self):
-        return [lab for lab in _BUILTIN_LABELS[type(self).builtin] if lab in self.keep]
+        return [lab for lab in self.reported_labels() if lab in self.keep]
 
     def detect(self, tile):
         return [b for b in super().detect(tile) if b.score >= self.min_score and b.label in self.keep]
@@ -502,7 +498,6 @@ class _BuiltinEntry:
 
 class EnergyModel(_BuiltinEntry, EnergyDetector):
     """The energy detector as a model entry."""
-    builtin = "energy"
 
     def __init__(self, params, score_threshold=None, keep_labels=None, name=None, **kw):
         EnergyDetector.__init__(self, params, **kw)
@@ -511,7 +506,6 @@ class EnergyModel(_BuiltinEntry, EnergyDetector):
 
 class PulseModel(_BuiltinEntry, PulseDetector):
     """The pulse detector as a model entry."""
-    builtin = "pulse"
 
     def __init__(self, params, score_threshold=None, keep_labels=None, name=None):
         try:
@@ -523,11 +517,11 @@ class PulseModel(_BuiltinEntry, PulseDetector):
 
 class CarrierModel(_BuiltinEntry, CarrierDetector):
     """The carrier detector as a model entry."""
-    builtin = "carrier"
 
-    def __init__(self, params, score_threshold=None, keep_labels=None, name=None):
+    def __init__(self, params, tile_height: int, score_threshold=None, keep_labels=None, name=None):
         try:
             CarrierDetector.__init__(self, params)
+            self.check_tile_height(tile_height)
         except CarrierConfigError as e:
             raise ModelError(str(e)) from None
         self._as_entry(score_threshold, keep_labels, name)
@@ -743,7 +737,7 @@ def load_model(spec, params: SpectrogramParams, tile_height: int,
     if ms.model == "pulse":
         return PulseModel(params, score_threshold=score, keep_labels=ms.labels, name=ms.name)
     if ms.model == "carrier":
-        return CarrierModel(params, score_threshold=score, keep_labels=ms.labels, name=ms.name)
+        return CarrierModel(params, tile_height, score_threshold=score, keep_labels=ms.labels, name=ms.name)
     if ms.model in BUILTIN_MODELS:
         return EnergyModel(params, score_threshold=score, keep_labels=ms.labels, name=ms.name)
     prof = (profile or resolve_profile()).with_overrides(ms.backend, ms.device, ms.precision)

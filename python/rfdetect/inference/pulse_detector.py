@@ -59,7 +59,7 @@ from typing import Optional
 import numpy as np
 import scipy.ndimage as ndi
 
-from ..dsp.spectrogram import SpectrogramParams
+from ..dsp.spectrogram import SpectrogramParams, own_grid_error
 from .energy_detector import PixelBox
 
 PULSE_SPECTROGRAM = SpectrogramParams(fft_size=32, hop=16, window="hann", width=32, normalisation="none")
@@ -93,14 +93,13 @@ class PulseDetector:
     # at 20 MS/s) would hide real pulses, and a DC spike is a line, never a pulse
     dc_zone = False
 
+    def reported_labels(self) -> list:
+        return [self.label]
+
     def __post_init__(self):
-        p = self.params
-        if p.normalisation != "none" or p.pool != 1:
-            raise PulseConfigError(
-                f"the pulse detector reads plain-dB rows of unpooled bins (fft {PULSE_SPECTROGRAM.fft_size}, hop "
-                f"{PULSE_SPECTROGRAM.hop}, width {PULSE_SPECTROGRAM.width}, normalisation none); these rows are "
-                f"fft {p.fft_size}, width {p.width}, normalisation {p.normalisation}: give it an STFT Tile of its "
-                f"own, as `rfdetect detect --model pulse` does")
+        problem = own_grid_error(self.params, PULSE_SPECTROGRAM, self.name)
+        if problem:
+            raise PulseConfigError(problem)
 
     def set_sample_rate(self, sample_rate: float) -> None:
         self.sample_rate = float(sample_rate)
