@@ -141,7 +141,7 @@ def auto_model(sample_rate: float, center_frequency: Optional[float]) -> str:
 #   `narrowband`").
 # - carrier (the model-free detector of continuous carriers on its own 4096-bin grid) beside
 #   narrowband, for NBFM, AM and keyed tones, which the networks were taught as background
-#   with the receiver's lines: over the 10 VHF/UHF tuning sets of 0.8-5 MS/s 0.641 -> 0.662
+#   with the receiver's lines: over the 10 VHF/UHF tuning sets of 0.8-5 MS/s 0.641 -> 0.661
 #   (docs/runtime.md, "Continuous carriers"); from 0.8 MS/s, the lowest of those sets' rates.
 AUTO_COMPANIONS = (("wideband", "narrowband-zoom", 8e6, 25e6),
                    ("wideband", "wideband-short", 2e6, 25e6),
