@@ -153,3 +153,14 @@ def test_no_carrier_on_noise_with_receiver_lines(tmp_path):
                               artefacts=("dc", "spurs", "lo_leak", "agc"), center_freq=160e6)
         run_cli("detect", rec, "--model", "carrier", "--out", out, "--quiet")
         assert [r for r in read_jsonl(out) if r["event"] in ("new", "update")] == [], seed
+
+
+def test_a_line_between_two_bins_is_centred_between_them():
+    """The peak's offset from its bin: a parabola through the log power where all three bins
+    hold power over the noise; where one holds none, the centroid (a line half in each of two
+    bins leaves the third empty: its centre is their common edge)."""
+    from gnuradio.rfdetect.inference.postprocess import peak_offset
+    assert peak_offset(np.array([0.0, 1.0, 1.0])) == pytest.approx(0.5)
+    assert peak_offset(np.array([1.0, 1.0, -0.1])) == pytest.approx(-0.5)
+    assert peak_offset(np.array([1.0, 4.0, 1.0])) == pytest.approx(0.0)
+    assert 0.0 < peak_offset(np.array([1.0, 4.0, 2.0])) < 0.5

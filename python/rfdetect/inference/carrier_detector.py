@@ -45,7 +45,7 @@ power):
      ``held_db``), as a weak spur is where it dips into the noise;
    - its peak is ``min_peak_db`` over the noise;
 5. boxes: a run at most ``line_columns`` wide is a line (label ``tone``), boxed two bins wide
-   about its peak (:func:`_offset_of_peak`); a wider one is a voice carrier (label
+   about its peak (:func:`postprocess.peak_offset`); a wider one is a voice carrier (label
    ``signal``: AM or FM is not told apart), boxed over its band, at a lower level where the
    run is long enough to average the noise down (``band_sigmas`` deviations of the mean, and
    at least ``min_box_excess``). The runs of one carrier column of which any is wide are one
@@ -70,6 +70,7 @@ import scipy.ndimage as ndi
 
 from ..dsp.spectrogram import SpectrogramParams, own_grid_error
 from .energy_detector import PixelBox
+from .postprocess import peak_offset
 
 CARRIER_SPECTROGRAM = SpectrogramParams(fft_size=4096, hop=2048, window="hann", width=4096, normalisation="none")
 SCORE_MIDPOINT_DB = 14.0
@@ -94,20 +95,6 @@ def _edges(spectrum: np.ndarray, k: int, level: float) -> tuple[int, int]:
     while b < len(spectrum) - 1 and spectrum[b + 1] > level:
         b += 1
     return a, b
-
-
-def _offset_of_peak(three: np.ndarray) -> float:
-    """Where the peak of a line lies between bins, from its bin and the two beside it: a
-    parabola through their log power; where a neighbour holds no power over the noise (a line
-    between two bins fills both and leaves the third empty), their centroid."""
-    if len(three) != 3:
-        return 0.0
-    if three.min() > 0:
-        below, peak, above = np.log(three)
-        curve = below - 2 * peak + above
-        return float(np.clip(0.5 * (below - above) / curve, -0.5, 0.5)) if curve < 0 else 0.0
-    weights = np.clip(three, 0.0, None)
-    return float(np.clip((weights[2] - weights[0]) / max(float(weights.sum()), 1e-12), -0.5, 0.5))
 
 
 def _db(x):
@@ -235,7 +222,7 @@ class CarrierDetector:
                 continue
             score = float(1.0 / (1.0 + np.exp(-(peak_db - SCORE_MIDPOINT_DB) / 2.0)))
             if columns <= self.line_columns:
-                centre = kc + 0.5 + _offset_of_peak(s[max(k - 1, 0):k + 2] if 0 < k < len(s) - 1 else s[k:k + 1])
+                centre = kc + 0.5 + (peak_offset(s[k - 1:k + 2]) if 0 < k < len(s) - 1 else 0.0)
                 out.append(PixelBox(centre - 1.0, float(sl.start), centre + 1.0, float(sl.stop), score,
                                     self.tone_label, round(peak_db, 2)))
             else:

@@ -585,3 +585,18 @@ def _decode_by_box_class(objectness, class_probs, boxes, score_threshold, nms_io
     order = np.argsort(-scores, kind="stable")
     order = order[scores[order] >= score_threshold]
     return b[order], scores[order], labels[order]
+
+
+def peak_offset(three: np.ndarray) -> float:
+    """Where a line's peak lies between bins, in bins from the middle one of ``three`` (its
+    power over the noise in the peak bin and the two beside it), within +-0.5: a parabola
+    through their log power; where a neighbour holds no power over the noise (a line between
+    two bins fills both and leaves the third empty), their centroid. Used by the model-free
+    detectors (pulse, carrier)."""
+    three = np.asarray(three, np.float64)
+    if three.min() > 0:
+        below, peak, above = np.log(three)
+        curve = below - 2 * peak + above
+        return float(np.clip(0.5 * (below - above) / curve, -0.5, 0.5)) if curve < 0 else 0.0
+    weights = np.clip(three, 0.0, None)
+    return float(np.clip((weights[2] - weights[0]) / max(float(weights.sum()), 1e-12), -0.5, 0.5))

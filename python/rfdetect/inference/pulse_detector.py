@@ -61,6 +61,7 @@ import scipy.ndimage as ndi
 
 from ..dsp.spectrogram import SpectrogramParams, own_grid_error
 from .energy_detector import PixelBox
+from .postprocess import peak_offset
 
 PULSE_SPECTROGRAM = SpectrogramParams(fft_size=32, hop=16, window="hann", width=32, normalisation="none")
 # the contrast scored 0.5: fixed where the threshold was before session 32 (11 dB + 3), so that
@@ -158,12 +159,7 @@ class PulseDetector:
         # the centre between bins: a parabola through the log power of the peak bin and its
         # neighbours (a 32-point bin is wider than the band of a pulse over 6 us long)
         k = int(np.argmax(spectrum))
-        centre = s0 + k + 0.5
-        if 0 < k < len(spectrum) - 1:
-            below, peak, above = np.log(np.maximum(spectrum[k - 1:k + 2], 1e-12))
-            curve = below - 2 * peak + above
-            if curve < 0:
-                centre += float(np.clip(0.5 * (below - above) / curve, -0.5, 0.5))
+        centre = s0 + k + 0.5 + (peak_offset(spectrum[k - 1:k + 2]) if 0 < k < len(spectrum) - 1 else 0.0)
         return centre - band / 2, centre + band / 2
 
     def _stands_out_of_its_band(self, power: np.ndarray, ys: slice, x0: float, x1: float) -> bool:
