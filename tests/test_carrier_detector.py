@@ -164,3 +164,19 @@ def test_a_line_between_two_bins_is_centred_between_them():
     assert peak_offset(np.array([1.0, 1.0, -0.1])) == pytest.approx(-0.5)
     assert peak_offset(np.array([1.0, 4.0, 1.0])) == pytest.approx(0.0)
     assert 0.0 < peak_offset(np.array([1.0, 4.0, 2.0])) < 0.5
+
+
+def test_a_nan_pixel_does_not_hide_a_tone():
+    """A non-finite pixel reads as no power: it neither blanks its row's floor nor spreads
+    down its column."""
+    rng = np.random.default_rng(3)
+    x = _noise(rng, N)
+    x[int(0.1 * FS):int(0.4 * FS)] += _line(N, 300e3 + 100.0, 15.0)[int(0.1 * FS):int(0.4 * FS)]
+    tile = spectrogram(x.astype(np.complex64), P)
+    tile[500, 3000] = np.nan
+    tile[200, int(_col(300e3))] = np.inf
+    det = CarrierDetector()
+    det.set_sample_rate(FS)
+    found = det.detect(tile)
+    assert len(found) == 1 and found[0].label == "tone", found
+    assert abs((found[0].x0 + found[0].x1) / 2 - _col(300e3 + 100.0)) < 0.5, found

@@ -184,6 +184,9 @@ def test_detect_on_a_tile_with_the_default_model_gives_its_labels(server, web_da
     assert {d["signal_name"] for d in r.json()["detections"]} <= set(labels) | {"signal"}
     r = server.client.post("/detect", files={"image": ("t.png", _png(rows[:, :512]), "image/png")})
     assert r.status_code == 400 and "1024 pixels wide" in r.json()["detail"]
+    for name in ("pulse", "carrier"):  # plain-dB rows of a grid of their own: a recording, not an image
+        r = server.client.post("/detect", params={"model": name}, files={"image": ("t.png", _png(rows), "image/png")})
+        assert r.status_code == 400 and "not an image tile" in r.json()["detail"], r.text
 
 
 def test_sigmf_upload_returns_seconds_and_hz_as_rfdetect_detect(server, web_data, tmp_path):

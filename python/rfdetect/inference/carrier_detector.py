@@ -6,8 +6,8 @@ signals, and the models were taught them as background. What tells a carrier fro
 receiver line is time: a receiver line is on for all of the capture, a transmitter keys up
 and down. This detector runs on a spectrogram of its own, :data:`CARRIER_SPECTROGRAM` (fft
 4096, hop 2048, plain dB: a tone is two of its bins wide, the box convention of ``rfdetect
-synth``), and reports a carrier only where it starts or stops inside the tile or is wider
-than a line.
+synth``), and reports a carrier only where it is wider than a line, or a line that starts or
+stops inside the tile and is not on for three quarters of it (step 4).
 
 On a tile of plain-dB rows (at least MIN_TILE_ROWS of them; a non-finite pixel reads as no
 power):
@@ -17,18 +17,20 @@ power):
 2. candidates: regions of at least ``min_rows`` rows where an ``smooth_rows`` x 3 mean is
    over ``min_db`` (3 dB), outside the ``edge_fraction`` of columns at each band edge (the
    receiver's roll-off: a carrier there is not looked for); each gives the column of its
-   time-averaged peak, the carrier's column (one per ``same_column`` columns);
+   time-averaged peak, the carrier's column (strongest first; one within ``same_column``
+   columns of a column already taken is the same carrier);
 3. the carrier's rows: where a 3-row mean of its three columns is over ``on_db`` (2 dB). A
    gap between them is filled where it is under 3 rows, or where the power in it is over the
    floor by more than the lower of ``gap_sigmas`` noise deviations of a mean over as many
    pixels and ``gap_share`` of the carrier's own power over the floor: a weak carrier dips
    under the threshold from the noise alone; a keyed one drops to the floor. Runs of under
-   ``min_rows`` / 2 rows are dropped. A gap shorter than the window (2 ms at 2 MS/s, and the
-   3 rows always filled) does not show;
+   ``min_rows`` / 2 rows are dropped. A gap shorter than the window (2 ms at 2 MS/s), or than
+   the 3 rows always filled, does not show;
 4. for each run, the time-averaged spectrum over its rows, less the noise beside it (the 25th
    percentile of the 513 columns about it, or the floor where that is lower: the receiver's
    filters shape the noise by tenths of a dB), and its band: the columns about the carrier's
-   column whose 3-column mean is ``band_db`` (1 dB of the floor) over that. Kept where:
+   column, within 64 of it, whose 3-column mean is ``band_db`` (1 dB of the floor) over that.
+   Kept where:
 
    - its three columns are on for ``min_on_share`` of the rows and hold ``min_line_share``
      of the band's power, or ``min_line_share_long`` where the run lasts ``voice_s`` or

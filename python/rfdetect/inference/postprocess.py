@@ -589,10 +589,11 @@ def _decode_by_box_class(objectness, class_probs, boxes, score_threshold, nms_io
 
 def peak_offset(three: np.ndarray) -> float:
     """Where a line's peak lies between bins, in bins from the middle one of ``three`` (its
-    power over the noise in the peak bin and the two beside it), within +-0.5: a parabola
-    through their log power; where a neighbour holds no power over the noise (a line between
-    two bins fills both and leaves the third empty), their centroid. Used by the model-free
-    detectors (pulse, carrier)."""
+    power in the peak bin and the two beside it: over the floor for ``pulse``, over the noise
+    for ``carrier``), within +-0.5: a parabola through their log power; where a neighbour holds
+    none (``carrier``: a line between two bins fills both and leaves the third at the noise),
+    their centroid. The two differ for the same bins (1e-6, 1, 0.5 -> 0.45; 0, 1, 0.5 -> 0.33):
+    the centroid is for a third bin that is empty, not merely weak."""
     three = np.asarray(three, np.float64)
     if three.min() > 0:
         below, peak, above = np.log(three)

@@ -153,6 +153,9 @@ class TileDetectors:
                 return SpectrogramParams(fft_size=fft, hop=hop or fft // 2, width=width), height
             except SpectrogramConfigError as e:
                 raise BadInput(f"image: {width} pixels wide does not fit a spectrogram row: {e}") from None
+        if builtin_spectrogram(name) is not None:  # pulse, carrier: plain-dB rows of their own grid, not an image
+            raise BadInput(f"model {name!r} reads plain-dB rows of a spectrogram of its own, not an image tile: "
+                           f"send it a recording (meta + data, or an archive)")
         params, card_height = self.registry.settings(name)
         if width != params.width:
             raise BadInput(f"image: model {name!r} takes tiles {params.width} pixels wide (its card's spectrogram "
