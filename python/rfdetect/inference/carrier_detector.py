@@ -72,7 +72,7 @@ import scipy.ndimage as ndi
 
 from ..dsp.spectrogram import SpectrogramParams, own_grid_error
 from .energy_detector import PixelBox
-from .postprocess import peak_offset
+from .postprocess import db_score, peak_offset
 
 CARRIER_SPECTROGRAM = SpectrogramParams(fft_size=4096, hop=2048, window="hann", width=4096, normalisation="none")
 SCORE_MIDPOINT_DB = 14.0
@@ -152,9 +152,6 @@ class CarrierDetector:
     def _rows_of(self, seconds: float) -> int:
         return int(np.ceil(seconds * (self.sample_rate or ASSUMED_SAMPLE_RATE) / self.params.hop))
 
-    def _voice_rows(self) -> int:
-        return self._rows_of(self.voice_s)
-
     def _dip_share(self, band: np.ndarray) -> float:
         """The share of rows whose power over the floor in the band is under ``dip_depth`` of the
         median of the DIP_ROWS rows about them: a carrier, FM or AM, holds its power (fading
@@ -168,9 +165,6 @@ class CarrierDetector:
         if not clear.any():
             return 0.0
         return float(np.mean(per_row[clear] < self.dip_depth * local[clear]))
-
-    def _join_rows(self) -> int:
-        return self._rows_of(self.join_s)
 
     def _runs(self, x: np.ndarray, on: np.ndarray) -> list:
         """Step 3: runs of ``on`` rows, with gaps that are not keyed off filled."""
@@ -211,7 +205,7 @@ class CarrierDetector:
             box_level = max(self.band_sigmas / np.sqrt(3.0 * (sl.stop - sl.start)), self.min_box_excess)
             if box_level < 10 ** (self.band_db / 10) - 1.0:
                 a, b = _edges(smooth, k, box_level)
-            long_enough = sl.stop - sl.start >= self._voice_rows()
+            long_enough = sl.stop - sl.start >= self._rows_of(self.voice_s)
             if float(on[sl].mean()) < self.min_on_share \
                     or line < (self.min_line_share_long if long_enough else self.min_line_share):
                 continue
@@ -222,7 +216,7 @@ class CarrierDetector:
             peak_db = _db(s[k])
             if peak_db < self.min_peak_db:
                 continue
-            score = float(1.0 / (1.0 + np.exp(-(peak_db - SCORE_MIDPOINT_DB) / 2.0)))
+            score = db_score(peak_db, SCORE_MIDPOINT_DB)
             if columns <= self.line_columns:
                 centre = kc + 0.5 + (peak_offset(s[k - 1:k + 2]) if 0 < k < len(s) - 1 else 0.0)
                 out.append(PixelBox(centre - 1.0, float(sl.start), centre + 1.0, float(sl.stop), score,
@@ -236,7 +230,7 @@ class CarrierDetector:
         """Step 5: the runs of a carrier column of which any is wide, joined across short gaps."""
         if not any(b.label == self.label for b in boxes):
             return boxes
-        gap = self._join_rows()
+        gap = self._rows_of(self.join_s)
         boxes = sorted(boxes, key=lambda b: b.y0)
         out = [boxes[0]]
         for b in boxes[1:]:

@@ -28,6 +28,7 @@ import numpy as np
 import scipy.ndimage as ndi
 
 from ..dsp.spectrogram import SpectrogramParams
+from .postprocess import db_score
 
 
 @dataclass
@@ -115,7 +116,7 @@ class EnergyDetector:
             if ys.stop - ys.start < self.min_rows or xs.stop - xs.start < self.min_cols:
                 continue
             snr_db = float(10.0 * np.log10(max(m - 1.0, 1e-6)))  # subtract the noise itself
-            score = 1.0 / (1.0 + np.exp(-(snr_db - self.min_snr_db - 3.0) / 2.0))
+            score = db_score(snr_db, self.min_snr_db + 3.0)
             out.append(PixelBox(float(xs.start), float(ys.start), float(xs.stop), float(ys.stop),
-                                float(score), self.label, round(snr_db, 2)))
+                                score, self.label, round(snr_db, 2)))
         return out

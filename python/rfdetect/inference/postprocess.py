@@ -601,3 +601,9 @@ def peak_offset(three: np.ndarray) -> float:
         return float(np.clip(0.5 * (below - above) / curve, -0.5, 0.5)) if curve < 0 else 0.0
     weights = np.clip(three, 0.0, None)
     return float(np.clip((weights[2] - weights[0]) / max(float(weights.sum()), 1e-12), -0.5, 0.5))
+
+
+def db_score(db: float, midpoint_db: float) -> float:
+    """The score of the model-free detectors (energy, pulse, carrier) for a level of ``db``:
+    a logistic in dB, 0.5 at ``midpoint_db`` and 0.88 four dB above it."""
+    return float(1.0 / (1.0 + np.exp(-(db - midpoint_db) / 2.0)))

@@ -61,7 +61,7 @@ import scipy.ndimage as ndi
 
 from ..dsp.spectrogram import SpectrogramParams, own_grid_error
 from .energy_detector import PixelBox
-from .postprocess import peak_offset
+from .postprocess import db_score, peak_offset
 
 PULSE_SPECTROGRAM = SpectrogramParams(fft_size=32, hop=16, window="hann", width=32, normalisation="none")
 # the contrast scored 0.5: fixed where the threshold was before session 32 (11 dB + 3), so that
@@ -220,9 +220,9 @@ class PulseDetector:
             x0, x1 = self._band(power[ys, near], near.start, length)
             if not self._stands_out_of_its_band(power, ys, x0, x1):
                 continue
-            score = 1.0 / (1.0 + np.exp(-(peak_db - SCORE_MIDPOINT_DB) / 2.0))
+            score = db_score(peak_db, SCORE_MIDPOINT_DB)
             out.append(PixelBox(max(x0, 0.0), float(max(ys.start - 1, 0)), min(x1, float(w)), float(min(ys.stop + 1, h)),
-                                float(score), self.label, round(peak_db, 2)))
+                                score, self.label, round(peak_db, 2)))
         return _joined(out)
 
 
