@@ -714,6 +714,84 @@ def test_box_vote_is_a_card_option_of_the_detector(tmp_path):
     assert not np.array_equal(on[0], off[0])  # the voted boxes moved
 
 
+def _switched_emission_tile(seed=4):
+    """A strong narrow emission (45 dB over the floor) on from row 100 to 180, its switching
+    splatter (9 dB, 200 columns wide) in rows 99-101 and 179-181, a short burst over it
+    while it is on, and a Wi-Fi-like frame with its acknowledgement two rows after it."""
+    t = _floor_tile(seed, 256, 512)
+    t[100:180, 240:250] += 0.75
+    t[99:101, 150:350] += 0.15
+    t[179:181, 150:350] += 0.15
+    t[140:142, 150:350] += 0.25             # a burst across the emission (BLE over a LoRa chirp)
+    t[20:60, 300:450] += 0.4                # a frame ...
+    t[62:64, 300:450] += 0.4                # ... and its ACK
+    return t
+
+
+def test_splatter_mask_finds_the_rows_where_a_strong_emission_switches():
+    t = _switched_emission_tile()
+    boxes = np.array([[150, 99, 350, 101],    # onset splatter
+                      [150, 179, 350, 181],   # end splatter
+                      [150, 140, 350, 142],   # a burst with the emission on both sides
+                      [150, 96, 350, 103],    # 7 rows: taller than switching splatter
+                      [300, 62, 450, 64],     # the ACK after its frame
+                      [300, 20, 450, 60]],    # the frame
+                     np.float32)
+    got = postprocess.splatter_mask(t, boxes, 20.0, 60.0)
+    assert got.tolist() == [True, True, False, False, False, False]
+    # the contrast is in dB: 45 dB of emission over a 9 dB box passes 30 dB, not 40
+    assert postprocess.splatter_mask(t, boxes[:2], 30.0, 60.0).tolist() == [True, True]
+    assert postprocess.splatter_mask(t, boxes[:2], 40.0, 60.0).tolist() == [False, False]
+    # the same tile in plain dB (normalisation "none"): the same boxes
+    assert postprocess.splatter_mask(t * 60 - 10, boxes, 20.0, 1.0).tolist() == got.tolist()
+    assert not postprocess.splatter_mask(t, boxes, 0.0, 60.0).any()  # 0: off
+    # at a tile's edge the one side in the tile decides (the overlapping tile sees both)
+    edge = _floor_tile(5, 64, 512)
+    edge[2:40, 240:250] += 0.75
+    edge[0:2, 150:350] += 0.15
+    edge[60:64, 100:120] += 0.3
+    assert postprocess.splatter_mask(edge, np.array([[150, 0, 350, 2], [100, 60, 120, 64]], np.float32),
+                                     20.0, 60.0).tolist() == [True, False]
+    # NaN pixels (a dropped frame) decide nothing
+    t[99:101, 150:160] = np.nan
+    assert postprocess.splatter_mask(t, boxes[:1], 20.0, 60.0).tolist() == [False]
+    b, s, lab = postprocess.drop_splatter(_switched_emission_tile(), boxes, np.arange(6.0), np.arange(6), 20.0, 60.0)
+    assert s.tolist() == [2, 3, 4, 5] and lab.tolist() == [2, 3, 4, 5] and b.tolist() == boxes[2:].tolist()
+    for bad in (-1, "x", None, float("nan"), float("inf"), True):
+        with pytest.raises(ValueError, match=r"anchor_free.splatter_db .* is not a number of dB >= 0"):
+            postprocess.check_splatter_db(bad)
+    assert postprocess.check_splatter_db(20) == 20.0
+
+
+def test_splatter_db_is_a_card_option_of_the_detector(tmp_path):
+    """anchor_free.splatter_db on a card reaches the Detector's model path: the embedded default
+    model boxes the rows where a 60 dB chirp switches on and off (real IQ through the one
+    spectrogram function), and with the option those boxes go and the chirp's stays."""
+    from gnuradio.rfdetect.dsp.spectrogram import SpectrogramParams, spectrogram
+    from gnuradio.rfdetect.inference.model_runtime import ModelError
+    p = SpectrogramParams()
+    fs, n = 10e6, 1024 * p.hop + p.fft_size
+    t = np.arange(n) / fs
+    rng = np.random.default_rng(1)
+    x = ((rng.standard_normal(n) + 1j * rng.standard_normal(n)) * np.sqrt(0.5)).astype(np.complex64)
+    sweep = 1.5e6 + 2e5 * np.abs((t * 500) % 2 - 1)  # 200 kHz up and down every 4 ms
+    on = (t >= 0.05) & (t < 0.15)
+    x += (on * np.sqrt(1e6 * 2e5 / fs) * np.exp(2j * np.pi * np.cumsum(sweep) / fs)).astype(np.complex64)
+    tile = spectrogram(x, p)[:1024]
+    models = {v: _default_model_with(tmp_path, splatter_db=v) for v in (0.0, 20.0)}
+    assert [m.splatter_db for m in models.values()] == [0.0, 20.0]
+    off, on_ = models[0.0].raw(tile), models[20.0].raw(tile)
+    rows_on, rows_off = p.sample_to_row(0.05 * fs), p.sample_to_row(0.15 * fs)
+    thin = [b for b in off[0] if b[3] - b[1] <= postprocess.SPLATTER_MAX_ROWS]
+    assert thin and all(min(abs(b[1] - rows_on), abs(b[1] - rows_off)) < 3 for b in thin)
+    assert not [b for b in on_[0] if b[3] - b[1] <= postprocess.SPLATTER_MAX_ROWS]
+    assert [b for b in on_[0] if abs(b[1] - rows_on) < 3 and abs(b[3] - rows_off) < 3]  # the chirp
+    want = postprocess.drop_splatter(tile, *off, 20.0, p.db_per_unit)
+    assert np.array_equal(on_[0], want[0]) and np.array_equal(on_[1], want[1])
+    with pytest.raises(ModelError, match=r"anchor_free.splatter_db -3 is not a number of dB"):
+        _default_model_with(tmp_path, splatter_db=-3)
+
+
 def test_the_in_tile_objectness_target_scores_the_box_the_detector_reports():
     """target_in_tile: a signal cut by the tile's edge (a carrier, a key-up) whose box runs
     past that edge is reported cut to the tile (tile_detector.to_records), so its

@@ -137,6 +137,24 @@ def _long_signal_run(m, mode):
     return [(i, m.push(tile, r)) for i, (tile, r) in enumerate(zip(t, recs))]
 
 
+def test_a_signal_ending_where_the_next_tile_starts_leaves_once():
+    """A signal crossing tile 0's end and ending in the rows tile 1 shares with tile 2: the
+    piece of tile 0 (held through tile 1) joined to tile 1's is not done before tile 2, which
+    sees the signal's tail again, cut by its start edge (here with a higher score, as a
+    network scores a short clean tail). Before session 34 the joined record left after tile 1
+    and the tail after tile 2, a second record of the signal (TorchSig tuning recordings:
+    0.7 for the tail, 0.6 for the signal)."""
+    for m, mode in ((NmsMerger(), "file"), (NmsMerger(), "realtime"), (NmsMerger(long_signals="pieces"), "file")):
+        t = [_tile("", i, 0.1, 0.08, 4, mode) for i in range(4)]
+        recs = [[dict(_rec("", t[0], 0.02, 0.1, 0.0, 1e4, 0.59), tile_edge=["stop"])],
+                [dict(_rec("", t[1], 0.08, 0.17, 0.0, 1e4, 0.6), tile_edge=["start"])],
+                [dict(_rec("", t[2], 0.16, 0.17, 0.0, 1e4, 0.7), tile_edge=["start"])], []]
+        out = [(i, m.push(tile, r)) for i, (tile, r) in enumerate(zip(t, recs))]
+        got = [(i, r["t_start"], r["t_stop"]) for i, rs in out for r in rs]
+        assert got == [(2, 0.02, 0.17)], (mode, m.long_signals, got)
+        assert m.suppressed + m.stitched == 2 and m.pending == []
+
+
 def test_a_signal_longer_than_a_tile_leaves_whole_from_a_file_and_in_pieces_live():
     """File mode (the Detector's tiles say so; NMS Merge's long_signals "auto"): the signal
     crossing four tile edges leaves as one record, as soon as a tile shows it has ended;

@@ -277,7 +277,8 @@ def cmd_export(a):
     ds = load_dataset(a.tiles)
     arch, model = load_checkpoint(a.checkpoint, ds, "cpu", getattr(a, "class_confidence", None),
                                   getattr(a, "score_rule", None), getattr(a, "class_region", None),
-                                  getattr(a, "box_vote", None), getattr(a, "refine_min_rows", None))
+                                  getattr(a, "box_vote", None), getattr(a, "refine_min_rows", None),
+                                  getattr(a, "splatter_db", None))
     metrics = {}
     if a.report and Path(a.report).is_file():
         r = json.loads(Path(a.report).read_text())
@@ -436,6 +437,10 @@ def build_parser():
                         "energy (default 2, also for checkpoints from before session 28, which had 8; the card's "
                         "threshold and metrics stay those of --score-threshold and --report); docs/model_card.md, "
                         "docs/training.md session 28")
+    p.add_argument("--splatter-db", type=float, default=None, metavar="DB",
+                   help="anchor_free: drop a box at most 3 rows tall at the row where an emission DB dB "
+                        "stronger in its band starts or ends: its switching splatter (0: off; default 20, "
+                        "also for checkpoints from before session 34, which had none); docs/model_card.md")
     p.add_argument("--no-engine", action="store_true")
     p.add_argument("--no-torch", action="store_true", help="skip model.pt (the PyTorch backend's format)")
     p.set_defaults(func=cmd_export)

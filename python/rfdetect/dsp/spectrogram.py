@@ -188,6 +188,11 @@ class SpectrogramParams:
         """Inverse of :meth:`level` (for unclipped values)."""
         return np.asarray(value) * (self.db_high - self.db_low) + self.db_low
 
+    @property
+    def db_per_unit(self) -> float:
+        """dB per unit of pixel value: db_high - db_low, or 1 under ``"none"`` (plain dB)."""
+        return 1.0 if self.normalisation == "none" else float(self.db_high - self.db_low)
+
     # --- geometry: pixel coordinates <-> samples and Hz -------------------------
     def row_to_sample(self, y):
         """Continuous row coordinate -> sample index (may be fractional or negative)."""

@@ -345,6 +345,8 @@ class CardModel:
         try:
             self.refine_min_rows = postprocess.check_refine_min_rows(
                 af.get("refine_min_rows", postprocess.REFINE_MIN_SIZE))
+            # anchor_free/1: boxes that are an emission's switching splatter go (0: off)
+            self.splatter_db = postprocess.check_splatter_db(af.get("splatter_db", 0.0))
         except ValueError as e:
             raise ModelError(f"model {self.name}: its card's {e}") from None
         unknown = [lab for lab in (keep_labels or []) if lab not in self.labels + [self.unknown_label]]
@@ -422,9 +424,11 @@ class CardModel:
                     out[0], out[1], out[2], self.score_threshold, self.card.nms_iou, self.class_confidence,
                     contained=self.nms_contained, merge_band_iou=self.merge_band_iou, score_rule=self.score_rule,
                     class_region=self.class_region, strides=self.cell_strides, box_vote=self.box_vote)
+                chunk = x[:, i * self.chunk_width:(i + 1) * self.chunk_width]
                 boxes, scores, labels = postprocess.refine_boxes(
-                    x[:, i * self.chunk_width:(i + 1) * self.chunk_width], boxes, scores, labels,
-                    self.refine_edges, self.card.nms_iou, self.refine_min_rows)
+                    chunk, boxes, scores, labels, self.refine_edges, self.card.nms_iou, self.refine_min_rows)
+                boxes, scores, labels = postprocess.drop_splatter(
+                    chunk, boxes, scores, labels, self.splatter_db, self.card.spectrogram.db_per_unit)
             else:
                 boxes, scores, labels = out
                 boxes, scores, labels = boxes.reshape(-1, 4), scores.reshape(-1), labels.reshape(-1)

@@ -347,6 +347,73 @@ def refine_boxes(tile: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels
     return b[keep], np.asarray(scores)[keep], np.asarray(labels)[keep]
 
 
+# switching splatter (drop_splatter): an emitter that switches on or off in a few samples, or
+# jumps in phase, spreads energy over a wide band in the rows where it does. Those rows are
+# boxed no taller than this (a 2048-point window spans the edge in 2 rows, and refine_edges
+# may leave one more)
+SPLATTER_MAX_ROWS = 3
+# and the emission that splattered is measured over this many rows on each side of the box
+SPLATTER_SIDE_ROWS = 4
+
+
+def check_splatter_db(db) -> float:
+    """``anchor_free.splatter_db`` as a float >= 0 (0: off), else ValueError naming the key."""
+    try:
+        v = float(db)
+    except (TypeError, ValueError, OverflowError):
+        v = float("nan")
+    if isinstance(db, bool) or not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"anchor_free.splatter_db {db!r} is not a number of dB >= 0")
+    return v
+
+
+def splatter_mask(tile: np.ndarray, boxes: np.ndarray, splatter_db: float, db_per_unit: float,
+                  max_rows: int = SPLATTER_MAX_ROWS, side_rows: int = SPLATTER_SIDE_ROWS) -> np.ndarray:
+    """True for each box that is the switching splatter of a stronger emission in its band:
+    at most ``max_rows`` rows tall, and in the ``side_rows`` rows beside it something in its
+    columns is, in every row, ``splatter_db`` dB or more above the box's median pixel on one
+    side, and ``splatter_db`` dB or more weaker on the other side: the box is the row where
+    that emission starts or ends. A strong emission on both sides (a short burst over a
+    continuing carrier: a BLE packet across a LoRa chirp) is not a switch, so such a box
+    stays. Where only one side lies in the tile that side decides: the tiles overlap, so a
+    burst at a tile's edge is whole in the next tile. ``db_per_unit``: dB per unit of tile
+    value (SpectrogramParams.db_per_unit). A box over NaN pixels stays."""
+    t = np.asarray(tile, np.float32)
+    b = np.asarray(boxes, np.float32).reshape(-1, 4)
+    out = np.zeros(len(b), dtype=bool)
+    if not splatter_db > 0 or len(b) == 0:
+        return out
+    h, w = t.shape
+    step = splatter_db / db_per_unit
+    for n, (x0, y0, x1, y1) in enumerate(b):
+        if not np.all(np.isfinite(b[n])):
+            continue
+        r0, r1 = max(0, int(np.floor(y0))), min(h, int(np.ceil(y1)))
+        c0, c1 = max(0, int(np.floor(x0))), min(w, int(np.ceil(x1)))
+        if not (0 < r1 - r0 <= max_rows and c1 > c0):
+            continue
+        # per side: the weakest of its rows' strongest pixel in the box's columns, so that a
+        # chirp, which moves across columns from row to row, counts in every row it is on
+        sides = [float(t[a:z, c0:c1].max(axis=1).min()) for a, z in ((r0 - side_rows, r0), (r1, r1 + side_rows))
+                 if a >= 0 and z <= h]
+        if not sides:
+            continue
+        strong, weak = max(sides), (min(sides) if len(sides) == 2 else -np.inf)
+        out[n] = bool(strong - float(np.median(t[r0:r1, c0:c1])) >= step and strong - weak >= step)
+    return out
+
+
+def drop_splatter(tile: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+                  splatter_db: float, db_per_unit: float):
+    """(boxes, scores, labels) without the boxes :func:`splatter_mask` finds: the anchor_free
+    post-processing step after :func:`refine_boxes`, shared by the Detector and training's
+    evaluation (the card's ``anchor_free.splatter_db``; 0: off)."""
+    if not splatter_db > 0 or len(boxes) == 0:
+        return boxes, scores, labels
+    keep = ~splatter_mask(tile, boxes, splatter_db, db_per_unit)
+    return np.asarray(boxes)[keep], np.asarray(scores)[keep], np.asarray(labels)[keep]
+
+
 def decode_dense(scores: np.ndarray, ltrb: np.ndarray, stride: int, score_threshold: float, nms_iou: float,
                  max_out: int = 300):
     """``dense_ltrb/1`` outputs of one tile -> (boxes [N,4], scores [N], labels [N])."""

@@ -93,6 +93,9 @@ def _join(a: dict, b: dict) -> dict:
     out["tile_edge"] = edge
     out["models"] = sorted(set(a.get("models", [a["model"]])) | set(b.get("models", [b["model"]])))
     out["_seen"] = a.get("_seen", set()) | b.get("_seen", set())
+    # whether a later tile has covered the end: the end of the piece that ends last
+    out["_end_seen"] = bool(stop_src.get("_end_seen")) or (
+        a["t_stop"] == b["t_stop"] and bool(a.get("_end_seen") or b.get("_end_seen")))
     return out
 
 
@@ -285,7 +288,7 @@ class NmsMerger:
 
     def _out(self, out: list[dict]) -> list[dict]:
         for r in out:
-            for k in ("_seen", "_stream", "_rank", "_growing", "_final"):
+            for k in ("_seen", "_end_seen", "_stream", "_rank", "_growing", "_final"):
                 r.pop(k, None)
             r.setdefault("models", [r["model"]])
         out.sort(key=lambda r: (r["t_start"], r["f_low"], r["t_stop"], r["f_high"], str(r["label"])))
@@ -302,13 +305,20 @@ class NmsMerger:
         for r in inp.held:
             if reach >= r["t_stop"]:
                 r["_seen"].add(stream)
+                r["_end_seen"] = True
         rank = _tile_order(tile, stream)[2:]  # which input, the same on every run
         merged = self.merge(inp.held + [dict(r, _seen=set(), _stream=stream, _rank=rank) for r in records])
         done, inp.held = [], []
         for r in merged:
             # held through a later tile that reaches its end: the input has seen all of it
-            growing = whole and _going_on(r, reach)
-            if r["t_stop"] <= inp.next_start or (r["_seen"] and not growing):
+            going_on = _going_on(r, reach)
+            growing = whole and going_on
+            # one that ends past the next tile's start waits for that tile, which sees its end
+            # again as a piece cut by its start edge, unless a later tile has seen its end: a
+            # piece held through a tile and joined to one ending there has not (the tail would
+            # leave twice). One going on at this tile's end leaves in pieces ("pieces").
+            seen = r["_seen"] if going_on else r.get("_end_seen")
+            if r["t_stop"] <= inp.next_start or (seen and not growing):
                 r.pop("_growing", None)
                 done.append(r)
             else:
