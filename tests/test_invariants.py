@@ -155,6 +155,28 @@ def test_a_signal_ending_where_the_next_tile_starts_leaves_once():
         assert m.suppressed + m.stitched == 2 and m.pending == []
 
 
+def test_a_cut_piece_inside_a_signal_another_tile_saw_goes_whatever_its_label():
+    """A chirp boxed whole in tile 1 as "lora", whose tail tile 2 sees cut by its start edge
+    and names "chirp": one record (TorchSig tuning recordings, session 34). A piece of
+    another input (another model's Detector) inside it is still kept apart by its label,
+    and so is a record that is not cut."""
+    def run(inputs_of_tail, tail_edge):
+        m = NmsMerger(inputs=2)
+        t = {s: [_tile(s, i, 0.1, 0.08, 3, "file") for i in range(3)] for s in ("a", "b")}
+        whole = _rec("a", t["a"][1], 0.10, 0.17, 0.0, 1e4, 0.5, "lora")
+        tail = dict(_rec(inputs_of_tail, t[inputs_of_tail][2], 0.16, 0.17, 1e3, 9e3, 0.6, "chirp"),
+                    tile_edge=tail_edge)
+        out = []
+        for i in range(3):
+            for s in ("a", "b"):
+                recs = [r for r in (whole, tail) if r["model"] == f"model-{s}" and r["tile"] == i]
+                out += m.push(t[s][i], recs)
+        return sorted((r["label"], r["t_start"]) for r in out)
+    assert run("a", ["start"]) == [("lora", 0.10)]
+    assert run("b", ["start"]) == [("chirp", 0.16), ("lora", 0.10)]
+    assert run("a", []) == [("chirp", 0.16), ("lora", 0.10)]
+
+
 def test_a_signal_longer_than_a_tile_leaves_whole_from_a_file_and_in_pieces_live():
     """File mode (the Detector's tiles say so; NMS Merge's long_signals "auto"): the signal
     crossing four tile edges leaves as one record, as soon as a tile shows it has ended;

@@ -14,7 +14,8 @@ merger takes the new records plus those it held back from the previous tile and:
    ``iou_threshold`` is dropped, and so is a record cut by a tile edge that lies
    mostly (>= ``containment``) inside a kept record from another tile -- the part
    of a long or slanted signal that a neighbouring tile saw whole (same label only
-   when ``class_aware``);
+   when ``class_aware``, except for such a cut piece inside a record of the same input:
+   a partial view is named less surely than the whole, so its label does not count);
 3. emits records that end before the next tile starts (no later tile can see them
    again) and holds back the rest; a record that a held one could yet become a duplicate
    of by growing (a later piece stitched on) waits with it, unchanged, until the two have
@@ -148,6 +149,17 @@ class NmsMerger:
             return 0.0
         return continuation(first, second, self.iou_threshold)
 
+    def _suppresses(self, kept: dict, r: dict, across_inputs: bool = False) -> bool:
+        """Whether ``kept`` makes ``r`` a duplicate: step 2's rule, within a class when
+        class-aware, except that a piece cut by a tile edge lying inside a record of another
+        tile of the same input goes whatever its label: it is a partial view of that signal,
+        which a model names less surely than the whole (a chirp's tail named `chirp`, the
+        chirp `lora`). Across inputs, labels still keep apart what two models report."""
+        if not across_inputs and r.get("tile_edge") and _tile_of(kept) != _tile_of(r) \
+                and _inside_fraction(r, kept) >= self.containment:
+            return True
+        return self._same_class(kept, r) and self._duplicate(kept, r)
+
     def _duplicate(self, kept: dict, r: dict) -> bool:
         if box_iou(kept, r) >= self.iou_threshold:
             return True
@@ -178,7 +190,7 @@ class NmsMerger:
         kept: list[dict] = []
         for r in sorted(records, key=order):
             dup = next((k for k in kept if (not across_inputs or k["_stream"] != r["_stream"])
-                        and self._same_class(k, r) and self._duplicate(k, r)), None)
+                        and self._suppresses(k, r, across_inputs)), None)
             if dup is None:
                 kept.append(r)
                 continue
