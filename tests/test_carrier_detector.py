@@ -92,6 +92,30 @@ def test_an_am_carrier_is_one_box_over_its_band_even_when_on_for_all_the_tile():
     assert always.y0 <= 1 and always.y1 >= 1023, always
 
 
+def test_a_drifting_carrier_is_one_box_over_the_band_it_crossed():
+    """An AM voice carrier drifting 15 kHz up over the capture (an oscillator warming up) and a
+    tone keyed on at 0.2-0.7 s drifting 3.75 kHz down: each is one box from where it started to
+    where it ended (the boxes of `rfdetect synth`'s drift), not pieces of one column each."""
+    rng = np.random.default_rng(11)
+    x = _noise(rng, N)
+    t = np.arange(N) / FS
+    am = _am(rng, N, 0.0, 25.0)
+    x += am * np.exp(2j * np.pi * (-200e3 * t + 0.5 * (15e3 / (N / FS)) * t ** 2))
+    tone = _line(N, 0.0, 18.0) * np.exp(2j * np.pi * (300e3 * t - 0.5 * 7.5e3 * t ** 2))
+    x[int(0.2 * FS):int(0.7 * FS)] += tone[int(0.2 * FS):int(0.7 * FS)]
+    found = sorted(_detect(x), key=lambda b: b.x0)
+    assert [b.label for b in found] == ["signal", "tone"], found
+    voice, keyed = found
+    lo, hi = (float(P.column_to_offset_hz(c, FS)) for c in (voice.x0, voice.x1))
+    assert -207e3 < lo < -203e3 and 218e3 - 400e3 < hi < 222e3 - 400e3, (lo, hi)  # -200 kHz -4.5 .. +15 +4.5
+    assert voice.y0 <= 1 and voice.y1 >= 1023, voice
+    lo, hi = (float(P.column_to_offset_hz(c, FS)) for c in (keyed.x0, keyed.x1))
+    assert 300e3 - 7.5e3 * 0.7 - 1e3 < lo < 300e3 - 7.5e3 * 0.7 and 300e3 - 7.5e3 * 0.2 < hi < 300e3 - 7.5e3 * 0.2 + 1e3, \
+        (lo, hi)
+    # noise over 2 dB in the rows after the key-up can hold the run on for a few rows
+    assert abs(keyed.y0 - _row(0.2)) < 8 and abs(keyed.y1 - _row(0.7)) < 8, keyed
+
+
 def test_noise_alone_gives_nothing():
     rng = np.random.default_rng(9)
     assert _detect(_noise(rng, N)) == []

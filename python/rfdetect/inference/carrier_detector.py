@@ -18,7 +18,11 @@ power):
    over ``min_db`` (3 dB), outside the ``edge_fraction`` of columns at each band edge (the
    receiver's roll-off: a carrier there is not looked for); each gives the column of its
    time-averaged peak, the carrier's column (strongest first; one within ``same_column``
-   columns of a column already taken is the same carrier);
+   columns of a column already taken is the same carrier). A carrier whose region drifts in frequency (a transmitter's oscillator warming up; ``rfdetect
+   synth``'s drift, up to 1 % of the rate over a recording) is followed along a straight line
+   through the power-weighted centre of the region's rows, where the line explains them and
+   moves ``min_drift_columns`` or more: the rows are shifted to stand it in one column, steps
+   3-5 run there, and each box is widened over the columns it crossed;
 3. the carrier's rows: where a 3-row mean of its three columns is over ``on_db`` (2 dB). A
    gap between them is filled where it is under 3 rows, or where the power in it is over the
    floor by more than the lower of ``gap_sigmas`` noise deviations of a mean over as many
@@ -80,6 +84,9 @@ SCORE_MIDPOINT_DB = 14.0
 DIP_ROWS = 31
 # a shorter tile cannot tell a receiver line (on for three quarters of it) from a keyed carrier
 MIN_TILE_ROWS = 128
+# a drifting carrier is followed on this many columns each side of it: the 256 whose noise its
+# band is measured against (_column_boxes), and a few more
+DRIFT_SPAN = 260
 # rows are taken to be this rate's where the Detector has not set one (a bare tile)
 ASSUMED_SAMPLE_RATE = 2e6
 
@@ -127,6 +134,8 @@ class CarrierDetector:
     held_db: float = 1.0
     join_s: float = 0.015
     edge_fraction: float = 0.05
+    min_drift_columns: float = 3.0
+    drift_fit_columns: float = 2.0
     sample_rate: Optional[float] = None  # set by the Detector (set_sample_rate)
     label: str = "signal"
     tone_label: str = "tone"
@@ -261,14 +270,59 @@ class CarrierDetector:
         mask = ndi.binary_closing(mask, structure=np.ones((3, 3), bool))
         labels, _ = ndi.label(mask, structure=np.ones((3, 3), bool))
         candidates = []
-        for ys, xs in ndi.find_objects(labels):
+        for i, (ys, xs) in enumerate(ndi.find_objects(labels)):
             if ys.stop - ys.start >= self.min_rows:
                 spectrum = power[ys, xs].mean(axis=0)
-                candidates.append((float(spectrum.max()), xs.start + int(np.argmax(spectrum))))
+                candidates.append((float(spectrum.max()), xs.start + int(np.argmax(spectrum)), i + 1, ys, xs))
         out, columns = [], []
-        for _, kc in sorted(candidates, reverse=True):
+        for _, kc, i, ys, xs in sorted(candidates, key=lambda c: (-c[0], c[1])):
             if any(abs(kc - c) <= self.same_column for c in columns):
                 continue
             columns.append(kc)
-            out.extend(self._column_boxes(power, kc))
+            slope = self._drift(smooth, labels, i, ys, xs)
+            out.extend(self._drifting_boxes(power, ys, slope) if slope else self._column_boxes(power, kc))
+        return out
+
+    def _drift(self, smooth: np.ndarray, labels: np.ndarray, i: int, ys: slice, xs: slice) -> Optional[tuple]:
+        """Step 2b: a carrier whose frequency drifts (a transmitter's oscillator warming up, or
+        an offset changing with the receiver's): (columns per row, column at the region's first
+        row) of a straight line through the power-weighted centre of each of its region's rows,
+        where that line explains them (within ``drift_fit_columns``, or a tenth of the region's
+        width for a voice carrier's sidebands) and moves ``min_drift_columns`` or more over the
+        region; else None, and the carrier is followed down one column."""
+        sub = np.where(labels[ys, xs] == i, smooth[ys, xs] - 1.0, 0.0)
+        weight = sub.sum(axis=1)
+        rows = np.flatnonzero(weight > 0)
+        if len(rows) < self.min_rows:
+            return None
+        centre = (sub[rows] * np.arange(sub.shape[1])).sum(axis=1) / weight[rows]
+        slope, start = np.polyfit(rows, centre, 1)
+        if abs(slope) * (ys.stop - ys.start) < self.min_drift_columns:
+            return None
+        miss = float(np.median(np.abs(centre - (start + slope * rows))))
+        if miss > max(self.drift_fit_columns, 0.1 * sub.shape[1]):
+            return None
+        return float(slope), float(start + xs.start - slope * ys.start)
+
+    def _drifting_boxes(self, power: np.ndarray, ys: slice, drift: tuple) -> list:
+        """A drifting carrier's boxes: the rows are shifted so that the carrier stands in one
+        column (the noise past the band's edges reads as the floor), followed there as any
+        carrier (:meth:`_column_boxes`), and each box is widened back over the columns the
+        carrier crossed during its rows."""
+        n, w = power.shape
+        slope, start = drift
+        track = start + slope * np.arange(n)
+        kc = int(round(float(np.clip(track[(ys.start + ys.stop) // 2], 0, w - 1))))
+        shift = np.round(track - kc).astype(np.int64)
+        # only the columns _column_boxes reads: the noise 256 about the carrier
+        lo, hi = max(kc - DRIFT_SPAN, 0), min(kc + DRIFT_SPAN + 1, w)
+        cols = np.arange(lo, hi)[None, :] + shift[:, None]
+        inside = (cols >= 0) & (cols < w)
+        straight = np.where(inside, power[np.arange(n)[:, None], np.clip(cols, 0, w - 1)], np.float32(1.0))
+        out = []
+        for b in self._column_boxes(straight, kc - lo):
+            rows = shift[max(int(b.y0), 0):max(int(np.ceil(b.y1)), int(b.y0) + 1)]
+            x0 = float(np.clip(lo + b.x0 + rows.min(), 0, w))
+            x1 = float(np.clip(lo + b.x1 + rows.max(), 0, w))
+            out.append(PixelBox(x0, b.y0, x1, b.y1, b.score, b.label, b.snr_db))
         return out
