@@ -55,12 +55,19 @@ DEFAULT_SCORE_RULE = "objectness_x_probability"
 DEFAULT_CLASS_REGION = 0.0
 
 
+def _number(value) -> float:
+    """A card value as a float; NaN for what is no number (a string, None, True, 10 ** 400)."""
+    if isinstance(value, bool):
+        return float("nan")
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        return float("nan")
+
+
 def _unit_interval(value, key: str) -> float:
     """``value`` as a float if it is in [0, 1], else ValueError naming the card ``key``."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = float("nan")
+    v = _number(value)
     if not 0.0 <= v <= 1.0:
         raise ValueError(f"{key} {value!r} is not a number in [0, 1]")
     return v
@@ -219,11 +226,8 @@ REFINE_NOISE_SIGMAS = 3.0
 
 def check_refine_min_rows(rows) -> int:
     """``anchor_free.refine_min_rows`` as an int >= 1, else ValueError naming the key."""
-    try:
-        v = float(rows)
-    except (TypeError, ValueError, OverflowError):
-        v = float("nan")
-    if isinstance(rows, bool) or not (math.isfinite(v) and v >= 1 and v == int(v)):
+    v = _number(rows)
+    if not (math.isfinite(v) and v >= 1 and v == int(v)):
         raise ValueError(f"anchor_free.refine_min_rows {rows!r} is not a whole number of rows >= 1")
     return int(v)
 
@@ -358,11 +362,8 @@ SPLATTER_SIDE_ROWS = 4
 
 def check_splatter_db(db) -> float:
     """``anchor_free.splatter_db`` as a float >= 0 (0: off), else ValueError naming the key."""
-    try:
-        v = float(db)
-    except (TypeError, ValueError, OverflowError):
-        v = float("nan")
-    if isinstance(db, bool) or not (math.isfinite(v) and v >= 0):
+    v = _number(db)
+    if not (math.isfinite(v) and v >= 0):
         raise ValueError(f"anchor_free.splatter_db {db!r} is not a number of dB >= 0")
     return v
 
