@@ -752,6 +752,12 @@ def test_splatter_mask_finds_the_rows_where_a_strong_emission_switches():
     edge[60:64, 100:120] += 0.3
     assert postprocess.splatter_mask(edge, np.array([[150, 0, 350, 2], [100, 60, 120, 64]], np.float32),
                                      20.0, 60.0).tolist() == [True, False]
+    # a burst over a continuing emission that dips for a row on one side is still no switch
+    dip = _switched_emission_tile()
+    dip[138, 240:250] -= 0.75
+    assert postprocess.splatter_mask(dip, boxes[2:3], 20.0, 60.0).tolist() == [False]
+    # a box 2.5 rows tall over 4 pixel rows is measured by its height, as the docs say
+    assert postprocess.splatter_mask(t, np.array([[150, 98.7, 350, 101.2]], np.float32), 20.0, 60.0).tolist() == [True]
     # NaN pixels (a dropped frame) decide nothing
     t[99:101, 150:160] = np.nan
     assert postprocess.splatter_mask(t, boxes[:1], 20.0, 60.0).tolist() == [False]

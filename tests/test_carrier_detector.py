@@ -116,6 +116,25 @@ def test_a_drifting_carrier_is_one_box_over_the_band_it_crossed():
     assert abs(keyed.y0 - _row(0.2)) < 8 and abs(keyed.y1 - _row(0.7)) < 8, keyed
 
 
+def test_a_drifting_tone_keyed_twice_is_two_boxes():
+    """A tone drifting 15 kHz over the capture, keyed on at 0.1-0.4 s and 0.6-0.9 s: two boxes,
+    one per keying, each over the band it crossed (each keying is a region of its own on the
+    same line, and gives only its own run)."""
+    rng = np.random.default_rng(12)
+    x = _noise(rng, N)
+    t = np.arange(N) / FS
+    tone = _line(N, 0.0, 18.0) * np.exp(2j * np.pi * (-300e3 * t + 0.5 * 15e3 * t ** 2))
+    for t0, t1 in ((0.1, 0.4), (0.6, 0.9)):
+        x[int(t0 * FS):int(t1 * FS)] += tone[int(t0 * FS):int(t1 * FS)]
+    found = sorted(_detect(x), key=lambda b: b.y0)
+    assert [b.label for b in found] == ["tone", "tone"], found
+    for b, (t0, t1) in zip(found, ((0.1, 0.4), (0.6, 0.9))):
+        lo, hi = (float(P.column_to_offset_hz(c, FS)) for c in (b.x0, b.x1))
+        assert -300e3 + 15e3 * t0 - 1e3 < lo < -300e3 + 15e3 * t0 + 1e3, (lo, t0)
+        assert -300e3 + 15e3 * t1 - 1e3 < hi < -300e3 + 15e3 * t1 + 1e3, (hi, t1)
+        assert abs(b.y0 - _row(t0)) < 8 and abs(b.y1 - _row(t1)) < 8, b
+
+
 def test_noise_alone_gives_nothing():
     rng = np.random.default_rng(9)
     assert _detect(_noise(rng, N)) == []

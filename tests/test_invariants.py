@@ -152,7 +152,9 @@ def test_a_signal_ending_where_the_next_tile_starts_leaves_once():
         out = [(i, m.push(tile, r)) for i, (tile, r) in enumerate(zip(t, recs))]
         got = [(i, r["t_start"], r["t_stop"]) for i, rs in out for r in rs]
         assert got == [(2, 0.02, 0.17)], (mode, m.long_signals, got)
-        assert m.suppressed + m.stitched == 2 and m.pending == []
+        # the tail continues the held record's band, so it is stitched on (its score, the best)
+        assert m.stitched == 2 and m.suppressed == 0 and m.pending == []
+        assert [r["score"] for _, rs in out for r in rs] == [0.7]
 
 
 def test_a_cut_piece_inside_a_signal_another_tile_saw_goes_whatever_its_label():
@@ -175,6 +177,14 @@ def test_a_cut_piece_inside_a_signal_another_tile_saw_goes_whatever_its_label():
     assert run("a", ["start"]) == [("lora", 0.10)]
     assert run("b", ["start"]) == [("chirp", 0.16), ("lora", 0.10)]
     assert run("a", []) == [("chirp", 0.16), ("lora", 0.10)]
+    # a narrow signal of another label inside the wide one (a tone in a Wi-Fi band), cut by
+    # the same edge, is not a view of it: it stays
+    m = NmsMerger()
+    t = [_tile("", i, 0.1, 0.08, 3, "file") for i in range(3)]
+    wide = _rec("", t[1], 0.10, 0.17, 0.0, 2e4, 0.5, "wifi")
+    tone = dict(_rec("", t[2], 0.16, 0.17, 9e3, 1e4, 0.6, "tone"), tile_edge=["start"])
+    out = [r for i, recs in enumerate([[], [wide], [tone]]) for r in m.push(t[i], recs)]
+    assert sorted(r["label"] for r in out) == ["tone", "wifi"], out
 
 
 def test_a_signal_longer_than_a_tile_leaves_whole_from_a_file_and_in_pieces_live():

@@ -22,7 +22,7 @@ class nms_merge(MessageBlock):
         stitch: join pieces of one signal cut by a tile edge.
         long_signals: how a signal longer than a tile leaves: "whole" (held until it
             ends: one record, one SigMF annotation), "pieces" (held no longer than the
-            next tile, the lowest latency: pieces of up to two tiles that the Track
+            tile after the one it ends in, the lowest latency: pieces of up to two tiles that the Track
             Assigner joins under one track ID), or "auto" (default): whole when the
             Detector runs a file, in pieces in real-time mode.
 

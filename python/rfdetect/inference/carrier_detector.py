@@ -279,18 +279,20 @@ class CarrierDetector:
             if any(abs(kc - c) <= self.same_column for c in columns):
                 continue
             columns.append(kc)
-            slope = self._drift(smooth, labels, i, ys, xs)
-            out.extend(self._drifting_boxes(power, ys, slope) if slope else self._column_boxes(power, kc))
+            drift = self._drift(smooth, labels, i, ys, xs)
+            out.extend(self._drifting_boxes(power, ys, drift) if drift else self._column_boxes(power, kc))
         return out
 
     def _drift(self, smooth: np.ndarray, labels: np.ndarray, i: int, ys: slice, xs: slice) -> Optional[tuple]:
         """Step 2b: a carrier whose frequency drifts (a transmitter's oscillator warming up, or
-        an offset changing with the receiver's): (columns per row, column at the region's first
-        row) of a straight line through the power-weighted centre of each of its region's rows,
-        where that line explains them (within ``drift_fit_columns``, or a tenth of the region's
-        width for a voice carrier's sidebands) and moves ``min_drift_columns`` or more over the
-        region; else None, and the carrier is followed down one column."""
-        sub = np.where(labels[ys, xs] == i, smooth[ys, xs] - 1.0, 0.0)
+        an offset changing with the receiver's): the straight line through the power-weighted
+        centre of each of its region's rows, where that line explains them (within
+        ``drift_fit_columns``, or a tenth of the region's width for a voice carrier's
+        sidebands) and moves ``min_drift_columns`` or more over the region, as (columns per
+        row, column at the tile's row 0); else None, and the carrier is followed down one
+        column."""
+        # pixels the mask's closing filled in may lie under the floor: they weigh nothing
+        sub = np.where(labels[ys, xs] == i, np.clip(smooth[ys, xs] - 1.0, 0.0, None), 0.0)
         weight = sub.sum(axis=1)
         rows = np.flatnonzero(weight > 0)
         if len(rows) < self.min_rows:
@@ -308,7 +310,8 @@ class CarrierDetector:
         """A drifting carrier's boxes: the rows are shifted so that the carrier stands in one
         column (the noise past the band's edges reads as the floor), followed there as any
         carrier (:meth:`_column_boxes`), and each box is widened back over the columns the
-        carrier crossed during its rows."""
+        carrier crossed during its rows. Only runs that overlap the region's rows ``ys`` are
+        its: another region on the same line (the carrier keyed again) gives its own."""
         n, w = power.shape
         slope, start = drift
         track = start + slope * np.arange(n)
@@ -321,6 +324,8 @@ class CarrierDetector:
         straight = np.where(inside, power[np.arange(n)[:, None], np.clip(cols, 0, w - 1)], np.float32(1.0))
         out = []
         for b in self._column_boxes(straight, kc - lo):
+            if b.y1 <= ys.start or b.y0 >= ys.stop:
+                continue
             rows = shift[max(int(b.y0), 0):max(int(np.ceil(b.y1)), int(b.y0) + 1)]
             x0 = float(np.clip(lo + b.x0 + rows.min(), 0, w))
             x1 = float(np.clip(lo + b.x1 + rows.max(), 0, w))

@@ -373,12 +373,13 @@ def splatter_mask(tile: np.ndarray, boxes: np.ndarray, splatter_db: float, db_pe
     """True for each box that is the switching splatter of a stronger emission in its band:
     at most ``max_rows`` rows tall, and in the ``side_rows`` rows beside it something in its
     columns is, in every row, ``splatter_db`` dB or more above the box's median pixel on one
-    side, and ``splatter_db`` dB or more weaker on the other side: the box is the row where
-    that emission starts or ends. A strong emission on both sides (a short burst over a
-    continuing carrier: a BLE packet across a LoRa chirp) is not a switch, so such a box
-    stays. Where only one side lies in the tile that side decides: the tiles overlap, so a
-    burst at a tile's edge is whole in the next tile. ``db_per_unit``: dB per unit of tile
-    value (SpectrogramParams.db_per_unit). A box over NaN pixels stays."""
+    side, while on the other side no row has anything within ``splatter_db`` dB of it: the
+    box is the row where that emission starts or ends. A strong emission on both sides (a
+    short burst over a continuing carrier: a BLE packet across a LoRa chirp), even one that
+    dips for a row, is not a switch, so such a box stays. Where no row of one side lies in
+    the tile the other side decides: the tiles overlap, so a burst at a tile's edge is whole
+    in the next tile. ``db_per_unit``: dB per unit of tile value
+    (SpectrogramParams.db_per_unit). A box over NaN pixels stays."""
     t = np.asarray(tile, np.float32)
     b = np.asarray(boxes, np.float32).reshape(-1, 4)
     out = np.zeros(len(b), dtype=bool)
@@ -387,20 +388,23 @@ def splatter_mask(tile: np.ndarray, boxes: np.ndarray, splatter_db: float, db_pe
     h, w = t.shape
     step = splatter_db / db_per_unit
     for n, (x0, y0, x1, y1) in enumerate(b):
-        if not np.all(np.isfinite(b[n])):
+        if not (np.all(np.isfinite(b[n])) and 0 < y1 - y0 <= max_rows):
             continue
         r0, r1 = max(0, int(np.floor(y0))), min(h, int(np.ceil(y1)))
         c0, c1 = max(0, int(np.floor(x0))), min(w, int(np.ceil(x1)))
-        if not (0 < r1 - r0 <= max_rows and c1 > c0):
+        if r1 <= r0 or c1 <= c0:
             continue
-        # per side: the weakest of its rows' strongest pixel in the box's columns, so that a
-        # chirp, which moves across columns from row to row, counts in every row it is on
-        sides = [float(t[a:z, c0:c1].max(axis=1).min()) for a, z in ((r0 - side_rows, r0), (r1, r1 + side_rows))
-                 if a >= 0 and z <= h]
+        # each side's rows' strongest pixel in the box's columns: a chirp, which moves across
+        # columns from row to row, counts in every row it is on
+        sides = [t[a:z, c0:c1].max(axis=1) for a, z in ((max(r0 - side_rows, 0), r0), (r1, min(r1 + side_rows, h)))
+                 if z > a]
         if not sides:
             continue
-        strong, weak = max(sides), (min(sides) if len(sides) == 2 else -np.inf)
-        out[n] = bool(strong - float(np.median(t[r0:r1, c0:c1])) >= step and strong - weak >= step)
+        median = float(np.median(t[r0:r1, c0:c1]))
+        for k, on in enumerate(sides):
+            off = sides[1 - k] if len(sides) == 2 else None
+            if float(on.min()) - median >= step and (off is None or float(on.min()) - float(off.max()) >= step):
+                out[n] = True
     return out
 
 

@@ -14,18 +14,21 @@ merger takes the new records plus those it held back from the previous tile and:
    ``iou_threshold`` is dropped, and so is a record cut by a tile edge that lies
    mostly (>= ``containment``) inside a kept record from another tile -- the part
    of a long or slanted signal that a neighbouring tile saw whole (same label only
-   when ``class_aware``, except for such a cut piece inside a record of the same input:
-   a partial view is named less surely than the whole, so its label does not count);
+   when ``class_aware``, except for such a cut piece over the same band inside a record of
+   the same input: a partial view is named less surely than the whole, so its label does
+   not count);
 3. emits records that end before the next tile starts (no later tile can see them
    again) and holds back the rest; a record that a held one could yet become a duplicate
    of by growing (a later piece stitched on) waits with it, unchanged, until the two have
    met in a merge or the held one has grown too long for it (a tile or two). A held record
-   leaves once a later tile has covered its end, unless it is still going on (cut by the
-   end of the newest tile, where the next tile may continue it) and ``long_signals`` is
-   "whole": then it grows until the signal ends, so a signal longer than a tile leaves as
-   one record. With "pieces" a
-   record is not held past the next tile, so latency stays bounded and a long signal
-   leaves as a series of pieces that the Track Assigner joins under one track ID.
+   leaves once a later tile has covered its end (for one joined from pieces, the end of
+   its last piece: a signal that ends in the rows the next tile shares waits for that
+   tile, which sees its tail again), unless it is still going on (cut by the end of the
+   newest tile, where the next tile may continue it) and ``long_signals`` is "whole":
+   then it grows until the signal ends, so a signal longer than a tile leaves as one
+   record. With "pieces" a record is held no longer than the tile after the one it ends
+   in, so latency stays bounded and a long signal leaves as a series of pieces that the
+   Track Assigner joins under one track ID.
    "auto" (the default) is "whole" for a Detector in file mode (its tiles say which)
    and "pieces" in real-time mode.
 
@@ -53,7 +56,7 @@ import logging
 import numbers
 from collections import deque
 
-from ..formats.records import box_iou, continuation, utc_source
+from ..formats.records import box_iou, continuation, interval_iou, utc_source
 from ..inference.postprocess import DEFAULT_UNKNOWN_LABEL as UNKNOWN_LABEL
 
 
@@ -152,20 +155,23 @@ class NmsMerger:
     def _suppresses(self, kept: dict, r: dict, across_inputs: bool = False) -> bool:
         """Whether ``kept`` makes ``r`` a duplicate: step 2's rule, within a class when
         class-aware, except that a piece cut by a tile edge lying inside a record of another
-        tile of the same input goes whatever its label: it is a partial view of that signal,
-        which a model names less surely than the whole (a chirp's tail named `chirp`, the
-        chirp `lora`). Across inputs, labels still keep apart what two models report."""
-        if not across_inputs and r.get("tile_edge") and _tile_of(kept) != _tile_of(r) \
-                and _inside_fraction(r, kept) >= self.containment:
+        tile of the same input, over the same band (frequency IoU >= ``iou_threshold``), goes
+        whatever its label: it is a partial view of that signal, which a model names less
+        surely than the whole (a chirp's tail named `chirp`, the chirp `lora`). A narrow
+        signal of another label inside a wide one keeps its record, and across inputs labels
+        still keep apart what two models report."""
+        if not across_inputs and self._cut_inside(kept, r) \
+                and interval_iou(kept["f_low"], kept["f_high"], r["f_low"], r["f_high"]) >= self.iou_threshold:
             return True
         return self._same_class(kept, r) and self._duplicate(kept, r)
 
+    def _cut_inside(self, kept: dict, r: dict) -> bool:
+        """``r``, cut by a tile edge, lies mostly inside ``kept`` from another tile."""
+        return bool(r.get("tile_edge")) and _tile_of(kept) != _tile_of(r) \
+            and _inside_fraction(r, kept) >= self.containment
+
     def _duplicate(self, kept: dict, r: dict) -> bool:
-        if box_iou(kept, r) >= self.iou_threshold:
-            return True
-        if r.get("tile_edge") and _tile_of(kept) != _tile_of(r):
-            return _inside_fraction(r, kept) >= self.containment
-        return False
+        return box_iou(kept, r) >= self.iou_threshold or self._cut_inside(kept, r)
 
     def merge(self, records: list[dict]) -> list[dict]:
         """Stitch then suppress; pure function of ``records``."""
