@@ -18,11 +18,12 @@ power):
    over ``min_db`` (3 dB), outside the ``edge_fraction`` of columns at each band edge (the
    receiver's roll-off: a carrier there is not looked for); each gives the column of its
    time-averaged peak, the carrier's column (strongest first; one within ``same_column``
-   columns of a column already taken is the same carrier). A carrier whose region drifts in frequency (a transmitter's oscillator warming up; ``rfdetect
-   synth``'s drift, up to 1 % of the rate over a recording) is followed along a straight line
-   through the power-weighted centre of the region's rows, where the line explains them and
-   moves ``min_drift_columns`` or more: the rows are shifted to stand it in one column, steps
-   3-5 run there, and each box is widened over the columns it crossed;
+   columns of a column already taken is the same carrier). A carrier whose region drifts in
+   frequency (a transmitter's oscillator warming up; ``rfdetect synth``'s drift, up to 1 % of
+   the rate over a recording) is followed along a straight line through the power-weighted
+   centre of the region's rows, where the line explains them and moves
+   ``min_drift_columns`` or more: the rows are shifted to stand it in one column, steps 3-5
+   run there, and each box is widened over the columns it crossed;
 3. the carrier's rows: where a 3-row mean of its three columns is over ``on_db`` (2 dB). A
    gap between them is filled where it is under 3 rows, or where the power in it is over the
    floor by more than the lower of ``gap_sigmas`` noise deviations of a mean over as many
