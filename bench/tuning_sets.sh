@@ -17,6 +17,7 @@
 #   ... $(bash tuning_sets.sh --args vhflow)    # VHF/UHF at 0.8-1.5 MS/s (v_1M and 3 more)
 #   ... $(bash tuning_sets.sh --args vhfradar)  # VHF/UHF at 1.8-2.5 MS/s with radar pulse trains
 #   ... $(bash tuning_sets.sh --args vhf2)      # the held-out vhf-uhf settings, another seed
+#   ... $(bash tuning_sets.sh --args strong)    # classic and TorchSig at 15-40 dB (top SNR bands)
 #
 # Before session 24 these lived under /tmp and were lost with the machine; their recipes were
 # partly written down (docs/training.md, docs/runtime.md). The ones written down in full are
@@ -42,13 +43,16 @@ VHFRADAR="t-vhfr t-vhfrad t-vhfrad2"
 # the held-out vhf-uhf set's settings (2 MS/s, 1.05 s, 12 emitters, 450 MHz) with another seed
 # (session 33): what moves on the held-out set can be looked into here without tuning on it
 VHF2="t-vhf2"
+# strong signals (session 35): the corpus stops at 25 dB and the held-out sets reach 60 dB in band; with 10-12
+# signals of 20 dB or more in each TorchSig set, the top band could not be judged without these
+STRONG="t-cls-hi t-cls20-hi t-tsig-hi"
 
 if [ "${1:-}" = "--args" ]; then
     root="${3:-$here/.cache/tuning}"
     case "${2:-}" in
         wide) sets=$WIDE ;; vhf) sets=$VHF ;; radar) sets=$RADAR ;; vhflow) sets=$VHFLOW ;; vhfradar) sets=$VHFRADAR ;;
-        vhf2) sets=$VHF2 ;;
-        *) echo "--args wide|vhf|radar|vhflow|vhfradar|vhf2 [DIR]" >&2; exit 2 ;;
+        vhf2) sets=$VHF2 ;; strong) sets=$STRONG ;;
+        *) echo "--args wide|vhf|radar|vhflow|vhfradar|vhf2|strong [DIR]" >&2; exit 2 ;;
     esac
     for s in $sets; do printf -- '--set %s=%s ' "$s" "$root/$s"; done
     echo
@@ -59,13 +63,13 @@ root="${1:-$here/.cache/tuning}"
 rfdetect="${RFDETECT:-$here/../.venv/bin/rfdetect}"
 mkdir -p "$root"
 
-synth() {  # NAME PROFILE N SEED RATE SECONDS SIGNALS CENTRE [CLASSES]
+synth() {  # NAME PROFILE N SEED RATE SECONDS SIGNALS CENTRE [CLASSES]; SNR_MIN/SNR_MAX (dB) from the caller
     local dir="$root/$1" classes=()
     if [ -n "${9:-}" ]; then classes=(--classes "$9"); fi
     if [ -d "$dir" ] && ls "$dir"/*.sigmf-meta >/dev/null 2>&1; then echo "kept $dir"; return; fi
     rm -rf "$dir.part"
     "$rfdetect" synth "$dir.part" --profile "$2" --n "$3" --seed "$4" --sample-rate "$5" --duration "$6" \
-        --signals "$7" --snr-min 0 --snr-max 25 --center-freq "$8" "${classes[@]}" >/dev/null
+        --signals "$7" --snr-min "${SNR_MIN:-0}" --snr-max "${SNR_MAX:-25}" --center-freq "$8" "${classes[@]}" >/dev/null
     mv "$dir.part" "$dir"    # a set is there whole or not at all
     echo "made $dir"
 }
@@ -94,15 +98,23 @@ synth t-vhfr     vhf-uhf   8  8506 2.5e6   0.84   12       433e6
 synth t-vhfrad   vhf-uhf   6  8507 1.8e6   1.2    10       150e6   radar,tdma,nbfm,drone_telemetry
 synth t-vhfrad2  vhf-uhf   12 8508 2.2e6   0.8    10       400e6   radar,tdma,drone_telemetry
 synth t-vhf2     vhf-uhf   12 8509 2e6     1.05   12       450e6
+SNR_MIN=15 SNR_MAX=40 synth t-cls-hi  classic 8 8103 10e6 0.42 7 915e6
+SNR_MIN=15 SNR_MAX=40 synth t-cls20-hi classic 8 8104 20e6 0.21 7 915e6
 
 tsig="$here/.cache/torchsig-venv/bin/python"
-if [ -d "$root/t-tsig40" ] && ls "$root/t-tsig40"/*.sigmf-meta >/dev/null 2>&1; then
-    echo "kept $root/t-tsig40"
-elif [ -x "$tsig" ]; then
-    rm -rf "$root/t-tsig40.part"
-    "$tsig" "$here/torchsig_sigmf.py" --out "$root/t-tsig40.part" --n 40 --seed 20261124 >/dev/null
-    mv "$root/t-tsig40.part" "$root/t-tsig40"
-    echo "made $root/t-tsig40"
-else
-    echo "skipped t-tsig40: no TorchSig venv at $tsig (run bench/torchsig_setup.sh)" >&2
-fi
+torchsig() {  # NAME then torchsig_sigmf.py's options
+    local name="$1"; shift
+    if [ -d "$root/$name" ] && ls "$root/$name"/*.sigmf-meta >/dev/null 2>&1; then
+        echo "kept $root/$name"
+    elif [ -x "$tsig" ]; then
+        rm -rf "$root/$name.part"
+        "$tsig" "$here/torchsig_sigmf.py" --out "$root/$name.part" "$@" >/dev/null
+        mv "$root/$name.part" "$root/$name"
+        echo "made $root/$name"
+    else
+        echo "skipped $name: no TorchSig venv at $tsig (run bench/torchsig_setup.sh)" >&2
+    fi
+}
+torchsig t-tsig40 --n 40 --seed 20261124
+# TorchSig SNR 20-40 dB: 59 of its 86 signals at 20 dB or more in band (rfdetect:snr_db; docs/heldout.md)
+torchsig t-tsig-hi --n 24 --seed 20261125 --snr-min 20 --snr-max 40
