@@ -7,8 +7,8 @@
 #   bench/tuning_sets.sh                 # -> bench/.cache/tuning/<set>
 #   bench/tuning_sets.sh /some/dir       # elsewhere
 #
-# Sets already there are kept (delete one to remake it). The TorchSig set needs the TorchSig
-# venv (bench/torchsig_setup.sh); without it, it is skipped with a message. Then list them:
+# Sets already there are kept (delete one to remake it). The TorchSig sets need the TorchSig
+# venv (bench/torchsig_setup.sh); without it, they are skipped with a message. Then list them:
 #
 #   cd bench && python quality.py --no-write --no-default-models --model w=wideband \
 #       $(bash tuning_sets.sh --args wide)      # the 11 sets outside VHF/UHF
@@ -17,7 +17,7 @@
 #   ... $(bash tuning_sets.sh --args vhflow)    # VHF/UHF at 0.8-1.5 MS/s (v_1M and 3 more)
 #   ... $(bash tuning_sets.sh --args vhfradar)  # VHF/UHF at 1.8-2.5 MS/s with radar pulse trains
 #   ... $(bash tuning_sets.sh --args vhf2)      # the held-out vhf-uhf settings, another seed
-#   ... $(bash tuning_sets.sh --args strong)    # classic and TorchSig at 15-40 dB (top SNR bands)
+#   ... $(bash tuning_sets.sh --args strong)    # classic at 15-40 dB, TorchSig at its SNR 20-40 dB
 #
 # Before session 24 these lived under /tmp and were lost with the machine; their recipes were
 # partly written down (docs/training.md, docs/runtime.md). The ones written down in full are
@@ -27,6 +27,7 @@
 # 20 MS/s: there the profile's downlink carriers fill the capture for all of it, and under
 # `running_floor` such a carrier is the floor (every model: AP50 0.00 at 2, 5 and 10 MS/s).
 set -euo pipefail
+unset SNR_MIN SNR_MAX  # synth's SNR range comes from its caller's prefix, never from the environment
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 WIDE="t-classic t-cls20 t-cls8 t-mixed t-mixed2 t-mixed8 t-cell t-ism-2g4 t-ism2 t-ism5 t-tsig40"
@@ -43,8 +44,8 @@ VHFRADAR="t-vhfr t-vhfrad t-vhfrad2"
 # the held-out vhf-uhf set's settings (2 MS/s, 1.05 s, 12 emitters, 450 MHz) with another seed
 # (session 33): what moves on the held-out set can be looked into here without tuning on it
 VHF2="t-vhf2"
-# strong signals (session 35): the corpus stops at 25 dB and the held-out sets reach 60 dB in band; with 10-12
-# signals of 20 dB or more in each TorchSig set, the top band could not be judged without these
+# strong signals (session 35): the synthetic sets above stop at 25 dB in band, TorchSig's signals
+# reach over 60 dB (held-out: 72), and t-tsig40 holds 12 of 20 dB or more: too few for the top band
 STRONG="t-cls-hi t-cls20-hi t-tsig-hi"
 
 if [ "${1:-}" = "--args" ]; then
@@ -63,7 +64,8 @@ root="${1:-$here/.cache/tuning}"
 rfdetect="${RFDETECT:-$here/../.venv/bin/rfdetect}"
 mkdir -p "$root"
 
-synth() {  # NAME PROFILE N SEED RATE SECONDS SIGNALS CENTRE [CLASSES]; SNR_MIN/SNR_MAX (dB) from the caller
+# NAME PROFILE N SEED RATE SECONDS SIGNALS CENTRE [CLASSES]; SNR_MIN/SNR_MAX (dB): the caller's prefix
+synth() {
     local dir="$root/$1" classes=()
     if [ -n "${9:-}" ]; then classes=(--classes "$9"); fi
     if [ -d "$dir" ] && ls "$dir"/*.sigmf-meta >/dev/null 2>&1; then echo "kept $dir"; return; fi
@@ -98,7 +100,8 @@ synth t-vhfr     vhf-uhf   8  8506 2.5e6   0.84   12       433e6
 synth t-vhfrad   vhf-uhf   6  8507 1.8e6   1.2    10       150e6   radar,tdma,nbfm,drone_telemetry
 synth t-vhfrad2  vhf-uhf   12 8508 2.2e6   0.8    10       400e6   radar,tdma,drone_telemetry
 synth t-vhf2     vhf-uhf   12 8509 2e6     1.05   12       450e6
-SNR_MIN=15 SNR_MAX=40 synth t-cls-hi  classic 8 8103 10e6 0.42 7 915e6
+# strong signals: SNR 15-40 dB
+SNR_MIN=15 SNR_MAX=40 synth t-cls-hi   classic 8 8103 10e6 0.42 7 915e6
 SNR_MIN=15 SNR_MAX=40 synth t-cls20-hi classic 8 8104 20e6 0.21 7 915e6
 
 tsig="$here/.cache/torchsig-venv/bin/python"
@@ -116,5 +119,6 @@ torchsig() {  # NAME then torchsig_sigmf.py's options
     fi
 }
 torchsig t-tsig40 --n 40 --seed 20261124
-# TorchSig SNR 20-40 dB: 59 of its 86 signals at 20 dB or more in band (rfdetect:snr_db; docs/heldout.md)
+# TorchSig SNR 20-40 dB: 59 of its 86 signals at 20 dB or more in band (rfdetect:snr_db,
+# docs/heldout.md)
 torchsig t-tsig-hi --n 24 --seed 20261125 --snr-min 20 --snr-max 40
