@@ -45,7 +45,7 @@ VHFRADAR="t-vhfr t-vhfrad t-vhfrad2"
 # (session 33): what moves on the held-out set can be looked into here without tuning on it
 VHF2="t-vhf2"
 # strong signals (session 35): the synthetic sets above stop at 25 dB in band, TorchSig's signals
-# reach over 60 dB (held-out: 72), and t-tsig40 holds 12 of 20 dB or more: too few for the top band
+# reach over 60 dB (held-out: 72 dB), and t-tsig40 holds 12 of 20 dB or more: too few for the top band
 STRONG="t-cls-hi t-cls20-hi t-tsig-hi"
 
 if [ "${1:-}" = "--args" ]; then
@@ -71,7 +71,8 @@ synth() {
     if [ -d "$dir" ] && ls "$dir"/*.sigmf-meta >/dev/null 2>&1; then echo "kept $dir"; return; fi
     rm -rf "$dir.part"
     "$rfdetect" synth "$dir.part" --profile "$2" --n "$3" --seed "$4" --sample-rate "$5" --duration "$6" \
-        --signals "$7" --snr-min "${SNR_MIN:-0}" --snr-max "${SNR_MAX:-25}" --center-freq "$8" "${classes[@]}" >/dev/null
+        --signals "$7" --snr-min "${SNR_MIN:-0}" --snr-max "${SNR_MAX:-25}" --center-freq "$8" \
+        "${classes[@]}" >/dev/null
     mv "$dir.part" "$dir"    # a set is there whole or not at all
     echo "made $dir"
 }
