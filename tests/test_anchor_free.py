@@ -641,7 +641,9 @@ def test_refine_edges_is_a_card_option_of_the_detector(tmp_path):
     t = _bursts_tile()
     off, on = models[0.0].raw(t), models[0.35].raw(t)
     assert len(off[0]) > 0
-    want = postprocess.refine_boxes(t, *off, 0.35, models[0.0].card.nms_iou, models[0.35].refine_min_rows)
+    m = models[0.35]
+    want = postprocess.refine_boxes(t, *off, 0.35, m.card.nms_iou, m.refine_min_rows, m.refine_peak_db,
+                                    m.card.spectrogram.db_per_unit)
     assert np.array_equal(on[0], want[0]) and np.array_equal(on[1], want[1])
 
 
@@ -683,6 +685,64 @@ def test_refine_edges_snaps_short_bursts_in_time_from_min_rows():
         postprocess.refine_edges(t, long, 0.1, min_rows=0)
 
 
+def test_refine_peak_db_snaps_a_strong_chirp_and_nothing_it_should_not():
+    """A strong chirp (one column per row) boxed twice as wide as its band has no clear mean
+    profile; with refine_peak_db its box snaps to its brightest pixels. A chirp under twice
+    that contrast, a box under REFINE_MIN_SIZE rows, and a weak wide signal with a strong
+    narrow one inside (snapping would leave the weak one out) keep the network's columns."""
+    t = _floor_tile(4)
+    rows = np.arange(60, 160)
+    t[rows, 200 + (rows - 60)] += 0.7          # 42 dB over the floor at 60 dB per unit
+    weak = np.arange(170, 230)
+    t[weak, 20 + (weak - 170)] += 0.3          # 18 dB: over 15, under 2 x 15
+    t[15:45, 400:480] += 0.05                  # a weak wide signal (3 dB)
+    t[15:45, 430:434] += 0.7                   # and a strong narrow one inside it
+    t[200:206, 420:430] += 0.7                 # a strong burst of 6 rows, boxed 7 rows tall
+    boxes = np.array([[150, 40, 350, 180],      # the chirp: twice its band, 40 rows too tall
+                      [10, 160, 100, 240],      # the weaker chirp, as roughly
+                      [390, 12, 490, 48],       # the weak wide signal
+                      [410, 199, 440, 206]],    # the short burst, three times its band
+                     np.float32)
+    plain = postprocess.refine_edges(t, boxes, 0.1, min_rows=2)
+    assert plain[0].tolist() == boxes[0].tolist() and plain[1].tolist() == boxes[1].tolist()  # nothing clear
+    peak = postprocess.refine_edges(t, boxes, 0.1, min_rows=2, peak_db=15.0, db_per_unit=60.0)
+    assert peak[0].tolist() == [200, 60, 300, 160]
+    assert peak[1].tolist() == boxes[1].tolist()
+    assert peak[2, [0, 2]].tolist() == [390, 490] and peak[3, [0, 2]].tolist() == [410, 440]
+    assert np.array_equal(peak[1:], plain[1:])
+    # the threshold is in dB: the same tile in plain dB (db_per_unit 1) snaps alike
+    assert postprocess.refine_edges(t * 60, boxes[:1] , 0.1, min_rows=2, peak_db=15.0)[0].tolist() == \
+        [200, 60, 300, 160]
+    for bad in (-1, "x", None, float("nan"), float("inf"), True):
+        with pytest.raises(ValueError, match=r"anchor_free.refine_peak_db .* is not a number of dB >= 0"):
+            postprocess.check_refine_peak_db(bad)
+    assert postprocess.check_refine_peak_db(15) == 15.0
+
+
+def test_refine_peak_db_is_a_card_option_of_the_detector(tmp_path):
+    """anchor_free.refine_peak_db on a card reaches the Detector's model path: its boxes are
+    the decoded boxes refined with it (the shared post-processing); a bad value is refused."""
+    from gnuradio.rfdetect.inference.model_runtime import ModelError
+    plain = _default_model_with(tmp_path, refine_edges=0.0, splatter_db=0.0)
+    models = {v: _default_model_with(tmp_path, refine_peak_db=v, splatter_db=0.0) for v in (0.0, 15.0)}
+    assert [m.refine_peak_db for m in models.values()] == [0.0, 15.0]
+    t = _bursts_tile()
+    rows = np.arange(300, 500)
+    t[rows, 300 + rows // 2] += 0.7  # a strong chirp
+    raw = plain.raw(t)
+    assert len(raw[0]) > 0
+    wants = []
+    for v, m in models.items():
+        want = postprocess.refine_boxes(t, *raw, m.refine_edges, m.card.nms_iou, m.refine_min_rows, v,
+                                        m.card.spectrogram.db_per_unit)
+        got = m.raw(t)
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+        wants.append(want[0])
+    assert not np.array_equal(*wants)  # the option moves some box on this tile
+    with pytest.raises(ModelError, match=r"anchor_free.refine_peak_db -3 is not a number of dB"):
+        _default_model_with(tmp_path, refine_peak_db=-3)
+
+
 def test_refine_min_rows_is_a_card_option_of_the_detector(tmp_path):
     """anchor_free.refine_min_rows on a card reaches the Detector's model path: its boxes
     are the unrefined boxes refined with that many rows; a bad value is refused."""
@@ -697,7 +757,8 @@ def test_refine_min_rows_is_a_card_option_of_the_detector(tmp_path):
     got = {}
     for v, m in models.items():
         got[v] = m.raw(t)
-        want = postprocess.refine_boxes(t, *raw, m.refine_edges, m.card.nms_iou, v)
+        want = postprocess.refine_boxes(t, *raw, m.refine_edges, m.card.nms_iou, v, m.refine_peak_db,
+                                        m.card.spectrogram.db_per_unit)
         assert np.array_equal(got[v][0], want[0]) and np.array_equal(got[v][1], want[1])
     assert not np.array_equal(got[8][0], got[2][0])  # the short burst's box moved
     with pytest.raises(ModelError, match=r"anchor_free.refine_min_rows 0 is not a whole number"):
@@ -890,13 +951,14 @@ def test_class_confidence_ties_go_to_the_larger_choice(monkeypatch):
 
 def test_training_evaluation_refines_short_boxes_with_the_archs_min_rows(monkeypatch):
     """training's decode (validation AP, rfdetect-train evaluate --checkpoint) passes the
-    arch's refine_min_rows to the shared refinement, as the Detector passes its card's."""
+    arch's refine_min_rows and refine_peak_db (with the spectrogram's dB per unit) to the
+    shared refinement, as the Detector passes its card's."""
     from gnuradio.rfdetect.dsp.spectrogram import SpectrogramParams
     arch = make_arch("anchor_free", ["a"], None, SpectrogramParams(), 64)
     got = []
 
-    def spy(tile, b, s, lab, frac, nms_iou, min_rows=postprocess.REFINE_MIN_SIZE):
-        got.append(min_rows)
+    def spy(tile, b, s, lab, frac, nms_iou, min_rows=postprocess.REFINE_MIN_SIZE, peak_db=0.0, db_per_unit=1.0):
+        got.append((min_rows, peak_db, db_per_unit))
         return b, s, lab
     monkeypatch.setattr(postprocess, "refine_boxes", spy)
     h, w = 16, 8
@@ -904,10 +966,10 @@ def test_training_evaluation_refines_short_boxes_with_the_archs_min_rows(monkeyp
     obj[0, 0, 4, 4] = 0.9
     boxes = torch.zeros((1, 4, h, w))
     boxes[0, :, 4, 4] = torch.tensor([20.0, 16.0, 60.0, 19.0])
-    for rows in (2, 8):
-        arch.refine_min_rows = rows
+    for rows, peak in ((2, 15.0), (8, 0.0)):
+        arch.refine_min_rows, arch.refine_peak_db = rows, peak
         arch._decode(np.zeros((64, 64), np.float32), obj, torch.ones((1, 1, h, w)), boxes, 0.5)
-    assert got == [2, 8]
+    assert got == [(2, 15.0, 60.0), (8, 0.0, 60.0)]
 
 
 @pytest.mark.parametrize("class_region", [0.0, 0.5])

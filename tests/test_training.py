@@ -570,7 +570,7 @@ def _check_label_rule_key(model_dir, ds, key, attr, default, bad, message):
 
 def test_export_writes_class_confidence_into_the_card_the_detector_reads(tiles, tmp_path):
     """export --class-confidence (and --score-rule, --class-region, --box-vote,
-    --refine-min-rows, --splatter-db) goes into the card, where the Detector reads it; an impossible value is one error and no model. (run's choice on validation tiles:
+    --refine-min-rows, --splatter-db, --refine-peak-db) goes into the card, where the Detector reads it; an impossible value is one error and no model. (run's choice on validation tiles:
     test_anchor_free.py::test_class_confidence_choice_follows_class_certainty.)"""
     import json
 
@@ -620,6 +620,10 @@ def test_export_writes_class_confidence_into_the_card_the_detector_reads(tiles, 
     # switching splatter dropped at 20 dB unless asked for (a card from before the key: off)
     _check_anchor_free_key(tiles, ck, ds, tmp_path, m, "--splatter-db", "splatter_db", 20.0, 12.5, "-1", "loud",
                            r"anchor_free.splatter_db 'loud' is not a number of dB >= 0", absent=0.0)
+    # a box with no clear profile snaps to its pixels 15 dB over the floor unless asked for (a
+    # card from before the key: off)
+    _check_anchor_free_key(tiles, ck, ds, tmp_path, m, "--refine-peak-db", "refine_peak_db", 15.0, 20.0, "-1",
+                           "bright", r"anchor_free.refine_peak_db 'bright' is not a number of dB >= 0", absent=0.0)
 
 
 def _check_anchor_free_key(tiles, ck, ds, tmp_path, m, flag, key, default, value, bad_flag, bad_card, match,

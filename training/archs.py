@@ -324,6 +324,12 @@ class AnchorFree(Arch):
     # class-agnostic AP50 0.683 -> 0.692, at 20 dB and more 0.49 -> 0.58; no other tuning set
     # moved (docs/training.md, session 34)
     splatter_db = 20.0
+    # a box whose mean profile shows nothing clear (a strong chirp's diagonal line, boxed as wide
+    # as the noise around it) snaps to its pixels at least this many dB above the floor
+    # (postprocess.refine_edges; 0: off; rfdetect-train export --refine-peak-db): on the 16
+    # tuning sets outside VHF/UHF `auto`'s mean class-agnostic AP50 0.661 -> PEAK16 (t-cls20-hi
+    # 0.877 -> PEAKCLS; docs/training.md, session 37)
+    refine_peak_db = 15.0
     # box voting after NMS (postprocess.vote_boxes; 0: off; rfdetect-train export --box-vote):
     # at 0.6, +0.005 (narrowband) and +0.006 (wideband) mean AP50 on the tuning sets, no better
     # on the held-out sets (docs/training.md, session 27), so off here and in every embedded card
@@ -392,7 +398,8 @@ class AnchorFree(Arch):
                                                    strides=(nets.AnchorFreeDetector.stride_y,
                                                             nets.AnchorFreeDetector.stride_x),
                                                    box_vote=self.box_vote)
-        b, s, lab = postprocess.refine_boxes(tile, b, s, lab, self.refine_edges, self.nms_iou, self.refine_min_rows)
+        b, s, lab = postprocess.refine_boxes(tile, b, s, lab, self.refine_edges, self.nms_iou, self.refine_min_rows,
+                                             self.refine_peak_db, self.params.db_per_unit)
         return postprocess.drop_splatter(tile, b, s, lab, self.splatter_db, self.params.db_per_unit)
 
     def export_module(self, model):
@@ -417,6 +424,7 @@ class AnchorFree(Arch):
                                                         "refine_edges": self.refine_edges,
                                                         "refine_min_rows": self.refine_min_rows,
                                                         "splatter_db": self.splatter_db,
+                                                        "refine_peak_db": self.refine_peak_db,
                                                         "box_vote": self.box_vote},
                 "unknown_label": postprocess.DEFAULT_UNKNOWN_LABEL,
                 "label_rule": {"class_confidence": self.class_confidence, "score": self.score_rule,

@@ -278,7 +278,7 @@ def cmd_export(a):
     arch, model = load_checkpoint(a.checkpoint, ds, "cpu", getattr(a, "class_confidence", None),
                                   getattr(a, "score_rule", None), getattr(a, "class_region", None),
                                   getattr(a, "box_vote", None), getattr(a, "refine_min_rows", None),
-                                  getattr(a, "splatter_db", None))
+                                  getattr(a, "splatter_db", None), getattr(a, "refine_peak_db", None))
     metrics = {}
     if a.report and Path(a.report).is_file():
         r = json.loads(Path(a.report).read_text())
@@ -441,6 +441,11 @@ def build_parser():
                    help="anchor_free: drop a box at most 3 rows tall at the row where an emission DB dB "
                         "stronger in its band starts or ends: its switching splatter (0: off; default 20, "
                         "also for checkpoints from before session 34, which had none); docs/model_card.md")
+    p.add_argument("--refine-peak-db", type=float, default=None, metavar="DB",
+                   help="anchor_free: a box whose signal fills too little of it for its mean profile (a "
+                        "strong chirp's diagonal line) snaps to its pixels DB dB above the floor, where its "
+                        "peak is twice that (0: off; default 15, also for checkpoints from before session 37, "
+                        "which had none); docs/model_card.md")
     p.add_argument("--no-engine", action="store_true")
     p.add_argument("--no-torch", action="store_true", help="skip model.pt (the PyTorch backend's format)")
     p.set_defaults(func=cmd_export)

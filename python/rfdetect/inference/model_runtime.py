@@ -347,6 +347,9 @@ class CardModel:
                 af.get("refine_min_rows", postprocess.REFINE_MIN_SIZE))
             # anchor_free/1: boxes that are an emission's switching splatter go (0: off)
             self.splatter_db = postprocess.check_splatter_db(af.get("splatter_db", 0.0))
+            # anchor_free/1: a strong signal filling little of its box snaps to its brightest
+            # pixels (0: off)
+            self.refine_peak_db = postprocess.check_refine_peak_db(af.get("refine_peak_db", 0.0))
         except ValueError as e:
             raise ModelError(f"model {self.name}: its card's {e}") from None
         unknown = [lab for lab in (keep_labels or []) if lab not in self.labels + [self.unknown_label]]
@@ -426,7 +429,8 @@ class CardModel:
                     class_region=self.class_region, strides=self.cell_strides, box_vote=self.box_vote)
                 chunk = x[:, i * self.chunk_width:(i + 1) * self.chunk_width]
                 boxes, scores, labels = postprocess.refine_boxes(
-                    chunk, boxes, scores, labels, self.refine_edges, self.card.nms_iou, self.refine_min_rows)
+                    chunk, boxes, scores, labels, self.refine_edges, self.card.nms_iou, self.refine_min_rows,
+                    self.refine_peak_db, self.card.spectrogram.db_per_unit)
                 boxes, scores, labels = postprocess.drop_splatter(
                     chunk, boxes, scores, labels, self.splatter_db, self.card.spectrogram.db_per_unit)
             else:

@@ -222,6 +222,24 @@ REFINE_SHORT_FRAC = 0.3
 # (at least): noise alone then rarely reaches the threshold, so the gap between bursts two
 # rows apart stays a gap and an edge does not wander into the noise beside it
 REFINE_NOISE_SIGMAS = 3.0
+# a strong signal that fills little of its box (a chirp's diagonal line, boxed as wide as a
+# search window of noise around it) has no clear mean profile; where the card sets
+# anchor_free.refine_peak_db, its edges come from the profile of its brightest pixel instead
+# (the max over the box's rows or columns): a pixel that many dB above the floor is signal
+# (noise reaches 12-13 dB above the floor once in a whole tile). Only a box whose peak is
+# PEAK_CONTRAST times that above the floor and at least REFINE_MIN_SIZE rows tall (a 6 dB
+# Bluetooth hop, 7 rows, snapped to its FSK tones' few columns: t-mixed 0.45 -> 0.28), and only
+# where what the new edges leave out is noise: its mean at most PEAK_EMPTY_DB above the floor
+# (a weak wide signal with a strong narrow one inside keeps its box, where the floor is noise).
+# A chirp cut by a tile's edge snaps to the part in the tile; NMS Merge joins the parts (a
+# rule keeping such boxes had t-cls20-hi 0.975 -> 0.957). Time edges lie at least
+# PEAK_TIME_FRAC of the way to the peak, as a short burst's do (REFINE_SHORT_FRAC)
+PEAK_CONTRAST = 2.0
+PEAK_EMPTY_DB = 1.0
+PEAK_TIME_FRAC = REFINE_SHORT_FRAC
+# the peak profile of a chirp holds it in every column or row it crosses: a fill this small
+# only asks that the box hold some of it
+PEAK_FILL = 0.05
 
 
 def check_refine_min_rows(rows) -> int:
@@ -230,6 +248,14 @@ def check_refine_min_rows(rows) -> int:
     if not (math.isfinite(v) and v >= 1 and v == int(v)):
         raise ValueError(f"anchor_free.refine_min_rows {rows!r} is not a whole number of rows >= 1")
     return int(v)
+
+
+def check_refine_peak_db(db) -> float:
+    """``anchor_free.refine_peak_db`` as a float >= 0 (0: off), else ValueError naming the key."""
+    v = _number(db)
+    if not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"anchor_free.refine_peak_db {db!r} is not a number of dB >= 0")
+    return v
 
 
 def _snap_extent(profile: np.ndarray, lo: int, hi: int, floor: float, noise: float, frac: float,
@@ -272,17 +298,43 @@ def _search_window(lo: int, hi: int, n: int, margin: float) -> tuple[int, int]:
 def _snap_axis(profile: np.ndarray, lo: int, hi: int, a0: int, at_end: bool, floor: float, noise: float,
                frac: float, min_contrast: float, min_fill: float, max_gap: int):
     """:func:`_snap_extent` of a profile that starts at pixel ``a0`` -> (start, stop) in
-    tile pixels, each None where the network's edge stays."""
+    tile pixels, each None where the network's edge stays; None where the profile does
+    not show the signal clearly."""
     got = _snap_extent(profile, lo - a0, hi - a0, floor, noise, frac, min_contrast, min_fill, max_gap,
                        a0 == 0, at_end)
     if got is None:
-        return None, None
+        return None
     return (got[0] + a0 if got[0] >= 0 else None), (got[1] + a0 if got[1] >= 0 else None)
+
+
+def _leaves_only_noise(band: np.ndarray, lo: int, hi: int, got, floor: float, empty: float) -> bool:
+    """True where the pixels of ``band`` (rows: the box's extent the other way; columns: the
+    axis snapped) that the new extent ``got`` leaves out of [lo, hi) average at most
+    ``empty`` above ``floor`` (or where it leaves nothing out)."""
+    start, stop = got
+    cut = [band[:, lo:start]] if start is not None and start > lo else []
+    cut += [band[:, stop:hi]] if stop is not None and stop < hi else []
+    cut = [c for c in cut if c.size]
+    if not cut:
+        return True
+    return bool(np.nanmean(np.concatenate([c.ravel() for c in cut])) <= floor + empty)
+
+
+def _snap_peak_axis(t: np.ndarray, lo: int, hi: int, a0: int, a1: int, n: int, floor: float, frac: float,
+                    step: float, empty: float, max_gap: int):
+    """The snap along the columns of ``t`` (rows: the box's extent the other way) from the
+    profile of its brightest pixels (refine_peak_db), or None where the network's edges
+    stay: no pixel PEAK_CONTRAST x ``step`` above ``floor``, or signal left out."""
+    got = _snap_axis(np.nanmax(t[:, a0:a1], axis=0), lo, hi, a0, a1 == n, floor, step / REFINE_NOISE_SIGMAS,
+                     frac, PEAK_CONTRAST * step, PEAK_FILL, max_gap)
+    if got is None or not _leaves_only_noise(t, lo, hi, got, floor, empty):
+        return None
+    return got
 
 
 def refine_edges(tile: np.ndarray, boxes: np.ndarray, frac: float, margin: float = 0.25,
                  min_contrast: float = 0.05, min_fill: float = 0.5, min_size: int = REFINE_MIN_SIZE,
-                 min_rows: Optional[int] = None) -> np.ndarray:
+                 min_rows: Optional[int] = None, peak_db: float = 0.0, db_per_unit: float = 1.0) -> np.ndarray:
     """Moves each box's edges to where its signal's energy ends in ``tile``: along
     frequency from the column profile (the mean over the box's rows), along time from the
     row profile over its (new) columns, each searched up to ``margin`` of the box's size
@@ -301,6 +353,8 @@ def refine_edges(tile: np.ndarray, boxes: np.ndarray, frac: float, margin: float
     if len(b) == 0 or not frac > 0:
         return b
     min_rows = min_size if min_rows is None else check_refine_min_rows(min_rows)
+    step = check_refine_peak_db(peak_db) / db_per_unit  # 0: no peak profiles
+    empty = PEAK_EMPTY_DB / db_per_unit
     h, w = t.shape
     sample = t[::8, ::8]
     floor = float(np.nanmedian(sample))
@@ -317,8 +371,11 @@ def refine_edges(tile: np.ndarray, boxes: np.ndarray, frac: float, margin: float
             continue
         if c1 - c0 >= min_size:
             a0, a1 = _search_window(c0, c1, w, margin)
-            s0, s1 = _snap_axis(np.nanmean(t[r0:r1, a0:a1], axis=0), c0, c1, a0, a1 == w, floor,
-                                sigma / np.sqrt(r1 - r0), frac, min_contrast, min_fill, 2)
+            got = _snap_axis(np.nanmean(t[r0:r1, a0:a1], axis=0), c0, c1, a0, a1 == w, floor,
+                             sigma / np.sqrt(r1 - r0), frac, min_contrast, min_fill, 2)
+            if got is None and step > 0 and r1 - r0 >= min_size:
+                got = _snap_peak_axis(t[r0:r1], c0, c1, a0, a1, w, floor, frac, step, empty, 2)
+            s0, s1 = got or (None, None)
             if s0 is not None:
                 c0 = b[n, 0] = s0
             if s1 is not None:
@@ -328,9 +385,13 @@ def refine_edges(tile: np.ndarray, boxes: np.ndarray, frac: float, margin: float
             fill = min(min_fill, REFINE_SHORT_FILL) if short else min_fill
             # no gap is bridged in time: bursts of one emitter 2-3 rows apart stay apart
             a0, a1 = _search_window(r0, r1, h, margin)
-            s0, s1 = _snap_axis(np.nanmean(t[a0:a1, c0:c1], axis=1), r0, r1, a0, a1 == h, floor,
-                                sigma / np.sqrt(c1 - c0), max(frac, REFINE_SHORT_FRAC) if short else frac,
-                                min_contrast, fill, 0)
+            got = _snap_axis(np.nanmean(t[a0:a1, c0:c1], axis=1), r0, r1, a0, a1 == h, floor,
+                             sigma / np.sqrt(c1 - c0), max(frac, REFINE_SHORT_FRAC) if short else frac,
+                             min_contrast, fill, 0)
+            if got is None and step > 0 and not short:
+                got = _snap_peak_axis(t[:, c0:c1].T, r0, r1, a0, a1, h, floor, max(frac, PEAK_TIME_FRAC), step,
+                                      empty, 0)
+            s0, s1 = got or (None, None)
             if s0 is not None:
                 b[n, 1] = s0
             if s1 is not None:
@@ -339,14 +400,14 @@ def refine_edges(tile: np.ndarray, boxes: np.ndarray, frac: float, margin: float
 
 
 def refine_boxes(tile: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, frac: float,
-                 nms_iou: float, min_rows: int = REFINE_MIN_SIZE):
+                 nms_iou: float, min_rows: int = REFINE_MIN_SIZE, peak_db: float = 0.0, db_per_unit: float = 1.0):
     """:func:`refine_edges` (``min_rows``: the card's anchor_free.refine_min_rows), then NMS
     again (two boxes may snap to one signal's edges): the anchor_free post-processing step
     shared by the Detector and training's evaluation. Input and output: (boxes, scores,
     labels), best score first."""
     if not frac > 0 or len(boxes) == 0:
         return boxes, scores, labels
-    b = refine_edges(tile, boxes, frac, min_rows=min_rows)
+    b = refine_edges(tile, boxes, frac, min_rows=min_rows, peak_db=peak_db, db_per_unit=db_per_unit)
     keep = nms(b, scores, np.zeros(len(b), np.int64), nms_iou)
     return b[keep], np.asarray(scores)[keep], np.asarray(labels)[keep]
 
