@@ -327,8 +327,9 @@ class AnchorFree(Arch):
     # a box whose mean profile shows nothing clear (a strong chirp's diagonal line, boxed as wide
     # as the noise around it) snaps to its pixels at least this many dB above the floor
     # (postprocess.refine_edges; 0: off; rfdetect-train export --refine-peak-db): on the 16
-    # tuning sets outside VHF/UHF `auto`'s mean class-agnostic AP50 0.661 -> PEAK16 (t-cls20-hi
-    # 0.877 -> PEAKCLS; docs/training.md, session 37)
+    # tuning sets outside VHF/UHF, mean class-agnostic AP50 of `auto` 0.661 -> 0.673 (t-cls20-hi
+    # 0.877 -> 0.975) and of `default` 0.572 -> 0.582, the 11 VHF/UHF sets unchanged (0.677;
+    # docs/training.md, session 37)
     refine_peak_db = 15.0
     # box voting after NMS (postprocess.vote_boxes; 0: off; rfdetect-train export --box-vote):
     # at 0.6, +0.005 (narrowband) and +0.006 (wideband) mean AP50 on the tuning sets, no better
