@@ -696,7 +696,7 @@ def test_refine_peak_db_snaps_a_strong_chirp_and_nothing_it_should_not():
     weak = np.arange(170, 230)
     t[weak, 20 + (weak - 170)] += 0.3          # 18 dB: over 15, under 2 x 15
     t[15:45, 400:480] += 0.05                  # a weak wide signal (3 dB)
-    t[15:45, 430:434] += 0.7                   # and a strong narrow one inside it
+    t[15:45, 430:440] += 0.7                   # and a strong narrow one inside it
     t[200:206, 420:430] += 0.7                 # a strong burst of 6 rows, boxed 7 rows tall
     boxes = np.array([[150, 40, 350, 180],      # the chirp: twice its band, 40 rows too tall
                       [10, 160, 100, 240],      # the weaker chirp, as roughly
@@ -713,9 +713,19 @@ def test_refine_peak_db_snaps_a_strong_chirp_and_nothing_it_should_not():
     # the threshold is in dB: the same tile in plain dB (db_per_unit 1) snaps alike
     assert postprocess.refine_edges(t * 60, boxes[:1] , 0.1, min_rows=2, peak_db=15.0)[0].tolist() == \
         [200, 60, 300, 160]
+    # without the check that what a snap leaves out is noise, the weak wide signal's box would
+    # shrink to the strong narrow one
+    empty, postprocess.PEAK_EMPTY_DB = postprocess.PEAK_EMPTY_DB, 1e9
+    try:
+        loose = postprocess.refine_edges(t, boxes[2:3], 0.1, min_rows=2, peak_db=15.0, db_per_unit=60.0)
+    finally:
+        postprocess.PEAK_EMPTY_DB = empty
+    assert loose[0, [0, 2]].tolist() == [430, 440]
     for bad in (-1, "x", None, float("nan"), float("inf"), True):
         with pytest.raises(ValueError, match=r"anchor_free.refine_peak_db .* is not a number of dB >= 0"):
             postprocess.check_refine_peak_db(bad)
+    with pytest.raises(ValueError, match="db_per_unit"):
+        postprocess.refine_edges(t, boxes, 0.1, peak_db=15.0, db_per_unit=0.0)
     assert postprocess.check_refine_peak_db(15) == 15.0
 
 
@@ -727,8 +737,6 @@ def test_refine_peak_db_is_a_card_option_of_the_detector(tmp_path):
     models = {v: _default_model_with(tmp_path, refine_peak_db=v, splatter_db=0.0) for v in (0.0, 15.0)}
     assert [m.refine_peak_db for m in models.values()] == [0.0, 15.0]
     t = _bursts_tile()
-    rows = np.arange(300, 500)
-    t[rows, 300 + rows // 2] += 0.7  # a strong chirp
     raw = plain.raw(t)
     assert len(raw[0]) > 0
     wants = []
@@ -738,7 +746,9 @@ def test_refine_peak_db_is_a_card_option_of_the_detector(tmp_path):
         got = m.raw(t)
         assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
         wants.append(want[0])
-    assert not np.array_equal(*wants)  # the option moves some box on this tile
+    # the option moves a box on this tile (the network's box below the narrow burst snaps to
+    # its rows), so the comparison above would fail if the model path ignored the key
+    assert not np.array_equal(*wants)
     with pytest.raises(ModelError, match=r"anchor_free.refine_peak_db -3 is not a number of dB"):
         _default_model_with(tmp_path, refine_peak_db=-3)
 

@@ -226,19 +226,21 @@ REFINE_NOISE_SIGMAS = 3.0
 # search window of noise around it) has no clear mean profile; where the card sets
 # anchor_free.refine_peak_db, its edges come from the profile of its brightest pixel instead
 # (the max over the box's rows or columns): a pixel that many dB above the floor is signal
-# (noise reaches 12-13 dB above the floor once in a whole tile). Only a box whose peak is
-# PEAK_CONTRAST times that above the floor and at least REFINE_MIN_SIZE rows tall (a 6 dB
-# Bluetooth hop, 7 rows, snapped to its FSK tones' few columns: t-mixed 0.45 -> 0.28), and only
-# where what the new edges leave out is noise: its mean at most PEAK_EMPTY_DB above the floor
-# (a weak wide signal with a strong narrow one inside keeps its box, where the floor is noise).
-# A chirp cut by a tile's edge snaps to the part in the tile; NMS Merge joins the parts (a
-# rule keeping such boxes had t-cls20-hi 0.975 -> 0.957). Time edges lie at least
-# PEAK_TIME_FRAC of the way to the peak, as a short burst's do (REFINE_SHORT_FRAC)
+# (noise reaches 12-13 dB above the floor once in a whole tile). The threshold is also at
+# least ``frac`` of the way to the peak, which on the embedded cards' scale (tiles clipped 50
+# dB over the floor) never exceeds 15 dB. Only a box whose peak is PEAK_CONTRAST times that
+# above the floor and at least REFINE_MIN_SIZE rows tall (without both, a 6 dB Bluetooth hop of
+# 7 rows snapped to its FSK tones' few columns: t-mixed 0.45 -> 0.28); only where the bright
+# pixels span PEAK_FILL of the box's extent that way; and only where what the new edges leave
+# out is noise, its mean at most PEAK_EMPTY_DB over the floor (a weak wide signal with a strong
+# narrow one inside keeps its box, where the floor is noise). As with the mean profile, a snap
+# may also widen a box, by up to the search margin. A chirp cut by a tile's edge snaps to the
+# part in the tile and NMS Merge joins the parts (a rule keeping such boxes had t-cls20-hi
+# 0.975 -> 0.957)
 PEAK_CONTRAST = 2.0
 PEAK_EMPTY_DB = 1.0
-PEAK_TIME_FRAC = REFINE_SHORT_FRAC
-# the peak profile of a chirp holds it in every column or row it crosses: a fill this small
-# only asks that the box hold some of it
+# the peak profile of a chirp holds it in every column or row it crosses, so a small fill
+# does; a strong line only a few columns wide inside a much wider box is not snapped to
 PEAK_FILL = 0.05
 
 
@@ -322,9 +324,12 @@ def _leaves_only_noise(band: np.ndarray, lo: int, hi: int, got, floor: float, em
 
 def _snap_peak_axis(t: np.ndarray, lo: int, hi: int, a0: int, a1: int, n: int, floor: float, frac: float,
                     step: float, empty: float, max_gap: int):
-    """The snap along the columns of ``t`` (rows: the box's extent the other way) from the
-    profile of its brightest pixels (refine_peak_db), or None where the network's edges
-    stay: no pixel PEAK_CONTRAST x ``step`` above ``floor``, or signal left out."""
+    """The snap along the columns of ``t`` (rows: the box's extent the other way; columns
+    [``a0``, ``a1``) of ``n`` searched) from the profile of its brightest pixels
+    (refine_peak_db), or None where the network's edges stay: no pixel PEAK_CONTRAST x
+    ``step`` above ``floor``, bright columns filling under PEAK_FILL of [``lo``, ``hi``),
+    none touching it, or what the snap leaves out not noise (:func:`_leaves_only_noise`)."""
+    # _snap_extent's level floor + REFINE_NOISE_SIGMAS x noise is the step here
     got = _snap_axis(np.nanmax(t[:, a0:a1], axis=0), lo, hi, a0, a1 == n, floor, step / REFINE_NOISE_SIGMAS,
                      frac, PEAK_CONTRAST * step, PEAK_FILL, max_gap)
     if got is None or not _leaves_only_noise(t, lo, hi, got, floor, empty):
@@ -346,15 +351,22 @@ def refine_edges(tile: np.ndarray, boxes: np.ndarray, frac: float, margin: float
     rows then needs only REFINE_SHORT_FILL of its rows to show the signal, and its threshold
     is at least REFINE_SHORT_FRAC of the way to the peak. Gaps in time are never bridged, so
     bursts a few rows apart stay apart. For boxes a network places roughly (a wide OFDM
-    burst boxed half again as wide). Boxes that end up on top of each other are for the
-    caller's NMS (:func:`refine_boxes`)."""
+    burst boxed half again as wide). Where the mean profile shows nothing clear and
+    ``peak_db`` > 0 (the card's anchor_free.refine_peak_db), a box at least ``min_size`` rows
+    tall takes its edges from the profile of its brightest pixels, ``peak_db`` over the floor
+    (``db_per_unit``: dB per unit of tile value; :func:`_snap_peak_axis`): a strong chirp
+    boxed too wide. Boxes that end up on top of each other are for the caller's NMS
+    (:func:`refine_boxes`)."""
     t = np.asarray(tile, np.float32)
     b = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
     if len(b) == 0 or not frac > 0:
         return b
     min_rows = min_size if min_rows is None else check_refine_min_rows(min_rows)
-    step = check_refine_peak_db(peak_db) / db_per_unit  # 0: no peak profiles
-    empty = PEAK_EMPTY_DB / db_per_unit
+    step, empty = check_refine_peak_db(peak_db), 0.0  # step 0: no peak profiles
+    if step > 0:
+        if not (math.isfinite(db_per_unit) and db_per_unit > 0):
+            raise ValueError(f"db_per_unit {db_per_unit!r} must be a number of dB > 0")
+        step, empty = step / db_per_unit, PEAK_EMPTY_DB / db_per_unit
     h, w = t.shape
     sample = t[::8, ::8]
     floor = float(np.nanmedian(sample))
@@ -389,8 +401,7 @@ def refine_edges(tile: np.ndarray, boxes: np.ndarray, frac: float, margin: float
                              sigma / np.sqrt(c1 - c0), max(frac, REFINE_SHORT_FRAC) if short else frac,
                              min_contrast, fill, 0)
             if got is None and step > 0 and not short:
-                got = _snap_peak_axis(t[:, c0:c1].T, r0, r1, a0, a1, h, floor, max(frac, PEAK_TIME_FRAC), step,
-                                      empty, 0)
+                got = _snap_peak_axis(t[:, c0:c1].T, r0, r1, a0, a1, h, floor, frac, step, empty, 0)
             s0, s1 = got or (None, None)
             if s0 is not None:
                 b[n, 1] = s0
@@ -401,7 +412,8 @@ def refine_edges(tile: np.ndarray, boxes: np.ndarray, frac: float, margin: float
 
 def refine_boxes(tile: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, frac: float,
                  nms_iou: float, min_rows: int = REFINE_MIN_SIZE, peak_db: float = 0.0, db_per_unit: float = 1.0):
-    """:func:`refine_edges` (``min_rows``: the card's anchor_free.refine_min_rows), then NMS
+    """:func:`refine_edges` (``min_rows``: the card's anchor_free.refine_min_rows;
+    ``peak_db``: its refine_peak_db, with the spectrogram's ``db_per_unit``), then NMS
     again (two boxes may snap to one signal's edges): the anchor_free post-processing step
     shared by the Detector and training's evaluation. Input and output: (boxes, scores,
     labels), best score first."""
