@@ -239,8 +239,8 @@ REFINE_NOISE_SIGMAS = 3.0
 # 0.975 -> 0.957)
 PEAK_CONTRAST = 2.0
 PEAK_EMPTY_DB = 1.0
-# the peak profile of a chirp holds it in every column or row it crosses, so a small fill
-# does; a strong line only a few columns wide inside a much wider box is not snapped to
+# the peak profile of a chirp holds it in every column or row it crosses, so it needs little
+# fill; a strong line only a few columns wide inside a much wider box is not snapped to
 PEAK_FILL = 0.05
 
 
