@@ -729,6 +729,55 @@ def test_refine_peak_db_snaps_a_strong_chirp_and_nothing_it_should_not():
     assert postprocess.check_refine_peak_db(15) == 15.0
 
 
+def test_refine_peak_db_grows_a_box_over_part_of_a_chirp_to_the_whole_sweep():
+    """A network boxes a stretch of a chirp's sweep (its middle, or two fragments); with
+    refine_peak_db the box follows the bright sloped line out to where it ends, so each
+    becomes the whole chirp, and refine_boxes keeps one. A tone boxed over part of its
+    length, a box holding a whole chirp, and a chirp running into a wide burst (the trace
+    stops where the line does) keep what they had without the trace."""
+    t = _floor_tile(5)
+    rows = np.arange(40, 160)
+    t[rows, np.round(100 + 0.8 * (rows - 40)).astype(int)] += 0.6   # 36 dB at 60 dB per unit
+    t[30:220, 300] += 0.6                                              # a long tone
+    rows2 = np.arange(20, 80)
+    t[rows2, np.round(400 + 0.5 * (rows2 - 20)).astype(int)] += 0.6   # a chirp, boxed whole
+    rows3 = np.arange(170, 210)
+    t[rows3, np.round(20 + 1.0 * (rows3 - 170)).astype(int)] += 0.6   # a chirp ...
+    t[210:240, 30:120] += 0.6                                          # ... into a wide burst
+    boxes = np.array([[132, 80, 165, 120],     # the middle third of the first chirp
+                      [104, 45, 124, 70],      # and a fragment near its start
+                      [296, 80, 305, 120],     # part of the tone
+                      [398, 18, 432, 82],      # the second chirp, whole
+                      [34, 184, 52, 204]],     # the middle of the third
+                     np.float32)
+
+    def refine(b, trace=True):
+        return postprocess.refine_edges(t, b, 0.1, min_rows=2, peak_db=15.0, db_per_unit=60.0, trace=trace)
+
+    traced, untraced = refine(boxes), refine(boxes, False)
+    assert traced[0].tolist() == [100, 40, 196, 160]
+    assert traced[1].tolist() == [100, 40, 196, 160]
+    assert traced[4].tolist() == [20, 170, 60, 210]     # to the burst's first row, not into it
+    assert untraced[0].tolist() != traced[0].tolist()
+    assert np.array_equal(traced[2:4], untraced[2:4])
+    # without the stop at a mostly bright row, the third chirp's box would run into the burst
+    fill, postprocess.LINE_MAX_FILL = postprocess.LINE_MAX_FILL, 1.0
+    try:
+        assert refine(boxes[4:])[0, 3] > 210
+    finally:
+        postprocess.LINE_MAX_FILL = fill
+    b, s, lab = postprocess.refine_boxes(t, boxes[:2], np.array([0.9, 0.4]), np.zeros(2, np.int64), 0.1, 0.5,
+                                         2, 15.0, 60.0, True)
+    assert b.tolist() == [[100, 40, 196, 160]] and s.tolist() == [0.9]
+    # off without refine_peak_db, whose level the line's pixels are held to
+    assert np.array_equal(postprocess.refine_edges(t, boxes[:1], 0.1, min_rows=2, trace=True)[0, [1, 3]],
+                          boxes[0, [1, 3]])
+    for bad in (1, 0, "true", None, 0.5):
+        with pytest.raises(ValueError, match=r"anchor_free.trace_lines .* is not true or false"):
+            postprocess.check_trace_lines(bad)
+    assert postprocess.check_trace_lines(True) is True and postprocess.check_trace_lines(np.bool_(False)) is False
+
+
 def test_refine_peak_db_is_a_card_option_of_the_detector(tmp_path):
     """anchor_free.refine_peak_db on a card reaches the Detector's model path: its boxes are
     the decoded boxes refined with it (the shared post-processing); a bad value is refused."""
@@ -751,6 +800,34 @@ def test_refine_peak_db_is_a_card_option_of_the_detector(tmp_path):
     assert not np.array_equal(*wants)
     with pytest.raises(ModelError, match=r"anchor_free.refine_peak_db -3 is not a number of dB"):
         _default_model_with(tmp_path, refine_peak_db=-3)
+
+
+def test_trace_lines_is_a_card_option_of_the_detector(tmp_path):
+    """anchor_free.trace_lines on a card reaches the Detector's model path: its boxes are the
+    decoded boxes refined with it. On a chirp brighter in the middle of its sweep, the
+    network boxes the bright stretch; with the key that box becomes the whole chirp."""
+    from gnuradio.rfdetect.inference.model_runtime import ModelError
+    plain = _default_model_with(tmp_path, refine_edges=0.0, splatter_db=0.0)
+    models = {v: _default_model_with(tmp_path, trace_lines=v, splatter_db=0.0) for v in (False, True)}
+    assert [m.trace_lines for m in models.values()] == [False, True]
+    t = _floor_tile(1, 1024, 1024)
+    rows = np.arange(200, 500)
+    cols = 300 + (rows - 200)
+    amp = np.where((rows >= 300) & (rows < 400), 0.8, 0.35)   # 48 dB, and 21 dB at its ends
+    t[rows, cols] += amp
+    t[rows, cols + 1] += amp
+    raw = plain.raw(t)
+    chirp = np.array([[300, 200, 602, 500]], np.float32)
+    best = {}
+    for v, m in models.items():
+        want = postprocess.refine_boxes(t, *raw, m.refine_edges, m.card.nms_iou, m.refine_min_rows,
+                                        m.refine_peak_db, m.card.spectrogram.db_per_unit, v)
+        got = m.raw(t)
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+        best[v] = float(postprocess.box_iou_matrix(chirp, got[0]).max())
+    assert best[True] > 0.9 and best[False] < 0.5, best
+    with pytest.raises(ModelError, match=r"anchor_free.trace_lines 1 is not true or false"):
+        _default_model_with(tmp_path, trace_lines=1)
 
 
 def test_refine_min_rows_is_a_card_option_of_the_detector(tmp_path):

@@ -3,6 +3,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gnuradio.rfdetect.tracking import nms_merge as nm
 from gnuradio.rfdetect.tracking.nms_merge import LONG_SIGNALS, NmsMerger, labels_agree
 from gnuradio.rfdetect.formats.records import box_iou
 from gnuradio.rfdetect.tracking.track_assigner import TrackAssigner
@@ -155,6 +156,33 @@ def test_a_signal_ending_where_the_next_tile_starts_leaves_once():
         # the tail continues the held record's band, so it is stitched on (its score, the best)
         assert m.stitched == 2 and m.suppressed == 0 and m.pending == []
         assert [r["score"] for _, rs in out for r in rs] == [0.7]
+
+
+def test_a_piece_starting_in_the_shared_rows_is_continued_only_by_what_starts_with_it():
+    """A chirp that starts in the rows tile 1 shares with tile 0 and ends at tile 0's end: tile
+    0 sees it cut by its end, tile 1 sees it whole. A box in tile 1 over the same band that
+    starts half the chirp's length later (a wide box over the chirp's tail and what follows;
+    t-cls20d, session 38) is not its continuation: both come out, the chirp as tile 1 saw
+    it. Tile 1's box that starts with the chirp is stitched on as before, and so is a piece
+    of a signal that began before tile 1 (the usual case, whatever its start)."""
+    def run(later_t0, first_t0=0.085):
+        m = NmsMerger()
+        t = [_tile("", i, 0.1, 0.08, 2, "file") for i in range(2)]
+        first = dict(_rec("", t[0], first_t0, 0.1, 0.0, 1e4, 0.4, "chirp"), tile_edge=["stop"])
+        later = _rec("", t[1], later_t0, 0.11, 0.0, 2e4, 0.1, "signal")
+        out = [r for tile, recs in zip(t, [[first], [later]]) for r in m.push(tile, recs)]
+        return sorted((round(r["t_start"], 4), round(r["t_stop"], 4), r["f_high"]) for r in out), m.stitched
+
+    # band IoU 0.5 = iou_threshold: the band alone would stitch them
+    assert run(0.0925) == ([(0.085, 0.1, 1e4), (0.0925, 0.11, 2e4)], 0)
+    assert run(0.086) == ([(0.085, 0.11, 2e4)], 1)
+    # a piece that began before tile 1 starts: tile 1 could not see its start
+    assert run(0.0925, first_t0=0.07) == ([(0.07, 0.11, 2e4)], 1)
+    slack, nm.STITCH_START_SLACK = nm.STITCH_START_SLACK, 1.0
+    try:
+        assert run(0.0925)[1] == 1      # without the rule they would be joined
+    finally:
+        nm.STITCH_START_SLACK = slack
 
 
 def test_a_cut_piece_inside_a_signal_another_tile_saw_goes_whatever_its_label():

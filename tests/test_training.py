@@ -624,6 +624,30 @@ def test_export_writes_class_confidence_into_the_card_the_detector_reads(tiles, 
     # card from before the key: off)
     _check_anchor_free_key(tiles, ck, ds, tmp_path, m, "--refine-peak-db", "refine_peak_db", 15.0, 20.0, "-1",
                            "bright", r"anchor_free.refine_peak_db 'bright' is not a number of dB >= 0", absent=0.0)
+    # a box over part of a chirp's sweep grows to the whole sweep unless asked not to (a card
+    # from before the key: off)
+    assert json.loads((tmp_path / "m" / "model.card.json").read_text())["anchor_free"]["trace_lines"] is True
+    assert m.trace_lines is True
+    out = tmp_path / "untraced"
+    train_cli("export", "--tiles", tiles, "--checkpoint", ck, "--out", out, "--no-trace-lines", "--no-engine",
+              "--no-torch")
+    card = json.loads((out / "model.card.json").read_text())
+    assert card["anchor_free"]["trace_lines"] is False
+    assert load_model(str(out), ds["params"], ds["tile_height"]).trace_lines is False
+    card["anchor_free"]["trace_lines"] = True
+    (out / "model.card.json").write_text(json.dumps(card))
+    assert load_model(str(out), ds["params"], ds["tile_height"]).trace_lines is True
+    del card["anchor_free"]["trace_lines"]
+    (out / "model.card.json").write_text(json.dumps(card))
+    assert load_model(str(out), ds["params"], ds["tile_height"]).trace_lines is False
+    card["anchor_free"]["trace_lines"] = "yes"
+    (out / "model.card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match=r"anchor_free.trace_lines 'yes' is not true or false"):
+        load_model(str(out), ds["params"], ds["tile_height"])
+    bad = train_cli("export", "--tiles", tiles, "--checkpoint", ck, "--out", tmp_path / "bad_trace",
+                    "--trace-lines=maybe", "--no-engine", "--no-torch", check=False)
+    assert bad.returncode != 0 and bad.stderr.count("error:") == 1 and "--trace-lines" in bad.stderr
+    assert not (tmp_path / "bad_trace" / "model.onnx").exists()
 
 
 def _check_anchor_free_key(tiles, ck, ds, tmp_path, m, flag, key, default, value, bad_flag, bad_card, match,

@@ -331,6 +331,12 @@ class AnchorFree(Arch):
     # 0.877 -> 0.975) and of `default` 0.572 -> 0.582, the 11 VHF/UHF sets unchanged (0.677;
     # docs/training.md, session 37)
     refine_peak_db = 15.0
+    # a box over part of a chirp's sweep grows to the whole sweep, following the line of pixels
+    # refine_peak_db over the floor (postprocess.refine_edges; rfdetect-train export
+    # --trace-lines / --no-trace-lines): on the 8 classic tuning sets, where the misses of 10 dB
+    # and more were mostly chirps boxed over half their sweep, `default` gained on every set
+    # (t-cls10b 0.873 -> 0.936), the other sets unchanged (docs/training.md, session 38)
+    trace_lines = True
     # box voting after NMS (postprocess.vote_boxes; 0: off; rfdetect-train export --box-vote):
     # at 0.6, +0.005 (narrowband) and +0.006 (wideband) mean AP50 on the tuning sets, no better
     # on the held-out sets (docs/training.md, session 27), so off here and in every embedded card
@@ -400,7 +406,7 @@ class AnchorFree(Arch):
                                                             nets.AnchorFreeDetector.stride_x),
                                                    box_vote=self.box_vote)
         b, s, lab = postprocess.refine_boxes(tile, b, s, lab, self.refine_edges, self.nms_iou, self.refine_min_rows,
-                                             self.refine_peak_db, self.params.db_per_unit)
+                                             self.refine_peak_db, self.params.db_per_unit, self.trace_lines)
         return postprocess.drop_splatter(tile, b, s, lab, self.splatter_db, self.params.db_per_unit)
 
     def export_module(self, model):
@@ -426,6 +432,7 @@ class AnchorFree(Arch):
                                                         "refine_min_rows": self.refine_min_rows,
                                                         "splatter_db": self.splatter_db,
                                                         "refine_peak_db": self.refine_peak_db,
+                                                        "trace_lines": self.trace_lines,
                                                         "box_vote": self.box_vote},
                 "unknown_label": postprocess.DEFAULT_UNKNOWN_LABEL,
                 "label_rule": {"class_confidence": self.class_confidence, "score": self.score_rule,

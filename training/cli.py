@@ -278,7 +278,8 @@ def cmd_export(a):
     arch, model = load_checkpoint(a.checkpoint, ds, "cpu", getattr(a, "class_confidence", None),
                                   getattr(a, "score_rule", None), getattr(a, "class_region", None),
                                   getattr(a, "box_vote", None), getattr(a, "refine_min_rows", None),
-                                  getattr(a, "splatter_db", None), getattr(a, "refine_peak_db", None))
+                                  getattr(a, "splatter_db", None), getattr(a, "refine_peak_db", None),
+                                  getattr(a, "trace_lines", None))
     metrics = {}
     if a.report and Path(a.report).is_file():
         r = json.loads(Path(a.report).read_text())
@@ -446,6 +447,10 @@ def build_parser():
                         "strong chirp's diagonal line) snaps to its pixels DB dB above the floor, where its "
                         "peak is twice that (0: off; default 15, also for checkpoints from before session 37, "
                         "which had none); docs/model_card.md")
+    p.add_argument("--trace-lines", action=argparse.BooleanOptionalAction, default=None,
+                   help="anchor_free: a box over part of a sloped bright line (a chirp boxed over a stretch "
+                        "of its sweep) grows to the whole line, at --refine-peak-db's level (default on, also "
+                        "for checkpoints from before session 38, which had it off); docs/model_card.md")
     p.add_argument("--no-engine", action="store_true")
     p.add_argument("--no-torch", action="store_true", help="skip model.pt (the PyTorch backend's format)")
     p.set_defaults(func=cmd_export)

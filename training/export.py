@@ -31,13 +31,14 @@ class ExportError(RuntimeError):
 
 
 def load_checkpoint(path, ds, device="cpu", class_confidence=None, score_rule=None, class_region=None,
-                    box_vote=None, refine_min_rows=None, splatter_db=None, refine_peak_db=None):
+                    box_vote=None, refine_min_rows=None, splatter_db=None, refine_peak_db=None, trace_lines=None):
     """-> (arch, model in eval mode). ``class_confidence``, ``score_rule``, ``class_region``: the label rule's
     settings (anchor_free; class_confidence chosen on validation tiles by rfdetect-train run);
     ``box_vote``: anchor_free's box voting IoU (0: off); ``refine_min_rows``: the shortest box
     whose time edges are refined; ``splatter_db``: the contrast of switching splatter dropped
     (0: off); ``refine_peak_db``: the contrast of the pixels a box with no clear profile snaps
-    to (0: off); else the arch's defaults."""
+    to (0: off); ``trace_lines``: whether a box over part of a chirp's sweep grows to the whole
+    sweep; else the arch's defaults."""
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"checkpoint not found: {path}")
@@ -60,7 +61,8 @@ def load_checkpoint(path, ds, device="cpu", class_confidence=None, score_rule=No
                                       postprocess.check_refine_min_rows),
                                      ("--splatter-db", "splatter_db", splatter_db, postprocess.check_splatter_db),
                                      ("--refine-peak-db", "refine_peak_db", refine_peak_db,
-                                      postprocess.check_refine_peak_db)):
+                                      postprocess.check_refine_peak_db),
+                                     ("--trace-lines", "trace_lines", trace_lines, postprocess.check_trace_lines)):
         if value is None:
             continue
         if not hasattr(arch, attr):

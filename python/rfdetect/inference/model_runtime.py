@@ -350,6 +350,9 @@ class CardModel:
             # anchor_free/1: a strong signal filling little of its box snaps to its brightest
             # pixels (0: off)
             self.refine_peak_db = postprocess.check_refine_peak_db(af.get("refine_peak_db", 0.0))
+            # anchor_free/1: a box over part of a chirp's sweep grows to the whole sweep, at
+            # refine_peak_db's level (false: off)
+            self.trace_lines = postprocess.check_trace_lines(af.get("trace_lines", False))
         except ValueError as e:
             raise ModelError(f"model {self.name}: its card's {e}") from None
         unknown = [lab for lab in (keep_labels or []) if lab not in self.labels + [self.unknown_label]]
@@ -430,7 +433,7 @@ class CardModel:
                 chunk = x[:, i * self.chunk_width:(i + 1) * self.chunk_width]
                 boxes, scores, labels = postprocess.refine_boxes(
                     chunk, boxes, scores, labels, self.refine_edges, self.card.nms_iou, self.refine_min_rows,
-                    self.refine_peak_db, self.card.spectrogram.db_per_unit)
+                    self.refine_peak_db, self.card.spectrogram.db_per_unit, self.trace_lines)
                 boxes, scores, labels = postprocess.drop_splatter(
                     chunk, boxes, scores, labels, self.splatter_db, self.card.spectrogram.db_per_unit)
             else:

@@ -242,6 +242,24 @@ PEAK_EMPTY_DB = 1.0
 # the peak profile of a chirp holds it in every column or row it crosses, so it needs little
 # fill; a strong line only a few columns wide inside a much wider box is not snapped to
 PEAK_FILL = 0.05
+# trace_lines (_trace_line): a box over part of a chirp's sweep (the embedded default boxed the
+# middle half to two thirds of most chirps it missed at 10 dB and more on the classic tuning
+# sets) grows along the line of its brightest pixels. The pixels at refine_peak_db over the
+# floor must lie on a line in LINE_FILL of the box's rows, within LINE_RESIDUAL columns
+# (median) of a straight one, that crosses LINE_SPAN of the box's width (a tone or a hop,
+# upright in a box, is no sloped line). Beyond the box the line is followed row by row,
+# LINE_SEARCH columns either side of where it points (and as far again as it moves per row:
+# a steep chirp's pixel wanders within the two rows a window spans), across gaps of up to
+# LINE_GAP rows, for up to LINE_GROW times the box's height, and no further than a row where
+# LINE_MAX_FILL of those columns is that bright: the line ran into a wide signal, which is
+# not the chirp (docs/training.md, session 38)
+LINE_FILL = 0.5
+LINE_RESIDUAL = 2.0
+LINE_SPAN = 0.5
+LINE_SEARCH = 2
+LINE_GAP = 1
+LINE_GROW = 4
+LINE_MAX_FILL = 0.6
 
 
 def check_refine_min_rows(rows) -> int:
@@ -250,6 +268,13 @@ def check_refine_min_rows(rows) -> int:
     if not (math.isfinite(v) and v >= 1 and v == int(v)):
         raise ValueError(f"anchor_free.refine_min_rows {rows!r} is not a whole number of rows >= 1")
     return int(v)
+
+
+def check_trace_lines(value) -> bool:
+    """``anchor_free.trace_lines`` as a bool, else ValueError naming the key."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"anchor_free.trace_lines {value!r} is not true or false")
+    return bool(value)
 
 
 def check_refine_peak_db(db) -> float:
@@ -337,9 +362,78 @@ def _snap_peak_axis(t: np.ndarray, lo: int, hi: int, a0: int, a1: int, n: int, f
     return got
 
 
+def _line_rows(t: np.ndarray, r0: int, r1: int, c0: int, c1: int, level: float):
+    """The brightest column of each row of the box [r0, r1) x [c0, c1) of ``t`` where that
+    pixel reaches ``level`` -> (rows, columns), or None where those pixels are no sloped line:
+    under LINE_FILL of the rows, off a straight line by more than LINE_RESIDUAL columns
+    (median), or crossing under LINE_SPAN of the box's width (a tone, a hop)."""
+    box = t[r0:r1, c0:c1]
+    peak = np.nanmax(box, axis=1)
+    rows = np.flatnonzero(peak >= level)
+    if len(rows) < LINE_FILL * (r1 - r0) or len(rows) < 3:
+        return None
+    cols = np.nanargmax(box[rows], axis=1).astype(np.float64)
+    slope, icpt = np.polyfit(rows.astype(np.float64), cols, 1)
+    off = np.abs(cols - (slope * rows + icpt))
+    if np.median(off) > LINE_RESIDUAL or abs(slope) * (r1 - r0) < LINE_SPAN * (c1 - c0):
+        return None
+    # the line in tile pixels: column = icpt + slope x row
+    return rows + r0, cols.astype(np.int64) + c0, float(slope), float(icpt + c0 - slope * r0)
+
+
+def _follow_line(t: np.ndarray, row: int, slope: float, icpt: float, way: int, level: float, limit: int):
+    """Rows and columns of the bright line ``column = icpt + slope x row`` beyond ``row``,
+    row by row in direction ``way`` (+1: down, -1: up): in each row the brightest pixel
+    within LINE_SEARCH columns of the line (and as far again as it moves per row), where it
+    reaches ``level`` and the pixels there are not mostly that bright (a wide signal the line
+    runs into); across gaps of at most LINE_GAP rows, for at most ``limit`` rows."""
+    h, w = t.shape
+    reach = LINE_SEARCH + int(np.ceil(abs(slope)))
+    found_r, found_c = [], []
+    r, missed = row, 0
+    while len(found_r) + missed < limit:
+        r += way
+        c = int(round(icpt + slope * r))
+        a0, a1 = max(0, c - reach), min(w, c + reach + 1)
+        if not (0 <= r < h) or a1 <= a0:
+            break
+        seg = t[r, a0:a1]
+        bright = seg >= level
+        if bright.mean() > LINE_MAX_FILL:
+            break
+        if not bright.any():
+            missed += 1
+            if missed > LINE_GAP:
+                break
+            continue
+        missed = 0
+        found_r.append(r)
+        found_c.append(a0 + int(np.nanargmax(seg)))
+    return found_r, found_c
+
+
+def _trace_line(t: np.ndarray, r0: int, r1: int, c0: int, c1: int, level: float):
+    """The box [r0, r1) x [c0, c1) grown to the whole of the sloped line it holds part of
+    (a chirp boxed over a stretch of its sweep) -> (x0, y0, x1, y1), or None where the box
+    holds no such line (:func:`_line_rows`) or the line ends inside the box."""
+    got = _line_rows(t, r0, r1, c0, c1, level)
+    if got is None:
+        return None
+    rows, cols, slope, icpt = got
+    limit = LINE_GROW * (r1 - r0)
+    up_r, up_c = _follow_line(t, int(rows[0]), slope, icpt, -1, level, limit)
+    dn_r, dn_c = _follow_line(t, int(rows[-1]), slope, icpt, +1, level, limit)
+    if not ((up_r and up_r[-1] < r0) or (dn_r and dn_r[-1] >= r1)):
+        return None
+    all_r = np.concatenate([rows, up_r, dn_r]).astype(np.int64)
+    all_c = np.concatenate([cols, up_c, dn_c]).astype(np.int64)
+    return float(all_c.min()), float(all_r.min()), float(all_c.max() + 1), float(all_r.max() + 1)
+
+
 def refine_edges(tile: np.ndarray, boxes: np.ndarray, frac: float, margin: float = 0.25,
                  min_contrast: float = 0.05, min_fill: float = 0.5, min_size: int = REFINE_MIN_SIZE,
-                 min_rows: Optional[int] = None, peak_db: float = 0.0, db_per_unit: float = 1.0) -> np.ndarray:
+                 min_rows: Optional[int] = None, peak_db: float = 0.0, db_per_unit: float = 1.0,
+                 trace: bool = False) -> np.ndarray:
     """Moves each box's edges to where its signal's energy ends in ``tile``: along
     frequency from the column profile (the mean over the box's rows), along time from the
     row profile over its (new) columns, each searched up to ``margin`` of the box's size
@@ -355,7 +449,10 @@ def refine_edges(tile: np.ndarray, boxes: np.ndarray, frac: float, margin: float
     ``peak_db`` > 0 (the card's anchor_free.refine_peak_db), a box at least ``min_size`` rows
     tall takes its edges from the profile of its brightest pixels, ``peak_db`` over the floor
     (``db_per_unit``: dB per unit of tile value; :func:`_snap_peak_axis`): a strong chirp
-    boxed too wide. Boxes that end up on top of each other are for the caller's NMS
+    boxed too wide. With ``trace`` as well (the card's anchor_free.trace_lines), a box at
+    least ``min_size`` rows tall over part of a sloped bright line (pixels ``peak_db`` over
+    the floor: a chirp boxed over a stretch of its sweep) grows to the whole line
+    (:func:`_trace_line`). Boxes that end up on top of each other are for the caller's NMS
     (:func:`refine_boxes`)."""
     t = np.asarray(tile, np.float32)
     b = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
@@ -407,19 +504,25 @@ def refine_edges(tile: np.ndarray, boxes: np.ndarray, frac: float, margin: float
                 b[n, 1] = s0
             if s1 is not None:
                 b[n, 3] = s1
+        if trace and step > 0 and r1 - r0 >= min_size and c1 - c0 >= 2:
+            r0b, r1b = max(0, int(np.floor(b[n, 1]))), min(h, int(np.ceil(b[n, 3])))
+            traced = _trace_line(t, r0b, r1b, c0, c1, floor + step) if r1b - r0b >= min_size else None
+            if traced is not None:
+                b[n] = traced
     return b
 
 
 def refine_boxes(tile: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, frac: float,
-                 nms_iou: float, min_rows: int = REFINE_MIN_SIZE, peak_db: float = 0.0, db_per_unit: float = 1.0):
+                 nms_iou: float, min_rows: int = REFINE_MIN_SIZE, peak_db: float = 0.0, db_per_unit: float = 1.0,
+                 trace: bool = False):
     """:func:`refine_edges` (``min_rows``: the card's anchor_free.refine_min_rows;
-    ``peak_db``: its refine_peak_db, with the spectrogram's ``db_per_unit``), then NMS
-    again (two boxes may snap to one signal's edges): the anchor_free post-processing step
+    ``peak_db``: its refine_peak_db, with the spectrogram's ``db_per_unit``; ``trace``: its
+    trace_lines), then NMS again (two boxes may snap to one signal's edges): the anchor_free post-processing step
     shared by the Detector and training's evaluation. Input and output: (boxes, scores,
     labels), best score first."""
     if not frac > 0 or len(boxes) == 0:
         return boxes, scores, labels
-    b = refine_edges(tile, boxes, frac, min_rows=min_rows, peak_db=peak_db, db_per_unit=db_per_unit)
+    b = refine_edges(tile, boxes, frac, min_rows=min_rows, peak_db=peak_db, db_per_unit=db_per_unit, trace=trace)
     keep = nms(b, scores, np.zeros(len(b), np.int64), nms_iou)
     return b[keep], np.asarray(scores)[keep], np.asarray(labels)[keep]
 

@@ -8,7 +8,9 @@ merger takes the new records plus those it held back from the previous tile and:
    two records from different tiles whose time spans meet and where the later one
    continues the earlier (:func:`rfdetect.formats.records.continuation`: frequency IoU >=
    ``iou_threshold``, or, for a signal that sweeps such as a chirp, the band both
-   saw in the rows their tiles share) become their union, best-matching pairs first;
+   saw in the rows their tiles share) become their union, best-matching pairs first; a
+   piece that starts in the rows the later tile shares was seen starting there too, so its
+   continuation starts with it (within ``STITCH_START_SLACK`` of its length);
 2. **suppresses** duplicates greedily, complete records before ones cut by an edge,
    then by score: a record whose (time x frequency) IoU with a kept record is >=
    ``iou_threshold`` is dropped, and so is a record cut by a tile edge that lies
@@ -67,6 +69,11 @@ LONG_SIGNALS = ("auto", "whole", "pieces")
 EDGE_TOLERANCE_S = 1e-9
 # what the merge orders and compares records by: numbers every record must have
 RECORD_KEYS = ("t_start", "t_stop", "f_low", "f_high", "score", "sample_start", "sample_count")
+# a piece that starts in the rows the next tile shares was seen starting by that tile too, so
+# what continues it there starts where it does: no later than this fraction of its length
+# after it (a box over the tail of something else that happens to share its band does not
+# continue it; docs/training.md, session 38)
+STITCH_START_SLACK = 0.25
 log = logging.getLogger("rfdetect.merge")
 
 
@@ -100,6 +107,8 @@ def _join(a: dict, b: dict) -> dict:
     # whether a later tile has covered the end: the end of the piece that ends last
     out["_end_seen"] = bool(stop_src.get("_end_seen")) or (
         a["t_stop"] == b["t_stop"] and bool(a.get("_end_seen") or b.get("_end_seen")))
+    if "_tile_t0" in stop_src:
+        out["_tile_t0"] = stop_src["_tile_t0"]
     return out
 
 
@@ -149,6 +158,10 @@ class NmsMerger:
         if "stop" not in first.get("tile_edge", []) and "start" not in second.get("tile_edge", []):
             return 0.0
         if second["t_start"] > first["t_stop"]:
+            return 0.0
+        t0_first, t0_second = first.get("_tile_t0"), second.get("_tile_t0")
+        if t0_first is not None and t0_second is not None and t0_first < t0_second <= first["t_start"] \
+                and second["t_start"] - first["t_start"] > STITCH_START_SLACK * (first["t_stop"] - first["t_start"]):
             return 0.0
         return continuation(first, second, self.iou_threshold)
 
@@ -306,7 +319,7 @@ class NmsMerger:
 
     def _out(self, out: list[dict]) -> list[dict]:
         for r in out:
-            for k in ("_seen", "_end_seen", "_stream", "_rank", "_growing", "_final"):
+            for k in ("_seen", "_end_seen", "_stream", "_rank", "_growing", "_final", "_tile_t0"):
                 r.pop(k, None)
             r.setdefault("models", [r["model"]])
         out.sort(key=lambda r: (r["t_start"], r["f_low"], r["t_stop"], r["f_high"], str(r["label"])))
@@ -325,7 +338,9 @@ class NmsMerger:
                 r["_seen"].add(stream)
                 r["_end_seen"] = True
         rank = _tile_order(tile, stream)[2:]  # which input, the same on every run
-        merged = self.merge(inp.held + [dict(r, _seen=set(), _stream=stream, _rank=rank) for r in records])
+        t0 = tile.get("t_start")
+        merged = self.merge(inp.held + [dict(r, _seen=set(), _stream=stream, _rank=rank,
+                                             **({} if t0 is None else {"_tile_t0": float(t0)})) for r in records])
         done, inp.held = [], []
         for r in merged:
             # held through a later tile that reaches its end: the input has seen all of it
