@@ -1038,14 +1038,15 @@ def test_class_confidence_ties_go_to_the_larger_choice(monkeypatch):
 
 def test_training_evaluation_refines_short_boxes_with_the_archs_min_rows(monkeypatch):
     """training's decode (validation AP, rfdetect-train evaluate --checkpoint) passes the
-    arch's refine_min_rows and refine_peak_db (with the spectrogram's dB per unit) to the
-    shared refinement, as the Detector passes its card's."""
+    arch's refine_min_rows, refine_peak_db (with the spectrogram's dB per unit) and
+    trace_lines to the shared refinement, as the Detector passes its card's."""
     from gnuradio.rfdetect.dsp.spectrogram import SpectrogramParams
     arch = make_arch("anchor_free", ["a"], None, SpectrogramParams(), 64)
     got = []
 
-    def spy(tile, b, s, lab, frac, nms_iou, min_rows=postprocess.REFINE_MIN_SIZE, peak_db=0.0, db_per_unit=1.0):
-        got.append((min_rows, peak_db, db_per_unit))
+    def spy(tile, b, s, lab, frac, nms_iou, min_rows=postprocess.REFINE_MIN_SIZE, peak_db=0.0, db_per_unit=1.0,
+            trace=False):
+        got.append((min_rows, peak_db, db_per_unit, trace))
         return b, s, lab
     monkeypatch.setattr(postprocess, "refine_boxes", spy)
     h, w = 16, 8
@@ -1053,10 +1054,11 @@ def test_training_evaluation_refines_short_boxes_with_the_archs_min_rows(monkeyp
     obj[0, 0, 4, 4] = 0.9
     boxes = torch.zeros((1, 4, h, w))
     boxes[0, :, 4, 4] = torch.tensor([20.0, 16.0, 60.0, 19.0])
-    for rows, peak in ((2, 15.0), (8, 0.0)):
-        arch.refine_min_rows, arch.refine_peak_db = rows, peak
+    assert arch.trace_lines is True
+    for rows, peak, trace in ((2, 15.0, True), (8, 0.0, False)):
+        arch.refine_min_rows, arch.refine_peak_db, arch.trace_lines = rows, peak, trace
         arch._decode(np.zeros((64, 64), np.float32), obj, torch.ones((1, 1, h, w)), boxes, 0.5)
-    assert got == [(2, 15.0, 60.0), (8, 0.0, 60.0)]
+    assert got == [(2, 15.0, 60.0, True), (8, 0.0, 60.0, False)]
 
 
 @pytest.mark.parametrize("class_region", [0.0, 0.5])
