@@ -734,7 +734,8 @@ def test_refine_peak_db_grows_a_box_over_part_of_a_chirp_to_the_whole_sweep():
     refine_peak_db the box follows the bright sloped line out to where it ends, so each
     becomes the whole chirp, and refine_boxes keeps one. A tone boxed over part of its
     length, a box holding a whole chirp, and a chirp running into a wide burst (the trace
-    stops where the line does) keep what they had without the trace."""
+    stops where the line does) keep what they had without the trace. A line several columns
+    wide (a strong chirp's leakage) is followed as one."""
     t = _floor_tile(5)
     rows = np.arange(40, 160)
     t[rows, np.round(100 + 0.8 * (rows - 40)).astype(int)] += 0.6   # 36 dB at 60 dB per unit
@@ -744,11 +745,15 @@ def test_refine_peak_db_grows_a_box_over_part_of_a_chirp_to_the_whole_sweep():
     rows3 = np.arange(170, 210)
     t[rows3, np.round(20 + 1.0 * (rows3 - 170)).astype(int)] += 0.6   # a chirp ...
     t[210:240, 30:120] += 0.6                                          # ... into a wide burst
+    rows4 = np.arange(100, 250)
+    for d in range(-2, 3):                                             # a strong chirp 5 columns
+        t[rows4, np.round(445 + 0.4 * (rows4 - 100)).astype(int) + d] += 0.6   # wide (leakage)
     boxes = np.array([[132, 80, 165, 120],     # the middle third of the first chirp
                       [104, 45, 124, 70],      # and a fragment near its start
                       [296, 80, 305, 120],     # part of the tone
                       [398, 18, 432, 82],      # the second chirp, whole
-                      [34, 184, 52, 204]],     # the middle of the third
+                      [34, 184, 52, 204],      # the middle of the third
+                      [465, 160, 479, 185]],   # a sixth of the wide one
                      np.float32)
 
     def refine(b, trace=True):
@@ -758,12 +763,13 @@ def test_refine_peak_db_grows_a_box_over_part_of_a_chirp_to_the_whole_sweep():
     assert traced[0].tolist() == [100, 40, 196, 160]
     assert traced[1].tolist() == [100, 40, 196, 160]
     assert traced[4].tolist() == [20, 170, 60, 210]     # to the burst's first row, not into it
+    assert traced[5].tolist() == [443, 100, 508, 250]   # its width is the line's, not a wide signal
     assert untraced[0].tolist() != traced[0].tolist()
     assert np.array_equal(traced[2:4], untraced[2:4])
     # without the stop at a mostly bright row, the third chirp's box would run into the burst
     fill, postprocess.LINE_MAX_FILL = postprocess.LINE_MAX_FILL, 1.0
     try:
-        assert refine(boxes[4:])[0, 3] > 210
+        assert refine(boxes[4:5])[0, 3] > 210
     finally:
         postprocess.LINE_MAX_FILL = fill
     b, s, lab = postprocess.refine_boxes(t, boxes[:2], np.array([0.9, 0.4]), np.zeros(2, np.int64), 0.1, 0.5,

@@ -162,7 +162,7 @@ def test_a_piece_starting_in_the_shared_rows_is_continued_only_by_what_starts_wi
     """A chirp that starts in the rows tile 1 shares with tile 0 and ends at tile 0's end: tile
     0 sees it cut by its end, tile 1 sees it whole. A box in tile 1 over the same band that
     starts half the chirp's length later (a wide box over the chirp's tail and what follows;
-    t-cls20d, session 38) is not its continuation: both come out, the chirp as tile 1 saw
+    t-cls20d, session 38) is not its continuation: both come out, the chirp as tile 0 boxed
     it. Tile 1's box that starts with the chirp is stitched on as before, and so is a piece
     of a signal that began before tile 1 (the usual case, whatever its start)."""
     def run(later_t0, first_t0=0.085):

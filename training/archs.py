@@ -335,7 +335,8 @@ class AnchorFree(Arch):
     # refine_peak_db over the floor (postprocess.refine_edges; rfdetect-train export
     # --trace-lines / --no-trace-lines): on the 8 classic tuning sets, where the misses of 10 dB
     # and more were mostly chirps boxed over half their sweep, `default` gained on every set
-    # (t-cls10b 0.873 -> 0.936), the other sets unchanged (docs/training.md, session 38)
+    # (t-cls10b 0.873 -> 0.936), the other sets moved by 0.004 or less (docs/training.md,
+    # session 38)
     trace_lines = True
     # box voting after NMS (postprocess.vote_boxes; 0: off; rfdetect-train export --box-vote):
     # at 0.6, +0.005 (narrowband) and +0.006 (wideband) mean AP50 on the tuning sets, no better

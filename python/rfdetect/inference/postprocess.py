@@ -242,24 +242,25 @@ PEAK_EMPTY_DB = 1.0
 # the peak profile of a chirp holds it in every column or row it crosses, so it needs little
 # fill; a strong line only a few columns wide inside a much wider box is not snapped to
 PEAK_FILL = 0.05
-# trace_lines (_trace_line): a box over part of a chirp's sweep (the embedded default boxed the
-# middle half to two thirds of most chirps it missed at 10 dB and more on the classic tuning
-# sets) grows along the line of its brightest pixels. The pixels at refine_peak_db over the
-# floor must lie on a line in LINE_FILL of the box's rows, within LINE_RESIDUAL columns
-# (median) of a straight one, that crosses LINE_SPAN of the box's width (a tone or a hop,
-# upright in a box, is no sloped line). Beyond the box the line is followed row by row,
-# LINE_SEARCH columns either side of where it points (and as far again as it moves per row:
-# a steep chirp's pixel wanders within the two rows a window spans), across gaps of up to
-# LINE_GAP rows, for up to LINE_GROW times the box's height, and no further than a row where
-# LINE_MAX_FILL of those columns is that bright: the line ran into a wide signal, which is
-# not the chirp (docs/training.md, session 38)
+# trace_lines (_trace_line): the embedded default boxed the middle half to two thirds of most
+# chirps it missed at 10 dB and more on the classic tuning sets, a box no profile can grow
+# (inside its rows the chirp crosses only its columns); the line of its brightest pixels can.
+# The line must hold LINE_FILL of the box's rows, lie within LINE_RESIDUAL columns (median) of
+# a straight one, and cross LINE_SPAN of the box's width: a tone or a hop stands upright in its
+# box. Beyond the box it is searched LINE_SEARCH columns either side of where it points, plus
+# as far as it moves per row (a steep chirp's pixel wanders within the two rows one window
+# spans) and its own width (a strong one leaks into the columns beside it); across gaps of
+# LINE_GAP rows; and not into a row where more than LINE_MAX_FILL of those columns is bright:
+# the line ran into a wide signal. Lines of two
+# boxes whose slopes differ by under LINE_SAME_SLOPE (relative) are one line where they meet
+# (docs/training.md, session 38)
 LINE_FILL = 0.5
 LINE_RESIDUAL = 2.0
 LINE_SPAN = 0.5
 LINE_SEARCH = 2
 LINE_GAP = 1
-LINE_GROW = 4
 LINE_MAX_FILL = 0.6
+LINE_SAME_SLOPE = 0.1
 
 
 def check_refine_min_rows(rows) -> int:
@@ -363,10 +364,12 @@ def _snap_peak_axis(t: np.ndarray, lo: int, hi: int, a0: int, a1: int, n: int, f
 
 
 def _line_rows(t: np.ndarray, r0: int, r1: int, c0: int, c1: int, level: float):
-    """The brightest column of each row of the box [r0, r1) x [c0, c1) of ``t`` where that
-    pixel reaches ``level`` -> (rows, columns), or None where those pixels are no sloped line:
-    under LINE_FILL of the rows, off a straight line by more than LINE_RESIDUAL columns
-    (median), or crossing under LINE_SPAN of the box's width (a tone, a hop)."""
+    """The sloped bright line in the box [r0, r1) x [c0, c1) of ``t`` -> (rows, columns of
+    its brightest pixel in each, slope, intercept: column = intercept + slope x row, in tile
+    pixels), the rows those near the line, or None where the brightest pixels reaching
+    ``level`` are no sloped line: in under LINE_FILL of the rows (or under 3), off a straight
+    line by more than LINE_RESIDUAL columns (median), or crossing under LINE_SPAN of the box's
+    width (a tone, a hop)."""
     box = t[r0:r1, c0:c1]
     peak = np.nanmax(box, axis=1)
     rows = np.flatnonzero(peak >= level)
@@ -377,57 +380,87 @@ def _line_rows(t: np.ndarray, r0: int, r1: int, c0: int, c1: int, level: float):
     off = np.abs(cols - (slope * rows + icpt))
     if np.median(off) > LINE_RESIDUAL or abs(slope) * (r1 - r0) < LINE_SPAN * (c1 - c0):
         return None
-    # the line in tile pixels: column = icpt + slope x row
-    return rows + r0, cols.astype(np.int64) + c0, float(slope), float(icpt + c0 - slope * r0)
+    near = off <= LINE_RESIDUAL + abs(slope)  # not a tone or a burst the box also holds
+    return rows[near] + r0, cols[near].astype(np.int64) + c0, float(slope), float(icpt + c0 - slope * r0)
 
 
-def _follow_line(t: np.ndarray, row: int, slope: float, icpt: float, way: int, level: float, limit: int):
-    """Rows and columns of the bright line ``column = icpt + slope x row`` beyond ``row``,
-    row by row in direction ``way`` (+1: down, -1: up): in each row the brightest pixel
-    within LINE_SEARCH columns of the line (and as far again as it moves per row), where it
-    reaches ``level`` and the pixels there are not mostly that bright (a wide signal the line
-    runs into); across gaps of at most LINE_GAP rows, for at most ``limit`` rows."""
+def _bright_run(row: np.ndarray, k: int, level: float) -> tuple[int, int]:
+    """[lo, hi) of the run of pixels of ``row`` reaching ``level`` that holds pixel ``k``."""
+    lo, hi = k, k + 1
+    while lo > 0 and row[lo - 1] >= level:
+        lo -= 1
+    while hi < len(row) and row[hi] >= level:
+        hi += 1
+    return lo, hi
+
+
+def _follow_line(t: np.ndarray, runs: list, way: int, level: float, reach: int) -> list:
+    """Rows and [lo, hi) column runs of the bright line through ``runs`` (row, lo, hi) beyond
+    its last row that way (+1: down, -1: up), row by row: in each row the run holding the
+    brightest pixel within ``reach`` columns of where the straight line fitted to the runs
+    so far points, where it reaches ``level``; not into a row where more than LINE_MAX_FILL
+    of those columns does (a wide signal the line runs into); across gaps of at most LINE_GAP
+    rows, to the tile's edge. The fit takes in each run found, so a slope misjudged over a
+    short box does not lose the line far from it."""
     h, w = t.shape
-    reach = LINE_SEARCH + int(np.ceil(abs(slope)))
-    found_r, found_c = [], []
-    r, missed = row, 0
-    while len(found_r) + missed < limit:
+    r_ = np.array([r for r, _, _ in runs], np.float64)
+    c_ = np.array([0.5 * (lo + hi - 1) for _, lo, hi in runs], np.float64)
+    n, sr, sc, srr, src = len(r_), r_.sum(), c_.sum(), (r_ * r_).sum(), (r_ * c_).sum()
+    found = []
+    row = int(r_.max()) if way > 0 else int(r_.min())
+    r = row
+    while True:
         r += way
-        c = int(round(icpt + slope * r))
+        den = n * srr - sr * sr
+        slope = (n * src - sr * sc) / den if den > 0 else 0.0
+        c = int(round((sc - slope * sr) / n + slope * r))
         a0, a1 = max(0, c - reach), min(w, c + reach + 1)
         if not (0 <= r < h) or a1 <= a0:
             break
         seg = t[r, a0:a1]
         bright = seg >= level
-        if bright.mean() > LINE_MAX_FILL:
+        if bright.sum() > LINE_MAX_FILL * (2 * reach + 1):
             break
         if not bright.any():
-            missed += 1
-            if missed > LINE_GAP:
+            if abs(r - (found[-1][0] if found else row)) > LINE_GAP:
                 break
             continue
-        missed = 0
-        found_r.append(r)
-        found_c.append(a0 + int(np.nanargmax(seg)))
-    return found_r, found_c
+        lo, hi = _bright_run(seg, int(np.nanargmax(seg)), level)
+        found.append((r, a0 + lo, a0 + hi))
+        mid = a0 + 0.5 * (lo + hi - 1)
+        n, sr, sc, srr, src = n + 1, sr + r, sc + mid, srr + r * r, src + r * mid
+    return found
 
 
-def _trace_line(t: np.ndarray, r0: int, r1: int, c0: int, c1: int, level: float):
+def _trace_line(t: np.ndarray, r0: int, r1: int, c0: int, c1: int, level: float, traced: list):
     """The box [r0, r1) x [c0, c1) grown to the whole of the sloped line it holds part of
     (a chirp boxed over a stretch of its sweep) -> (x0, y0, x1, y1), or None where the box
-    holds no such line (:func:`_line_rows`) or the line ends inside the box."""
+    holds no such line (:func:`_line_rows`) or the line ends inside it. ``traced``: the
+    lines this tile's boxes have followed so far, (slope, intercept, box), each followed
+    once however many boxes lie on it."""
     got = _line_rows(t, r0, r1, c0, c1, level)
     if got is None:
         return None
     rows, cols, slope, icpt = got
-    limit = LINE_GROW * (r1 - r0)
-    up_r, up_c = _follow_line(t, int(rows[0]), slope, icpt, -1, level, limit)
-    dn_r, dn_c = _follow_line(t, int(rows[-1]), slope, icpt, +1, level, limit)
-    if not ((up_r and up_r[-1] < r0) or (dn_r and dn_r[-1] >= r1)):
-        return None
-    all_r = np.concatenate([rows, up_r, dn_r]).astype(np.int64)
-    all_c = np.concatenate([cols, up_c, dn_c]).astype(np.int64)
-    return float(all_c.min()), float(all_r.min()), float(all_c.max() + 1), float(all_r.max() + 1)
+    mid = 0.5 * (rows[0] + rows[-1])
+    for s, i, box in traced:
+        if abs(s - slope) <= LINE_SAME_SLOPE * max(abs(s), abs(slope)) and \
+                abs((i + s * mid) - (icpt + slope * mid)) <= LINE_RESIDUAL and box[1] <= rows[0] and rows[-1] < box[3]:
+            return box if box[1] < r0 or box[3] > r1 else None
+    # the line's own width in a row (a strong chirp leaks into the columns beside it) widens
+    # the search, so that only a signal wider than the line stops it
+    reach = LINE_SEARCH + int(np.ceil(abs(slope)))
+    runs = []
+    for r, c in zip(rows, cols):
+        a0 = max(0, int(c) - reach)
+        lo, hi = _bright_run(t[r, a0:int(c) + reach + 1], int(c) - a0, level)
+        runs.append((int(r), a0 + lo, a0 + hi))
+    reach += int(np.median([hi - lo for _, lo, hi in runs]))
+    runs += _follow_line(t, runs, -1, level, reach) + _follow_line(t, runs, +1, level, reach)
+    r, lo, hi = np.array(runs, np.int64).T
+    box = (float(lo.min()), float(r.min()), float(hi.max()), float(r.max() + 1))
+    traced.append((slope, icpt, box))
+    return box if box[1] < r0 or box[3] > r1 else None
 
 
 def refine_edges(tile: np.ndarray, boxes: np.ndarray, frac: float, margin: float = 0.25,
@@ -465,6 +498,7 @@ def refine_edges(tile: np.ndarray, boxes: np.ndarray, frac: float, margin: float
             raise ValueError(f"db_per_unit {db_per_unit!r} must be a number of dB > 0")
         step, empty = step / db_per_unit, PEAK_EMPTY_DB / db_per_unit
     h, w = t.shape
+    traced = []  # the lines followed so far (_trace_line)
     sample = t[::8, ::8]
     floor = float(np.nanmedian(sample))
     sigma = 1.4826 * float(np.nanmedian(np.abs(sample - floor)))  # one pixel's noise, robustly
@@ -504,11 +538,12 @@ def refine_edges(tile: np.ndarray, boxes: np.ndarray, frac: float, margin: float
                 b[n, 1] = s0
             if s1 is not None:
                 b[n, 3] = s1
-        if trace and step > 0 and r1 - r0 >= min_size and c1 - c0 >= 2:
-            r0b, r1b = max(0, int(np.floor(b[n, 1]))), min(h, int(np.ceil(b[n, 3])))
-            traced = _trace_line(t, r0b, r1b, c0, c1, floor + step) if r1b - r0b >= min_size else None
-            if traced is not None:
-                b[n] = traced
+        if trace and step > 0 and c1 - c0 >= 2:
+            snap_r0, snap_r1 = max(0, int(np.floor(b[n, 1]))), min(h, int(np.ceil(b[n, 3])))
+            if snap_r1 - snap_r0 >= min_size:
+                got = _trace_line(t, snap_r0, snap_r1, c0, c1, floor + step, traced)
+                if got is not None:
+                    b[n] = got
     return b
 
 

@@ -107,6 +107,8 @@ def _join(a: dict, b: dict) -> dict:
     # whether a later tile has covered the end: the end of the piece that ends last
     out["_end_seen"] = bool(stop_src.get("_end_seen")) or (
         a["t_stop"] == b["t_stop"] and bool(a.get("_end_seen") or b.get("_end_seen")))
+    # the tile the joined record reaches furthest into: a later piece continues it from there
+    out.pop("_tile_t0", None)
     if "_tile_t0" in stop_src:
         out["_tile_t0"] = stop_src["_tile_t0"]
     return out
