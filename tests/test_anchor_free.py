@@ -745,6 +745,8 @@ def test_refine_peak_db_grows_a_box_over_part_of_a_chirp_to_the_whole_sweep():
     rows3 = np.arange(170, 210)
     t[rows3, np.round(20 + 1.0 * (rows3 - 170)).astype(int)] += 0.6   # a chirp ...
     t[210:240, 30:120] += 0.6                                          # ... into a wide burst
+    rows5 = np.arange(150, 230)                                        # a chirp of the same slope
+    t[rows5, np.round(100 + 0.8 * (rows5 - 40)).astype(int) + 3] += 0.6   # 3 columns beside the first
     rows4 = np.arange(100, 250)
     for d in range(-2, 3):                                             # a strong chirp 5 columns
         t[rows4, np.round(445 + 0.4 * (rows4 - 100)).astype(int) + d] += 0.6   # wide (leakage)
@@ -753,7 +755,8 @@ def test_refine_peak_db_grows_a_box_over_part_of_a_chirp_to_the_whole_sweep():
                       [296, 80, 305, 120],     # part of the tone
                       [398, 18, 432, 82],      # the second chirp, whole
                       [34, 184, 52, 204],      # the middle of the third
-                      [465, 160, 479, 185]],   # a sixth of the wide one
+                      [465, 160, 479, 185],    # a sixth of the wide one
+                      [205, 180, 230, 205]],   # the middle of the one beside the first
                      np.float32)
 
     def refine(b, trace=True):
@@ -764,14 +767,30 @@ def test_refine_peak_db_grows_a_box_over_part_of_a_chirp_to_the_whole_sweep():
     assert traced[1].tolist() == [100, 40, 196, 160]
     assert traced[4].tolist() == [20, 170, 60, 210]     # to the burst's first row, not into it
     assert traced[5].tolist() == [443, 100, 508, 250]   # its width is the line's, not a wide signal
+    # two lines side by side stay two boxes: each trace stops where its own line does
+    assert traced[0].tolist() == [100, 40, 196, 160] and traced[6].tolist() == [191, 150, 255, 230]
+    # a line is followed once: the fragment on the first chirp takes the box its middle got
+    follow, calls = postprocess._follow_line, []
+    postprocess._follow_line = lambda *a: calls.append(a[2]) or follow(*a)
+    try:
+        assert refine(boxes[:2])[1].tolist() == [100, 40, 196, 160]
+    finally:
+        postprocess._follow_line = follow
+    assert sorted(calls) == [-1, 1]
     assert untraced[0].tolist() != traced[0].tolist()
     assert np.array_equal(traced[2:4], untraced[2:4])
-    # without the stop at a mostly bright row, the third chirp's box would run into the burst
-    fill, postprocess.LINE_MAX_FILL = postprocess.LINE_MAX_FILL, 1.0
+    # the stop at a mostly bright row and the stop at a run much wider than the line each keep
+    # the third chirp's box out of the burst; without both it would run into it
+    fill, wide = postprocess.LINE_MAX_FILL, postprocess.LINE_MAX_WIDTH
     try:
+        postprocess.LINE_MAX_FILL = 1.0
+        assert refine(boxes[4:5])[0, 3] == 210
+        postprocess.LINE_MAX_FILL, postprocess.LINE_MAX_WIDTH = fill, 1e9
+        assert refine(boxes[4:5])[0, 3] == 210
+        postprocess.LINE_MAX_FILL = 1.0
         assert refine(boxes[4:5])[0, 3] > 210
     finally:
-        postprocess.LINE_MAX_FILL = fill
+        postprocess.LINE_MAX_FILL, postprocess.LINE_MAX_WIDTH = fill, wide
     b, s, lab = postprocess.refine_boxes(t, boxes[:2], np.array([0.9, 0.4]), np.zeros(2, np.int64), 0.1, 0.5,
                                          2, 15.0, 60.0, True)
     assert b.tolist() == [[100, 40, 196, 160]] and s.tolist() == [0.9]

@@ -251,16 +251,16 @@ PEAK_FILL = 0.05
 # as far as it moves per row (a steep chirp's pixel wanders within the two rows one window
 # spans) and its own width (a strong one leaks into the columns beside it); across gaps of
 # LINE_GAP rows; and not into a row where more than LINE_MAX_FILL of those columns is bright:
-# the line ran into a wide signal. Lines of two
-# boxes whose slopes differ by under LINE_SAME_SLOPE (relative) are one line where they meet
-# (docs/training.md, session 38)
+# the line ran into a wide signal; nor into a row where its run is over LINE_MAX_WIDTH times its width or
+# off the line (another line beside it). A box whose pixels lie on a line already followed
+# takes that line's box (docs/training.md, session 38)
 LINE_FILL = 0.5
 LINE_RESIDUAL = 2.0
 LINE_SPAN = 0.5
 LINE_SEARCH = 2
 LINE_GAP = 1
 LINE_MAX_FILL = 0.6
-LINE_SAME_SLOPE = 0.1
+LINE_MAX_WIDTH = 2.0
 
 
 def check_refine_min_rows(rows) -> int:
@@ -394,14 +394,16 @@ def _bright_run(row: np.ndarray, k: int, level: float) -> tuple[int, int]:
     return lo, hi
 
 
-def _follow_line(t: np.ndarray, runs: list, way: int, level: float, reach: int) -> list:
+def _follow_line(t: np.ndarray, runs: list, way: int, level: float, reach: int, width: float) -> list:
     """Rows and [lo, hi) column runs of the bright line through ``runs`` (row, lo, hi) beyond
     its last row that way (+1: down, -1: up), row by row: in each row the run holding the
-    brightest pixel within ``reach`` columns of where the straight line fitted to the runs
-    so far points, where it reaches ``level``; not into a row where more than LINE_MAX_FILL
-    of those columns does (a wide signal the line runs into); across gaps of at most LINE_GAP
-    rows, to the tile's edge. The fit takes in each run found, so a slope misjudged over a
-    short box does not lose the line far from it."""
+    pixel reaching ``level`` nearest to where the straight line fitted to the runs so far
+    points, within ``reach`` columns of it; across gaps of at most LINE_GAP rows, to the
+    tile's edge. It stops at a row where more than LINE_MAX_FILL of those columns reach
+    ``level`` (a wide signal the line runs into), or where the run is over LINE_MAX_WIDTH
+    times the line's ``width`` or its middle off the line by more than LINE_RESIDUAL and half a row's move
+    (another line beside it). The fit takes in each run found, so a slope misjudged over a short box
+    does not lose the line far from it."""
     h, w = t.shape
     r_ = np.array([r for r, _, _ in runs], np.float64)
     c_ = np.array([0.5 * (lo + hi - 1) for _, lo, hi in runs], np.float64)
@@ -425,9 +427,12 @@ def _follow_line(t: np.ndarray, runs: list, way: int, level: float, reach: int) 
             if abs(r - (found[-1][0] if found else row)) > LINE_GAP:
                 break
             continue
-        lo, hi = _bright_run(seg, int(np.nanargmax(seg)), level)
-        found.append((r, a0 + lo, a0 + hi))
+        on = np.flatnonzero(bright)
+        lo, hi = _bright_run(seg, int(on[np.argmin(np.abs(on + a0 - c))]), level)
         mid = a0 + 0.5 * (lo + hi - 1)
+        if hi - lo > LINE_MAX_WIDTH * width + 1 or abs(mid - c) > LINE_RESIDUAL + 0.5 * abs(slope) + 0.5:
+            break
+        found.append((r, a0 + lo, a0 + hi))
         n, sr, sc, srr, src = n + 1, sr + r, sc + mid, srr + r * r, src + r * mid
     return found
 
@@ -436,16 +441,16 @@ def _trace_line(t: np.ndarray, r0: int, r1: int, c0: int, c1: int, level: float,
     """The box [r0, r1) x [c0, c1) grown to the whole of the sloped line it holds part of
     (a chirp boxed over a stretch of its sweep) -> (x0, y0, x1, y1), or None where the box
     holds no such line (:func:`_line_rows`) or the line ends inside it. ``traced``: the
-    lines this tile's boxes have followed so far, (slope, intercept, box), each followed
-    once however many boxes lie on it."""
+    lines this tile's boxes have followed so far, (slope, intercept and width of the line
+    fitted to all its runs, box); a box whose line pixels lie on one of them takes its box
+    instead of following the line again."""
     got = _line_rows(t, r0, r1, c0, c1, level)
     if got is None:
         return None
     rows, cols, slope, icpt = got
-    mid = 0.5 * (rows[0] + rows[-1])
-    for s, i, box in traced:
-        if abs(s - slope) <= LINE_SAME_SLOPE * max(abs(s), abs(slope)) and \
-                abs((i + s * mid) - (icpt + slope * mid)) <= LINE_RESIDUAL and box[1] <= rows[0] and rows[-1] < box[3]:
+    for s, i, width, box in traced:
+        if box[1] <= rows[0] and rows[-1] < box[3] and \
+                np.median(np.abs(cols - (i + s * rows))) <= LINE_RESIDUAL + 0.5 * width:
             return box if box[1] < r0 or box[3] > r1 else None
     # the line's own width in a row (a strong chirp leaks into the columns beside it) widens
     # the search, so that only a signal wider than the line stops it
@@ -455,11 +460,13 @@ def _trace_line(t: np.ndarray, r0: int, r1: int, c0: int, c1: int, level: float,
         a0 = max(0, int(c) - reach)
         lo, hi = _bright_run(t[r, a0:int(c) + reach + 1], int(c) - a0, level)
         runs.append((int(r), a0 + lo, a0 + hi))
-    reach += int(np.median([hi - lo for _, lo, hi in runs]))
-    runs += _follow_line(t, runs, -1, level, reach) + _follow_line(t, runs, +1, level, reach)
+    width = float(np.median([hi - lo for _, lo, hi in runs]))
+    reach += int(width)
+    runs += _follow_line(t, runs, -1, level, reach, width) + _follow_line(t, runs, +1, level, reach, width)
     r, lo, hi = np.array(runs, np.int64).T
     box = (float(lo.min()), float(r.min()), float(hi.max()), float(r.max() + 1))
-    traced.append((slope, icpt, box))
+    fit_slope, fit_icpt = np.polyfit(r.astype(np.float64), 0.5 * (lo + hi - 1), 1) if len(set(r)) > 1 else (slope, icpt)
+    traced.append((float(fit_slope), float(fit_icpt), width, box))
     return box if box[1] < r0 or box[3] > r1 else None
 
 
