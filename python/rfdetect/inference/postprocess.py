@@ -250,10 +250,10 @@ PEAK_FILL = 0.05
 # box. Beyond the box it is searched LINE_SEARCH columns either side of where it points, plus
 # as far as it moves per row (a steep chirp's pixel wanders within the two rows one window
 # spans) and its own width (a strong one leaks into the columns beside it); across gaps of
-# LINE_GAP rows; and not into a row where more than LINE_MAX_FILL of those columns is bright:
-# the line ran into a wide signal; nor into a row where its run is over LINE_MAX_WIDTH times its width or
-# off the line (another line beside it). A box whose pixels lie on a line already followed
-# takes that line's box (docs/training.md, session 38)
+# LINE_GAP rows; and not into a row where more than LINE_MAX_FILL of those columns is bright
+# (the line ran into a wide signal), nor one where its run is over LINE_MAX_WIDTH times its
+# width or off the line (another line beside it). A box whose pixels lie on a line already
+# followed takes that line's box (docs/training.md, session 38)
 LINE_FILL = 0.5
 LINE_RESIDUAL = 2.0
 LINE_SPAN = 0.5
@@ -364,12 +364,12 @@ def _snap_peak_axis(t: np.ndarray, lo: int, hi: int, a0: int, a1: int, n: int, f
 
 
 def _line_rows(t: np.ndarray, r0: int, r1: int, c0: int, c1: int, level: float):
-    """The sloped bright line in the box [r0, r1) x [c0, c1) of ``t`` -> (rows, columns of
-    its brightest pixel in each, slope, intercept: column = intercept + slope x row, in tile
-    pixels), the rows those near the line, or None where the brightest pixels reaching
-    ``level`` are no sloped line: in under LINE_FILL of the rows (or under 3), off a straight
-    line by more than LINE_RESIDUAL columns (median), or crossing under LINE_SPAN of the box's
-    width (a tone, a hop)."""
+    """The sloped bright line in the box [r0, r1) x [c0, c1) of ``t`` -> (rows, the column
+    of the brightest pixel in each, slope, intercept), in tile pixels (column = intercept +
+    slope x row), keeping only the rows whose pixel lies near the line; or None where the
+    brightest pixels reaching ``level`` are no sloped line: in under LINE_FILL of the rows
+    (or under 3), off a straight line by more than LINE_RESIDUAL columns (median), or
+    crossing under LINE_SPAN of the box's width (a tone, a hop)."""
     box = t[r0:r1, c0:c1]
     peak = np.nanmax(box, axis=1)
     rows = np.flatnonzero(peak >= level)
@@ -401,9 +401,9 @@ def _follow_line(t: np.ndarray, runs: list, way: int, level: float, reach: int, 
     points, within ``reach`` columns of it; across gaps of at most LINE_GAP rows, to the
     tile's edge. It stops at a row where more than LINE_MAX_FILL of those columns reach
     ``level`` (a wide signal the line runs into), or where the run is over LINE_MAX_WIDTH
-    times the line's ``width`` or its middle off the line by more than LINE_RESIDUAL and half a row's move
-    (another line beside it). The fit takes in each run found, so a slope misjudged over a short box
-    does not lose the line far from it."""
+    times the line's ``width`` or its middle off the line by more than LINE_RESIDUAL and half
+    a row's move (another line beside it). The fit takes in each run found, so a slope
+    misjudged over a short box does not lose the line far from it."""
     h, w = t.shape
     r_ = np.array([r for r, _, _ in runs], np.float64)
     c_ = np.array([0.5 * (lo + hi - 1) for _, lo, hi in runs], np.float64)
@@ -465,7 +465,8 @@ def _trace_line(t: np.ndarray, r0: int, r1: int, c0: int, c1: int, level: float,
     runs += _follow_line(t, runs, -1, level, reach, width) + _follow_line(t, runs, +1, level, reach, width)
     r, lo, hi = np.array(runs, np.int64).T
     box = (float(lo.min()), float(r.min()), float(hi.max()), float(r.max() + 1))
-    fit_slope, fit_icpt = np.polyfit(r.astype(np.float64), 0.5 * (lo + hi - 1), 1) if len(set(r)) > 1 else (slope, icpt)
+    fit_slope, fit_icpt = (np.polyfit(r.astype(np.float64), 0.5 * (lo + hi - 1), 1) if len(set(r)) > 1
+                           else (slope, icpt))
     traced.append((float(fit_slope), float(fit_icpt), width, box))
     return box if box[1] < r0 or box[3] > r1 else None
 
@@ -559,8 +560,8 @@ def refine_boxes(tile: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels
                  trace: bool = False):
     """:func:`refine_edges` (``min_rows``: the card's anchor_free.refine_min_rows;
     ``peak_db``: its refine_peak_db, with the spectrogram's ``db_per_unit``; ``trace``: its
-    trace_lines), then NMS again (two boxes may snap to one signal's edges): the anchor_free post-processing step
-    shared by the Detector and training's evaluation. Input and output: (boxes, scores,
+    trace_lines), then NMS again (two boxes may snap to one signal's edges): the anchor_free
+    post-processing step shared by the Detector and training's evaluation. Input and output: (boxes, scores,
     labels), best score first."""
     if not frac > 0 or len(boxes) == 0:
         return boxes, scores, labels
