@@ -2,6 +2,7 @@
 tile (with the same NumPy pre/post-processing the Detector block uses), its export."""
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -351,6 +352,9 @@ class AnchorFree(Arch):
     # and 8101) mAP50 of three 30-minute models, cell -> 0.5: 0.64 -> 0.71, 0.61 -> 0.74,
     # 0.61 -> 0.64 and 0.81 -> 0.86, 0.64 -> 0.69, 0.67 -> 0.75 (docs/training.md)
     class_region = 0.5
+    # boxes named from their time-averaged spectrum too (box_profile.ProfileClassifier, fitted
+    # after training on the training tiles by training.profile; None: off)
+    profile_classifier = None
     # "box": the class loss is the cross-entropy of each signal's mean class probability over
     # its positive cells (nets.anchor_free_loss), so only the cells that can see what names it
     # need be sure, as the class region above reads them; "cell": cross-entropy at every
@@ -405,7 +409,9 @@ class AnchorFree(Arch):
                                                    class_region=self.class_region,
                                                    strides=(nets.AnchorFreeDetector.stride_y,
                                                             nets.AnchorFreeDetector.stride_x),
-                                                   box_vote=self.box_vote)
+                                                   box_vote=self.box_vote,
+                                                   reclassify=None if self.profile_classifier is None else
+                                                   partial(self.profile_classifier.combine, tile))
         b, s, lab = postprocess.refine_boxes(tile, b, s, lab, self.refine_edges, self.nms_iou, self.refine_min_rows,
                                              self.refine_peak_db, self.params.db_per_unit, self.trace_lines)
         return postprocess.drop_splatter(tile, b, s, lab, self.splatter_db, self.params.db_per_unit)
@@ -438,7 +444,9 @@ class AnchorFree(Arch):
                 "unknown_label": postprocess.DEFAULT_UNKNOWN_LABEL,
                 "label_rule": {"class_confidence": self.class_confidence, "score": self.score_rule,
                                "rule": postprocess.SCORE_RULES[self.score_rule],
-                               "class_region": self.class_region}}
+                               "class_region": self.class_region},
+                **({} if self.profile_classifier is None else
+                   {"profile_classifier": self.profile_classifier.value})}
 
 
 class _AnchorFreeExport(torch.nn.Module):

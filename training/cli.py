@@ -201,12 +201,13 @@ def cmd_train(a):
     return train(arch, ds, _config(a, tune), a.out, resume=a.resume)
 
 
-def _evaluate(ds, checkpoint, val_images, out_dir, device, score_threshold, progress, class_confidence=None):
+def _evaluate(ds, checkpoint, val_images, out_dir, device, score_threshold, progress, class_confidence=None,
+              profile=None):
     from .evaluate import evaluate_recordings, evaluate_tiles, validation_recordings, write_report
     from .export import load_checkpoint
     from .train import resolve_device
     dev = resolve_device(device)
-    arch, model = load_checkpoint(checkpoint, ds, dev, class_confidence)
+    arch, model = load_checkpoint(checkpoint, ds, dev, class_confidence, profile_classifier=profile)
     report = {"arch": arch.name, "backbone": arch.backbone, "labels": arch.labels,
               "score_threshold": score_threshold, "checkpoint": str(checkpoint)}
     if hasattr(arch, "class_confidence"):
@@ -279,7 +280,7 @@ def cmd_export(a):
                                   getattr(a, "score_rule", None), getattr(a, "class_region", None),
                                   getattr(a, "box_vote", None), getattr(a, "refine_min_rows", None),
                                   getattr(a, "splatter_db", None), getattr(a, "refine_peak_db", None),
-                                  getattr(a, "trace_lines", None))
+                                  getattr(a, "trace_lines", None), getattr(a, "profile_value", None))
     metrics = {}
     if a.report and Path(a.report).is_file():
         r = json.loads(Path(a.report).read_text())
@@ -292,7 +293,7 @@ def cmd_export(a):
     return path
 
 
-def _validation_settings(ds, checkpoint, val_images, device, class_confidence=None) -> tuple:
+def _validation_settings(ds, checkpoint, val_images, device, class_confidence=None, profile=None) -> tuple:
     """The card's (score threshold, class_confidence), both from the validation tiles
     (never the held-out recordings). anchor_free only; others get (0.5, None).
 
@@ -303,7 +304,7 @@ def _validation_settings(ds, checkpoint, val_images, device, class_confidence=No
     from .train import choose_class_confidence, resolve_device, validation_ap
     dev = resolve_device(device)
     auto = class_confidence == "auto"
-    arch, model = load_checkpoint(checkpoint, ds, dev, None if auto else class_confidence)
+    arch, model = load_checkpoint(checkpoint, ds, dev, None if auto else class_confidence, profile_classifier=profile)
     if arch.name != "anchor_free":
         return 0.5, None
     if auto:
@@ -318,6 +319,39 @@ def _validation_settings(ds, checkpoint, val_images, device, class_confidence=No
     th = round(max(r["best_f1_threshold"], arch.eval_score), 3)
     print(f"run: score threshold {th} (best class-agnostic F1 {r['best_f1']:.3f} on the validation tiles)")
     return th, arch.class_confidence
+
+
+def cmd_profile(a):
+    """Fit the profile classifier on a prepared folder's training tiles and write it into a model's card."""
+    from gnuradio.rfdetect.inference.model_runtime import ModelCard
+    from .prepare import load_dataset
+    from .profile import add_to_card, fit_on_tiles, training_tiles
+    folder = Path(a.model)
+    folder = folder.parent if folder.suffix == ".onnx" else folder
+    card_path = folder / "model.card.json"
+    if not card_path.is_file():
+        raise ValueError(f"{folder}: no model.card.json (give the folder of a model `rfdetect-train run` or "
+                         f"export wrote)")
+    card = ModelCard.load(card_path)
+    if card.output_format != "anchor_free/1":
+        raise ValueError(f"{card_path}: a profile classifier applies to anchor_free/1 models, not "
+                         f"{card.output_format}")
+    if a.remove:
+        add_to_card(card_path, None)
+        print(f"profile: removed from {card_path}")
+        return None
+    tiles = Path(a.tiles) if a.tiles else folder / "work" / "tiles"
+    ds = load_dataset(tiles)
+    if ds["params"] != card.spectrogram or ds["tile_height"] != card.input_shape[2]:
+        raise ValueError(f"{tiles}: its tiles ({ds['tile_height']} rows, spectrogram {ds['params'].to_dict()}) "
+                         f"are not the model's ({card.input_shape[2]} rows, {card.spectrogram.to_dict()})")
+    images, note = training_tiles(ds, tiles, folder)
+    print(f"profile: {len(images)} tiles of {tiles} ({note})")
+    value = fit_on_tiles(ds, images, list(card.labels), a.seed, not a.quiet)
+    add_to_card(card_path, value, a.command)
+    print(f"profile: {value['fit']['boxes']} boxes, training accuracy {value['fit']['train_accuracy']:.3f} "
+          f"-> {card_path}")
+    return value
 
 
 def cmd_run(a):
@@ -340,12 +374,20 @@ def cmd_run(a):
     emit("stage", stage="train", tiles=len(ds["images"]))
     summary = cmd_train(argparse.Namespace(**{**vars(a), "out": str(work / "runs")}))
     ck = Path(summary["final"]["checkpoint"])
+    a.profile_value = None
+    if a.profile and summary["arch"] == "anchor_free":
+        from .profile import fit_on_tiles
+        emit("stage", stage="profile")
+        from .profile import MIN_BOXES
+        a.profile_value = fit_on_tiles(ds, summary["train_tiles"], summary["labels"], a.seed, not a.quiet,
+                                       min_boxes=MIN_BOXES)
     emit("stage", stage="evaluate")
     if a.score_threshold is None or a.class_confidence == "auto":
-        th, a.class_confidence = _validation_settings(ds, ck, summary["val_tiles"], a.device, a.class_confidence)
+        th, a.class_confidence = _validation_settings(ds, ck, summary["val_tiles"], a.device, a.class_confidence,
+                                                      a.profile_value)
         a.score_threshold = th if a.score_threshold is None else a.score_threshold
     report = _evaluate(ds, ck, summary["val_tiles"], work / "report", a.device, a.score_threshold, not a.quiet,
-                       a.class_confidence)
+                       a.class_confidence, a.profile_value)
     emit("stage", stage="export")
     cmd_export(argparse.Namespace(**{**vars(a), "checkpoint": str(ck), "out": str(out),
                                      "report": str(work / "report" / "report.json")}))
@@ -454,9 +496,21 @@ def build_parser():
     p.add_argument("--no-engine", action="store_true")
     p.add_argument("--no-torch", action="store_true", help="skip model.pt (the PyTorch backend's format)")
     p.set_defaults(func=cmd_export)
-    p = sub.add_parser("run", help="prepare -> auto-tune -> train -> evaluate -> export")
+    p = sub.add_parser("profile", help="fit a profile classifier and write it into an anchor_free model's card")
+    p.add_argument("--model", required=True, help="the model's folder (or its model.onnx)")
+    p.add_argument("--tiles", help="a prepared folder with the model's spectrogram and tile height (default: "
+                                   "MODEL/work/tiles, the tiles `rfdetect-train run` trained on)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--remove", action="store_true", help="take the profile classifier out of the card instead")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_profile)
+    p = sub.add_parser("run", help="prepare -> auto-tune -> train -> profile -> evaluate -> export")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True,
+                   help="anchor_free: after training, fit the profile classifier on the training tiles, so "
+                        "that boxes are named from their time-averaged spectrum too (default on, where every "
+                        "label with boxes has at least 8 of them; docs/model_card.md, docs/training.md session 39)")
     p.add_argument("--no-engine", action="store_true")
     p.add_argument("--no-torch", action="store_true", help="skip model.pt")
     _class_confidence_arg(p, "default 0.5; 'auto': the one of 0.2/0.3/0.4/0.5 with the best validation AP50 "

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gnuradio.rfdetect.inference import postprocess
+from gnuradio.rfdetect.inference import box_profile, postprocess
 from gnuradio.rfdetect.inference.backends import excess_error
 from gnuradio.rfdetect.inference.model_runtime import ModelCard, card_for
 
@@ -31,14 +31,16 @@ class ExportError(RuntimeError):
 
 
 def load_checkpoint(path, ds, device="cpu", class_confidence=None, score_rule=None, class_region=None,
-                    box_vote=None, refine_min_rows=None, splatter_db=None, refine_peak_db=None, trace_lines=None):
+                    box_vote=None, refine_min_rows=None, splatter_db=None, refine_peak_db=None, trace_lines=None,
+                    profile_classifier=None):
     """-> (arch, model in eval mode). ``class_confidence``, ``score_rule``, ``class_region``: the label rule's
     settings (anchor_free; class_confidence chosen on validation tiles by rfdetect-train run);
     ``box_vote``: anchor_free's box voting IoU (0: off); ``refine_min_rows``: the shortest box
     whose time edges are refined; ``splatter_db``: the contrast of switching splatter dropped
     (0: off); ``refine_peak_db``: the contrast of the pixels a box with no clear profile snaps
     to (0: off); ``trace_lines``: whether a box over part of a chirp's sweep grows to the whole
-    sweep; else the arch's defaults."""
+    sweep; else the arch's defaults. ``profile_classifier``: the card value of a profile
+    classifier (training.profile) that names the boxes with the network."""
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"checkpoint not found: {path}")
@@ -71,6 +73,14 @@ def load_checkpoint(path, ds, device="cpu", class_confidence=None, score_rule=No
             setattr(arch, attr, check(value))
         except ValueError as e:
             raise ExportError(f"{flag}: {e}") from None
+    if profile_classifier is not None:
+        if not hasattr(arch, "profile_classifier"):
+            raise ExportError(f"a profile classifier applies to anchor_free, not {arch.name}")
+        try:
+            arch.profile_classifier = box_profile.ProfileClassifier(profile_classifier, len(arch.labels),
+                                                                    ds["params"].db_per_unit)
+        except box_profile.ProfileError as e:
+            raise ExportError(str(e)) from None
     model = arch.build()
     model.load_state_dict(ck["model"])
     return arch, model.to(device).eval()

@@ -13,12 +13,13 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from . import postprocess
+from . import box_profile, postprocess
 from .carrier_detector import CARRIER_SPECTROGRAM, CarrierConfigError, CarrierDetector
 from .energy_detector import EnergyDetector, PixelBox
 from .pulse_detector import PULSE_SPECTROGRAM, PulseConfigError, PulseDetector
@@ -355,6 +356,12 @@ class CardModel:
             self.trace_lines = postprocess.check_trace_lines(af.get("trace_lines", False))
         except ValueError as e:
             raise ModelError(f"model {self.name}: its card's {e}") from None
+        # anchor_free/1: boxes named from their time-averaged spectrum too (box_profile; absent: off)
+        try:
+            self.profile = box_profile.ProfileClassifier.from_card(card.extra, len(self.labels),
+                                                                   card.spectrogram.db_per_unit)
+        except box_profile.ProfileError as e:
+            raise ModelError(f"model {self.name}: its card's {e}") from None
         unknown = [lab for lab in (keep_labels or []) if lab not in self.labels + [self.unknown_label]]
         if unknown:
             raise ModelError(f"model {self.name}: labels {unknown} are not among its labels "
@@ -426,11 +433,13 @@ class CardModel:
                     out[0], out[1], int(self.card.extra["dense"]["stride"]), self.score_threshold,
                     self.card.nms_iou)
             elif self.format == "anchor_free/1":
+                chunk = x[:, i * self.chunk_width:(i + 1) * self.chunk_width]
+                reclassify = None if self.profile is None else partial(self.profile.combine, chunk)
                 boxes, scores, labels = postprocess.decode_anchor_free(
                     out[0], out[1], out[2], self.score_threshold, self.card.nms_iou, self.class_confidence,
                     contained=self.nms_contained, merge_band_iou=self.merge_band_iou, score_rule=self.score_rule,
-                    class_region=self.class_region, strides=self.cell_strides, box_vote=self.box_vote)
-                chunk = x[:, i * self.chunk_width:(i + 1) * self.chunk_width]
+                    class_region=self.class_region, strides=self.cell_strides, box_vote=self.box_vote,
+                    reclassify=reclassify)
                 boxes, scores, labels = postprocess.refine_boxes(
                     chunk, boxes, scores, labels, self.refine_edges, self.card.nms_iou, self.refine_min_rows,
                     self.refine_peak_db, self.card.spectrogram.db_per_unit, self.trace_lines)

@@ -778,12 +778,20 @@ def _candidates(obj: np.ndarray, score_threshold: float, max_candidates: int) ->
     return np.concatenate([first, _best(cand[~peak], flat, max_candidates - len(first))])
 
 
+def _relabel(objectness, net_probs, boxes, reclassify, class_confidence, score_rule):
+    """Labels of ``boxes`` by the label rule over ``reclassify``'s class probabilities. Their
+    scores stay the network's: a profile classifier names boxes and never decides which of a
+    tile's boxes are kept or how they rank. (Letting it score too cost 0.03 AP50 on TorchSig,
+    which a model fitted to five classic classes has never seen; docs/training.md, session 39.)"""
+    return label_rule(objectness, reclassify(boxes, net_probs), class_confidence, score_rule)[1]
+
+
 def decode_anchor_free(objectness: np.ndarray, class_probs: np.ndarray, boxes: np.ndarray, score_threshold: float,
                        nms_iou: float, class_confidence: float = DEFAULT_CLASS_CONFIDENCE,
                        max_candidates: int = MAX_CANDIDATES, max_out: int = 300, contained: float = 0.0,
                        merge_band_iou: float = 0.0, score_rule: str = DEFAULT_SCORE_RULE,
                        class_region: float = DEFAULT_CLASS_REGION, strides: Optional[tuple] = None,
-                       box_vote: float = 0.0):
+                       box_vote: float = 0.0, reclassify=None):
     """``anchor_free/1`` outputs of one tile -> (boxes [N,4], scores [N], labels [N];
     label UNKNOWN_LABEL where the class is uncertain; scores by ``score_rule``, which the
     threshold and NMS use). ``merge_band_iou`` > 0: after NMS,
@@ -795,12 +803,17 @@ def decode_anchor_free(objectness: np.ndarray, class_probs: np.ndarray, boxes: n
     by the label rule.
 
     ``box_vote`` > 0: each box NMS keeps becomes the objectness-weighted mean of the
-    candidates that overlap it at that IoU or more (:func:`vote_boxes`)."""
+    candidates that overlap it at that IoU or more (:func:`vote_boxes`).
+
+    ``reclassify`` (boxes [N,4], class probabilities [N,K]) -> class probabilities [N,K]:
+    called on the boxes NMS keeps; the label rule names them from what it returns, and
+    their scores stay the network's (:func:`_relabel`; the card's profile classifier,
+    rfdetect.inference.box_profile)."""
     box_vote = check_box_vote(box_vote)
     if class_region > 0:
         return _decode_by_box_class(objectness, class_probs, boxes, score_threshold, nms_iou, class_confidence,
                                     max_candidates, max_out, contained, merge_band_iou, score_rule,
-                                    check_class_region(class_region), strides, box_vote)
+                                    check_class_region(class_region), strides, box_vote, reclassify)
     obj = np.asarray(objectness, np.float32)[0, 0]
     probs = np.asarray(class_probs, np.float32)[0]
     bx = np.asarray(boxes, np.float32)[0]
@@ -816,9 +829,13 @@ def decode_anchor_free(objectness: np.ndarray, class_probs: np.ndarray, boxes: n
     b, scores, labels, o = b[ok], scores[ok], labels[ok], flat[cand][ok]
     keep = nms(b, scores, np.zeros(len(b), np.int64), nms_iou, max_out, contained)
     kept = vote_boxes(b[keep], b, o, box_vote) if box_vote > 0 else b[keep]
+    scores, labels = scores[keep], labels[keep]
+    if reclassify is not None and len(kept):
+        cell_probs = probs.reshape(k, -1)[:, cand][:, ok][:, keep].T
+        labels = _relabel(o[keep], cell_probs, kept, reclassify, class_confidence, score_rule)
     if merge_band_iou > 0:
-        return merge_same_band(kept, scores[keep], labels[keep], merge_band_iou)
-    return kept, scores[keep], labels[keep]
+        return merge_same_band(kept, scores, labels, merge_band_iou)
+    return kept, scores, labels
 
 
 def box_class_probs(objectness: np.ndarray, class_probs: np.ndarray, boxes: np.ndarray, stride_y: float,
@@ -850,7 +867,7 @@ def box_class_probs(objectness: np.ndarray, class_probs: np.ndarray, boxes: np.n
 
 def _decode_by_box_class(objectness, class_probs, boxes, score_threshold, nms_iou, class_confidence,
                          max_candidates, max_out, contained, merge_band_iou, score_rule, region, strides,
-                         box_vote=0.0):
+                         box_vote=0.0, reclassify=None):
     check_score_rule(score_rule)
     if strides is None:
         raise ValueError("label_rule.class_region > 0 needs the cells' strides (the card's anchor_free "
@@ -871,8 +888,10 @@ def _decode_by_box_class(objectness, class_probs, boxes, score_threshold, nms_io
     b, o = (vote_boxes(b[keep], b, o, box_vote) if box_vote > 0 else b[keep]), o[keep]
     if merge_band_iou > 0:
         b, o, _ = merge_same_band(b, o, np.full(len(b), UNKNOWN_LABEL, np.int64), merge_band_iou)
-    scores, labels = label_rule(o, box_class_probs(obj, probs, b, strides[0], strides[1], region),
-                                class_confidence, score_rule)
+    box_probs = box_class_probs(obj, probs, b, strides[0], strides[1], region)
+    scores, labels = label_rule(o, box_probs, class_confidence, score_rule)
+    if reclassify is not None and len(b):
+        labels = _relabel(o, box_probs, b, reclassify, class_confidence, score_rule)
     order = np.argsort(-scores, kind="stable")
     order = order[scores[order] >= score_threshold]
     return b[order], scores[order], labels[order]
