@@ -165,9 +165,11 @@ def test_a_piece_starting_in_the_shared_rows_is_continued_only_by_what_starts_wi
     t-cls20d, session 38) is not its continuation: both come out, the chirp as tile 0 boxed
     it. Tile 1's box that starts with the chirp is stitched on as before, and so is a piece
     of a signal that began before tile 1 (the usual case, whatever its start)."""
-    def run(later_t0, first_t0=0.085):
+    def run(later_t0, first_t0=0.085, rows=None):
         m = NmsMerger()
         t = [_tile("", i, 0.1, 0.08, 2, "file") for i in range(2)]
+        if rows:
+            t = [dict(tile, rows=rows) for tile in t]
         first = dict(_rec("", t[0], first_t0, 0.1, 0.0, 1e4, 0.4, "chirp"), tile_edge=["stop"])
         later = _rec("", t[1], later_t0, 0.11, 0.0, 2e4, 0.1, "signal")
         out = [r for tile, recs in zip(t, [[first], [later]]) for r in m.push(tile, recs)]
@@ -183,6 +185,12 @@ def test_a_piece_starting_in_the_shared_rows_is_continued_only_by_what_starts_wi
         assert run(0.0925)[1] == 1      # without the rule they would be joined
     finally:
         nm.STITCH_START_SLACK = slack
+    # a piece only a few rows long (15 ms, rows of 2.5 ms): a quarter of it is 1.5 rows, so a
+    # box starting 2 rows later is still its continuation (edges refined in another tile land a
+    # row or two off), and one 3 rows later is not; without the tile's rows the quarter alone
+    assert run(0.09, rows=40) == ([(0.085, 0.11, 2e4)], 1)
+    assert run(0.0926, rows=40)[1] == 0
+    assert run(0.09)[1] == 0
 
 
 def test_a_cut_piece_inside_a_signal_another_tile_saw_goes_whatever_its_label():

@@ -10,7 +10,8 @@ merger takes the new records plus those it held back from the previous tile and:
    ``iou_threshold``, or, for a signal that sweeps such as a chirp, the band both
    saw in the rows their tiles share) become their union, best-matching pairs first; a
    piece that starts in the rows the later tile shares was seen starting there too, so its
-   continuation starts with it (within ``STITCH_START_SLACK`` of its length);
+   continuation starts with it (within ``STITCH_START_SLACK`` of its length, and at least
+   ``STITCH_START_MIN_ROWS`` rows);
 2. **suppresses** duplicates greedily, complete records before ones cut by an edge,
    then by score: a record whose (time x frequency) IoU with a kept record is >=
    ``iou_threshold`` is dropped, and so is a record cut by a tile edge that lies
@@ -74,6 +75,9 @@ RECORD_KEYS = ("t_start", "t_stop", "f_low", "f_high", "score", "sample_start", 
 # after it (a box over the tail of something else that happens to share its band does not
 # continue it; docs/training.md, session 38)
 STITCH_START_SLACK = 0.25
+# ... and no less than this many of the later tile's rows: edges refined from one tile's pixels
+# land a row or two from the other's, which for a piece a few rows long is over a quarter
+STITCH_START_MIN_ROWS = 2
 log = logging.getLogger("rfdetect.merge")
 
 
@@ -108,9 +112,10 @@ def _join(a: dict, b: dict) -> dict:
     out["_end_seen"] = bool(stop_src.get("_end_seen")) or (
         a["t_stop"] == b["t_stop"] and bool(a.get("_end_seen") or b.get("_end_seen")))
     # the tile the joined record reaches furthest into: a later piece continues it from there
-    out.pop("_tile_t0", None)
-    if "_tile_t0" in stop_src:
-        out["_tile_t0"] = stop_src["_tile_t0"]
+    for k in ("_tile_t0", "_row_s"):
+        out.pop(k, None)
+        if k in stop_src:
+            out[k] = stop_src[k]
     return out
 
 
@@ -162,8 +167,10 @@ class NmsMerger:
         if second["t_start"] > first["t_stop"]:
             return 0.0
         t0_first, t0_second = first.get("_tile_t0"), second.get("_tile_t0")
+        slack = max(STITCH_START_SLACK * (first["t_stop"] - first["t_start"]),
+                    STITCH_START_MIN_ROWS * second.get("_row_s", 0.0))
         if t0_first is not None and t0_second is not None and t0_first < t0_second <= first["t_start"] \
-                and second["t_start"] - first["t_start"] > STITCH_START_SLACK * (first["t_stop"] - first["t_start"]):
+                and second["t_start"] - first["t_start"] > slack:
             return 0.0
         return continuation(first, second, self.iou_threshold)
 
@@ -321,7 +328,7 @@ class NmsMerger:
 
     def _out(self, out: list[dict]) -> list[dict]:
         for r in out:
-            for k in ("_seen", "_end_seen", "_stream", "_rank", "_growing", "_final", "_tile_t0"):
+            for k in ("_seen", "_end_seen", "_stream", "_rank", "_growing", "_final", "_tile_t0", "_row_s"):
                 r.pop(k, None)
             r.setdefault("models", [r["model"]])
         out.sort(key=lambda r: (r["t_start"], r["f_low"], r["t_stop"], r["f_high"], str(r["label"])))
@@ -341,8 +348,11 @@ class NmsMerger:
                 r["_end_seen"] = True
         rank = _tile_order(tile, stream)[2:]  # which input, the same on every run
         t0 = tile.get("t_start")
-        merged = self.merge(inp.held + [dict(r, _seen=set(), _stream=stream, _rank=rank,
-                                             **({} if t0 is None else {"_tile_t0": float(t0)})) for r in records])
+        where = {} if t0 is None else {"_tile_t0": float(t0)}
+        if t0 is not None and tile.get("rows") and tile.get("t_stop") is not None:
+            where["_row_s"] = (float(tile["t_stop"]) - float(t0)) / float(tile["rows"])
+        merged = self.merge(inp.held + [dict(r, _seen=set(), _stream=stream, _rank=rank, **where)
+                                        for r in records])
         done, inp.held = [], []
         for r in merged:
             # held through a later tile that reaches its end: the input has seen all of it
