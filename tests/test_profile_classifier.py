@@ -160,14 +160,21 @@ def test_it_renames_the_networks_boxes_without_moving_or_rescoring_them(class_re
     assert plain[2][order].tolist() == [0, 2] and got[2][gorder].tolist() == [1, 2]
 
 
-def test_combine_is_a_renormalised_product_that_keeps_the_networks_class_mass():
+def test_combine_is_a_product_no_surer_than_the_networks_best_class():
+    """The profile picks among the classes the network finds likely; a box the network could
+    not name (no class at class_confidence) stays unnamed, whatever the profile says."""
     pc = box_profile.ProfileClassifier(_value(3, 1), 3, DB)
-    net = np.array([[0.2, 0.2, 0.2], [0.0, 0.0, 0.0]], np.float32)
-    got = pc.combine(_tile(), np.array([[10, 10, 20, 20], [30, 30, 40, 40]], np.float32), net)
-    p = pc.probs(_tile(), np.array([[10, 10, 20, 20]], np.float32))[0]
-    assert got[0] == pytest.approx(0.6 * p / p.sum(), abs=1e-6)
-    assert got[1].tolist() == [0.0, 0.0, 0.0]   # no class mass: nothing to share out
-    assert got[0].argmax() == 1
+    boxes = np.array([[10, 10, 20, 20], [30, 30, 40, 40], [50, 50, 60, 60], [70, 70, 80, 80]], np.float32)
+    net = np.array([[0.4, 0.3, 0.3], [0.0, 0.0, 0.0], [0.7, 0.3, 0.0], [0.5, 0.5, 0.0]], np.float32)
+    got = pc.combine(_tile(), boxes, net)
+    p = pc.probs(_tile(), boxes[:1])[0].astype(np.float64)
+    prod = net[0] * p / (net[0] * p).sum()
+    assert got[0] == pytest.approx(prod * 0.4 / prod.max(), abs=1e-6)
+    assert got[0].argmax() == 1 and got[0].max() == pytest.approx(0.4)   # renamed, not surer: still unnamed
+    assert got[1].tolist() == [0.0, 0.0, 0.0]                            # no class mass: nothing to share out
+    assert got[2].argmax() == 1 and got[2].max() == pytest.approx(0.7)   # named, and named otherwise
+    assert got[3].argmax() == 1 and got[3].max() == pytest.approx(0.5)
+    assert (got.max(axis=1) <= net.max(axis=1) + 1e-6).all()
 
 
 # ---------------------------------------------------------------- the card and the commands

@@ -10,8 +10,9 @@ with a margin), its row profile, and its size and level, and gives class probabi
 from a small two-layer network whose weights live in the card (key ``profile_classifier``;
 ``rfdetect-train profile`` fits it on a prepared dataset's tiles).
 
-Its probabilities multiply the network's (a product of experts, renormalised), and the
-label rule then names and scores the box as usual (postprocess.label_rule). This module
+Its probabilities multiply the network's (a product of experts, renormalised, and no surer
+than the network's best class), and the label rule then names the box as usual
+(postprocess.label_rule); the box keeps the network's score. This module
 holds the features, the card check and the forward pass, used by the Detector and by
 training alike, so the two cannot differ.
 """
@@ -148,11 +149,18 @@ class ProfileClassifier:
 
     def combine(self, tile: np.ndarray, boxes: np.ndarray, net_probs: np.ndarray) -> np.ndarray:
         """The network's class probabilities [N,K] times the profile's to the card's weight,
-        renormalised to the network's total (a box the network gives little class mass keeps it)."""
+        renormalised, then scaled so that the best class is no surer than the network's best:
+        the profile picks among the classes the network finds likely, and a box the network
+        could not name stays unnamed. (Unscaled, names where the network had none split the
+        pieces NMS Merge stitches by label: `wideband` on TorchSig tuning recordings 0.73 ->
+        0.46 class-agnostic AP50; docs/training.md, session 39.)"""
         net = np.asarray(net_probs, np.float64).reshape(len(boxes), -1)
         if len(net) == 0 or self.p["weight"] == 0:
             return net.astype(np.float32)
         prod = net * self.probs(tile, boxes).astype(np.float64) ** self.p["weight"]
         total = prod.sum(axis=1, keepdims=True)
         mass = net.sum(axis=1, keepdims=True)
-        return np.where(total > 0, prod / np.maximum(total, 1e-30) * mass, net).astype(np.float32)
+        out = np.where(total > 0, prod / np.maximum(total, 1e-30) * mass, net)
+        best = out.max(axis=1, keepdims=True)
+        cap = np.minimum(1.0, net.max(axis=1, keepdims=True) / np.maximum(best, 1e-30))
+        return (out * np.where(best > 0, cap, 1.0)).astype(np.float32)
