@@ -188,9 +188,10 @@ def test_a_piece_starting_in_the_shared_rows_is_continued_only_by_what_starts_wi
     # a piece only a few rows long (15 ms, rows of 2.5 ms): a quarter of it is 1.5 rows, so a
     # box starting 2 rows later is still its continuation (edges refined in another tile land a
     # row or two off), and one 3 rows later is not; without the tile's rows the quarter alone
-    assert run(0.09, rows=40) == ([(0.085, 0.11, 2e4)], 1)
-    assert run(0.0926, rows=40)[1] == 0
-    assert run(0.09)[1] == 0
+    assert run(0.085 + 2 * 0.0025, rows=40) == ([(0.085, 0.11, 2e4)], 1)
+    assert run(0.085 + 1.9 * 0.0025, rows=40)[1] == 1
+    assert run(0.085 + 3 * 0.0025, rows=40)[1] == 0
+    assert run(0.085 + 2 * 0.0025)[1] == 0
 
 
 def test_a_cut_piece_inside_a_signal_another_tile_saw_goes_whatever_its_label():

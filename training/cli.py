@@ -276,6 +276,8 @@ def cmd_export(a):
     from .export import export_engine, export_onnx, export_torch, load_checkpoint
     from .prepare import load_dataset
     ds = load_dataset(a.tiles)
+    if getattr(a, "profile_from", None):
+        a.profile_value = _profile_from(a.profile_from)
     arch, model = load_checkpoint(a.checkpoint, ds, "cpu", getattr(a, "class_confidence", None),
                                   getattr(a, "score_rule", None), getattr(a, "class_region", None),
                                   getattr(a, "box_vote", None), getattr(a, "refine_min_rows", None),
@@ -291,6 +293,21 @@ def cmd_export(a):
     if not a.no_engine:
         export_engine(path, fp16=True)
     return path
+
+
+def _profile_from(path) -> dict:
+    """The ``profile_classifier`` of the card of a model (its folder or a file of it)."""
+    from gnuradio.rfdetect.inference.model_runtime import card_for
+    given = Path(path)
+    card_path = card_for(given) if given.is_file() and not given.name.endswith(".card.json") else (
+        given if given.is_file() else given / "model.card.json")
+    try:
+        value = json.loads(card_path.read_text()).get("profile_classifier")
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"--profile-from {path}: card {card_path} unreadable ({e})") from None
+    if value is None:
+        raise ValueError(f"--profile-from {path}: card {card_path} has no profile_classifier")
+    return value
 
 
 def _validation_settings(ds, checkpoint, val_images, device, class_confidence=None, profile=None) -> tuple:
@@ -323,34 +340,39 @@ def _validation_settings(ds, checkpoint, val_images, device, class_confidence=No
 
 def cmd_profile(a):
     """Fit the profile classifier on a prepared folder's training tiles and write it into a model's card."""
-    from gnuradio.rfdetect.inference.model_runtime import ModelCard
+    from gnuradio.rfdetect.inference.model_runtime import ModelCard, card_for
     from .prepare import load_dataset
     from .profile import add_to_card, fit_on_tiles, training_tiles
-    folder = Path(a.model)
-    folder = folder.parent if folder.suffix == ".onnx" else folder
-    card_path = folder / "model.card.json"
+    given = Path(a.model)
+    card_path = card_for(given) if given.is_file() else given / "model.card.json"
+    folder = card_path.parent
     if not card_path.is_file():
-        raise ValueError(f"{folder}: no model.card.json (give the folder of a model `rfdetect-train run` or "
-                         f"export wrote)")
+        raise ValueError(f"{given}: no model card ({card_path.name}; give the folder of a model `rfdetect-train run` "
+                         f"or export wrote, or its model file)")
     card = ModelCard.load(card_path)
     if card.output_format != "anchor_free/1":
         raise ValueError(f"{card_path}: a profile classifier applies to anchor_free/1 models, not "
                          f"{card.output_format}")
     if a.remove:
+        if "profile_classifier" not in card.extra:
+            print(f"profile: {card_path} has none")
+            return None
         add_to_card(card_path, None)
-        print(f"profile: removed from {card_path}")
+        print(f"profile: removed from {card_path} (its metrics and thresholds are still those measured with it)")
         return None
     tiles = Path(a.tiles) if a.tiles else folder / "work" / "tiles"
     ds = load_dataset(tiles)
     if ds["params"] != card.spectrogram or ds["tile_height"] != card.input_shape[2]:
-        raise ValueError(f"{tiles}: its tiles ({ds['tile_height']} rows, spectrogram {ds['params'].to_dict()}) "
-                         f"are not the model's ({card.input_shape[2]} rows, {card.spectrogram.to_dict()})")
+        differ = card.spectrogram.differences(ds["params"])
+        if ds["tile_height"] != card.input_shape[2]:
+            differ.append(f"tile_height: {card.input_shape[2]} != {ds['tile_height']}")
+        raise ValueError(f"{tiles}: its tiles are not the model's (model != tiles: {'; '.join(differ)})")
     images, note = training_tiles(ds, tiles, folder)
     print(f"profile: {len(images)} tiles of {tiles} ({note})")
     value = fit_on_tiles(ds, images, list(card.labels), a.seed, not a.quiet)
     add_to_card(card_path, value, a.command)
     print(f"profile: {value['fit']['boxes']} boxes, training accuracy {value['fit']['train_accuracy']:.3f} "
-          f"-> {card_path}")
+          f"-> {card_path} (its metrics and thresholds are still those measured without it)")
     return value
 
 
@@ -376,9 +398,8 @@ def cmd_run(a):
     ck = Path(summary["final"]["checkpoint"])
     a.profile_value = None
     if a.profile and summary["arch"] == "anchor_free":
-        from .profile import fit_on_tiles
+        from .profile import MIN_BOXES, fit_on_tiles
         emit("stage", stage="profile")
-        from .profile import MIN_BOXES
         a.profile_value = fit_on_tiles(ds, summary["train_tiles"], summary["labels"], a.seed, not a.quiet,
                                        min_boxes=MIN_BOXES)
     emit("stage", stage="evaluate")
@@ -493,6 +514,9 @@ def build_parser():
                    help="anchor_free: a box over part of a sloped bright line (a chirp boxed over a stretch "
                         "of its sweep) grows to the whole line, at --refine-peak-db's level (default on, also "
                         "for checkpoints from before session 38, which had it off); docs/model_card.md")
+    p.add_argument("--profile-from", metavar="MODEL",
+                   help="anchor_free: put the profile classifier of this model's card (its folder, card or model "
+                        "file) into the exported card, as `rfdetect-train run` fitted it; docs/model_card.md")
     p.add_argument("--no-engine", action="store_true")
     p.add_argument("--no-torch", action="store_true", help="skip model.pt (the PyTorch backend's format)")
     p.set_defaults(func=cmd_export)
@@ -510,7 +534,8 @@ def build_parser():
     p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True,
                    help="anchor_free: after training, fit the profile classifier on the training tiles, so "
                         "that boxes are named from their time-averaged spectrum too (default on, where every "
-                        "label with boxes has at least 8 of them; docs/model_card.md, docs/training.md session 39)")
+                        "label with boxes has enough of them: training/profile.py MIN_BOXES; docs/model_card.md, "
+                        "docs/training.md session 39)")
     p.add_argument("--no-engine", action="store_true")
     p.add_argument("--no-torch", action="store_true", help="skip model.pt")
     _class_confidence_arg(p, "default 0.5; 'auto': the one of 0.2/0.3/0.4/0.5 with the best validation AP50 "

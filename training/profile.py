@@ -8,12 +8,12 @@ the card's ``profile_classifier`` value.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from gnuradio.rfdetect.formats.sigmf_io import atomic_write_json
 from gnuradio.rfdetect.inference import box_profile
 
 from .archs import load_tile
@@ -112,7 +112,7 @@ def fit_on_tiles(ds: dict, images: list, labels: list, seed: int = 0, progress: 
               f"({', '.join(few[:5])}{', ...' if len(few) > 5 else ''}); a classifier fitted to so few would "
               f"name by memory (`rfdetect-train profile` fits one anyway)")
         return None
-    if few and progress:
+    if few:
         print(f"profile: WARNING: {len(few)} labels have fewer than {limit} boxes ({', '.join(few[:5])}"
               f"{', ...' if len(few) > 5 else ''}); its names for them are guesses from a few examples")
     value = fit(x, y, len(labels), seed)
@@ -124,11 +124,15 @@ def fit_on_tiles(ds: dict, images: list, labels: list, seed: int = 0, progress: 
 
 def training_tiles(ds: dict, tiles: Path, model_dir: Path) -> tuple[list, str]:
     """The tiles to fit on: the run's training tiles when ``tiles`` is the folder ``rfdetect-train
-    run`` wrote beside the model (its validation tiles stay unseen), else all of them."""
+    run`` wrote beside the model (its validation tiles stay unseen), else all of them (a folder
+    of the user's own: validation tiles in it are fitted on too)."""
     summary = Path(model_dir) / "work" / "runs" / "train.json"
-    if Path(tiles).resolve() == (Path(model_dir) / "work" / "tiles").resolve() and summary.is_file():
+    if Path(tiles).resolve() == (Path(model_dir) / "work" / "tiles").resolve():
+        if not summary.is_file():
+            raise ValueError(f"{summary} is missing: without it the run's validation tiles cannot be told from its "
+                             f"training tiles (give --tiles a prepared folder of training tiles instead)")
         return list(json.loads(summary.read_text())["train_tiles"]), "the run's training tiles"
-    return list(ds["images"]), "all of them"
+    return list(ds["images"]), "all of them, as given"
 
 
 def add_to_card(card_path: Path, value, command: str | None = None) -> None:
@@ -138,7 +142,6 @@ def add_to_card(card_path: Path, value, command: str | None = None) -> None:
     if value is None:
         card.pop("profile_classifier", None)
     else:
-        card["profile_classifier"] = {**value, "fit": {**value.get("fit", {}), **({"command": command} if command else {})}}
-    tmp = card_path.with_name(f".{card_path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(card, indent=1) + "\n")
-    os.replace(tmp, card_path)
+        fit_info = {**value.get("fit", {}), **({"command": command} if command else {})}
+        card["profile_classifier"] = {**value, "fit": fit_info}
+    atomic_write_json(card_path, card)

@@ -4,7 +4,7 @@ machine-readable progress log (``rfdetect-train run|train --progress-jsonl FILE`
 The log has one JSON object per line, flushed as it is written, so that another
 process (``rfdetect serve``'s job runner) can follow a run with ``tail -f`` semantics:
 
-* ``{"event": "stage", "stage": "prepare"|"train"|"evaluate"|"export"|"done", ...}``
+* ``{"event": "stage", "stage": "prepare"|"train"|"profile"|"evaluate"|"export"|"done", ...}``
 * ``{"event": "step", "run": "final", "epoch": 3, "epochs": 40, "step": 12, "steps": 30, "loss": 0.41}``
   (at most about one a second)
 * ``{"event": "epoch", "run": "final", "epochs": 40, <the metrics.csv row>}``: ``train_loss``,

@@ -89,7 +89,7 @@ def box_features(tile: np.ndarray, boxes: np.ndarray, db_per_unit: float) -> np.
         f[-3] = np.log2(bh)
         f[-2] = col_med * scale
         # the spread of at most 32 of its rows: a tall box's pixels cost milliseconds otherwise
-        f[-1] = float(inside[::max(1, len(inside) // 32)].std()) * scale
+        f[-1] = float(inside[::max(1, -(-len(inside) // 32))].std()) * scale
     return out
 
 
@@ -106,7 +106,9 @@ def check_profile_classifier(d, n_labels: int) -> dict:
         raise ProfileError(f"profile_classifier lacks {e.args[0]!r}") from None
     except (TypeError, ValueError) as e:
         raise ProfileError(f"profile_classifier holds a value that is not a number array ({e})") from None
-    hidden = arrays["b1"].shape[0] if arrays["b1"].ndim == 1 else -1
+    if arrays["b1"].ndim != 1:
+        raise ProfileError(f"profile_classifier.b1 has shape {list(arrays['b1'].shape)}, not [hidden units]")
+    hidden = arrays["b1"].shape[0]
     want = {"mean": (N_FEATURES,), "std": (N_FEATURES,), "w1": (N_FEATURES, hidden), "b1": (hidden,),
             "w2": (hidden, n_labels), "b2": (n_labels,)}
     for k, shape in want.items():
@@ -154,9 +156,10 @@ class ProfileClassifier:
         could not name stays unnamed. (Unscaled, names where the network had none split the
         pieces NMS Merge stitches by label: `wideband` on TorchSig tuning recordings 0.73 ->
         0.46 class-agnostic AP50; docs/training.md, session 39.)"""
-        net = np.asarray(net_probs, np.float64).reshape(len(boxes), -1)
-        if len(net) == 0 or self.p["weight"] == 0:
+        net = np.asarray(net_probs, np.float64)
+        if len(boxes) == 0 or self.p["weight"] == 0:
             return net.astype(np.float32)
+        net = net.reshape(len(boxes), -1)
         prod = net * self.probs(tile, boxes).astype(np.float64) ** self.p["weight"]
         total = prod.sum(axis=1, keepdims=True)
         mass = net.sum(axis=1, keepdims=True)

@@ -890,11 +890,12 @@ def _decode_by_box_class(objectness, class_probs, boxes, score_threshold, nms_io
         b, o, _ = merge_same_band(b, o, np.full(len(b), UNKNOWN_LABEL, np.int64), merge_band_iou)
     box_probs = box_class_probs(obj, probs, b, strides[0], strides[1], region)
     scores, labels = label_rule(o, box_probs, class_confidence, score_rule)
-    if reclassify is not None and len(b):
-        labels = _relabel(o, box_probs, b, reclassify, class_confidence, score_rule)
     order = np.argsort(-scores, kind="stable")
     order = order[scores[order] >= score_threshold]
-    return b[order], scores[order], labels[order]
+    b, scores, labels = b[order], scores[order], labels[order]
+    if reclassify is not None and len(b):
+        labels = _relabel(o[order], box_probs[order], b, reclassify, class_confidence, score_rule)
+    return b, scores, labels
 
 
 def peak_offset(three: np.ndarray) -> float:

@@ -75,8 +75,10 @@ RECORD_KEYS = ("t_start", "t_stop", "f_low", "f_high", "score", "sample_start", 
 # after it (a box over the tail of something else that happens to share its band does not
 # continue it; docs/training.md, session 38)
 STITCH_START_SLACK = 0.25
-# ... and no less than this many of the later tile's rows: edges refined from one tile's pixels
-# land a row or two from the other's, which for a piece a few rows long is over a quarter
+# ... and no less than this many of the later tile's rows (plus half a row, so that a start
+# exactly that many rows later is not decided by rounding): edges refined from one tile's
+# pixels land a row or two from the other's, which for a piece a few rows long is over a
+# quarter (session 38 left this open; no tuning set changed with it, docs/training.md session 39)
 STITCH_START_MIN_ROWS = 2
 log = logging.getLogger("rfdetect.merge")
 
@@ -168,7 +170,7 @@ class NmsMerger:
             return 0.0
         t0_first, t0_second = first.get("_tile_t0"), second.get("_tile_t0")
         slack = max(STITCH_START_SLACK * (first["t_stop"] - first["t_start"]),
-                    STITCH_START_MIN_ROWS * second.get("_row_s", 0.0))
+                    (STITCH_START_MIN_ROWS + 0.5) * second.get("_row_s", 0.0))
         if t0_first is not None and t0_second is not None and t0_first < t0_second <= first["t_start"] \
                 and second["t_start"] - first["t_start"] > slack:
             return 0.0

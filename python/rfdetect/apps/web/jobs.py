@@ -39,7 +39,8 @@ RESUMABLE = ("paused", "interrupted", "failed")
 ARCHS = ("two_stage", "dense", "anchor_free", "faster_rcnn")
 TUNED = ("epochs", "k_folds", "batch_size", "lr", "early_stop")
 SPECTROGRAM_KEYS = ("fft_size", "hop", "width", "tile_height", "overlap")
-STAGE_SPAN = {"prepare": (0, 5), "train": (5, 90), "evaluate": (90, 95), "export": (95, 100), "done": (100, 100)}
+STAGE_SPAN = {"prepare": (0, 5), "train": (5, 90), "profile": (90, 90), "evaluate": (90, 95), "export": (95, 100),
+              "done": (100, 100)}
 EXPORT_TIMEOUT_S = 600
 STOP_GRACE_S = 10.0
 WEB_DIR = ".rfdetect-web"
@@ -547,6 +548,8 @@ class JobRunner:
         cmd = [sys.executable, "-m", "rfdetect_training.cli", "export", "--tiles", str(work / "tiles"),
                "--checkpoint", str(work / "runs" / "final" / "best.pt"), "--out", str(tmp),
                "--report", str(work / "report" / "report.json"), "--score-threshold", str(score), "--no-torch"]
+        if "profile_classifier" in card:   # fitted by the run, not by export: carried over
+            cmd += ["--profile-from", str(d / "model")]
         t0 = time.monotonic()
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S, cwd=str(d),
