@@ -142,10 +142,12 @@ def test_it_renames_the_networks_boxes_without_moving_or_rescoring_them(class_re
     boxes = np.zeros((1, 4, h, w), np.float32)
     # a degenerate box (x1 <= x0) first in raster order: the decode drops it before NMS, and the
     # classes of the boxes it keeps must still be their own cells'
+    # and a box scored under the threshold (objectness 0.35 x probability 0.5), which only the
+    # boxes that pass are relabelled without: the profile is read for the boxes reported
     cells = (((1, 1), [0.0, 0.0, 1.0], [20, 5, 20, 9]), ((5, 10), [0.55, 0.45, 0.0], [70, 10, 90, 30]),
-             ((20, 40), [0.2, 0.0, 0.8], [300, 70, 340, 90]))
+             ((20, 40), [0.2, 0.0, 0.8], [300, 70, 340, 90]), ((28, 60), [0.5, 0.5, 0.0], [470, 100, 490, 120]))
     for (i, j), p, b in cells:
-        obj[0, 0, i, j] = 0.9
+        obj[0, 0, i, j] = 0.35 if i == 28 else 0.9
         probs[0, :, i, j] = p
         boxes[0, :, i, j] = b
     args = dict(score_threshold=0.3, nms_iou=0.5, class_region=class_region, strides=(4.0, 8.0))
@@ -196,7 +198,7 @@ def test_bad_profile_classifier_values_are_refused_with_what_is_wrong():
         box_profile.check_profile_classifier({k: v for k, v in good.items() if k != "b1"}, 3)
     with pytest.raises(box_profile.ProfileError, match="std must be positive"):
         box_profile.check_profile_classifier({**good, "std": [0.0] * box_profile.N_FEATURES}, 3)
-    with pytest.raises(box_profile.ProfileError, match="not a number array"):
+    with pytest.raises(box_profile.ProfileError, match="profile_classifier.mean is not a number array"):
         box_profile.check_profile_classifier({**good, "mean": "zeros"}, 3)
     with pytest.raises(box_profile.ProfileError, match="weight -1.0 must be >= 0"):
         box_profile.check_profile_classifier({**good, "weight": -1}, 3)
@@ -246,6 +248,14 @@ def test_run_fits_it_the_detector_uses_it_and_the_profile_command_adds_and_remov
                   check=False, timeout=300)
     assert bad.returncode != 0 and bad.stderr.count("error:") == 1 and "has no profile_classifier" in bad.stderr
     assert not (tmp_path / "g" / "model.onnx").exists()
+    # nor from a model of other labels (here the same ones in another order: the arrays would fit)
+    other = tmp_path / "other_labels"
+    other.mkdir()
+    (other / "model.card.json").write_text(json.dumps({**card, "labels": card["labels"][::-1]}))
+    bad = run_cli(*exp, "--out", tmp_path / "h", "--profile-from", other / "model.card.json", prog="rfdetect-train",
+                  check=False, timeout=300)
+    assert bad.returncode != 0 and bad.stderr.count("error:") == 1 and "are not the checkpoint's" in bad.stderr
+    assert not (tmp_path / "h" / "model.onnx").exists()
     # a card whose classifier does not fit its labels
     card["profile_classifier"]["b2"] = card["profile_classifier"]["b2"][:-1]
     (tmp_path / "m" / "model.card.json").write_text(json.dumps(card))

@@ -277,12 +277,15 @@ def cmd_export(a):
     from .prepare import load_dataset
     ds = load_dataset(a.tiles)
     if getattr(a, "profile_from", None):
-        a.profile_value = _profile_from(a.profile_from)
+        a.profile_value, profile_labels = _profile_from(a.profile_from, ds)
     arch, model = load_checkpoint(a.checkpoint, ds, "cpu", getattr(a, "class_confidence", None),
                                   getattr(a, "score_rule", None), getattr(a, "class_region", None),
                                   getattr(a, "box_vote", None), getattr(a, "refine_min_rows", None),
                                   getattr(a, "splatter_db", None), getattr(a, "refine_peak_db", None),
                                   getattr(a, "trace_lines", None), getattr(a, "profile_value", None))
+    if getattr(a, "profile_from", None) and profile_labels != list(arch.labels):
+        raise ValueError(f"--profile-from {a.profile_from}: its labels {profile_labels} are not the checkpoint's "
+                         f"{list(arch.labels)}")
     metrics = {}
     if a.report and Path(a.report).is_file():
         r = json.loads(Path(a.report).read_text())
@@ -295,19 +298,29 @@ def cmd_export(a):
     return path
 
 
-def _profile_from(path) -> dict:
-    """The ``profile_classifier`` of the card of a model (its folder or a file of it)."""
+def _card_path(given: Path) -> Path:
+    """The card of a model given as its folder, its card or one of its model files."""
     from gnuradio.rfdetect.inference.model_runtime import card_for
-    given = Path(path)
-    card_path = card_for(given) if given.is_file() and not given.name.endswith(".card.json") else (
-        given if given.is_file() else given / "model.card.json")
+    if given.is_dir():
+        return given / "model.card.json"
+    return given if given.name.endswith(".card.json") else card_for(given)
+
+
+def _profile_from(path, ds: dict) -> tuple[dict, list]:
+    """(the ``profile_classifier`` of a model's card, that card's labels), refused unless the
+    card was made for the spectrogram of the tiles ``ds``."""
+    from gnuradio.rfdetect.inference.model_runtime import ModelCard, ModelError
+    card_path = _card_path(Path(path))
     try:
-        value = json.loads(card_path.read_text()).get("profile_classifier")
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"--profile-from {path}: card {card_path} unreadable ({e})") from None
-    if value is None:
+        card = ModelCard.load(card_path)
+    except (OSError, ModelError) as e:
+        raise ValueError(f"--profile-from {path}: {e}") from None
+    if "profile_classifier" not in card.extra:
         raise ValueError(f"--profile-from {path}: card {card_path} has no profile_classifier")
-    return value
+    differ = card.spectrogram.differences(ds["params"])
+    if differ:
+        raise ValueError(f"--profile-from {path}: its card's spectrogram is not the tiles' ({'; '.join(differ)})")
+    return card.extra["profile_classifier"], list(card.labels)
 
 
 def _validation_settings(ds, checkpoint, val_images, device, class_confidence=None, profile=None) -> tuple:
@@ -340,11 +353,11 @@ def _validation_settings(ds, checkpoint, val_images, device, class_confidence=No
 
 def cmd_profile(a):
     """Fit the profile classifier on a prepared folder's training tiles and write it into a model's card."""
-    from gnuradio.rfdetect.inference.model_runtime import ModelCard, card_for
+    from gnuradio.rfdetect.inference.model_runtime import ModelCard
     from .prepare import load_dataset
     from .profile import add_to_card, fit_on_tiles, training_tiles
     given = Path(a.model)
-    card_path = card_for(given) if given.is_file() else given / "model.card.json"
+    card_path = _card_path(given)
     folder = card_path.parent
     if not card_path.is_file():
         raise ValueError(f"{given}: no model card ({card_path.name}; give the folder of a model `rfdetect-train run` "
@@ -358,7 +371,7 @@ def cmd_profile(a):
             print(f"profile: {card_path} has none")
             return None
         add_to_card(card_path, None)
-        print(f"profile: removed from {card_path} (its metrics and thresholds are still those measured with it)")
+        print(f"profile: removed from {card_path} (its metrics and thresholds are still those it was exported with)")
         return None
     tiles = Path(a.tiles) if a.tiles else folder / "work" / "tiles"
     ds = load_dataset(tiles)
@@ -372,7 +385,7 @@ def cmd_profile(a):
     value = fit_on_tiles(ds, images, list(card.labels), a.seed, not a.quiet)
     add_to_card(card_path, value, a.command)
     print(f"profile: {value['fit']['boxes']} boxes, training accuracy {value['fit']['train_accuracy']:.3f} "
-          f"-> {card_path} (its metrics and thresholds are still those measured without it)")
+          f"-> {card_path} (its metrics and thresholds are still those it was exported with)")
     return value
 
 

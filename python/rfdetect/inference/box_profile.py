@@ -99,13 +99,18 @@ def check_profile_classifier(d, n_labels: int) -> dict:
         raise ProfileError("profile_classifier must be an object")
     if d.get("features") != FEATURES:
         raise ProfileError(f"profile_classifier.features {d.get('features')!r} is not {FEATURES!r}")
+    arrays = {}
+    for k in ("mean", "std", "w1", "b1", "w2", "b2"):
+        if k not in d:
+            raise ProfileError(f"profile_classifier lacks {k!r}")
+        try:
+            arrays[k] = np.asarray(d[k], np.float32)
+        except (TypeError, ValueError) as e:
+            raise ProfileError(f"profile_classifier.{k} is not a number array ({e})") from None
     try:
-        arrays = {k: np.asarray(d[k], np.float32) for k in ("mean", "std", "w1", "b1", "w2", "b2")}
         weight = float(d.get("weight", 1.0))
-    except KeyError as e:
-        raise ProfileError(f"profile_classifier lacks {e.args[0]!r}") from None
-    except (TypeError, ValueError) as e:
-        raise ProfileError(f"profile_classifier holds a value that is not a number array ({e})") from None
+    except (TypeError, ValueError):
+        raise ProfileError(f"profile_classifier.weight {d.get('weight')!r} is not a number") from None
     if arrays["b1"].ndim != 1:
         raise ProfileError(f"profile_classifier.b1 has shape {list(arrays['b1'].shape)}, not [hidden units]")
     hidden = arrays["b1"].shape[0]

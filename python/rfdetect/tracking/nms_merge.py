@@ -11,7 +11,7 @@ merger takes the new records plus those it held back from the previous tile and:
    saw in the rows their tiles share) become their union, best-matching pairs first; a
    piece that starts in the rows the later tile shares was seen starting there too, so its
    continuation starts with it (within ``STITCH_START_SLACK`` of its length, and at least
-   ``STITCH_START_MIN_ROWS`` rows);
+   ``STITCH_START_MIN_ROWS`` rows and half a row);
 2. **suppresses** duplicates greedily, complete records before ones cut by an edge,
    then by score: a record whose (time x frequency) IoU with a kept record is >=
    ``iou_threshold`` is dropped, and so is a record cut by a tile edge that lies
@@ -78,7 +78,8 @@ STITCH_START_SLACK = 0.25
 # ... and no less than this many of the later tile's rows (plus half a row, so that a start
 # exactly that many rows later is not decided by rounding): edges refined from one tile's
 # pixels land a row or two from the other's, which for a piece a few rows long is over a
-# quarter (session 38 left this open; no tuning set changed with it, docs/training.md session 39)
+# quarter (session 38 left this open; measured with 2 rows, no tuning set changed;
+# docs/training.md session 39)
 STITCH_START_MIN_ROWS = 2
 log = logging.getLogger("rfdetect.merge")
 

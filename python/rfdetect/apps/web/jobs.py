@@ -548,8 +548,9 @@ class JobRunner:
         cmd = [sys.executable, "-m", "rfdetect_training.cli", "export", "--tiles", str(work / "tiles"),
                "--checkpoint", str(work / "runs" / "final" / "best.pt"), "--out", str(tmp),
                "--report", str(work / "report" / "report.json"), "--score-threshold", str(score), "--no-torch"]
-        if "profile_classifier" in card:   # fitted by the run, not by export: carried over
-            cmd += ["--profile-from", str(d / "model")]
+        run_card = d / "model" / "model.card.json"   # as it is now: `rfdetect-train profile` may have changed it
+        if run_card.is_file() and "profile_classifier" in json.loads(run_card.read_text()):
+            cmd += ["--profile-from", str(d / "model")]   # fitted by the run, not by export: carried over
         t0 = time.monotonic()
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S, cwd=str(d),
