@@ -339,6 +339,22 @@ def test_detector_refuses_a_model_trained_for_other_spectrogram_settings(two_sta
     assert not (tmp_path / "d.jsonl").exists()
 
 
+def test_a_profile_classifier_on_a_card_of_another_format_is_refused(two_stage_model, tmp_path):
+    """The profile classifier renames anchor_free/1 boxes; on a two_stage card it would be
+    silently unused, so loading says so instead (docs/model_card.md)."""
+    import shutil
+
+    from gnuradio.rfdetect.inference.model_runtime import ModelError, load_model
+    m = tmp_path / "m"
+    shutil.copytree(two_stage_model, m, ignore=shutil.ignore_patterns("work"))
+    card = json.loads((m / "model.card.json").read_text())
+    assert load_model(str(m), SMALL, TILE["tile_height"]).profile is None
+    card["profile_classifier"] = {"features": "box_profile/1"}
+    (m / "model.card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match=r"profile_classifier applies to anchor_free/1, not"):
+        load_model(str(m), SMALL, TILE["tile_height"])
+
+
 def test_dense_single_stage_trains_exports_and_runs_in_the_detector(tiles, tmp_path):
     from gnuradio.rfdetect.inference.model_runtime import load_model
     runs = tmp_path / "runs"

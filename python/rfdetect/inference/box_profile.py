@@ -167,8 +167,7 @@ class ProfileClassifier:
         net = net.reshape(len(boxes), -1)
         prod = net * self.probs(tile, boxes).astype(np.float64) ** self.p["weight"]
         total = prod.sum(axis=1, keepdims=True)
-        mass = net.sum(axis=1, keepdims=True)
-        out = np.where(total > 0, prod / np.maximum(total, 1e-30) * mass, net)
+        out = np.where(total > 0, prod / np.maximum(total, 1e-30), net)
         best = out.max(axis=1, keepdims=True)
         cap = np.minimum(1.0, net.max(axis=1, keepdims=True) / np.maximum(best, 1e-30))
         return (out * np.where(best > 0, cap, 1.0)).astype(np.float32)

@@ -357,6 +357,9 @@ class CardModel:
         except ValueError as e:
             raise ModelError(f"model {self.name}: its card's {e}") from None
         # anchor_free/1: boxes named from their time-averaged spectrum too (box_profile; absent: off)
+        if "profile_classifier" in card.extra and self.format != "anchor_free/1":
+            raise ModelError(f"model {self.name}: its card's profile_classifier applies to anchor_free/1, not "
+                             f"{self.format}")
         try:
             self.profile = box_profile.ProfileClassifier.from_card(card.extra, len(self.labels),
                                                                    card.spectrogram.db_per_unit)
