@@ -186,6 +186,30 @@ def test_combine_is_a_product_no_surer_than_the_networks_best_class():
     assert (got.max(axis=1) <= net.max(axis=1) + 1e-6).all()
 
 
+def test_uncapped_it_names_what_the_network_left_unnamed_and_a_label_it_never_saw_is_the_networks():
+    """``cap_at_network`` false (the embedded cards): the renormalised product names the box,
+    surer than the network may be. A label the classifier saw no box of (``fitted`` false) gets
+    a uniform share from it, so the network alone weighs that label against the others."""
+    boxes = np.array([[10, 10, 20, 20], [30, 30, 40, 40]], np.float32)
+    net = np.array([[0.4, 0.3, 0.3], [0.2, 0.2, 0.6]], np.float32)
+    free = box_profile.ProfileClassifier({**_value(3, 1), "cap_at_network": False}, 3, DB)
+    p = free.probs(_tile(), boxes).astype(np.float64)
+    got = free.combine(_tile(), boxes, net)
+    assert got == pytest.approx(net * p / (net * p).sum(axis=1, keepdims=True), abs=1e-6)
+    assert got[0].argmax() == 1 and got[0].max() > 0.9   # surer than the network's 0.4: named
+    # class 2 unfitted: the profile's strong preference for class 1 no longer outweighs it
+    partly = box_profile.ProfileClassifier({**_value(3, 1), "cap_at_network": False,
+                                            "fitted": [True, True, False]}, 3, DB)
+    got2 = partly.combine(_tile(), boxes, net)
+    q = p.copy()
+    q[:, 2] = 0.5
+    assert got2 == pytest.approx(net * q / (net * q).sum(axis=1, keepdims=True), abs=1e-6)
+    assert got[1].argmax() == 1 and got2[1].argmax() == 2
+    # the capped default is unchanged by it
+    capped = box_profile.ProfileClassifier(_value(3, 1), 3, DB).combine(_tile(), boxes, net)
+    assert (capped.max(axis=1) <= net.max(axis=1) + 1e-6).all()
+
+
 # ---------------------------------------------------------------- the card and the commands
 def test_bad_profile_classifier_values_are_refused_with_what_is_wrong():
     good = _value(3, 0)
@@ -202,6 +226,11 @@ def test_bad_profile_classifier_values_are_refused_with_what_is_wrong():
         box_profile.check_profile_classifier({**good, "mean": "zeros"}, 3)
     with pytest.raises(box_profile.ProfileError, match="weight -1.0 must be >= 0"):
         box_profile.check_profile_classifier({**good, "weight": -1}, 3)
+    with pytest.raises(box_profile.ProfileError, match="cap_at_network 'no' must be true or false"):
+        box_profile.check_profile_classifier({**good, "cap_at_network": "no"}, 3)
+    for fitted in ([True, False], [False, False, False], [1, 1, 1], "all"):
+        with pytest.raises(box_profile.ProfileError, match="fitted must be 3 true/false values"):
+            box_profile.check_profile_classifier({**good, "fitted": fitted}, 3)
 
 
 @pytest.mark.timeout(900)

@@ -530,7 +530,7 @@ def test_training_jobs_finish_cancel_interrupt_and_survive_restarts(web_data, tm
                                                   "epochs": 3}).json()
         assert est["labelled_tiles"] > 0 and est["values"]["epochs"] == 3 and est["auto"]["epochs"] == 100
         assert est["estimated_s"] > 0
-        a = _job(c, recs[:2], epochs=2, name="tiny")
+        a = _job(c, recs[:2], epochs=2, name="tiny", arch="anchor_free")  # its card has a label rule
         b = _job(c, recs[:2], epochs=400, early_stop=1000, name="long")
         assert c.get(f"/api/jobs/{b['id']}").json()["state"] == "queued"  # one at a time on the cpu
         a = srv.wait_job(a["id"], ("done",))
@@ -551,7 +551,14 @@ def test_training_jobs_finish_cancel_interrupt_and_survive_restarts(web_data, tm
         b = srv.wait_job(b["id"], ("cancelled",), timeout=30)
         assert 1 <= len(b["metrics"]) < 400 and not _alive(pid)
         assert [h["state"] for h in b["history"]] == ["queued", "running", "cancelled"]
-        # export (validated against PyTorch), download, copy into --models: a new plugin
+        # export (validated against PyTorch), download, copy into --models: a new plugin. The
+        # run's label rule as its card has it now (a run with --class-confidence auto chose it)
+        from gnuradio.rfdetect.apps.web.jobs import WEB_DIR
+        run_card = web_data / WEB_DIR / "jobs" / str(a["id"]) / "model" / "model.card.json"
+        card = json.loads(run_card.read_text())
+        assert card["label_rule"]["class_confidence"] != 0.35
+        card["label_rule"]["class_confidence"] = 0.35
+        run_card.write_text(json.dumps(card))
         ex = c.post(f"/api/jobs/{a['id']}/export")
         assert ex.status_code == 200, ex.text
         assert ex.json()["onnx_check"]["max_excess_error"] <= ex.json()["onnx_check"]["atol"]
@@ -560,6 +567,8 @@ def test_training_jobs_finish_cancel_interrupt_and_survive_restarts(web_data, tm
         import zipfile
         names = zipfile.ZipFile(io.BytesIO(z.content)).namelist()
         assert f"job{a['id']}/model.onnx" in names and f"job{a['id']}/model.card.json" in names
+        exported = json.loads(zipfile.ZipFile(io.BytesIO(z.content)).read(f"job{a['id']}/model.card.json"))
+        assert exported["label_rule"]["class_confidence"] == 0.35
         assert c.post(f"/api/jobs/{a['id']}/install", json={"name": "tiny1"}).status_code == 200
         assert c.post(f"/api/jobs/{a['id']}/install", json={"name": "tiny1"}).status_code == 409
         assert "tiny1" in c.get("/plugins").json()

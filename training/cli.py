@@ -383,6 +383,8 @@ def cmd_profile(a):
     images, note = training_tiles(ds, tiles, folder)
     print(f"profile: {len(images)} tiles of {tiles} ({note})")
     value = fit_on_tiles(ds, images, list(card.labels), a.seed, not a.quiet)
+    if not a.cap:
+        value["cap_at_network"] = False
     add_to_card(card_path, value, a.command)
     print(f"profile: {value['fit']['boxes']} boxes, training accuracy {value['fit']['train_accuracy']:.3f} "
           f"-> {card_path} (its metrics and thresholds are still those it was exported with)")
@@ -538,6 +540,9 @@ def build_parser():
     p.add_argument("--tiles", help="a prepared folder with the model's spectrogram and tile height (default: "
                                    "MODEL/work/tiles, the tiles `rfdetect-train run` trained on)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cap", action=argparse.BooleanOptionalAction, default=True,
+                   help="name no box more surely than the network's best class (the default: a box the network "
+                        "could not name stays `signal`); --no-cap lets the profile name it (the embedded models)")
     p.add_argument("--remove", action="store_true", help="take the profile classifier out of the card instead")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_profile)

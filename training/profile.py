@@ -90,7 +90,7 @@ def fit(features: np.ndarray, classes: np.ndarray, n_labels: int, seed: int = 0,
     with torch.no_grad():
         acc = float((net(z).argmax(1) == y).float().mean())
     r = lambda t: np.round(t.detach().numpy().astype(np.float64), 6).tolist()  # noqa: E731
-    return {"features": box_profile.FEATURES, "weight": 1.0,
+    return {"features": box_profile.FEATURES, "weight": 1.0, "fitted": [bool(c > 0) for c in counts.tolist()],
             "mean": r(mean), "std": r(std), "w1": r(net[0].weight.T), "b1": r(net[0].bias),
             "w2": r(net[2].weight.T), "b2": r(net[2].bias),
             "fit": {"boxes": int(len(features) // (COPIES + 1)), "examples": int(len(features)),

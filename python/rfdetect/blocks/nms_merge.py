@@ -16,9 +16,13 @@ class nms_merge(MessageBlock):
         iou_threshold: IoU at or above which two records are the same signal.
         class_aware: only records with the same label suppress each other; "signal"
             (the label of a localised signal whose class is uncertain, and the energy
-            detector's) matches any label, and the kept record takes the known name. A
-            piece cut by a tile edge inside a record of the same Detector from another
-            tile goes whatever its label (a partial view, named less surely).
+            detector's) matches any label, and the kept record takes the known name. It
+            applies between records of different models: one model's records from one
+            Detector that are pieces of one signal cut by a tile edge, or whose IoU is at
+            least ``iou_threshold``, are one signal whatever their labels (its per-tile NMS
+            ignores labels too; the joined record takes the larger piece's name). A piece cut by a tile edge inside a record of the
+            same Detector from another tile goes whatever its label (a partial view,
+            named less surely).
         stitch: join pieces of one signal cut by a tile edge.
         long_signals: how a signal longer than a tile leaves: "whole" (held until it
             ends: one record, one SigMF annotation), "pieces" (held no longer than the

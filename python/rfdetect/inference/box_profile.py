@@ -10,9 +10,10 @@ with a margin), its row profile, and its size and level, and gives class probabi
 from a small two-layer network whose weights live in the card (key ``profile_classifier``;
 ``rfdetect-train profile`` fits it on a prepared dataset's tiles).
 
-Its probabilities multiply the network's (a product of experts, renormalised, and no surer
-than the network's best class), and the label rule then names the box as usual
-(postprocess.label_rule); the box keeps the network's score. This module
+Its probabilities multiply the network's (a product of experts, renormalised, and unless
+the card says ``"cap_at_network": false`` no surer than the network's best class), and the
+label rule then names the box as usual (postprocess.label_rule); the box keeps the network's
+score. This module
 holds the features, the card check and the forward pass, used by the Detector and by
 training alike, so the two cannot differ.
 """
@@ -127,6 +128,16 @@ def check_profile_classifier(d, n_labels: int) -> dict:
     if not (np.isfinite(weight) and weight >= 0):
         raise ProfileError(f"profile_classifier.weight {weight} must be >= 0")
     arrays["weight"] = weight
+    cap = d.get("cap_at_network", True)
+    if not isinstance(cap, bool):
+        raise ProfileError(f"profile_classifier.cap_at_network {cap!r} must be true or false")
+    arrays["cap_at_network"] = cap
+    fitted = d.get("fitted", [True] * n_labels)
+    if not (isinstance(fitted, list) and len(fitted) == n_labels and all(isinstance(v, bool) for v in fitted)
+            and any(fitted)):
+        raise ProfileError(f"profile_classifier.fitted must be {n_labels} true/false values, one a label, "
+                           f"at least one true")
+    arrays["fitted"] = np.asarray(fitted, bool)
     return arrays
 
 
@@ -156,18 +167,28 @@ class ProfileClassifier:
 
     def combine(self, tile: np.ndarray, boxes: np.ndarray, net_probs: np.ndarray) -> np.ndarray:
         """The network's class probabilities [N,K] times the profile's to the card's weight,
-        renormalised, then scaled so that the best class is no surer than the network's best:
-        the profile picks among the classes the network finds likely, and a box the network
-        could not name stays unnamed. (Unscaled, names where the network had none split the
-        pieces NMS Merge stitches by label: `wideband` on TorchSig tuning recordings 0.73 ->
-        0.46 class-agnostic AP50; docs/training.md, session 39.)"""
+        renormalised, then (``cap_at_network``, the default) scaled so that the best class is
+        no surer than the network's best: the profile picks among the classes the network
+        finds likely, and a box the network could not name stays unnamed. (Unscaled, names
+        where the network had none split the pieces a class-aware NMS Merge stitched by label:
+        `wideband` on TorchSig tuning recordings 0.73 -> 0.46 class-agnostic AP50;
+        docs/training.md, session 39. Since session 40 one model's pieces are stitched
+        whatever their names, and the embedded cards name uncapped.)"""
         net = np.asarray(net_probs, np.float64)
         if len(boxes) == 0 or self.p["weight"] == 0:
             return net.astype(np.float32)
         net = net.reshape(len(boxes), -1)
-        prod = net * self.probs(tile, boxes).astype(np.float64) ** self.p["weight"]
+        profile = self.probs(tile, boxes).astype(np.float64)
+        fitted = self.p["fitted"]
+        if not fitted.all():
+            # a label it saw no box of: the profile has no opinion on it (a uniform share), so
+            # the network alone weighs it against the rest (the corpus fitted on may lack one)
+            profile[:, ~fitted] = 1.0 / fitted.sum()
+        prod = net * profile ** self.p["weight"]
         total = prod.sum(axis=1, keepdims=True)
         out = np.where(total > 0, prod / np.maximum(total, 1e-30), net)
+        if not self.p["cap_at_network"]:
+            return out.astype(np.float32)
         best = out.max(axis=1, keepdims=True)
         cap = np.minimum(1.0, net.max(axis=1, keepdims=True) / np.maximum(best, 1e-30))
         return (out * np.where(best > 0, cap, 1.0)).astype(np.float32)

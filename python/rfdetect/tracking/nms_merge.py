@@ -5,7 +5,9 @@ and a signal crossing a tile edge is seen as two truncated pieces. For each tile
 merger takes the new records plus those it held back from the previous tile and:
 
 1. **stitches** pieces cut by a tile edge (the Detector marks them ``tile_edge``):
-   two records from different tiles whose time spans meet and where the later one
+   two records from different tiles (of the same class when ``class_aware``, unless both
+   are one model's: a name may change between tiles; the joined record takes the name of
+   the larger piece) whose time spans meet and where the later one
    continues the earlier (:func:`rfdetect.formats.records.continuation`: frequency IoU >=
    ``iou_threshold``, or, for a signal that sweeps such as a chirp, the band both
    saw in the rows their tiles share) become their union, best-matching pairs first; a
@@ -17,9 +19,10 @@ merger takes the new records plus those it held back from the previous tile and:
    ``iou_threshold`` is dropped, and so is a record cut by a tile edge that lies
    mostly (>= ``containment``) inside a kept record from another tile -- the part
    of a long or slanted signal that a neighbouring tile saw whole (same label only
-   when ``class_aware``, except for such a cut piece over the same band inside a record of
-   the same input: a partial view is named less surely than the whole, so its label does
-   not count);
+   when ``class_aware``, except that two records of one model and one input whose IoU is
+   ``iou_threshold`` or more are one signal whatever their labels, as that model's per-tile
+   NMS has them, and so is such a cut piece over the same band inside a record of the same
+   input: a partial view is named less surely than the whole, so its label does not count);
 3. emits records that end before the next tile starts (no later tile can see them
    again) and holds back the rest; a record that a held one could yet become a duplicate
    of by growing (a later piece stitched on) waits with it, unchanged, until the two have
@@ -93,6 +96,10 @@ def labels_agree(a: str, b: str) -> bool:
 def _join(a: dict, b: dict) -> dict:
     first, last = (a, b) if a["t_start"] <= b["t_start"] else (b, a)
     out = dict(max(a, b, key=lambda r: r["score"]))
+    if a["label"] != b["label"]:
+        # one signal named two ways (one model's pieces, or "signal" and a name): the name the
+        # larger view gave, a known name before "signal"; the score stays the surer piece's
+        out["label"] = max(a, b, key=lambda r: (r["label"] != UNKNOWN_LABEL, _area(r), r["score"]))["label"]
     out["t_start"], out["sample_start"] = first["t_start"], first["sample_start"]
     out["t_stop"] = max(a["t_stop"], b["t_stop"])
     end = max(a["sample_start"] + a["sample_count"], b["sample_start"] + b["sample_count"])
@@ -122,11 +129,19 @@ def _join(a: dict, b: dict) -> dict:
     return out
 
 
+def _area(r: dict) -> float:
+    return (r["t_stop"] - r["t_start"]) * (r["f_high"] - r["f_low"])
+
+
+def _models_of(r: dict) -> set:
+    return set(r.get("models", [r["model"]]))
+
+
 def _inside_fraction(r: dict, other: dict) -> float:
     """Fraction of ``r``'s (time x frequency) area inside ``other``."""
     dt = min(r["t_stop"], other["t_stop"]) - max(r["t_start"], other["t_start"])
     df = min(r["f_high"], other["f_high"]) - max(r["f_low"], other["f_low"])
-    area = (r["t_stop"] - r["t_start"]) * (r["f_high"] - r["f_low"])
+    area = _area(r)
     return dt * df / area if dt > 0 and df > 0 and area > 0 else 0.0
 
 
@@ -160,9 +175,19 @@ class NmsMerger:
         # is the same signal as a named one where they overlap, not a second one
         return not self.class_aware or labels_agree(a["label"], b["label"])
 
+    @staticmethod
+    def _one_model(a, b, across_inputs: bool = False) -> bool:
+        """Records of one model and one input: where they are pieces or duplicates of one
+        signal they are one signal whatever the model names them. Its per-tile NMS ignores
+        names too, and the tiles that see a signal may name it differently (split by names,
+        its pieces stayed apart; docs/training.md, session 40)."""
+        models = _models_of(a)
+        return not across_inputs and len(models) == 1 and models == _models_of(b)
+
     def _stitch_score(self, a, b) -> float:
         """> 0 when ``a`` and ``b`` are pieces of one signal cut by a tile edge."""
-        if _tile_of(a) == _tile_of(b) or not self._same_class(a, b) or a.get("_final") or b.get("_final"):
+        if _tile_of(a) == _tile_of(b) or not (self._same_class(a, b) or self._one_model(a, b)) \
+                or a.get("_final") or b.get("_final"):
             return 0.0
         first, second = (a, b) if a["t_start"] <= b["t_start"] else (b, a)
         if "stop" not in first.get("tile_edge", []) and "start" not in second.get("tile_edge", []):
@@ -188,7 +213,9 @@ class NmsMerger:
         if not across_inputs and self._cut_inside(kept, r) \
                 and interval_iou(kept["f_low"], kept["f_high"], r["f_low"], r["f_high"]) >= self.iou_threshold:
             return True
-        return self._same_class(kept, r) and self._duplicate(kept, r)
+        if self._same_class(kept, r):
+            return self._duplicate(kept, r)
+        return self._one_model(kept, r, across_inputs) and box_iou(kept, r) >= self.iou_threshold
 
     def _cut_inside(self, kept: dict, r: dict) -> bool:
         """``r``, cut by a tile edge, lies mostly inside ``kept`` from another tile."""

@@ -549,8 +549,12 @@ class JobRunner:
                "--checkpoint", str(work / "runs" / "final" / "best.pt"), "--out", str(tmp),
                "--report", str(work / "report" / "report.json"), "--score-threshold", str(score), "--no-torch"]
         run_card = d / "model" / "model.card.json"   # as it is now: `rfdetect-train profile` may have changed it
-        if run_card.is_file() and "profile_classifier" in json.loads(run_card.read_text()):
+        card_now = json.loads(run_card.read_text()) if run_card.is_file() else {}
+        if "profile_classifier" in card_now:
             cmd += ["--profile-from", str(d / "model")]   # fitted by the run, not by export: carried over
+        confidence = (card_now.get("label_rule") or {}).get("class_confidence")
+        if confidence is not None:   # the run's label rule (`--class-confidence auto` chooses it on validation tiles)
+            cmd += ["--class-confidence", str(confidence)]
         t0 = time.monotonic()
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S, cwd=str(d),
