@@ -197,9 +197,9 @@ def test_a_piece_starting_in_the_shared_rows_is_continued_only_by_what_starts_wi
 
 def test_a_cut_piece_inside_a_signal_another_tile_saw_goes_whatever_its_label():
     """A chirp boxed whole in tile 1 as "lora", whose tail tile 2 sees cut by its start edge
-    and names "chirp": one record (TorchSig tuning recordings, session 34). A piece of
-    another input (another model's Detector) inside it is still kept apart by its label,
-    and so is a record that is not cut."""
+    and names "chirp": one record (TorchSig tuning recordings, session 34), and since session
+    40 also where the tail is another input's (another model's Detector): a partial view over
+    the same band. A record that is not cut is no partial view and stays."""
     def run(inputs_of_tail, tail_edge):
         m = NmsMerger(inputs=2)
         t = {s: [_tile(s, i, 0.1, 0.08, 3, "file") for i in range(3)] for s in ("a", "b")}
@@ -213,8 +213,9 @@ def test_a_cut_piece_inside_a_signal_another_tile_saw_goes_whatever_its_label():
                 out += m.push(t[s][i], recs)
         return sorted((r["label"], r["t_start"]) for r in out)
     assert run("a", ["start"]) == [("lora", 0.10)]
-    assert run("b", ["start"]) == [("chirp", 0.16), ("lora", 0.10)]
+    assert run("b", ["start"]) == [("lora", 0.10)]
     assert run("a", []) == [("chirp", 0.16), ("lora", 0.10)]
+    assert run("b", []) == [("chirp", 0.16), ("lora", 0.10)]
     # a narrow signal of another label inside the wide one (a tone in a Wi-Fi band), cut by
     # the same edge, is not a view of it: it stays
     m = NmsMerger()
@@ -223,6 +224,17 @@ def test_a_cut_piece_inside_a_signal_another_tile_saw_goes_whatever_its_label():
     tone = dict(_rec("", t[2], 0.16, 0.17, 9e3, 1e4, 0.6, "tone"), tile_edge=["start"])
     out = [r for i, recs in enumerate([[], [wide], [tone]]) for r in m.push(t[i], recs)]
     assert sorted(r["label"] for r in out) == ["tone", "wifi"], out
+    # ... nor when another input's Detector finds it; of the same label it is a view of it
+    for label, want in (("tone", ["tone", "wifi"]), ("wifi", ["wifi"])):
+        m = NmsMerger(inputs=2)
+        t = {k: [_tile(k, i, 0.1, 0.08, 3, "file") for i in range(3)] for k in ("a", "b")}
+        wide = _rec("a", t["a"][1], 0.10, 0.17, 0.0, 2e4, 0.5, "wifi")
+        narrow = dict(_rec("b", t["b"][2], 0.16, 0.17, 9e3, 1e4, 0.6, label), tile_edge=["start"])
+        out = []
+        for i in range(3):
+            for k in ("a", "b"):
+                out += m.push(t[k][i], [r for r in (wide, narrow) if r["model"] == f"model-{k}" and r["tile"] == i])
+        assert sorted(r["label"] for r in out) == want, (label, out)
 
 
 def test_a_signal_longer_than_a_tile_leaves_whole_from_a_file_and_in_pieces_live():
@@ -669,10 +681,9 @@ def test_a_bad_record_is_dropped_with_one_error_and_the_tiles_go_on(caplog):
 
 
 def test_one_models_pieces_of_one_signal_are_joined_whatever_their_names():
-    """Class-aware merging keeps two models' names apart, not one model's: a signal cut by a
-    tile edge that the model names `ofdm` in one tile and `lte_dl` in the next is one record
-    (named by the surer piece), and a duplicate in the overlap rows goes. Boxes of two models
-    of one Detector with different names stay side by side, as they always did."""
+    """A signal cut by a tile edge that the model names `ofdm` in one tile and `lte_dl` in the
+    next is one record (named by the larger piece), and a duplicate in the overlap rows goes;
+    two models' pieces are stitched only when their names agree, when class-aware."""
     def rec(t0, t1, tile, label, score, model="m1", edge=()):
         return {"t_start": t0, "t_stop": t1, "f_low": 0.0, "f_high": 1e4, "label": label, "score": score,
                 "model": model, "sample_start": int(t0 * RATE), "sample_count": int((t1 - t0) * RATE),
@@ -690,11 +701,16 @@ def test_one_models_pieces_of_one_signal_are_joined_whatever_their_names():
         assert joined[0]["label"] == "lte_dl" and m.stitched >= 1
         # the `wifi` box lies inside the joined signal in the overlap rows: one model's duplicate
         assert not [r for r in out if r["label"] == "wifi"] and len(out) == 2
-        # m1's and m2's tones are a duplicate only when labels do not count, and they agree here
+        # m1's and m2's tones of one box are one record
         assert len([r for r in out if r["label"] == "tone"]) == 1
+    # two models that box one signal alike and name it two ways report one signal (since session
+    # 40), the surer one's name
     m = NmsMerger()
     out = m.push(dict(t0, final=True), [rec(0.01, 0.03, 0, "tone", 0.9), rec(0.01, 0.03, 0, "fhss", 0.8, model="m2")])
-    assert sorted(r["label"] for r in out) == ["fhss", "tone"]
-    m = NmsMerger(class_aware=False)
-    out = m.push(dict(t0, final=True), [rec(0.01, 0.03, 0, "tone", 0.9), rec(0.01, 0.03, 0, "fhss", 0.8, model="m2")])
-    assert [r["label"] for r in out] == ["tone"]
+    assert [(r["label"], r["models"]) for r in out] == [("tone", ["m1", "m2"])]
+    # but two models' pieces across a tile edge are stitched only when their names agree
+    for class_aware, n in ((True, 2), (False, 1)):
+        m = NmsMerger(class_aware=class_aware)
+        out = m.push(t0, [rec(0.05, 0.1, 0, "ofdm", 0.6, edge=["stop"])])
+        out += m.push(t1, [rec(0.08, 0.15, 1, "lte_dl", 0.7, model="m2", edge=["start"])])
+        assert len(out) == n and m.stitched == 2 - n, class_aware

@@ -187,6 +187,14 @@ def test_signals_smaller_than_the_spectrogram_shows_are_boxed_at_its_resolution(
     [t] = [b for b in out if b["label"] == "tone"]
     assert t["f1"] - t["f0"] == pytest.approx(min_hz) and (t["s0"], t["s1"]) == (tone["s0"], tone["s1"])
     assert [b["s0"] for b in out if b["label"] == "drone"] == [pytest.approx(10 * hop + 5 - hop)]
+    # found boxes (scored): "signal" names no class, so it is one smear with a named box; two
+    # names stay two boxes, as truth boxes of two labels do
+    found = lambda s, lab, score: {**pulse(s, lab), "score": score}  # noqa: E731
+    got = resolvable_boxes([found(10 * hop, "radar", 0.4), found(10 * hop + 5, "signal", 0.7),
+                            found(40 * hop, "radar", 0.4), found(40 * hop + 5, "bt", 0.7)], min_len, min_hz)
+    assert sorted((b["label"], b["score"]) for b in got) == [("bt", 0.7), ("radar", 0.4), ("radar", 0.7)]
+    assert resolvable_boxes([pulse(10 * hop), pulse(10 * hop + 5, "signal")], min_len, min_hz)[0]["label"] == "radar"
+    assert len(resolvable_boxes([pulse(10 * hop), pulse(10 * hop + 5, "signal")], min_len, min_hz)) == 2
     # and prepare's pixel boxes keep them: two rows, two columns
     px = pixel_boxes(out, p, row_start=0, valid_rows=128, sample_rate=RATE, center_freq=0.0)
     assert len(px) == len(out)

@@ -42,6 +42,7 @@ import numpy as np
 from gnuradio.rfdetect.formats.sigmf_io import RecordingError, SigMFRecording, atomic_write_json, find_sigmf_files
 from gnuradio.rfdetect.dsp.spectrogram import SpectrogramEngine, SpectrogramParams, StreamingSpectrogram
 from gnuradio.rfdetect.inference.tile_detector import TileAssembler
+from gnuradio.rfdetect.inference.postprocess import DEFAULT_UNKNOWN_LABEL as UNKNOWN_LABEL
 from gnuradio.rfdetect.formats.tile_io import write_tile_png
 
 from .progress import progress_bar
@@ -144,17 +145,28 @@ def resolvable_boxes(boxes: list[dict], min_length: float, min_width: float,
     merged: list[dict] = []
     for b in sorted(grown, key=lambda b: (b["label"], b[t0])):
         while True:
-            hit = next((m for m in merged if m["label"] == b["label"] and m[t0] < b[t1] and b[t0] < m[t1]
+            hit = next((m for m in merged if _same_smear_label(m, b) and m[t0] < b[t1] and b[t0] < m[t1]
                         and m[f0] < b[f1] and b[f0] < m[f1]), None)
             if hit is None:
                 merged.append(b)
                 break
             merged.remove(hit)
+            label = b["label"] if b["label"] != UNKNOWN_LABEL else hit["label"]
             b = {**hit, **b, t0: min(hit[t0], b[t0]), t1: max(hit[t1], b[t1]),
-                 f0: min(hit[f0], b[f0]), f1: max(hit[f1], b[f1])}
+                 f0: min(hit[f0], b[f0]), f1: max(hit[f1], b[f1]), "label": label}
             if "score" in hit or "score" in b:  # found boxes (evaluate.at_resolution): the best score
                 b["score"] = max(float(hit.get("score", 0.0)), float(b.get("score", 0.0)))
     return kept + merged
+
+
+def _same_smear_label(a: dict, b: dict) -> bool:
+    """Widened boxes that overlap are one smear when their labels are the same; found boxes
+    (they have a score) also when one is "signal", which names no class and so agrees with any,
+    as NMS Merge has it: two models' boxes of a pulse below the grid, one named and one not,
+    were scored as a hit and a false alarm (docs/training.md, session 40)."""
+    if a["label"] == b["label"]:
+        return True
+    return ("score" in a or "score" in b) and UNKNOWN_LABEL in (a["label"], b["label"])
 
 
 def resolution(params: SpectrogramParams, sample_rate: float) -> tuple[float, float]:

@@ -14,15 +14,14 @@ class nms_merge(MessageBlock):
 
     Args:
         iou_threshold: IoU at or above which two records are the same signal.
-        class_aware: only records with the same label suppress each other; "signal"
-            (the label of a localised signal whose class is uncertain, and the energy
-            detector's) matches any label, and the kept record takes the known name. It
-            applies between records of different models: one model's records from one
-            Detector that are pieces of one signal cut by a tile edge, or whose IoU is at
-            least ``iou_threshold``, are one signal whatever their labels (its per-tile NMS
-            ignores labels too; the joined record takes the larger piece's name). A piece cut by a tile edge inside a record of the
-            same Detector from another tile goes whatever its label (a partial view,
-            named less surely).
+        class_aware: labels keep apart a piece cut by a tile edge lying inside a record of
+            another band and label (a narrow signal inside a wide one), and pieces of two
+            models are stitched only when their labels agree; "signal" (the label of a
+            localised signal whose class is uncertain, and the energy detector's) matches
+            any label, and the kept record takes the known name. Records whose IoU reaches
+            ``iou_threshold`` are one signal whatever their labels, as is a cut piece over
+            the same band inside a record of another tile, and one model's pieces of a
+            signal are stitched whatever it names them (the larger piece names the join).
         stitch: join pieces of one signal cut by a tile edge.
         long_signals: how a signal longer than a tile leaves: "whole" (held until it
             ends: one record, one SigMF annotation), "pieces" (held no longer than the

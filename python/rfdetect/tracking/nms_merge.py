@@ -5,7 +5,7 @@ and a signal crossing a tile edge is seen as two truncated pieces. For each tile
 merger takes the new records plus those it held back from the previous tile and:
 
 1. **stitches** pieces cut by a tile edge (the Detector marks them ``tile_edge``):
-   two records from different tiles (of the same class when ``class_aware``, unless both
+   two records from different tiles (of the same label when ``class_aware``, unless both
    are one model's: a name may change between tiles; the joined record takes the name of
    the larger piece) whose time spans meet and where the later one
    continues the earlier (:func:`rfdetect.formats.records.continuation`: frequency IoU >=
@@ -16,13 +16,13 @@ merger takes the new records plus those it held back from the previous tile and:
    ``STITCH_START_MIN_ROWS`` rows and half a row);
 2. **suppresses** duplicates greedily, complete records before ones cut by an edge,
    then by score: a record whose (time x frequency) IoU with a kept record is >=
-   ``iou_threshold`` is dropped, and so is a record cut by a tile edge that lies
+   ``iou_threshold`` is dropped, whatever the labels (two boxes that agree that well are
+   one signal named two ways), and so is a record cut by a tile edge that lies
    mostly (>= ``containment``) inside a kept record from another tile -- the part
-   of a long or slanted signal that a neighbouring tile saw whole (same label only
-   when ``class_aware``, except that two records of one model and one input whose IoU is
-   ``iou_threshold`` or more are one signal whatever their labels, as that model's per-tile
-   NMS has them, and so is such a cut piece over the same band inside a record of the same
-   input: a partial view is named less surely than the whole, so its label does not count);
+   of a long or slanted signal that a neighbouring tile saw whole (over the same band
+   whatever its label, a partial view being named less surely than the whole; over
+   another band only of the same label when ``class_aware``: a narrow signal inside a wide
+   one);
 3. emits records that end before the next tile starts (no later tile can see them
    again) and holds back the rest; a record that a held one could yet become a duplicate
    of by growing (a later piece stitched on) waits with it, unchanged, until the two have
@@ -176,13 +176,12 @@ class NmsMerger:
         return not self.class_aware or labels_agree(a["label"], b["label"])
 
     @staticmethod
-    def _one_model(a, b, across_inputs: bool = False) -> bool:
-        """Records of one model and one input: where they are pieces or duplicates of one
-        signal they are one signal whatever the model names them. Its per-tile NMS ignores
-        names too, and the tiles that see a signal may name it differently (split by names,
-        its pieces stayed apart; docs/training.md, session 40)."""
+    def _one_model(a, b) -> bool:
+        """Records of one model (of one input: pieces are stitched within an input): pieces of
+        one signal whatever the model names them. The tiles that see a signal may name it
+        differently (split by names, its pieces stayed apart; docs/training.md, session 40)."""
         models = _models_of(a)
-        return not across_inputs and len(models) == 1 and models == _models_of(b)
+        return len(models) == 1 and models == _models_of(b)
 
     def _stitch_score(self, a, b) -> float:
         """> 0 when ``a`` and ``b`` are pieces of one signal cut by a tile edge."""
@@ -202,20 +201,23 @@ class NmsMerger:
             return 0.0
         return continuation(first, second, self.iou_threshold)
 
-    def _suppresses(self, kept: dict, r: dict, across_inputs: bool = False) -> bool:
-        """Whether ``kept`` makes ``r`` a duplicate: step 2's rule, within a class when
-        class-aware, except that a piece cut by a tile edge lying inside a record of another
-        tile of the same input, over the same band (frequency IoU >= ``iou_threshold``), goes
-        whatever its label: it is a partial view of that signal, which a model names less
-        surely than the whole (a chirp's tail named `chirp`, the chirp `lora`). A narrow
-        signal of another label inside a wide one keeps its record, and across inputs labels
-        still keep apart what two models report."""
-        if not across_inputs and self._cut_inside(kept, r) \
-                and interval_iou(kept["f_low"], kept["f_high"], r["f_low"], r["f_high"]) >= self.iou_threshold:
+    def _suppresses(self, kept: dict, r: dict) -> bool:
+        """Whether ``kept`` makes ``r`` a duplicate (step 2's rule). Boxes whose IoU reaches
+        ``iou_threshold`` are one signal whatever their labels: one model's pieces of a signal
+        may be named differently by different tiles, and two models that box one signal alike
+        are naming it, not reporting two (labels kept such pairs apart until session 40, which
+        cost class-agnostic AP50 once the embedded models named more; docs/training.md). So
+        is a piece cut by a tile edge lying inside a record of another tile over the same band
+        (frequency IoU >= ``iou_threshold``): a partial view, named less surely than the whole
+        (a chirp's tail named `chirp`, the chirp `lora`). Labels count, when class-aware, only
+        for a cut piece inside a record of another band: a narrow signal of another label
+        inside a wide one (a tone in a Wi-Fi channel) keeps its record."""
+        if box_iou(kept, r) >= self.iou_threshold:
             return True
-        if self._same_class(kept, r):
-            return self._duplicate(kept, r)
-        return self._one_model(kept, r, across_inputs) and box_iou(kept, r) >= self.iou_threshold
+        if not self._cut_inside(kept, r):
+            return False
+        same_band = interval_iou(kept["f_low"], kept["f_high"], r["f_low"], r["f_high"]) >= self.iou_threshold
+        return same_band or self._same_class(kept, r)
 
     def _cut_inside(self, kept: dict, r: dict) -> bool:
         """``r``, cut by a tile edge, lies mostly inside ``kept`` from another tile."""
@@ -248,7 +250,7 @@ class NmsMerger:
         kept: list[dict] = []
         for r in sorted(records, key=order):
             dup = next((k for k in kept if (not across_inputs or k["_stream"] != r["_stream"])
-                        and self._suppresses(k, r, across_inputs)), None)
+                        and self._suppresses(k, r)), None)
             if dup is None:
                 kept.append(r)
                 continue
