@@ -557,9 +557,12 @@ def test_class_aware_merge_treats_signal_as_any_label():
     m = NmsMerger(0.5, class_aware=True)
     [one] = m.merge([rec("signal", 0.9), rec("chirp", 0.6, 1.05e6, 2.0e6)])
     assert one["label"] == "chirp" and one["score"] == 0.9  # one signal, with the name it was given
-    # two names of boxes that agree (IoU 0.95) are one signal named two ways (since session 40)
+    # one model's boxes that agree (IoU 0.95) are one signal named two ways (since session 40)
     [one] = m.merge([rec("ofdm", 0.9), rec("chirp", 0.6, 1.05e6, 2.0e6)])
     assert one["label"] == "ofdm" and one["score"] == 0.9
+    # another model's stay apart: two models' scores do not compare
+    two = m.merge([rec("ofdm", 0.9), dict(rec("chirp", 0.6, 1.05e6, 2.0e6), model="m2")])
+    assert sorted(r["label"] for r in two) == ["chirp", "ofdm"]
 
 
 def _floor_tile(seed=0, h=256, w=512):

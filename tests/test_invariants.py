@@ -683,7 +683,7 @@ def test_a_bad_record_is_dropped_with_one_error_and_the_tiles_go_on(caplog):
 def test_one_models_pieces_of_one_signal_are_joined_whatever_their_names():
     """A signal cut by a tile edge that the model names `ofdm` in one tile and `lte_dl` in the
     next is one record (named by the larger piece), and a duplicate in the overlap rows goes;
-    two models' pieces are stitched only when their names agree, when class-aware."""
+    two models' pieces and duplicates stay apart by their names, when class-aware."""
     def rec(t0, t1, tile, label, score, model="m1", edge=()):
         return {"t_start": t0, "t_stop": t1, "f_low": 0.0, "f_high": 1e4, "label": label, "score": score,
                 "model": model, "sample_start": int(t0 * RATE), "sample_count": int((t1 - t0) * RATE),
@@ -703,11 +703,13 @@ def test_one_models_pieces_of_one_signal_are_joined_whatever_their_names():
         assert not [r for r in out if r["label"] == "wifi"] and len(out) == 2
         # m1's and m2's tones of one box are one record
         assert len([r for r in out if r["label"] == "tone"]) == 1
-    # two models that box one signal alike and name it two ways report one signal (since session
-    # 40), the surer one's name
-    m = NmsMerger()
-    out = m.push(dict(t0, final=True), [rec(0.01, 0.03, 0, "tone", 0.9), rec(0.01, 0.03, 0, "fhss", 0.8, model="m2")])
-    assert [(r["label"], r["models"]) for r in out] == [("tone", ["m1", "m2"])]
+    # two models that box one signal alike and name it two ways stay apart when class-aware
+    # (their scores do not compare)
+    for class_aware, want in ((True, [("fhss", ["m2"]), ("tone", ["m1"])]), (False, [("tone", ["m1", "m2"])])):
+        m = NmsMerger(class_aware=class_aware)
+        out = m.push(dict(t0, final=True), [rec(0.01, 0.03, 0, "tone", 0.9),
+                                            rec(0.01, 0.03, 0, "fhss", 0.8, model="m2")])
+        assert sorted((r["label"], r["models"]) for r in out) == want
     # but two models' pieces across a tile edge are stitched only when their names agree
     for class_aware, n in ((True, 2), (False, 1)):
         m = NmsMerger(class_aware=class_aware)

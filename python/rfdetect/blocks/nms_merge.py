@@ -14,14 +14,14 @@ class nms_merge(MessageBlock):
 
     Args:
         iou_threshold: IoU at or above which two records are the same signal.
-        class_aware: labels keep apart a piece cut by a tile edge lying inside a record of
-            another band and label (a narrow signal inside a wide one), and pieces of two
-            models are stitched only when their labels agree; "signal" (the label of a
-            localised signal whose class is uncertain, and the energy detector's) matches
-            any label, and the kept record takes the known name. Records whose IoU reaches
-            ``iou_threshold`` are one signal whatever their labels, as is a cut piece over
-            the same band inside a record of another tile, and one model's pieces of a
-            signal are stitched whatever it names them (the larger piece names the join).
+        class_aware: only records of two models with the same label suppress each other or
+            are stitched; "signal" (the label of a localised signal whose class is
+            uncertain, and the energy detector's) matches any label, and the kept record
+            takes the known name. One model's records are one signal whatever it names them
+            where their IoU reaches ``iou_threshold`` or they are pieces cut by a tile edge
+            (the larger piece names the join), and a cut piece over the same band inside a
+            record of another tile goes whatever its label (a partial view); inside a record
+            of another band, only of the same label.
         stitch: join pieces of one signal cut by a tile edge.
         long_signals: how a signal longer than a tile leaves: "whole" (held until it
             ends: one record, one SigMF annotation), "pieces" (held no longer than the

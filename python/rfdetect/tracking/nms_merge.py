@@ -16,11 +16,11 @@ merger takes the new records plus those it held back from the previous tile and:
    ``STITCH_START_MIN_ROWS`` rows and half a row);
 2. **suppresses** duplicates greedily, complete records before ones cut by an edge,
    then by score: a record whose (time x frequency) IoU with a kept record is >=
-   ``iou_threshold`` is dropped, whatever the labels (two boxes that agree that well are
-   one signal named two ways), and so is a record cut by a tile edge that lies
-   mostly (>= ``containment``) inside a kept record from another tile -- the part
-   of a long or slanted signal that a neighbouring tile saw whole (over the same band
-   whatever its label, a partial view being named less surely than the whole; over
+   ``iou_threshold`` is dropped (of the same label when ``class_aware``, unless both are
+   one model's: that model's per-tile NMS ignores labels too), and so is a record cut by a
+   tile edge that lies mostly (>= ``containment``) inside a kept record from another tile --
+   the part of a long or slanted signal that a neighbouring tile saw whole (over the same
+   band whatever its label, a partial view being named less surely than the whole; over
    another band only of the same label when ``class_aware``: a narrow signal inside a wide
    one);
 3. emits records that end before the next tile starts (no later tile can see them
@@ -202,22 +202,23 @@ class NmsMerger:
         return continuation(first, second, self.iou_threshold)
 
     def _suppresses(self, kept: dict, r: dict) -> bool:
-        """Whether ``kept`` makes ``r`` a duplicate (step 2's rule). Boxes whose IoU reaches
-        ``iou_threshold`` are one signal whatever their labels: one model's pieces of a signal
-        may be named differently by different tiles, and two models that box one signal alike
-        are naming it, not reporting two (labels kept such pairs apart until session 40, which
-        cost class-agnostic AP50 once the embedded models named more; docs/training.md). So
-        is a piece cut by a tile edge lying inside a record of another tile over the same band
-        (frequency IoU >= ``iou_threshold``): a partial view, named less surely than the whole
-        (a chirp's tail named `chirp`, the chirp `lora`). Labels count, when class-aware, only
-        for a cut piece inside a record of another band: a narrow signal of another label
-        inside a wide one (a tone in a Wi-Fi channel) keeps its record."""
-        if box_iou(kept, r) >= self.iou_threshold:
+        """Whether ``kept`` makes ``r`` a duplicate (step 2's rule), within a class when
+        class-aware, with two exceptions. One model's records whose IoU reaches
+        ``iou_threshold`` are one signal whatever their labels: its per-tile NMS ignores labels
+        too, and the tiles that see a signal may name it differently (docs/training.md, session
+        40). And a piece cut by a tile edge lying inside a record of another tile over the same
+        band (frequency IoU >= ``iou_threshold``), of this input or another, goes whatever its
+        label: a partial view, named less surely than the whole (a chirp's tail named `chirp`,
+        the chirp `lora`). Two models' records of one signal named two ways stay apart (their
+        scores do not compare: measured on VHF/UHF tuning sets, where `pulse` and `carrier`
+        run beside the networks, session 40), and so does a narrow signal of another label
+        inside a wide one."""
+        if self._cut_inside(kept, r) \
+                and interval_iou(kept["f_low"], kept["f_high"], r["f_low"], r["f_high"]) >= self.iou_threshold:
             return True
-        if not self._cut_inside(kept, r):
-            return False
-        same_band = interval_iou(kept["f_low"], kept["f_high"], r["f_low"], r["f_high"]) >= self.iou_threshold
-        return same_band or self._same_class(kept, r)
+        if self._same_class(kept, r):
+            return self._duplicate(kept, r)
+        return self._one_model(kept, r) and box_iou(kept, r) >= self.iou_threshold
 
     def _cut_inside(self, kept: dict, r: dict) -> bool:
         """``r``, cut by a tile edge, lies mostly inside ``kept`` from another tile."""
