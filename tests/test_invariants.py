@@ -56,7 +56,7 @@ def test_nms_merge_invariants(stream, iou, class_aware, stitch, long_signals):
     # when class-aware), even across tiles
     for i, a in enumerate(outputs):
         for b in outputs[i + 1:]:
-            one_model = a["models"] == b["models"] and len(a["models"]) == 1
+            one_model = a["model"] == b["model"]
             if not class_aware or a["label"] == b["label"] or one_model:
                 assert box_iou(a, b) < iou
     # outputs stay within what came in, and name the models that saw them
@@ -692,17 +692,25 @@ def test_one_models_pieces_of_one_signal_are_joined_whatever_their_names():
     t1 = {"index": 1, "t_start": 0.08, "t_stop": 0.18, "next_t_start": 0.16, "final": True, "mode": "file"}
     for class_aware in (True, False):
         m = NmsMerger(class_aware=class_aware)
-        out = m.push(t0, [rec(0.05, 0.1, 0, "ofdm", 0.6, edge=["stop"]), rec(0.01, 0.03, 0, "tone", 0.9),
+        out = m.push(t0, [rec(0.05, 0.1, 0, "ofdm", 0.8, edge=["stop"]), rec(0.01, 0.03, 0, "tone", 0.9),
                           rec(0.01, 0.03, 0, "tone", 0.8, model="m2")])
         out += m.push(t1, [rec(0.08, 0.15, 1, "lte_dl", 0.7, edge=["start"]),
                            rec(0.085, 0.098, 1, "wifi", 0.5)])
         joined = [r for r in out if r["t_stop"] > 0.1]
         assert len(joined) == 1 and joined[0]["t_start"] == 0.05 and joined[0]["t_stop"] == 0.15, class_aware
-        assert joined[0]["label"] == "lte_dl" and m.stitched >= 1
-        # the `wifi` box lies inside the joined signal in the overlap rows: one model's duplicate
+        # the larger piece names the join, the surer one scores it
+        assert joined[0]["label"] == "lte_dl" and joined[0]["score"] == 0.8 and m.stitched >= 1
+        # the `wifi` box in the overlap rows, a piece of the same signal, is joined into it too
         assert not [r for r in out if r["label"] == "wifi"] and len(out) == 2
         # m1's and m2's tones of one box are one record
         assert len([r for r in out if r["label"] == "tone"]) == 1
+        # another model's duplicate merged into a record leaves it one model's: a piece of that
+        # model named otherwise is still joined to it
+        m = NmsMerger(class_aware=class_aware)
+        out = m.push(t0, [rec(0.05, 0.1, 0, "ofdm", 0.8, edge=["stop"]),
+                          rec(0.05, 0.1, 0, "signal", 0.3, model="energy", edge=["stop"])])
+        out += m.push(t1, [rec(0.08, 0.15, 1, "lte_dl", 0.7, edge=["start"])])
+        assert [(r["t_start"], r["t_stop"], r["model"]) for r in out] == [(0.05, 0.15, "m1")], class_aware
     # two models that box one signal alike and name it two ways stay apart when class-aware
     # (their scores do not compare)
     for class_aware, want in ((True, [("fhss", ["m2"]), ("tone", ["m1"])]), (False, [("tone", ["m1", "m2"])])):

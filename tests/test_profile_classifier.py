@@ -202,6 +202,7 @@ def test_uncapped_it_names_what_the_network_left_unnamed_and_a_label_it_never_sa
                                             "fitted": [True, True, False]}, 3, DB)
     got2 = partly.combine(_tile(), boxes, net)
     q = p.copy()
+    q[:, :2] /= q[:, :2].sum(axis=1, keepdims=True)
     q[:, 2] = 0.5
     assert got2 == pytest.approx(net * q / (net * q).sum(axis=1, keepdims=True), abs=1e-6)
     assert got[1].argmax() == 1 and got2[1].argmax() == 2
@@ -229,7 +230,7 @@ def test_bad_profile_classifier_values_are_refused_with_what_is_wrong():
     with pytest.raises(box_profile.ProfileError, match="cap_at_network 'no' must be true or false"):
         box_profile.check_profile_classifier({**good, "cap_at_network": "no"}, 3)
     for fitted in ([True, False], [False, False, False], [1, 1, 1], "all"):
-        with pytest.raises(box_profile.ProfileError, match="fitted must be 3 true/false values"):
+        with pytest.raises(box_profile.ProfileError, match="must be a list of 3 true/false values"):
             box_profile.check_profile_classifier({**good, "fitted": fitted}, 3)
 
 

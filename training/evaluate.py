@@ -206,7 +206,8 @@ def detect_groups(model, ds, recordings, progress=True, truth="resolvable", bran
 def at_resolution(boxes: list[dict], params, sample_rate: float) -> list[dict]:
     """Record-shaped boxes as ``params`` resolves them (prepare.resolvable_boxes): one
     shorter or narrower than 2 x 2 pixels is widened about its centre, and widened boxes
-    of one label that then overlap become one (found boxes keep the best score). Truth
+    of one label that then overlap become one (found boxes keep the best score; one named
+    "signal" joins one of any label, which keeps its name). Truth
     and detections are judged alike under ``--truth resolvable``: the ``pulse`` detector
     boxes pulses of a few microseconds on a grid of its own, and those would never reach
     IoU 0.5 with truth widened to 2 rows of the first model's grid. A box already that

@@ -135,8 +135,8 @@ def check_profile_classifier(d, n_labels: int) -> dict:
     fitted = d.get("fitted", [True] * n_labels)
     if not (isinstance(fitted, list) and len(fitted) == n_labels and all(isinstance(v, bool) for v in fitted)
             and any(fitted)):
-        raise ProfileError(f"profile_classifier.fitted must be {n_labels} true/false values, one a label, "
-                           f"at least one true")
+        raise ProfileError(f"profile_classifier.fitted {fitted!r} must be a list of {n_labels} true/false "
+                           f"values (one for each label), at least one of them true")
     arrays["fitted"] = np.asarray(fitted, bool)
     return arrays
 
@@ -181,8 +181,10 @@ class ProfileClassifier:
         profile = self.probs(tile, boxes).astype(np.float64)
         fitted = self.p["fitted"]
         if not fitted.all():
-            # a label it saw no box of: the profile has no opinion on it (a uniform share), so
-            # the network alone weighs it against the rest (the corpus fitted on may lack one)
+            # a label it saw no box of: the profile has no opinion on it (a uniform share of the
+            # fitted labels' probabilities, renormalised to one), so the network alone weighs it
+            # against the rest (the corpus fitted on may lack one)
+            profile[:, fitted] /= np.maximum(profile[:, fitted].sum(axis=1, keepdims=True), 1e-30)
             profile[:, ~fitted] = 1.0 / fitted.sum()
         prod = net * profile ** self.p["weight"]
         total = prod.sum(axis=1, keepdims=True)

@@ -133,10 +133,6 @@ def _area(r: dict) -> float:
     return (r["t_stop"] - r["t_start"]) * (r["f_high"] - r["f_low"])
 
 
-def _models_of(r: dict) -> set:
-    return set(r.get("models", [r["model"]]))
-
-
 def _inside_fraction(r: dict, other: dict) -> float:
     """Fraction of ``r``'s (time x frequency) area inside ``other``."""
     dt = min(r["t_stop"], other["t_stop"]) - max(r["t_start"], other["t_start"])
@@ -177,11 +173,12 @@ class NmsMerger:
 
     @staticmethod
     def _one_model(a, b) -> bool:
-        """Records of one model (of one input: pieces are stitched within an input): pieces of
-        one signal whatever the model names them. The tiles that see a signal may name it
-        differently (split by names, its pieces stayed apart; docs/training.md, session 40)."""
-        models = _models_of(a)
-        return len(models) == 1 and models == _models_of(b)
+        """Records one model named, from one input: pieces or duplicates of one signal whatever
+        the model names them. The tiles that see a signal may name it differently (split by
+        names, its pieces stayed apart; docs/training.md, session 40). ``model`` is the model
+        that named the record, which stays when another model's duplicate is merged in (its
+        ``models`` then lists both)."""
+        return a["model"] == b["model"] and a.get("_stream") == b.get("_stream")
 
     def _stitch_score(self, a, b) -> float:
         """> 0 when ``a`` and ``b`` are pieces of one signal cut by a tile edge."""
