@@ -711,6 +711,13 @@ def test_one_models_pieces_of_one_signal_are_joined_whatever_their_names():
                           rec(0.05, 0.1, 0, "signal", 0.3, model="energy", edge=["stop"])])
         out += m.push(t1, [rec(0.08, 0.15, 1, "lte_dl", 0.7, edge=["start"])])
         assert [(r["t_start"], r["t_stop"], r["model"]) for r in out] == [(0.05, 0.15, "m1")], class_aware
+        # ... and so does a surer `signal` box of another model that takes m1's name
+        m = NmsMerger(class_aware=class_aware)
+        out = m.push(t0, [rec(0.05, 0.1, 0, "ofdm", 0.8, edge=["stop"]),
+                          rec(0.05, 0.1, 0, "signal", 0.9, model="energy", edge=["stop"])])
+        out += m.push(t1, [rec(0.08, 0.15, 1, "lte_dl", 0.7, edge=["start"])])
+        assert [(r["t_start"], r["t_stop"], r["label"], r["models"]) for r in out] == \
+            [(0.05, 0.15, "lte_dl", ["energy", "m1"])], class_aware
     # two models that box one signal alike and name it two ways stay apart when class-aware
     # (their scores do not compare)
     for class_aware, want in ((True, [("fhss", ["m2"]), ("tone", ["m1"])]), (False, [("tone", ["m1", "m2"])])):

@@ -125,7 +125,8 @@ def resolvable_boxes(boxes: list[dict], min_length: float, min_width: float,
     high edge) is widened to that size about its centre (moved to start at 0 rather than
     before it), and widened boxes of one label that then overlap become their union,
     transitively: radar pulses 1.5 rows apart are one smear in the spectrogram and one
-    box here (a found box named "signal" joins one of any label: _same_smear_label). Other boxes are unchanged. Why: a labelled signal with no box in a training
+    box here (a found box named "signal" joins one of any label:
+    _same_smear_label). Other boxes are unchanged. Why: a labelled signal with no box in a training
     tile is taught as background (29 % of the realistic corpus's boxes were: short
     hops, pulses, tones), and a detector cannot box, at IoU 0.5, a pulse a tenth of a
     row long."""

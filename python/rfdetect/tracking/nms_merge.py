@@ -99,7 +99,8 @@ def _join(a: dict, b: dict) -> dict:
     if a["label"] != b["label"]:
         # one signal named two ways (one model's pieces, or "signal" and a name): the name the
         # larger view gave, a known name before "signal"; the score stays the surer piece's
-        out["label"] = max(a, b, key=lambda r: (r["label"] != UNKNOWN_LABEL, _area(r), r["score"]))["label"]
+        named = max(a, b, key=lambda r: (r["label"] != UNKNOWN_LABEL, _area(r), r["score"]))
+        out["label"], out["_namer"] = named["label"], _namer(named)
     out["t_start"], out["sample_start"] = first["t_start"], first["sample_start"]
     out["t_stop"] = max(a["t_stop"], b["t_stop"])
     end = max(a["sample_start"] + a["sample_count"], b["sample_start"] + b["sample_count"])
@@ -127,6 +128,12 @@ def _join(a: dict, b: dict) -> dict:
         if k in stop_src:
             out[k] = stop_src[k]
     return out
+
+
+def _namer(r: dict) -> str:
+    """The model that gave ``r`` its label: its own ``model`` unless the merge gave it another
+    model's name (``_namer``, internal)."""
+    return r.get("_namer", r["model"])
 
 
 def _area(r: dict) -> float:
@@ -175,10 +182,11 @@ class NmsMerger:
     def _one_model(a, b) -> bool:
         """Records one model named, from one input: pieces or duplicates of one signal whatever
         the model names them. The tiles that see a signal may name it differently (split by
-        names, its pieces stayed apart; docs/training.md, session 40). ``model`` is the model
-        that named the record, which stays when another model's duplicate is merged in (its
-        ``models`` then lists both)."""
-        return a["model"] == b["model"] and a.get("_stream") == b.get("_stream")
+        names, its pieces stayed apart; docs/training.md, session 40). The model that named a
+        record (:func:`_namer`) follows its name: a kept `signal` box of another model that
+        takes a duplicate's name, or a join that takes the larger piece's, takes its model
+        as the namer too."""
+        return _namer(a) == _namer(b) and a.get("_stream") == b.get("_stream")
 
     def _stitch_score(self, a, b) -> float:
         """> 0 when ``a`` and ``b`` are pieces of one signal cut by a tile edge."""
@@ -254,7 +262,7 @@ class NmsMerger:
                 continue
             self.suppressed += 1
             if dup["label"] == UNKNOWN_LABEL and r["label"] != UNKNOWN_LABEL:
-                dup["label"] = r["label"]  # the kept box takes the name a duplicate knew
+                dup["label"], dup["_namer"] = r["label"], _namer(r)  # the name a duplicate knew
             dup["models"] = sorted(set(dup.get("models", [dup["model"]])) | set(r.get("models", [r["model"]])))
         return kept
 
@@ -358,7 +366,7 @@ class NmsMerger:
 
     def _out(self, out: list[dict]) -> list[dict]:
         for r in out:
-            for k in ("_seen", "_end_seen", "_stream", "_rank", "_growing", "_final", "_tile_t0", "_row_s"):
+            for k in ("_seen", "_end_seen", "_stream", "_rank", "_growing", "_final", "_tile_t0", "_row_s", "_namer"):
                 r.pop(k, None)
             r.setdefault("models", [r["model"]])
         out.sort(key=lambda r: (r["t_start"], r["f_low"], r["t_stop"], r["f_high"], str(r["label"])))
