@@ -42,7 +42,7 @@ import numpy as np
 from gnuradio.rfdetect.formats.sigmf_io import RecordingError, SigMFRecording, atomic_write_json, find_sigmf_files
 from gnuradio.rfdetect.dsp.spectrogram import SpectrogramEngine, SpectrogramParams, StreamingSpectrogram
 from gnuradio.rfdetect.inference.tile_detector import TileAssembler
-from gnuradio.rfdetect.inference.postprocess import DEFAULT_UNKNOWN_LABEL as UNKNOWN_LABEL
+from gnuradio.rfdetect.tracking.nms_merge import UNKNOWN_LABEL, labels_agree
 from gnuradio.rfdetect.formats.tile_io import write_tile_png
 
 from .progress import progress_bar
@@ -163,11 +163,11 @@ def resolvable_boxes(boxes: list[dict], min_length: float, min_width: float,
 def _same_smear_label(a: dict, b: dict) -> bool:
     """Widened boxes that overlap are one smear when their labels are the same; found boxes
     (they have a score) also when one is "signal", which names no class and so agrees with any,
-    as NMS Merge has it: two models' boxes of a pulse below the grid, one named and one not,
-    were scored as a hit and a false alarm (docs/training.md, session 40)."""
-    if a["label"] == b["label"]:
-        return True
-    return ("score" in a or "score" in b) and UNKNOWN_LABEL in (a["label"], b["label"])
+    as NMS Merge has it (labels_agree): two models' boxes of a pulse below the grid, one named
+    and one not, were scored as a hit and a false alarm (docs/training.md, session 40)."""
+    if "score" in a or "score" in b:
+        return labels_agree(a["label"], b["label"])
+    return a["label"] == b["label"]
 
 
 def resolution(params: SpectrogramParams, sample_rate: float) -> tuple[float, float]:
