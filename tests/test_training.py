@@ -507,6 +507,34 @@ def test_init_starts_a_new_schedule_from_an_earlier_runs_weights(tiles, tmp_path
     assert not (tmp_path / "e" / "work" / "tiles").exists()  # refused before preparing tiles
 
 
+def test_freeze_backbone_trains_only_what_follows_it(tiles, tmp_path):
+    """--freeze backbone: a fine-tune from --init leaves the backbone's weights and BatchNorm
+    statistics exactly as they started, while the pyramid and heads train; an architecture
+    that does not name its backbone is one error."""
+    common = ["--tiles", tiles, "--k-folds", "0", "--overfit", "6", "--batch-size", "4", "--early-stop", "50",
+              "--epochs", "1", "--quiet", "--ema", "0", "--lr", "1e-2"]
+    train_cli("train", *common, "--out", tmp_path / "a")
+    init = tmp_path / "a" / "final" / "last.pt"
+    train_cli("train", *common, "--out", tmp_path / "b", "--init", init, "--freeze", "backbone")
+    before = torch.load(init, weights_only=False)["model"]
+    after = torch.load(tmp_path / "b" / "final" / "last.pt", weights_only=False)["model"]
+    stages = ("stem.", "c3.", "c4.", "c5.", "c6.")
+    frozen = [k for k in before if k.startswith(stages)]
+    assert any("running_mean" in k for k in frozen) and len(frozen) > 20
+    assert [k for k in frozen if not torch.equal(before[k], after[k])] == []
+    trained = [k for k in before if k.startswith(("tower.", "obj.", "box.", "cls.")) and "running_" not in k
+               and "num_batches" not in k]
+    assert len(trained) > 5 and any(not torch.equal(before[k], after[k]) for k in trained)
+    # without --freeze the same run moves the backbone too
+    train_cli("train", *common, "--out", tmp_path / "c", "--init", init)
+    free = torch.load(tmp_path / "c" / "final" / "last.pt", weights_only=False)["model"]
+    assert any(not torch.equal(before[k], free[k]) for k in frozen)
+    dense = train_cli("train", *common, "--out", tmp_path / "d", "--arch", "dense", "--freeze", "backbone",
+                      check=False)
+    assert dense.returncode != 0 and dense.stderr.count("error:") == 1
+    assert "--freeze backbone: DenseDetector does not say which of its layers are the backbone" in dense.stderr
+
+
 def test_init_from_an_exported_model(tiles, tmp_path):
     """--init takes an exported anchor_free model (its model.onnx or folder) as well as a
     checkpoint: the run starts from its weights (BatchNorm recalibrated on the training

@@ -114,6 +114,10 @@ def _train_args(p):
                         "(the embedded default model), an embedded model's name, a model.onnx or its folder "
                         "(BatchNorm recalibrated on the training tiles; the class head keeps the model's "
                         "weights for the labels it knows)")
+    g.add_argument("--freeze", choices=("none", "backbone"), default="none",
+                   help="layers that keep the weights the run starts from: backbone (anchor_free: its "
+                        "convolutional stages; the feature pyramid and the heads train) for a fine-tune with "
+                        "--init that should move less of what the starting model does; default none")
     g.add_argument("--init-other-resolution", action="store_true",
                    help="with --init from an exported model: accept one made at another FFT size, hop, window, "
                         "pooling or width; its weights are then a starting point at this run's resolution "
@@ -169,6 +173,7 @@ def _config(a, tune):
                        overfit=a.overfit, max_minutes=a.max_minutes, device=a.device, workers=a.workers,
                        progress=not a.quiet, init=getattr(a, "init", None),
                        init_other_resolution=getattr(a, "init_other_resolution", False),
+                       freeze=getattr(a, "freeze", "none"),
                        ema=a.ema if a.ema is not None else (DEFAULT_EMA_EPOCHS if a.arch == "anchor_free" else 0.0))
 
 

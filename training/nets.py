@@ -263,6 +263,11 @@ class AnchorFreeDetector(nn.Module):
         half_h = torch.exp(params[:, 3].clamp(max=self.max_log_size)) * (sy / 2)
         return torch.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], dim=1)
 
+    def backbone_layers(self) -> list:
+        """The convolutional stages (``--freeze backbone``); the feature pyramid, tower and
+        heads after them are not."""
+        return [self.stem, self.c3, self.c4, self.c5, self.c6]
+
     def forward(self, tile):
         obj, cls, params = self.raw(tile)
         return obj, cls, self.decode_boxes(params)

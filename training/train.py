@@ -60,6 +60,37 @@ class TrainConfig:
     # an exported --init model made at another FFT size, hop, window, pooling or width is accepted
     init_other_resolution: bool = False
     ema: float = 0.0  # epochs of steps the weight average spans (0: validate the raw weights)
+    # layers that keep the weights the run starts from (FREEZE): "backbone" fine-tunes only what
+    # turns features into boxes, so a fine-tune moves less of what the starting weights do
+    freeze: str = "none"
+
+
+FREEZE = ("none", "backbone")
+
+
+def freeze_layers(model: torch.nn.Module, part: str) -> list:
+    """Stops training ``part`` of ``model`` (FREEZE): its weights get no gradient and its
+    BatchNorm statistics stay as they are (:func:`keep_frozen`). -> the frozen modules."""
+    if part not in FREEZE:
+        raise ValueError(f"--freeze {part!r}: give one of {', '.join(FREEZE)}")
+    if part == "none":
+        return []
+    layers = getattr(model, "backbone_layers", None)
+    if layers is None:
+        raise ValueError(f"--freeze {part}: {type(model).__name__} does not say which of its layers are the "
+                         f"backbone; anchor_free does")
+    frozen = list(layers())
+    for m in frozen:
+        for p in m.parameters():
+            p.requires_grad_(False)
+    return frozen
+
+
+def keep_frozen(frozen: list) -> None:
+    """Frozen layers in eval mode (after ``model.train()``): BatchNorm would otherwise move its
+    running statistics with every batch, which changes what the frozen weights compute."""
+    for m in frozen:
+        m.eval()
 
 
 def seed_everything(seed: int):
@@ -300,7 +331,9 @@ def fit(arch, ds, train_images, val_images, cfg: TrainConfig, run_dir: Path, res
         # NHWC convolutions: oneDNN's layout on the CPU (docs/training.md, "Training speed
         # on the CPU"); the weights keep their values, and checkpoints load into either layout
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    frozen = freeze_layers(model, cfg.freeze)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(train_loader) / cfg.accum))
     schedule = {"steps": steps_per_epoch * epochs}
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(min(cfg.warmup_steps, steps_per_epoch * 2), schedule))
@@ -355,6 +388,7 @@ def fit(arch, ds, train_images, val_images, cfg: TrainConfig, run_dir: Path, res
         if world > 1:
             train_loader.sampler.set_epoch(epoch)
         ddp.train()
+        keep_frozen(frozen)
         t0, total, n = time.monotonic(), 0.0, 0
         bar = progress_bar(train_loader, enable=cfg.progress and rank == 0, desc=f"epoch {epoch}/{epochs}")
         opt.zero_grad(set_to_none=True)
