@@ -14,6 +14,9 @@ IoU >= 0.5:
   AP50 >= 10 dB    the same over the signals of 10 dB and more; a detection is about the
                    signal it overlaps most (IoU), and one about a weaker signal, matched or
                    not, counts neither way (by analogy with COCO's size ranges)
+  (lo-hi)          after an AP50: the 5th and 95th percentiles of it over 1000 resamples of
+                   the set's recordings with replacement (how far it could move with other
+                   recordings of the same settings; a band of 20 signals moves a lot)
   mAP50            mean per-class AP50 over the model's classes present in the set, shown only
                    where the labels apply (most truth boxes carry one of the model's labels);
                    the per-class AP50 table follows, then recall (any label) per truth label
@@ -164,7 +167,7 @@ class Timed:
 
 
 def evaluate(model_name: str, spec: str, set_name: str, recs: list[str], score_threshold,
-             truth: str = "resolvable") -> dict:
+             truth: str = "resolvable", out: Path = RESULTS) -> dict:
     """One (model, set), scored as training/evaluate.py evaluate_detector does (the
     truth/found groups kept at hand for AP >= 10 dB)."""
     from rfdetect_training.detection_metrics import ap_in_snr_range
@@ -186,6 +189,7 @@ def evaluate(model_name: str, spec: str, set_name: str, recs: list[str], score_t
         r["resolved"] = COMBINE.join(specs)  # what 'auto' stood for on this set
     r["truth"] = truth
     r["ap50_snr_ge_10"] = ap_in_snr_range(truth_all, found_all, 10.0, math.inf, MATCH_IOU)
+    boot = spread(truth_all, found_all, r)
     r["tiles"] = sum(len(t.ms) for t in timed)
     # a combination: the sum of its models' medians (each on tiles of its own spectrogram)
     r["ms_per_tile_p50"] = round(sum(sorted(t.ms)[len(t.ms) // 2] for t in timed), 1) \
@@ -198,11 +202,56 @@ def evaluate(model_name: str, spec: str, set_name: str, recs: list[str], score_t
     known = sum(lab in set(labels) for lab in truth_labels)
     r["set_labels"] = sorted(set(truth_labels))
     r["labels_apply"] = set_name not in AGNOSTIC_ONLY and bool(truth_labels) and known >= 0.5 * len(truth_labels)
-    write_report(RESULTS / set_name / _slug(model_name),
+    write_report(out / set_name / _slug(model_name),
                  {"arch": f"{model_name} ({spec})", "backbone": "-", "labels": labels,
                   "score_threshold": thr, "recordings": recs, "physical": r,
                   "pixel_note": "whole recordings only: see the physical section"})
+    r["_boot"] = boot  # for the comparison with energy (compare_with_energy); not written
     return r
+
+
+def spread(truth_all, found_all, r: dict) -> dict:
+    """The 5th and 95th percentiles of class-agnostic AP50 over BOOTSTRAP_DRAWS resamples of
+    the set's recordings (training/detection_metrics.py bootstrap_ap), overall, from 10 dB
+    and per SNR band, into ``r``: how far the number could move with other recordings of
+    the same settings. -> the draws, by band."""
+    from rfdetect_training.detection_metrics import bootstrap_ap, snr_band_ranges
+    from rfdetect_training.evaluate import MATCH_IOU
+    ranges = snr_band_ranges()
+    boot = {"all": bootstrap_ap(truth_all, found_all, iou=MATCH_IOU),
+            ">= 10": bootstrap_ap(truth_all, found_all, 10.0, math.inf, MATCH_IOU)}
+    for band in r["ap50_by_snr"]:
+        boot[band] = bootstrap_ap(truth_all, found_all, *ranges[band], MATCH_IOU)
+    interval = {k: _percentiles(v) for k, v in boot.items()}
+    r["ap50"]["class_agnostic_AP_interval"] = interval["all"]
+    r["ap50_snr_ge_10_interval"] = interval[">= 10"]
+    for band, v in r["ap50_by_snr"].items():
+        v["interval"] = interval[band]
+    return boot
+
+
+def _percentiles(draws):
+    import numpy as np
+    ok = draws[np.isfinite(draws)]
+    return [round(float(x), 4) for x in np.percentile(ok, [5, 95])] if len(ok) else None
+
+
+def compare_with_energy(res: dict) -> None:
+    """For each model's SNR bands: the share of resamples (the same recordings drawn for
+    every model: paired) in which its AP50 is below ``energy``'s (issue 12: at least as good
+    in every band), as ``below_energy_share``; then the draws are dropped."""
+    import numpy as np
+    base = (res.get("energy") or {}).get("_boot")
+    for m, r in res.items():
+        boot = r.pop("_boot", None)
+        if base is None or boot is None or m == "energy":
+            continue
+        for band, v in r["ap50_by_snr"].items():
+            a, e = boot.get(band), base.get(band)
+            if a is None or e is None:
+                continue
+            ok = np.isfinite(a) & np.isfinite(e)
+            v["below_energy_share"] = round(float(np.mean(a[ok] < e[ok])), 3) if ok.any() else None
 
 
 def _slug(s: str) -> str:
@@ -211,6 +260,10 @@ def _slug(s: str) -> str:
 
 def fmt(v, digits=2):
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def _span(interval) -> str:
+    return f" ({interval[0]:.2f}-{interval[1]:.2f})" if interval else ""
 
 
 def set_table(results: dict, models: list[str]) -> str:
@@ -224,7 +277,8 @@ def set_table(results: dict, models: list[str]) -> str:
         ap, ca, snr = r["ap50"], r["class_agnostic"], r["recall_by_snr"]
         mAP = fmt(ap.get("mAP")) if r["labels_apply"] else "n/a"
         name = m + (f" ({r['resolved']})" if r.get("resolved") else "")
-        rows.append(f"| {name} | {fmt(ap.get('class_agnostic_AP'))} | {fmt(r['ap50_snr_ge_10'])} | {mAP} | "
+        rows.append(f"| {name} | {fmt(ap.get('class_agnostic_AP'))}{_span(ap.get('class_agnostic_AP_interval'))} | "
+                    f"{fmt(r['ap50_snr_ge_10'])}{_span(r.get('ap50_snr_ge_10_interval'))} | {mAP} | "
                     f"{ca['precision']:.2f} | {ca['recall']:.2f} | {ca['f1']:.2f} | "
                     + " | ".join(fmt(snr[b]["recall"]) if b in snr else "-" for b, _ in BANDS)
                     + f" | {fmt(r['ms_per_tile_p50'], 0)} | {r['score_threshold']} |")
@@ -267,7 +321,9 @@ def snr_ap_table(all_results: dict, models: list[str]) -> str:
             ap = {b: (by.get(b) or {}).get("AP") for b, _ in BANDS}
             row = f"| {set_name} | {m} | " + " | ".join(fmt(ap[b]) for b, _ in BANDS) + " |"
             if energy:
-                below = [s for b, s in BANDS if ap[b] is not None and (base.get(b) or {}).get("AP") is not None
+                below = [s + (f" ({by[b]['below_energy_share']:.0%})" if by[b].get("below_energy_share") is not None
+                              else "")
+                         for b, s in BANDS if ap[b] is not None and (base.get(b) or {}).get("AP") is not None
                          and ap[b] < base[b]["AP"]]
                 row += " |" if m == energy else f" {', '.join(below) or 'none'} |"
             rows.append(row)
@@ -329,6 +385,8 @@ def main():
                          "that size, as training learns them (default), or the annotations exactly "
                          "(rfdetect-train evaluate --truth)")
     ap.add_argument("--no-write", action="store_true", help="print only (no docs/ changes)")
+    ap.add_argument("--out", type=Path, default=RESULTS,
+                    help=f"where results.json and each (set, model) report go (default {RESULTS.relative_to(ROOT)})")
     a = ap.parse_args()
     models = named_models(ap, a.model, {} if a.no_default_models else {"default": "default", "energy": "energy"})
     if not models:
@@ -347,15 +405,16 @@ def main():
         set_recs[set_name] = recs = set_recordings(set_name, path, n)
         all_results[set_name] = {}
         for m, spec in models.items():
-            r = evaluate(m, spec, set_name, recs, a.score_threshold, a.truth)
+            r = evaluate(m, spec, set_name, recs, a.score_threshold, a.truth, a.out)
             all_results[set_name][m] = r
             print(f"{set_name:12s} {m:14s} AP50 {fmt(r['ap50']['class_agnostic_AP'])} (>=10 dB "
                   f"{fmt(r['ap50_snr_ge_10'])}) mAP50 {fmt(r['ap50']['mAP']) if r['labels_apply'] else 'n/a'} "
                   f"P {r['class_agnostic']['precision']:.2f} R {r['class_agnostic']['recall']:.2f} "
                   f"F1 {r['class_agnostic']['f1']:.2f}  {r['ms_per_tile_p50']} ms/tile x {r['tiles']}  "
                   f"({r['wall_s']} s)", flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "results.json").write_text(json.dumps(
+        compare_with_energy(all_results[set_name])
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "results.json").write_text(json.dumps(
         {"commit": commit, "command": " ".join(shlex.quote(x) for x in sys.argv), "models": models,
          "sets": {k: set_recs[k] for k in sets}, "results": all_results}, indent=1))
     names = list(models)
@@ -371,7 +430,11 @@ def main():
     parts += ["**AP50 per class** (sets whose labels are the model's):", "", per_class_table(all_results, names), ""]
     parts += ["**AP50 (any label) per SNR band**: each band's truth only; a found box counts in the band of "
               "the signal it overlaps most (hit or false alarm there, left out of the others); one on no "
-              "signal is a false alarm in every band:", "", snr_ap_table(all_results, names), ""]
+              "signal is a false alarm in every band. Where a model is below `energy`, the share in brackets "
+              "is that of 1000 resamples of the set's recordings (the same ones for both) in which it is "
+              "below: near 100 % a real gap, near 50 % one the set's recordings may have decided; "
+              "each band's 5-95 % range is in bench/.cache/quality/results.json:", "",
+              snr_ap_table(all_results, names), ""]
     parts += ["**Recall (any label) per truth label**, at each model's threshold, most frequent first: "
               "a family with low recall here is not boxed at all; one high here but low in AP50 per "
               "class is boxed but not named (reported as `signal`):", "", label_recall_table(all_results, names), ""]

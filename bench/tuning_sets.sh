@@ -19,6 +19,7 @@
 #   ... $(bash tuning_sets.sh --args vhf2)      # the held-out vhf-uhf settings, another seed
 #   ... $(bash tuning_sets.sh --args strong)    # classic at 15-40 dB, TorchSig at its SNR 20-40 dB
 #   ... $(bash tuning_sets.sh --args classic2)  # the held-out classic settings, other seeds, 80 recordings
+#   ... $(bash tuning_sets.sh --args tsig2)     # t-tsig40 and 60 more at the held-out TorchSig settings
 #
 # Before session 24 these lived under /tmp and were lost with the machine; their recipes were
 # partly written down (docs/training.md, docs/runtime.md). The ones written down in full are
@@ -51,13 +52,16 @@ STRONG="t-cls-hi t-cls20-hi t-tsig-hi"
 # the held-out classic sets' settings with other seeds, and more recordings (session 38): t-classic
 # (6) and t-cls20 (16) showed `default` near-perfect at 10 dB and more, where held out it was not
 CLASSIC2="t-cls10b t-cls20c t-cls20d"
+# the held-out TorchSig settings with two other seeds, 100 recordings (session 41): as many as the
+# held-out set since session 40, so that its SNR bands (21 signals at 20 dB or more) have a twin
+TSIG2="t-tsig40 t-tsig60"
 
 if [ "${1:-}" = "--args" ]; then
     root="${3:-$here/.cache/tuning}"
     case "${2:-}" in
         wide) sets=$WIDE ;; vhf) sets=$VHF ;; radar) sets=$RADAR ;; vhflow) sets=$VHFLOW ;; vhfradar) sets=$VHFRADAR ;;
-        vhf2) sets=$VHF2 ;; strong) sets=$STRONG ;; classic2) sets=$CLASSIC2 ;;
-        *) echo "--args wide|vhf|radar|vhflow|vhfradar|vhf2|strong|classic2 [DIR]" >&2; exit 2 ;;
+        vhf2) sets=$VHF2 ;; strong) sets=$STRONG ;; classic2) sets=$CLASSIC2 ;; tsig2) sets=$TSIG2 ;;
+        *) echo "--args wide|vhf|radar|vhflow|vhfradar|vhf2|strong|classic2|tsig2 [DIR]" >&2; exit 2 ;;
     esac
     for s in $sets; do printf -- '--set %s=%s ' "$s" "$root/$s"; done
     echo
@@ -131,3 +135,5 @@ torchsig t-tsig40 --n 40 --seed 20261124
 # TorchSig SNR 20-40 dB: 59 of its 86 signals at 20 dB or more in band (rfdetect:snr_db,
 # docs/heldout.md)
 torchsig t-tsig-hi --n 24 --seed 20261125 --snr-min 20 --snr-max 40
+# the held-out settings again, another seed (20261126 was skipped: nothing was made with it)
+torchsig t-tsig60 --n 60 --seed 20261127

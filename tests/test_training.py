@@ -840,3 +840,39 @@ def test_ap_per_snr_band_counts_its_own_signals_and_leaves_other_bands_finds_out
     assert by == {"0-5 dB": {"AP": 0.25, "truth": 1}, "10-15 dB": {"AP": 0.5, "truth": 1}}
     # nothing found in a band that has truth: 0, not None
     assert ap_in_snr_range(truth, [[box(9, score=0.9)]], 10.0, 15.0) == 0.0
+
+
+def test_bootstrap_ap_resamples_recordings_alike_for_every_detector():
+    """bootstrap_ap: AP over resamples of the recordings (groups), the same draws for two
+    detectors on one set, so they compare draw by draw; a band takes its own signals only,
+    and a draw with nothing to find is NaN, not 0."""
+    import numpy as np
+    from rfdetect_training.detection_metrics import ap_in_snr_range, average_precision, bootstrap_ap
+
+    def box(snr, score=None):
+        b = {"t_start": 0.0, "t_stop": 1.0, "f_low": 0.0, "f_high": 1.0, "label": "x", "snr_db": snr}
+        return b if score is None else {**b, "score": score}
+    far = {"t_start": 5.0, "t_stop": 6.0, "f_low": 0.0, "f_high": 1.0, "label": "x", "score": 0.95}
+    truth = [[box(25.0)] for _ in range(10)]
+    found_a = [[box(25.0, 0.9)] for _ in range(10)]
+    # b misses half the signals and has a false alarm above its hits in the last recording
+    found_b = [[box(25.0, 0.9)] if k < 5 else [] for k in range(10)]
+    found_b[9] = [far]
+    a, b = bootstrap_ap(truth, found_a, draws=400), bootstrap_ap(truth, found_b, draws=400)
+    assert a.shape == (400,) and np.all(a == 1.0)
+    assert np.array_equal(b, bootstrap_ap(truth, found_b, draws=400))  # deterministic
+    assert not np.array_equal(b, bootstrap_ap(truth, found_b, draws=400, seed=1))
+    # paired: b is never above a, and below it unless a draw holds only recordings 0-4
+    assert np.all(b <= a) and np.mean(b < a) > 0.95
+    assert np.min(b) < average_precision(truth, found_b) < np.max(b)
+    # one recording: every draw is that recording
+    assert np.all(bootstrap_ap(truth[:1], found_b[:1], draws=50) == average_precision(truth[:1], found_b[:1]))
+    # a band: its own signals only; a band with none is NaN in every draw
+    mixed = [[box(12.0)], [box(25.0)]]
+    hits = [[box(12.0, 0.9)], []]
+    assert np.all(bootstrap_ap(mixed, hits, 10.0, 15.0, draws=50)[np.isfinite(
+        bootstrap_ap(mixed, hits, 10.0, 15.0, draws=50))] == ap_in_snr_range(mixed, hits, 10.0, 15.0))
+    assert np.isnan(bootstrap_ap(mixed, hits, 10.0, 15.0, draws=50)).any()  # draws of recording 2 only
+    top = bootstrap_ap(mixed, hits, 20.0, 30.0, draws=50)
+    assert np.all(top[np.isfinite(top)] == 0.0) and np.isfinite(top).sum() > 10
+    assert np.all(np.isnan(bootstrap_ap(mixed, hits, 0.0, 5.0, draws=50)))

@@ -84,7 +84,12 @@ def average_precision(truth_groups, found_groups, iou: float = 0.5, label=None) 
     ``label`` None: class-agnostic (labels ignored); else only boxes with that label.
     Boxes are record-shaped dicts with ``score`` on the found ones. NaN when there is
     no truth box to find (the class is absent: not a zero)."""
-    scores, tp, n_truth = _ranked(truth_groups, found_groups, iou, label)
+    return _ap_of_ranked(*_ranked(truth_groups, found_groups, iou, label))
+
+
+def _ap_of_ranked(scores, tp, n_truth) -> float:
+    """COCO's 101-point AP of found boxes ranked best score first (``tp``: 1 where a box is a
+    true positive) against ``n_truth`` boxes to find; NaN when there are none."""
     if n_truth == 0:
         return float("nan")
     if not len(scores):
@@ -170,6 +175,13 @@ def ap_in_snr_range(truth_groups, found_groups, lo: float, hi: float, iou: float
     follows COCO's size ranges by analogy: COCO leaves out an unmatched box of another size
     by its own area; a box has no SNR of its own, so the signal it overlaps most stands in.
     None where the range holds no truth box. (``iou``: the match threshold within the range.)"""
+    v = average_precision(*_band_groups(truth_groups, found_groups, lo, hi), iou, None)
+    return None if np.isnan(v) else round(float(v), 4)
+
+
+def _band_groups(truth_groups, found_groups, lo: float, hi: float) -> tuple[list, list]:
+    """The truth boxes with ``lo <= snr_db < hi`` and the found boxes that count in that
+    range (:func:`ap_in_snr_range`), per group."""
     tg, fg = [], []
     for truth, found in zip(truth_groups, found_groups):
         keep = [t for t in truth if _in_range(t, lo, hi)]
@@ -182,8 +194,46 @@ def ap_in_snr_range(truth_groups, found_groups, lo: float, hi: float, iou: float
             out.append(f)
         tg.append(keep)
         fg.append(out)
-    v = average_precision(tg, fg, iou, None)
-    return None if np.isnan(v) else round(float(v), 4)
+    return tg, fg
+
+
+# resamples of a set's recordings for the spread of an AP (bench/quality.py)
+BOOTSTRAP_DRAWS = 1000
+
+
+def bootstrap_ap(truth_groups, found_groups, lo: float = -np.inf, hi: float = np.inf, iou: float = 0.5,
+                 draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> np.ndarray:
+    """Class-agnostic AP over the truth boxes with ``lo <= snr_db < hi`` (any SNR, a box
+    without one included, when both are infinite), on ``draws`` resamples of the groups
+    (recordings) with replacement: how much the number depends on which recordings a set
+    happened to hold. A recording is the unit because its signals share a noise floor,
+    artefacts and neighbours. One value per draw, NaN where a draw holds no truth box.
+    The draws depend only on ``seed``, ``draws`` and the number of groups, so two
+    detectors scored on the same recordings are resampled alike (paired: compare them
+    draw by draw)."""
+    if np.isinf(lo) and np.isinf(hi):
+        tg, fg = list(truth_groups), list(found_groups)
+    else:
+        tg, fg = _band_groups(truth_groups, found_groups, lo, hi)
+    # a box's match depends only on its own group's boxes, so each group is ranked once
+    ranked = [_ranked([t], [f], iou) for t, f in zip(tg, fg)]
+    n = len(ranked)
+    out = np.full(draws, np.nan)
+    if n == 0:
+        return out
+    rng = np.random.default_rng(seed)
+    for d in range(draws):
+        pick = [ranked[k] for k in rng.integers(0, n, n)]
+        scores = np.concatenate([r[0] for r in pick])
+        tp = np.concatenate([r[1] for r in pick])
+        order = np.argsort(-scores, kind="stable")
+        out[d] = _ap_of_ranked(scores[order], tp[order], sum(r[2] for r in pick))
+    return out
+
+
+def snr_band_ranges() -> dict:
+    """{band name as :func:`ap_by_snr` names it: (lo, hi) in dB}."""
+    return {_band_name(lo, hi): (lo, hi) for lo, hi in SNR_BANDS}
 
 
 def ap_by_snr(truth_groups, found_groups, iou: float = 0.5) -> dict:
