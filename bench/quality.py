@@ -3,7 +3,7 @@
 
     nice -n 10 .venv/bin/python bench/quality.py [--model NAME=SPEC ...] [--no-default-models]
                                                  [--set NAME[=DIR] ...] [--quick] [--n N]
-                                                 [--score-threshold S] [--no-write]
+                                                 [--score-threshold S] [--no-write] [--out DIR]
 
 Each model runs over each held-out set through the Detector's own tile path and NMS Merge
 (training/evaluate.py: detect_groups, score_groups: the code of
@@ -55,7 +55,7 @@ bench/.cache/heldout/NAME/ (deterministic per seed and index, then cached) with 
 --quick: 2 recordings per set (a smoke run). Writes one table per set, a per-class table,
 docs/quality_<set>.png (recall vs SNR, one line per model) and its section of
 docs/performance.md (unless --no-write); every (model, set) report.json/report.md (the
-format of rfdetect-train evaluate) and all numbers in bench/.cache/quality/.
+format of rfdetect-train evaluate) and all numbers in bench/.cache/quality/ (--out: elsewhere).
 """
 from __future__ import annotations
 
