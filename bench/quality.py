@@ -14,9 +14,10 @@ IoU >= 0.5:
   AP50 >= 10 dB    the same over the signals of 10 dB and more; a detection is about the
                    signal it overlaps most (IoU), and one about a weaker signal, matched or
                    not, counts neither way (by analogy with COCO's size ranges)
-  (lo-hi)          after an AP50: the 5th and 95th percentiles of it over 1000 resamples of
-                   the set's recordings with replacement (how far it could move with other
-                   recordings of the same settings; a band of 20 signals moves a lot)
+  (lo-hi)          after an AP50: the 5th and 95th percentiles of it over 1000 resamples
+                   (BOOTSTRAP_DRAWS) of the set's recordings with replacement: how far it
+                   could move with other recordings of the same settings (a band of 20
+                   signals moves a lot)
   mAP50            mean per-class AP50 over the model's classes present in the set, shown only
                    where the labels apply (most truth boxes carry one of the model's labels);
                    the per-class AP50 table follows, then recall (any label) per truth label
@@ -71,6 +72,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_report import ROOT, git_commit, named_models, save_plot, stamp, write_section  # noqa: E402
 from gnuradio.rfdetect.inference.model_runtime import COMBINE  # noqa: E402  (--model NAME=A+B)
+from rfdetect_training.detection_metrics import BOOTSTRAP_DRAWS  # noqa: E402
 
 HELDOUT = ROOT / "bench" / ".cache" / "heldout"
 RESULTS = ROOT / "bench" / ".cache" / "quality"
@@ -167,9 +169,10 @@ class Timed:
 
 
 def evaluate(model_name: str, spec: str, set_name: str, recs: list[str], score_threshold,
-             truth: str = "resolvable", out: Path = RESULTS) -> dict:
+             truth: str = "resolvable", out: Path = RESULTS) -> tuple[dict, dict]:
     """One (model, set), scored as training/evaluate.py evaluate_detector does (the
-    truth/found groups kept at hand for AP >= 10 dB)."""
+    truth/found groups kept at hand for AP >= 10 dB) -> (its results, its AP50 on each resample
+    of the recordings by band: :func:`spread`)."""
     from rfdetect_training.detection_metrics import ap_in_snr_range
     from rfdetect_training.evaluate import MATCH_IOU, detect_groups, score_groups, write_report
     from gnuradio.rfdetect.inference.model_runtime import resolve_auto_for_recordings
@@ -189,7 +192,7 @@ def evaluate(model_name: str, spec: str, set_name: str, recs: list[str], score_t
         r["resolved"] = COMBINE.join(specs)  # what 'auto' stood for on this set
     r["truth"] = truth
     r["ap50_snr_ge_10"] = ap_in_snr_range(truth_all, found_all, 10.0, math.inf, MATCH_IOU)
-    boot = spread(truth_all, found_all, r)
+    draws = spread(truth_all, found_all, r)
     r["tiles"] = sum(len(t.ms) for t in timed)
     # a combination: the sum of its models' medians (each on tiles of its own spectrogram)
     r["ms_per_tile_p50"] = round(sum(sorted(t.ms)[len(t.ms) // 2] for t in timed), 1) \
@@ -206,15 +209,15 @@ def evaluate(model_name: str, spec: str, set_name: str, recs: list[str], score_t
                  {"arch": f"{model_name} ({spec})", "backbone": "-", "labels": labels,
                   "score_threshold": thr, "recordings": recs, "physical": r,
                   "pixel_note": "whole recordings only: see the physical section"})
-    r["_boot"] = boot  # for the comparison with energy (compare_with_energy); not written
-    return r
+    return r, draws
 
 
 def spread(truth_all, found_all, r: dict) -> dict:
     """The 5th and 95th percentiles of class-agnostic AP50 over BOOTSTRAP_DRAWS resamples of
     the set's recordings (training/detection_metrics.py bootstrap_ap), overall, from 10 dB
     and per SNR band, into ``r``: how far the number could move with other recordings of
-    the same settings. -> the draws, by band."""
+    the same settings. A draw with no signal in a band is left out of that band's range.
+    -> the draws, by band."""
     from rfdetect_training.detection_metrics import bootstrap_ap, snr_band_ranges
     from rfdetect_training.evaluate import MATCH_IOU
     ranges = snr_band_ranges()
@@ -236,14 +239,14 @@ def _percentiles(draws):
     return [round(float(x), 4) for x in np.percentile(ok, [5, 95])] if len(ok) else None
 
 
-def compare_with_energy(res: dict) -> None:
+def compare_with_energy(res: dict, draws: dict) -> None:
     """For each model's SNR bands: the share of resamples (the same recordings drawn for
     every model: paired) in which its AP50 is below ``energy``'s (issue 12: at least as good
-    in every band), as ``below_energy_share``; then the draws are dropped."""
+    in every band), as ``below_energy_share``. ``draws``: each model's :func:`spread`."""
     import numpy as np
-    base = (res.get("energy") or {}).get("_boot")
+    base = draws.get("energy")
     for m, r in res.items():
-        boot = r.pop("_boot", None)
+        boot = draws.get(m)
         if base is None or boot is None or m == "energy":
             continue
         for band, v in r["ap50_by_snr"].items():
@@ -260,6 +263,12 @@ def _slug(s: str) -> str:
 
 def fmt(v, digits=2):
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def _shown(path: Path) -> str:
+    """``path`` as the docs show it: from the repository root when it is inside."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def _span(interval) -> str:
@@ -403,16 +412,16 @@ def main():
     set_recs = {}
     for set_name, path in sets.items():
         set_recs[set_name] = recs = set_recordings(set_name, path, n)
-        all_results[set_name] = {}
+        all_results[set_name], draws = {}, {}
         for m, spec in models.items():
-            r = evaluate(m, spec, set_name, recs, a.score_threshold, a.truth, a.out)
+            r, draws[m] = evaluate(m, spec, set_name, recs, a.score_threshold, a.truth, a.out)
             all_results[set_name][m] = r
             print(f"{set_name:12s} {m:14s} AP50 {fmt(r['ap50']['class_agnostic_AP'])} (>=10 dB "
                   f"{fmt(r['ap50_snr_ge_10'])}) mAP50 {fmt(r['ap50']['mAP']) if r['labels_apply'] else 'n/a'} "
                   f"P {r['class_agnostic']['precision']:.2f} R {r['class_agnostic']['recall']:.2f} "
                   f"F1 {r['class_agnostic']['f1']:.2f}  {r['ms_per_tile_p50']} ms/tile x {r['tiles']}  "
                   f"({r['wall_s']} s)", flush=True)
-        compare_with_energy(all_results[set_name])
+        compare_with_energy(all_results[set_name], draws)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "results.json").write_text(json.dumps(
         {"commit": commit, "command": " ".join(shlex.quote(x) for x in sys.argv), "models": models,
@@ -431,9 +440,9 @@ def main():
     parts += ["**AP50 (any label) per SNR band**: each band's truth only; a found box counts in the band of "
               "the signal it overlaps most (hit or false alarm there, left out of the others); one on no "
               "signal is a false alarm in every band. Where a model is below `energy`, the share in brackets "
-              "is that of 1000 resamples of the set's recordings (the same ones for both) in which it is "
-              "below: near 100 % a real gap, near 50 % one the set's recordings may have decided; "
-              "each band's 5-95 % range is in bench/.cache/quality/results.json:", "",
+              f"is that of {BOOTSTRAP_DRAWS} resamples of the set's recordings (the same ones for both) in "
+              "which it is below: near 100 % a real gap, near 50 % one the set's recordings may have decided; "
+              f"each band's 5-95 % range is in {_shown(a.out)}/results.json:", "",
               snr_ap_table(all_results, names), ""]
     parts += ["**Recall (any label) per truth label**, at each model's threshold, most frequent first: "
               "a family with low recall here is not boxed at all; one high here but low in AP50 per "
@@ -448,7 +457,7 @@ def main():
     said = []
     if evals:
         said.append("Each row is what `" + "`, `".join(evals) + "` reports for that set's recordings "
-                    "(`bench/.cache/quality/SET/MODEL/report.md`)")
+                    f"(`{_shown(a.out)}/SET/MODEL/report.md`)")
     if combos:
         said.append("a row of models joined by `+` is what `rfdetect detect REC " + "`, `rfdetect detect REC ".join(combos)
                     + "` reports, scored the same way")

@@ -19,7 +19,7 @@
 #   ... $(bash tuning_sets.sh --args vhf2)      # the held-out vhf-uhf settings, another seed
 #   ... $(bash tuning_sets.sh --args strong)    # classic at 15-40 dB, TorchSig at its SNR 20-40 dB
 #   ... $(bash tuning_sets.sh --args classic2)  # the held-out classic settings, other seeds, 80 recordings
-#   ... $(bash tuning_sets.sh --args tsig2)     # t-tsig40 and 60 more at the held-out TorchSig settings
+#   ... $(bash tuning_sets.sh --args tsig2)     # t-tsig40 and t-tsig60: the held-out TorchSig settings
 #
 # Before session 24 these lived under /tmp and were lost with the machine; their recipes were
 # partly written down (docs/training.md, docs/runtime.md). The ones written down in full are
@@ -52,8 +52,8 @@ STRONG="t-cls-hi t-cls20-hi t-tsig-hi"
 # the held-out classic sets' settings with other seeds, and more recordings (session 38): t-classic
 # (6) and t-cls20 (16) showed `default` near-perfect at 10 dB and more, where held out it was not
 CLASSIC2="t-cls10b t-cls20c t-cls20d"
-# the held-out TorchSig settings with two other seeds, 100 recordings (session 41): as many as the
-# held-out set since session 40, so that its SNR bands (21 signals at 20 dB or more) have a twin
+# the held-out TorchSig settings with two other seeds (session 41): two sets, scored each on its
+# own, of 100 recordings between them, as many as the held-out set has had since session 40
 TSIG2="t-tsig40 t-tsig60"
 
 if [ "${1:-}" = "--args" ]; then

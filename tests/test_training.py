@@ -509,30 +509,40 @@ def test_init_starts_a_new_schedule_from_an_earlier_runs_weights(tiles, tmp_path
 
 def test_freeze_backbone_trains_only_what_follows_it(tiles, tmp_path):
     """--freeze backbone: a fine-tune from --init leaves the backbone's weights and BatchNorm
-    statistics exactly as they started, while the pyramid and heads train; an architecture
-    that does not name its backbone is one error."""
+    statistics exactly as they started (in the weight average too), while the pyramid and
+    heads train; an architecture without a backbone to freeze, a frozen start without --init,
+    and a resume that changes what is frozen are each one error."""
     common = ["--tiles", tiles, "--k-folds", "0", "--overfit", "6", "--batch-size", "4", "--early-stop", "50",
-              "--epochs", "1", "--quiet", "--ema", "0", "--lr", "1e-2"]
-    train_cli("train", *common, "--out", tmp_path / "a")
+              "--epochs", "1", "--quiet", "--lr", "1e-2"]
+    train_cli("train", *common, "--out", tmp_path / "a", "--ema", "0")
     init = tmp_path / "a" / "final" / "last.pt"
+    # the default weight average (anchor_free: 2 epochs) is on here
     train_cli("train", *common, "--out", tmp_path / "b", "--init", init, "--freeze", "backbone")
     before = torch.load(init, weights_only=False)["model"]
-    after = torch.load(tmp_path / "b" / "final" / "last.pt", weights_only=False)["model"]
+    ck = torch.load(tmp_path / "b" / "final" / "last.pt", weights_only=False)
     stages = ("stem.", "c3.", "c4.", "c5.", "c6.")
     frozen = [k for k in before if k.startswith(stages)]
     assert any("running_mean" in k for k in frozen) and len(frozen) > 20
-    assert [k for k in frozen if not torch.equal(before[k], after[k])] == []
+    for weights in (ck["model"], ck["raw_model"]):  # the average and the optimiser's
+        assert [k for k in frozen if not torch.equal(before[k], weights[k])] == []
     trained = [k for k in before if k.startswith(("tower.", "obj.", "box.", "cls.")) and "running_" not in k
                and "num_batches" not in k]
-    assert len(trained) > 5 and any(not torch.equal(before[k], after[k]) for k in trained)
+    assert len(trained) > 5 and any(not torch.equal(before[k], ck["raw_model"][k]) for k in trained)
     # without --freeze the same run moves the backbone too
-    train_cli("train", *common, "--out", tmp_path / "c", "--init", init)
+    train_cli("train", *common, "--out", tmp_path / "c", "--init", init, "--ema", "0")
     free = torch.load(tmp_path / "c" / "final" / "last.pt", weights_only=False)["model"]
     assert any(not torch.equal(before[k], free[k]) for k in frozen)
-    dense = train_cli("train", *common, "--out", tmp_path / "d", "--arch", "dense", "--freeze", "backbone",
-                      check=False)
+    resumed = train_cli("train", *common[:-5], "--epochs", "2", "--quiet", "--lr", "1e-2", "--out", tmp_path / "b",
+                        "--resume", check=False)
+    assert resumed.returncode != 0 and resumed.stderr.count("error:") == 1
+    assert "was trained with --freeze backbone, this run asks for --freeze none" in resumed.stderr
+    dense = train_cli("train", *common, "--out", tmp_path / "d", "--arch", "dense", "--init", init,
+                      "--freeze", "backbone", check=False)
     assert dense.returncode != 0 and dense.stderr.count("error:") == 1
-    assert "--freeze backbone: DenseDetector does not say which of its layers are the backbone" in dense.stderr
+    assert "--freeze backbone is anchor_free's only (--arch dense)" in dense.stderr
+    random = train_cli("train", *common, "--out", tmp_path / "e", "--freeze", "backbone", check=False)
+    assert random.returncode != 0 and "--freeze backbone: give --init MODEL too" in random.stderr
+    assert not (tmp_path / "d").exists() and not (tmp_path / "e").exists()  # refused before training
 
 
 def test_init_from_an_exported_model(tiles, tmp_path):
@@ -865,6 +875,31 @@ def test_bootstrap_ap_resamples_recordings_alike_for_every_detector():
     # paired: b is never above a, and below it unless a draw holds only recordings 0-4
     assert np.all(b <= a) and np.mean(b < a) > 0.95
     assert np.min(b) < average_precision(truth, found_b) < np.max(b)
+    # each draw is the AP of the recordings drawn, scored as a whole (matching within each
+    # recording in score order, ties included): replayed here from the same generator
+    rng = np.random.default_rng(5)
+    def rec(k):
+        t = [box(float(rng.choice([3.0, 12.0, 22.0]))) | {"t_start": 2.0 * i, "t_stop": 2.0 * i + 1.0}
+             for i in range(int(rng.integers(0, 4)))]
+        f = [dict(t[int(rng.integers(len(t)))] if t and rng.random() < 0.7 else far, score=float(rng.choice([0.5, 0.7])),
+                  t_stop=(t[0]["t_stop"] if t and rng.random() < 0.3 else None) or 0.0) for _ in range(int(rng.integers(0, 5)))]
+        for g in f:
+            if g["t_stop"] <= g["t_start"]:
+                g["t_stop"] = g["t_start"] + float(rng.choice([1.0, 1.5]))
+        return t, f
+    recs = [rec(k) for k in range(7)]
+    T, F = [r[0] for r in recs], [r[1] for r in recs]
+    for lo, hi in ((-np.inf, np.inf), (10.0, np.inf), (0.0, 5.0)):
+        got = bootstrap_ap(T, F, lo, hi, draws=60, seed=3)
+        draws = np.random.default_rng(3)
+        for d in range(60):
+            k = draws.integers(0, 7, 7)
+            t, f = [T[i] for i in k], [F[i] for i in k]
+            want = average_precision(t, f) if np.isinf(lo) else ap_in_snr_range(t, f, lo, hi)
+            want = np.nan if want is None else want
+            # (ap_in_snr_range rounds to 4 decimals)
+            assert (np.isnan(got[d]) and np.isnan(want)) or abs(got[d] - want) <= (1e-9 if np.isinf(lo) else 5e-5), \
+                (lo, d, got[d], want)
     # one recording: every draw is that recording
     assert np.all(bootstrap_ap(truth[:1], found_b[:1], draws=50) == average_precision(truth[:1], found_b[:1]))
     # a band: its own signals only; a band with none is NaN in every draw

@@ -114,7 +114,8 @@ def _train_args(p):
                         "(the embedded default model), an embedded model's name, a model.onnx or its folder "
                         "(BatchNorm recalibrated on the training tiles; the class head keeps the model's "
                         "weights for the labels it knows)")
-    g.add_argument("--freeze", choices=("none", "backbone"), default="none",
+    from .train import FREEZE
+    g.add_argument("--freeze", choices=FREEZE, default="none",
                    help="layers that keep the weights the run starts from: backbone (anchor_free: its "
                         "convolutional stages; the feature pyramid and the heads train) for a fine-tune with "
                         "--init that should move less of what the starting model does; default none")
@@ -179,10 +180,17 @@ def _config(a, tune):
 
 def _check_train_args(a):
     """Options that would do nothing, one error before any work: --init-other-resolution
-    without --init; --objectness-target for an architecture without objectness."""
+    without --init; --objectness-target for an architecture without objectness; --freeze for
+    an architecture without a backbone to freeze, or without --init (or --resume) to start from."""
     if getattr(a, "init_other_resolution", False) and not getattr(a, "init", None):
         raise ValueError("--init-other-resolution: give --init MODEL too (the exported model whose weights "
                          "start the run at this run's spectrogram settings)")
+    if getattr(a, "freeze", "none") != "none":
+        if a.arch != "anchor_free":
+            raise ValueError(f"--freeze {a.freeze} is anchor_free's only (--arch {a.arch})")
+        if not getattr(a, "init", None) and not getattr(a, "resume", False):
+            raise ValueError(f"--freeze {a.freeze}: give --init MODEL too (a frozen backbone of random weights "
+                             f"would learn nothing)")
     if getattr(a, "objectness_target", None) and a.arch != "anchor_free":
         raise ValueError(f"--objectness-target is anchor_free's; --arch {a.arch} has no objectness")
 

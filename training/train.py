@@ -77,8 +77,8 @@ def freeze_layers(model: torch.nn.Module, part: str) -> list:
         return []
     layers = getattr(model, "backbone_layers", None)
     if layers is None:
-        raise ValueError(f"--freeze {part}: {type(model).__name__} does not say which of its layers are the "
-                         f"backbone; anchor_free does")
+        raise ValueError(f"--freeze {part}: only --arch anchor_free's layers are split into a backbone and "
+                         f"what follows it ({type(model).__name__} are not)")
     frozen = list(layers())
     for m in frozen:
         for p in m.parameters():
@@ -285,7 +285,7 @@ class WeightAverage:
     the last ``window`` steps is a steadier model to judge and to ship. Its decay rises
     from 0 over the first ``warmup`` steps so that the random start fades out."""
 
-    def __init__(self, model: torch.nn.Module, window: float, warmup: float):
+    def __init__(self, model: torch.nn.Module, window: float, warmup: float, frozen: tuple = ()):
         if not window >= 1:
             raise ValueError(f"weight average: window must be at least one step, not {window}")
         self.model = copy.deepcopy(model).eval()
@@ -294,6 +294,10 @@ class WeightAverage:
         self.decay = 1.0 - 1.0 / window
         self.warmup = max(float(warmup), 1.0)
         self.updates = 0
+        # the state of frozen layers (freeze_layers) is copied, not averaged: an average of
+        # equal values is not always bit-equal to them
+        prefixes = tuple(name + "." for name, m in model.named_modules() if any(m is f for f in frozen))
+        self.frozen = {k for k in self.model.state_dict() if k.startswith(prefixes)} if prefixes else set()
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module):
@@ -301,7 +305,7 @@ class WeightAverage:
         d = self.decay * (1.0 - math.exp(-self.updates / self.warmup))
         current = model.state_dict()
         for name, v in self.model.state_dict().items():
-            if v.dtype.is_floating_point:
+            if v.dtype.is_floating_point and name not in self.frozen:
                 v.mul_(d).add_(current[name].detach(), alpha=1.0 - d)
             else:  # BatchNorm's batch counter
                 v.copy_(current[name])
@@ -360,9 +364,13 @@ def fit(arch, ds, train_images, val_images, cfg: TrainConfig, run_dir: Path, res
         if rank == 0:
             print(f"{line}; new schedule, {epochs} epochs")
     # the average starts from the weights the run starts from (--init's included)
-    ema = WeightAverage(model, max(1.0, cfg.ema * steps_per_epoch), steps_per_epoch) if cfg.ema else None
+    ema = WeightAverage(model, max(1.0, cfg.ema * steps_per_epoch), steps_per_epoch, frozen) if cfg.ema else None
     if resume and last_path.exists():
         ck = torch.load(last_path, map_location=device, weights_only=False)
+        was = (ck.get("config") or {}).get("freeze", "none")
+        if was != cfg.freeze:
+            raise ValueError(f"--resume: {last_path} was trained with --freeze {was}, this run asks for "
+                             f"--freeze {cfg.freeze}; resume with --freeze {was}, or start a new run with --init")
         # "model" holds the validated weights (the average when --ema is on), "raw_model"
         # then the weights the optimiser was moving
         model.load_state_dict(ck.get("raw_model", ck["model"]))
