@@ -17,7 +17,9 @@ IoU >= 0.5:
   (lo-hi)          after an AP50: the 5th and 95th percentiles of it over 1000 resamples
                    (BOOTSTRAP_DRAWS) of the set's recordings with replacement: how far it
                    could move with other recordings of the same settings (a band of 20
-                   signals moves a lot)
+                   signals moves a lot; none for a set of one recording)
+  below `energy`   the SNR bands where a model's AP50 is under `energy`'s, each with the
+                   share of those resamples (the same recordings for both) in which it is
   mAP50            mean per-class AP50 over the model's classes present in the set, shown only
                    where the labels apply (most truth boxes carry one of the model's labels);
                    the per-class AP50 table follows, then recall (any label) per truth label
@@ -225,7 +227,7 @@ def spread(truth_all, found_all, r: dict) -> dict:
             ">= 10": bootstrap_ap(truth_all, found_all, 10.0, math.inf, MATCH_IOU)}
     for band in r["ap50_by_snr"]:
         boot[band] = bootstrap_ap(truth_all, found_all, *ranges[band], MATCH_IOU)
-    interval = {k: _percentiles(v) for k, v in boot.items()}
+    interval = {k: _percentiles(v, len(truth_all)) for k, v in boot.items()}
     r["ap50"]["class_agnostic_AP_interval"] = interval["all"]
     r["ap50_snr_ge_10_interval"] = interval[">= 10"]
     for band, v in r["ap50_by_snr"].items():
@@ -233,10 +235,11 @@ def spread(truth_all, found_all, r: dict) -> dict:
     return boot
 
 
-def _percentiles(draws):
+def _percentiles(draws, recordings: int):
     import numpy as np
     ok = draws[np.isfinite(draws)]
-    return [round(float(x), 4) for x in np.percentile(ok, [5, 95])] if len(ok) else None
+    # one recording resampled is that recording every time: no range to give
+    return [round(float(x), 4) for x in np.percentile(ok, [5, 95])] if len(ok) and recordings > 1 else None
 
 
 def compare_with_energy(res: dict, draws: dict) -> None:
@@ -442,7 +445,7 @@ def main():
               "signal is a false alarm in every band. Where a model is below `energy`, the share in brackets "
               f"is that of {BOOTSTRAP_DRAWS} resamples of the set's recordings (the same ones for both) in "
               "which it is below: near 100 % a real gap, near 50 % one the set's recordings may have decided; "
-              f"each band's 5-95 % range is in {_shown(a.out)}/results.json:", "",
+              f"each band's 5-95 % range is in {_shown(a.out)}/results.json and SET/MODEL/report.json:", "",
               snr_ap_table(all_results, names), ""]
     parts += ["**Recall (any label) per truth label**, at each model's threshold, most frequent first: "
               "a family with low recall here is not boxed at all; one high here but low in AP50 per "

@@ -17,7 +17,6 @@ def test_quality_gives_each_ap_its_spread_and_compares_with_energy_draw_by_draw(
     res = json.loads((out / "results.json").read_text())["results"]["small"]
     assert set(res) == {"energy", "strict"}
     for m, r in res.items():
-        assert "_boot" not in r
         lo, hi = r["ap50"]["class_agnostic_AP_interval"]
         assert 0.0 <= lo <= hi <= 1.0
         assert r["ap50_by_snr"], m

@@ -542,6 +542,10 @@ def test_freeze_backbone_trains_only_what_follows_it(tiles, tmp_path):
     assert "--freeze backbone is anchor_free's only (--arch dense)" in dense.stderr
     random = train_cli("train", *common, "--out", tmp_path / "e", "--freeze", "backbone", check=False)
     assert random.returncode != 0 and "--freeze backbone: give --init MODEL too" in random.stderr
+    # --resume with nothing to resume from starts afresh: the same
+    fresh = train_cli("train", *common, "--out", tmp_path / "f", "--freeze", "backbone", "--resume", check=False)
+    assert fresh.returncode != 0 and fresh.stderr.count("error:") == 1
+    assert "--freeze backbone: give --init MODEL too" in fresh.stderr and "epoch 1" not in fresh.stdout
     assert not (tmp_path / "d").exists() and not (tmp_path / "e").exists()  # refused before training
 
 

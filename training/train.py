@@ -335,6 +335,9 @@ def fit(arch, ds, train_images, val_images, cfg: TrainConfig, run_dir: Path, res
         # NHWC convolutions: oneDNN's layout on the CPU (docs/training.md, "Training speed
         # on the CPU"); the weights keep their values, and checkpoints load into either layout
         model = model.to(memory_format=torch.channels_last)
+    if cfg.freeze != "none" and not cfg.init and not (resume and (run_dir / "last.pt").exists()):
+        raise ValueError(f"--freeze {cfg.freeze}: give --init MODEL too (a frozen backbone of random weights "
+                         f"would learn nothing)")
     frozen = freeze_layers(model, cfg.freeze)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
