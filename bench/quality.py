@@ -444,7 +444,9 @@ def main():
               "the signal it overlaps most (hit or false alarm there, left out of the others); one on no "
               "signal is a false alarm in every band. Where a model is below `energy`, the share in brackets "
               f"is that of {BOOTSTRAP_DRAWS} resamples of the set's recordings (the same ones for both) in "
-              "which it is below: near 100 % a real gap, near 50 % one the set's recordings may have decided; "
+              "which it is below: near 100 % a gap the set's recordings agree on, near 50 % one they may have "
+              "decided (where `energy` is perfect in every resample, the share only counts how often a "
+              "resample holds the model's misses); "
               f"each band's 5-95 % range is in {_shown(a.out)}/results.json and SET/MODEL/report.json:", "",
               snr_ap_table(all_results, names), ""]
     parts += ["**Recall (any label) per truth label**, at each model's threshold, most frequent first: "
