@@ -186,11 +186,8 @@ def _check_train_args(a):
         raise ValueError("--init-other-resolution: give --init MODEL too (the exported model whose weights "
                          "start the run at this run's spectrogram settings)")
     if getattr(a, "freeze", "none") != "none":
-        if a.arch != "anchor_free":
-            raise ValueError(f"--freeze {a.freeze} is anchor_free's only (--arch {a.arch})")
-        if not getattr(a, "init", None) and not getattr(a, "resume", False):
-            raise ValueError(f"--freeze {a.freeze}: give --init MODEL too (a frozen backbone of random weights "
-                             f"would learn nothing)")
+        from .train import check_freeze
+        check_freeze(a.freeze, a.arch, getattr(a, "init", None), getattr(a, "resume", False))
     if getattr(a, "objectness_target", None) and a.arch != "anchor_free":
         raise ValueError(f"--objectness-target is anchor_free's; --arch {a.arch} has no objectness")
 

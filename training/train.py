@@ -68,6 +68,20 @@ class TrainConfig:
 FREEZE = ("none", "backbone")
 
 
+def check_freeze(part: str, arch: str, init, resumable: bool) -> None:
+    """One error for a --freeze that cannot work: an architecture without a backbone to
+    freeze, or nothing to start the frozen layers from (no --init and no checkpoint to
+    resume). The CLI asks before any work (``resumable``: --resume was given); ``fit`` again
+    once it knows whether there is a checkpoint."""
+    if part == "none":
+        return
+    if arch != "anchor_free":
+        raise ValueError(f"--freeze {part} is anchor_free's only (--arch {arch})")
+    if not init and not resumable:
+        raise ValueError(f"--freeze {part}: give --init MODEL too (a frozen backbone of random weights "
+                         f"would learn nothing)")
+
+
 def freeze_layers(model: torch.nn.Module, part: str) -> list:
     """Stops training ``part`` of ``model`` (FREEZE): its weights get no gradient and its
     BatchNorm statistics stay as they are (:func:`keep_frozen`). -> the frozen modules."""
@@ -335,9 +349,7 @@ def fit(arch, ds, train_images, val_images, cfg: TrainConfig, run_dir: Path, res
         # NHWC convolutions: oneDNN's layout on the CPU (docs/training.md, "Training speed
         # on the CPU"); the weights keep their values, and checkpoints load into either layout
         model = model.to(memory_format=torch.channels_last)
-    if cfg.freeze != "none" and not cfg.init and not (resume and (run_dir / "last.pt").exists()):
-        raise ValueError(f"--freeze {cfg.freeze}: give --init MODEL too (a frozen backbone of random weights "
-                         f"would learn nothing)")
+    check_freeze(cfg.freeze, arch.name, cfg.init, resume and (run_dir / "last.pt").exists())
     frozen = freeze_layers(model, cfg.freeze)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
