@@ -15,8 +15,8 @@ import pytest
 from scipy.signal import get_window
 
 from gnuradio.rfdetect.formats.sigmf_io import SigMFRecording
-from gnuradio.rfdetect.apps.synth import (ARTEFACTS, CLASSES, FAMILIES, IMAGE_LABEL, TONE_BINS, SynthConfig, labels_for,
-                                     render, synth_dataset)
+from gnuradio.rfdetect.apps.synth import (ARTEFACTS, CLASSES, FAMILIES, FIELD_FAMILIES, IMAGE_LABEL, LABEL_OF, TONE_BINS,
+                                     SynthConfig, labels_for, render, sidelobe_half_width, synth_dataset)
 
 from conftest import run_cli
 
@@ -98,9 +98,10 @@ def _bursts_of(plan, a, fs=FS):
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("seed", [1, 2])
 def test_family_boxes_hold_their_energy_and_are_tight(family, seed):
-    iq, anns, plan = render(seed, 0, _cfg(classes=(family,), profile="generic" if family == "digital" else "mixed"))
+    profile = "generic" if family == "digital" else "unshaped" if family in LABEL_OF else "mixed"
+    iq, anns, plan = render(seed, 0, _cfg(classes=(family,), profile=profile))
     assert anns, f"{family}: no annotation"
-    assert {a["core:label"] for a in anns} == {family}
+    assert {a["core:label"] for a in anns} == {LABEL_OF.get(family, family)}
     assert all(0 <= a["core:sample_start"] and a["core:sample_start"] + a["core:sample_count"] <= len(iq) for a in anns)
     # 1. the boxes hold the emission's energy (within 2 bins of 256 and one frame)
     frac = energy_in_boxes(iq, FS, [_box(a) for a in anns])
@@ -109,7 +110,9 @@ def test_family_boxes_hold_their_energy_and_are_tight(family, seed):
     checked = 0
     for a in anns:
         s0, s1, f0, f1 = _box(a)
-        for b in _bursts_of(plan, a):
+        # sinc^2 sidelobes have no edge of their own to measure: their box is tested against the noise
+        # (test_sidelobe_box_ends_where_the_sidelobes_meet_the_noise)
+        for b in [] if family == "digital_rect" else _bursts_of(plan, a):
             pad = b.ramp + 16
             i0, i1 = max(s0, b.start + pad), min(s1, b.start + b.n - pad)
             if i1 - i0 < 128:
@@ -127,16 +130,94 @@ def test_family_boxes_hold_their_energy_and_are_tight(family, seed):
             assert s0 - 64 <= t0 <= s0 + ramp + 64 and s1 - ramp - 64 <= t1 <= s1 + 64, \
                 f"{family}: box {s0}..{s1}, energy {t0}..{t1}"
     # radar pulses (1-20 us) are shorter than any spectrogram row: their band is not measurable alone
-    assert checked or family == "radar", f"{family}: no burst long enough to measure its band"
+    assert checked or family in ("radar", "digital_rect"), f"{family}: no burst long enough to measure its band"
 
 
 def test_label_sets():
     assert labels_for("classic") == CLASSES
-    assert set(labels_for("mixed")) == set(FAMILIES) - {"digital"}
+    assert set(labels_for("mixed")) == set(FIELD_FAMILIES)
+    assert set(labels_for("unshaped")) >= {"chirp", "digital", "lora"} and "lfm_data" not in labels_for("unshaped")
     assert "digital" in labels_for("generic")
     assert set(labels_for("ism-2g4")) >= {"wifi", "ble", "zigbee", "drone_video", "drone_telemetry"}
     assert set(labels_for("cellular")) >= {"lte_dl", "lte_ul"}
     assert set(labels_for("vhf-uhf")) >= {"nbfm", "am", "tdma"}
+
+
+def test_unshaped_families_carry_the_label_a_user_would_give_them():
+    """`--classes` takes a label (every family it names) or a family; the record says which family."""
+    _, anns, plan = render(3, 0, _cfg(profile="unshaped", classes=("lfm_data",)))
+    assert anns and {a["core:label"] for a in anns} == {"chirp"} and {a["rfdetect:family"] for a in anns} == {"lfm_data"}
+    fams = set()
+    for seed in range(1, 13):
+        _, anns, _ = render(seed, 0, _cfg(profile="unshaped", classes=("chirp",), duration=0.05))
+        assert {a["core:label"] for a in anns} <= {"chirp"}
+        fams |= {a["rfdetect:family"] for a in anns}
+    assert fams == {"lfm_data", "fmcw"}
+    # a label that is its family's own name carries no rfdetect:family
+    _, anns, _ = render(3, 0, _cfg(profile="unshaped", classes=("lora",)))
+    assert anns and not any("rfdetect:family" in a for a in anns)
+    with pytest.raises(ValueError, match="digital_rect"):
+        SynthConfig(profile="unshaped", classes=("wifi",)).check()
+
+
+@pytest.mark.parametrize("pattern", ["data", "saw", "triangle"])
+def test_sweeps_turn_as_their_pattern_says(pattern):
+    """Each symbol of lfm_data sweeps the whole band up or down at random; FMCW saw always up,
+    triangle alternately."""
+    from gnuradio.rfdetect.apps.synth import _src_sweep
+    fs, bw, T = 1e6, 200e3, 200e-6            # 200 samples per symbol
+    gen = _src_sweep(bw, T, pattern)(np.random.default_rng(0), fs, 0)
+    x = np.concatenate([gen(3001), gen(4999)])  # made in two calls, as long emissions are
+    f = np.angle(x[1:] * np.conj(x[:-1])) * fs / (2 * np.pi)
+    ups = []
+    for k in range(40):   # each symbol's sweep, away from its turns
+        seg = f[k * 200 + 20:k * 200 + 180]
+        slope = np.polyfit(np.arange(len(seg)), seg, 1)[0] * fs / bw * T
+        assert abs(abs(slope) - 1) < 0.05, f"symbol {k}: swept {slope:.2f} of the band"
+        assert np.abs(seg).max() <= bw / 2 + 1e3
+        ups.append(slope > 0)
+    if pattern == "saw":
+        assert all(ups)
+    elif pattern == "triangle":
+        assert ups == [k % 2 == 0 for k in range(40)]
+    else:
+        assert 10 <= sum(ups) <= 30
+
+
+@pytest.mark.parametrize("seed,snr,where", [(14, 12.0, "sidelobes"), (8, 12.0, "sidelobes"), (14, 30.0, "filter"),
+                                            (14, 3.0, "main lobe")])
+def test_sidelobe_box_ends_where_the_sidelobes_meet_the_noise(seed, snr, where):
+    """digital_rect (rectangular pulses, no pulse filter): the box reaches the last sinc^2
+    sidelobe over the noise, between the main lobe (+-rs) and the transmitter's filter edge."""
+    cfg = dict(profile="unshaped", classes=("digital_rect",), snr_db=(snr, snr), duration=0.3)
+    iq, anns, plan = render(seed, 0, _cfg(**cfg, noise=True))
+    em = plan.emitters[0]
+    rs, edge = em.info["symbol_rate"], em.info["filter_edge_hz"]
+    a = max(anns, key=lambda a: a["core:sample_count"])
+    s0, s1, f0, f1 = _box(a)
+    h, fc = (f1 - f0) / 2, (f0 + f1) / 2
+    assert h == pytest.approx(sidelobe_half_width(snr, rs, edge), rel=1e-9)
+    assert {"sidelobes": rs < h < edge, "filter": h == pytest.approx(edge), "main lobe": h == pytest.approx(rs)}[where]
+    clean, _, _ = render(seed, 0, _cfg(**cfg))
+    assert energy_in_boxes(clean, FS, [_box(b) for b in anns]) >= 0.99
+    # mean spectrum over the burst (Hann, 4096 points): noise is 1/fs per Hz before the file's scale
+    nfft = 4096
+    x = iq[s0:s1] / plan.scale
+    frames = np.lib.stride_tricks.sliding_window_view(x, nfft)[::nfft // 2]
+    w = np.hanning(nfft)
+    P = np.fft.fftshift((np.abs(np.fft.fft(frames * w, axis=1)) ** 2).mean(axis=0)) / (FS * np.sum(w ** 2))
+    f = np.fft.fftshift(np.fft.fftfreq(nfft, 1 / FS)) - fc
+    N0 = 1.0 / FS
+    assert np.median(P[np.abs(f) > h + 4 * FS / nfft]) == pytest.approx(N0, rel=0.1)
+    for side in (-1, 1):
+        far = np.flatnonzero((side * f > 0) & (P >= 2 * N0))   # noise + 3 dB: where the signal shows
+        last = np.abs(f[far]).max()
+        assert last <= h + 2 * FS / nfft, f"energy shows {last - h:.0f} Hz beyond the box"
+        if where == "sidelobes":   # the outermost lobe inside the box still shows, the next would not
+            assert last >= h - rs, f"the box goes {h - last:.0f} Hz past the last sidelobe seen"
+        elif where == "filter":    # the sidelobes are cut by the filter at the box edge while still strong
+            assert last >= h - 4 * FS / nfft
+            assert P[(side * f > h - rs) & (side * f < h)].max() >= 10 * N0
 
 
 def test_bandwidth_scales_down_when_the_rate_cannot_hold_it():

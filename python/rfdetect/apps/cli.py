@@ -226,8 +226,10 @@ def build_parser():
     s.add_argument("--signals", type=int, default=12, help="emitters per recording (one emitter may have many boxes)")
     s.add_argument("--profile", default="classic",
                    help="signal mix: classic (ofdm,fhss,rb,chirp,tone; the default), ism-2g4, cellular, vhf-uhf, "
-                        "mixed, generic (docs/synth.md)")
-    s.add_argument("--classes", default="", help="comma-separated subset of the profile's labels")
+                        "mixed, generic, unshaped (docs/synth.md)")
+    s.add_argument("--classes", default="",
+                   help="comma-separated subset of the profile's labels (or of its families: lfm_data, fmcw, "
+                        "digital_rect are labelled chirp, chirp, digital)")
     s.add_argument("--artefacts", default=None,
                    help="receiver/channel artefacts: 'all', 'none' or a comma list of dc,lo_leak,iq_image,spurs,"
                         "rolloff,agc,clipping,multipath,fading,freq_offset,drift,overlap,short_gaps "

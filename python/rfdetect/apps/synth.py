@@ -258,10 +258,13 @@ class _ClassicPlan:
 
 # ---------------------------------------------------------------- realistic generator: constants
 
-PROFILES = ("classic", "ism-2g4", "cellular", "vhf-uhf", "mixed", "generic")
+PROFILES = ("classic", "ism-2g4", "cellular", "vhf-uhf", "mixed", "generic", "unshaped")
 FIELD_FAMILIES = ("wifi", "lte_dl", "lte_ul", "ble", "bt", "zigbee", "lora", "drone_video", "drone_telemetry",
                   "nbfm", "am", "tdma", "radar", "dsss", "tone")
-FAMILIES = FIELD_FAMILIES + ("digital",)
+# families labelled with another family's name, the one a user would give them: a sweep that
+# turns at each symbol and an FMCW sweep are chirps, PSK/QAM without a pulse filter is digital
+LABEL_OF = {"lfm_data": "chirp", "fmcw": "chirp", "digital_rect": "digital"}
+FAMILIES = FIELD_FAMILIES + ("digital",) + tuple(LABEL_OF)
 ARTEFACTS = ("dc", "lo_leak", "iq_image", "spurs", "rolloff", "agc", "clipping",
              "multipath", "fading", "freq_offset", "drift", "overlap", "short_gaps")
 IMAGE_LABEL = "image"
@@ -277,6 +280,10 @@ _MIX = {
     # no standard's numbers: single-carrier bursts of any width and length, with some of the rest
     "generic": {"digital": 6, "wifi": 1, "drone_video": 0.5, "am": 1, "nbfm": 1, "lora": 0.5, "tone": 0.5,
                 "dsss": 0.5},
+    # no spectral mask: chirps that turn at each symbol, FMCW sweeps, PSK/QAM/ASK whose sinc
+    # sidelobes rise over the noise when strong, with filtered bursts, LoRa and radar beside them
+    "unshaped": {"lfm_data": 2, "fmcw": 1, "digital_rect": 3, "digital": 1, "lora": 1, "radar": 0.5,
+                 "tone": 0.5},
 }
 # chance that each artefact is present in a recording (per emitter for the channel effects)
 _ARTEFACT_P = {"dc": 0.7, "lo_leak": 0.3, "iq_image": 0.4, "spurs": 0.5, "rolloff": 0.8, "agc": 0.3,
@@ -356,6 +363,9 @@ class _Emitter:
     drift: float = 0.0            # Hz/s, reference: recording start
     taps: Optional[tuple] = None  # multipath: (delays s, complex gains)
     fading: Optional[tuple] = None  # (doppler Hz, K factor, seed)
+    # (snr_db) -> half-width Hz, for an emission whose visible band grows with its strength
+    # (sidelobes over the noise): set on every burst once the SNR is drawn
+    band_of_snr: Optional[Callable] = None
 
 
 # ---------------------------------------------------------------- sources (raw baseband, unit-ish power)
@@ -542,6 +552,41 @@ def _src_symbols(rs, points):
             return points[rng.integers(0, len(points), k[-1] - k[0] + 1)][k - k[0]]
         return gen
     return make
+
+
+def _src_sweep(bw, T, pattern):
+    """Linear sweeps over [-bw/2, bw/2], one per symbol of ``T`` s, phase continuous:
+    ``pattern`` "data" turns up or down at random each symbol (chirp-modulated data), "saw"
+    always up (the frequency jumps back at each symbol), "triangle" alternately up and down
+    (FMCW)."""
+    def make(rng, fs_src, _n):
+        pos, ups, phase = [0], [], [rng.uniform(0, 2 * np.pi)]
+
+        def gen(n):
+            t = (pos[0] + np.arange(n)) / fs_src
+            pos[0] += n
+            sym = np.floor(t / T).astype(np.int64)
+            if pattern == "data":
+                while len(ups) <= sym[-1]:
+                    ups.extend(rng.random(256) < 0.5)
+                d = np.where(np.asarray(ups)[sym], 1.0, -1.0)
+            else:
+                d = np.ones(n) if pattern == "saw" else np.where(sym % 2 == 0, 1.0, -1.0)
+            ph = phase[0] + 2 * np.pi * np.cumsum(d * (-bw / 2 + bw * (t - sym * T) / T)) / fs_src
+            phase[0] = ph[-1] % (2 * np.pi)
+            return np.exp(1j * ph)
+        return gen
+    return make
+
+
+def sidelobe_half_width(snr_db: float, rs: float, edge: float) -> float:
+    """Half-width (Hz) of the band where rectangular-pulse symbols at ``rs`` show over the
+    noise: their spectrum is rs sinc^2(f/rs), whose sidelobe peaks fall as (rs/(pi f))^2, so
+    with the box's SNR g (power over the noise in the box, 2h wide) the last sidelobe
+    reaching the noise level lies at h = 2 g rs / pi^2. At least the main lobe (+-rs, null
+    to null), at most the transmitter's filter edge ``edge``."""
+    g = 10 ** (snr_db / 10)
+    return float(min(max(2 * g * rs / np.pi ** 2, rs), edge))
 
 
 def _constellation(kind, rng):
@@ -955,11 +1000,81 @@ def _fam_digital(ctx):
                     info={"variant": variant, "symbol_rate": rs})
 
 
+def _sweep_spans(ctx, T):
+    """On-times of a sweeping emitter: keyed bursts of at least 4 symbols (60 %), or on for its window."""
+    rng = ctx.rng
+    t0, t1 = ctx.window()
+    if rng.random() < 0.6:
+        shortest = max(0.3e-3, 4 * T)
+        longest = max(0.4 * max(0.3, ctx.dur), 2 * shortest)
+        return _train(ctx, t0, t1, lambda: float(np.exp(rng.uniform(np.log(shortest), np.log(longest)))),
+                      lambda: ctx.gap(0.2e-3, 30e-3))
+    return [(_sec(ctx, t0), _sec(ctx, t1 - t0))]
+
+
+def _sweep_half_width(bw: float, T: float) -> float:
+    """The band of sweeps over ``bw`` each ``T`` s long: a sweep's spectrum runs on past its
+    ends by about the square root of its rate (the Fresnel spread of a chirp), strongest where
+    a triangle turns and dwells; the box holds it, and the emission is cut there."""
+    return bw / 2 + math.sqrt(bw / T)
+
+
+def _fam_lfm_data(ctx):
+    """Chirp-modulated data: each symbol a sweep over the whole band, up or down at random,
+    time-bandwidth product 16-1024; the band 1-35 % of the sample rate."""
+    rng = ctx.rng
+    bw = float(np.exp(rng.uniform(np.log(0.01), np.log(0.35)))) * ctx.fs
+    T = float(np.exp(rng.uniform(np.log(16), np.log(1024)))) / bw
+    src = _src_sweep(bw, T, "data")
+    half = _sweep_half_width(bw, T)
+    D = ctx.decim(2 * half)
+    spans = _sweep_spans(ctx, T)
+    return _Emitter(LABEL_OF["lfm_data"], [_Burst(st, n, 0.0, -half, half, D, _ramp_n(ctx, n, 2.0), src)
+                                           for st, n in spans],
+                    info={"family": "lfm_data", "symbol_s": T, "bw_hz": bw})
+
+
+def _fam_fmcw(ctx):
+    """FMCW: sawtooth or triangle sweeps over 2-50 % of the sample rate, 32-4096 over the band per sweep."""
+    rng = ctx.rng
+    bw = float(np.exp(rng.uniform(np.log(0.02), np.log(0.5)))) * ctx.fs
+    T = float(np.exp(rng.uniform(np.log(32), np.log(4096)))) / bw
+    pattern = "saw" if rng.random() < 0.5 else "triangle"
+    src = _src_sweep(bw, T, pattern)
+    half = _sweep_half_width(bw, T)
+    D = ctx.decim(2 * half)
+    spans = _sweep_spans(ctx, T)
+    return _Emitter(LABEL_OF["fmcw"], [_Burst(st, n, 0.0, -half, half, D, _ramp_n(ctx, n, 2.0), src)
+                                       for st, n in spans],
+                    info={"family": "fmcw", "sweep_s": T, "bw_hz": bw, "pattern": pattern})
+
+
+def _fam_digital_rect(ctx):
+    """PSK, QAM or ASK with rectangular pulses and no pulse filter, as cheap transmitters send:
+    a main lobe of +-rs (0.2-20 % of the sample rate in all) and sinc^2 sidelobes out to a
+    loose filter at 1.5-4 rs. The box is where the sidelobes show over the noise
+    (:func:`sidelobe_half_width`), so it widens with the SNR."""
+    rng = ctx.rng
+    kind = str(rng.choice(["psk", "qam", "ask"], p=[0.5, 0.3, 0.2]))
+    rs = float(np.exp(rng.uniform(np.log(0.001), np.log(0.1)))) * ctx.fs
+    edge = min(rng.uniform(1.5, 4.0) * rs, MAX_FRAC / 2 * ctx.fs)
+    points, variant = _constellation(kind, rng)
+    src = _src_symbols(rs, points)
+    D = ctx.decim(max(4 * rs, 2.5 * edge))
+    spans = _sweep_spans(ctx, 1.0 / rs)
+    em = _Emitter(LABEL_OF["digital_rect"], [_Burst(st, n, 0.0, -edge, edge, D, _ramp_n(ctx, n, 2.0), src)
+                                             for st, n in spans],
+                  info={"family": "digital_rect", "variant": variant, "symbol_rate": rs, "filter_edge_hz": edge})
+    em.band_of_snr = lambda snr_db: sidelobe_half_width(snr_db, rs, edge)
+    return em
+
+
 _FAMILY_FN = {"wifi": _fam_wifi, "lte_dl": _fam_lte_dl, "lte_ul": _fam_lte_ul, "ble": _fam_ble, "bt": _fam_bt,
               "zigbee": _fam_zigbee, "lora": _fam_lora, "drone_video": _fam_drone_video,
               "drone_telemetry": _fam_drone_telemetry, "nbfm": _fam_nbfm, "am": _fam_am, "tdma": _fam_tdma,
               "radar": _fam_radar, "dsss": _fam_dsss, "tone": _fam_tone,
-              "digital": _fam_digital}
+              "digital": _fam_digital, "lfm_data": _fam_lfm_data, "fmcw": _fam_fmcw,
+              "digital_rect": _fam_digital_rect}
 
 
 # ---------------------------------------------------------------- rendering one burst
@@ -1119,9 +1234,10 @@ class SynthConfig:
         if self.overlap is not None and not 0 <= self.overlap <= 1:
             raise ValueError(f"overlap must be a probability in [0, 1], got {self.overlap}")
         known = labels_for(self.profile)
-        bad = [c for c in (self.classes or ()) if c not in known]
+        fams = () if self.profile == "classic" else tuple(f for f in _MIX[self.profile] if f not in known)
+        bad = [c for c in (self.classes or ()) if c not in known + fams]
         if bad:
-            raise ValueError(f"unknown classes {bad} for profile {self.profile}; choose from {','.join(known)}")
+            raise ValueError(f"unknown classes {bad} for profile {self.profile}; choose from {','.join(known + fams)}")
         if self.artefacts is not None:
             if self.profile == "classic" and self.artefacts:
                 raise ValueError("the classic profile has no artefacts; pick a realistic --profile")
@@ -1131,8 +1247,10 @@ class SynthConfig:
 
 
 def labels_for(profile: str) -> tuple:
-    """Signal labels a profile can produce (the classic five, or its families)."""
-    return CLASSES if profile == "classic" else tuple(f for f in FAMILIES if f in _MIX[profile])
+    """Signal labels a profile can produce (the classic five, or its families' labels)."""
+    if profile == "classic":
+        return CLASSES
+    return tuple(dict.fromkeys(LABEL_OF.get(f, f) for f in FAMILIES if f in _MIX[profile]))
 
 
 class _Plan:
@@ -1148,7 +1266,9 @@ class _Plan:
             {a for a in ARTEFACTS if rng.random() < _ARTEFACT_P[a]}
         self.on = on
         overlap = cfg.overlap if cfg.overlap is not None else (1.0 if "overlap" in on else 0.0)
-        mix = {f: w for f, w in _MIX[cfg.profile].items() if not cfg.classes or f in cfg.classes}
+        # --classes names labels (a label picks every family it names) or the families themselves
+        mix = {f: w for f, w in _MIX[cfg.profile].items()
+               if not cfg.classes or f in cfg.classes or LABEL_OF.get(f) in cfg.classes}
         fams, weights = list(mix), np.array(list(mix.values()), float)
         self.emitters: list[_Emitter] = []
         placed = np.zeros((0, 4))
@@ -1162,6 +1282,10 @@ class _Plan:
             if not em.bursts:
                 continue
             em.snr_db = float(erng.uniform(*cfg.snr_db))
+            if em.band_of_snr is not None:
+                half = em.band_of_snr(em.snr_db)
+                for b in em.bursts:
+                    b.lo, b.hi = -half, half
             if "freq_offset" in on and erng.random() < 0.7:
                 em.cfo = float(erng.uniform(-5e-6, 5e-6) * max(cfg.center_freq, 100e6))  # +-5 ppm of the carrier
             if "drift" in on and erng.random() < 0.7:
@@ -1264,6 +1388,8 @@ class _Plan:
                     a = {"core:sample_start": int(s0), "core:sample_count": int(s1 - s0),
                          "core:freq_lower_edge": float(cf + f0), "core:freq_upper_edge": float(cf + f1),
                          "core:label": em.label, "rfdetect:snr_db": round(em.snr_db, 2), "rfdetect:emitter": i}
+                    if em.info.get("family", em.label) != em.label:
+                        a["rfdetect:family"] = em.info["family"]
                     anns.append(a)
                     if self.image is not None and em.snr_db - self.image[0] >= IMAGE_MIN_SNR:
                         anns.append({**a, "core:freq_lower_edge": float(cf - f1), "core:freq_upper_edge": float(cf - f0),
@@ -1443,5 +1569,6 @@ def synth_dataset(out_dir, n: int = 4, seed: int = 0, sample_rate: float = 10e6,
     return paths
 
 
-__all__ = ["CLASSES", "PROFILES", "FAMILIES", "ARTEFACTS", "IMAGE_LABEL", "Emission", "SynthConfig",
-           "labels_for", "plan_recording", "render", "synth_dataset", "synth_recording", "write_synth"]
+__all__ = ["CLASSES", "PROFILES", "FAMILIES", "LABEL_OF", "ARTEFACTS", "IMAGE_LABEL", "Emission", "SynthConfig",
+           "labels_for", "plan_recording", "render", "sidelobe_half_width", "synth_dataset", "synth_recording",
+           "write_synth"]
