@@ -167,14 +167,17 @@ def test_sweeps_turn_as_their_pattern_says(pattern):
     from gnuradio.rfdetect.apps.synth import _src_sweep
     fs, bw, T = 1e6, 200e3, 200e-6            # 200 samples per symbol
     gen = _src_sweep(bw, T, pattern)(np.random.default_rng(0), fs, 0)
-    x = np.concatenate([gen(3001), gen(4999)])  # made in two calls, as long emissions are
+    x = np.concatenate([gen(3100), gen(4900)])  # made in two calls (the second mid-symbol), as long emissions are
     f = np.angle(x[1:] * np.conj(x[:-1])) * fs / (2 * np.pi)
     ups = []
     for k in range(40):   # each symbol's sweep, away from its turns
-        seg = f[k * 200 + 20:k * 200 + 180]
-        slope = np.polyfit(np.arange(len(seg)), seg, 1)[0] * fs / bw * T
-        assert abs(abs(slope) - 1) < 0.05, f"symbol {k}: swept {slope:.2f} of the band"
-        assert np.abs(seg).max() <= bw / 2 + 1e3
+        seg = f[k * 200 + 2:k * 200 + 198]
+        line = np.polyval(np.polyfit(np.arange(len(seg)), seg, 1), np.arange(len(seg)))
+        slope = (line[-1] - line[0]) / (len(seg) - 1) * fs / bw * T
+        assert abs(abs(slope) - 1) < 0.02, f"symbol {k}: swept {slope:.2f} of the band"
+        # every sample on the ramp: a phase or frequency jump inside a symbol (at a call's
+        # boundary) would stand off it
+        assert np.abs(seg - line).max() < 0.01 * bw, f"symbol {k}: off the ramp by {np.abs(seg - line).max():.0f} Hz"
         ups.append(slope > 0)
     if pattern == "saw":
         assert all(ups)
@@ -218,6 +221,33 @@ def test_sidelobe_box_ends_where_the_sidelobes_meet_the_noise(seed, snr, where):
         elif where == "filter":    # the sidelobes are cut by the filter at the box edge while still strong
             assert last >= h - 4 * FS / nfft
             assert P[(side * f > h - rs) & (side * f < h)].max() >= 10 * N0
+
+
+def test_sidelobe_formula_matches_where_uncut_sidelobes_meet_the_noise(monkeypatch):
+    """sidelobe_half_width against the emission's own energy: with the box (and so the cut)
+    held at the filter edge, where do the sidelobes of a 9 dB burst stop showing over the
+    noise? Lobes come one symbol rate apart, so one recording's answer is the formula's give
+    or take a lobe; over six, the mean must match it (a formula off by 2x in power, the
+    extent off by sqrt 2, misses by 0.7 rs or more)."""
+    import gnuradio.rfdetect.apps.synth as synth
+    snr, nfft, diffs = 9.0, 4096, []
+    monkeypatch.setattr(synth, "sidelobe_half_width", lambda snr_db, rs, edge: edge)
+    for seed in (6, 8, 10, 12, 14, 27):   # filter edges at 3.5-3.9 rs, so the sidelobes fade before it
+        iq, anns, plan = render(seed, 0, _cfg(profile="unshaped", classes=("digital_rect",), snr_db=(snr, snr),
+                                              noise=True))
+        em = plan.emitters[0]
+        rs, edge = em.info["symbol_rate"], em.info["filter_edge_hz"]
+        predicted = np.sqrt(2 * 10 ** (snr / 10) * edge * rs) / np.pi   # the formula at the box's power
+        assert predicted < edge - rs
+        s0, s1, f0, f1 = _box(max(anns, key=lambda a: a["core:sample_count"]))
+        frames = np.lib.stride_tricks.sliding_window_view(iq[s0:s1] / plan.scale, nfft)[::nfft // 2]
+        w = np.hanning(nfft)
+        P = np.fft.fftshift((np.abs(np.fft.fft(frames * w, axis=1)) ** 2).mean(axis=0)) / (FS * np.sum(w ** 2))
+        f = np.fft.fftshift(np.fft.fftfreq(nfft, 1 / FS)) - (f0 + f1) / 2
+        for side in (-1, 1):
+            last = np.abs(f[(side * f > 0) & (P >= 2 / FS)]).max()   # noise + 3 dB
+            diffs.append((last - predicted) / rs)
+    assert abs(np.mean(diffs)) < 0.35 and np.max(np.abs(diffs)) < 1.3, np.round(diffs, 2)
 
 
 def test_bandwidth_scales_down_when_the_rate_cannot_hold_it():

@@ -560,16 +560,17 @@ def _src_sweep(bw, T, pattern):
     always up (the frequency jumps back at each symbol), "triangle" alternately up and down
     (FMCW)."""
     def make(rng, fs_src, _n):
-        pos, ups, phase = [0], [], [rng.uniform(0, 2 * np.pi)]
+        pos, ups, phase = [0], [np.zeros(0, bool)], [rng.uniform(0, 2 * np.pi)]
 
         def gen(n):
             t = (pos[0] + np.arange(n)) / fs_src
             pos[0] += n
             sym = np.floor(t / T).astype(np.int64)
-            if pattern == "data":
-                while len(ups) <= sym[-1]:
-                    ups.extend(rng.random(256) < 0.5)
-                d = np.where(np.asarray(ups)[sym], 1.0, -1.0)
+            if pattern == "data":   # each symbol's direction, drawn 256 at a time as they are reached
+                more = -(-(sym[-1] + 1 - len(ups[0])) // 256)
+                if more > 0:
+                    ups[0] = np.concatenate([ups[0]] + [rng.random(256) < 0.5 for _ in range(more)])
+                d = np.where(ups[0][sym], 1.0, -1.0)
             else:
                 d = np.ones(n) if pattern == "saw" else np.where(sym % 2 == 0, 1.0, -1.0)
             ph = phase[0] + 2 * np.pi * np.cumsum(d * (-bw / 2 + bw * (t - sym * T) / T)) / fs_src
@@ -1435,7 +1436,8 @@ class _Plan:
                 art[k] = True
         c = self.cfg
         return {"seed": self.seed, "index": self.index, "profile": c.profile, "snr_db": list(c.snr_db),
-                "classes": list(c.classes or labels_for(c.profile)), "min_gap": c.min_gap,
+                "classes": list(dict.fromkeys(LABEL_OF.get(x, x) for x in c.classes)) if c.classes
+                else list(labels_for(c.profile)), "min_gap": c.min_gap,
                 "noise_power": float(self.scale ** 2) if c.noise else 0.0,
                 "artefacts": art, "emitters": [{"label": e.label, **e.info} for e in self.emitters]}
 
