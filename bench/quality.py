@@ -46,7 +46,7 @@ defaults below; default: all of them). Synthetic sets are generated here on firs
 bench/.cache/heldout/NAME/ (deterministic per seed and index, then cached) with seeds
 (7001-7599) and settings no training recipe of this project uses:
 
-  torchsig      TorchSig 2.2.0, 100 x 0.21 s at 10 MS/s (docs/heldout.md; made by
+  torchsig      TorchSig 2.2.0, 300 x 0.21 s at 10 MS/s (docs/heldout.md; made by
                 bench/torchsig_sigmf.py in its own venv, not here): class-agnostic only
   classic-20M   rfdetect synth classic, 20 MS/s x 0.21 s, 7 emitters, 0-25 dB, seed 7001
   classic-10M   rfdetect synth classic, 10 MS/s x 0.42 s, 7 emitters, 0-25 dB, seed 7101
