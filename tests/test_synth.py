@@ -474,7 +474,7 @@ def test_overlap_controls_whether_emitters_share_time_and_frequency():
 
 
 def test_every_artefact_at_once_in_every_profile():
-    for profile in ("ism-2g4", "cellular", "vhf-uhf", "mixed"):
+    for profile in ("ism-2g4", "cellular", "vhf-uhf", "mixed", "unshaped"):
         iq, anns, plan = render(7, 0, SynthConfig(sample_rate=FS, duration=0.1, n_signals=6, profile=profile,
                                                  artefacts=ARTEFACTS))
         assert np.isfinite(iq).all() and np.abs(iq.view(np.float32)).max() <= 1.0 + 1e-6
