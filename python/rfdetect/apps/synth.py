@@ -1001,8 +1001,9 @@ def _fam_digital(ctx):
                     info={"variant": variant, "symbol_rate": rs})
 
 
-def _sweep_spans(ctx, T):
-    """On-times of a sweeping emitter: keyed bursts of at least 4 symbols (60 %), or on for its window."""
+def _keyed_spans(ctx, T):
+    """On-times of an `unshaped` emitter with symbols of ``T`` s: keyed bursts of at least 4
+    symbols and 0.3 ms (60 %), or on for its window."""
     rng = ctx.rng
     t0, t1 = ctx.window()
     if rng.random() < 0.6:
@@ -1029,7 +1030,7 @@ def _fam_lfm_data(ctx):
     src = _src_sweep(bw, T, "data")
     half = _sweep_half_width(bw, T)
     D = ctx.decim(2 * half)
-    spans = _sweep_spans(ctx, T)
+    spans = _keyed_spans(ctx, T)
     return _Emitter(LABEL_OF["lfm_data"], [_Burst(st, n, 0.0, -half, half, D, _ramp_n(ctx, n, 2.0), src)
                                            for st, n in spans],
                     info={"family": "lfm_data", "symbol_s": T, "bw_hz": bw})
@@ -1044,7 +1045,7 @@ def _fam_fmcw(ctx):
     src = _src_sweep(bw, T, pattern)
     half = _sweep_half_width(bw, T)
     D = ctx.decim(2 * half)
-    spans = _sweep_spans(ctx, T)
+    spans = _keyed_spans(ctx, T)
     return _Emitter(LABEL_OF["fmcw"], [_Burst(st, n, 0.0, -half, half, D, _ramp_n(ctx, n, 2.0), src)
                                        for st, n in spans],
                     info={"family": "fmcw", "sweep_s": T, "bw_hz": bw, "pattern": pattern})
@@ -1062,7 +1063,7 @@ def _fam_digital_rect(ctx):
     points, variant = _constellation(kind, rng)
     src = _src_symbols(rs, points)
     D = ctx.decim(max(4 * rs, 2.5 * edge))
-    spans = _sweep_spans(ctx, 1.0 / rs)
+    spans = _keyed_spans(ctx, 1.0 / rs)
     em = _Emitter(LABEL_OF["digital_rect"], [_Burst(st, n, 0.0, -edge, edge, D, _ramp_n(ctx, n, 2.0), src)
                                              for st, n in spans],
                   info={"family": "digital_rect", "variant": variant, "symbol_rate": rs, "filter_edge_hz": edge})
