@@ -32,6 +32,19 @@ def run_cli(*args, check=True, timeout=120, prog="rfdetect", **kw):
     return proc
 
 
+def run_example(name, recording, tmp_path, grc_env, *args, small=True, timeout=120):
+    """Compile examples/NAME.grc with grcc and run it headless on ``recording`` (``small``: at
+    the tests' small spectrogram settings); -> (process, JSONL output path)."""
+    subprocess.run(["grcc", "-o", str(tmp_path), str(ROOT / "examples" / f"{name}.grc")], check=True,
+                   capture_output=True, env=grc_env, timeout=120)
+    out = tmp_path / f"{name}.jsonl"
+    proc = subprocess.run([sys.executable, str(tmp_path / f"{name}.py"), "--recording", str(recording),
+                           "--out", str(out), "--sigmf-out", str(tmp_path / name), "--zmq-address",
+                           "tcp://127.0.0.1:0", *(SMALL_ARGS if small else []), *args],
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return proc, out
+
+
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("synth")

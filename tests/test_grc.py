@@ -11,7 +11,7 @@ from gnuradio.grc.core.platform import Platform
 
 from gnuradio.rfdetect.formats.records import read_jsonl, validate_record
 
-from conftest import ROOT
+from conftest import ROOT, run_example
 
 BLOCK_FILES = sorted((ROOT / "grc").glob("*.block.yml"))
 EXAMPLES = sorted((ROOT / "examples").glob("*.grc"))
@@ -28,7 +28,7 @@ def platform():
 
 def test_there_is_a_yaml_per_block():
     ids = {f.name.removesuffix(".block.yml") for f in BLOCK_FILES}
-    assert ids == {f"rfdetect_{b}" for b in ("sigmf_source", "stft_tile", "detector", "nms_merge",
+    assert ids == {f"rfdetect_{b}" for b in ("sigmf_source", "stft_tile", "detector", "iq_detector", "nms_merge",
                                              "track_assigner", "zmq_pub_sink", "sigmf_annotation_sink",
                                              "jsonl_sink")}
 
@@ -121,20 +121,6 @@ def test_live_example_asks_its_sdr_for_a_rate_it_delivers_with_settings_that_fit
     assert models
     for m in models:
         load_model(m, p, a.tile_height)
-
-
-def run_example(name, recording, tmp_path, grc_env, *args):
-    """Compile examples/NAME.grc with grcc and run it headless on ``recording`` at the
-    tests' small spectrogram settings; -> (process, JSONL output path)."""
-    subprocess.run(["grcc", "-o", str(tmp_path), str(ROOT / "examples" / f"{name}.grc")], check=True,
-                   capture_output=True, env=grc_env, timeout=120)
-    out = tmp_path / f"{name}.jsonl"
-    proc = subprocess.run([sys.executable, str(tmp_path / f"{name}.py"), "--recording", str(recording),
-                           "--out", str(out), "--sigmf-out", str(tmp_path / name), "--zmq-address",
-                           "tcp://127.0.0.1:0", "--fft-size", "1024", "--hop", "512", "--width", "512",
-                           "--tile-height", "128", "--overlap", "16", *args],
-                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
-    return proc, out
 
 
 def test_headless_example_runs_and_detects(recording, tmp_path, grc_env):

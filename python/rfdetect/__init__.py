@@ -17,6 +17,7 @@ else:
     from .blocks.sigmf_source import sigmf_source  # noqa: F401
     from .blocks.stft_tile import stft_tile  # noqa: F401
     from .blocks.detector import detector  # noqa: F401
+    from .blocks.iq_detector import iq_detector  # noqa: F401
     from .blocks.nms_merge import nms_merge  # noqa: F401
     from .blocks.track_assigner import track_assigner  # noqa: F401
     from .blocks.zmq_pub_sink import zmq_pub_sink  # noqa: F401

@@ -20,7 +20,7 @@ from typing import Optional
 
 from gnuradio import gr
 
-from ..blocks.detector import detector
+from ..blocks.iq_detector import add_branches, card_spectrogram, spectrogram_branches
 from ..blocks.jsonl_sink import jsonl_sink
 from ..blocks.nms_merge import nms_merge
 from ..formats.record_outputs import RecordPublisher
@@ -28,7 +28,6 @@ from ..blocks.sigmf_annotation_sink import sigmf_annotation_sink
 from ..formats.sigmf_io import RecordingError
 from ..blocks.sigmf_source import sigmf_source
 from ..dsp.spectrogram import SpectrogramParams
-from ..blocks.stft_tile import stft_tile
 from ..blocks.track_assigner import track_assigner
 
 
@@ -67,37 +66,6 @@ class DetectOptions:
     by_card: bool = False
 
 
-def card_spectrogram(model) -> Optional[SpectrogramParams]:
-    """The spectrogram ``model`` (a Detector model spec) was trained on, from its card (the
-    ``pulse`` and ``carrier`` detectors: a grid of their own); None for a model that runs on any spectrogram
-    (``energy``) and one that cannot be found or read (the Detector reports that one when
-    it loads it)."""
-    from ..inference.model_runtime import BUILTIN_MODELS, ModelCard, ModelError, builtin_spectrogram, \
-        model_card_file
-    name = (model.get("model", "") if isinstance(model, dict) else str(model)).split("?")[0]
-    if name in BUILTIN_MODELS:
-        return builtin_spectrogram(name)
-    try:
-        return ModelCard.load(model_card_file(name)).spectrogram
-    except (ModelError, OSError, IndexError, ValueError):
-        return None
-
-
-def spectrogram_branches(models: list, params: SpectrogramParams) -> list[tuple[list, SpectrogramParams]]:
-    """``models`` grouped by the spectrogram their cards were trained on -> [(models,
-    spectrogram)], in the order the models are given. Models without a card (``energy``)
-    and models whose card matches ``params`` run on ``params``, the first branch."""
-    branches = [([], params)]
-    for m in models:
-        grid = card_spectrogram(m) or params
-        branch = next((b for b in branches if b[1] == grid), None)
-        if branch is None:
-            branch = ([], grid)
-            branches.append(branch)
-        branch[0].append(m)
-    return [b for b in branches if b[0]]
-
-
 class DetectFlowgraph(gr.top_block):
     def __init__(self, recording: str, opt: DetectOptions):
         gr.top_block.__init__(self, "rfdetect detect")
@@ -110,24 +78,12 @@ class DetectFlowgraph(gr.top_block):
             raise RecordingError(f"{rec.data_path}: the recording has {rec.n_samples} samples, fewer than "
                                  f"one hop ({hop}) of the spectrogram: nothing to detect")
         self.nms = nms_merge(opt.nms_iou, opt.class_aware)
-        self.stfts, self.detectors = [], []
-        for models, p in branches:
-            tile_dir = opt.save_tiles or ""
-            if tile_dir and len(branches) > 1:
-                tile_dir = str(Path(tile_dir) / f"fft{p.fft_size}_hop{p.hop}")
-            stft = stft_tile(p.fft_size, p.hop, p.window, p.width, p.pooling, p.normalisation,
-                             p.db_low, p.db_high, rec.sample_rate)
-            det = detector(models, opt.tile_height, min(opt.overlap, opt.tile_height - 1), "file",
-                           score_threshold=opt.score_threshold, samp_rate=rec.sample_rate,
-                           center_freq=rec.center_frequency, width=p.width, tile_dir=tile_dir,
-                           profile=opt.profile, backend=opt.backend, device=opt.device,
-                           precision=opt.precision, batch_size=opt.batch_size, concurrency=opt.concurrency,
-                           ignore_dc=opt.ignore_dc, ignore_freqs=opt.ignore_freqs)
-            det.configure(p)  # load and check every model before any sample flows
-            self.connect(self.source, stft, det)
-            self.msg_connect(det, "detections", self.nms, "in")
-            self.stfts.append(stft)
-            self.detectors.append(det)
+        self.stfts, self.detectors = add_branches(
+            self, self.source, branches, self.nms, tile_dir=opt.save_tiles or "", tile_height=opt.tile_height,
+            overlap=min(opt.overlap, opt.tile_height - 1), mode="file", score_threshold=opt.score_threshold,
+            samp_rate=rec.sample_rate, center_freq=rec.center_frequency, profile=opt.profile,
+            backend=opt.backend, device=opt.device, precision=opt.precision, batch_size=opt.batch_size,
+            concurrency=opt.concurrency, ignore_dc=opt.ignore_dc, ignore_freqs=opt.ignore_freqs)
         self.stft, self.detector = self.stfts[0], self.detectors[0]
         self.tracker = track_assigner(opt.track_iou_gate, opt.track_max_gap_s, opt.class_aware)
         self.msg_connect(self.nms, "out", self.tracker, "in")

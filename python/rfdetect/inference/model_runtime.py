@@ -92,9 +92,10 @@ COMBINE = "+"
 # (docs/runtime.md, "Which model `auto` runs"): narrowband led on every VHF/UHF tuning set and
 # trailed or tied elsewhere, even at 2 MS/s; wideband (session 20) led default on 9 of the 12
 # other tuning sets, tied one and was within 0.02 on the other two. default stays the
-# Detector's default in a flowgraph: at its coarser grid a tile covers twice the time, so it
-# sustains a higher real-time rate on a small CPU (40 MS/s against 25 on the 2-core Xeon:
-# docs/training.md, session 20).
+# Detector block's default: at its coarser grid a tile covers twice the time, so it sustains a
+# higher real-time rate on a small CPU (40 MS/s against 25 on the 2-core Xeon: docs/training.md,
+# session 20; 25 against 15 on the 2-core EPYC, session 44). The IQ Detector block
+# (blocks.iq_detector), which reads the cards itself, runs ``auto`` by default.
 NARROW_CAPTURE_MAX_RATE = 6.4e6
 NARROW_CAPTURE_MAX_FREQ = 600e6
 
@@ -619,9 +620,10 @@ class ModelSpec:
 def _locate(spec: str) -> Path:
     if spec == AUTO_MODEL:
         raise ModelError("model 'auto' stands for the embedded model made for the capture's sample rate and centre "
-                         "frequency, which only `rfdetect detect` and the web service know before the flowgraph is "
-                         "built; in a flowgraph name the model (default, narrowband, wideband, ...) and "
-                         "give the STFT Tile its card's spectrogram")
+                         "frequency, which only `rfdetect detect`, the web service and the IQ Detector block (given "
+                         "samp_rate) know before the flowgraph is built; with the Detector block name the model "
+                         "(default, narrowband, wideband, ...) and give the STFT Tile its card's spectrogram, or "
+                         "use the IQ Detector block")
     if spec == "default":
         if not DEFAULT_MODEL.is_file():
             raise ModelError(f"the default model is missing from this installation ({DEFAULT_MODEL}); "

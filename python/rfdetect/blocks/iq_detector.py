@@ -1,0 +1,167 @@
+"""IQ Detector block: IQ in, merged detections out, each model on the spectrogram of its card.
+
+It is the STFT Tile -> Detector -> NMS Merge chain that ``rfdetect detect`` builds, in one
+GNU Radio hierarchical block, so that a flowgraph gets what ``rfdetect detect`` gets:
+``auto`` (the embedded model made for the capture), and models trained on different
+spectrograms, each on its own branch::
+
+    IQ -+- STFT Tile (card A) -> Detector (models of A) -+- NMS Merge -> detections
+        +- STFT Tile (card B) -> Detector (models of B) -+
+"""
+from typing import Optional
+
+from gnuradio import gr
+
+from ..dsp.spectrogram import SpectrogramParams
+from ..inference.model_runtime import AUTO_MODEL, BUILTIN_MODELS, ModelCard, ModelError, ModelSpec, \
+    auto_models, builtin_spectrogram, model_card_file, resolve_auto
+from .detector import detector, parse_models
+from .nms_merge import nms_merge
+from .stft_tile import stft_tile
+
+
+def card_spectrogram(model) -> Optional[SpectrogramParams]:
+    """The spectrogram ``model`` (a Detector model spec) was trained on, from its card (the
+    ``pulse`` and ``carrier`` detectors: a grid of their own); None for a model that runs on any spectrogram
+    (``energy``) and one that cannot be found or read (the Detector reports that one when
+    it loads it)."""
+    name = (model.get("model", "") if isinstance(model, dict) else str(model)).split("?")[0]
+    if name in BUILTIN_MODELS:
+        return builtin_spectrogram(name)
+    try:
+        return ModelCard.load(model_card_file(name)).spectrogram
+    except (ModelError, OSError, IndexError, ValueError):
+        return None
+
+
+def spectrogram_branches(models: list, params: SpectrogramParams) -> list[tuple[list, SpectrogramParams]]:
+    """``models`` grouped by the spectrogram their cards were trained on -> [(models,
+    spectrogram)], in the order the models are given. Models without a card (``energy``)
+    and models whose card matches ``params`` run on ``params``, the first branch."""
+    branches = [([], params)]
+    for m in models:
+        grid = card_spectrogram(m) or params
+        branch = next((b for b in branches if b[1] == grid), None)
+        if branch is None:
+            branch = ([], grid)
+            branches.append(branch)
+        branch[0].append(m)
+    return [b for b in branches if b[0]]
+
+
+def add_branches(graph, upstream, branches, merge, tile_dir: str = "", stft_device: str = "auto",
+                 stft_threads: int = 0, **detector_args) -> tuple[list, list]:
+    """Into ``graph`` (a top block or a hierarchical block), for each (models, spectrogram)
+    of ``branches``: an STFT Tile fed by ``upstream`` and a Detector whose detections go
+    to the NMS Merge ``merge``. Every model is loaded and checked before any sample flows.
+    ``tile_dir``: where the Detectors write their tiles (a folder per spectrogram when there
+    are several). -> (STFT Tiles, Detectors)."""
+    stfts, detectors = [], []
+    samp_rate = float(detector_args.get("samp_rate", 0.0) or 0.0)
+    for models, p in branches:
+        where = tile_dir
+        if where and len(branches) > 1:
+            where = f"{tile_dir.rstrip('/')}/fft{p.fft_size}_hop{p.hop}"
+        stft = stft_tile(p.fft_size, p.hop, p.window, p.width, p.pooling, p.normalisation, p.db_low, p.db_high,
+                         samp_rate, stft_threads, stft_device)
+        det = detector(models, width=p.width, tile_dir=where, **detector_args)
+        det.configure(p)
+        graph.connect(upstream, stft, det)
+        graph.msg_connect(det, "detections", merge, "in")
+        stfts.append(stft)
+        detectors.append(det)
+    return stfts, detectors
+
+
+class iq_detector(gr.hier_block2):
+    """IQ samples in, merged detections out: each model runs on the spectrogram of its
+    card, one STFT Tile and Detector per spectrogram, all into one NMS Merge, the chain
+    ``rfdetect detect`` builds. Nothing has to be matched by hand: where the STFT Tile and
+    Detector blocks need the STFT Tile set to the model's card, this block reads the cards.
+
+    ``models="auto"`` (the default) runs the embedded model made for the capture, chosen
+    when the flowgraph is built from ``samp_rate`` and ``center_freq``: ``narrowband`` for a
+    capture of at most 6.4 MS/s centred below 600 MHz (VHF/UHF land-mobile spectrum),
+    ``wideband`` for any other (also when ``center_freq`` is 0, unknown). Set from tuning
+    recordings (docs/runtime.md, "Which model `auto` runs"); on the held-out recordings
+    (docs/performance.md, session 42's run) that one model is at or above ``default``, the
+    Detector block's default, from 10 dB on every set (TorchSig 0.80 against 0.72). It takes
+    twice the default's CPU per second of signal at 20 MS/s (``wideband`` sustains 15 MS/s in
+    real-time mode on a 2-core EPYC, ``default`` 25): name ``default`` for faster captures on
+    a small CPU. It says what it chose in the log and in ``models``.
+
+    Message ports: ``detections`` (tile messages with the merged records, for the Track
+    Assigner), ``stats`` (each Detector's statistics).
+
+    Args:
+        models: comma-separated model entries as the Detector takes them ("auto",
+            "default", "wideband", "narrowband", "energy", "pulse", a path, with options:
+            "wideband?score=0.5"); "auto" may stand beside others ("auto, pulse").
+        samp_rate: the capture's sample rate (S/s): picks ``auto``'s model, and is used
+            until an rx_rate tag arrives. Required with "auto".
+        center_freq: the capture's centre frequency (Hz), 0 if unknown: picks ``auto``'s
+            model, and is used until an rx_freq tag arrives.
+        companions: False (the default): ``auto`` is one network, real time on a small
+            CPU. True: also the detectors ``rfdetect detect`` runs beside it (finer grids
+            for narrow channels and short bursts, the model-free pulse and carrier
+            detectors: README "Which model"), for a GPU or a recording; on a 2-core CPU
+            they take about 3 to 5 times the CPU of one network.
+        mode, tile_height, overlap, queue_size, deadline_s, score_threshold,
+            stats_interval_s, tile_dir, profile, backend, device, precision, batch_size,
+            concurrency, ignore_dc, ignore_freqs: as the Detector block's.
+        nms_iou, class_aware: as the NMS Merge block's ``iou_threshold`` and
+            ``class_aware``.
+        stft_device, stft_threads: as the STFT Tile block's ``device`` and ``threads``.
+
+    A model that cannot be found or loaded, and "auto" without a sample rate, raise an
+    error naming it when the block is made.
+    """
+
+    def __init__(self, models="auto", samp_rate=0.0, center_freq=0.0, companions=False, mode="file",
+                 tile_height=1024, overlap=128, queue_size=4, deadline_s=-1.0, score_threshold=0.0,
+                 nms_iou=0.5, class_aware=True, stats_interval_s=1.0, tile_dir="", profile="auto",
+                 backend="auto", device="auto", precision="auto", batch_size=-1, concurrency="auto",
+                 ignore_dc=True, ignore_freqs="", stft_device="auto", stft_threads=0):
+        gr.hier_block2.__init__(self, "rfdetect IQ Detector", gr.io_signature(1, 1, gr.sizeof_gr_complex),
+                                gr.io_signature(0, 0, 0))
+        self.message_port_register_hier_out("detections")
+        self.message_port_register_hier_out("stats")
+        entries = [m.strip() if isinstance(m, str) else m
+                   for m in (models.split(",") if isinstance(models, str) else models)]
+        entries = [e for e in entries if e != ""]
+        auto = [spec.model == AUTO_MODEL for spec in parse_models(entries)]
+        if any(auto) and not float(samp_rate) > 0:
+            raise ModelError("model 'auto' picks the embedded model made for the capture by its sample rate: "
+                             f"give the IQ Detector samp_rate (it is {samp_rate!r})")
+        freq = float(center_freq) if float(center_freq) > 0 else None
+        self.models = resolve_auto(entries, float(samp_rate), freq, companions=bool(companions))
+        if any(auto):
+            chosen = auto_models(float(samp_rate), freq, companions=bool(companions))
+            where = f"{float(samp_rate) / 1e6:g} MS/s at {freq / 1e6:g} MHz" if freq is not None \
+                else f"{float(samp_rate) / 1e6:g} MS/s, centre frequency unknown"
+            gr.log.info(f"rfdetect IQ Detector: model auto: {'+'.join(chosen)} ({where})")
+        self.branches = spectrogram_branches(self.models, SpectrogramParams())
+        self.nms = nms_merge(nms_iou, class_aware)
+        self.stfts, self.detectors = add_branches(
+            self, self, self.branches, self.nms, tile_dir=str(tile_dir or ""), stft_device=stft_device,
+            stft_threads=int(stft_threads), tile_height=int(tile_height),
+            overlap=min(int(overlap), int(tile_height) - 1), mode=mode, queue_size=queue_size,
+            deadline_s=deadline_s, score_threshold=score_threshold, samp_rate=float(samp_rate),
+            center_freq=float(center_freq), stats_interval_s=stats_interval_s, profile=profile,
+            backend=backend, device=device, precision=precision, batch_size=batch_size,
+            concurrency=concurrency, ignore_dc=ignore_dc, ignore_freqs=ignore_freqs)
+        self.msg_connect(self.nms, "out", self, "detections")
+        for det in self.detectors:
+            self.msg_connect(det, "stats", self, "stats")
+
+    @property
+    def error(self) -> Optional[str]:
+        """The first error a Detector stopped with, or None."""
+        return next((d.error for d in self.detectors if d.error), None)
+
+    def stats(self) -> list:
+        """Each Detector's statistics, in branch order."""
+        return [d.stats() for d in self.detectors]
+
+
+__all__ = ["iq_detector", "add_branches", "spectrogram_branches", "card_spectrogram"]

@@ -1,0 +1,103 @@
+"""The IQ Detector block (STFT Tile -> Detector -> NMS Merge in one block, each model on its
+card's spectrogram): what ``auto`` stands for by the capture's rate and centre frequency, and
+the same records as ``rfdetect detect``'s flowgraph with the same models, in a real GNU Radio
+flowgraph and in the example GRC compiles."""
+import pytest
+from gnuradio import gr
+
+from gnuradio.rfdetect import iq_detector, jsonl_sink, sigmf_source, track_assigner
+from gnuradio.rfdetect.apps.detect_flowgraph import DetectOptions, card_spectrogram, run_detect
+from gnuradio.rfdetect.formats.records import read_jsonl, validate_record
+from gnuradio.rfdetect.formats.sigmf_io import SigMFRecording
+from gnuradio.rfdetect.inference.model_runtime import ModelError, auto_models
+
+from conftest import TILE, run_example
+
+# wall-clock fields differ between two runs of one recording
+CLOCK = ("utc_start", "utc_stop", "utc_source")
+
+
+def _comparable(path):
+    return [{k: v for k, v in r.items() if k not in CLOCK} for r in read_jsonl(path)]
+
+
+@pytest.mark.parametrize("rate, freq, expected", [
+    (2e6, 450e6, "narrowband"),    # VHF/UHF land-mobile capture
+    (20e6, 2.44e9, "wideband"),
+    (2e6, 0.0, "wideband"),        # centre frequency unknown
+    (8e6, 450e6, "wideband"),      # too wide for narrowband
+])
+def test_auto_runs_the_model_made_for_the_capture_on_its_cards_spectrogram(rate, freq, expected):
+    blk = iq_detector("auto", samp_rate=rate, center_freq=freq)
+    assert blk.models == [expected]
+    assert [s.params for s in blk.stfts] == [card_spectrogram(expected)]
+    assert len(blk.detectors) == 1
+
+
+def test_companions_are_the_models_rfdetect_detect_runs_beside_autos_choice():
+    blk = iq_detector("auto", samp_rate=20e6, center_freq=2.44e9, companions=True)
+    chosen = auto_models(20e6, 2.44e9)
+    assert len(chosen) > 1  # the test means something only where auto has companions here
+    assert [str(m).split("?")[0] for m in blk.models] == chosen
+    # a branch per spectrogram, each STFT Tile on that spectrogram
+    grids = {card_spectrogram(m) for m in chosen}
+    assert sorted(map(repr, (s.params for s in blk.stfts))) == sorted(map(repr, grids))
+
+
+def test_auto_without_a_sample_rate_is_one_error_naming_it():
+    with pytest.raises(ModelError, match="samp_rate"):
+        iq_detector("auto", samp_rate=0, **TILE)
+
+
+def test_a_model_that_does_not_exist_is_refused_when_the_block_is_made(tmp_path):
+    with pytest.raises(ModelError, match="no_such_model"):
+        iq_detector(str(tmp_path / "no_such_model"), samp_rate=2e6, **TILE)
+    with pytest.raises(ValueError, match="at least one model"):
+        iq_detector(" , ", samp_rate=2e6, **TILE)
+
+
+def _flowgraph_records(recording, models, out, tile):
+    rec = SigMFRecording.open(recording)
+    tb = gr.top_block()
+    blk = iq_detector(models, samp_rate=rec.sample_rate, center_freq=rec.center_frequency, **tile)
+    # the Python blocks must outlive the run: the scheduler calls into them
+    source, tracks, sink = sigmf_source(str(recording)), track_assigner(), jsonl_sink(str(out))
+    tb.connect(source, blk)
+    tb.msg_connect(blk, "detections", tracks, "in")
+    tb.msg_connect(tracks, "out", sink, "in")
+    tb.run()
+    assert blk.error is None
+    return blk, _comparable(out)
+
+
+# the embedded networks take 1024-row tiles; the model-free detectors the tests' small ones
+EMBEDDED_TILE = dict(tile_height=1024, overlap=128)
+
+
+@pytest.mark.parametrize("models, tile", [("auto", EMBEDDED_TILE), ("energy, pulse", TILE)],
+                         ids=["auto", "two-spectrograms"])
+def test_records_are_rfdetect_detects_with_the_same_models(recording, tmp_path, models, tile):
+    blk, got = _flowgraph_records(recording, models, tmp_path / "block.jsonl", tile)
+    if models == "energy, pulse":
+        assert len(blk.detectors) == 2  # pulse runs on a grid of its own
+    opt = DetectOptions(models=list(blk.models), by_card=True, out=str(tmp_path / "cli.jsonl"), **tile)
+    run_detect(str(recording), opt, handle_signals=False)
+    want = _comparable(tmp_path / "cli.jsonl")
+    assert sum(r["event"] == "new" for r in want) >= 3
+    assert got == want
+
+
+def test_auto_detect_example_compiles_and_runs_the_model_made_for_the_recording(recording, tmp_path, grc_env):
+    proc, out = run_example("auto_detect", recording, tmp_path, grc_env, small=False, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rec = SigMFRecording.open(recording)
+    [chosen] = auto_models(rec.sample_rate, rec.center_frequency, companions=False)
+    assert f"model auto: {chosen}" in proc.stdout + proc.stderr
+    records = read_jsonl(out)
+    for r in records:
+        validate_record(r)
+    assert sum(r["event"] == "new" for r in records) >= 3
+    # the example's records are the block's own with the model auto chose
+    _, direct = _flowgraph_records(recording, chosen, tmp_path / "direct.jsonl", EMBEDDED_TILE)
+    assert _comparable(out) == direct
+    assert (tmp_path / "auto_detect.sigmf-meta").exists()
