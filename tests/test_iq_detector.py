@@ -2,8 +2,11 @@
 card's spectrogram): what ``auto`` stands for by the capture's rate and centre frequency, and
 the same records as ``rfdetect detect``'s flowgraph with the same models, in a real GNU Radio
 flowgraph and in the example GRC compiles."""
+import subprocess
+import sys
+
 import pytest
-from gnuradio import gr
+from gnuradio import blocks, gr
 
 from gnuradio.rfdetect import iq_detector, jsonl_sink, sigmf_source, track_assigner
 from gnuradio.rfdetect.apps.detect_flowgraph import DetectOptions, card_spectrogram, run_detect
@@ -44,6 +47,28 @@ def test_companions_are_the_models_rfdetect_detect_runs_beside_autos_choice():
     assert sorted(map(repr, (s.params for s in blk.stfts))) == sorted(map(repr, grids))
 
 
+def test_auto_without_a_centre_frequency_warns_where_narrowband_could_be_meant():
+    code = ("from gnuradio import rfdetect\n"
+            "b = rfdetect.iq_detector('auto', samp_rate={rate}, center_freq={freq})\n"
+            "print('models', b.models)")
+    for rate, freq, warned in ((2e6, 0, True), (2e6, 450e6, False), (20e6, 0, False)):
+        proc = subprocess.run([sys.executable, "-c", code.format(rate=rate, freq=freq)], capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        said = proc.stdout + proc.stderr
+        assert "models [" in said
+        assert ("Center frequency is 0" in said) == warned, (rate, freq, said[-1000:])
+
+
+def test_one_entry_as_a_dict_or_model_spec_is_taken_as_the_detector_takes_it():
+    from gnuradio.rfdetect.inference.model_runtime import ModelSpec
+    for models in ({"model": "energy", "score_threshold": 0.9}, ModelSpec("energy", score_threshold=0.9),
+                   [ModelSpec("energy", score_threshold=0.9), "pulse"]):
+        blk = iq_detector(models, samp_rate=2e6, **TILE)
+        assert blk.models[0] == {"model": "energy", "score_threshold": 0.9}
+        assert [d.model_specs[0].score_threshold for d in blk.detectors][:1] == [0.9]
+
+
 def test_auto_without_a_sample_rate_is_one_error_naming_it():
     with pytest.raises(ModelError, match="samp_rate"):
         iq_detector("auto", samp_rate=0, **TILE)
@@ -62,11 +87,15 @@ def _flowgraph_records(recording, models, out, tile):
     blk = iq_detector(models, samp_rate=rec.sample_rate, center_freq=rec.center_frequency, **tile)
     # the Python blocks must outlive the run: the scheduler calls into them
     source, tracks, sink = sigmf_source(str(recording)), track_assigner(), jsonl_sink(str(out))
+    stats = blocks.message_debug()
     tb.connect(source, blk)
     tb.msg_connect(blk, "detections", tracks, "in")
     tb.msg_connect(tracks, "out", sink, "in")
+    tb.msg_connect(blk, "stats", stats, "store")
     tb.run()
     assert blk.error is None
+    # every Detector's statistics leave by the block's one stats port (at least the final ones)
+    assert stats.num_messages() >= len(blk.detectors) == len(blk.stats())
     return blk, _comparable(out)
 
 
@@ -92,11 +121,12 @@ def test_auto_detect_example_compiles_and_runs_the_model_made_for_the_recording(
     assert proc.returncode == 0, proc.stderr[-3000:]
     rec = SigMFRecording.open(recording)
     [chosen] = auto_models(rec.sample_rate, rec.center_frequency, companions=False)
-    assert f"model auto: {chosen}" in proc.stdout + proc.stderr
     records = read_jsonl(out)
     for r in records:
         validate_record(r)
-    assert sum(r["event"] == "new" for r in records) >= 3
+    new = [r for r in records if r["event"] == "new"]
+    assert len(new) >= 3
+    assert {chosen} == {m.split("-", 1)[-1] for r in new for m in r["models"]}
     # the example's records are the block's own with the model auto chose
     _, direct = _flowgraph_records(recording, chosen, tmp_path / "direct.jsonl", EMBEDDED_TILE)
     assert _comparable(out) == direct

@@ -8,13 +8,16 @@ spectrograms, each on its own branch::
     IQ -+- STFT Tile (card A) -> Detector (models of A) -+- NMS Merge -> detections
         +- STFT Tile (card B) -> Detector (models of B) -+
 """
+from dataclasses import asdict
+from pathlib import Path
 from typing import Optional
 
 from gnuradio import gr
 
 from ..dsp.spectrogram import SpectrogramParams
-from ..inference.model_runtime import AUTO_MODEL, BUILTIN_MODELS, ModelCard, ModelError, ModelSpec, \
-    auto_models, builtin_spectrogram, model_card_file, resolve_auto
+from ..inference.model_runtime import AUTO_MODEL, BUILTIN_MODELS, NARROW_CAPTURE_MAX_FREQ, \
+    NARROW_CAPTURE_MAX_RATE, ModelCard, ModelError, ModelSpec, auto_models, builtin_spectrogram, \
+    model_card_file, resolve_auto
 from .detector import detector, parse_models
 from .nms_merge import nms_merge
 from .stft_tile import stft_tile
@@ -59,9 +62,9 @@ def add_branches(graph, upstream, branches, merge, tile_dir: str = "", stft_devi
     stfts, detectors = [], []
     samp_rate = float(detector_args.get("samp_rate", 0.0) or 0.0)
     for models, p in branches:
-        where = tile_dir
+        where = str(tile_dir or "")
         if where and len(branches) > 1:
-            where = f"{tile_dir.rstrip('/')}/fft{p.fft_size}_hop{p.hop}"
+            where = str(Path(where) / f"fft{p.fft_size}_hop{p.hop}")
         stft = stft_tile(p.fft_size, p.hop, p.window, p.width, p.pooling, p.normalisation, p.db_low, p.db_high,
                          samp_rate, stft_threads, stft_device)
         det = detector(models, width=p.width, tile_dir=where, **detector_args)
@@ -73,6 +76,22 @@ def add_branches(graph, upstream, branches, merge, tile_dir: str = "", stft_devi
     return stfts, detectors
 
 
+def _listed(models) -> list:
+    """The Detector's ``models`` argument as a list: one comma-separated string, one entry
+    (a dict or ModelSpec), or a list of entries."""
+    if isinstance(models, str):
+        return models.split(",")
+    return [models] if isinstance(models, (dict, ModelSpec)) else list(models)
+
+
+def _entry(m):
+    """A model entry as ``auto``'s resolution and the cards' lookup take it: a stripped string,
+    or a dict (a ModelSpec becomes its dict)."""
+    if isinstance(m, ModelSpec):
+        return {k: v for k, v in asdict(m).items() if v is not None}
+    return m.strip() if isinstance(m, str) else m
+
+
 class iq_detector(gr.hier_block2):
     """IQ samples in, merged detections out: each model runs on the spectrogram of its
     card, one STFT Tile and Detector per spectrogram, all into one NMS Merge, the chain
@@ -82,13 +101,15 @@ class iq_detector(gr.hier_block2):
     ``models="auto"`` (the default) runs the embedded model made for the capture, chosen
     when the flowgraph is built from ``samp_rate`` and ``center_freq``: ``narrowband`` for a
     capture of at most 6.4 MS/s centred below 600 MHz (VHF/UHF land-mobile spectrum),
-    ``wideband`` for any other (also when ``center_freq`` is 0, unknown). Set from tuning
-    recordings (docs/runtime.md, "Which model `auto` runs"); on the held-out recordings
-    (docs/performance.md, session 42's run) that one model is at or above ``default``, the
-    Detector block's default, from 10 dB on every set (TorchSig 0.80 against 0.72). It takes
-    twice the default's CPU per second of signal at 20 MS/s (``wideband`` sustains 15 MS/s in
-    real-time mode on a 2-core EPYC, ``default`` 25): name ``default`` for faster captures on
-    a small CPU. It says what it chose in the log and in ``models``.
+    ``wideband`` for any other (also when ``center_freq`` is 0, unknown: give it for VHF/UHF,
+    where ``wideband`` is behind ``default``; the block warns). Set from tuning recordings
+    (docs/runtime.md, "Which model `auto` runs"); on the held-out recordings
+    (docs/performance.md, session 42's run) the model it picks for each set is at or above
+    ``default``, the Detector block's default, from 10 dB on every set (TorchSig 0.80 against
+    0.72). Its grid makes twice the tiles per second of signal: ``wideband`` sustains 15 MS/s
+    in real-time mode on a 2-core EPYC, ``default`` 25, so name ``default`` for faster captures
+    on a small CPU. It says what it chose in the log and in ``models``. Models without a card
+    (``energy``) run on the default spectrogram (fft 4096, hop 2048, width 1024).
 
     Message ports: ``detections`` (tile messages with the merged records, for the Track
     Assigner), ``stats`` (each Detector's statistics).
@@ -101,8 +122,8 @@ class iq_detector(gr.hier_block2):
             until an rx_rate tag arrives. Required with "auto".
         center_freq: the capture's centre frequency (Hz), 0 if unknown: picks ``auto``'s
             model, and is used until an rx_freq tag arrives.
-        companions: False (the default): ``auto`` is one network, real time on a small
-            CPU. True: also the detectors ``rfdetect detect`` runs beside it (finer grids
+        companions: False (the default): ``auto`` is one network (``wideband`` keeps up
+            with 15 MS/s on 2 cores). True: also the detectors ``rfdetect detect`` runs beside it (finer grids
             for narrow channels and short bursts, the model-free pulse and carrier
             detectors: README "Which model"), for a GPU or a recording; on a 2-core CPU
             they take about 3 to 5 times the CPU of one network.
@@ -126,8 +147,7 @@ class iq_detector(gr.hier_block2):
                                 gr.io_signature(0, 0, 0))
         self.message_port_register_hier_out("detections")
         self.message_port_register_hier_out("stats")
-        entries = [m.strip() if isinstance(m, str) else m
-                   for m in (models.split(",") if isinstance(models, str) else models)]
+        entries = [_entry(m) for m in _listed(models)]
         entries = [e for e in entries if e != ""]
         auto = [spec.model == AUTO_MODEL for spec in parse_models(entries)]
         if any(auto) and not float(samp_rate) > 0:
@@ -140,6 +160,11 @@ class iq_detector(gr.hier_block2):
             where = f"{float(samp_rate) / 1e6:g} MS/s at {freq / 1e6:g} MHz" if freq is not None \
                 else f"{float(samp_rate) / 1e6:g} MS/s, centre frequency unknown"
             gr.log.info(f"rfdetect IQ Detector: model auto: {'+'.join(chosen)} ({where})")
+            if freq is None and float(samp_rate) <= NARROW_CAPTURE_MAX_RATE:
+                # a VHF/UHF capture would get narrowband; without a frequency it cannot be told
+                gr.log.warn("rfdetect IQ Detector: Center frequency is 0 (unknown), so auto runs wideband; "
+                            f"give it for a capture below {NARROW_CAPTURE_MAX_FREQ / 1e6:g} MHz, where "
+                            "narrowband is made for the spectrum")
         self.branches = spectrogram_branches(self.models, SpectrogramParams())
         self.nms = nms_merge(nms_iou, class_aware)
         self.stfts, self.detectors = add_branches(
