@@ -125,8 +125,9 @@ class iq_detector(gr.hier_block2):
         companions: False (the default): ``auto`` is one network (``wideband`` keeps up
             with 15 MS/s on 2 cores). True: also the detectors ``rfdetect detect`` runs beside it (finer grids
             for narrow channels and short bursts, the model-free pulse and carrier
-            detectors: README "Which model"), for a GPU or a recording; on a 2-core CPU
-            they take about 3 to 5 times the CPU of one network.
+            detectors: README "Which model"), for a GPU or a recording: in
+            docs/performance.md's quality run they took 4 to 9 times one network's time
+            per tile.
         mode, tile_height, overlap, queue_size, deadline_s, score_threshold,
             stats_interval_s, tile_dir, profile, backend, device, precision, batch_size,
             concurrency, ignore_dc, ignore_freqs: as the Detector block's.
