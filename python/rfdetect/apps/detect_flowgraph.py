@@ -80,7 +80,7 @@ class DetectFlowgraph(gr.top_block):
         self.nms = nms_merge(opt.nms_iou, opt.class_aware)
         self.stfts, self.detectors = add_branches(
             self, self.source, branches, self.nms, tile_dir=opt.save_tiles or "", tile_height=opt.tile_height,
-            overlap=min(opt.overlap, opt.tile_height - 1), mode="file", score_threshold=opt.score_threshold,
+            overlap=opt.overlap, mode="file", score_threshold=opt.score_threshold,
             samp_rate=rec.sample_rate, center_freq=rec.center_frequency, profile=opt.profile,
             backend=opt.backend, device=opt.device, precision=opt.precision, batch_size=opt.batch_size,
             concurrency=opt.concurrency, ignore_dc=opt.ignore_dc, ignore_freqs=opt.ignore_freqs)

@@ -16,8 +16,8 @@ from gnuradio import gr
 
 from ..dsp.spectrogram import SpectrogramParams
 from ..inference.model_runtime import AUTO_MODEL, BUILTIN_MODELS, NARROW_CAPTURE_MAX_FREQ, \
-    NARROW_CAPTURE_MAX_RATE, ModelCard, ModelError, ModelSpec, auto_models, builtin_spectrogram, \
-    model_card_file, resolve_auto
+    NARROW_CAPTURE_MAX_RATE, ModelCard, ModelError, ModelSpec, builtin_spectrogram, model_card_file, \
+    resolve_auto_said
 from .detector import detector, parse_models
 from .nms_merge import nms_merge
 from .stft_tile import stft_tile
@@ -58,9 +58,12 @@ def add_branches(graph, upstream, branches, merge, tile_dir: str = "", stft_devi
     of ``branches``: an STFT Tile fed by ``upstream`` and a Detector whose detections go
     to the NMS Merge ``merge``. Every model is loaded and checked before any sample flows.
     ``tile_dir``: where the Detectors write their tiles (a folder per spectrogram when there
-    are several). -> (STFT Tiles, Detectors)."""
+    are several). ``overlap`` (a Detector argument) is kept under the tile height. -> (STFT
+    Tiles, Detectors)."""
     stfts, detectors = [], []
     samp_rate = float(detector_args.get("samp_rate", 0.0) or 0.0)
+    if "overlap" in detector_args:
+        detector_args["overlap"] = min(int(detector_args["overlap"]), int(detector_args["tile_height"]) - 1)
     for models, p in branches:
         where = str(tile_dir or "")
         if where and len(branches) > 1:
@@ -150,17 +153,13 @@ class iq_detector(gr.hier_block2):
         self.message_port_register_hier_out("stats")
         entries = [_entry(m) for m in _listed(models)]
         entries = [e for e in entries if e != ""]
-        auto = [spec.model == AUTO_MODEL for spec in parse_models(entries)]
-        if any(auto) and not float(samp_rate) > 0:
+        if any(spec.model == AUTO_MODEL for spec in parse_models(entries)) and not float(samp_rate) > 0:
             raise ModelError("model 'auto' picks the embedded model made for the capture by its sample rate: "
                              f"give the IQ Detector samp_rate (it is {samp_rate!r})")
         freq = float(center_freq) if float(center_freq) > 0 else None
-        self.models = resolve_auto(entries, float(samp_rate), freq, companions=bool(companions))
-        if any(auto):
-            chosen = auto_models(float(samp_rate), freq, companions=bool(companions))
-            where = f"{float(samp_rate) / 1e6:g} MS/s at {freq / 1e6:g} MHz" if freq is not None \
-                else f"{float(samp_rate) / 1e6:g} MS/s, centre frequency unknown"
-            gr.log.info(f"rfdetect IQ Detector: model auto: {'+'.join(chosen)} ({where})")
+        self.models, said = resolve_auto_said(entries, float(samp_rate), freq, companions=bool(companions))
+        if said:
+            gr.log.info(f"rfdetect IQ Detector: {said}")
             if freq is None and float(samp_rate) <= NARROW_CAPTURE_MAX_RATE:
                 # a VHF/UHF capture would get narrowband; without a frequency it cannot be told
                 gr.log.warn("rfdetect IQ Detector: Center frequency is 0 (unknown), so auto runs wideband; "
@@ -171,7 +170,7 @@ class iq_detector(gr.hier_block2):
         self.stfts, self.detectors = add_branches(
             self, self, self.branches, self.nms, tile_dir=str(tile_dir or ""), stft_device=stft_device,
             stft_threads=int(stft_threads), tile_height=int(tile_height),
-            overlap=min(int(overlap), int(tile_height) - 1), mode=mode, queue_size=queue_size,
+            overlap=overlap, mode=mode, queue_size=queue_size,
             deadline_s=deadline_s, score_threshold=score_threshold, samp_rate=float(samp_rate),
             center_freq=float(center_freq), stats_interval_s=stats_interval_s, profile=profile,
             backend=backend, device=device, precision=precision, batch_size=batch_size,

@@ -258,9 +258,21 @@ def resolve_auto_for_recording(entries, recording, companions: bool = True) -> t
         return list(entries), None
     rec = SigMFRecording.open(recording)
     freq = rec.center_frequency if rec.frequency_known else None
-    chosen = auto_models(rec.sample_rate, freq, rec.n_samples, companions)
-    where = f"{rec.sample_rate / 1e6:g} MS/s at {freq / 1e6:g} MHz" if freq is not None \
-        else f"{rec.sample_rate / 1e6:g} MS/s, centre frequency not in the recording"
+    return resolve_auto_said(entries, rec.sample_rate, freq, rec.n_samples, companions,
+                             unknown="centre frequency not in the recording")
+
+
+def resolve_auto_said(entries, sample_rate: float, center_frequency: Optional[float],
+                      n_samples: Optional[int] = None, companions: bool = True,
+                      unknown: str = "centre frequency unknown") -> tuple:
+    """(:func:`resolve_auto`'s entries, a line saying what ``auto`` chose for this rate and
+    centre frequency (``unknown``: the words for a missing one), or None where no entry is
+    ``auto``)."""
+    if not any(ModelSpec.parse(e).model == AUTO_MODEL for e in entries):
+        return list(entries), None
+    chosen = auto_models(sample_rate, center_frequency, n_samples, companions)
+    where = f"{sample_rate / 1e6:g} MS/s at {center_frequency / 1e6:g} MHz" if center_frequency is not None \
+        else f"{sample_rate / 1e6:g} MS/s, {unknown}"
     return _put_models(entries, chosen), f"model auto: {COMBINE.join(chosen)} ({where})"
 
 
