@@ -1,6 +1,8 @@
 """A real-time run for the bench/ scripts: a SigMF recording played at its sample rate
 (repeating, standing in for an SDR) -> STFT Tile -> Detector (realtime mode) -> NMS
 Merge -> Track Assigner -> ZMQ PUB Sink, with a subscriber on 127.0.0.1 that keeps up.
+With ``iq_detector``, the IQ Detector block (a branch per model card's spectrogram)
+stands in for the STFT Tile, Detector and NMS Merge.
 
 Reports dropped tiles, the source's lag behind the wall clock (``overruns``: times it
 fell over 100 ms behind, where an SDR would overflow), end-to-end latency per tile
@@ -12,6 +14,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 import zmq
 from gnuradio import blocks, gr
@@ -24,24 +27,29 @@ from gnuradio.rfdetect.dsp.spectrogram import SpectrogramParams
 CACHE = Path(__file__).resolve().parent / ".cache"
 
 
-def base_recording(seconds: float = 1.0, seed: int = 4) -> Path:
-    """A labelled 10 MS/s synthetic recording, made once and kept in bench/.cache."""
-    d = CACHE / f"rec_{seed}_{seconds:g}s"
+def base_recording(seconds: float = 1.0, seed: int = 4, profile: str = "classic") -> Path:
+    """A labelled 10 MS/s synthetic recording of ``rfdetect synth``'s ``profile``, made once
+    and kept in bench/.cache."""
+    d = CACHE / (f"rec_{seed}_{seconds:g}s" + ("" if profile == "classic" else f"_{profile}"))
     metas = sorted(d.glob("*.sigmf-meta"))
     if not metas:
         tmp = d.with_name(d.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        synth_dataset(tmp, n=1, seed=seed, sample_rate=10e6, duration=seconds, n_signals=12)
+        synth_dataset(tmp, n=1, seed=seed, sample_rate=10e6, duration=seconds, n_signals=12, profile=profile)
         tmp.rename(d)
         metas = sorted(d.glob("*.sigmf-meta"))
     return metas[0]
 
 
-def at_rate(meta: Path, rate: float) -> Path:
-    """The same samples declared at another sample rate (pacing runs at that rate)."""
-    out = CACHE / f"{meta.stem}_{rate / 1e6:g}MSps"
+def at_rate(meta: Path, rate: float, center_freq: Optional[float] = None) -> Path:
+    """The same samples declared at another sample rate (pacing runs at that rate) and,
+    where given, centre frequency."""
+    out = CACHE / (f"{meta.stem}_{rate / 1e6:g}MSps" + (f"_{center_freq / 1e6:g}MHz" if center_freq else ""))
     m = json.loads(meta.read_text())
     m["global"]["core:sample_rate"] = float(rate)
+    if center_freq:
+        for c in m.get("captures", []):
+            c["core:frequency"] = float(center_freq)
     m["annotations"] = []
     data = Path(str(out) + ".sigmf-data")
     if not data.exists():
@@ -65,28 +73,41 @@ def model_grid(models) -> SpectrogramParams:
 
 
 def run_live(meta: Path, seconds: float, models=("default",), queue_size: int = 4, concurrency: str = "auto",
-             rss_every_s: float = 0.0, attach=None) -> dict:
-    """``attach(tb, track_assigner) -> [blocks]``: more sinks on the Track Assigner's output."""
+             rss_every_s: float = 0.0, attach=None, iq_detector: Optional[dict] = None) -> dict:
+    """``attach(tb, track_assigner) -> [blocks]``: more sinks on the Track Assigner's output.
+    ``iq_detector``: run the IQ Detector block with these more arguments (``companions``)
+    in place of the STFT Tile, Detector and NMS Merge; its tile counts are summed over its
+    branches."""
     src = rfdetect.sigmf_source(str(meta), repeat=True, realtime=True)
     rate = src.recording.sample_rate
     tb = gr.top_block()
     head = blocks.head(gr.sizeof_gr_complex, int(seconds * rate))
     head.set_min_output_buffer(1 << 21)  # as the SigMF Source does (see there)
-    grid = model_grid(models)
-    stft = rfdetect.stft_tile(grid.fft_size, grid.hop, grid.window, grid.width, grid.pooling, grid.normalisation,
-                              grid.db_low, grid.db_high, samp_rate=rate)
-    det = rfdetect.detector(models=list(models), mode="realtime", queue_size=queue_size, samp_rate=rate,
-                            width=grid.width, center_freq=src.recording.center_frequency, concurrency=concurrency,
-                            stats_interval_s=5.0)
-    nms = rfdetect.nms_merge()
     tracks = rfdetect.track_assigner()
     pub = rfdetect.zmq_pub_sink("tcp://127.0.0.1:0")
-    tb.connect(src, head, stft, det)
-    tb.msg_connect(det, "detections", nms, "in")
-    tb.msg_connect(nms, "out", tracks, "in")
+    freq = src.recording.center_frequency
+    if iq_detector is not None:
+        det = rfdetect.iq_detector(models=list(models), samp_rate=rate, center_freq=freq or 0.0, mode="realtime",
+                                   queue_size=queue_size, concurrency=concurrency, stats_interval_s=5.0,
+                                   **iq_detector)
+        tb.connect(src, head, det)
+        tb.msg_connect(det, "detections", tracks, "in")
+        chain = [det]
+    else:
+        grid = model_grid(models)
+        stft = rfdetect.stft_tile(grid.fft_size, grid.hop, grid.window, grid.width, grid.pooling,
+                                  grid.normalisation, grid.db_low, grid.db_high, samp_rate=rate)
+        det = rfdetect.detector(models=list(models), mode="realtime", queue_size=queue_size, samp_rate=rate,
+                                width=grid.width, center_freq=freq, concurrency=concurrency,
+                                stats_interval_s=5.0)
+        nms = rfdetect.nms_merge()
+        tb.connect(src, head, stft, det)
+        tb.msg_connect(det, "detections", nms, "in")
+        tb.msg_connect(nms, "out", tracks, "in")
+        chain = [stft, det, nms]
     tb.msg_connect(tracks, "out", pub, "in")
     tb.msg_connect(det, "stats", pub, "stats")
-    tb.python_blocks = [src, stft, det, nms, tracks, pub] + list(attach(tb, tracks) if attach else [])
+    tb.python_blocks = [src, *chain, tracks, pub] + list(attach(tb, tracks) if attach else [])
     received, stop = [0], threading.Event()
 
     def subscribe():
@@ -118,8 +139,11 @@ def run_live(meta: Path, seconds: float, models=("default",), queue_size: int = 
     stop.set()
     for t in threads:
         t.join()
-    st = det.stats()
-    return {"rate": rate, "seconds": seconds, "elapsed": elapsed, "tiles_done": st["tiles_done"],
-            "tiles_dropped": st["tiles_dropped"], "max_lag_s": src.max_lag_s, "overruns": src.overruns,
-            "latency_ms": pub.publisher.latency(), "models": st["models"], "concurrency": st["concurrency"],
+    branches = det.stats() if iq_detector is not None else [det.stats()]
+    st = branches[0]
+    return {"rate": rate, "seconds": seconds, "elapsed": elapsed,
+            "tiles_done": sum(b["tiles_done"] for b in branches),
+            "tiles_dropped": sum(b["tiles_dropped"] for b in branches), "max_lag_s": src.max_lag_s,
+            "overruns": src.overruns, "latency_ms": pub.publisher.latency(),
+            "models": {k: v for b in branches for k, v in b["models"].items()}, "concurrency": st["concurrency"],
             "received": received[0], "zmq_sent": pub.sent, "zmq_dropped": pub.dropped, "rss": rss}

@@ -95,6 +95,20 @@ def _entry(m):
     return m.strip() if isinstance(m, str) else m
 
 
+def with_companions(companions, mode: str) -> bool:
+    """The IQ Detector's ``companions`` argument -> whether ``auto`` runs its companions:
+    "auto" in file mode (every tile is processed, as ``rfdetect detect`` does a recording)
+    yes, in real-time mode (a live capture, where one network keeps up) no."""
+    if isinstance(companions, str):
+        said = companions.strip().lower()
+        if said == "auto":
+            return str(mode) != "realtime"
+        if said in ("true", "yes", "1", "false", "no", "0"):
+            return said in ("true", "yes", "1")
+        raise ValueError(f"companions must be 'auto', True or False, not {companions!r}")
+    return bool(companions)
+
+
 class iq_detector(gr.hier_block2):
     """IQ samples in, merged detections out: each model runs on the spectrogram of its
     card, one STFT Tile and Detector per spectrogram, all into one NMS Merge, the chain
@@ -125,12 +139,14 @@ class iq_detector(gr.hier_block2):
             until an rx_rate tag arrives. Required with "auto".
         center_freq: the capture's centre frequency (Hz), 0 if unknown: picks ``auto``'s
             model, and is used until an rx_freq tag arrives.
-        companions: False (the default): ``auto`` is one network (``wideband`` keeps up
-            with 15 MS/s on 2 cores). True: also the detectors ``rfdetect detect`` runs beside it (finer grids
-            for narrow channels and short bursts, the model-free pulse and carrier
-            detectors: README "Which model"), for a GPU or a recording: in
-            docs/performance.md's quality run they took 4 to 9 times one network's time
-            per tile.
+        companions: whether ``auto`` also runs the detectors ``rfdetect detect`` runs
+            beside its network (finer grids for narrow channels and short bursts, the
+            model-free pulse and carrier detectors: README "Which model"). "auto" (the
+            default): in file mode, yes, so that a recording gets what ``rfdetect detect``
+            gets (mixed and VHF/UHF held-out sets 0.83 from 10 dB, against 0.77 and 0.66
+            for one network); in real-time mode, no: one network keeps up with a live
+            capture (``wideband`` with 15 MS/s on 2 cores), the companions took 4 to 9
+            times its time per tile (docs/performance.md). True or False: always or never.
         mode, tile_height, overlap, queue_size, deadline_s, score_threshold,
             stats_interval_s, tile_dir, profile, backend, device, precision, batch_size,
             concurrency, ignore_dc, ignore_freqs: as the Detector block's.
@@ -142,7 +158,7 @@ class iq_detector(gr.hier_block2):
     error naming it when the block is made.
     """
 
-    def __init__(self, models="auto", samp_rate=0.0, center_freq=0.0, companions=False, mode="file",
+    def __init__(self, models="auto", samp_rate=0.0, center_freq=0.0, companions="auto", mode="file",
                  tile_height=1024, overlap=128, queue_size=4, deadline_s=-1.0, score_threshold=0.0,
                  nms_iou=0.5, class_aware=True, stats_interval_s=1.0, tile_dir="", profile="auto",
                  backend="auto", device="auto", precision="auto", batch_size=-1, concurrency="auto",
@@ -157,8 +173,11 @@ class iq_detector(gr.hier_block2):
             raise ModelError("model 'auto' picks the embedded model made for the capture by its sample rate: "
                              f"give the IQ Detector samp_rate (it is {samp_rate!r})")
         freq = float(center_freq) if float(center_freq) > 0 else None
-        self.models, said = resolve_auto_said(entries, float(samp_rate), freq, companions=bool(companions))
+        self.companions = with_companions(companions, mode)
+        self.models, said = resolve_auto_said(entries, float(samp_rate), freq, companions=self.companions)
         if said:
+            if isinstance(companions, str) and companions.strip().lower() == "auto":
+                said += (f"; companions auto: {'with' if self.companions else 'without'} them in {mode} mode")
             gr.log.info(f"rfdetect IQ Detector: {said}")
             if freq is None and float(samp_rate) <= NARROW_CAPTURE_MAX_RATE:
                 # a VHF/UHF capture would get narrowband; without a frequency it cannot be told
@@ -189,4 +208,4 @@ class iq_detector(gr.hier_block2):
         return [d.stats() for d in self.detectors]
 
 
-__all__ = ["iq_detector", "add_branches", "spectrogram_branches", "card_spectrogram"]
+__all__ = ["iq_detector", "add_branches", "spectrogram_branches", "card_spectrogram", "with_companions"]
