@@ -121,9 +121,11 @@ class iq_detector(gr.hier_block2):
     ``wideband`` for any other (also when ``center_freq`` is 0, unknown: give it for VHF/UHF,
     where ``wideband`` is behind ``default``; the block warns). Set from tuning recordings
     (docs/runtime.md, "Which model `auto` runs"); on the held-out recordings
-    (docs/performance.md, session 42's run) the model it picks for each set is at or above
-    ``default``, the Detector block's default, from 10 dB on every set (TorchSig 0.80 against
-    0.72). Its grid makes twice the tiles per second of signal: ``wideband`` sustains 15 MS/s
+    (docs/performance.md, session 42's run), with its companions (file mode, by default:
+    ``rfdetect detect``'s records) it scores 0.80-1.00 class-agnostic AP50 from 10 dB on
+    every set; alone (real-time mode) it is at or above ``default``, the Detector block's
+    default, from 10 dB on every set (TorchSig 0.80 against 0.72, mixed 0.77, VHF/UHF 0.66).
+    Its grid makes twice the tiles per second of signal: ``wideband`` sustains 15 MS/s
     in real-time mode on a 2-core EPYC, ``default`` 25, so name ``default`` for faster captures
     on a small CPU. It says what it chose in the log and in ``models``. Models without a card
     (``energy``) run on the default spectrogram (fft 4096, hop 2048, width 1024).
