@@ -44,7 +44,9 @@ def base_recording(seconds: float = 1.0, seed: int = 4, profile: str = "classic"
 def at_rate(meta: Path, rate: float, center_freq: Optional[float] = None) -> Path:
     """The same samples declared at another sample rate (pacing runs at that rate) and,
     where given, centre frequency."""
-    out = CACHE / (f"{meta.stem}_{rate / 1e6:g}MSps" + (f"_{center_freq / 1e6:g}MHz" if center_freq else ""))
+    # the folder names the recording (base_recording's seed, length and profile)
+    out = CACHE / (f"{meta.parent.name}_{meta.stem}_{rate / 1e6:g}MSps"
+                   + (f"_{center_freq / 1e6:g}MHz" if center_freq else ""))
     m = json.loads(meta.read_text())
     m["global"]["core:sample_rate"] = float(rate)
     if center_freq:

@@ -7,10 +7,11 @@
 A SigMF recording paced at each rate stands in for an SDR (bench/live_run.py): the
 default model, realtime mode. --iq-detector runs the models ("auto" among them) in the IQ
 Detector block, with --companions what ``rfdetect detect`` runs beside auto's choice;
---profile and --center-freq pick the recording's spectrum and the frequency auto sees. Each rate is probed for --probe seconds; the highest rate
-with no dropped tile and no overrun (the source more than 100 ms behind the clock) is
-then run for --confirm seconds (5 minutes); if that fails the next lower rate is
-confirmed. Writes its section of docs/performance.md.
+--profile and --center-freq pick the recording's spectrum and the frequency auto sees.
+Each rate is probed for --probe seconds; the highest rate with no dropped tile and no
+overrun (the source more than 100 ms behind the clock) is then run for --confirm seconds
+(5 minutes); if that fails the next lower rate is confirmed. Writes its section of
+docs/performance.md (a plain run only: an --iq-detector run prints its table).
 """
 import argparse
 
@@ -80,7 +81,7 @@ def main():
                        f"1024-row tiles, realtime mode")
     print(header)
     print(verdict)
-    if not a.no_write:
+    if not a.no_write and iq is None:
         write_section("performance.md", "bench/realtime.py", header, table + "\n\n" + verdict)
 
 

@@ -12,7 +12,7 @@ from gnuradio.rfdetect import iq_detector, jsonl_sink, sigmf_source, track_assig
 from gnuradio.rfdetect.apps.detect_flowgraph import DetectOptions, card_spectrogram, run_detect
 from gnuradio.rfdetect.formats.records import read_jsonl, validate_record
 from gnuradio.rfdetect.formats.sigmf_io import SigMFRecording
-from gnuradio.rfdetect.inference.model_runtime import ModelError, auto_models
+from gnuradio.rfdetect.inference.model_runtime import ModelError, auto_models, resolve_auto_for_recording
 
 from conftest import TILE, run_example
 
@@ -126,7 +126,13 @@ def test_records_are_rfdetect_detects_with_the_same_models(recording, tmp_path, 
     blk, got = _flowgraph_records(recording, models, tmp_path / "block.jsonl", tile)
     if models == "energy, pulse":
         assert len(blk.detectors) == 2  # pulse runs on a grid of its own
-    opt = DetectOptions(models=list(blk.models), by_card=True, out=str(tmp_path / "cli.jsonl"), **tile)
+    else:
+        # file mode: Companions auto runs what rfdetect detect runs beside auto's network
+        assert len(blk.models) > 1
+    # auto resolved as rfdetect detect resolves it, from the recording's metadata
+    cli_models, _ = resolve_auto_for_recording([m.strip() for m in models.split(",")], str(recording))
+    assert [str(m) for m in cli_models] == [str(m) for m in blk.models]
+    opt = DetectOptions(models=cli_models, by_card=True, out=str(tmp_path / "cli.jsonl"), **tile)
     run_detect(str(recording), opt, handle_signals=False)
     want = _comparable(tmp_path / "cli.jsonl")
     assert sum(r["event"] == "new" for r in want) >= 3
