@@ -2,8 +2,8 @@
 # a bare Debian 12 machine (apt packages, .venv, pip packages), builds the native side
 # with CMake, and is quick when everything is already there (stamp files under .stamps/).
 #
-# How .venv gets the native side: pip installs the package (pure Python, the row kernel
-# module _stft_rows, the console commands); CMake builds gr-rfdetect/ in build/cmake and
+# How .venv gets the native side: pip installs the package (pure Python, the kernel
+# modules _stft_rows and _pulse_contrast, the console commands); CMake builds gr-rfdetect/ in build/cmake and
 # `native` copies the C++ block module (rfdetect_python*.so) into the package pip
 # installed, in pip's RECORD (or into python/rfdetect/ for a `pip install -e .`;
 # gr-rfdetect/tools/install_block_module.py), where it loads libgnuradio-rfdetect from
@@ -19,7 +19,9 @@ APT_PACKAGES := gnuradio gnuradio-dev python3-venv python3-pip python3-setuptool
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PY_SOURCES := $(shell find python training -name "*.py" -o -name "*.onnx" -o -name "*.card.json") \
               gr-rfdetect/lib/stft_rows.cc gr-rfdetect/include/gnuradio/rfdetect/stft_rows.h \
-              gr-rfdetect/python/bindings/stft_rows_python.cc pyproject.toml setup.py
+              gr-rfdetect/python/bindings/stft_rows_python.cc gr-rfdetect/lib/pulse_contrast.cc \
+              gr-rfdetect/include/gnuradio/rfdetect/pulse_contrast.h \
+              gr-rfdetect/python/bindings/pulse_contrast_python.cc pyproject.toml setup.py
 CMAKE_BUILD := build/cmake
 NATIVE_SOURCES := $(shell find gr-rfdetect -type f) CMakeLists.txt
 PYTEST_ARGS ?=
@@ -62,6 +64,7 @@ $(STAMPS)/installed: $(STAMPS)/pip $(PY_SOURCES)
 	@$(PIP) install -q --disable-pip-version-check --no-deps --no-build-isolation . 2>&1 | grep -v "^\s*$$" || true
 	@$(PY) -c "from gnuradio import rfdetect; rfdetect.stft_tile"
 	@$(PY) -c "from gnuradio.rfdetect.dsp import compiled_rows; compiled_rows.load()"
+	@$(PY) -c "from gnuradio.rfdetect.inference import pulse_detector; pulse_detector.load_kernel()"
 	@touch $@
 
 # the C++ blocks, their bindings and the kernel, built with GNU Radio's CMake modules

@@ -1,13 +1,14 @@
-"""Builds the compiled spectrogram kernel, the pybind11 module
+"""Builds the compiled kernels, pybind11 modules next to the package: the spectrogram rows,
 ``gnuradio.rfdetect.dsp._stft_rows`` (gr-rfdetect/lib/stft_rows.cc and its binding
-gr-rfdetect/python/bindings/stft_rows_python.cc), next to the package; the rest of the
+gr-rfdetect/python/bindings/stft_rows_python.cc), and the pulse detector's contrast map,
+``gnuradio.rfdetect.inference._pulse_contrast`` (lib/pulse_contrast.cc); the rest of the
 packaging is in pyproject.toml.
 
 This is the front door for training boxes: it needs a C++ compiler, FFTW's headers and
 pybind11 (pyproject.toml's build requirements; Debian: g++ libfftw3-dev pybind11-dev),
 not GNU Radio. The GNU Radio block (the C++ STFT Tile) is built by CMake
-(CMakeLists.txt). If the kernel cannot be built the install goes on without it and the
-spectrogram runs on NumPy at about half the speed, saying so once in the log.
+(CMakeLists.txt). If a kernel cannot be built the install goes on without it and its work
+runs on NumPy (the spectrogram at about half the speed), saying so once in the log.
 """
 import os
 import shutil
@@ -34,6 +35,13 @@ KERNEL = Extension("gnuradio.rfdetect.dsp._stft_rows",
                    sources=["gr-rfdetect/lib/stft_rows.cc", "gr-rfdetect/python/bindings/stft_rows_python.cc"],
                    include_dirs=["gr-rfdetect/include", *PYBIND11_INCLUDE], libraries=["fftw3f", "m", "dl"],
                    language="c++", extra_compile_args=CXXFLAGS)
+# the pulse detector's contrast map: -ffp-contract=off, for NumPy's reference rounds each
+# operation on its own (gr-rfdetect/lib/pulse_contrast.cc)
+PULSE_KERNEL = Extension("gnuradio.rfdetect.inference._pulse_contrast",
+                         sources=["gr-rfdetect/lib/pulse_contrast.cc",
+                                  "gr-rfdetect/python/bindings/pulse_contrast_python.cc"],
+                         include_dirs=["gr-rfdetect/include", *PYBIND11_INCLUDE], language="c++",
+                         extra_compile_args=["-O3", "-std=c++17", "-ffp-contract=off", "-fvisibility=hidden"])
 
 
 class clean_build(build):
@@ -58,12 +66,12 @@ class optional_build_ext(build_ext):
         try:
             super().build_extension(ext)
         except Exception as e:  # noqa: BLE001
-            self._skipped(e)
+            self._skipped(e, ext.name)
 
     @staticmethod
-    def _skipped(e):
-        print(f"WARNING: gr-rfdetect's compiled spectrogram kernel was not built ({e}); "
-              "install g++, libfftw3-dev and pybind11 for it. Rows will use NumPy.", file=sys.stderr)
+    def _skipped(e, name="the compiled kernels"):
+        print(f"WARNING: gr-rfdetect's {name} was not built ({e}); install g++, libfftw3-dev and "
+              "pybind11 for it. NumPy will do its work.", file=sys.stderr)
 
 
-setup(ext_modules=[KERNEL], cmdclass={"build": clean_build, "build_ext": optional_build_ext})
+setup(ext_modules=[KERNEL, PULSE_KERNEL], cmdclass={"build": clean_build, "build_ext": optional_build_ext})

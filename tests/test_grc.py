@@ -172,6 +172,18 @@ def test_cmake_installs_package_blocks_and_examples(tmp_path, monkeypatch):
     cmake_rows = SpectrogramEngine(SMALL, kernel="compiled").compute(x, 19)
     assert compiled_rows._lib.__file__ == str(kernel)
     assert np.abs(cmake_rows - pip_rows).max() <= KERNEL_TOLERANCE
+    # and the pulse contrast kernel, built by CMake, gives the contrast pip's build gives
+    from gnuradio.rfdetect.inference import pulse_detector
+    pulse_kernel, = prefix.rglob("gnuradio/rfdetect/inference/_pulse_contrast*.so")
+    tile = (10 * np.log10(np.random.default_rng(4).exponential(size=(300, 32)))).astype(np.float32)
+    tile[100:102, 10:13] += 20.0
+    pip_contrast = pulse_detector.load_kernel().contrast(tile, 1024, 6, [2, 5])
+    monkeypatch.setattr(pulse_detector, "_HERE", str(pulse_kernel.parent))
+    monkeypatch.setattr(pulse_detector, "_kernel", None)
+    monkeypatch.setattr(pulse_detector, "_kernel_error", None)
+    cmake_contrast = pulse_detector.load_kernel().contrast(tile, 1024, 6, [2, 5])
+    assert pulse_detector._kernel.__file__ == str(pulse_kernel)
+    assert cmake_contrast[0].max() > 10 and np.array_equal(cmake_contrast[0], pip_contrast[0])
 
 
 def test_multi_model_example_runs_three_models_on_one_tile_stream(recording, tmp_path, grc_env):

@@ -301,7 +301,7 @@ def _contrast_by_gathers(det, tile, long_gap):
 
 @pytest.mark.parametrize("rate", [None, 0.5e6, 2.4e6, 20e6])
 def test_background_windows_from_slices_are_the_gathered_ones(rate):
-    """Step 2's backgrounds from slices of one window-sum array (session 46): the very values
+    """Step 2's backgrounds from slices of one window-sum array (session 46, NumPy): the very values
     of the per-row gathers, at every gap the sample rate gives, on tiles as short as the
     detector takes (windows clipped at both ends) and as tall as its branch's."""
     det = PulseDetector()
@@ -313,6 +313,119 @@ def test_background_windows_from_slices_are_the_gathered_ones(rate):
     for rows in (shortest, shortest + 3, 300, 4096):
         tile = (rng.standard_normal((rows, 32)) * 3).astype(np.float32)
         tile[rows // 3, 5:9] += 30.0  # a pulse
-        got, want = det._contrast(tile.copy(), long_gap), _contrast_by_gathers(det, tile.copy(), long_gap)
+        got, want = det._contrast_numpy(tile.copy(), long_gap), _contrast_by_gathers(det, tile.copy(), long_gap)
         assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
         assert (got[0] > 10 ** (det.min_contrast_db / 10)).any()  # the pulse stands out
+
+
+# ------------------------------------------------------------------ the compiled contrast kernel
+def _tile_with_pulses(rows, width=32, seed=5):
+    """Plain-dB rows of exponential noise (a spectrogram's bins) with a steady signal in a few
+    columns and pulses of 8-25 dB, some at the tile's ends and edges."""
+    rng = np.random.default_rng(seed)
+    tile = 10 * np.log10(rng.exponential(size=(rows, width))).astype(np.float32)
+    tile[:, width // 2:width // 2 + 3] += 15.0
+    for r in rng.integers(0, rows, size=max(rows // 100, 3)):
+        c = int(rng.integers(0, max(width - 3, 1)))
+        tile[r:r + 2, c:c + 3] += np.float32(rng.uniform(8, 25))
+    tile[0, 1:4] += 20.0
+    tile[-1, -4:-1] += 20.0
+    return tile
+
+
+@pytest.mark.parametrize("rate", [None, 2.4e6, 20e6])
+@pytest.mark.parametrize("rows,width", [(29, 32), (300, 32), (1500, 32), (4096, 32), (2100, 7), (40, 1)])
+def test_compiled_contrast_is_numpys_to_float32_rounding(rate, rows, width):
+    """The kernel (gr-rfdetect/lib/pulse_contrast.cc) against the NumPy reference: every
+    pixel's contrast and power within CONTRAST_TOLERANCE, at the gaps each rate gives, on
+    tiles shorter than a floor block, of several blocks and a remainder, and 1-7 columns
+    wide (each edge rule of the means)."""
+    from gnuradio.rfdetect.inference.pulse_detector import CONTRAST_TOLERANCE, load_kernel
+    kernel = load_kernel()
+    det = PulseDetector()
+    if rate:
+        det.set_sample_rate(rate)
+    long_gap = det._rows()[1]
+    tile = _tile_with_pulses(rows, width)
+    want_c, want_p = det._contrast_numpy(tile, long_gap)
+    got_c, got_p = kernel.contrast(tile, 1024, det.context_rows, sorted({det.gap_rows, long_gap}))
+    assert got_c.shape == want_c.shape == (rows, width) and got_c.dtype == np.float32
+    assert (want_c > 10 ** (det.min_contrast_db / 10)).any()  # pulses stand out: the values matter
+    np.testing.assert_allclose(got_c, want_c, rtol=CONTRAST_TOLERANCE, atol=0)
+    np.testing.assert_allclose(got_p, want_p, rtol=CONTRAST_TOLERANCE, atol=0)
+
+
+def test_compiled_contrast_gives_numpys_boxes_on_a_radar_recording(tmp_path, monkeypatch):
+    """Through detect(), tile by tile as the Detector feeds it: the same pulses (rows, band
+    to 1e-3 columns, score) with the kernel and with NumPy."""
+    from gnuradio.rfdetect.apps.synth import synth_dataset
+    from gnuradio.rfdetect.inference import pulse_detector
+    [meta] = synth_dataset(tmp_path, n=1, seed=RADAR_SEED, sample_rate=2e6, duration=0.1, snr_db=(8.0, 20.0),
+                           n_signals=2, profile="vhf-uhf", classes=["radar"], center_freq=450e6)
+    pulse_detector.load_kernel()
+    _, with_kernel = _pulses_in(meta)
+    monkeypatch.setattr(pulse_detector, "_kernel", None)
+    monkeypatch.setattr(pulse_detector, "_kernel_error", "switched off by the test")
+    _, with_numpy = _pulses_in(meta)
+    assert len(with_numpy) >= 10
+    assert len(with_kernel) == len(with_numpy)
+    for a, b in zip(with_kernel, with_numpy):
+        assert a[0] == b[0] and abs(a[1] - b[1]) < 1e-3 * 2e6 / 32 and abs(a[2] - b[2]) < 1e-3 * 2e6 / 32
+
+
+def test_a_tile_with_non_finite_pixels_is_left_to_numpy():
+    """The kernel takes finite tiles only (its medians order bit patterns); NaN or inf dB
+    pixels go to the NumPy path, whose values they are."""
+    det = PulseDetector()
+    tile = _tile_with_pulses(200)
+    tile[50, 3] = np.nan
+    tile[60, 4] = -np.inf
+    got = det._contrast(tile, det.gap_rows)
+    want = det._contrast_numpy(tile, det.gap_rows)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_kernel_module_checks_its_arguments():
+    from gnuradio.rfdetect.inference.pulse_detector import load_kernel
+    kernel = load_kernel()
+    tile = _tile_with_pulses(64)
+    with pytest.raises(ValueError, match="float32"):
+        kernel.contrast(tile.astype(np.float64), 1024, 6, [2])
+    with pytest.raises(ValueError, match="2-D"):
+        kernel.contrast(tile.ravel(), 1024, 6, [2])
+    with pytest.raises(ValueError, match="contiguous"):
+        kernel.contrast(tile[::2], 1024, 6, [2])
+    with pytest.raises(ValueError, match="gaps"):
+        kernel.contrast(tile, 1024, 6, [])
+    with pytest.raises(ValueError, match="gaps"):
+        kernel.contrast(tile, 1024, 6, [-1])
+    with pytest.raises(ValueError, match="floor_rows"):
+        kernel.contrast(tile, 0, 6, [2])
+    with pytest.raises(ValueError, match="rows and columns"):
+        kernel.contrast(np.empty((0, 32), np.float32), 1024, 6, [2])
+
+
+def test_a_missing_kernel_is_named_once_and_numpy_takes_over(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from gnuradio.rfdetect.inference import pulse_detector
+    from gnuradio.rfdetect.native import NativeUnavailable
+    monkeypatch.setattr(pulse_detector, "_HERE", str(tmp_path))  # an install without the .so
+    monkeypatch.setattr(pulse_detector, "_kernel", None)
+    monkeypatch.setattr(pulse_detector, "_kernel_error", None)
+    caplog.set_level(logging.WARNING, "rfdetect.pulse")
+    det = PulseDetector()
+    tile = _tile_with_pulses(300)
+    for _ in range(2):
+        got = det._contrast(tile, det.gap_rows)
+    want = det._contrast_numpy(tile, det.gap_rows)
+    np.testing.assert_array_equal(got[0], want[0])
+    assert caplog.text.count("computes its contrast with NumPy") == 1
+    assert "pybind11-dev" in caplog.text
+    with pytest.raises(NativeUnavailable, match="is not in"):
+        pulse_detector.load_kernel()
+    (tmp_path / "_pulse_contrast.so").write_bytes(b"not a shared object")
+    monkeypatch.setattr(pulse_detector, "_kernel_error", None)
+    with pytest.raises(NativeUnavailable, match="does not load"):
+        pulse_detector.load_kernel()

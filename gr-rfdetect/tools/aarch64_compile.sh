@@ -1,5 +1,5 @@
 #!/bin/bash
-# Compiles the row kernel, the C++ STFT Tile and the kernel's C++ QA for aarch64 (NVIDIA
+# Compiles the row kernel, the C++ STFT Tile, the pulse contrast kernel and their C++ QA for aarch64 (NVIDIA
 # Jetson) with Debian's cross compiler, against this machine's headers: FFTW's, GNU
 # Radio's and their dependencies' (architecture-independent headers, linked folder by
 # folder into OUT_DIR/include; the target's C and C++ library headers come from the
@@ -27,7 +27,7 @@ done
 [ -e /usr/include/aarch64-linux-gnu/gmp.h ] || ln -sfn /usr/include/x86_64-linux-gnu/gmp.h "$out/include/gmp.h"
 flags=(-std=c++17 -O3 -ffp-contract=fast -fPIC -fvisibility=hidden -Wall -Werror=return-type
        -I "$here/include" -I "$here/lib" -isystem "$out/include")
-for src in lib/stft_rows.cc lib/stft_tile_impl.cc lib/qa_stft_rows.cc; do
+for src in lib/stft_rows.cc lib/stft_tile_impl.cc lib/qa_stft_rows.cc lib/pulse_contrast.cc lib/qa_pulse_contrast.cc; do
   obj="$out/$(basename "$src" .cc).o"
   "$CXX" "${flags[@]}" -c "$here/$src" -o "$obj"
   # the ELF header's e_machine (offset 18, little-endian): 183 is EM_AARCH64 (coreutils'

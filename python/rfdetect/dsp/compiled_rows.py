@@ -12,12 +12,12 @@ test can point at another build's copy (CMake's) and compare it with pip's.
 """
 from __future__ import annotations
 
-import glob
-import importlib.util
 import os
 import threading
 
 import numpy as np
+
+from ..native import NativeUnavailable, import_module_file
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _lock = threading.Lock()
@@ -34,20 +34,14 @@ def load():
     global _lib, _error
     with _lock:
         if _lib is None and _error is None:
-            found = sorted(glob.glob(os.path.join(_HERE, "_stft_rows*.so")))
-            if not found:
-                _error = (f"the compiled spectrogram kernel (_stft_rows*.so) is not in {_HERE}: it was not "
-                          "built at install time (needs a C++ compiler, FFTW's headers and pybind11, Debian: "
-                          "g++ libfftw3-dev pybind11-dev)")
-            else:
-                try:
-                    spec = importlib.util.spec_from_file_location("gnuradio.rfdetect.dsp._stft_rows", found[0])
-                    mod = importlib.util.module_from_spec(spec)
-                    spec.loader.exec_module(mod)
-                    mod.StftRows, mod.RowCounter  # noqa: B018 - an old ctypes build has neither
-                    _lib = mod
-                except (ImportError, OSError, AttributeError) as e:
-                    _error = f"the compiled spectrogram kernel {found[0]} does not load: {e}"
+            try:
+                # an old ctypes build has neither class
+                _lib = import_module_file(_HERE, "_stft_rows", "gnuradio.rfdetect.dsp", ("StftRows", "RowCounter"),
+                                          "the compiled spectrogram kernel",
+                                          "a C++ compiler, FFTW's headers and pybind11, Debian: g++ libfftw3-dev "
+                                          "pybind11-dev")
+            except NativeUnavailable as e:
+                _error = str(e)
         if _lib is None:
             raise KernelUnavailable(_error)
         return _lib

@@ -1,0 +1,44 @@
+/* The pulse detector's contrast map: each pixel of a plain-dB spectrogram tile over its
+ * local background, and each pixel's power over its column's noise floor.
+ *
+ * The reference, and the documentation of each step, is the NumPy code of
+ * python/rfdetect/inference/pulse_detector.py (PulseDetector._contrast_numpy); this kernel
+ * computes the same values in one pass over a tile held in cache (equal to float32
+ * rounding: tests/test_pulse_detector.py). Needs nothing but the C++ standard library:
+ * the pybind11 module gnuradio.rfdetect.inference._pulse_contrast runs it.
+ */
+#ifndef INCLUDED_RFDETECT_PULSE_CONTRAST_H
+#define INCLUDED_RFDETECT_PULSE_CONTRAST_H
+
+#include <vector>
+
+#ifndef RFDETECT_KERNEL_API
+#if defined(_WIN32)
+#define RFDETECT_KERNEL_API
+#else
+#define RFDETECT_KERNEL_API __attribute__((visibility("default")))
+#endif
+#endif
+
+namespace gr {
+namespace rfdetect {
+
+/*! tile_db: rows x cols plain-dB pixels (finite). floor_rows: the row blocks whose
+ *  column medians are the floors. context_rows: the background window's height. gaps:
+ *  the background windows' distances from the pixel, in rows (the better ratio of them).
+ *  Writes power (each pixel's linear power over its column's floor) and contrast (its
+ *  2 x 3 mean over its background), rows x cols each. Throws std::invalid_argument
+ *  naming a bad size. */
+RFDETECT_KERNEL_API void pulse_contrast(const float* tile_db,
+                                        long rows,
+                                        long cols,
+                                        long floor_rows,
+                                        long context_rows,
+                                        const std::vector<long>& gaps,
+                                        float* power,
+                                        float* contrast);
+
+} // namespace rfdetect
+} // namespace gr
+
+#endif

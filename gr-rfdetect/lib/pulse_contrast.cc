@@ -1,0 +1,210 @@
+/* The pulse detector's contrast map (pulse_contrast.h). Each step follows the NumPy and
+ * SciPy calls of PulseDetector._contrast_numpy so that the two agree to float32 rounding:
+ * the floors are the same medians; the small means are float32 sums (SciPy's running sums
+ * in double round differently, by an ulp); the background windows come from a cumulative
+ * sum in double as np.cumsum makes it (a float32 one would lose the noise under a strong
+ * signal). Built without -ffp-contract=fast: a fused multiply-add would round differently
+ * from NumPy's separate operations.
+ */
+#include <gnuradio/rfdetect/pulse_contrast.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace gr {
+namespace rfdetect {
+
+namespace {
+
+// The k-th smallest (from 0) of n keys: the bit patterns of values >= 0 and not NaN, which
+// sort as the values do. A radix selection, a byte at a time from the top: count the keys
+// by byte (four count tables, so that a run of keys in one bucket does not wait on its own
+// increments), keep those in the bucket that holds the k-th (std::nth_element's partitions
+// took most of the kernel's time)
+uint32_t kth_smallest(const uint32_t* keys, long n, long k, std::vector<uint32_t>& scratch)
+{
+    scratch.resize(2 * n);
+    const uint32_t* cur = keys;
+    uint32_t* kept = scratch.data();
+    uint32_t prefix = 0;
+    for (int shift = 24;; shift -= 8) {
+        uint32_t count[4][256] = {};
+        for (long i = 0; i < n; i++)
+            count[i & 3][(cur[i] >> shift) & 255]++;
+        uint32_t byte = 0;
+        for (;; byte++) {
+            const long in_bucket = long(count[0][byte]) + count[1][byte] + count[2][byte] + count[3][byte];
+            if (k < in_bucket)
+                break;
+            k -= in_bucket;
+        }
+        prefix |= byte << shift;
+        if (shift == 0)
+            return prefix;
+        long m = 0;
+        for (long i = 0; i < n; i++) { // branch-free: every key written, the bucket's kept
+            kept[m] = cur[i];
+            m += ((cur[i] >> shift) & 255) == byte;
+        }
+        cur = kept;
+        n = m;
+        kept = kept == scratch.data() ? scratch.data() + scratch.size() / 2 : scratch.data();
+    }
+}
+
+float value_of(uint32_t key)
+{
+    float v;
+    std::memcpy(&v, &key, sizeof v);
+    return v;
+}
+
+// np.median of n >= 1 keys' values: the middle one, or the float32 mean of the two middle
+// ones (the lower: the largest key under the upper, where at least n/2 keys are under it)
+float median_of(const uint32_t* keys, long n, std::vector<uint32_t>& scratch)
+{
+    const uint32_t upper = kth_smallest(keys, n, n / 2, scratch);
+    if (n % 2)
+        return value_of(upper);
+    long under = 0;
+    uint32_t lower = 0;
+    for (long i = 0; i < n; i++) {
+        const bool is_under = keys[i] < upper;
+        under += is_under;
+        lower = is_under ? std::max(lower, keys[i]) : lower;
+    }
+    return ((under >= n / 2 ? value_of(lower) : value_of(upper)) + value_of(upper)) / 2.0f;
+}
+
+uint32_t key_of(float v)
+{
+    uint32_t key;
+    std::memcpy(&key, &v, sizeof key);
+    return key;
+}
+
+// scipy.ndimage.uniform_filter1d(x, 3, axis=1, mode="nearest") of a row-major n x w
+// array (w >= 1): each value, its left and right neighbours (the edge value past either
+// end) summed in that order, / 3. SciPy keeps a running sum in double instead; the two
+// differ by float32 rounding, and this form vectorises.
+void mean_of_3_across(const float* in, long n, long w, float* out)
+{
+    for (long r = 0; r < n; r++) {
+        const float* x = in + r * w;
+        float* o = out + r * w;
+        if (w == 1) {
+            o[0] = (x[0] + x[0] + x[0]) / 3.0f;
+            continue;
+        }
+        o[0] = (x[0] + x[0] + x[1]) / 3.0f;
+        for (long c = 1; c < w - 1; c++)
+            o[c] = (x[c - 1] + x[c] + x[c + 1]) / 3.0f;
+        o[w - 1] = (x[w - 2] + x[w - 1] + x[w - 1]) / 3.0f;
+    }
+}
+
+// one thread's buffers, kept between tiles (a Detector branch's thread calls this for
+// every tile; fresh buffers cost page faults each time)
+struct buffers {
+    std::vector<uint32_t> keys, scratch;
+    std::vector<float> floors, down, smooth, across;
+    std::vector<double> csum;
+};
+
+} // namespace
+
+void pulse_contrast(const float* tile_db,
+                    long rows,
+                    long cols,
+                    long floor_rows,
+                    long context_rows,
+                    const std::vector<long>& gaps,
+                    float* power,
+                    float* contrast)
+{
+    if (rows < 1 || cols < 1)
+        throw std::invalid_argument("pulse_contrast: the tile must have rows and columns, not " +
+                                    std::to_string(rows) + " x " + std::to_string(cols));
+    if (floor_rows < 1 || context_rows < 1)
+        throw std::invalid_argument("pulse_contrast: floor_rows and context_rows must be >= 1");
+    if (gaps.empty() || *std::min_element(gaps.begin(), gaps.end()) < 0)
+        throw std::invalid_argument("pulse_contrast: gaps must be one or more rows >= 0");
+    const long n = rows, w = cols, k = context_rows;
+
+    // 1. linear power over each column's floor: the median / ln 2 of its floor_rows-row
+    // block (a shorter remainder joins the block before), never under half the median floor
+    thread_local buffers buf;
+    for (long i = 0; i < n * w; i++)
+        power[i] = std::pow(10.0f, tile_db[i] / 10.0f); // >= 0, never NaN: keys sort as values
+    const long blocks = std::max(n - floor_rows, 0L) / floor_rows + 1;
+    const float ln2 = static_cast<float>(std::log(2.0));
+    buf.floors.resize(w);
+    for (long b = 0; b < blocks; b++) {
+        const long r0 = b * floor_rows, r1 = b + 1 == blocks ? n : r0 + floor_rows, m = r1 - r0;
+        const long stride = m + 16; // columns not a multiple of 4 kB apart: no cache-set aliasing
+        buf.keys.resize(stride * w);
+        for (long r = r0; r < r1; r++) // column by column
+            for (long c = 0; c < w; c++)
+                buf.keys[c * stride + r - r0] = key_of(power[r * w + c]);
+        for (long c = 0; c < w; c++)
+            buf.floors[c] = median_of(buf.keys.data() + c * stride, m, buf.scratch) / ln2;
+        for (long c = 0; c < w; c++)
+            buf.keys[c] = key_of(buf.floors[c]);
+        const float least = median_of(buf.keys.data(), w, buf.scratch) / 2.0f;
+        for (long c = 0; c < w; c++)
+            buf.floors[c] = std::max(std::max(buf.floors[c], least), 1e-30f);
+        for (long r = r0; r < r1; r++)
+            for (long c = 0; c < w; c++)
+                power[r * w + c] /= buf.floors[c];
+    }
+
+    // 2. the 2 x 3 mean (the row and the row before it, the first row its own before;
+    // then across), and the 3-column mean whose k-row windows are the background
+    buf.down.resize(n * w);
+    buf.smooth.resize(n * w);
+    buf.across.resize(n * w);
+    for (long r = 0; r < n; r++) {
+        const float* before = power + (r ? r - 1 : 0) * w;
+        for (long c = 0; c < w; c++)
+            buf.down[r * w + c] = (before[c] + power[r * w + c]) / 2.0f;
+    }
+    mean_of_3_across(buf.down.data(), n, w, buf.smooth.data());
+    mean_of_3_across(power, n, w, buf.across.data());
+    buf.csum.resize((n + 1) * w);
+    std::fill(buf.csum.begin(), buf.csum.begin() + w, 0.0);
+    for (long r = 0; r < n; r++)
+        for (long c = 0; c < w; c++)
+            buf.csum[(r + 1) * w + c] = buf.csum[r * w + c] + static_cast<double>(buf.across[r * w + c]);
+    const double* csum = buf.csum.data();
+    const float* smooth = buf.smooth.data();
+
+    // the background: the higher mean of the k rows ending g before the pixel and the k
+    // starting g after it (the rows of each inside the tile), never under the floor; the
+    // contrast: the best ratio over the gaps
+    std::fill(contrast, contrast + n * w, 0.0f);
+    for (long g : gaps) {
+        for (long r = 0; r < n; r++) {
+            const long b0 = std::clamp(r - g - k, 0L, n), b1 = std::clamp(r - g, 0L, n);
+            const long a0 = std::clamp(r + 1 + g, 0L, n), a1 = std::clamp(r + 1 + g + k, 0L, n);
+            const double nb = static_cast<double>(std::max(b1 - b0, 1L));
+            const double na = static_cast<double>(std::max(a1 - a0, 1L));
+            const double *s0 = csum + b0 * w, *s1 = csum + b1 * w, *t0 = csum + a0 * w, *t1 = csum + a1 * w;
+            const float* sm = smooth + r * w;
+            float* out = contrast + r * w;
+            for (long c = 0; c < w; c++) {
+                const float before = static_cast<float>((s1[c] - s0[c]) / nb);
+                const float after = static_cast<float>((t1[c] - t0[c]) / na);
+                const float background = std::max(std::max(before, after), 1.0f);
+                out[c] = std::max(out[c], sm[c] / background);
+            }
+        }
+    }
+}
+
+} // namespace rfdetect
+} // namespace gr
