@@ -13,7 +13,9 @@ second of signal. It leaves out what a Detector does per tile around ``detect()`
 messages, the merge), which taller tiles cut: bench/realtime.py measures the whole. The steps: each rewritten one against the call it replaced, on the
 array it gets in a detector (random values, one 1024-row tile), median ms over --repeats;
 the outputs are checked equal before timing (tests/test_carrier_detector.py and
-tests/test_pulse_detector.py check the same).
+tests/test_pulse_detector.py check the same); the compiled contrast kernel (session 47) against
+its NumPy reference, on the capture's first tile of ``pulse``'s branch, equal to
+CONTRAST_TOLERANCE, and ``pulse``'s cost per second with NumPy's contrast beside the kernel's.
 """
 from __future__ import annotations
 
@@ -34,8 +36,8 @@ from gnuradio.rfdetect.dsp.spectrogram import SpectrogramEngine  # noqa: E402
 from gnuradio.rfdetect.formats.sigmf_io import SigMFRecording  # noqa: E402
 from gnuradio.rfdetect.inference.carrier_detector import CARRIER_SPECTROGRAM, CarrierDetector, _closed_3x3, \
     _running_mean_down  # noqa: E402
-from gnuradio.rfdetect.inference.pulse_detector import FLOOR_ROWS, PULSE_SPECTROGRAM, PULSE_TILE_ROWS, \
-    PulseDetector, _column_medians  # noqa: E402
+from gnuradio.rfdetect.inference.pulse_detector import CONTRAST_TOLERANCE, FLOOR_ROWS, PULSE_SPECTROGRAM, \
+    PULSE_TILE_ROWS, PulseDetector, _column_medians  # noqa: E402
 
 OVERLAP = 128
 
@@ -84,8 +86,12 @@ def main():
     pulse, carrier = PulseDetector(), CarrierDetector()
     pulse.set_sample_rate(a.rate)
     carrier.set_sample_rate(a.rate)
+    numpy_pulse = PulseDetector(kernel="numpy")
+    numpy_pulse.set_sample_rate(a.rate)
     setups = [("pulse", pulse, PULSE_SPECTROGRAM, 1024, "the networks' (pulse's branch's before session 46)"),
               ("pulse", pulse, PULSE_SPECTROGRAM, PULSE_TILE_ROWS, "pulse's branch's"),
+              ("pulse, NumPy contrast", numpy_pulse, PULSE_SPECTROGRAM, PULSE_TILE_ROWS,
+               "pulse's branch's, NumPy's contrast (the kernel's reference and fallback)"),
               ("carrier", carrier, CARRIER_SPECTROGRAM, 1024, "carrier's branch's (the networks')")]
     table = ["| detector | tile rows | tiles | detect() CPU s per s of signal (median) | tile height |",
              "|---|---|---|---|---|"]
@@ -109,9 +115,17 @@ def main():
         (f"pulse: column medians, {FLOOR_ROWS} x 32", lambda: _column_medians(narrow),
          lambda: np.median(narrow, axis=0)),
     ]
+    # the compiled contrast kernel against its NumPy reference, on the capture's first tile of
+    # pulse's branch: equal to CONTRAST_TOLERANCE, not bit for bit
+    tile = tiles_of(rows[PULSE_SPECTROGRAM], PULSE_TILE_ROWS)[0]
+    long_gap = pulse._rows()[1]
+    steps.append((f"pulse: contrast map, {PULSE_TILE_ROWS} x 32 (compiled kernel, to float32 rounding)",
+                  lambda: pulse._contrast(tile, long_gap)[0], lambda: numpy_pulse._contrast(tile, long_gap)[0]))
     table += ["", "| step | rewritten ms | SciPy / NumPy ms | speed-up |", "|---|---|---|---|"]
     for name, new, old in steps:
-        if not np.array_equal(new(), old()):
+        same = np.allclose(new(), old(), rtol=CONTRAST_TOLERANCE, atol=0) if "compiled" in name \
+            else np.array_equal(new(), old())
+        if not same:
             raise SystemExit(f"{name}: the rewritten step's output differs from the call it replaced")
         t_new, t_old = step_ms(new, a.repeats), step_ms(old, a.repeats)
         table.append(f"| {name} | {t_new:.1f} | {t_old:.1f} | {t_old / t_new:.1f}x |")

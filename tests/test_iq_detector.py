@@ -53,7 +53,8 @@ def test_companions_are_the_models_rfdetect_detect_runs_beside_autos_choice(comp
 
 
 @pytest.mark.parametrize("rate, freq, choice", [
-    (2e6, 162e6, "narrowband"), (2.4e6, 162e6, "narrowband"), (0.8e6, 450e6, "narrowband"),
+    (2e6, 162e6, "narrowband"), (2.4e6, 162e6, "narrowband"), (2.8e6, 162e6, "narrowband"),
+    (3.2e6, 162e6, "narrowband"), (0.8e6, 450e6, "narrowband"),
     (2.4e6, 915e6, "wideband"), (6e6, 2.44e9, "wideband"), (7.68e6, 2.44e9, "wideband"), (2e6, 0.0, "wideband"),
 ])
 def test_companions_auto_in_real_time_runs_them_up_to_the_rate_they_kept_up_with(rate, freq, choice):
@@ -71,13 +72,13 @@ def test_companions_auto_in_real_time_runs_them_up_to_the_rate_they_kept_up_with
 def test_companions_auto_says_in_the_log_why_they_run_or_not():
     out = subprocess.run(
         [sys.executable, "-c", "from gnuradio import rfdetect\n"
-         "rfdetect.iq_detector('auto', samp_rate=2.4e6, center_freq=162e6, mode='realtime')\n"
-         "rfdetect.iq_detector('auto', samp_rate=2e6, center_freq=162e6, mode='realtime')\n"],
+         "rfdetect.iq_detector('auto', samp_rate=3.2e6, center_freq=162e6, mode='realtime')\n"
+         "rfdetect.iq_detector('auto', samp_rate=2.4e6, center_freq=162e6, mode='realtime')\n"],
         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     log = out.stdout + out.stderr
-    assert "companions auto: without them in realtime mode (they kept up to 2 MS/s on 2 cores)" in log
-    assert "companions auto: with them in realtime mode (they kept up to 2 MS/s on 2 cores)" in log
+    assert "companions auto: without them in realtime mode (they kept up to 2.8 MS/s on 2 cores)" in log
+    assert "companions auto: with them in realtime mode (they kept up to 2.8 MS/s on 2 cores)" in log
 
 
 @pytest.mark.parametrize("companions, mode", [("auto", "realtime"), (False, "file"), ("no", "file")])

@@ -355,18 +355,14 @@ def test_compiled_contrast_is_numpys_to_float32_rounding(rate, rows, width):
     np.testing.assert_allclose(got_p, want_p, rtol=CONTRAST_TOLERANCE, atol=0)
 
 
-def test_compiled_contrast_gives_numpys_boxes_on_a_radar_recording(tmp_path, monkeypatch):
+def test_compiled_contrast_gives_numpys_boxes_on_a_radar_recording(tmp_path):
     """Through detect(), tile by tile as the Detector feeds it: the same pulses (rows, band
     to 1e-3 columns, score) with the kernel and with NumPy."""
     from gnuradio.rfdetect.apps.synth import synth_dataset
-    from gnuradio.rfdetect.inference import pulse_detector
     [meta] = synth_dataset(tmp_path, n=1, seed=RADAR_SEED, sample_rate=2e6, duration=0.1, snr_db=(8.0, 20.0),
                            n_signals=2, profile="vhf-uhf", classes=["radar"], center_freq=450e6)
-    pulse_detector.load_kernel()
-    _, with_kernel = _pulses_in(meta)
-    monkeypatch.setattr(pulse_detector, "_kernel", None)
-    monkeypatch.setattr(pulse_detector, "_kernel_error", "switched off by the test")
-    _, with_numpy = _pulses_in(meta)
+    _, with_kernel = _pulses_in(meta, kernel="compiled")
+    _, with_numpy = _pulses_in(meta, kernel="numpy")
     assert len(with_numpy) >= 10
     assert len(with_kernel) == len(with_numpy)
     for a, b in zip(with_kernel, with_numpy):
@@ -425,6 +421,10 @@ def test_a_missing_kernel_is_named_once_and_numpy_takes_over(tmp_path, monkeypat
     assert "pybind11-dev" in caplog.text
     with pytest.raises(NativeUnavailable, match="is not in"):
         pulse_detector.load_kernel()
+    with pytest.raises(NativeUnavailable, match="is not in"):
+        PulseDetector(kernel="compiled")
+    with pytest.raises(pulse_detector.PulseConfigError, match="auto, compiled or numpy"):
+        PulseDetector(kernel="fast")
     (tmp_path / "_pulse_contrast.so").write_bytes(b"not a shared object")
     monkeypatch.setattr(pulse_detector, "_kernel_error", None)
     with pytest.raises(NativeUnavailable, match="does not load"):

@@ -127,10 +127,11 @@ def _entry(m):
 
 # Companions Auto in real-time mode: the highest capture rate at which auto's choice (the key)
 # and its companions kept up for 60 s with no tile dropped on this project's 2-core Xeon
-# (bench/realtime.py --iq-detector --companions, session 46: docs/performance.md); above it,
-# one network. narrowband's row (pulse, carrier and two networks beside it) dropped tiles at
-# 2.4 MS/s, wideband's (wideband-short beside it) at 7.68 MS/s.
-REALTIME_COMPANIONS_MAX_RATE = {"narrowband": 2e6, "wideband": 6e6}
+# (bench/realtime.py --iq-detector --companions: docs/performance.md); above it, one network.
+# narrowband's row (pulse, carrier and two networks beside it) dropped tiles at 3.2 MS/s
+# (2.4 MS/s before session 47's compiled pulse contrast kernel), wideband's (wideband-short
+# beside it) at 7.68 MS/s (session 46).
+REALTIME_COMPANIONS_MAX_RATE = {"narrowband": 2.8e6, "wideband": 6e6}
 
 
 def with_companions(companions, mode: str, samp_rate: float = 0.0, center_freq: Optional[float] = None) -> bool:
@@ -191,7 +192,7 @@ class iq_detector(gr.hier_block2):
             default): in file mode, yes, so that a recording gets what ``rfdetect detect``
             gets (mixed and VHF/UHF held-out sets 0.83 from 10 dB, against 0.77 and 0.66
             for one network); in real-time mode, up to the rate they kept up with on 2
-            cores (REALTIME_COMPANIONS_MAX_RATE: 2 MS/s beside ``narrowband``, seconds late
+            cores (REALTIME_COMPANIONS_MAX_RATE: 2.8 MS/s beside ``narrowband``, about a second late
             as the merge waits for ``carrier``'s tiles; 6 MS/s beside ``wideband``), one
             network above it (``wideband`` alone keeps up with 15 MS/s; docs/performance.md).
             True or False: always or never.
