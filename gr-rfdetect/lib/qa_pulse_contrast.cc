@@ -8,14 +8,7 @@
 #include <stdexcept>
 #include <vector>
 
-static int failures = 0;
-#define CHECK(cond)                                                                \
-    do {                                                                           \
-        if (!(cond)) {                                                             \
-            std::fprintf(stderr, "%s:%d: FAILED %s\n", __FILE__, __LINE__, #cond); \
-            failures++;                                                            \
-        }                                                                          \
-    } while (0)
+#include "qa_check.h"
 
 using gr::rfdetect::pulse_contrast;
 
@@ -65,8 +58,5 @@ int main()
     }
     CHECK(threw);
 
-    if (failures)
-        return 1;
-    std::printf("qa_pulse_contrast: ok\n");
-    return 0;
+    return qa_result("qa_pulse_contrast");
 }

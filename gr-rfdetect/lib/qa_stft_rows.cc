@@ -10,14 +10,7 @@
 #include <thread>
 #include <vector>
 
-static int failures = 0;
-#define CHECK(cond)                                                       \
-    do {                                                                  \
-        if (!(cond)) {                                                    \
-            std::fprintf(stderr, "%s:%d: FAILED %s\n", __FILE__, __LINE__, #cond); \
-            failures++;                                                   \
-        }                                                                 \
-    } while (0)
+#include "qa_check.h"
 
 using gr::rfdetect::stft_rows;
 
@@ -118,9 +111,5 @@ int main()
     CHECK(std::fabs(rows[RW] - (-20.f + 29.f + 10.f) / 60.f) < 1e-6f);     // -32 + 2 + 1
     CHECK(std::fabs(rows[2 * RW] - (-20.f + 22.f + 10.f) / 60.f) < 1e-6f); // its own floor
 
-    if (failures)
-        std::fprintf(stderr, "qa_stft_rows: %d failures\n", failures);
-    else
-        std::printf("qa_stft_rows: OK\n");
-    return failures ? 1 : 0;
+    return qa_result("qa_stft_rows");
 }

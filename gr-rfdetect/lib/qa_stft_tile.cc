@@ -12,14 +12,7 @@
 #include <cstring>
 #include <stdexcept>
 
-static int failures = 0;
-#define CHECK(cond)                                                       \
-    do {                                                                  \
-        if (!(cond)) {                                                    \
-            std::fprintf(stderr, "%s:%d: FAILED %s\n", __FILE__, __LINE__, #cond); \
-            failures++;                                                   \
-        }                                                                 \
-    } while (0)
+#include "qa_check.h"
 
 int main()
 {
@@ -116,9 +109,5 @@ int main()
     tb->run();
     CHECK(snk->data().size() == 2 * (size_t)ROWS * W);
 
-    if (failures)
-        std::fprintf(stderr, "qa_stft_tile: %d failures\n", failures);
-    else
-        std::printf("qa_stft_tile: OK\n");
-    return failures ? 1 : 0;
+    return qa_result("qa_stft_tile");
 }
