@@ -108,6 +108,10 @@ void mean_of_3_across(const float* in, long n, long w, float* out)
     }
 }
 
+// the largest tile whose buffers a thread keeps (about 40 MB of them; a Detector branch's
+// 4096 x 32 tile needs 3 MB)
+constexpr long KEPT_PIXELS = 1L << 21;
+
 // one thread's buffers, kept between tiles (a Detector branch's thread calls this for
 // every tile; fresh buffers cost page faults each time)
 struct buffers {
@@ -204,6 +208,8 @@ void pulse_contrast(const float* tile_db,
             }
         }
     }
+    if (n * w > KEPT_PIXELS)
+        buf = buffers(); // a tile far taller than a Detector's: its buffers are not kept
 }
 
 } // namespace rfdetect
