@@ -83,7 +83,7 @@ def main():
         engine = SpectrogramEngine(grid, threads=1)
         rows[grid] = engine.compute(x, (n - grid.history) // grid.hop)
         engine.close()
-    pulse, carrier = PulseDetector(), CarrierDetector()
+    pulse, carrier = PulseDetector(kernel="compiled"), CarrierDetector()
     pulse.set_sample_rate(a.rate)
     carrier.set_sample_rate(a.rate)
     numpy_pulse = PulseDetector(kernel="numpy")

@@ -52,17 +52,20 @@ def test_companions_are_the_models_rfdetect_detect_runs_beside_autos_choice(comp
     assert sorted(map(repr, (s.params for s in blk.stfts))) == sorted(map(repr, grids))
 
 
-@pytest.mark.parametrize("rate, freq, choice", [
-    (2e6, 162e6, "narrowband"), (2.4e6, 162e6, "narrowband"), (2.8e6, 162e6, "narrowband"),
-    (3.2e6, 162e6, "narrowband"), (0.8e6, 450e6, "narrowband"),
-    (2.4e6, 915e6, "wideband"), (6e6, 2.44e9, "wideband"), (7.68e6, 2.44e9, "wideband"), (2e6, 0.0, "wideband"),
+# (rate, centre, auto's choice, whether the companions run in real time): the rates their rows
+# kept up with for 60 s on the 2-core Xeon (docs/performance.md, sessions 46-47)
+@pytest.mark.parametrize("rate, freq, choice, expected", [
+    (2e6, 162e6, "narrowband", True), (2.4e6, 162e6, "narrowband", True), (2.8e6, 162e6, "narrowband", True),
+    (3.2e6, 162e6, "narrowband", False), (0.8e6, 450e6, "narrowband", True),
+    (2.4e6, 915e6, "wideband", True), (6e6, 2.44e9, "wideband", True), (7.68e6, 2.44e9, "wideband", False),
+    (2e6, 0.0, "wideband", True),
 ])
-def test_companions_auto_in_real_time_runs_them_up_to_the_rate_they_kept_up_with(rate, freq, choice):
+def test_companions_auto_in_real_time_runs_them_up_to_the_rate_they_kept_up_with(rate, freq, choice, expected):
     """Real-time mode: Companions Auto runs them where the capture's rate is at most the one
     they kept up with on 2 cores for auto's choice (REALTIME_COMPANIONS_MAX_RATE), else one
     network; the log says which and why."""
     blk = iq_detector("auto", samp_rate=rate, center_freq=freq, mode="realtime")
-    expected = rate <= REALTIME_COMPANIONS_MAX_RATE[choice]
+    assert expected is (rate <= REALTIME_COMPANIONS_MAX_RATE[choice])
     assert blk.companions is expected
     assert blk.models[0] == choice
     assert blk.models == (auto_models(rate, freq or None) if expected else [choice])

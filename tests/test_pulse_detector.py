@@ -355,6 +355,43 @@ def test_compiled_contrast_is_numpys_to_float32_rounding(rate, rows, width):
     np.testing.assert_allclose(got_p, want_p, rtol=CONTRAST_TOLERANCE, atol=0)
 
 
+@pytest.mark.parametrize("floor_rows", [1, 3, 7, 1024])
+def test_compiled_contrast_on_ties_zeros_and_short_floor_blocks(floor_rows, monkeypatch):
+    """Tiles of whole multiples of 10 dB (ties everywhere, for the medians' even counts), with
+    floor blocks of 1, 3 and 7 rows (odd and even lengths, remainders): the kernel's power is
+    NumPy's to the bit, its contrast within CONTRAST_TOLERANCE. With a third of the pixels at
+    no power at all too, the power is still NumPy's to the bit (a floor of zeros is 1e-30; the
+    contrast is then not compared: SciPy's running sums lose the small pixels beside 1e30 ones
+    to cancellation, the kernel's direct sums do not)."""
+    from gnuradio.rfdetect.inference import pulse_detector
+    from gnuradio.rfdetect.inference.pulse_detector import CONTRAST_TOLERANCE, load_kernel
+    monkeypatch.setattr(pulse_detector, "FLOOR_ROWS", floor_rows)
+    kernel, det = load_kernel(), PulseDetector()
+    rng = np.random.default_rng(floor_rows)
+    for rows, width in ((23, 5), (40, 8), (130, 32)):
+        tile = (10.0 * rng.integers(-2, 4, size=(rows, width))).astype(np.float32)
+        want = det._contrast_numpy(tile, 5)
+        got = kernel.contrast(tile, floor_rows, det.context_rows, [det.gap_rows, 5])
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_allclose(got[0], want[0], rtol=CONTRAST_TOLERANCE, atol=0)
+        tile[rng.random((rows, width)) < 0.33] = -500.0  # 1e-50: under float32's range, 0
+        want = det._contrast_numpy(tile, 5)
+        got = kernel.contrast(tile, floor_rows, det.context_rows, [det.gap_rows, 5])
+        assert (want[1] == 0).any() and (want[1] > 0).any()
+        np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_tiles_the_kernel_cannot_take_exactly_go_to_numpy():
+    """Over KERNEL_MAX_DB (float32 sums of linear power overflow) or not finite: NumPy's path."""
+    from gnuradio.rfdetect.inference.pulse_detector import KERNEL_MAX_DB, _kernel_takes
+    tile = _tile_with_pulses(64)
+    assert _kernel_takes(tile)
+    for value in (KERNEL_MAX_DB, np.inf, -np.inf, np.nan):
+        bad = tile.copy()
+        bad[10, 3] = value
+        assert not _kernel_takes(bad), value
+
+
 def test_compiled_contrast_gives_numpys_boxes_on_a_radar_recording(tmp_path):
     """Through detect(), tile by tile as the Detector feeds it: the same pulses (rows, band
     to 1e-3 columns, score) with the kernel and with NumPy."""

@@ -1,7 +1,8 @@
 /* The pulse detector's contrast map (pulse_contrast.h). Each step follows the NumPy and
  * SciPy calls of PulseDetector._contrast_numpy so that the two agree to float32 rounding:
  * the floors are the same medians; the small means are float32 sums (SciPy's running sums
- * in double round differently, by an ulp); the background windows come from a cumulative
+ * in double round differently, by an ulp, and lose a small value beside values 1e16 times
+ * larger to cancellation, which only a column floor of zeros makes); the background windows come from a cumulative
  * sum in double as np.cumsum makes it (a float32 one would lose the noise under a strong
  * signal). Built without -ffp-contract=fast: a fused multiply-add would round differently
  * from NumPy's separate operations.
@@ -138,7 +139,8 @@ void pulse_contrast(const float* tile_db,
         throw std::invalid_argument("pulse_contrast: floor_rows and context_rows must be >= 1");
     if (gaps.empty() || *std::min_element(gaps.begin(), gaps.end()) < 0)
         throw std::invalid_argument("pulse_contrast: gaps must be one or more rows >= 0");
-    const long n = rows, w = cols, k = context_rows;
+    // a window or gap past the tile reads nothing either way: clamped, no index can overflow
+    const long n = rows, w = cols, k = std::min(context_rows, n + 1);
 
     // 1. linear power over each column's floor: the median / ln 2 of its floor_rows-row
     // block (a shorter remainder joins the block before), never under half the median floor
@@ -191,7 +193,8 @@ void pulse_contrast(const float* tile_db,
     // starting g after it (the rows of each inside the tile), never under the floor; the
     // contrast: the best ratio over the gaps
     std::fill(contrast, contrast + n * w, 0.0f);
-    for (long g : gaps) {
+    for (long gap : gaps) {
+        const long g = std::min(gap, n + 1);
         for (long r = 0; r < n; r++) {
             const long b0 = std::clamp(r - g - k, 0L, n), b1 = std::clamp(r - g, 0L, n);
             const long a0 = std::clamp(r + 1 + g, 0L, n), a1 = std::clamp(r + 1 + g + k, 0L, n);

@@ -2,6 +2,7 @@
  * NumPy reference lives in tests/test_pulse_detector.py. */
 #include <gnuradio/rfdetect/pulse_contrast.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <random>

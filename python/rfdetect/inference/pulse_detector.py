@@ -93,6 +93,9 @@ JOIN_GAP_COLUMNS = 2.0
 # the same boxes; float32 rounding of pow, the sums' order and np.median's mean)
 CONTRAST_TOLERANCE = 2e-6
 
+# the highest dB pixel the kernel is given (_kernel_takes)
+KERNEL_MAX_DB = 300.0
+
 log = logging.getLogger("rfdetect.pulse")
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _kernel_lock = threading.Lock()
@@ -154,9 +157,10 @@ class PulseDetector:
         """(each pixel's 2 x 3 mean over its local background (step 2), each pixel's power
         over its column's floor), linear: the compiled kernel's (gr-rfdetect/lib/pulse_contrast.cc,
         the same values to float32 rounding, several times faster and without the GIL) where it
-        loads (``kernel``) and the tile is finite, else :meth:`_contrast_numpy`'s."""
+        loads (``kernel``) and the tile is finite and under KERNEL_MAX_DB, else
+        :meth:`_contrast_numpy`'s."""
         kernel = None if self.kernel == "numpy" else load_kernel() if self.kernel == "compiled" else _kernel_or_none()
-        if kernel is not None and np.isfinite(tile).all():
+        if kernel is not None and _kernel_takes(tile):
             return kernel.contrast(np.ascontiguousarray(tile, np.float32), FLOOR_ROWS, self.context_rows,
                                    sorted({self.gap_rows, long_gap}))
         return self._contrast_numpy(tile, long_gap)
@@ -302,6 +306,14 @@ def load_kernel():
         if _kernel is None:
             raise NativeUnavailable(_kernel_error)
         return _kernel
+
+
+def _kernel_takes(tile: np.ndarray) -> bool:
+    """Whether the kernel computes this tile as NumPy would: every pixel finite and under
+    KERNEL_MAX_DB (its float32 sums of linear power would overflow near 380 dB, where NumPy's
+    double ones do not; no spectrogram comes near)."""
+    lo, hi = np.min(tile), np.max(tile)
+    return bool(np.isfinite(lo) and hi < KERNEL_MAX_DB)  # NaN fails both comparisons
 
 
 def _kernel_or_none():

@@ -23,7 +23,8 @@
 namespace gr {
 namespace rfdetect {
 
-/*! tile_db: rows x cols plain-dB pixels (finite). floor_rows: the row blocks whose
+/*! tile_db: rows x cols plain-dB pixels (finite, and under about 380 dB: the linear power
+ *  is summed in float32). floor_rows: the row blocks whose
  *  column medians are the floors. context_rows: the background window's height. gaps:
  *  the background windows' distances from the pixel, in rows (the better ratio of them).
  *  Writes power (each pixel's linear power over its column's floor) and contrast (its
