@@ -443,7 +443,7 @@ def test_a_missing_kernel_is_named_once_and_numpy_takes_over(tmp_path, monkeypat
     import logging
 
     from gnuradio.rfdetect.inference import pulse_detector
-    from gnuradio.rfdetect.native import NativeUnavailable
+    from gnuradio.rfdetect.dsp.compiled_modules import NativeUnavailable
     monkeypatch.setattr(pulse_detector, "_HERE", str(tmp_path))  # an install without the .so
     monkeypatch.setattr(pulse_detector, "_kernel", None)
     monkeypatch.setattr(pulse_detector, "_kernel_error", None)

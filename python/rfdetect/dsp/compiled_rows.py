@@ -17,7 +17,7 @@ import threading
 
 import numpy as np
 
-from ..native import NativeUnavailable, import_module_file
+from .compiled_modules import NativeUnavailable, import_module_file
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _lock = threading.Lock()

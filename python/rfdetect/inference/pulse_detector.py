@@ -69,7 +69,7 @@ import numpy as np
 import scipy.ndimage as ndi
 
 from ..dsp.spectrogram import SpectrogramParams, own_grid_error
-from ..native import NativeUnavailable, import_module_file
+from ..dsp.compiled_modules import NativeUnavailable, import_module_file
 from .energy_detector import PixelBox
 from .postprocess import db_score, peak_offset
 
