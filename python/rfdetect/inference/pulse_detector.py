@@ -55,7 +55,7 @@ made about what sent it.
 Steps 1 and 2 run in a compiled kernel (gr-rfdetect/lib/pulse_contrast.cc, the pybind11 module
 ``_pulse_contrast`` beside this file) where it was built: the same values as
 :meth:`PulseDetector._contrast_numpy`, the reference, to float32 rounding
-(:data:`CONTRAST_TOLERANCE`), about 3 times less CPU per second of signal, without the GIL.
+(:data:`CONTRAST_TOLERANCE`), 2.6-2.9 times less CPU per second of signal, without the GIL.
 """
 from __future__ import annotations
 
