@@ -72,10 +72,13 @@ def test_example_compiles_with_grcc(path, tmp_path, grc_env):
 # (SDR block, its rate setter, the rates it delivers without loss, whether Companions auto runs
 # the companions in real time at the example's rate: wideband-short beside wideband at the
 # RTL-SDR's 2.4 MS/s, one network at the USRP's 10 MS/s, above the 6 MS/s they kept up with)
+# (device block, its rate setter, the rates it delivers without loss, whether Companions Auto
+# runs the companions in real time at the example's rate and centre, and tuned to 162 MHz
+# (marine VHF: narrowband's row, up to 2.8 MS/s since session 47))
 LIVE = {
-    "live_detect": ("sdr", "set_sample_rate(0, samp_rate)", lambda rate: 0.9e6 <= rate <= 2.4e6, True),
+    "live_detect": ("sdr", "set_sample_rate(0, samp_rate)", lambda rate: 0.9e6 <= rate <= 2.4e6, True, True),
     "live_detect_uhd": ("usrp", "set_samp_rate(samp_rate)",
-                        lambda rate: rate <= 12e6 and 100e6 % rate == 0 and 200e6 % rate == 0, False),
+                        lambda rate: rate <= 12e6 and 100e6 % rate == 0 and 200e6 % rate == 0, False, False),
 }
 
 
@@ -93,7 +96,7 @@ def test_live_example_asks_its_sdr_for_a_rate_it_delivers_with_settings_that_fit
     assert proc.returncode == 0, proc.stdout + proc.stderr
     script = tmp_path / f"{name}.py"
     src = script.read_text()
-    sdr, rate_setter, supported, with_companions = LIVE[name]
+    sdr, rate_setter, supported, with_companions, at_vhf = LIVE[name]
     [rate] = re.findall(r"self\.samp_rate = samp_rate = (\S+)", src)
     rate = float(rate)
     assert supported(rate), f"{name}: {rate / 1e6} MS/s is not a rate the device delivers without loss"
@@ -128,6 +131,8 @@ def test_live_example_asks_its_sdr_for_a_rate_it_delivers_with_settings_that_fit
     chosen = resolve_auto(models, rate, float(freq), companions=with_companions)
     assert det.companions is with_companions
     assert det.models == chosen and (len(chosen) > 1) is with_companions
+    vhf = eval(call, {"rfdetect": rfdetect}, {**args, "center_freq": 162e6})  # noqa: S307
+    assert vhf.companions is at_vhf and (len(vhf.models) > 1) is at_vhf
     assert 0 < a.overlap <= a.tile_height // 4
     for m in chosen:
         p = card_spectrogram(m) or SpectrogramParams()
