@@ -32,6 +32,31 @@ def run_cli(*args, check=True, timeout=120, prog="rfdetect", **kw):
     return proc
 
 
+def longest_wait_during(call):
+    """(the longest gap between the ticks of a Python thread ticking every millisecond while
+    ``call()`` runs in this one, the call's length), in seconds: a call that releases the GIL
+    leaves the ticks going (gaps of a few ms); one that holds it, one gap as long as itself."""
+    import threading
+    import time
+    ticks, stop = [], threading.Event()
+
+    def ticker():
+        while not stop.is_set():
+            ticks.append(time.perf_counter())
+            time.sleep(0.001)
+
+    th = threading.Thread(target=ticker)
+    th.start()
+    time.sleep(0.05)
+    t0 = time.perf_counter()
+    call()
+    t1 = time.perf_counter()
+    stop.set()
+    th.join()
+    during = [t0] + [t for t in ticks if t0 < t < t1] + [t1]
+    return float(max(np.diff(during))), t1 - t0
+
+
 def run_example(name, recording, tmp_path, grc_env, *args, small=True, timeout=120):
     """Compile examples/NAME.grc with grcc and run it headless on ``recording`` (``small``: at
     the tests' small spectrogram settings); -> (process, JSONL output path)."""

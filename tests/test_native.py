@@ -346,32 +346,15 @@ def test_kernel_module_releases_the_gil():
     """While the main thread is inside StftRows.rows (about a second of rows), a Python
     thread ticking every millisecond goes on: the longest gap between its ticks during
     the call is far below the call's length (holding the GIL, it would be all of it)."""
-    import threading
-    import time
+    from conftest import longest_wait_during
     kernel = compiled_rows.load()
     n_rows, fft = 200_000, 1024
     state = kernel.StftRows(fft, 32, False, True, -10.0, 50.0, 1.0 / fft, np.hanning(fft).astype(np.float32))
     x = _noise(n_rows + fft)
     out = np.empty((n_rows, 32), np.float32)
-    ticks, stop = [], threading.Event()
-
-    def ticker():
-        while not stop.is_set():
-            ticks.append(time.perf_counter())
-            time.sleep(0.001)
-
-    th = threading.Thread(target=ticker)
-    th.start()
-    time.sleep(0.05)
-    t0 = time.perf_counter()
-    state.rows(x, n_rows, 1, out)  # hop 1: a long call on a small array
-    t1 = time.perf_counter()
-    stop.set()
-    th.join()
-    during = [t0] + [t for t in ticks if t0 < t < t1] + [t1]
-    longest = max(np.diff(during))
-    assert t1 - t0 > 0.2, t1 - t0
-    assert longest < 0.5 * (t1 - t0), (longest, t1 - t0)
+    longest, length = longest_wait_during(lambda: state.rows(x, n_rows, 1, out))  # hop 1: a long call, a small array
+    assert length > 0.2, length
+    assert longest < 0.5 * length, (longest, length)
 
 
 def _install_tool():

@@ -472,27 +472,10 @@ def test_kernel_releases_the_gil():
     """While the main thread is inside the kernel (a tile tall enough to take tens of ms), a
     Python thread ticking every millisecond goes on: the longest gap between its ticks during
     the call is far below the call's length (holding the GIL, it would be all of it)."""
-    import threading
-    import time
-
+    from conftest import longest_wait_during
     from gnuradio.rfdetect.inference.pulse_detector import load_kernel
     kernel = load_kernel()
     tile = _tile_with_pulses(120_000)
-    ticks, stop = [], threading.Event()
-
-    def ticker():
-        while not stop.is_set():
-            ticks.append(time.perf_counter())
-            time.sleep(0.001)
-
-    th = threading.Thread(target=ticker)
-    th.start()
-    time.sleep(0.05)
-    t0 = time.perf_counter()
-    kernel.contrast(tile, 1024, 6, [2, 9])
-    t1 = time.perf_counter()
-    stop.set()
-    th.join()
-    during = [b - a for a, b in zip(ticks, ticks[1:]) if a >= t0 and b <= t1]
-    assert t1 - t0 > 0.03, "the call was too short to show anything"
-    assert len(during) >= 3 and max(during) < (t1 - t0) / 2, (max(during, default=None), t1 - t0)
+    longest, length = longest_wait_during(lambda: kernel.contrast(tile, 1024, 6, [2, 9]))
+    assert length > 0.03, "the call was too short to show anything"
+    assert longest < 0.5 * length, (longest, length)
