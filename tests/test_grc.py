@@ -69,12 +69,11 @@ def test_example_compiles_with_grcc(path, tmp_path, grc_env):
 # the device delivers without loss. RTL2832U: up to 3.2 MS/s accepted, 2.4 MS/s the
 # highest that does not drop samples on most USB hosts. USRP: 10 MS/s, an integer
 # decimation of the N2xx (100 MHz) and X3xx (200 MHz) master clocks.
-# (SDR block, its rate setter, the rates it delivers without loss, whether Companions auto runs
-# the companions in real time at the example's rate: wideband-short beside wideband at the
-# RTL-SDR's 2.4 MS/s, one network at the USRP's 10 MS/s, above the 6 MS/s they kept up with)
 # (device block, its rate setter, the rates it delivers without loss, whether Companions Auto
-# runs the companions in real time at the example's rate and centre, and tuned to 162 MHz
-# (marine VHF: narrowband's row, up to 2.8 MS/s since session 47))
+# runs the companions in real time at the example's rate and centre (wideband-short beside
+# wideband at the RTL-SDR's 2.4 MS/s; one network at the USRP's 10 MS/s, above the 6 MS/s they
+# kept up with), and tuned to 162 MHz (marine VHF: narrowband's row, up to 2.8 MS/s since
+# session 47))
 LIVE = {
     "live_detect": ("sdr", "set_sample_rate(0, samp_rate)", lambda rate: 0.9e6 <= rate <= 2.4e6, True, True),
     "live_detect_uhd": ("usrp", "set_samp_rate(samp_rate)",

@@ -382,7 +382,10 @@ def test_compiled_contrast_on_ties_zeros_and_short_floor_blocks(floor_rows, monk
 
 
 def test_tiles_the_kernel_cannot_take_exactly_go_to_numpy():
-    """Over KERNEL_MAX_DB (float32 sums of linear power overflow) or not finite: NumPy's path."""
+    """Not finite, at KERNEL_MAX_DB or more, or KERNEL_MAX_RANGE_DB over the quietest pixel
+    (float32 sums of power over the floor would overflow): NumPy's path. A block mostly of
+    silent samples (-300 dB) has a floor of about 1e-30, so a pixel of 84 dB already overflows
+    there; such a tile goes to NumPy and the kernel's path gives its values."""
     from gnuradio.rfdetect.inference.pulse_detector import KERNEL_MAX_DB, _kernel_takes
     tile = _tile_with_pulses(64)
     assert _kernel_takes(tile)
@@ -390,6 +393,15 @@ def test_tiles_the_kernel_cannot_take_exactly_go_to_numpy():
         bad = tile.copy()
         bad[10, 3] = value
         assert not _kernel_takes(bad), value
+    assert not _kernel_takes(np.empty((400, 0), np.float32))
+    silent = np.full((200, 8), -300.0, np.float32)
+    silent[:60] = -20.0
+    silent[100:103, 3:6] = 84.0
+    assert not _kernel_takes(silent)
+    det = PulseDetector()
+    got, want = det._contrast(silent, 5), det._contrast_numpy(silent, 5)
+    np.testing.assert_array_equal(got[0], want[0])
+    assert det.detect(np.empty((400, 0), np.float32)) == []
 
 
 def test_compiled_contrast_gives_numpys_boxes_on_a_radar_recording(tmp_path):
@@ -472,10 +484,17 @@ def test_kernel_releases_the_gil():
     """While the main thread is inside the kernel (a tile tall enough to take tens of ms), a
     Python thread ticking every millisecond goes on: the longest gap between its ticks during
     the call is far below the call's length (holding the GIL, it would be all of it)."""
+    import time
+
     from conftest import longest_wait_during
     from gnuradio.rfdetect.inference.pulse_detector import load_kernel
     kernel = load_kernel()
     tile = _tile_with_pulses(120_000)
-    longest, length = longest_wait_during(lambda: kernel.contrast(tile, 1024, 6, [2, 9]))
-    assert length > 0.03, "the call was too short to show anything"
+
+    def calls():  # until the calls have lasted 0.3 s: long enough that a starved ticker does not fail it
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 0.3:
+            kernel.contrast(tile, 1024, 6, [2, 9])
+    longest, length = longest_wait_during(calls)
+    assert length >= 0.3
     assert longest < 0.5 * length, (longest, length)

@@ -93,8 +93,10 @@ JOIN_GAP_COLUMNS = 2.0
 # the same boxes; float32 rounding of pow, the sums' order and np.median's mean)
 CONTRAST_TOLERANCE = 2e-6
 
-# the highest dB pixel the kernel is given (_kernel_takes)
+# the highest dB pixel the kernel is given, and the most a pixel may stand over the tile's
+# quietest (_kernel_takes)
 KERNEL_MAX_DB = 300.0
+KERNEL_MAX_RANGE_DB = 360.0
 
 log = logging.getLogger("rfdetect.pulse")
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -157,7 +159,7 @@ class PulseDetector:
         """(each pixel's 2 x 3 mean over its local background (step 2), each pixel's power
         over its column's floor), linear: the compiled kernel's (gr-rfdetect/lib/pulse_contrast.cc,
         the same values to float32 rounding, several times faster and without the GIL) where it
-        loads (``kernel``) and the tile is finite and under KERNEL_MAX_DB, else
+        loads (``kernel``) and takes the tile (:func:`_kernel_takes`), else
         :meth:`_contrast_numpy`'s."""
         kernel = None if self.kernel == "numpy" else load_kernel() if self.kernel == "compiled" else _kernel_or_none()
         if kernel is not None and _kernel_takes(tile):
@@ -247,7 +249,7 @@ class PulseDetector:
         h, w = tile.shape
         max_rows, long_gap = self._rows()
         margin = long_gap + self.context_rows
-        if h < 2 * margin + 1:
+        if h < 2 * margin + 1 or w == 0:
             return []
         contrast, power = self._contrast(tile, long_gap)
         mask = contrast > np.float32(10 ** (self.min_contrast_db / 10))
@@ -309,11 +311,15 @@ def load_kernel():
 
 
 def _kernel_takes(tile: np.ndarray) -> bool:
-    """Whether the kernel computes this tile as NumPy would: every pixel finite and under
-    KERNEL_MAX_DB (its float32 sums of linear power would overflow near 380 dB, where NumPy's
-    double ones do not; no spectrogram comes near)."""
+    """Whether the kernel computes this tile as NumPy would: every pixel finite, under
+    KERNEL_MAX_DB, and under KERNEL_MAX_RANGE_DB over the quietest pixel (or over -300 dB, the
+    least a column floor can be; silent samples are -300 dB): the kernel sums power over the
+    floor in float32, which overflows some 380 dB over it, where NumPy's double sums do not."""
+    if tile.size == 0:
+        return False  # the kernel refuses it; NumPy's path gives the empty arrays
     lo, hi = np.min(tile), np.max(tile)
-    return bool(np.isfinite(lo) and hi < KERNEL_MAX_DB)  # NaN fails both comparisons
+    # NaN fails every comparison
+    return bool(np.isfinite(lo) and hi < KERNEL_MAX_DB and hi - max(float(lo), -300.0) < KERNEL_MAX_RANGE_DB)
 
 
 def _kernel_or_none():

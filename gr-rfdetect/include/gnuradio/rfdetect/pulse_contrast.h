@@ -3,7 +3,7 @@
  *
  * The reference, and the documentation of each step, is the NumPy code of
  * python/rfdetect/inference/pulse_detector.py (PulseDetector._contrast_numpy); this kernel
- * computes the same values in one pass over a tile held in cache (equal to float32
+ * computes the same values in a few passes over a tile held in cache (equal to float32
  * rounding: tests/test_pulse_detector.py). Needs nothing but the C++ standard library:
  * the pybind11 module gnuradio.rfdetect.inference._pulse_contrast runs it.
  */
@@ -23,8 +23,9 @@
 namespace gr {
 namespace rfdetect {
 
-/*! tile_db: rows x cols plain-dB pixels (finite, and under about 380 dB: the linear power
- *  is summed in float32). floor_rows: the row blocks whose
+/*! tile_db: rows x cols plain-dB pixels (finite; the power over each column's floor, which is
+ *  never under -300 dB, is summed in float32, so no pixel may stand 380 dB over the tile's
+ *  quietest, or over -300 dB). floor_rows: the row blocks whose
  *  column medians are the floors. context_rows: the background window's height. gaps:
  *  the background windows' distances from the pixel, in rows (the better ratio of them).
  *  Writes power (each pixel's linear power over its column's floor) and contrast (its

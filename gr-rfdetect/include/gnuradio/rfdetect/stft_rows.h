@@ -15,10 +15,12 @@
 #include <string>
 #include <vector>
 
+#ifndef RFDETECT_KERNEL_API
 #if defined(_WIN32)
 #define RFDETECT_KERNEL_API
 #else
 #define RFDETECT_KERNEL_API __attribute__((visibility("default")))
+#endif
 #endif
 
 namespace gr {
