@@ -21,6 +21,7 @@ PY_SOURCES := $(shell find python training -name "*.py" -o -name "*.onnx" -o -na
               gr-rfdetect/lib/stft_rows.cc gr-rfdetect/include/gnuradio/rfdetect/stft_rows.h \
               gr-rfdetect/python/bindings/stft_rows_python.cc gr-rfdetect/lib/pulse_contrast.cc \
               gr-rfdetect/include/gnuradio/rfdetect/pulse_contrast.h \
+              gr-rfdetect/include/gnuradio/rfdetect/kernel_api.h \
               gr-rfdetect/python/bindings/pulse_contrast_python.cc pyproject.toml setup.py
 CMAKE_BUILD := build/cmake
 NATIVE_SOURCES := $(shell find gr-rfdetect -type f) CMakeLists.txt

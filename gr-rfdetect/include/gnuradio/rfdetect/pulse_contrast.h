@@ -12,13 +12,7 @@
 
 #include <vector>
 
-#ifndef RFDETECT_KERNEL_API
-#if defined(_WIN32)
-#define RFDETECT_KERNEL_API
-#else
-#define RFDETECT_KERNEL_API __attribute__((visibility("default")))
-#endif
-#endif
+#include <gnuradio/rfdetect/kernel_api.h>
 
 namespace gr {
 namespace rfdetect {
