@@ -171,10 +171,10 @@ def test_cmake_installs_package_blocks_and_examples(tmp_path, monkeypatch):
     kernel, = prefix.rglob("gnuradio/rfdetect/dsp/_stft_rows*.so")
     x = (np.random.default_rng(3).standard_normal(20 * SMALL.hop) * (1 + 1j)).astype(np.complex64)
     pip_rows = SpectrogramEngine(SMALL, kernel="compiled").compute(x, 19)
-    monkeypatch.setattr(compiled_rows, "_HERE", str(kernel.parent))
-    monkeypatch.setattr(compiled_rows, "_lib", None)
+    monkeypatch.setattr(compiled_rows.KERNEL, "folder", str(kernel.parent))
+    monkeypatch.setattr(compiled_rows.KERNEL, "module", None)
     cmake_rows = SpectrogramEngine(SMALL, kernel="compiled").compute(x, 19)
-    assert compiled_rows._lib.__file__ == str(kernel)
+    assert compiled_rows.KERNEL.module.__file__ == str(kernel)
     assert np.abs(cmake_rows - pip_rows).max() <= KERNEL_TOLERANCE
     # and the pulse contrast kernel, built by CMake, gives the contrast pip's build gives
     from gnuradio.rfdetect.inference import pulse_detector
@@ -182,11 +182,11 @@ def test_cmake_installs_package_blocks_and_examples(tmp_path, monkeypatch):
     tile = (10 * np.log10(np.random.default_rng(4).exponential(size=(300, 32)))).astype(np.float32)
     tile[100:102, 10:13] += 20.0
     pip_contrast = pulse_detector.load_kernel().contrast(tile, 1024, 6, [2, 5])
-    monkeypatch.setattr(pulse_detector, "_HERE", str(pulse_kernel.parent))
-    monkeypatch.setattr(pulse_detector, "_kernel", None)
-    monkeypatch.setattr(pulse_detector, "_kernel_error", None)
+    monkeypatch.setattr(pulse_detector.KERNEL, "folder", str(pulse_kernel.parent))
+    monkeypatch.setattr(pulse_detector.KERNEL, "module", None)
+    monkeypatch.setattr(pulse_detector.KERNEL, "error", None)
     cmake_contrast = pulse_detector.load_kernel().contrast(tile, 1024, 6, [2, 5])
-    assert pulse_detector._kernel.__file__ == str(pulse_kernel)
+    assert pulse_detector.KERNEL.module.__file__ == str(pulse_kernel)
     assert cmake_contrast[0].max() > 10 and np.array_equal(cmake_contrast[0], pip_contrast[0])
 
 

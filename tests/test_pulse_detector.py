@@ -456,9 +456,9 @@ def test_a_missing_kernel_is_named_once_and_numpy_takes_over(tmp_path, monkeypat
 
     from gnuradio.rfdetect.inference import pulse_detector
     from gnuradio.rfdetect.dsp.compiled_modules import NativeUnavailable
-    monkeypatch.setattr(pulse_detector, "_HERE", str(tmp_path))  # an install without the .so
-    monkeypatch.setattr(pulse_detector, "_kernel", None)
-    monkeypatch.setattr(pulse_detector, "_kernel_error", None)
+    monkeypatch.setattr(pulse_detector.KERNEL, "folder", str(tmp_path))  # an install without the .so
+    monkeypatch.setattr(pulse_detector.KERNEL, "module", None)
+    monkeypatch.setattr(pulse_detector.KERNEL, "error", None)
     caplog.set_level(logging.WARNING, "rfdetect.pulse")
     det = PulseDetector()
     tile = _tile_with_pulses(300)
@@ -475,7 +475,7 @@ def test_a_missing_kernel_is_named_once_and_numpy_takes_over(tmp_path, monkeypat
     with pytest.raises(pulse_detector.PulseConfigError, match="auto, compiled or numpy"):
         PulseDetector(kernel="fast")
     (tmp_path / "_pulse_contrast.so").write_bytes(b"not a shared object")
-    monkeypatch.setattr(pulse_detector, "_kernel_error", None)
+    monkeypatch.setattr(pulse_detector.KERNEL, "error", None)
     with pytest.raises(NativeUnavailable, match="does not load"):
         pulse_detector.load_kernel()
 

@@ -205,9 +205,9 @@ def test_a_missing_kernel_is_named_and_numpy_takes_over(tmp_path, monkeypatch, c
 
     from gnuradio.rfdetect.dsp import compiled_rows
     spec_mod = importlib.import_module("gnuradio.rfdetect.dsp.spectrogram")
-    monkeypatch.setattr(compiled_rows, "_HERE", str(tmp_path))  # an install without the .so
-    monkeypatch.setattr(compiled_rows, "_lib", None)
-    monkeypatch.setattr(compiled_rows, "_error", None)
+    monkeypatch.setattr(compiled_rows.KERNEL, "folder", str(tmp_path))  # an install without the .so
+    monkeypatch.setattr(compiled_rows.KERNEL, "module", None)
+    monkeypatch.setattr(compiled_rows.KERNEL, "error", None)
     monkeypatch.setattr(spec_mod, "_said", set())
     with pytest.raises(compiled_rows.KernelUnavailable, match="libfftw3-dev"):
         spec_mod.SpectrogramEngine(SMALL, kernel="compiled")
@@ -216,7 +216,7 @@ def test_a_missing_kernel_is_named_and_numpy_takes_over(tmp_path, monkeypatch, c
     assert [e.kernel for e in engines] == ["numpy", "numpy"]
     assert caplog.text.count("spectrogram rows with NumPy") == 1
     (tmp_path / "_stft_rows.so").write_bytes(b"not a shared object")
-    monkeypatch.setattr(compiled_rows, "_error", None)
+    monkeypatch.setattr(compiled_rows.KERNEL, "error", None)
     with pytest.raises(compiled_rows.KernelUnavailable, match="does not load"):
         compiled_rows.load()
 

@@ -1,11 +1,13 @@
 /* The pulse detector's contrast map (pulse_contrast.h). Each step follows the NumPy and
  * SciPy calls of PulseDetector._contrast_numpy so that the two agree to float32 rounding:
- * the floors are the same medians; the small means are float32 sums (SciPy's running sums
- * in double round differently, by an ulp, and lose a small value beside values 1e16 times
- * larger to cancellation, which only a column floor of zeros makes); the background windows come from a cumulative
- * sum in double as np.cumsum makes it (a float32 one would lose the noise under a strong
- * signal). Built without -ffp-contract=fast: a fused multiply-add would round differently
- * from NumPy's separate operations.
+ * - the floors are the same medians;
+ * - the small means are float32 sums: SciPy's running sums in double round differently, by
+ *   an ulp, and lose a small value beside values 1e16 times larger to cancellation (which
+ *   only a column floor of zeros makes);
+ * - the background windows come from a cumulative sum in double as np.cumsum makes it (a
+ *   float32 one would lose the noise under a strong signal).
+ * Built without -ffp-contract=fast: a fused multiply-add would round differently from
+ * NumPy's separate operations.
  */
 #include <gnuradio/rfdetect/pulse_contrast.h>
 

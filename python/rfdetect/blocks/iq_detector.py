@@ -134,6 +134,11 @@ def _entry(m):
 REALTIME_COMPANIONS_MAX_RATE = {"narrowband": 2.8e6, "wideband": 6e6}
 
 
+def realtime_companions_limit(samp_rate: float, center_freq: Optional[float]) -> float:
+    """REALTIME_COMPANIONS_MAX_RATE of auto's choice for this capture (0: none measured)."""
+    return REALTIME_COMPANIONS_MAX_RATE.get(auto_model(samp_rate, center_freq), 0.0)
+
+
 def with_companions(companions, mode: str, samp_rate: float = 0.0, center_freq: Optional[float] = None) -> bool:
     """The IQ Detector's ``companions`` argument -> whether ``auto`` runs its companions:
     "auto" in file mode (every tile is processed, as ``rfdetect detect`` does a recording)
@@ -146,7 +151,7 @@ def with_companions(companions, mode: str, samp_rate: float = 0.0, center_freq: 
             if str(mode) != "realtime":
                 return True
             rate = float(samp_rate or 0.0)
-            return rate > 0 and rate <= REALTIME_COMPANIONS_MAX_RATE.get(auto_model(rate, center_freq), 0.0)
+            return 0 < rate <= realtime_companions_limit(rate, center_freq)
         if said in ("true", "yes", "1", "false", "no", "0"):
             return said in ("true", "yes", "1")
         raise ValueError(f"companions must be 'auto', True or False, not {companions!r}")
@@ -227,7 +232,7 @@ class iq_detector(gr.hier_block2):
         if said:
             if isinstance(companions, str) and companions.strip().lower() == "auto":
                 said += f"; companions auto: {'with' if self.companions else 'without'} them in {mode} mode"
-                limit = REALTIME_COMPANIONS_MAX_RATE.get(auto_model(float(samp_rate), freq))
+                limit = realtime_companions_limit(float(samp_rate), freq)
                 if str(mode) == "realtime" and limit:
                     said += f" (they kept up to {limit / 1e6:g} MS/s on 2 cores)"
             gr.log.info(f"rfdetect IQ Detector: {said}")

@@ -1,13 +1,16 @@
 """Loading gr-rfdetect's compiled pybind11 modules (the kernels ``pip install`` builds with
 setup.py and CMake builds too) from their file, not by name, so that a test can point at
-another build's copy and compare it with pip's. The callers keep what they loaded and fall
-back to NumPy, saying why, where this raises :class:`NativeUnavailable`.
+another build's copy and compare it with pip's (:attr:`CompiledModule.folder`). The callers
+fall back to NumPy, saying why, where this raises :class:`NativeUnavailable`.
 """
 from __future__ import annotations
 
 import glob
 import importlib.util
+import logging
 import os
+import threading
+from typing import Optional
 
 
 class NativeUnavailable(RuntimeError):
@@ -31,3 +34,39 @@ def import_module_file(folder: str, stem: str, package: str, attributes: tuple, 
     except (ImportError, OSError, AttributeError) as e:
         raise NativeUnavailable(f"{what} {found[0]} does not load: {e}") from e
     return mod
+
+
+class CompiledModule:
+    """One compiled module, loaded at its first :meth:`load` and kept (or its error kept: it is
+    looked for once). ``unavailable``: the NativeUnavailable subclass :meth:`load` raises;
+    ``log`` and ``fallback``: where given, the first failure is logged as a warning saying
+    what runs instead (once per process)."""
+
+    def __init__(self, folder: str, stem: str, package: str, attributes: tuple, what: str, needs: str,
+                 unavailable: type = NativeUnavailable, log: Optional[logging.Logger] = None, fallback: str = ""):
+        self.folder, self.stem, self.package, self.attributes = folder, stem, package, attributes
+        self.what, self.needs, self.unavailable, self.log, self.fallback = what, needs, unavailable, log, fallback
+        self.module = None
+        self.error = None
+        self._lock = threading.Lock()
+
+    def load(self):
+        """The module (its file is ``load().__file__``), or ``unavailable`` saying why not."""
+        with self._lock:
+            if self.module is None and self.error is None:
+                try:
+                    self.module = import_module_file(self.folder, self.stem, self.package, self.attributes,
+                                                     self.what, self.needs)
+                except NativeUnavailable as e:
+                    self.error = str(e)
+                    if self.log is not None:
+                        self.log.warning("%s; %s", e, self.fallback)
+            if self.module is None:
+                raise self.unavailable(self.error)
+            return self.module
+
+    def load_or_none(self):
+        try:
+            return self.load()
+        except NativeUnavailable:
+            return None

@@ -7,44 +7,31 @@ Built by ``pip install`` (setup.py) and by the CMake build next to this file as
 pybind11 where the package was installed); :class:`rfdetect.dsp.spectrogram.SpectrogramEngine`
 then computes the same rows with NumPy.
 
-The module is loaded from its file in this folder (``_HERE``), not by name, so that a
-test can point at another build's copy (CMake's) and compare it with pip's.
+The module is loaded from its file in this folder (``KERNEL.folder``), not by name, so that
+a test can point at another build's copy (CMake's) and compare it with pip's.
 """
 from __future__ import annotations
 
 import os
-import threading
 
 import numpy as np
 
-from .compiled_modules import NativeUnavailable, import_module_file
+from .compiled_modules import CompiledModule, NativeUnavailable
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_lock = threading.Lock()
-_lib = None
-_error = None
-
-
-class KernelUnavailable(RuntimeError):
+class KernelUnavailable(NativeUnavailable):
     """The compiled spectrogram kernel is not installed or does not load."""
+
+
+# an old ctypes build has neither class
+KERNEL = CompiledModule(os.path.dirname(os.path.abspath(__file__)), "_stft_rows", "gnuradio.rfdetect.dsp", ("StftRows", "RowCounter"),
+                        "the compiled spectrogram kernel",
+                        "a C++ compiler, FFTW's headers and pybind11, Debian: g++ libfftw3-dev pybind11-dev",
+                        unavailable=KernelUnavailable)
 
 
 def load():
     """The ``_stft_rows`` extension module (its file is ``load().__file__``)."""
-    global _lib, _error
-    with _lock:
-        if _lib is None and _error is None:
-            try:
-                # an old ctypes build has neither class
-                _lib = import_module_file(_HERE, "_stft_rows", "gnuradio.rfdetect.dsp", ("StftRows", "RowCounter"),
-                                          "the compiled spectrogram kernel",
-                                          "a C++ compiler, FFTW's headers and pybind11, Debian: g++ libfftw3-dev "
-                                          "pybind11-dev")
-            except NativeUnavailable as e:
-                _error = str(e)
-        if _lib is None:
-            raise KernelUnavailable(_error)
-        return _lib
+    return KERNEL.load()
 
 
 def row_counter():

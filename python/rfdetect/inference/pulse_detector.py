@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from dataclasses import dataclass
 from typing import Optional
 
@@ -69,7 +68,7 @@ import numpy as np
 import scipy.ndimage as ndi
 
 from ..dsp.spectrogram import SpectrogramParams, own_grid_error
-from ..dsp.compiled_modules import NativeUnavailable, import_module_file
+from ..dsp.compiled_modules import CompiledModule
 from .energy_detector import PixelBox
 from .postprocess import db_score, peak_offset
 
@@ -98,11 +97,12 @@ CONTRAST_TOLERANCE = 2e-6
 KERNEL_MAX_DB = 300.0
 KERNEL_MAX_RANGE_DB = 360.0
 
-log = logging.getLogger("rfdetect.pulse")
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_kernel_lock = threading.Lock()
-_kernel = None
-_kernel_error = None
+# the compiled contrast kernel, the pybind11 module beside this file (built by ``pip install``
+# and by CMake)
+KERNEL = CompiledModule(os.path.dirname(os.path.abspath(__file__)), "_pulse_contrast", "gnuradio.rfdetect.inference",
+                        ("contrast",), "the compiled pulse contrast kernel",
+                        "a C++ compiler and pybind11, Debian: g++ pybind11-dev", log=logging.getLogger("rfdetect.pulse"),
+                        fallback="the pulse detector computes its contrast with NumPy (2.5-3 times its CPU)")
 
 
 class PulseConfigError(ValueError):
@@ -141,7 +141,7 @@ class PulseDetector:
         if self.kernel not in ("auto", "compiled", "numpy"):
             raise PulseConfigError(f"pulse: kernel must be auto, compiled or numpy, not {self.kernel!r}")
         if self.kernel == "compiled":
-            load_kernel()
+            KERNEL.load()
 
     def set_sample_rate(self, sample_rate: float) -> None:
         self.sample_rate = float(sample_rate)
@@ -161,7 +161,7 @@ class PulseDetector:
         the same values to float32 rounding, several times faster and without the GIL) where it
         loads (``kernel``) and takes the tile (:func:`_kernel_takes`), else
         :meth:`_contrast_numpy`'s."""
-        kernel = None if self.kernel == "numpy" else load_kernel() if self.kernel == "compiled" else _kernel_or_none()
+        kernel = None if self.kernel == "numpy" else KERNEL.load() if self.kernel == "compiled" else KERNEL.load_or_none()
         if kernel is not None and _kernel_takes(tile):
             return kernel.contrast(np.ascontiguousarray(tile, np.float32), FLOOR_ROWS, self.context_rows,
                                    sorted({self.gap_rows, long_gap}))
@@ -293,21 +293,8 @@ class PulseDetector:
 
 
 def load_kernel():
-    """The compiled contrast kernel, the pybind11 module ``_pulse_contrast`` beside this file
-    (built by ``pip install`` and by CMake), or :class:`NativeUnavailable` saying why not."""
-    global _kernel, _kernel_error
-    with _kernel_lock:
-        if _kernel is None and _kernel_error is None:
-            try:
-                _kernel = import_module_file(_HERE, "_pulse_contrast", "gnuradio.rfdetect.inference", ("contrast",),
-                                             "the compiled pulse contrast kernel",
-                                             "a C++ compiler and pybind11, Debian: g++ pybind11-dev")
-            except NativeUnavailable as e:
-                _kernel_error = str(e)
-                log.warning("%s; the pulse detector computes its contrast with NumPy (several times slower)", e)
-        if _kernel is None:
-            raise NativeUnavailable(_kernel_error)
-        return _kernel
+    """The compiled contrast kernel (:data:`KERNEL`), or NativeUnavailable saying why not."""
+    return KERNEL.load()
 
 
 def _kernel_takes(tile: np.ndarray) -> bool:
@@ -320,13 +307,6 @@ def _kernel_takes(tile: np.ndarray) -> bool:
     lo, hi = np.min(tile), np.max(tile)
     # NaN fails every comparison
     return bool(np.isfinite(lo) and hi < KERNEL_MAX_DB and hi - max(float(lo), -300.0) < KERNEL_MAX_RANGE_DB)
-
-
-def _kernel_or_none():
-    try:
-        return load_kernel()
-    except NativeUnavailable:
-        return None
 
 
 def _floor_blocks(n: int) -> list:
