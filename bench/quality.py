@@ -54,6 +54,8 @@ bench/.cache/heldout/NAME/ (deterministic per seed and index, then cached) with 
                 realistic profiles, 20 MS/s x 0.21 s, 12 emitters, 0-25 dB, artefacts drawn
                 at random, seeds 7201 / 7301 / 7401
   vhf-uhf       realistic profile at 2 MS/s x 1.05 s (narrow channels), seed 7501
+  vhf-uhf-4M    the same at 4 MS/s x 0.55 s, 162 MHz, seed 7511 (not in the default list: made
+                for the IQ Detector's real-time companions, bench/realtime_quality.py)
 
 --quick: 2 recordings per set (a smoke run). Writes one table per set, a per-class table,
 docs/quality_<set>.png (recall vs SNR, one line per model) and its section of
@@ -94,9 +96,13 @@ SYNTH_SETS = {
                      center_freq=1.85e9),
     "vhf-uhf": dict(profile="vhf-uhf", seed=7501, sample_rate=2e6, duration=1.05, n_signals=12, n=12,
                     center_freq=450e6),
+    # not a default set: for the companions the IQ Detector runs in real time above 2.8 MS/s
+    # (bench/realtime_quality.py --set vhf-uhf-4M; session 48)
+    "vhf-uhf-4M": dict(profile="vhf-uhf", seed=7511, sample_rate=4e6, duration=0.55, n_signals=12, n=12,
+                       center_freq=162e6),
 }
 SNR_LO, SNR_HI = 0.0, 25.0
-DEFAULT_SETS = ["torchsig", *SYNTH_SETS]
+DEFAULT_SETS = ["torchsig", *(name for name in SYNTH_SETS if name != "vhf-uhf-4M")]
 AGNOSTIC_ONLY = {"torchsig"}  # TorchSig's class names are not our labels
 # recall_by_snr's band names (training/detection_metrics.py SNR_BANDS), in order, and their short names
 BANDS = [("< 0 dB", "<0"), ("0-5 dB", "0-5"), ("5-10 dB", "5-10"), ("10-15 dB", "10-15"),

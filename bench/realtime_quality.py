@@ -95,8 +95,9 @@ def main():
         ([("realtime", "False")] if a.companions.strip().lower() != "false" else [])
     with tempfile.TemporaryDirectory() as tmp:
         for mode, said in runs:
-            comp = with_companions(said, mode, first.sample_rate, first.center_frequency)
-            chosen = resolve_auto(entries, first.sample_rate, first.center_frequency, companions=comp)
+            run_them, live = with_companions(said, mode)
+            chosen = resolve_auto(entries, first.sample_rate, first.center_frequency, companions=run_them,
+                                  realtime=live)
             models = at_floor(chosen)
             loaded, labels, at = load_for_scoring(chosen, None, AP_FLOOR)  # each model's own threshold for P/R
             grid = loaded[0][1]["params"]

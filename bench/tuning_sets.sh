@@ -20,6 +20,7 @@
 #   ... $(bash tuning_sets.sh --args strong)    # classic at 15-40 dB, TorchSig at its SNR 20-40 dB
 #   ... $(bash tuning_sets.sh --args classic2)  # the held-out classic settings, other seeds, 80 recordings
 #   ... $(bash tuning_sets.sh --args tsig2)     # t-tsig40 and t-tsig60: the held-out TorchSig settings
+#   ... $(bash tuning_sets.sh --args vhfmid)    # VHF/UHF at 3.2-6.4 MS/s with radar (real-time companions)
 #
 # Before session 24 these lived under /tmp and were lost with the machine; their recipes were
 # partly written down (docs/training.md, docs/runtime.md). The ones written down in full are
@@ -55,13 +56,18 @@ CLASSIC2="t-cls10b t-cls20c t-cls20d"
 # the held-out TorchSig settings with two other seeds (session 41): two sets, scored each on its
 # own, of 100 recordings between them, as many as the held-out set has had since session 40
 TSIG2="t-tsig40 t-tsig60"
+# VHF/UHF with every family of the profile at the rates above the one where all of narrowband's
+# companions keep up in real time on 2 cores (session 48): which of them to keep as the rate
+# rises is judged here (t-vhf3 and t-vhf5 hold almost no radar)
+VHFMID="t-vhf3r t-vhf4r t-vhf5r t-vhf6r"
 
 if [ "${1:-}" = "--args" ]; then
     root="${3:-$here/.cache/tuning}"
     case "${2:-}" in
         wide) sets=$WIDE ;; vhf) sets=$VHF ;; radar) sets=$RADAR ;; vhflow) sets=$VHFLOW ;; vhfradar) sets=$VHFRADAR ;;
         vhf2) sets=$VHF2 ;; strong) sets=$STRONG ;; classic2) sets=$CLASSIC2 ;; tsig2) sets=$TSIG2 ;;
-        *) echo "--args wide|vhf|radar|vhflow|vhfradar|vhf2|strong|classic2|tsig2 [DIR]" >&2; exit 2 ;;
+        vhfmid) sets=$VHFMID ;;
+        *) echo "--args wide|vhf|radar|vhflow|vhfradar|vhf2|strong|classic2|tsig2|vhfmid [DIR]" >&2; exit 2 ;;
     esac
     for s in $sets; do printf -- '--set %s=%s ' "$s" "$root/$s"; done
     echo
@@ -109,6 +115,10 @@ synth t-vhfr     vhf-uhf   8  8506 2.5e6   0.84   12       433e6
 synth t-vhfrad   vhf-uhf   6  8507 1.8e6   1.2    10       150e6   radar,tdma,nbfm,drone_telemetry
 synth t-vhfrad2  vhf-uhf   12 8508 2.2e6   0.8    10       400e6   radar,tdma,drone_telemetry
 synth t-vhf2     vhf-uhf   12 8509 2e6     1.05   12       450e6
+synth t-vhf3r    vhf-uhf   8  8510 3.2e6   0.66   12       162e6   radar,tdma,nbfm,am,drone_telemetry,lora,tone
+synth t-vhf4r    vhf-uhf   8  8511 4e6     0.52   12       433e6   radar,tdma,nbfm,am,drone_telemetry,lora,tone
+synth t-vhf5r    vhf-uhf   8  8512 5e6     0.42   12       450e6   radar,tdma,nbfm,am,drone_telemetry,lora,tone
+synth t-vhf6r    vhf-uhf   8  8513 6.4e6   0.33   12       150e6   radar,tdma,nbfm,am,drone_telemetry,lora,tone
 # strong signals: SNR 15-40 dB
 SNR_MIN=15 SNR_MAX=40 synth t-cls-hi   classic 8 8103 10e6 0.42 7 915e6
 SNR_MIN=15 SNR_MAX=40 synth t-cls20-hi classic 8 8104 20e6 0.21 7 915e6

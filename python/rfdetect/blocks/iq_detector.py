@@ -15,7 +15,7 @@ from typing import Optional
 from gnuradio import gr
 
 from ..dsp.spectrogram import SpectrogramParams
-from ..inference.model_runtime import AUTO_MODEL, BUILTIN_MODELS, NARROW_CAPTURE_MAX_FREQ, auto_model, \
+from ..inference.model_runtime import AUTO_MODEL, BUILTIN_MODELS, NARROW_CAPTURE_MAX_FREQ, auto_models, \
     NARROW_CAPTURE_MAX_RATE, ModelCard, ModelError, ModelSpec, branch_tile_height, builtin_spectrogram, \
     model_card_file, resolve_auto_said
 from .detector import detector, parse_models
@@ -125,37 +125,20 @@ def _entry(m):
     return m.strip() if isinstance(m, str) else m
 
 
-# Companions Auto in real-time mode: the highest capture rate at which auto's choice (the key)
-# and its companions kept up for 60 s with no tile dropped on this project's 2-core Xeon
-# (bench/realtime.py --iq-detector --companions: docs/performance.md); above it, one network.
-# narrowband's row (pulse, carrier and two networks beside it) dropped tiles at 3.2 MS/s
-# (2.4 MS/s before session 47's compiled pulse contrast kernel), wideband's (wideband-short
-# beside it) at 7.68 MS/s (session 46).
-REALTIME_COMPANIONS_MAX_RATE = {"narrowband": 2.8e6, "wideband": 6e6}
-
-
-def realtime_companions_limit(samp_rate: float, center_freq: Optional[float]) -> float:
-    """REALTIME_COMPANIONS_MAX_RATE of auto's choice for this capture (0: none measured)."""
-    return REALTIME_COMPANIONS_MAX_RATE.get(auto_model(samp_rate, center_freq), 0.0)
-
-
-def with_companions(companions, mode: str, samp_rate: float = 0.0, center_freq: Optional[float] = None) -> bool:
-    """The IQ Detector's ``companions`` argument -> whether ``auto`` runs its companions:
-    "auto" in file mode (every tile is processed, as ``rfdetect detect`` does a recording)
-    yes; in real-time mode (a live capture) where the capture's rate is at most
-    REALTIME_COMPANIONS_MAX_RATE of auto's choice for it (they kept up there on 2 cores),
-    else no: one network keeps up with more."""
+def with_companions(companions, mode: str) -> tuple:
+    """The IQ Detector's ``companions`` argument -> (whether ``auto`` runs its companions,
+    whether only those that keep up in real time): "auto" in file mode (every tile is
+    processed, as ``rfdetect detect`` does a recording) all of them; in real-time mode (a live
+    capture) those that kept up at the capture's rate on 2 cores (AUTO_COMPANIONS' last
+    field: fewer as the rate rises); True or False: all or none."""
     if isinstance(companions, str):
         said = companions.strip().lower()
         if said == "auto":
-            if str(mode) != "realtime":
-                return True
-            rate = float(samp_rate or 0.0)
-            return 0 < rate <= realtime_companions_limit(rate, center_freq)
+            return True, str(mode) == "realtime"
         if said in ("true", "yes", "1", "false", "no", "0"):
-            return said in ("true", "yes", "1")
+            return said in ("true", "yes", "1"), False
         raise ValueError(f"companions must be 'auto', True or False, not {companions!r}")
-    return bool(companions)
+    return bool(companions), False
 
 
 class iq_detector(gr.hier_block2):
@@ -172,7 +155,7 @@ class iq_detector(gr.hier_block2):
     (docs/runtime.md, "Which model `auto` runs"); on the held-out recordings
     (docs/performance.md, session 42's run), with its companions (file mode, by default:
     ``rfdetect detect``'s records) it scores 0.80-1.00 class-agnostic AP50 from 10 dB on
-    every set; alone (Companions No, or real-time mode above the companions' rate) it is at or
+    every set; alone (Companions No, or real-time mode above the companions' rates) it is at or
     above ``default``, the Detector block's
     default, from 10 dB on every set (TorchSig 0.80 against 0.72, mixed 0.77, VHF/UHF 0.66).
     Its grid makes twice the tiles per second of signal: ``wideband`` sustains 15 MS/s
@@ -196,11 +179,14 @@ class iq_detector(gr.hier_block2):
             model-free pulse and carrier detectors: README "Which model"). "auto" (the
             default): in file mode, yes, so that a recording gets what ``rfdetect detect``
             gets (mixed and VHF/UHF held-out sets 0.83 from 10 dB, against 0.77 and 0.66
-            for one network); in real-time mode, up to the rate they kept up with on 2
-            cores (REALTIME_COMPANIONS_MAX_RATE: 2.8 MS/s beside ``narrowband``, about a second late
-            as the merge waits for ``carrier``'s tiles; 6 MS/s beside ``wideband``), one
-            network above it (``wideband`` alone keeps up with 15 MS/s; docs/performance.md).
-            True or False: always or never.
+            for one network); in real-time mode, those that kept up at the capture's rate
+            on 2 cores (AUTO_COMPANIONS' last field), fewer as the rate rises: beside
+            ``narrowband`` all four up to 2.8 MS/s (about a second late as the merge waits
+            for ``carrier``'s tiles), then without ``wideband-short`` up to 3.6 MS/s,
+            ``pulse`` and ``carrier`` up to 4.8, ``carrier`` up to 5.6; ``wideband-short``
+            beside ``wideband`` up to 6 MS/s; one network above (``wideband`` alone keeps up
+            with 15 MS/s; docs/performance.md). ``companions`` (a tuple) names those it
+            runs. True or False: always all or never.
         mode, tile_height, overlap, queue_size, deadline_s, score_threshold,
             stats_interval_s, tile_dir, profile, backend, device, precision, batch_size,
             concurrency, ignore_dc, ignore_freqs: as the Detector block's.
@@ -227,14 +213,19 @@ class iq_detector(gr.hier_block2):
             raise ModelError("model 'auto' picks the embedded model made for the capture by its sample rate: "
                              f"give the IQ Detector samp_rate (it is {samp_rate!r})")
         freq = float(center_freq) if float(center_freq) > 0 else None
-        self.companions = with_companions(companions, mode, float(samp_rate), freq)
-        self.models, said = resolve_auto_said(entries, float(samp_rate), freq, companions=self.companions)
+        run, live = with_companions(companions, mode)
+        self.models, said = resolve_auto_said(entries, float(samp_rate), freq, companions=run, realtime=live)
+        # the models auto runs beside its choice here: none where no entry is auto, or where
+        # auto's labels leave one nothing to report
+        named = {ModelSpec.parse(e).model for e in self.models}
+        beside = auto_models(float(samp_rate), freq, None, run, live)[1:] if said else []
+        self.companions = tuple(m for m in beside if m in named)
+        if said and live:
+            left = [m for m in auto_models(float(samp_rate), freq)[1:] if m not in beside]
+            said += (f"; companions auto in realtime mode: {', '.join(self.companions) or 'none'}"
+                     + (f" (left out: {', '.join(left)}, which did not keep up at {float(samp_rate) / 1e6:g} "
+                        "MS/s on 2 cores beside the others)" if left else ""))
         if said:
-            if isinstance(companions, str) and companions.strip().lower() == "auto":
-                said += f"; companions auto: {'with' if self.companions else 'without'} them in {mode} mode"
-                limit = realtime_companions_limit(float(samp_rate), freq)
-                if str(mode) == "realtime" and limit:
-                    said += f" (they kept up to {limit / 1e6:g} MS/s on 2 cores)"
             gr.log.info(f"rfdetect IQ Detector: {said}")
             if freq is None and float(samp_rate) <= NARROW_CAPTURE_MAX_RATE:
                 # a VHF/UHF capture would get narrowband; without a frequency it cannot be told
@@ -266,4 +257,4 @@ class iq_detector(gr.hier_block2):
 
 
 __all__ = ["iq_detector", "add_branches", "branch_queue_sizes", "spectrogram_branches", "card_spectrogram",
-           "with_companions", "REALTIME_COMPANIONS_MAX_RATE", "MAX_BRANCH_QUEUE_BYTES"]
+           "with_companions", "MAX_BRANCH_QUEUE_BYTES"]

@@ -114,7 +114,8 @@ def auto_model(sample_rate: float, center_frequency: Optional[float]) -> str:
     return chosen if chosen in have else "default"
 
 
-# the models ``auto`` runs beside its choice, as (choice, model, lowest rate, highest rate): a
+# the models ``auto`` runs beside its choice, as (choice, model, lowest rate, highest rate,
+# highest real-time rate; below): a
 # detector on a finer grid, for what the choice's grid shows in a column or two (narrowband's
 # network, whose cards keep only boxes of at most 12 of its columns) or in a row or two
 # (wideband's, on rows half as long, whose card keeps only boxes of at most 64 rows); each
@@ -145,26 +146,37 @@ def auto_model(sample_rate: float, center_frequency: Optional[float]) -> str:
 #   narrowband, for NBFM, AM and keyed tones, which the networks were taught as background
 #   with the receiver's lines: over the 10 VHF/UHF tuning sets of 0.8-5 MS/s 0.641 -> 0.661
 #   (docs/runtime.md, "Continuous carriers"); from 0.8 MS/s, the lowest of those sets' rates.
-AUTO_COMPANIONS = (("wideband", "narrowband-zoom", 8e6, 25e6),
-                   ("wideband", "wideband-short", 2e6, 25e6),
-                   ("narrowband", "narrowband-x2", 1.6e6, NARROW_CAPTURE_MAX_RATE),
-                   ("narrowband", "wideband-short", 0.8e6, NARROW_CAPTURE_MAX_RATE),
-                   ("narrowband", "pulse", 1.6e6, NARROW_CAPTURE_MAX_RATE),
-                   ("narrowband", "carrier", 0.8e6, NARROW_CAPTURE_MAX_RATE))
+#
+# The last field: in real time (the IQ Detector's Companions Auto in real-time mode) a model
+# runs beside the choice only up to that capture rate, where the choice and every model whose
+# limit is at least as high kept up for 60 s with no tile dropped on this project's 2-core Xeon
+# (bench/realtime.py --iq-detector --companions: docs/performance.md, sessions 46-48). So as the
+# rate rises they drop out one by one, the one that adds least for its CPU first: beside
+# narrowband, on the 6 VHF/UHF tuning sets of 3-6.4 MS/s (docs/runtime.md, "Real time: which
+# companions keep up"), wideband-short added nothing above 2.8 MS/s at a core's fifth, while
+# carrier, pulse and narrowband-x2 each added 0.05-0.13. 0: never in real time on 2 cores
+# (narrowband-zoom costs about a second network).
+AUTO_COMPANIONS = (("wideband", "narrowband-zoom", 8e6, 25e6, 0.0),
+                   ("wideband", "wideband-short", 2e6, 25e6, 6e6),
+                   ("narrowband", "narrowband-x2", 1.6e6, NARROW_CAPTURE_MAX_RATE, 3.6e6),
+                   ("narrowband", "wideband-short", 0.8e6, NARROW_CAPTURE_MAX_RATE, 2.8e6),
+                   ("narrowband", "pulse", 1.6e6, NARROW_CAPTURE_MAX_RATE, 4.8e6),
+                   ("narrowband", "carrier", 0.8e6, NARROW_CAPTURE_MAX_RATE, 5.6e6))
 
 
 def auto_models(sample_rate: float, center_frequency: Optional[float], n_samples: Optional[int] = None,
-                companions: bool = True) -> list:
+                companions: bool = True, realtime: bool = False) -> list:
     """The models ``auto`` stands for on a capture: :func:`auto_model`'s choice, then each
     model of AUTO_COMPANIONS beside it where the rate is in its range, it is in the package
     (or built in),
     ``companions`` holds (False: one spectrogram is forced on every model, and such a model
     runs only on its own) and the capture (``n_samples``, when known) fills at least one of its
-    FFT windows."""
+    FFT windows. ``realtime``: only those that kept up at this rate on 2 cores (the last field
+    of AUTO_COMPANIONS)."""
     chosen = auto_model(sample_rate, center_frequency)
     out = [chosen]
-    for choice, extra, low, high in AUTO_COMPANIONS if companions else ():
-        if choice == chosen and low <= sample_rate <= high \
+    for choice, extra, low, high, live in AUTO_COMPANIONS if companions else ():
+        if choice == chosen and low <= sample_rate <= high and (not realtime or sample_rate <= live) \
                 and (extra in BUILTIN_MODELS or extra in embedded_models()) \
                 and (n_samples is None or n_samples >= _companion_fft_size(extra)):
             out.append(extra)
@@ -192,12 +204,12 @@ def _companion_labels(name: str) -> set:
 
 
 def resolve_auto(entries, sample_rate: float, center_frequency: Optional[float], n_samples: Optional[int] = None,
-                 companions: bool = True) -> list:
+                 companions: bool = True, realtime: bool = False) -> list:
     """``entries`` (model specs) with ``auto`` replaced by :func:`auto_models`' choice
     (:func:`_put_models`); other entries unchanged."""
     if not any(ModelSpec.parse(e).model == AUTO_MODEL for e in entries):
         return list(entries)
-    return _put_models(entries, auto_models(sample_rate, center_frequency, n_samples, companions))
+    return _put_models(entries, auto_models(sample_rate, center_frequency, n_samples, companions, realtime))
 
 
 # auto's options that a model beside its choice takes too: where and how the networks run
@@ -264,13 +276,13 @@ def resolve_auto_for_recording(entries, recording, companions: bool = True) -> t
 
 def resolve_auto_said(entries, sample_rate: float, center_frequency: Optional[float],
                       n_samples: Optional[int] = None, companions: bool = True,
-                      unknown: str = "centre frequency unknown") -> tuple:
+                      unknown: str = "centre frequency unknown", realtime: bool = False) -> tuple:
     """(:func:`resolve_auto`'s entries, a line saying what ``auto`` chose for this rate and
     centre frequency (``unknown``: the words for a missing one), or None where no entry is
     ``auto``)."""
     if not any(ModelSpec.parse(e).model == AUTO_MODEL for e in entries):
         return list(entries), None
-    chosen = auto_models(sample_rate, center_frequency, n_samples, companions)
+    chosen = auto_models(sample_rate, center_frequency, n_samples, companions, realtime)
     where = f"{sample_rate / 1e6:g} MS/s at {center_frequency / 1e6:g} MHz" if center_frequency is not None \
         else f"{sample_rate / 1e6:g} MS/s, {unknown}"
     return _put_models(entries, chosen), f"model auto: {COMBINE.join(chosen)} ({where})"
