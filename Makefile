@@ -3,7 +3,7 @@
 # with CMake, and is quick when everything is already there (stamp files under .stamps/).
 #
 # How .venv gets the native side: pip installs the package (pure Python, the kernel
-# modules _stft_rows and _pulse_contrast, the console commands); CMake builds gr-rfdetect/ in build/cmake and
+# modules _stft_rows, _pulse_contrast and _carrier_power, the console commands); CMake builds gr-rfdetect/ in build/cmake and
 # `native` copies the C++ block module (rfdetect_python*.so) into the package pip
 # installed, in pip's RECORD (or into python/rfdetect/ for a `pip install -e .`;
 # gr-rfdetect/tools/install_block_module.py), where it loads libgnuradio-rfdetect from
@@ -22,7 +22,9 @@ PY_SOURCES := $(shell find python training -name "*.py" -o -name "*.onnx" -o -na
               gr-rfdetect/python/bindings/stft_rows_python.cc gr-rfdetect/lib/pulse_contrast.cc \
               gr-rfdetect/include/gnuradio/rfdetect/pulse_contrast.h \
               gr-rfdetect/include/gnuradio/rfdetect/kernel_api.h \
-              gr-rfdetect/python/bindings/pulse_contrast_python.cc pyproject.toml setup.py
+              gr-rfdetect/python/bindings/pulse_contrast_python.cc gr-rfdetect/lib/carrier_power.cc \
+              gr-rfdetect/include/gnuradio/rfdetect/carrier_power.h gr-rfdetect/lib/radix_median.h \
+              gr-rfdetect/python/bindings/carrier_power_python.cc pyproject.toml setup.py
 CMAKE_BUILD := build/cmake
 NATIVE_SOURCES := $(shell find gr-rfdetect -type f) CMakeLists.txt
 PYTEST_ARGS ?=

@@ -1,7 +1,8 @@
 """Builds the compiled kernels, pybind11 modules next to the package: the spectrogram rows,
 ``gnuradio.rfdetect.dsp._stft_rows`` (gr-rfdetect/lib/stft_rows.cc and its binding
 gr-rfdetect/python/bindings/stft_rows_python.cc), and the pulse detector's contrast map,
-``gnuradio.rfdetect.inference._pulse_contrast`` (lib/pulse_contrast.cc); the rest of the
+``gnuradio.rfdetect.inference._pulse_contrast`` (lib/pulse_contrast.cc), and the carrier
+detector's power maps, ``gnuradio.rfdetect.inference._carrier_power`` (lib/carrier_power.cc); the rest of the
 packaging is in pyproject.toml.
 
 This is the front door for training boxes: it needs a C++ compiler, FFTW's headers and
@@ -42,6 +43,13 @@ PULSE_KERNEL = Extension("gnuradio.rfdetect.inference._pulse_contrast",
                                   "gr-rfdetect/python/bindings/pulse_contrast_python.cc"],
                          include_dirs=["gr-rfdetect/include", *PYBIND11_INCLUDE], language="c++",
                          extra_compile_args=["-O3", "-std=c++17", "-ffp-contract=off", "-fvisibility=hidden"])
+# the carrier detector's power maps, bit for bit its NumPy and SciPy reference's (-ffp-contract=off
+# likewise; gr-rfdetect/lib/carrier_power.cc)
+CARRIER_KERNEL = Extension("gnuradio.rfdetect.inference._carrier_power",
+                           sources=["gr-rfdetect/lib/carrier_power.cc",
+                                    "gr-rfdetect/python/bindings/carrier_power_python.cc"],
+                           include_dirs=["gr-rfdetect/include", *PYBIND11_INCLUDE], language="c++",
+                           extra_compile_args=["-O3", "-std=c++17", "-ffp-contract=off", "-fvisibility=hidden"])
 
 
 class clean_build(build):
@@ -74,4 +82,4 @@ class optional_build_ext(build_ext):
               "pybind11 for it. NumPy will do its work.", file=sys.stderr)
 
 
-setup(ext_modules=[KERNEL, PULSE_KERNEL], cmdclass={"build": clean_build, "build_ext": optional_build_ext})
+setup(ext_modules=[KERNEL, PULSE_KERNEL, CARRIER_KERNEL], cmdclass={"build": clean_build, "build_ext": optional_build_ext})

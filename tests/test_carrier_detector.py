@@ -240,3 +240,133 @@ def test_the_fast_filters_give_scipys_pixels(shape):
     assert np.array_equal(closed, ndi.binary_closing(mask, structure=np.ones((3, 3), bool)))
     if min(shape) >= 3:  # a smaller tile is all edge: both erode it to nothing
         assert closed.any() and not closed.all()
+
+
+# the compiled power kernel's largest relative difference from _power_numpy's values allowed:
+# NumPy's float32 power rounds some pixels an ulp from the C library's powf, and the floor,
+# the power over it and the means carry that ulp (measured: 3.6e-7 on the recordings below)
+POWER_TOLERANCE = 2e-6
+
+
+def _kernel():
+    from gnuradio.rfdetect.inference.carrier_detector import KERNEL
+    return KERNEL.load()
+
+
+@pytest.mark.parametrize("rows,width,smooth_rows", [(1024, 4096, 8), (300, 257, 8), (129, 300, 5), (20, 9, 16),
+                                                    (7, 3, 8), (2, 1, 1), (1, 5, 3), (1, 1, 8)])
+def test_compiled_power_maps_are_numpys_to_float32_rounding(rows, width, smooth_rows):
+    """The kernel (gr-rfdetect/lib/carrier_power.cc) against the NumPy and SciPy reference:
+    noise with a gain step, a keyed line, equal pixels (ties in the median) and silent
+    samples (-300 dB, next to zero power), on tiles of every edge case of the running means
+    (fewer rows or columns than the windows)."""
+    rng = np.random.default_rng(rows * 7 + width)
+    tile = (10 * np.log10(rng.exponential(1.0, (rows, width))) + 20).astype(np.float32)
+    tile[rows // 2:] += 3.0
+    tile[rows // 4: rows // 2 + 1, width // 3] = 45.0
+    tile[:, -1:] = tile[:, :1]  # equal pixels in every row
+    if width >= 4:
+        tile[0, :width // 2] = -300.0
+    det = CarrierDetector(kernel="numpy", smooth_rows=smooth_rows)
+    want = det._power_numpy(tile)
+    got = _kernel().power(tile, smooth_rows)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and g.dtype == np.float32
+        np.testing.assert_allclose(g, w, rtol=POWER_TOLERANCE, atol=0)
+
+
+def _boxes_agree(got, want):
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert (g.y0, g.y1, g.label, g.snr_db) == (w.y0, w.y1, w.label, w.snr_db), (g, w)
+        assert abs(g.x0 - w.x0) < 1e-3 and abs(g.x1 - w.x1) < 1e-3 and abs(g.score - w.score) < 1e-5, (g, w)
+
+
+def test_compiled_power_gives_numpys_boxes_on_voice_and_tone_recordings(tmp_path):
+    """On vhf-uhf recordings of NBFM, AM and keyed tones with the profile's receiver
+    artefacts, `carrier` with the kernel reports the boxes it reports with NumPy (rows and
+    labels equal; band edges and scores to float rounding)."""
+    from gnuradio.rfdetect.apps.synth import synth_dataset
+    from gnuradio.rfdetect.formats.sigmf_io import SigMFRecording
+    compiled, numpy_ = CarrierDetector(kernel="compiled"), CarrierDetector(kernel="numpy")
+    boxes = 0
+    for meta in synth_dataset(tmp_path, n=2, seed=CARRIER_SEED, sample_rate=FS, duration=1.1, snr_db=(5.0, 25.0),
+                              n_signals=6, profile="vhf-uhf", classes=["nbfm", "am", "tone"], center_freq=160e6):
+        rec = SigMFRecording.open(meta)
+        tile = spectrogram(rec.read(0, rec.n_samples), P)[:1024]
+        for det in (compiled, numpy_):
+            det.set_sample_rate(FS)
+        want = numpy_.detect(tile)
+        _boxes_agree(compiled.detect(tile), want)
+        boxes += len(want)
+    assert boxes >= 4
+
+
+def test_tiles_over_the_kernels_range_go_to_numpy():
+    from gnuradio.rfdetect.inference.carrier_detector import KERNEL_MAX_DB
+    tile = np.full((200, 64), 10.0, np.float32)
+    tile[50:150, 20] = KERNEL_MAX_DB  # 1e30 linear: over the floor it is float32's overflow
+    det = CarrierDetector(kernel="compiled")
+    got = det._power(tile)
+    want = det._power_numpy(tile)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    with np.errstate(over="ignore"):
+        tile[50:150, 20] = KERNEL_MAX_DB - 1  # under it: the kernel's
+        np.testing.assert_allclose(det._power(tile)[0], det._power_numpy(tile)[0], rtol=POWER_TOLERANCE)
+
+
+def test_kernel_module_checks_its_arguments():
+    kernel = _kernel()
+    tile = np.zeros((200, 64), np.float32)
+    with pytest.raises(ValueError, match="float32"):
+        kernel.power(tile.astype(np.float64), 8)
+    with pytest.raises(ValueError, match="2-D"):
+        kernel.power(tile.ravel(), 8)
+    with pytest.raises(ValueError, match="contiguous"):
+        kernel.power(tile[::2], 8)
+    with pytest.raises(ValueError, match="smooth_rows"):
+        kernel.power(tile, 0)
+    with pytest.raises(ValueError, match="rows and columns"):
+        kernel.power(np.empty((0, 64), np.float32), 8)
+
+
+def test_a_missing_kernel_is_named_once_and_numpy_takes_over(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from gnuradio.rfdetect.dsp.compiled_modules import NativeUnavailable
+    from gnuradio.rfdetect.inference import carrier_detector
+    monkeypatch.setattr(carrier_detector.KERNEL, "folder", str(tmp_path))  # an install without the .so
+    monkeypatch.setattr(carrier_detector.KERNEL, "module", None)
+    monkeypatch.setattr(carrier_detector.KERNEL, "error", None)
+    caplog.set_level(logging.WARNING, "rfdetect.carrier")
+    det = CarrierDetector()
+    tile = np.random.default_rng(3).random((300, 128), dtype=np.float32) * 10
+    for _ in range(2):
+        got = det._power(tile)
+    want = det._power_numpy(tile)
+    np.testing.assert_array_equal(got[1], want[1])
+    assert caplog.text.count("computes its power maps with NumPy") == 1
+    assert "pybind11-dev" in caplog.text
+    with pytest.raises(NativeUnavailable, match="is not in"):
+        CarrierDetector(kernel="compiled")
+    with pytest.raises(carrier_detector.CarrierConfigError, match="auto, compiled or numpy"):
+        CarrierDetector(kernel="fast")
+
+
+def test_kernel_releases_the_gil():
+    """While the main thread is inside the kernel, a Python thread ticking every millisecond
+    goes on: the longest gap between its ticks is far below the calls' length."""
+    import time
+
+    from conftest import longest_wait_during
+    kernel = _kernel()
+    tile = np.random.default_rng(5).random((1024, 4096), dtype=np.float32) * 10
+
+    def calls():
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 0.3:
+            kernel.power(tile, 8)
+    longest, length = longest_wait_during(calls)
+    assert length >= 0.3
+    assert longest < 0.5 * length, (longest, length)

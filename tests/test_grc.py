@@ -188,6 +188,17 @@ def test_cmake_installs_package_blocks_and_examples(tmp_path, monkeypatch):
     cmake_contrast = pulse_detector.load_kernel().contrast(tile, 1024, 6, [2, 5])
     assert pulse_detector.KERNEL.module.__file__ == str(pulse_kernel)
     assert cmake_contrast[0].max() > 10 and np.array_equal(cmake_contrast[0], pip_contrast[0])
+    # and the carrier power kernel, built by CMake, gives the maps pip's build gives
+    from gnuradio.rfdetect.inference import carrier_detector
+    carrier_kernel, = prefix.rglob("gnuradio/rfdetect/inference/_carrier_power*.so")
+    tile[50:250, 20] += 15.0
+    pip_maps = carrier_detector.KERNEL.load().power(tile, 8)
+    monkeypatch.setattr(carrier_detector.KERNEL, "folder", str(carrier_kernel.parent))
+    monkeypatch.setattr(carrier_detector.KERNEL, "module", None)
+    monkeypatch.setattr(carrier_detector.KERNEL, "error", None)
+    cmake_maps = carrier_detector.KERNEL.load().power(tile, 8)
+    assert carrier_detector.KERNEL.module.__file__ == str(carrier_kernel)
+    assert cmake_maps[1].max() > 10 and np.array_equal(cmake_maps[1], pip_maps[1])
 
 
 def test_multi_model_example_runs_three_models_on_one_tile_stream(recording, tmp_path, grc_env):

@@ -11,6 +11,8 @@
  */
 #include <gnuradio/rfdetect/pulse_contrast.h>
 
+#include "radix_median.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -24,72 +26,8 @@ namespace rfdetect {
 
 namespace {
 
-// The k-th smallest (from 0) of n keys: the bit patterns of values >= 0 and not NaN, which
-// sort as the values do. A radix selection, a byte at a time from the top: count the keys
-// by byte (four count tables, so that a run of keys in one bucket does not wait on its own
-// increments), keep those in the bucket that holds the k-th (std::nth_element's partitions
-// took most of the kernel's time)
-uint32_t kth_smallest(const uint32_t* keys, long n, long k, std::vector<uint32_t>& scratch)
-{
-    scratch.resize(2 * n);
-    const uint32_t* cur = keys;
-    uint32_t* kept = scratch.data();
-    uint32_t prefix = 0;
-    for (int shift = 24;; shift -= 8) {
-        uint32_t count[4][256] = {};
-        for (long i = 0; i < n; i++)
-            count[i & 3][(cur[i] >> shift) & 255]++;
-        uint32_t byte = 0;
-        for (;; byte++) {
-            const long in_bucket = long(count[0][byte]) + count[1][byte] + count[2][byte] + count[3][byte];
-            if (k < in_bucket)
-                break;
-            k -= in_bucket;
-        }
-        prefix |= byte << shift;
-        if (shift == 0)
-            return prefix;
-        long m = 0;
-        for (long i = 0; i < n; i++) { // branch-free: every key written, the bucket's kept
-            kept[m] = cur[i];
-            m += ((cur[i] >> shift) & 255) == byte;
-        }
-        cur = kept;
-        n = m;
-        kept = kept == scratch.data() ? scratch.data() + scratch.size() / 2 : scratch.data();
-    }
-}
-
-float value_of(uint32_t key)
-{
-    float v;
-    std::memcpy(&v, &key, sizeof v);
-    return v;
-}
-
-// np.median of n >= 1 keys' values: the middle one, or the float32 mean of the two middle
-// ones (the lower: the largest key under the upper, where at least n/2 keys are under it)
-float median_of(const uint32_t* keys, long n, std::vector<uint32_t>& scratch)
-{
-    const uint32_t upper = kth_smallest(keys, n, n / 2, scratch);
-    if (n % 2)
-        return value_of(upper);
-    long under = 0;
-    uint32_t lower = 0;
-    for (long i = 0; i < n; i++) {
-        const bool is_under = keys[i] < upper;
-        under += is_under;
-        lower = is_under ? std::max(lower, keys[i]) : lower;
-    }
-    return ((under >= n / 2 ? value_of(lower) : value_of(upper)) + value_of(upper)) / 2.0f;
-}
-
-uint32_t key_of(float v)
-{
-    uint32_t key;
-    std::memcpy(&key, &v, sizeof key);
-    return key;
-}
+using detail::key_of;
+using detail::median_of;
 
 // scipy.ndimage.uniform_filter1d(x, 3, axis=1, mode="nearest") of a row-major n x w
 // array (w >= 1): each value, its left and right neighbours (the edge value past either

@@ -27,12 +27,13 @@ done
 [ -e /usr/include/aarch64-linux-gnu/gmp.h ] || ln -sfn /usr/include/x86_64-linux-gnu/gmp.h "$out/include/gmp.h"
 flags=(-std=c++17 -O3 -fPIC -fvisibility=hidden -Wall -Werror=return-type
        -I "$here/include" -I "$here/lib" -isystem "$out/include")
-for src in lib/stft_rows.cc lib/stft_tile_impl.cc lib/qa_stft_rows.cc lib/pulse_contrast.cc lib/qa_pulse_contrast.cc; do
+for src in lib/stft_rows.cc lib/stft_tile_impl.cc lib/qa_stft_rows.cc lib/pulse_contrast.cc lib/qa_pulse_contrast.cc \
+           lib/carrier_power.cc lib/qa_carrier_power.cc; do
   obj="$out/$(basename "$src" .cc).o"
-  # the builds' contraction rules: the row kernel's fast, the pulse kernel's off (its NumPy
-  # reference rounds each operation on its own)
+  # the builds' contraction rules: the row kernel's fast, the pulse and carrier kernels' off
+  # (their NumPy references round each operation on their own)
   contract=-ffp-contract=fast
-  [ "$src" = lib/pulse_contrast.cc ] && contract=-ffp-contract=off
+  case "$src" in lib/pulse_contrast.cc|lib/carrier_power.cc) contract=-ffp-contract=off ;; esac
   "$CXX" "${flags[@]}" "$contract" -c "$here/$src" -o "$obj"
   # the ELF header's e_machine (offset 18, little-endian): 183 is EM_AARCH64 (coreutils'
   # od, not file(1), which a bare machine may lack)

@@ -13,6 +13,11 @@ import threading
 from typing import Optional
 
 
+# a model-free detector's ``kernel`` option: the compiled kernel where it loads, always it, or
+# the NumPy reference
+KERNEL_CHOICES = ("auto", "compiled", "numpy")
+
+
 class NativeUnavailable(RuntimeError):
     """A compiled module is not installed or does not load."""
 
@@ -70,3 +75,10 @@ class CompiledModule:
             return self.load()
         except NativeUnavailable:
             return None
+
+    def choose(self, choice: str):
+        """The module a detector's ``kernel`` option picks: "numpy" None (the reference code),
+        "compiled" the module or ``unavailable``, "auto" the module where it loads, else None."""
+        if choice not in KERNEL_CHOICES:
+            raise ValueError(f"kernel must be one of {', '.join(KERNEL_CHOICES)}, not {choice!r}")
+        return None if choice == "numpy" else self.load() if choice == "compiled" else self.load_or_none()

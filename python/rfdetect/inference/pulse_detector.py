@@ -68,7 +68,7 @@ import numpy as np
 import scipy.ndimage as ndi
 
 from ..dsp.spectrogram import SpectrogramParams, own_grid_error
-from ..dsp.compiled_modules import CompiledModule
+from ..dsp.compiled_modules import KERNEL_CHOICES, CompiledModule
 from .energy_detector import PixelBox
 from .postprocess import db_score, peak_offset
 
@@ -138,7 +138,7 @@ class PulseDetector:
         problem = own_grid_error(self.params, PULSE_SPECTROGRAM, self.name)
         if problem:
             raise PulseConfigError(problem)
-        if self.kernel not in ("auto", "compiled", "numpy"):
+        if self.kernel not in KERNEL_CHOICES:
             raise PulseConfigError(f"pulse: kernel must be auto, compiled or numpy, not {self.kernel!r}")
         if self.kernel == "compiled":
             KERNEL.load()
@@ -161,7 +161,7 @@ class PulseDetector:
         the same values to float32 rounding, several times faster and without the GIL) where it
         loads (``kernel``) and takes the tile (:func:`_kernel_takes`), else
         :meth:`_contrast_numpy`'s."""
-        kernel = None if self.kernel == "numpy" else KERNEL.load() if self.kernel == "compiled" else KERNEL.load_or_none()
+        kernel = KERNEL.choose(self.kernel)
         if kernel is not None and _kernel_takes(tile):
             return kernel.contrast(np.ascontiguousarray(tile, np.float32), FLOOR_ROWS, self.context_rows,
                                    sorted({self.gap_rows, long_gap}))
