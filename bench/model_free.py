@@ -15,7 +15,8 @@ array it gets in a detector (random values, one 1024-row tile), median ms over -
 the outputs are checked equal before timing (tests/test_carrier_detector.py and
 tests/test_pulse_detector.py check the same); the compiled contrast kernel (session 47) against
 its NumPy reference, per tile over the capture's tiles of ``pulse``'s branch, equal to
-CONTRAST_TOLERANCE, and ``pulse``'s cost per second with NumPy's contrast beside the kernel's.
+CONTRAST_TOLERANCE, and ``pulse``'s cost per second with NumPy's contrast beside the kernel's;
+likewise ``carrier``'s compiled power maps (session 48), to POWER_TOLERANCE.
 """
 from __future__ import annotations
 
@@ -34,8 +35,8 @@ from live_run import base_recording  # noqa: E402
 
 from gnuradio.rfdetect.dsp.spectrogram import SpectrogramEngine  # noqa: E402
 from gnuradio.rfdetect.formats.sigmf_io import SigMFRecording  # noqa: E402
-from gnuradio.rfdetect.inference.carrier_detector import CARRIER_SPECTROGRAM, CarrierDetector, _closed_3x3, \
-    _running_mean_down  # noqa: E402
+from gnuradio.rfdetect.inference.carrier_detector import CARRIER_SPECTROGRAM, KERNEL_MAX_DB, POWER_TOLERANCE, \
+    CarrierDetector, _closed_3x3, _running_mean_down  # noqa: E402
 from gnuradio.rfdetect.inference.pulse_detector import CONTRAST_TOLERANCE, FLOOR_ROWS, PULSE_SPECTROGRAM, \
     PULSE_TILE_ROWS, PulseDetector, _column_medians, _kernel_takes  # noqa: E402
 
@@ -83,16 +84,19 @@ def main():
         engine = SpectrogramEngine(grid, threads=1)
         rows[grid] = engine.compute(x, (n - grid.history) // grid.hop)
         engine.close()
-    pulse, carrier = PulseDetector(kernel="compiled"), CarrierDetector()
-    pulse.set_sample_rate(a.rate)
-    carrier.set_sample_rate(a.rate)
+    pulse, carrier = PulseDetector(kernel="compiled"), CarrierDetector(kernel="compiled")
+    numpy_carrier = CarrierDetector(kernel="numpy")
+    for det in (pulse, carrier, numpy_carrier):
+        det.set_sample_rate(a.rate)
     numpy_pulse = PulseDetector(kernel="numpy")
     numpy_pulse.set_sample_rate(a.rate)
     setups = [("pulse", pulse, PULSE_SPECTROGRAM, 1024, "the networks' (pulse's branch's before session 46)"),
               ("pulse", pulse, PULSE_SPECTROGRAM, PULSE_TILE_ROWS, "pulse's branch's"),
               ("pulse, NumPy contrast", numpy_pulse, PULSE_SPECTROGRAM, PULSE_TILE_ROWS,
                "pulse's branch's, NumPy's contrast (the kernel's reference and fallback)"),
-              ("carrier", carrier, CARRIER_SPECTROGRAM, 1024, "carrier's branch's (the networks')")]
+              ("carrier", carrier, CARRIER_SPECTROGRAM, 1024, "carrier's branch's (the networks')"),
+              ("carrier, NumPy power maps", numpy_carrier, CARRIER_SPECTROGRAM, 1024,
+               "carrier's branch's, NumPy's power maps (the kernel's reference and fallback)")]
     table = ["| detector | tile rows | tiles | detect() CPU s per s of signal (median) | tile height |",
              "|---|---|---|---|---|"]
     for name, det, grid, height, note in setups:
@@ -139,6 +143,22 @@ def main():
     steps.append((f"pulse: contrast map, {PULSE_TILE_ROWS} x 32, per tile over the capture's {per_tile} "
                   "(compiled kernel, to float32 rounding)",
                   lambda: contrast_of_each(pulse), lambda: contrast_of_each(numpy_pulse), per_tile))
+    # and carrier's power maps, the same way, on the capture's tiles of carrier's branch
+    carrier_tiles = [np.ascontiguousarray(t, np.float32) for t in tiles_of(rows[CARRIER_SPECTROGRAM], 1024)]
+    if not all(float(t.max()) < KERNEL_MAX_DB for t in carrier_tiles):
+        raise SystemExit("some tiles of the capture go to NumPy's path: the kernel's row would time NumPy too")
+    for t in carrier_tiles:
+        for got, want in zip(carrier._power(t), numpy_carrier._power(t)):
+            if not np.allclose(got, want, rtol=POWER_TOLERANCE, atol=0):
+                raise SystemExit(f"the compiled power kernel differs from NumPy's by more than {POWER_TOLERANCE}")
+
+    def power_of_each(det):
+        for t in carrier_tiles:
+            det._power(t)
+
+    steps.append((f"carrier: power maps, 1024 x {CARRIER_SPECTROGRAM.width}, per tile over the capture's "
+                  f"{len(carrier_tiles)} (compiled kernel, to float32 rounding)",
+                  lambda: power_of_each(carrier), lambda: power_of_each(numpy_carrier), len(carrier_tiles)))
     table += ["", "| step | rewritten ms | SciPy / NumPy ms | speed-up |", "|---|---|---|---|"]
     for name, new, old, calls in steps:
         t_new, t_old = step_ms(new, a.repeats) / calls, step_ms(old, a.repeats) / calls

@@ -7,7 +7,8 @@ import pytest
 
 from gnuradio.rfdetect.dsp.spectrogram import SpectrogramParams, spectrogram
 from gnuradio.rfdetect.formats.records import box_iou, read_jsonl
-from gnuradio.rfdetect.inference.carrier_detector import CARRIER_SPECTROGRAM, CarrierDetector, _closed_3x3, \
+from gnuradio.rfdetect.inference.carrier_detector import CARRIER_SPECTROGRAM, POWER_TOLERANCE, CarrierDetector, \
+    _closed_3x3, \
     _running_mean_down
 from gnuradio.rfdetect.inference.model_runtime import ModelError, load_model
 
@@ -241,11 +242,6 @@ def test_the_fast_filters_give_scipys_pixels(shape):
     if min(shape) >= 3:  # a smaller tile is all edge: both erode it to nothing
         assert closed.any() and not closed.all()
 
-
-# the compiled power kernel's largest relative difference from _power_numpy's values allowed:
-# NumPy's float32 power rounds some pixels an ulp from the C library's powf, and the floor,
-# the power over it and the means carry that ulp (measured: 3.6e-7 on the recordings below)
-POWER_TOLERANCE = 2e-6
 
 
 def _kernel():

@@ -73,7 +73,7 @@ def test_example_compiles_with_grcc(path, tmp_path, grc_env):
 # runs the companions in real time at the example's rate and centre (wideband-short beside
 # wideband at the RTL-SDR's 2.4 MS/s; one network at the USRP's 10 MS/s, above the 6 MS/s they
 # kept up with), and tuned to 162 MHz (marine VHF: narrowband's whole row up to 2.8 MS/s since
-# session 47, fewer companions up to 5.6 MS/s since session 48))
+# session 47, fewer companions up to 6 MS/s since session 48))
 LIVE = {
     "live_detect": ("sdr", "set_sample_rate(0, samp_rate)", lambda rate: 0.9e6 <= rate <= 2.4e6, True, True),
     "live_detect_uhd": ("usrp", "set_samp_rate(samp_rate)",

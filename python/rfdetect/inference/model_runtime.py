@@ -161,7 +161,7 @@ AUTO_COMPANIONS = (("wideband", "narrowband-zoom", 8e6, 25e6, 0.0),
                    ("narrowband", "narrowband-x2", 1.6e6, NARROW_CAPTURE_MAX_RATE, 3.6e6),
                    ("narrowband", "wideband-short", 0.8e6, NARROW_CAPTURE_MAX_RATE, 2.8e6),
                    ("narrowband", "pulse", 1.6e6, NARROW_CAPTURE_MAX_RATE, 4.8e6),
-                   ("narrowband", "carrier", 0.8e6, NARROW_CAPTURE_MAX_RATE, 5.6e6))
+                   ("narrowband", "carrier", 0.8e6, NARROW_CAPTURE_MAX_RATE, 6e6))
 
 
 def auto_models(sample_rate: float, center_frequency: Optional[float], n_samples: Optional[int] = None,
