@@ -32,6 +32,14 @@ def run_cli(*args, check=True, timeout=120, prog="rfdetect", **kw):
     return proc
 
 
+def load_module_from(monkeypatch, kernel, folder) -> None:
+    """Point a CompiledModule (``kernel``) at ``folder`` for this test: its next load looks
+    there, as on an install whose module is that folder's (or has none: an empty folder)."""
+    monkeypatch.setattr(kernel, "folder", str(folder))
+    monkeypatch.setattr(kernel, "module", None)
+    monkeypatch.setattr(kernel, "error", None)
+
+
 def longest_wait_during(call):
     """(the longest gap between the ticks of a Python thread ticking every millisecond while
     ``call()`` runs in this one, the call's length), in seconds: a call that releases the GIL

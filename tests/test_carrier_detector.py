@@ -12,7 +12,7 @@ from gnuradio.rfdetect.inference.carrier_detector import CARRIER_SPECTROGRAM, PO
     _running_mean_down
 from gnuradio.rfdetect.inference.model_runtime import ModelError, load_model
 
-from conftest import run_cli
+from conftest import load_module_from, run_cli
 
 FS = 2e6
 P = CARRIER_SPECTROGRAM
@@ -332,9 +332,7 @@ def test_a_missing_kernel_is_named_once_and_numpy_takes_over(tmp_path, monkeypat
 
     from gnuradio.rfdetect.dsp.compiled_modules import NativeUnavailable
     from gnuradio.rfdetect.inference import carrier_detector
-    monkeypatch.setattr(carrier_detector.KERNEL, "folder", str(tmp_path))  # an install without the .so
-    monkeypatch.setattr(carrier_detector.KERNEL, "module", None)
-    monkeypatch.setattr(carrier_detector.KERNEL, "error", None)
+    load_module_from(monkeypatch, carrier_detector.KERNEL, tmp_path)  # an install without the .so
     caplog.set_level(logging.WARNING, "rfdetect.carrier")
     det = CarrierDetector()
     tile = np.random.default_rng(3).random((300, 128), dtype=np.float32) * 10

@@ -11,7 +11,7 @@ from gnuradio.grc.core.platform import Platform
 
 from gnuradio.rfdetect.formats.records import read_jsonl, validate_record
 
-from conftest import ROOT, run_example
+from conftest import ROOT, load_module_from, run_example
 
 BLOCK_FILES = sorted((ROOT / "grc").glob("*.block.yml"))
 EXAMPLES = sorted((ROOT / "examples").glob("*.grc"))
@@ -171,8 +171,7 @@ def test_cmake_installs_package_blocks_and_examples(tmp_path, monkeypatch):
     kernel, = prefix.rglob("gnuradio/rfdetect/dsp/_stft_rows*.so")
     x = (np.random.default_rng(3).standard_normal(20 * SMALL.hop) * (1 + 1j)).astype(np.complex64)
     pip_rows = SpectrogramEngine(SMALL, kernel="compiled").compute(x, 19)
-    monkeypatch.setattr(compiled_rows.KERNEL, "folder", str(kernel.parent))
-    monkeypatch.setattr(compiled_rows.KERNEL, "module", None)
+    load_module_from(monkeypatch, compiled_rows.KERNEL, kernel.parent)
     cmake_rows = SpectrogramEngine(SMALL, kernel="compiled").compute(x, 19)
     assert compiled_rows.KERNEL.module.__file__ == str(kernel)
     assert np.abs(cmake_rows - pip_rows).max() <= KERNEL_TOLERANCE
@@ -182,9 +181,7 @@ def test_cmake_installs_package_blocks_and_examples(tmp_path, monkeypatch):
     tile = (10 * np.log10(np.random.default_rng(4).exponential(size=(300, 32)))).astype(np.float32)
     tile[100:102, 10:13] += 20.0
     pip_contrast = pulse_detector.load_kernel().contrast(tile, 1024, 6, [2, 5])
-    monkeypatch.setattr(pulse_detector.KERNEL, "folder", str(pulse_kernel.parent))
-    monkeypatch.setattr(pulse_detector.KERNEL, "module", None)
-    monkeypatch.setattr(pulse_detector.KERNEL, "error", None)
+    load_module_from(monkeypatch, pulse_detector.KERNEL, pulse_kernel.parent)
     cmake_contrast = pulse_detector.load_kernel().contrast(tile, 1024, 6, [2, 5])
     assert pulse_detector.KERNEL.module.__file__ == str(pulse_kernel)
     assert cmake_contrast[0].max() > 10 and np.array_equal(cmake_contrast[0], pip_contrast[0])
@@ -193,9 +190,7 @@ def test_cmake_installs_package_blocks_and_examples(tmp_path, monkeypatch):
     carrier_kernel, = prefix.rglob("gnuradio/rfdetect/inference/_carrier_power*.so")
     tile[50:250, 20] += 15.0
     pip_maps = carrier_detector.KERNEL.load().power(tile, 8)
-    monkeypatch.setattr(carrier_detector.KERNEL, "folder", str(carrier_kernel.parent))
-    monkeypatch.setattr(carrier_detector.KERNEL, "module", None)
-    monkeypatch.setattr(carrier_detector.KERNEL, "error", None)
+    load_module_from(monkeypatch, carrier_detector.KERNEL, carrier_kernel.parent)
     cmake_maps = carrier_detector.KERNEL.load().power(tile, 8)
     assert carrier_detector.KERNEL.module.__file__ == str(carrier_kernel)
     assert cmake_maps[1].max() > 10 and np.array_equal(cmake_maps[1], pip_maps[1])

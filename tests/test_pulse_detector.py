@@ -9,7 +9,7 @@ from gnuradio.rfdetect.formats.records import box_iou, read_jsonl
 from gnuradio.rfdetect.inference.model_runtime import ModelError, load_model
 from gnuradio.rfdetect.inference.pulse_detector import PULSE_SPECTROGRAM, PulseDetector, _column_medians
 
-from conftest import run_cli
+from conftest import load_module_from, run_cli
 
 FS = 20e6
 P = PULSE_SPECTROGRAM
@@ -456,9 +456,7 @@ def test_a_missing_kernel_is_named_once_and_numpy_takes_over(tmp_path, monkeypat
 
     from gnuradio.rfdetect.inference import pulse_detector
     from gnuradio.rfdetect.dsp.compiled_modules import NativeUnavailable
-    monkeypatch.setattr(pulse_detector.KERNEL, "folder", str(tmp_path))  # an install without the .so
-    monkeypatch.setattr(pulse_detector.KERNEL, "module", None)
-    monkeypatch.setattr(pulse_detector.KERNEL, "error", None)
+    load_module_from(monkeypatch, pulse_detector.KERNEL, tmp_path)  # an install without the .so
     caplog.set_level(logging.WARNING, "rfdetect.pulse")
     det = PulseDetector()
     tile = _tile_with_pulses(300)

@@ -8,7 +8,7 @@ from gnuradio.rfdetect.formats.sigmf_io import SigMFRecording
 from gnuradio.rfdetect.dsp.spectrogram import (SpectrogramConfigError, SpectrogramParams, StreamingSpectrogram,
                                            spectrogram)
 
-from conftest import SMALL
+from conftest import SMALL, load_module_from
 
 
 def block_rows(path, p):
@@ -205,9 +205,7 @@ def test_a_missing_kernel_is_named_and_numpy_takes_over(tmp_path, monkeypatch, c
 
     from gnuradio.rfdetect.dsp import compiled_rows
     spec_mod = importlib.import_module("gnuradio.rfdetect.dsp.spectrogram")
-    monkeypatch.setattr(compiled_rows.KERNEL, "folder", str(tmp_path))  # an install without the .so
-    monkeypatch.setattr(compiled_rows.KERNEL, "module", None)
-    monkeypatch.setattr(compiled_rows.KERNEL, "error", None)
+    load_module_from(monkeypatch, compiled_rows.KERNEL, tmp_path)  # an install without the .so
     monkeypatch.setattr(spec_mod, "_said", set())
     with pytest.raises(compiled_rows.KernelUnavailable, match="libfftw3-dev"):
         spec_mod.SpectrogramEngine(SMALL, kernel="compiled")

@@ -1,5 +1,6 @@
 /* The carrier detector's power maps (carrier_power.h). Each step does the arithmetic of the
- * NumPy and SciPy calls of CarrierDetector._power_numpy, so that the two agree bit for bit:
+ * NumPy and SciPy calls of CarrierDetector._power_numpy, so that the two agree to the ulp by
+ * which NumPy's float32 power and the C library's powf can differ:
  * - the floors are np.median's values (radix_median.h);
  * - the running means are SciPy 1.10's uniform_filter1d: a sum in double of the window's
  *   values, then each step adds the entering value less the leaving one (their difference

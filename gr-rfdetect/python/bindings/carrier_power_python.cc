@@ -1,7 +1,8 @@
 /* gnuradio.rfdetect.inference._carrier_power: the carrier detector's power maps
  * (lib/carrier_power.cc) for Python, without GNU Radio. `pip install .` builds it (setup.py)
  * and so does CMake; python/rfdetect/inference/carrier_detector.py uses it where it loads.
- * The kernel works on raw pointers, so the tile's shape and dtype are checked here; it runs
+ * The kernel works on raw pointers, so the tile's shape and dtype are checked first
+ * (float32_tile.h); it runs
  * without the GIL, beside the Detector's other branches.
  */
 #include <pybind11/numpy.h>
@@ -9,7 +10,8 @@
 
 #include <gnuradio/rfdetect/carrier_power.h>
 
-#include <stdexcept>
+#include "float32_tile.h"
+
 #include <utility>
 
 namespace py = pybind11;
@@ -21,12 +23,9 @@ PYBIND11_MODULE(_carrier_power, m)
     m.def(
         "power",
         [](const py::array& tile, long smooth_rows) {
-            if (!py::isinstance<py::array_t<float>>(tile) || !(tile.flags() & py::array::c_style) ||
-                tile.ndim() != 2)
-                throw std::invalid_argument("the tile must be a contiguous 2-D float32 array");
-            const long rows = tile.shape(0), cols = tile.shape(1);
+            long rows, cols;
+            const float* in = float32_tile(tile, rows, cols);
             py::array_t<float> power({ rows, cols }), smooth({ rows, cols });
-            const float* in = static_cast<const float*>(tile.data());
             float* p = power.mutable_data();
             float* s = smooth.mutable_data();
             {
@@ -37,6 +36,6 @@ PYBIND11_MODULE(_carrier_power, m)
         },
         py::arg("tile"),
         py::arg("smooth_rows"),
-        "(power, smooth) of a plain-dB tile: CarrierDetector._power_numpy's values, bit for bit "
+        "(power, smooth) of a plain-dB tile: CarrierDetector._power_numpy's values to float32 rounding "
         "(tile: rows x columns, finite float32 under 300 dB)");
 }

@@ -2,7 +2,7 @@
  * (lib/pulse_contrast.cc) for Python, without GNU Radio. `pip install .` builds it
  * (setup.py) and so does CMake; python/rfdetect/inference/pulse_detector.py uses it where
  * it loads. The kernel works on raw pointers, so the tile's shape and dtype are checked
- * here; it runs without the GIL, beside the Detector's other branches.
+ * first (float32_tile.h); it runs without the GIL, beside the Detector's other branches.
  */
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -10,7 +10,8 @@
 
 #include <gnuradio/rfdetect/pulse_contrast.h>
 
-#include <stdexcept>
+#include "float32_tile.h"
+
 #include <utility>
 #include <vector>
 
@@ -23,12 +24,9 @@ PYBIND11_MODULE(_pulse_contrast, m)
     m.def(
         "contrast",
         [](const py::array& tile, long floor_rows, long context_rows, std::vector<long> gaps) {
-            if (!py::isinstance<py::array_t<float>>(tile) || !(tile.flags() & py::array::c_style) ||
-                tile.ndim() != 2)
-                throw std::invalid_argument("the tile must be a contiguous 2-D float32 array");
-            const long rows = tile.shape(0), cols = tile.shape(1);
+            long rows, cols;
+            const float* in = float32_tile(tile, rows, cols);
             py::array_t<float> contrast({ rows, cols }), power({ rows, cols });
-            const float* in = static_cast<const float*>(tile.data());
             float* p = power.mutable_data();
             float* c = contrast.mutable_data();
             {

@@ -3,8 +3,9 @@
  *
  * The reference, and the documentation of each step, is the NumPy and SciPy code of
  * python/rfdetect/inference/carrier_detector.py (CarrierDetector._power_numpy); this kernel
- * computes the same float32 values, bit for bit (tests/test_carrier_detector.py), in a few
- * passes over each row. Needs nothing but the C++ standard library: the pybind11 module
+ * computes the same float32 values to rounding (tests/test_carrier_detector.py: NumPy's
+ * float32 power rounds some pixels an ulp from the C library's powf), in a few passes over
+ * each row. Needs nothing but the C++ standard library: the pybind11 module
  * gnuradio.rfdetect.inference._carrier_power runs it.
  */
 #ifndef INCLUDED_RFDETECT_CARRIER_POWER_H
