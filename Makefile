@@ -69,6 +69,7 @@ $(STAMPS)/installed: $(STAMPS)/pip $(PY_SOURCES)
 	@$(PY) -c "from gnuradio import rfdetect; rfdetect.stft_tile"
 	@$(PY) -c "from gnuradio.rfdetect.dsp import compiled_rows; compiled_rows.load()"
 	@$(PY) -c "from gnuradio.rfdetect.inference import pulse_detector; pulse_detector.load_kernel()"
+	@$(PY) -c "from gnuradio.rfdetect.inference import carrier_detector; carrier_detector.KERNEL.load()"
 	@touch $@
 
 # the C++ blocks, their bindings and the kernel, built with GNU Radio's CMake modules

@@ -36,18 +36,23 @@ KERNEL = Extension("gnuradio.rfdetect.dsp._stft_rows",
                    sources=["gr-rfdetect/lib/stft_rows.cc", "gr-rfdetect/python/bindings/stft_rows_python.cc"],
                    include_dirs=["gr-rfdetect/include", *PYBIND11_INCLUDE], libraries=["fftw3f", "m", "dl"],
                    language="c++", extra_compile_args=CXXFLAGS)
+# headers the model-free kernels share: a change to one rebuilds both modules
+SHARED_HEADERS = ["gr-rfdetect/include/gnuradio/rfdetect/kernel_api.h", "gr-rfdetect/lib/radix_median.h",
+                  "gr-rfdetect/python/bindings/float32_tile.h"]
 # the pulse detector's contrast map: -ffp-contract=off, for NumPy's reference rounds each
 # operation on its own (gr-rfdetect/lib/pulse_contrast.cc)
 PULSE_KERNEL = Extension("gnuradio.rfdetect.inference._pulse_contrast",
                          sources=["gr-rfdetect/lib/pulse_contrast.cc",
                                   "gr-rfdetect/python/bindings/pulse_contrast_python.cc"],
+                         depends=["gr-rfdetect/include/gnuradio/rfdetect/pulse_contrast.h", *SHARED_HEADERS],
                          include_dirs=["gr-rfdetect/include", *PYBIND11_INCLUDE], language="c++",
                          extra_compile_args=["-O3", "-std=c++17", "-ffp-contract=off", "-fvisibility=hidden"])
-# the carrier detector's power maps, bit for bit its NumPy and SciPy reference's (-ffp-contract=off
-# likewise; gr-rfdetect/lib/carrier_power.cc)
+# the carrier detector's power maps, its NumPy and SciPy reference's to float32 rounding
+# (-ffp-contract=off likewise; gr-rfdetect/lib/carrier_power.cc)
 CARRIER_KERNEL = Extension("gnuradio.rfdetect.inference._carrier_power",
                            sources=["gr-rfdetect/lib/carrier_power.cc",
                                     "gr-rfdetect/python/bindings/carrier_power_python.cc"],
+                           depends=["gr-rfdetect/include/gnuradio/rfdetect/carrier_power.h", *SHARED_HEADERS],
                            include_dirs=["gr-rfdetect/include", *PYBIND11_INCLUDE], language="c++",
                            extra_compile_args=["-O3", "-std=c++17", "-ffp-contract=off", "-fvisibility=hidden"])
 

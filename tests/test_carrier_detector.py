@@ -250,7 +250,7 @@ def _kernel():
 
 
 @pytest.mark.parametrize("rows,width,smooth_rows", [(1024, 4096, 8), (300, 257, 8), (129, 300, 5), (20, 9, 16),
-                                                    (7, 3, 8), (2, 1, 1), (1, 5, 3), (1, 1, 8)])
+                                                    (7, 3, 8), (9, 2, 8), (2, 1, 1), (1, 5, 3), (1, 1, 8)])
 def test_compiled_power_maps_are_numpys_to_float32_rounding(rows, width, smooth_rows):
     """The kernel (gr-rfdetect/lib/carrier_power.cc) against the NumPy and SciPy reference:
     noise with a gain step, a keyed line, equal pixels (ties in the median) and silent
@@ -298,18 +298,27 @@ def test_compiled_power_gives_numpys_boxes_on_voice_and_tone_recordings(tmp_path
     assert boxes >= 4
 
 
-def test_tiles_over_the_kernels_range_go_to_numpy():
-    from gnuradio.rfdetect.inference.carrier_detector import KERNEL_MAX_DB
-    tile = np.full((200, 64), 10.0, np.float32)
-    tile[50:150, 20] = KERNEL_MAX_DB  # 1e30 linear: over the floor it is float32's overflow
+def test_tiles_over_the_kernels_range_go_to_numpy(monkeypatch):
+    """A tile with a pixel at KERNEL_MAX_DB or more goes to NumPy's path, any other to the
+    kernel (a stand-in for it here records which tiles it is given)."""
+    from gnuradio.rfdetect.inference import carrier_detector
+
+    given = []
+
+    class Recording:
+        def power(self, tile, smooth_rows):
+            given.append(float(tile.max()))
+            return carrier_detector.KERNEL.load().power(tile, smooth_rows)
     det = CarrierDetector(kernel="compiled")
-    got = det._power(tile)
-    want = det._power_numpy(tile)
-    for g, w in zip(got, want):
-        np.testing.assert_array_equal(g, w)
+    monkeypatch.setattr(carrier_detector.KERNEL, "choose", lambda choice: Recording())
+    tile = np.full((200, 64), 10.0, np.float32)
+    tile[50:150, 20] = carrier_detector.KERNEL_MAX_DB
     with np.errstate(over="ignore"):
-        tile[50:150, 20] = KERNEL_MAX_DB - 1  # under it: the kernel's
-        np.testing.assert_allclose(det._power(tile)[0], det._power_numpy(tile)[0], rtol=POWER_TOLERANCE)
+        np.testing.assert_array_equal(det._power(tile)[1], det._power_numpy(tile)[1])
+    assert given == []
+    tile[50:150, 20] = carrier_detector.KERNEL_MAX_DB - 1
+    np.testing.assert_allclose(det._power(tile)[0], det._power_numpy(tile)[0], rtol=POWER_TOLERANCE)
+    assert given == [carrier_detector.KERNEL_MAX_DB - 1]
 
 
 def test_kernel_module_checks_its_arguments():

@@ -102,13 +102,43 @@ def test_companions_auto_says_in_the_log_which_run_and_which_are_left_out():
     out = subprocess.run(
         [sys.executable, "-c", "from gnuradio import rfdetect\n"
          "rfdetect.iq_detector('auto', samp_rate=4e6, center_freq=162e6, mode='realtime')\n"
-         "rfdetect.iq_detector('auto', samp_rate=2.4e6, center_freq=162e6, mode='realtime')\n"],
+         "rfdetect.iq_detector('auto', samp_rate=2.4e6, center_freq=162e6, mode='realtime')\n"
+         "rfdetect.iq_detector('auto, wideband-short', samp_rate=3e6, center_freq=162e6, mode='realtime')\n"],
         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     log = out.stdout + out.stderr
     assert ("companions auto in realtime mode: pulse, carrier (left out: narrowband-x2, wideband-short, which "
             "did not keep up at 4 MS/s on 2 cores beside the others)") in log
     assert "companions auto in realtime mode: narrowband-x2, wideband-short, pulse, carrier\n" in log
+    # a model the entries name runs, and is neither auto's companion nor left out
+    assert "companions auto in realtime mode: narrowband-x2, pulse, carrier\n" in log
+
+
+def test_real_time_companions_are_those_auto_adds():
+    """``companions`` names what auto added beside its choice: not a model the entries name
+    themselves (it runs as asked), nor one auto's labels leave nothing to report."""
+    named = iq_detector("auto, wideband-short", samp_rate=4e6, center_freq=162e6, mode="realtime")
+    assert [str(m).split("?")[0] for m in named.models] == ["narrowband", "pulse", "carrier", "wideband-short"]
+    assert named.companions == ("pulse", "carrier")
+    tones = iq_detector("auto?labels=tone", samp_rate=4e6, center_freq=162e6, mode="realtime")
+    assert [str(m).split("?")[0] for m in tones.models] == ["narrowband", "carrier"]  # pulse reports no tone
+    assert tones.companions == ("carrier",)
+
+
+def test_real_time_limits_without_a_kernel_are_those_measured_without_it(tmp_path, monkeypatch):
+    """Where pulse's or carrier's compiled kernel did not build, their NumPy code keeps up with
+    less: Companions Auto runs them only to the rates measured that way."""
+    from conftest import load_module_from
+    from gnuradio.rfdetect.inference import carrier_detector, pulse_detector
+    assert auto_models(5.8e6, 162e6, realtime=True) == ["narrowband", "carrier"]
+    assert auto_models(3e6, 162e6, realtime=True) == ["narrowband", "narrowband-x2", "pulse", "carrier"]
+    load_module_from(monkeypatch, carrier_detector.KERNEL, tmp_path)  # an install without the .so
+    assert auto_models(5.8e6, 162e6, realtime=True) == ["narrowband"]
+    assert auto_models(5.6e6, 162e6, realtime=True) == ["narrowband", "carrier"]
+    load_module_from(monkeypatch, pulse_detector.KERNEL, tmp_path)
+    assert auto_models(3e6, 162e6, realtime=True) == ["narrowband", "narrowband-x2", "carrier"]
+    assert auto_models(2e6, 162e6, realtime=True) == auto_models(2e6, 162e6)
+    assert auto_models(5.8e6, 162e6) == ["narrowband", "narrowband-x2", "wideband-short", "pulse", "carrier"]
 
 
 @pytest.mark.parametrize("companions, mode", [("auto", "realtime"), (False, "file"), ("no", "file")])

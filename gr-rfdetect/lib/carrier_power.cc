@@ -23,16 +23,11 @@ namespace rfdetect {
 
 namespace {
 
-// the largest tile whose buffers a thread keeps (a Detector branch's 1024 x 4096 tile needs
-// 16 MB of them)
-constexpr long KEPT_PIXELS = 1L << 23;
-
-// one thread's buffers, kept between tiles (a Detector branch's thread calls this for
-// every tile; fresh buffers cost page faults each time)
+// one thread's buffers, a few rows' worth, kept between tiles (a Detector branch's thread
+// calls this for every tile)
 struct carrier_buffers {
     std::vector<uint32_t> keys, scratch;
     std::vector<double> running, line;
-    std::vector<float> down;
 };
 
 } // namespace
@@ -63,33 +58,33 @@ void carrier_power(const float* tile_db, long rows, long cols, long smooth_rows,
     }
 
     // 2. the running mean of smooth_rows rows down each column (the window's first row
-    // smooth_rows / 2 rows up; the first and last rows repeated past the tile)
+    // smooth_rows / 2 rows up; the first and last rows repeated past the tile), into smooth
     const long before = smooth_rows / 2;
     const double size = static_cast<double>(smooth_rows);
     auto row_at = [&](long i) { return power + std::clamp(i - before, 0L, n - 1) * w; };
     buf.running.assign(w, 0.0);
-    buf.down.resize(n * w);
     for (long i = 0; i < smooth_rows; i++) {
         const float* p = row_at(i);
         for (long c = 0; c < w; c++)
             buf.running[c] += p[c];
     }
     for (long c = 0; c < w; c++)
-        buf.down[c] = static_cast<float>(buf.running[c] / size);
+        smooth[c] = static_cast<float>(buf.running[c] / size);
     for (long r = 1; r < n; r++) {
         const float *in = row_at(r + smooth_rows - 1), *out = row_at(r - 1);
-        float* d = buf.down.data() + r * w;
+        float* d = smooth + r * w;
         for (long c = 0; c < w; c++) {
             buf.running[c] += static_cast<double>(in[c]) - static_cast<double>(out[c]);
             d[c] = static_cast<float>(buf.running[c] / size);
         }
     }
 
-    // 3. the 3-column mean across each row (the edge columns repeated)
+    // 3. the 3-column mean across each row (the edge columns repeated), in place: each row is
+    // copied out first
     buf.line.resize(w + 2);
     for (long r = 0; r < n; r++) {
-        const float* d = buf.down.data() + r * w;
         float* s = smooth + r * w;
+        const float* d = s;
         buf.line[0] = d[0];
         for (long c = 0; c < w; c++)
             buf.line[c + 1] = d[c];
@@ -101,8 +96,6 @@ void carrier_power(const float* tile_db, long rows, long cols, long smooth_rows,
             s[c] = static_cast<float>(sum / 3.0);
         }
     }
-    if (n * w > KEPT_PIXELS)
-        buf = carrier_buffers(); // a tile far larger than a Detector's: its buffers are not kept
 }
 
 } // namespace rfdetect

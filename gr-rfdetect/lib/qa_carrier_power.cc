@@ -1,5 +1,5 @@
 /* C++ QA of the carrier power kernel (no GNU Radio, no FFTW). The kernel against its NumPy
- * and SciPy reference, bit for bit, lives in tests/test_carrier_detector.py. */
+ * and SciPy reference, within POWER_TOLERANCE, lives in tests/test_carrier_detector.py. */
 #include <gnuradio/rfdetect/carrier_power.h>
 
 #include <algorithm>

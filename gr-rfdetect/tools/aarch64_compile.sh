@@ -1,5 +1,5 @@
 #!/bin/bash
-# Compiles the row kernel, the C++ STFT Tile, the pulse contrast kernel and their C++ QA for aarch64 (NVIDIA
+# Compiles the row kernel, the C++ STFT Tile, the pulse contrast and carrier power kernels and their C++ QA for aarch64 (NVIDIA
 # Jetson) with Debian's cross compiler, against this machine's headers: FFTW's, GNU
 # Radio's and their dependencies' (architecture-independent headers, linked folder by
 # folder into OUT_DIR/include; the target's C and C++ library headers come from the

@@ -215,13 +215,14 @@ class iq_detector(gr.hier_block2):
         freq = float(center_freq) if float(center_freq) > 0 else None
         run, live = with_companions(companions, mode)
         self.models, said = resolve_auto_said(entries, float(samp_rate), freq, companions=run, realtime=live)
-        # the models auto runs beside its choice here: none where no entry is auto, or where
-        # auto's labels leave one nothing to report
-        named = {ModelSpec.parse(e).model for e in self.models}
+        # the models auto added beside its choice here: none where no entry is auto; not one
+        # the entries name themselves, nor one auto's labels leave nothing to report
+        asked = {ModelSpec.parse(e).model for e in entries}
+        running = {ModelSpec.parse(e).model for e in self.models}
         beside = auto_models(float(samp_rate), freq, None, run, live)[1:] if said else []
-        self.companions = tuple(m for m in beside if m in named)
+        self.companions = tuple(m for m in beside if m in running and m not in asked)
         if said and live:
-            left = [m for m in auto_models(float(samp_rate), freq)[1:] if m not in beside]
+            left = [m for m in auto_models(float(samp_rate), freq)[1:] if m not in beside and m not in asked]
             said += (f"; companions auto in realtime mode: {', '.join(self.companions) or 'none'}"
                      + (f" (left out: {', '.join(left)}, which did not keep up at {float(samp_rate) / 1e6:g} "
                         "MS/s on 2 cores beside the others)" if left else ""))

@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import box_profile, postprocess
+from . import box_profile, carrier_detector, postprocess, pulse_detector
 from .carrier_detector import CARRIER_SPECTROGRAM, CarrierConfigError, CarrierDetector
 from .energy_detector import EnergyDetector, PixelBox
 from .pulse_detector import PULSE_SPECTROGRAM, PULSE_TILE_ROWS, PulseConfigError, PulseDetector
@@ -153,15 +153,30 @@ def auto_model(sample_rate: float, center_frequency: Optional[float]) -> str:
 # (bench/realtime.py --iq-detector --companions: docs/performance.md, sessions 46-48). So as the
 # rate rises they drop out one by one, the one that adds least for its CPU first: beside
 # narrowband, on the 6 VHF/UHF tuning sets of 3-6.4 MS/s (docs/runtime.md, "Real time: which
-# companions keep up"), wideband-short added nothing above 2.8 MS/s at a core's fifth, while
-# carrier, pulse and narrowband-x2 each added 0.05-0.13. 0: never in real time on 2 cores
-# (narrowband-zoom costs about a second network).
+# companions keep up"), wideband-short added 0.01 above 2.8 MS/s for 0.3-0.36 of a core, while
+# carrier, pulse and narrowband-x2 each added 0.04-0.13. 0: never in real time on 2 cores
+# (narrowband-zoom costs about a second network). These limits were measured with the
+# model-free detectors' compiled kernels; REALTIME_MAX_WITHOUT_KERNEL holds those measured
+# without them, for an install whose kernel did not build.
 AUTO_COMPANIONS = (("wideband", "narrowband-zoom", 8e6, 25e6, 0.0),
                    ("wideband", "wideband-short", 2e6, 25e6, 6e6),
                    ("narrowband", "narrowband-x2", 1.6e6, NARROW_CAPTURE_MAX_RATE, 3.6e6),
                    ("narrowband", "wideband-short", 0.8e6, NARROW_CAPTURE_MAX_RATE, 2.8e6),
                    ("narrowband", "pulse", 1.6e6, NARROW_CAPTURE_MAX_RATE, 4.8e6),
                    ("narrowband", "carrier", 0.8e6, NARROW_CAPTURE_MAX_RATE, 6e6))
+
+
+# the real-time limits of pulse and carrier where their compiled kernel does not load (their
+# NumPy code): the whole VHF/UHF row kept up to 2 MS/s with pulse's NumPy contrast (session 46),
+# carrier alone beside narrowband to 5.6 MS/s with its NumPy power maps (session 48)
+REALTIME_MAX_WITHOUT_KERNEL = {"pulse": (pulse_detector.KERNEL, 2e6), "carrier": (carrier_detector.KERNEL, 5.6e6)}
+
+
+def _realtime_limit(model: str, limit: float) -> float:
+    """AUTO_COMPANIONS' real-time ``limit`` of ``model``, or the lower one measured without
+    its compiled kernel where that does not load (said once in the log by the kernel's loader)."""
+    kernel, without = REALTIME_MAX_WITHOUT_KERNEL.get(model, (None, limit))
+    return limit if kernel is None or kernel.load_or_none() is not None else min(limit, without)
 
 
 def auto_models(sample_rate: float, center_frequency: Optional[float], n_samples: Optional[int] = None,
@@ -172,11 +187,12 @@ def auto_models(sample_rate: float, center_frequency: Optional[float], n_samples
     ``companions`` holds (False: one spectrogram is forced on every model, and such a model
     runs only on its own) and the capture (``n_samples``, when known) fills at least one of its
     FFT windows. ``realtime``: only those that kept up at this rate on 2 cores (the last field
-    of AUTO_COMPANIONS)."""
+    of AUTO_COMPANIONS, or REALTIME_MAX_WITHOUT_KERNEL's where a kernel did not load)."""
     chosen = auto_model(sample_rate, center_frequency)
     out = [chosen]
     for choice, extra, low, high, live in AUTO_COMPANIONS if companions else ():
-        if choice == chosen and low <= sample_rate <= high and (not realtime or sample_rate <= live) \
+        if choice == chosen and low <= sample_rate <= high \
+                and (not realtime or sample_rate <= _realtime_limit(extra, live)) \
                 and (extra in BUILTIN_MODELS or extra in embedded_models()) \
                 and (n_samples is None or n_samples >= _companion_fft_size(extra)):
             out.append(extra)

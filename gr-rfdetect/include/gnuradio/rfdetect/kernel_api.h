@@ -1,4 +1,4 @@
-/* gr-rfdetect: symbol visibility of the kernels (stft_rows.h, pulse_contrast.h), which build
+/* gr-rfdetect: symbol visibility of the kernels (stft_rows.h, pulse_contrast.h, carrier_power.h), which build
  * without GNU Radio: api.h needs GNU Radio's headers, these must not. */
 #ifndef INCLUDED_RFDETECT_KERNEL_API_H
 #define INCLUDED_RFDETECT_KERNEL_API_H
