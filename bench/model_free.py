@@ -35,8 +35,9 @@ from live_run import base_recording  # noqa: E402
 
 from gnuradio.rfdetect.dsp.spectrogram import SpectrogramEngine  # noqa: E402
 from gnuradio.rfdetect.formats.sigmf_io import SigMFRecording  # noqa: E402
-from gnuradio.rfdetect.inference.carrier_detector import CARRIER_SPECTROGRAM, KERNEL_MAX_DB, POWER_TOLERANCE, \
-    CarrierDetector, _closed_3x3, _running_mean_down  # noqa: E402
+from gnuradio.rfdetect.inference.carrier_detector import CARRIER_SPECTROGRAM, POWER_TOLERANCE, CarrierDetector, \
+    _closed_3x3, _running_mean_down  # noqa: E402
+from gnuradio.rfdetect.inference.carrier_detector import kernel_takes as carrier_kernel_takes  # noqa: E402
 from gnuradio.rfdetect.inference.pulse_detector import CONTRAST_TOLERANCE, FLOOR_ROWS, PULSE_SPECTROGRAM, \
     PULSE_TILE_ROWS, PulseDetector, _column_medians, _kernel_takes  # noqa: E402
 
@@ -57,6 +58,23 @@ def cost_per_second(detector, tiles: list, seconds: float, repeats: int) -> floa
             detector.detect(tile)
         runs.append((time.process_time() - t) / seconds)
     return statistics.median(runs)
+
+
+def kernel_step(name: str, tiles: list, takes, compiled, reference, tolerance: float) -> tuple:
+    """A compiled kernel's step against its NumPy reference, per tile over the capture's
+    ``tiles`` (one tile timed again and again stays in cache, which flatters NumPy's passes
+    over it and its temporaries), as ``steps`` holds them; first every tile must be one the
+    kernel ``takes`` (else its row would time NumPy too), and each output equal the
+    reference's to ``tolerance`` (float32 rounding, not bit for bit)."""
+    if not all(takes(t) for t in tiles):
+        raise SystemExit(f"{name}: some tiles of the capture go to NumPy's path: the kernel's row would time "
+                         "NumPy too")
+    for t in tiles:
+        for got, want in zip(compiled(t), reference(t)):
+            if not np.allclose(got, want, rtol=tolerance, atol=0):
+                raise SystemExit(f"{name}: the compiled kernel differs from NumPy's by more than {tolerance}")
+    return (f"{name}, per tile over the capture's {len(tiles)} (compiled kernel, to float32 rounding)",
+            lambda: [compiled(t) for t in tiles], lambda: [reference(t) for t in tiles], len(tiles))
 
 
 def step_ms(call, repeats: int) -> float:
@@ -123,42 +141,15 @@ def main():
     for name, new, old, _ in steps:
         if not np.array_equal(new(), old()):
             raise SystemExit(f"{name}: the rewritten step's output differs from the call it replaced")
-    # the compiled contrast kernel against its NumPy reference, on each of the capture's tiles
-    # of pulse's branch (one tile timed again and again stays in cache, which flatters NumPy's
-    # passes over it and its temporaries): equal to CONTRAST_TOLERANCE, not bit for bit
-    pulse_tiles = tiles_of(rows[PULSE_SPECTROGRAM], PULSE_TILE_ROWS)
     long_gap = pulse._rows()[1]
-    per_tile = len(pulse_tiles)
-    if not all(_kernel_takes(t) for t in pulse_tiles):
-        raise SystemExit("some tiles of the capture go to NumPy's path: the kernel's row would time NumPy too")
-    for t in pulse_tiles:
-        if not np.allclose(pulse._contrast(t, long_gap)[0], numpy_pulse._contrast(t, long_gap)[0],
-                           rtol=CONTRAST_TOLERANCE, atol=0):
-            raise SystemExit(f"the compiled contrast kernel differs from NumPy's by more than {CONTRAST_TOLERANCE}")
-
-    def contrast_of_each(det):
-        for t in pulse_tiles:
-            det._contrast(t, long_gap)
-
-    steps.append((f"pulse: contrast map, {PULSE_TILE_ROWS} x 32, per tile over the capture's {per_tile} "
-                  "(compiled kernel, to float32 rounding)",
-                  lambda: contrast_of_each(pulse), lambda: contrast_of_each(numpy_pulse), per_tile))
-    # and carrier's power maps, the same way, on the capture's tiles of carrier's branch
-    carrier_tiles = [np.ascontiguousarray(t, np.float32) for t in tiles_of(rows[CARRIER_SPECTROGRAM], 1024)]
-    if not all(float(t.max()) < KERNEL_MAX_DB for t in carrier_tiles):
-        raise SystemExit("some tiles of the capture go to NumPy's path: the kernel's row would time NumPy too")
-    for t in carrier_tiles:
-        for got, want in zip(carrier._power(t), numpy_carrier._power(t)):
-            if not np.allclose(got, want, rtol=POWER_TOLERANCE, atol=0):
-                raise SystemExit(f"the compiled power kernel differs from NumPy's by more than {POWER_TOLERANCE}")
-
-    def power_of_each(det):
-        for t in carrier_tiles:
-            det._power(t)
-
-    steps.append((f"carrier: power maps, 1024 x {CARRIER_SPECTROGRAM.width}, per tile over the capture's "
-                  f"{len(carrier_tiles)} (compiled kernel, to float32 rounding)",
-                  lambda: power_of_each(carrier), lambda: power_of_each(numpy_carrier), len(carrier_tiles)))
+    steps.append(kernel_step(f"pulse: contrast map, {PULSE_TILE_ROWS} x 32",
+                             tiles_of(rows[PULSE_SPECTROGRAM], PULSE_TILE_ROWS), _kernel_takes,
+                             lambda t: pulse._contrast(t, long_gap),
+                             lambda t: numpy_pulse._contrast(t, long_gap), CONTRAST_TOLERANCE))
+    steps.append(kernel_step(f"carrier: power maps, 1024 x {CARRIER_SPECTROGRAM.width}",
+                             [np.ascontiguousarray(t, np.float32)
+                              for t in tiles_of(rows[CARRIER_SPECTROGRAM], 1024)],
+                             carrier_kernel_takes, carrier._power, numpy_carrier._power, POWER_TOLERANCE))
     table += ["", "| step | rewritten ms | SciPy / NumPy ms | speed-up |", "|---|---|---|---|"]
     for name, new, old, calls in steps:
         t_new, t_old = step_ms(new, a.repeats) / calls, step_ms(old, a.repeats) / calls

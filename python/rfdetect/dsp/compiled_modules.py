@@ -76,9 +76,18 @@ class CompiledModule:
         except NativeUnavailable:
             return None
 
-    def choose(self, choice: str):
-        """The module a detector's ``kernel`` option picks: "numpy" None (the reference code),
-        "compiled" the module or ``unavailable``, "auto" the module where it loads, else None."""
+    def check_choice(self, choice: str, who: str, error: type = ValueError) -> None:
+        """A detector's ``kernel`` option, checked when the detector is made: one of
+        KERNEL_CHOICES (else ``error`` naming ``who``), and for "compiled" the module loaded
+        now (else ``unavailable``), not at the first tile."""
         if choice not in KERNEL_CHOICES:
-            raise ValueError(f"kernel must be one of {', '.join(KERNEL_CHOICES)}, not {choice!r}")
+            raise error(f"{who}: kernel must be {', '.join(KERNEL_CHOICES[:-1])} or {KERNEL_CHOICES[-1]}, "
+                        f"not {choice!r}")
+        if choice == "compiled":
+            self.load()
+
+    def choose(self, choice: str):
+        """The module a detector's ``kernel`` option (:meth:`check_choice`) picks: "numpy" None
+        (the reference code), "compiled" the module or ``unavailable``, "auto" the module where
+        it loads, else None."""
         return None if choice == "numpy" else self.load() if choice == "compiled" else self.load_or_none()

@@ -77,7 +77,7 @@ from typing import Optional
 import numpy as np
 import scipy.ndimage as ndi
 
-from ..dsp.compiled_modules import KERNEL_CHOICES, CompiledModule
+from ..dsp.compiled_modules import CompiledModule
 from ..dsp.spectrogram import SpectrogramParams, own_grid_error
 from .energy_detector import PixelBox
 from .postprocess import db_score, peak_offset
@@ -113,6 +113,12 @@ KERNEL_MAX_DB = 300.0
 
 class CarrierConfigError(ValueError):
     pass
+
+
+def kernel_takes(tile: np.ndarray) -> bool:
+    """Whether the compiled kernel computes this (finite) tile: it has pixels, all under
+    KERNEL_MAX_DB."""
+    return bool(tile.size) and float(np.max(tile)) < KERNEL_MAX_DB
 
 
 def _edges(spectrum: np.ndarray, k: int, level: float) -> tuple[int, int]:
@@ -201,10 +207,7 @@ class CarrierDetector:
         problem = own_grid_error(self.params, CARRIER_SPECTROGRAM, self.name)
         if problem:
             raise CarrierConfigError(problem)
-        if self.kernel not in KERNEL_CHOICES:
-            raise CarrierConfigError(f"carrier: kernel must be auto, compiled or numpy, not {self.kernel!r}")
-        if self.kernel == "compiled":
-            KERNEL.load()
+        KERNEL.check_choice(self.kernel, self.name, CarrierConfigError)
 
     def reported_labels(self) -> list:
         return [self.label, self.tone_label]
@@ -346,7 +349,7 @@ class CarrierDetector:
         rounding, in two thirds of the time and without the GIL) where it loads (``kernel``) and every pixel
         is under KERNEL_MAX_DB, else :meth:`_power_numpy`'s."""
         kernel = KERNEL.choose(self.kernel)
-        if kernel is not None and tile.size and float(np.max(tile)) < KERNEL_MAX_DB:
+        if kernel is not None and kernel_takes(tile):
             return kernel.power(np.ascontiguousarray(tile, np.float32), self.smooth_rows)
         return self._power_numpy(tile)
 

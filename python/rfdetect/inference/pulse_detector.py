@@ -68,7 +68,7 @@ import numpy as np
 import scipy.ndimage as ndi
 
 from ..dsp.spectrogram import SpectrogramParams, own_grid_error
-from ..dsp.compiled_modules import KERNEL_CHOICES, CompiledModule
+from ..dsp.compiled_modules import CompiledModule
 from .energy_detector import PixelBox
 from .postprocess import db_score, peak_offset
 
@@ -138,10 +138,7 @@ class PulseDetector:
         problem = own_grid_error(self.params, PULSE_SPECTROGRAM, self.name)
         if problem:
             raise PulseConfigError(problem)
-        if self.kernel not in KERNEL_CHOICES:
-            raise PulseConfigError(f"pulse: kernel must be auto, compiled or numpy, not {self.kernel!r}")
-        if self.kernel == "compiled":
-            KERNEL.load()
+        KERNEL.check_choice(self.kernel, self.name, PulseConfigError)
 
     def set_sample_rate(self, sample_rate: float) -> None:
         self.sample_rate = float(sample_rate)
