@@ -263,12 +263,74 @@ def test_compiled_power_maps_are_numpys_to_float32_rounding(rows, width, smooth_
     tile[:, -1:] = tile[:, :1]  # equal pixels in every row
     if width >= 4:
         tile[0, :width // 2] = -300.0
+    if rows >= 3:  # under float32's normal numbers: the kernel's powf path
+        tile[1, :1] = -400.0
+        tile[2, :1] = -1000.0
     det = CarrierDetector(kernel="numpy", smooth_rows=smooth_rows)
     want = det._power_numpy(tile)
     got = _kernel().power(tile, smooth_rows)
     for g, w in zip(got, want):
         assert g.shape == w.shape and g.dtype == np.float32
         np.testing.assert_allclose(g, w, rtol=POWER_TOLERANCE, atol=0)
+
+
+def test_compiled_ten_to_the_tenth_is_within_an_ulp_or_two_of_exact():
+    """The kernel's 10 ** (dB / 10) (its own exp2, not powf) over the whole range it takes,
+    -400 dB to 300 dB in steps of 0.0137 dB: within POWER_TOLERANCE of the exact value of the
+    float32 dB / 10 (NumPy's float32 power is within it too), and never decreasing. A row
+    of one value has its power over the floor at exactly ln 2, so the power map of a tile
+    of rows of constant values gives back each row's 10 ** (dB / 10) as a floor ratio; the
+    kernel's power is read off a 2-row tile instead: the second row's floor is 1 (0 dB)."""
+    db = np.arange(-400.0, 299.99, 0.0137, dtype=np.float64).astype(np.float32)
+    exact = 10.0 ** (db / np.float32(10.0)).astype(np.float64)
+    # row 0: the values; their floor is their median / ln 2, so power * floor is the value
+    tile = db[None, :]
+    power, _ = _kernel().power(np.ascontiguousarray(tile), 1)
+    floor = np.median(exact) / np.log(2.0)
+    got = power[0].astype(np.float64) * floor
+    normal = exact > np.finfo(np.float32).tiny * 1e3
+    np.testing.assert_allclose(got[normal], exact[normal], rtol=POWER_TOLERANCE * 4)
+    assert np.all(np.diff(power[0][normal]) >= 0)
+
+
+def test_compiled_regions_are_scipys_labels_and_boxes():
+    """The kernel's candidate regions (mask over the level outside the edge columns, 3 x 3
+    closing, 8-connected labels, boxes of those tall enough) against the NumPy and SciPy
+    reference: the same label array, numbered the same, and the same boxes, on maps of
+    every size down to 1 x 1, at densities from sparse dots to nearly full, with edge
+    columns 1 to a third of the map and min_rows 0 to more than the map has."""
+    from gnuradio.rfdetect.inference.carrier_detector import CarrierDetector
+    kernel = _kernel()
+    rng = np.random.default_rng(17)
+    compared = tall = 0
+    for rows, width in [(1024, 4096), (300, 257), (64, 64), (5, 40), (3, 3), (2, 7), (1, 1), (9, 2)]:
+        for density in (0.02, 0.2, 0.5, 0.9):
+            # blobs and diagonal strokes, so that regions join only through corners
+            x = rng.random((rows, width), dtype=np.float32)
+            x = np.where(x < density, np.float32(4.0), np.float32(0.5))
+            for min_rows, edge_fraction in ((0, 0.0), (20, 0.05), (3, 0.34), (rows + 1, 0.05)):
+                det = CarrierDetector(kernel="numpy", min_rows=min_rows, edge_fraction=edge_fraction)
+                want_labels, want = det._regions_numpy(x.copy())
+                labels, got = kernel.regions(x, det._level(), det._edge_columns(width), min_rows)
+                assert labels.dtype == np.int32
+                np.testing.assert_array_equal(labels, want_labels)
+                assert got == [(i, ys.start, ys.stop, xs.start, xs.stop) for i, ys, xs in want]
+                compared += 1
+                tall += len(want)
+    assert compared == 8 * 4 * 4 and tall > 100
+
+
+def test_kernel_regions_check_their_arguments():
+    kernel = _kernel()
+    smooth = np.ones((200, 64), np.float32)
+    with pytest.raises(ValueError, match="float32"):
+        kernel.regions(smooth.astype(np.float64), 2.0, 1, 20)
+    with pytest.raises(ValueError, match="contiguous"):
+        kernel.regions(smooth[:, ::2], 2.0, 1, 20)
+    with pytest.raises(ValueError, match="rows and columns"):
+        kernel.regions(np.empty((0, 64), np.float32), 2.0, 1, 20)
+    with pytest.raises(ValueError, match="edge and min_rows"):
+        kernel.regions(smooth, 2.0, -1, 20)
 
 
 def _boxes_agree(got, want):
@@ -345,11 +407,16 @@ def test_a_missing_kernel_is_named_once_and_numpy_takes_over(tmp_path, monkeypat
     caplog.set_level(logging.WARNING, "rfdetect.carrier")
     det = CarrierDetector()
     tile = np.random.default_rng(3).random((300, 128), dtype=np.float32) * 10
+    tile[50:250, 60] = 40.0  # a carrier: one region
     for _ in range(2):
         got = det._power(tile)
+        labels, regions = det._regions(got[1])
     want = det._power_numpy(tile)
     np.testing.assert_array_equal(got[1], want[1])
-    assert caplog.text.count("computes its power maps with NumPy") == 1
+    want_labels, want_regions = det._regions_numpy(want[1])
+    np.testing.assert_array_equal(labels, want_labels)
+    assert regions == want_regions and len(regions) == 1
+    assert caplog.text.count("computes its power maps and regions with NumPy") == 1
     assert "pybind11-dev" in caplog.text
     with pytest.raises(NativeUnavailable, match="is not in"):
         CarrierDetector(kernel="compiled")
@@ -369,7 +436,7 @@ def test_kernel_releases_the_gil():
     def calls():
         t0 = time.perf_counter()
         while time.perf_counter() - t0 < 0.3:
-            kernel.power(tile, 8)
+            kernel.regions(kernel.power(tile, 8)[1], 2.0, 1, 20)
     longest, length = longest_wait_during(calls)
     assert length >= 0.3
     assert longest < 0.5 * length, (longest, length)

@@ -185,15 +185,19 @@ def test_cmake_installs_package_blocks_and_examples(tmp_path, monkeypatch):
     cmake_contrast = pulse_detector.load_kernel().contrast(tile, 1024, 6, [2, 5])
     assert pulse_detector.KERNEL.module.__file__ == str(pulse_kernel)
     assert cmake_contrast[0].max() > 10 and np.array_equal(cmake_contrast[0], pip_contrast[0])
-    # and the carrier power kernel, built by CMake, gives the maps pip's build gives
+    # and the carrier kernel, built by CMake, gives the maps and regions pip's build gives
     from gnuradio.rfdetect.inference import carrier_detector
     carrier_kernel, = prefix.rglob("gnuradio/rfdetect/inference/_carrier_power*.so")
     tile[50:250, 20] += 15.0
     pip_maps = carrier_detector.KERNEL.load().power(tile, 8)
+    pip_regions = carrier_detector.KERNEL.load().regions(pip_maps[1], 2.0, 1, 20)
     load_module_from(monkeypatch, carrier_detector.KERNEL, carrier_kernel.parent)
     cmake_maps = carrier_detector.KERNEL.load().power(tile, 8)
+    cmake_regions = carrier_detector.KERNEL.load().regions(pip_maps[1], 2.0, 1, 20)
     assert carrier_detector.KERNEL.module.__file__ == str(carrier_kernel)
     assert cmake_maps[1].max() > 10 and np.array_equal(cmake_maps[1], pip_maps[1])
+    assert len(cmake_regions[1]) >= 1 and cmake_regions[1] == pip_regions[1]
+    assert np.array_equal(cmake_regions[0], pip_regions[0])
 
 
 def test_multi_model_example_runs_three_models_on_one_tile_stream(recording, tmp_path, grc_env):

@@ -70,5 +70,39 @@ int main()
     }
     CHECK(threw);
 
+    // regions: a map of 12 x 10 at 0 with three blobs at 5 (level 2, edge 1): A (rows 2-6,
+    // columns 2-3), B (rows 4-8, column 5: one column apart from A, so the closing joins
+    // them into one region), C (rows 9-10, column 9: the edge column, left out)
+    using gr::rfdetect::carrier_region;
+    using gr::rfdetect::carrier_regions;
+    const long rr = 12, rc = 10;
+    std::vector<float> map(rr * rc, 0.0f);
+    std::vector<int32_t> labels(rr * rc, -1);
+    for (long r = 2; r <= 6; r++)
+        map[r * rc + 2] = map[r * rc + 3] = 5.0f;
+    for (long r = 4; r <= 8; r++)
+        map[r * rc + 5] = 5.0f;
+    for (long r = 9; r <= 10; r++)
+        map[r * rc + 9] = 5.0f;
+    std::vector<carrier_region> found = carrier_regions(map.data(), rr, rc, 2.0f, 1, 0, labels.data());
+    CHECK(found.size() == 1);
+    CHECK(found[0].label == 1 && found[0].y0 == 2 && found[0].y1 == 9 && found[0].x0 == 2 && found[0].x1 == 6);
+    long labelled = 0;
+    for (long i = 0; i < rr * rc; i++) {
+        CHECK(labels[i] == 0 || labels[i] == 1);
+        labelled += labels[i] == 1;
+    }
+    CHECK(labels[4 * rc + 4] == 1 && labels[11 * rc + 9] == 0 && labelled >= 5 * 2 + 5);
+    // too short for min_rows 8: labelled, not returned
+    found = carrier_regions(map.data(), rr, rc, 2.0f, 1, 8, labels.data());
+    CHECK(found.empty() && labels[4 * rc + 4] == 1);
+    threw = false;
+    try {
+        carrier_regions(map.data(), rr, rc, 2.0f, -1, 0, labels.data());
+    } catch (const std::invalid_argument&) {
+        threw = true;
+    }
+    CHECK(threw);
+
     return qa_result("qa_carrier_power");
 }

@@ -95,16 +95,17 @@ DRIFT_SPAN = 260
 ASSUMED_SAMPLE_RATE = 2e6
 
 
-# the compiled power kernel, the pybind11 module beside this file (built by ``pip install`` and
-# by CMake): step 1 and the smoothing of step 2, the same float32 values as _power_numpy's
+# the compiled kernel, the pybind11 module beside this file (built by ``pip install`` and by
+# CMake): step 1 and the smoothing of step 2, the same float32 values as _power_numpy's to an
+# ulp or two, and step 2's regions, the same as _regions_numpy's
 KERNEL = CompiledModule(os.path.dirname(os.path.abspath(__file__)), "_carrier_power", "gnuradio.rfdetect.inference",
-                        ("power",), "the compiled carrier power kernel",
+                        ("power", "regions"), "the compiled carrier kernel",
                         "a C++ compiler and pybind11, Debian: g++ pybind11-dev", log=logging.getLogger("rfdetect.carrier"),
-                        fallback="the carrier detector computes its power maps with NumPy and SciPy (about 1.4 times "
-                                 "its CPU)")
+                        fallback="the carrier detector computes its power maps and regions with NumPy and SciPy "
+                                 "(about twice its CPU)")
 # the compiled kernel's largest relative difference from _power_numpy's values: NumPy's float32
-# power rounds some pixels an ulp from the C library's powf, and the floor, the power over it
-# and the means carry that ulp (tests/test_carrier_detector.py, bench/model_free.py)
+# power and the kernel's own 10 ** x are each within an ulp of the exact value, so they differ
+# by an ulp at some pixels, and the floor, the power over it and the means carry that ulp (tests/test_carrier_detector.py, bench/model_free.py)
 POWER_TOLERANCE = 2e-6
 # the highest dB pixel the kernel is given: 10 ** 30 is float32's; above it both overflow alike,
 # but the NumPy path is the one documented for such tiles
@@ -199,7 +200,7 @@ class CarrierDetector:
     label: str = "signal"
     tone_label: str = "tone"
     name: str = "carrier"
-    # the power maps' code: "auto" (the compiled kernel where it loads, else NumPy),
+    # the power maps' and regions' code: "auto" (the compiled kernel where it loads, else NumPy),
     # "compiled" (NativeUnavailable without it) or "numpy" (the reference)
     kernel: str = "auto"
 
@@ -319,21 +320,14 @@ class CarrierDetector:
         tile = np.asarray(tile, np.float32)
         if not np.isfinite(tile).all():  # a NaN would spread down its column and across its row's floor
             tile = np.where(np.isfinite(tile), tile, np.float32(-300.0))
-        n, w = tile.shape
-        if n < self.min_rows:
+        if tile.shape[0] < self.min_rows:
             return []
         power, smooth = self._power(tile)
-        mask = smooth > np.float32(10 ** (self.min_db / 10))
-        edge = max(1, int(np.ceil(w * self.edge_fraction)))  # the receiver's roll-off at the band edges
-        mask[:, :edge] = False
-        mask[:, w - edge:] = False
-        mask = _closed_3x3(mask)
-        labels, _ = ndi.label(mask, structure=np.ones((3, 3), bool))
+        labels, regions = self._regions(smooth)
         candidates = []
-        for i, (ys, xs) in enumerate(ndi.find_objects(labels)):
-            if ys.stop - ys.start >= self.min_rows:
-                spectrum = power[ys, xs].mean(axis=0)
-                candidates.append((float(spectrum.max()), xs.start + int(np.argmax(spectrum)), i + 1, ys, xs))
+        for i, ys, xs in regions:
+            spectrum = power[ys, xs].mean(axis=0)
+            candidates.append((float(spectrum.max()), xs.start + int(np.argmax(spectrum)), i, ys, xs))
         out, columns = [], []
         for _, kc, i, ys, xs in sorted(candidates, key=lambda c: (-c[0], c[1])):
             if any(abs(kc - c) <= self.same_column for c in columns):
@@ -360,6 +354,38 @@ class CarrierDetector:
         power = lin / np.maximum(floor, np.float32(1e-30))[:, None]
         smooth = ndi.uniform_filter1d(_running_mean_down(power, self.smooth_rows), 3, axis=1, mode="nearest")
         return power, smooth
+
+    def _regions(self, smooth: np.ndarray) -> tuple[np.ndarray, list]:
+        """Step 2's candidate regions: (labels, [(label, rows, columns)] of those at least
+        ``min_rows`` rows tall, as slices, in label order), the compiled kernel's (the same
+        regions as :meth:`_regions_numpy`, in about a fifth of its time and without the GIL)
+        where it loads (``kernel``), else :meth:`_regions_numpy`'s."""
+        kernel = KERNEL.choose(self.kernel)
+        if kernel is None:
+            return self._regions_numpy(smooth)
+        labels, regions = kernel.regions(np.ascontiguousarray(smooth, np.float32), self._level(),
+                                         self._edge_columns(smooth.shape[1]), self.min_rows)
+        return labels, [(i, slice(y0, y1), slice(x0, x1)) for i, y0, y1, x0, x1 in regions]
+
+    def _regions_numpy(self, smooth: np.ndarray) -> tuple[np.ndarray, list]:
+        """Step 2's regions with NumPy and SciPy: the kernel's reference. The pixels of
+        ``smooth`` over ``min_db``, outside the receiver's roll-off at the band edges, closed
+        by 3 x 3 and labelled 8-connected."""
+        w = smooth.shape[1]
+        mask = smooth > self._level()
+        edge = self._edge_columns(w)
+        mask[:, :edge] = False
+        mask[:, w - edge:] = False
+        labels, _ = ndi.label(_closed_3x3(mask), structure=np.ones((3, 3), bool))
+        return labels, [(i + 1, ys, xs) for i, (ys, xs) in enumerate(ndi.find_objects(labels))
+                        if ys.stop - ys.start >= self.min_rows]
+
+    def _level(self) -> np.float32:
+        return np.float32(10 ** (self.min_db / 10))
+
+    def _edge_columns(self, width: int) -> int:
+        """Columns left out at each band edge (the receiver's roll-off): at least one."""
+        return max(1, int(np.ceil(width * self.edge_fraction)))
 
     def _drift(self, smooth: np.ndarray, labels: np.ndarray, i: int, ys: slice, xs: slice) -> Optional[tuple]:
         """Step 2b: a carrier whose frequency drifts (a transmitter's oscillator warming up, or

@@ -13,6 +13,9 @@
 
 #include <gnuradio/rfdetect/kernel_api.h>
 
+#include <cstdint>
+#include <vector>
+
 namespace gr {
 namespace rfdetect {
 
@@ -23,6 +26,22 @@ namespace rfdetect {
  *  std::invalid_argument naming a bad size. */
 RFDETECT_KERNEL_API void carrier_power(
     const float* tile_db, long rows, long cols, long smooth_rows, float* power, float* smooth);
+
+/*! A region of carrier_regions: its label, rows [y0, y1) and columns [x0, x1). */
+struct carrier_region {
+    int32_t label;
+    long y0, y1, x0, x1;
+};
+
+/*! The carrier detector's candidate regions in smooth (rows x cols, carrier_power's): the
+ *  pixels over level, outside the edge columns at each side, closed by 3 x 3 (dilated, then
+ *  eroded with nothing outside the map, so that edge pixels are cleared) and labelled
+ *  8-connected, numbered 1, 2, ... by each region's first pixel in row order (as
+ *  scipy.ndimage.label numbers them). Writes the labels (0: no region) into labels (rows x
+ *  cols) and returns the regions at least min_rows rows tall, in label order. Throws
+ *  std::invalid_argument naming a bad size. */
+RFDETECT_KERNEL_API std::vector<carrier_region> carrier_regions(
+    const float* smooth, long rows, long cols, float level, long edge, long min_rows, int32_t* labels);
 
 } // namespace rfdetect
 } // namespace gr
