@@ -15,7 +15,7 @@ namespace rfdetect {
 namespace detail {
 
 // under this many keys, a selection on them all beats counting 4096 buckets
-constexpr long SMALL_SELECTION = 1024;
+constexpr long SMALL_SELECTION = 64;
 
 // The k-th smallest (from 0) of n keys, the bit patterns of values >= 0 and not NaN, which
 // sort as the values do; and, where k > 0, the (k-1)-th in below. A radix selection on the
