@@ -16,7 +16,8 @@ the outputs are checked equal before timing (tests/test_carrier_detector.py and
 tests/test_pulse_detector.py check the same); the compiled contrast kernel (session 47) against
 its NumPy reference, per tile over the capture's tiles of ``pulse``'s branch, equal to
 CONTRAST_TOLERANCE, and ``pulse``'s cost per second with NumPy's contrast beside the kernel's;
-likewise ``carrier``'s compiled power maps (session 48), to POWER_TOLERANCE.
+likewise ``carrier``'s compiled power maps (session 48), to POWER_TOLERANCE, and its compiled
+regions (session 49), the same labels and boxes.
 """
 from __future__ import annotations
 
@@ -65,16 +66,23 @@ def kernel_step(name: str, tiles: list, takes, compiled, reference, tolerance: f
     ``tiles`` (one tile timed again and again stays in cache, which flatters NumPy's passes
     over it and its temporaries), as ``steps`` holds them; first every tile must be one the
     kernel ``takes`` (else its row would time NumPy too), and each output equal the
-    reference's to ``tolerance`` (float32 rounding, not bit for bit)."""
+    reference's to ``tolerance`` (float32 rounding, not bit for bit; 0: the same values)."""
     if not all(takes(t) for t in tiles):
         raise SystemExit(f"{name}: some tiles of the capture go to NumPy's path: the kernel's row would time "
                          "NumPy too")
     for t in tiles:
         for got, want in zip(compiled(t), reference(t)):
-            if not np.allclose(got, want, rtol=tolerance, atol=0):
+            if np.shape(got) != np.shape(want) or not np.allclose(got, want, rtol=tolerance, atol=0):
                 raise SystemExit(f"{name}: the compiled kernel differs from NumPy's by more than {tolerance}")
-    return (f"{name}, per tile over the capture's {len(tiles)} (compiled kernel, to float32 rounding)",
+    match = "the same values" if tolerance == 0 else "to float32 rounding"
+    return (f"{name}, per tile over the capture's {len(tiles)} (compiled kernel, {match})",
             lambda: [compiled(t) for t in tiles], lambda: [reference(t) for t in tiles], len(tiles))
+
+
+def region_arrays(found: tuple) -> tuple:
+    """``CarrierDetector._regions``'s (labels, [(label, rows, columns)]) as two arrays."""
+    labels, regions = found
+    return labels, np.array([(i, ys.start, ys.stop, xs.start, xs.stop) for i, ys, xs in regions]).reshape(-1, 5)
 
 
 def step_ms(call, repeats: int) -> float:
@@ -113,8 +121,9 @@ def main():
               ("pulse, NumPy contrast", numpy_pulse, PULSE_SPECTROGRAM, PULSE_TILE_ROWS,
                "pulse's branch's, NumPy's contrast (the kernel's reference and fallback)"),
               ("carrier", carrier, CARRIER_SPECTROGRAM, 1024, "carrier's branch's (the networks')"),
-              ("carrier, NumPy power maps", numpy_carrier, CARRIER_SPECTROGRAM, 1024,
-               "carrier's branch's, NumPy's power maps (the kernel's reference and fallback)")]
+              ("carrier, NumPy power maps and regions", numpy_carrier, CARRIER_SPECTROGRAM, 1024,
+               "carrier's branch's, NumPy's and SciPy's power maps and regions (the kernel's reference and "
+               "fallback)")]
     table = ["| detector | tile rows | tiles | detect() CPU s per s of signal (median) | tile height |",
              "|---|---|---|---|---|"]
     for name, det, grid, height, note in setups:
@@ -146,10 +155,13 @@ def main():
                              tiles_of(rows[PULSE_SPECTROGRAM], PULSE_TILE_ROWS), _kernel_takes,
                              lambda t: pulse._contrast(t, long_gap),
                              lambda t: numpy_pulse._contrast(t, long_gap), CONTRAST_TOLERANCE))
-    steps.append(kernel_step(f"carrier: power maps, 1024 x {CARRIER_SPECTROGRAM.width}",
-                             [np.ascontiguousarray(t, np.float32)
-                              for t in tiles_of(rows[CARRIER_SPECTROGRAM], 1024)],
+    carrier_tiles = [np.ascontiguousarray(t, np.float32) for t in tiles_of(rows[CARRIER_SPECTROGRAM], 1024)]
+    steps.append(kernel_step(f"carrier: power maps, 1024 x {CARRIER_SPECTROGRAM.width}", carrier_tiles,
                              carrier_kernel_takes, carrier._power, numpy_carrier._power, POWER_TOLERANCE))
+    steps.append(kernel_step(f"carrier: regions (mask, 3 x 3 closing, labels, boxes), 1024 x "
+                             f"{CARRIER_SPECTROGRAM.width}", [numpy_carrier._power(t)[1] for t in carrier_tiles],
+                             lambda smooth: True, lambda smooth: region_arrays(carrier._regions(smooth)),
+                             lambda smooth: region_arrays(numpy_carrier._regions(smooth)), 0))
     table += ["", "| step | rewritten ms | SciPy / NumPy ms | speed-up |", "|---|---|---|---|"]
     for name, new, old, calls in steps:
         t_new, t_old = step_ms(new, a.repeats) / calls, step_ms(old, a.repeats) / calls

@@ -150,20 +150,21 @@ def auto_model(sample_rate: float, center_frequency: Optional[float]) -> str:
 # The last field: in real time (the IQ Detector's Companions Auto in real-time mode) a model
 # runs beside the choice only up to that capture rate, where the choice and every model whose
 # limit is at least as high kept up for 60 s with no tile dropped on this project's 2-core Xeon
-# (bench/realtime.py --iq-detector --companions: docs/performance.md, sessions 46-48). So as the
+# (bench/realtime.py --iq-detector --companions: docs/performance.md, sessions 46-49). So as the
 # rate rises they drop out one by one, the one that adds least for its CPU first: beside
 # narrowband, on the 6 VHF/UHF tuning sets of 3-6.4 MS/s (docs/runtime.md, "Real time: which
 # companions keep up"), wideband-short added 0.01 above 2.8 MS/s for 0.3-0.36 of a core, while
 # carrier, pulse and narrowband-x2 each added 0.04-0.13. 0: never in real time on 2 cores
 # (narrowband-zoom costs about a second network). These limits were measured with the
 # model-free detectors' compiled kernels; REALTIME_MAX_WITHOUT_KERNEL holds those measured
-# without them, for an install whose kernel did not build.
+# without them, for an install whose kernel did not build. carrier keeps up over narrowband's
+# whole range since its regions moved into its kernel (session 49: 6.4 MS/s for 60 s).
 AUTO_COMPANIONS = (("wideband", "narrowband-zoom", 8e6, 25e6, 0.0),
                    ("wideband", "wideband-short", 2e6, 25e6, 6e6),
                    ("narrowband", "narrowband-x2", 1.6e6, NARROW_CAPTURE_MAX_RATE, 3.6e6),
                    ("narrowband", "wideband-short", 0.8e6, NARROW_CAPTURE_MAX_RATE, 2.8e6),
                    ("narrowband", "pulse", 1.6e6, NARROW_CAPTURE_MAX_RATE, 4.8e6),
-                   ("narrowband", "carrier", 0.8e6, NARROW_CAPTURE_MAX_RATE, 6e6))
+                   ("narrowband", "carrier", 0.8e6, NARROW_CAPTURE_MAX_RATE, NARROW_CAPTURE_MAX_RATE))
 
 
 # the real-time limits of pulse and carrier where their compiled kernel does not load (their
