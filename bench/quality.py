@@ -56,6 +56,7 @@ bench/.cache/heldout/NAME/ (deterministic per seed and index, then cached) with 
   vhf-uhf       realistic profile at 2 MS/s x 1.05 s (narrow channels), seed 7501
   vhf-uhf-4M    the same at 4 MS/s x 0.55 s, 162 MHz, seed 7511 (not in the default list: made
                 for the IQ Detector's real-time companions, bench/realtime_quality.py)
+  vhf-uhf-6M    likewise at 6.4 MS/s x 0.55 s, 162 MHz, seed 7521 (session 49; not in the default list)
 
 --quick: 2 recordings per set (a smoke run). Writes one table per set, a per-class table,
 docs/quality_<set>.png (recall vs SNR, one line per model) and its section of
@@ -100,9 +101,14 @@ SYNTH_SETS = {
     # (bench/realtime_quality.py --set vhf-uhf-4M; session 48)
     "vhf-uhf-4M": dict(profile="vhf-uhf", seed=7511, sample_rate=4e6, duration=0.55, n_signals=12, n=12,
                        center_freq=162e6),
+    # likewise at narrowband's highest rate, where carrier alone runs beside it in real time
+    # (bench/realtime_quality.py --set vhf-uhf-6M; session 49)
+    "vhf-uhf-6M": dict(profile="vhf-uhf", seed=7521, sample_rate=6.4e6, duration=0.55, n_signals=12, n=12,
+                       center_freq=162e6),
 }
+REALTIME_ONLY_SETS = ("vhf-uhf-4M", "vhf-uhf-6M")
 SNR_LO, SNR_HI = 0.0, 25.0
-DEFAULT_SETS = ["torchsig", *(name for name in SYNTH_SETS if name != "vhf-uhf-4M")]
+DEFAULT_SETS = ["torchsig", *(name for name in SYNTH_SETS if name not in REALTIME_ONLY_SETS)]
 AGNOSTIC_ONLY = {"torchsig"}  # TorchSig's class names are not our labels
 # recall_by_snr's band names (training/detection_metrics.py SNR_BANDS), in order, and their short names
 BANDS = [("< 0 dB", "<0"), ("0-5 dB", "0-5"), ("5-10 dB", "5-10"), ("10-15 dB", "10-15"),
