@@ -48,12 +48,14 @@ constexpr double ROUNDER = 6755399441055744.0;
 constexpr float EXP2_TAYLOR[] = { 1.52527338040598e-5f, 1.54035303933816e-4f, 1.33335581464284e-3f,
                                   9.61812910762848e-3f, 5.55041086648216e-2f, 2.40226506959101e-1f,
                                   6.93147180559945e-1f };
-// under this, 10 ** (dB / 10) is under float32's smallest normal number (2^-126), which
-// pow10_of_tenth does not make: such rows take powf
+// pow10_of_tenth's range: under it 10 ** (dB / 10) is under float32's smallest normal number
+// (2^-126), which it does not make; over it, over float32's largest (the detector gives the
+// kernel pixels under 300 dB). A row with a pixel outside takes powf
 constexpr float LOWEST_FAST_DB = -370.0f;
+constexpr float HIGHEST_FAST_DB = 380.0f;
 
 // 10 ** (db / 10) with db / 10 rounded to float32 first, as NumPy's float32 arithmetic does;
-// db in [LOWEST_FAST_DB, 300): 2^t, t = (db / 10) log2(10) in double, as 2^n 2^f with n the
+// db in [LOWEST_FAST_DB, HIGHEST_FAST_DB]: 2^t, t = (db / 10) log2(10) in double, as 2^n 2^f with n the
 // integer nearest t and 2^f a Taylor polynomial in float32
 inline float pow10_of_tenth(float db)
 {
@@ -77,14 +79,18 @@ __attribute__((target_clones("avx2", "default")))
 #endif
 void linear_row(const float* db, long w, float* p)
 {
-    int too_low = 0;
-    for (long c = 0; c < w; c++) {
-        p[c] = pow10_of_tenth(db[c]);
-        too_low |= db[c] < LOWEST_FAST_DB;
-    }
-    if (too_low)
+    // a value pow10_of_tenth does not take (NaN included): the row takes powf. Checked first, in
+    // a pass of its own: clamping inside the loop below would stop it vectorising
+    int outside = 0;
+    for (long c = 0; c < w; c++)
+        outside |= (db[c] < LOWEST_FAST_DB) | (db[c] > HIGHEST_FAST_DB) | (db[c] != db[c]);
+    if (outside) {
         for (long c = 0; c < w; c++)
             p[c] = std::pow(10.0f, db[c] / 10.0f);
+        return;
+    }
+    for (long c = 0; c < w; c++)
+        p[c] = pow10_of_tenth(db[c]);
 }
 
 } // namespace
