@@ -24,6 +24,7 @@ PY_SOURCES := $(shell find python training -name "*.py" -o -name "*.onnx" -o -na
               gr-rfdetect/include/gnuradio/rfdetect/kernel_api.h \
               gr-rfdetect/python/bindings/pulse_contrast_python.cc gr-rfdetect/lib/carrier_power.cc \
               gr-rfdetect/include/gnuradio/rfdetect/carrier_power.h gr-rfdetect/lib/radix_median.h \
+              gr-rfdetect/lib/pow10.h \
               gr-rfdetect/python/bindings/carrier_power_python.cc \
               gr-rfdetect/python/bindings/float32_tile.h pyproject.toml setup.py
 CMAKE_BUILD := build/cmake

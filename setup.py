@@ -38,7 +38,7 @@ KERNEL = Extension("gnuradio.rfdetect.dsp._stft_rows",
                    language="c++", extra_compile_args=CXXFLAGS)
 # headers the model-free kernels share: a change to one rebuilds both modules
 SHARED_HEADERS = ["gr-rfdetect/include/gnuradio/rfdetect/kernel_api.h", "gr-rfdetect/lib/radix_median.h",
-                  "gr-rfdetect/python/bindings/float32_tile.h"]
+                  "gr-rfdetect/lib/pow10.h", "gr-rfdetect/python/bindings/float32_tile.h"]
 # the pulse detector's contrast map: -ffp-contract=off, for NumPy's reference rounds each
 # operation on its own (gr-rfdetect/lib/pulse_contrast.cc)
 PULSE_KERNEL = Extension("gnuradio.rfdetect.inference._pulse_contrast",

@@ -2,9 +2,9 @@
  *
  * carrier_power does the arithmetic of the NumPy and SciPy calls of
  * CarrierDetector._power_numpy, so that the two agree to an ulp or two:
- * - 10 ** (dB / 10) is an exp2 of its own (pow10_of_tenth): powf was a third of the kernel's
- *   time, and this is within an ulp of the exact value (NumPy's float32 power is too, and the
- *   two differ by an ulp at some pixels, as powf and NumPy did);
+ * - 10 ** (dB / 10) is pow10.h's exp2: powf was a third of the kernel's time, and this is
+ *   within an ulp of the exact value (NumPy's float32 power is too, and the two differ by an
+ *   ulp at some pixels, as powf and NumPy did);
  * - the floors are np.median's values (radix_median.h);
  * - the running means are SciPy 1.10's uniform_filter1d: a sum in double of the window's
  *   values, then each step adds the entering value less the leaving one (their difference
@@ -18,6 +18,7 @@
  */
 #include <gnuradio/rfdetect/carrier_power.h>
 
+#include "pow10.h"
 #include "radix_median.h"
 
 #include <algorithm>
@@ -40,59 +41,6 @@ struct carrier_buffers {
     std::vector<double> running, line;
 };
 
-// log2(10), and 1.5 * 2^52: added to and taken from a double of magnitude under 2^51, it
-// rounds that double to an integer in two vectorisable adds
-constexpr double LOG2_10 = 3.32192809488736234787;
-constexpr double ROUNDER = 6755399441055744.0;
-// ln(2)^k / k!, k = 7 down to 1: 2^f = sum of them times f^k, for |f| <= 1/2 within 6e-9
-constexpr float EXP2_TAYLOR[] = { 1.52527338040598e-5f, 1.54035303933816e-4f, 1.33335581464284e-3f,
-                                  9.61812910762848e-3f, 5.55041086648216e-2f, 2.40226506959101e-1f,
-                                  6.93147180559945e-1f };
-// pow10_of_tenth's range: under it 10 ** (dB / 10) is under float32's smallest normal number
-// (2^-126), which it does not make; over it, over float32's largest (the detector gives the
-// kernel pixels under 300 dB). A row with a pixel outside takes powf
-constexpr float LOWEST_FAST_DB = -370.0f;
-constexpr float HIGHEST_FAST_DB = 380.0f;
-
-// 10 ** (db / 10) with db / 10 rounded to float32 first, as NumPy's float32 arithmetic does;
-// db in [LOWEST_FAST_DB, HIGHEST_FAST_DB]: 2^t, t = (db / 10) log2(10) in double, as 2^n 2^f with n the
-// integer nearest t and 2^f a Taylor polynomial in float32
-inline float pow10_of_tenth(float db)
-{
-    const double t = static_cast<double>(db / 10.0f) * LOG2_10;
-    const double n = (t + ROUNDER) - ROUNDER;
-    const float f = static_cast<float>(t - n);
-    float p = EXP2_TAYLOR[0];
-    for (int k = 1; k < 7; k++)
-        p = p * f + EXP2_TAYLOR[k];
-    p = p * f + 1.0f;
-    const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-    float scale;
-    std::memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
-}
-
-// one row's linear power: the vector loop is compiled for AVX2 as well where the compiler
-// can (x86-64; the CPU picks at load time), 2.5 times the speed of SSE2's on the Xeon
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("avx2", "default")))
-#endif
-void linear_row(const float* db, long w, float* p)
-{
-    // a value pow10_of_tenth does not take (NaN included): the row takes powf. Checked first, in
-    // a pass of its own: clamping inside the loop below would stop it vectorising
-    int outside = 0;
-    for (long c = 0; c < w; c++)
-        outside |= (db[c] < LOWEST_FAST_DB) | (db[c] > HIGHEST_FAST_DB) | (db[c] != db[c]);
-    if (outside) {
-        for (long c = 0; c < w; c++)
-            p[c] = std::pow(10.0f, db[c] / 10.0f);
-        return;
-    }
-    for (long c = 0; c < w; c++)
-        p[c] = pow10_of_tenth(db[c]);
-}
-
 } // namespace
 
 void carrier_power(const float* tile_db, long rows, long cols, long smooth_rows, float* power, float* smooth)
@@ -111,7 +59,7 @@ void carrier_power(const float* tile_db, long rows, long cols, long smooth_rows,
     for (long r = 0; r < n; r++) {
         float* p = power + r * w;
         const float* db = tile_db + r * w;
-        linear_row(db, w, p);
+        detail::ten_to_tenths(db, w, p);
         for (long c = 0; c < w; c++)
             buf.keys[c] = detail::key_of(p[c]); // >= 0, never NaN: keys sort as values
         const float floor = std::max(detail::median_of(buf.keys.data(), w, buf.scratch) / ln2, 1e-30f);

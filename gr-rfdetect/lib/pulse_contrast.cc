@@ -11,6 +11,7 @@
  */
 #include <gnuradio/rfdetect/pulse_contrast.h>
 
+#include "pow10.h"
 #include "radix_median.h"
 
 #include <algorithm>
@@ -85,8 +86,7 @@ void pulse_contrast(const float* tile_db,
     // 1. linear power over each column's floor: the median / ln 2 of its floor_rows-row
     // block (a shorter remainder joins the block before), never under half the median floor
     thread_local buffers buf;
-    for (long i = 0; i < n * w; i++)
-        power[i] = std::pow(10.0f, tile_db[i] / 10.0f); // >= 0, never NaN: keys sort as values
+    detail::ten_to_tenths(tile_db, n * w, power); // >= 0, never NaN: keys sort as values
     const long blocks = std::max(n - floor_rows, 0L) / floor_rows + 1;
     const float ln2 = static_cast<float>(std::log(2.0));
     buf.floors.resize(w);
