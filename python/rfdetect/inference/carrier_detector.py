@@ -105,7 +105,8 @@ KERNEL = CompiledModule(os.path.dirname(os.path.abspath(__file__)), "_carrier_po
                                  "(about twice its CPU)")
 # the compiled kernel's largest relative difference from _power_numpy's values: NumPy's float32
 # power and the kernel's own 10 ** x are each within an ulp of the exact value, so they differ
-# by an ulp at some pixels, and the floor, the power over it and the means carry that ulp (tests/test_carrier_detector.py, bench/model_free.py)
+# by an ulp at some pixels, and the floor, the power over it and the means carry that ulp
+# (tests/test_carrier_detector.py, bench/model_free.py)
 POWER_TOLERANCE = 2e-6
 # the highest dB pixel the kernel is given: 10 ** 30 is float32's; above it both overflow alike,
 # but the NumPy path is the one documented for such tiles
@@ -358,7 +359,7 @@ class CarrierDetector:
     def _regions(self, smooth: np.ndarray) -> tuple[np.ndarray, list]:
         """Step 2's candidate regions: (labels, [(label, rows, columns)] of those at least
         ``min_rows`` rows tall, as slices, in label order), the compiled kernel's (the same
-        regions as :meth:`_regions_numpy`, in about a fifth of its time and without the GIL)
+        regions as :meth:`_regions_numpy`, in about a third of its time and without the GIL)
         where it loads (``kernel``), else :meth:`_regions_numpy`'s."""
         kernel = KERNEL.choose(self.kernel)
         if kernel is None:
