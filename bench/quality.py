@@ -101,8 +101,8 @@ SYNTH_SETS = {
     # (bench/realtime_quality.py --set vhf-uhf-4M; session 48)
     "vhf-uhf-4M": dict(profile="vhf-uhf", seed=7511, sample_rate=4e6, duration=0.55, n_signals=12, n=12,
                        center_freq=162e6),
-    # likewise at narrowband's highest rate, where carrier alone runs beside it in real time
-    # (bench/realtime_quality.py --set vhf-uhf-6M; session 49)
+    # likewise at narrowband's highest rate, where nothing keeps up beside it in real time on 2
+    # cores (carrier did in one run of three: bench/realtime_quality.py --set vhf-uhf-6M; session 49)
     "vhf-uhf-6M": dict(profile="vhf-uhf", seed=7521, sample_rate=6.4e6, duration=0.55, n_signals=12, n=12,
                        center_freq=162e6),
 }

@@ -66,7 +66,7 @@ NB_ROW = ["narrowband", "narrowband-x2", "wideband-short", "pulse", "carrier"]
     (3.6e6, 162e6, ["narrowband", "narrowband-x2", "pulse", "carrier"]),
     (4e6, 162e6, ["narrowband", "pulse", "carrier"]), (4.8e6, 162e6, ["narrowband", "pulse", "carrier"]),
     (5.2e6, 162e6, ["narrowband", "carrier"]), (6e6, 162e6, ["narrowband", "carrier"]),
-    (6.2e6, 162e6, ["narrowband", "carrier"]), (6.4e6, 162e6, ["narrowband", "carrier"]),
+    (6.2e6, 162e6, ["narrowband"]), (6.4e6, 162e6, ["narrowband"]),
     (2.4e6, 915e6, ["wideband", "wideband-short"]), (6e6, 2.44e9, ["wideband", "wideband-short"]),
     (7.68e6, 2.44e9, ["wideband"]), (20e6, 2.44e9, ["wideband"]),
     (2e6, 0.0, ["wideband", "wideband-short"]),

@@ -183,7 +183,7 @@ class iq_detector(gr.hier_block2):
             on 2 cores (AUTO_COMPANIONS' last field), fewer as the rate rises: beside
             ``narrowband`` all four up to 2.8 MS/s (about a second late as the merge waits
             for ``carrier``'s tiles), then without ``wideband-short`` up to 3.6 MS/s,
-            ``pulse`` and ``carrier`` up to 4.8, ``carrier`` up to 6.4; ``wideband-short``
+            ``pulse`` and ``carrier`` up to 4.8, ``carrier`` up to 6; ``wideband-short``
             beside ``wideband`` up to 6 MS/s; one network above (``wideband`` alone keeps up
             with 15 MS/s; docs/performance.md). ``companions`` (a tuple) names those it
             runs. True or False: always all or never.

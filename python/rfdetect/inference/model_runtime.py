@@ -157,14 +157,14 @@ def auto_model(sample_rate: float, center_frequency: Optional[float]) -> str:
 # carrier, pulse and narrowband-x2 each added 0.04-0.13. 0: never in real time on 2 cores
 # (narrowband-zoom costs about a second network). These limits were measured with the
 # model-free detectors' compiled kernels; REALTIME_MAX_WITHOUT_KERNEL holds those measured
-# without them, for an install whose kernel did not build. carrier keeps up over narrowband's
-# whole range since its regions moved into its kernel (session 49: 6.4 MS/s for 60 s).
+# without them, for an install whose kernel did not build. carrier at 6.4 MS/s, with its regions
+# in its kernel (session 49), kept up for 60 s in one run and dropped tiles in two others.
 AUTO_COMPANIONS = (("wideband", "narrowband-zoom", 8e6, 25e6, 0.0),
                    ("wideband", "wideband-short", 2e6, 25e6, 6e6),
                    ("narrowband", "narrowband-x2", 1.6e6, NARROW_CAPTURE_MAX_RATE, 3.6e6),
                    ("narrowband", "wideband-short", 0.8e6, NARROW_CAPTURE_MAX_RATE, 2.8e6),
                    ("narrowband", "pulse", 1.6e6, NARROW_CAPTURE_MAX_RATE, 4.8e6),
-                   ("narrowband", "carrier", 0.8e6, NARROW_CAPTURE_MAX_RATE, NARROW_CAPTURE_MAX_RATE))
+                   ("narrowband", "carrier", 0.8e6, NARROW_CAPTURE_MAX_RATE, 6e6))
 
 
 # the real-time limits of pulse and carrier where their compiled kernel does not load (their
