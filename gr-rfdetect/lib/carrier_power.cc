@@ -143,7 +143,13 @@ std::vector<carrier_region> carrier_regions(
 
     // the mask, dilated by 3 x 3 (nothing outside the map): each row's mask ORed across,
     // then three such rows ORed down
-    std::vector<uint8_t> across(n * w), closed(n * w), dilated(3 * w);
+    // this thread's masks, kept between tiles: every pixel read below is written first (rows 0
+    // and n - 1 of closed, always clear, are never read)
+    thread_local std::vector<uint8_t> across, closed, dilated, and_across;
+    across.resize(n * w);
+    closed.resize(n * w);
+    dilated.resize(3 * w);
+    and_across.resize(3 * w);
     const long lo = std::min(edge, w), hi = std::max(w - edge, lo);
     for (long r = 0; r < n; r++) {
         const float* s = smooth + r * w;
@@ -163,7 +169,6 @@ std::vector<carrier_region> carrier_regions(
         for (long c = 0; c < w; c++)
             d[c] = a[c] | (r > 0 ? a[c - w] : 0) | (r + 1 < n ? a[c + w] : 0);
     };
-    std::vector<uint8_t> and_across(3 * w);
     auto anded_row = [&](const uint8_t* d, uint8_t* out) {
         out[0] = out[w - 1] = 0;
         for (long c = 1; c + 1 < w; c++)

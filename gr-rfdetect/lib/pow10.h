@@ -23,9 +23,10 @@ constexpr double ROUNDER = 6755399441055744.0;
 constexpr float EXP2_TAYLOR[] = { 1.52527338040598e-5f, 1.54035303933816e-4f, 1.33335581464284e-3f,
                                   9.61812910762848e-3f, 5.55041086648216e-2f, 2.40226506959101e-1f,
                                   6.93147180559945e-1f };
-// pow10_of_tenth's range: under it 10 ** (dB / 10) is under float32's smallest normal number
-// (2^-126), which it does not make; over it, over float32's largest (the detectors give the
-// kernels pixels under 300 dB). Values with one outside take powf
+// pow10_of_tenth's range, inside the one where its 2^n is a normal float32 (about -379 to 385
+// dB: under it the result is under float32's smallest normal number, which it does not make,
+// over it over float32's largest; the detectors give the kernels pixels under 300 dB). Values
+// with one outside take powf
 constexpr float LOWEST_FAST_DB = -370.0f;
 constexpr float HIGHEST_FAST_DB = 380.0f;
 
@@ -48,8 +49,9 @@ inline float pow10_of_tenth(float db)
 }
 
 // p = 10 ** (db / 10) for n values: the vector loop is compiled for AVX2 as well where the
-// compiler can (x86-64; the CPU picks at load time), 2.5 times the speed of SSE2's on the Xeon
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// compiler can (GCC on x86-64 glibc, whose ifuncs let the CPU pick at load time), 2.5 times the
+// speed of SSE2's on the Xeon
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__)
 __attribute__((target_clones("avx2", "default")))
 #endif
 void ten_to_tenths(const float* db, long n, float* p)

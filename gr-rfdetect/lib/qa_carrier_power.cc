@@ -96,6 +96,13 @@ int main()
     // too short for min_rows 8: labelled, not returned
     found = carrier_regions(map.data(), rr, rc, 2.0f, 1, 8, labels.data());
     CHECK(found.empty() && labels[4 * rc + 4] == 1);
+    // the edge columns: a stroke in column 1 is a region with none left out or one, not with two
+    std::vector<float> stroke(rr * rc, 0.0f);
+    for (long r = 2; r <= 8; r++)
+        stroke[r * rc + 1] = 5.0f;
+    CHECK(carrier_regions(stroke.data(), rr, rc, 2.0f, 0, 0, labels.data()).size() == 1);
+    CHECK(carrier_regions(stroke.data(), rr, rc, 2.0f, 1, 0, labels.data()).size() == 1);
+    CHECK(carrier_regions(stroke.data(), rr, rc, 2.0f, 2, 0, labels.data()).empty());
     threw = false;
     try {
         carrier_regions(map.data(), rr, rc, 2.0f, -1, 0, labels.data());

@@ -341,8 +341,8 @@ class CarrierDetector:
     def _power(self, tile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(each pixel's power over its row's floor, that power's ``smooth_rows`` x 3 mean):
         the compiled kernel's (gr-rfdetect/lib/carrier_power.cc: the same values to float32
-        rounding, in two thirds of the time and without the GIL) where it loads (``kernel``) and every pixel
-        is under KERNEL_MAX_DB, else :meth:`_power_numpy`'s."""
+        rounding, in about a third of the time and without the GIL) where it loads (``kernel``)
+        and every pixel is under KERNEL_MAX_DB, else :meth:`_power_numpy`'s."""
         kernel = KERNEL.choose(self.kernel)
         if kernel is not None and kernel_takes(tile):
             return kernel.power(np.ascontiguousarray(tile, np.float32), self.smooth_rows)

@@ -1,12 +1,13 @@
-/* The carrier detector's power maps: each pixel of a plain-dB spectrogram tile over its
- * row's noise floor, and that power smoothed over rows and columns.
+/* The carrier detector's kernels: its power maps (each pixel of a plain-dB spectrogram tile
+ * over its row's noise floor, and that power smoothed over rows and columns) and its candidate
+ * regions in them (labelled, with their boxes).
  *
  * The reference, and the documentation of each step, is the NumPy and SciPy code of
- * python/rfdetect/inference/carrier_detector.py (CarrierDetector._power_numpy); this kernel
- * computes the same float32 values to rounding (tests/test_carrier_detector.py: NumPy's
- * float32 power rounds some pixels an ulp from the C library's powf), in a few passes over
- * each row. Needs nothing but the C++ standard library: the pybind11 module
- * gnuradio.rfdetect.inference._carrier_power runs it.
+ * python/rfdetect/inference/carrier_detector.py (CarrierDetector._power_numpy and
+ * _regions_numpy); the power maps are the same float32 values to rounding
+ * (tests/test_carrier_detector.py: NumPy's float32 power and this kernel's each round some
+ * pixels an ulp apart), the regions the same labels. Needs nothing but the C++ standard
+ * library: the pybind11 module gnuradio.rfdetect.inference._carrier_power runs it.
  */
 #ifndef INCLUDED_RFDETECT_CARRIER_POWER_H
 #define INCLUDED_RFDETECT_CARRIER_POWER_H
