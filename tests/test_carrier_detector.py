@@ -298,7 +298,6 @@ def test_compiled_regions_are_scipys_labels_and_boxes():
     reference: the same label array, numbered the same, and the same boxes, on maps of
     every size down to 1 x 1, at densities from sparse dots to nearly full, with edge
     columns 1 to a third of the map and min_rows 0 to more than the map has."""
-    from gnuradio.rfdetect.inference.carrier_detector import CarrierDetector
     kernel = _kernel()
     rng = np.random.default_rng(17)
     compared = tall = 0

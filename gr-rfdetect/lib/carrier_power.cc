@@ -141,15 +141,15 @@ std::vector<carrier_region> carrier_regions(
     if (n < 3 || w < 3) // the closing erodes every edge pixel: nothing is left
         return found;
 
-    // the mask, dilated by 3 x 3 (nothing outside the map): each row's mask ORed across,
-    // then three such rows ORed down
     // this thread's masks, kept between tiles: every pixel read below is written first (rows 0
     // and n - 1 of closed, always clear, are never read)
     thread_local std::vector<uint8_t> across, closed, dilated, and_across;
     across.resize(n * w);
     closed.resize(n * w);
-    dilated.resize(3 * w);
+    dilated.resize(w);
     and_across.resize(3 * w);
+    // the mask, dilated by 3 x 3 (nothing outside the map): each row's mask ORed across here,
+    // then three such rows ORed down (dilated_row)
     const long lo = std::min(edge, w), hi = std::max(w - edge, lo);
     for (long r = 0; r < n; r++) {
         const float* s = smooth + r * w;
@@ -163,7 +163,7 @@ std::vector<carrier_region> carrier_regions(
         }
     }
     // eroded by 3 x 3 (outside the map counts as not set: the edge pixels are cleared): the
-    // dilated rows ANDed across, then down; three dilated rows are kept, in turn
+    // dilated rows ANDed across (one row at a time, into a ring of three), then down
     auto dilated_row = [&](long r, uint8_t* d) {
         const uint8_t* a = across.data() + r * w;
         for (long c = 0; c < w; c++)
@@ -175,13 +175,12 @@ std::vector<carrier_region> carrier_regions(
             out[c] = d[c - 1] & d[c] & d[c + 1];
     };
     for (long r = 0; r < 2; r++) {
-        dilated_row(r, dilated.data() + r * w);
-        anded_row(dilated.data() + r * w, and_across.data() + r * w);
+        dilated_row(r, dilated.data());
+        anded_row(dilated.data(), and_across.data() + r * w);
     }
     for (long r = 1; r + 1 < n; r++) {
-        uint8_t* d = dilated.data() + ((r + 1) % 3) * w;
-        dilated_row(r + 1, d);
-        anded_row(d, and_across.data() + ((r + 1) % 3) * w);
+        dilated_row(r + 1, dilated.data());
+        anded_row(dilated.data(), and_across.data() + ((r + 1) % 3) * w);
         const uint8_t *up = and_across.data() + ((r - 1) % 3) * w, *mid = and_across.data() + (r % 3) * w,
                       *down = and_across.data() + ((r + 1) % 3) * w;
         uint8_t* out = closed.data() + r * w;
